@@ -1,0 +1,204 @@
+// Package testenv gives tests isolated pieces of the real services: a fresh
+// PostgreSQL database, a unique Redis namespace on the shared Redis, or
+// private redis-server / PostgreSQL processes for tests that kill, pause or
+// restart servers.
+//
+// The shared services are found through TEST_REDIS_URL (default
+// redis://127.0.0.1:6379/0) and TEST_DATABASE_URL (default
+// postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable). A test fails,
+// never skips, when a service cannot be reached.
+package testenv
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"net/url"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/flashsale/flashsale/internal/localsvc"
+)
+
+// RedisURL is the shared Redis used by tests.
+func RedisURL() string {
+	if u := os.Getenv("TEST_REDIS_URL"); u != "" {
+		return u
+	}
+	return "redis://127.0.0.1:6379/0"
+}
+
+// DatabaseURL is the maintenance database of the shared PostgreSQL.
+func DatabaseURL() string {
+	if u := os.Getenv("TEST_DATABASE_URL"); u != "" {
+		return u
+	}
+	return "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+}
+
+// Namespace returns a short identifier unique to this test run, usable in
+// key prefixes, queue names and database names ([a-z0-9_]).
+func Namespace(t testing.TB) string {
+	t.Helper()
+	b := make([]byte, 5)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatalf("testenv: random: %v", err)
+	}
+	name := strings.ToLower(nonWord.ReplaceAllString(t.Name(), "_"))
+	if len(name) > 24 {
+		name = name[len(name)-24:]
+	}
+	return strings.Trim(name, "_") + "_" + hex.EncodeToString(b)
+}
+
+var nonWord = regexp.MustCompile(`[^A-Za-z0-9]+`)
+
+// Redis connects to the shared Redis and checks it answers. Keys the test
+// writes must carry a prefix from [Namespace]; the client is closed at cleanup.
+func Redis(t testing.TB) *redis.Client {
+	t.Helper()
+	opt, err := redis.ParseURL(RedisURL())
+	if err != nil {
+		t.Fatalf("testenv: TEST_REDIS_URL: %v", err)
+	}
+	rdb := redis.NewClient(opt)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		_ = rdb.Close()
+		t.Fatalf("testenv: Redis at %s is unreachable (start it, or set TEST_REDIS_URL): %v", opt.Addr, err)
+	}
+	t.Cleanup(func() { _ = rdb.Close() })
+	return rdb
+}
+
+// DeleteKeys removes every key matching prefix+"*" at cleanup.
+func DeleteKeys(t testing.TB, rdb redis.UniversalClient, prefix string) {
+	t.Helper()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		iter := rdb.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+		var keys []string
+		for iter.Next(ctx) {
+			keys = append(keys, iter.Val())
+			if len(keys) == 500 {
+				rdb.Del(ctx, keys...)
+				keys = keys[:0]
+			}
+		}
+		if len(keys) > 0 {
+			rdb.Del(ctx, keys...)
+		}
+	})
+}
+
+// NewDatabase creates an empty database on the shared PostgreSQL, drops it at
+// cleanup, and returns its URL.
+func NewDatabase(t testing.TB) string {
+	t.Helper()
+	return newDatabaseOn(t, DatabaseURL())
+}
+
+func newDatabaseOn(t testing.TB, maintenanceURL string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, maintenanceURL)
+	if err != nil {
+		t.Fatalf("testenv: PostgreSQL is unreachable (start it, or set TEST_DATABASE_URL): %v", err)
+	}
+	defer conn.Close(ctx)
+	name := "fs_" + Namespace(t)
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		t.Fatalf("testenv: create database %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		c, err := pgx.Connect(ctx, maintenanceURL)
+		if err != nil {
+			t.Logf("testenv: drop database %s: %v", name, err)
+			return
+		}
+		defer c.Close(ctx)
+		if _, err := c.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
+			t.Logf("testenv: drop database %s: %v", name, err)
+		}
+	})
+	u, err := url.Parse(maintenanceURL)
+	if err != nil {
+		t.Fatalf("testenv: database URL: %v", err)
+	}
+	u.Path = "/" + name
+	return u.String()
+}
+
+// PrivateRedis starts a redis-server of the test's own on a free port and
+// kills it at cleanup.
+func PrivateRedis(t testing.TB, opts localsvc.RedisOptions) *localsvc.Redis {
+	t.Helper()
+	if opts.Dir == "" {
+		opts.Dir = t.TempDir()
+	}
+	r, err := localsvc.StartRedis(opts)
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	t.Cleanup(func() { _ = r.Kill() })
+	return r
+}
+
+// PrivatePostgres starts a PostgreSQL server of the test's own (initdb on a
+// free port, about two seconds) and stops it at cleanup.
+func PrivatePostgres(t testing.TB) *localsvc.Postgres {
+	t.Helper()
+	// Not t.TempDir: its parent is private to root, and PostgreSQL runs as
+	// the postgres user when the tests run as root.
+	dir, err := os.MkdirTemp("", "flashsale-pg-*")
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	p, err := localsvc.StartPostgres(localsvc.PostgresOptions{Dir: dir})
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		t.Fatalf("testenv: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = p.Kill()
+		_ = os.RemoveAll(dir)
+	})
+	return p
+}
+
+// PrivateDatabase creates an empty database on a private PostgreSQL and
+// returns its URL.
+func PrivateDatabase(t testing.TB, p *localsvc.Postgres) string {
+	t.Helper()
+	return newDatabaseOn(t, p.URL("postgres"))
+}
+
+// Eventually calls cond every few milliseconds until it returns nil or the
+// deadline passes, then fails the test with cond's last error.
+func Eventually(t testing.TB, timeout time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	delay := 2 * time.Millisecond
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %v: %v", timeout, err)
+		}
+		time.Sleep(delay)
+		delay = min(delay*2, 50*time.Millisecond)
+	}
+}
