@@ -1,0 +1,398 @@
+package inventory
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// OrderRequest is an accepted order waiting for its outcome.
+type OrderRequest struct {
+	ID             string
+	ProductID      string
+	UserID         string
+	Quantity       int
+	IdempotencyKey string
+	AcceptedAt     time.Time
+}
+
+// Batch is a set of orders to decide in one transaction. Tokens holds, for
+// every product of the batch, the fencing token of the lock the caller
+// holds on it.
+type Batch struct {
+	Orders []OrderRequest
+	Tokens map[string]int64
+}
+
+// Decision is the outcome of one order of a batch.
+type Decision struct {
+	Order Order
+	// Replay is true when the order had been decided before this batch
+	// (a redelivered task): Order is the stored outcome and nothing changed.
+	Replay bool
+	// Err is ErrNotFound when the order's product does not exist; then the
+	// order was not recorded.
+	Err error
+}
+
+// ProductState is a product's stock right after the batch committed.
+type ProductState struct {
+	Stock      int64
+	RestockGen int64
+}
+
+// Result is what [Store.Apply] decided.
+type Result struct {
+	Decisions []Decision              // one per input order, same order
+	Products  map[string]ProductState // every existing product of the batch
+}
+
+// Apply decides every order of the batch in one transaction: per product,
+// orders are served by acceptance time; an order succeeds when the stock
+// left covers its quantity and the buyer stays within the product's per-user
+// limit, and is otherwise sold_out or limit_exceeded. Stock, sold units,
+// purchases and the order rows commit together, so each order's effect
+// happens exactly once; an order decided earlier is returned as a replay.
+//
+// The product rows are locked (FOR UPDATE, in id order) for the whole
+// transaction, and the final UPDATE only applies where the stored fence is
+// not newer than the batch's token and the stock covers the decrement.
+// Apply returns a [*StaleFenceError] (matching [ErrStaleFence]) when a
+// newer token has written a product, [ErrUnavailable] for retryable
+// database faults, and nothing is written in either case.
+func (s *Store) Apply(ctx context.Context, b Batch) (*Result, error) {
+	if len(b.Orders) == 0 {
+		return &Result{Products: map[string]ProductState{}}, nil
+	}
+	for _, o := range b.Orders {
+		if o.ID == "" || o.Quantity < 1 {
+			return nil, fmt.Errorf("%w: order %q quantity %d", ErrInvalid, o.ID, o.Quantity)
+		}
+		if _, ok := b.Tokens[o.ProductID]; !ok {
+			return nil, fmt.Errorf("%w: no fencing token for product %q", ErrInvalid, o.ProductID)
+		}
+	}
+	var res *Result
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var err error
+		res, err = apply(ctx, tx, b)
+		return err
+	})
+	if err != nil {
+		var stale *StaleFenceError
+		if errors.As(err, &stale) || errors.Is(err, ErrInvalid) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("apply batch of %d: %w", len(b.Orders), translate(err))
+	}
+	return res, nil
+}
+
+type productRow struct {
+	stock, fence, restockGen int64
+	limit                    int
+}
+
+type userKey struct{ product, user string }
+
+func apply(ctx context.Context, tx pgx.Tx, b Batch) (*Result, error) {
+	productIDs := make([]string, 0, len(b.Tokens))
+	orderIDs := make([]string, 0, len(b.Orders))
+	pairP := make([]string, 0, len(b.Orders))
+	pairU := make([]string, 0, len(b.Orders))
+	seenProduct := map[string]bool{}
+	for _, o := range b.Orders {
+		if !seenProduct[o.ProductID] {
+			seenProduct[o.ProductID] = true
+			productIDs = append(productIDs, o.ProductID)
+		}
+		orderIDs = append(orderIDs, o.ID)
+		pairP = append(pairP, o.ProductID)
+		pairU = append(pairU, o.UserID)
+	}
+	slices.Sort(productIDs) // lock rows in one global order: no deadlocks between batches
+
+	// Round trip 1: lock the products, read what was decided and bought.
+	rb := &pgx.Batch{}
+	rb.Queue(`SELECT now()`)
+	rb.Queue(`SELECT id, stock, per_user_limit, fence, restock_gen FROM products
+		WHERE id = ANY($1) ORDER BY id FOR UPDATE`, productIDs)
+	rb.Queue(`SELECT `+orderColumns+` FROM orders WHERE id = ANY($1)`, orderIDs)
+	rb.Queue(`SELECT p.product_id, p.user_id, p.units FROM purchases p
+		JOIN unnest($1::text[], $2::text[]) AS q(product_id, user_id)
+		ON p.product_id = q.product_id AND p.user_id = q.user_id`, pairP, pairU)
+	br := tx.SendBatch(ctx, rb)
+	var now time.Time
+	if err := br.QueryRow().Scan(&now); err != nil {
+		br.Close()
+		return nil, err
+	}
+	products := make(map[string]*productRow, len(productIDs))
+	rows, _ := br.Query()
+	for rows.Next() {
+		var id string
+		p := &productRow{}
+		if err := rows.Scan(&id, &p.stock, &p.limit, &p.fence, &p.restockGen); err != nil {
+			rows.Close()
+			br.Close()
+			return nil, err
+		}
+		products[id] = p
+	}
+	if err := rows.Err(); err != nil {
+		br.Close()
+		return nil, err
+	}
+	decided := map[string]Order{}
+	rows, _ = br.Query()
+	for rows.Next() {
+		o, err := scanOrder(rows)
+		if err != nil {
+			rows.Close()
+			br.Close()
+			return nil, err
+		}
+		decided[o.ID] = o
+	}
+	if err := rows.Err(); err != nil {
+		br.Close()
+		return nil, err
+	}
+	bought := map[userKey]int{}
+	rows, _ = br.Query()
+	for rows.Next() {
+		var k userKey
+		var units int
+		if err := rows.Scan(&k.product, &k.user, &units); err != nil {
+			rows.Close()
+			br.Close()
+			return nil, err
+		}
+		bought[k] = units
+	}
+	if err := rows.Err(); err != nil {
+		br.Close()
+		return nil, err
+	}
+	if err := br.Close(); err != nil {
+		return nil, err
+	}
+	for _, id := range productIDs {
+		if p, ok := products[id]; ok && p.fence > b.Tokens[id] {
+			return nil, &StaleFenceError{ProductID: id, Token: b.Tokens[id], Fence: p.fence}
+		}
+	}
+
+	// Decide, product by product, in acceptance order.
+	res := &Result{Decisions: make([]Decision, len(b.Orders)), Products: make(map[string]ProductState, len(products))}
+	idx := make([]int, len(b.Orders))
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortStableFunc(idx, func(x, y int) int {
+		a, c := b.Orders[x], b.Orders[y]
+		return cmp.Or(a.AcceptedAt.Compare(c.AcceptedAt), cmp.Compare(a.ID, c.ID))
+	})
+	type delta struct{ units, succeeded, soldOut, limited int64 }
+	deltas := map[string]*delta{}
+	var ins insertOrders
+	var buys []purchaseDelta
+	buyIdx := map[userKey]int{}
+	for _, i := range idx {
+		o := b.Orders[i]
+		if prev, ok := decided[o.ID]; ok {
+			res.Decisions[i] = Decision{Order: prev, Replay: true}
+			continue
+		}
+		p, ok := products[o.ProductID]
+		if !ok {
+			res.Decisions[i] = Decision{Err: fmt.Errorf("product %q: %w", o.ProductID, ErrNotFound)}
+			continue
+		}
+		d := deltas[o.ProductID]
+		if d == nil {
+			d = &delta{}
+			deltas[o.ProductID] = d
+		}
+		k := userKey{o.ProductID, o.UserID}
+		status := StatusSucceeded
+		switch {
+		case int64(o.Quantity) > p.stock:
+			status = StatusSoldOut
+			d.soldOut++
+		case p.limit > 0 && bought[k]+o.Quantity > p.limit:
+			status = StatusLimitExceeded
+			d.limited++
+		default:
+			p.stock -= int64(o.Quantity)
+			d.units += int64(o.Quantity)
+			d.succeeded++
+			if p.limit > 0 {
+				bought[k] += o.Quantity
+				if j, ok := buyIdx[k]; ok {
+					buys[j].units += o.Quantity
+				} else {
+					buyIdx[k] = len(buys)
+					buys = append(buys, purchaseDelta{k, o.Quantity, p.limit})
+				}
+			}
+		}
+		order := Order{
+			ID: o.ID, ProductID: o.ProductID, UserID: o.UserID, Quantity: o.Quantity,
+			IdempotencyKey: o.IdempotencyKey, Status: status, Fence: b.Tokens[o.ProductID],
+			CreatedAt: o.AcceptedAt, UpdatedAt: now,
+		}
+		decided[o.ID] = order // a second copy of the id in this batch is a replay
+		res.Decisions[i] = Decision{Order: order}
+		ins.add(order)
+	}
+	for id, p := range products {
+		res.Products[id] = ProductState{Stock: p.stock, RestockGen: p.restockGen}
+	}
+	if len(ins.id) == 0 {
+		return res, nil
+	}
+
+	// Round trip 2: write orders, purchases and stock.
+	wb := &pgx.Batch{}
+	wb.Queue(`INSERT INTO orders (id, product_id, user_id, quantity, idempotency_key, status, fence, created_at, updated_at)
+		SELECT id, product_id, user_id, quantity, NULLIF(idem, ''), status, fence, created_at, $9
+		FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::text[], $7::bigint[], $8::timestamptz[])
+		AS t(id, product_id, user_id, quantity, idem, status, fence, created_at)`,
+		ins.id, ins.product, ins.user, ins.quantity, ins.idem, ins.status, ins.fence, ins.created, now)
+	if len(buys) > 0 {
+		var bp, bu []string
+		var units, maxUnits []int
+		for _, x := range buys {
+			bp, bu = append(bp, x.key.product), append(bu, x.key.user)
+			units, maxUnits = append(units, x.units), append(maxUnits, x.max)
+		}
+		// The CHECK (units <= max_units) refuses an over-limit purchase even
+		// if the decision above were wrong.
+		wb.Queue(`INSERT INTO purchases (product_id, user_id, units, max_units)
+			SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::int[])
+			ON CONFLICT (product_id, user_id) DO UPDATE
+			SET units = purchases.units + EXCLUDED.units, max_units = EXCLUDED.max_units`, bp, bu, units, maxUnits)
+	}
+	var uid []string
+	var units, tokens, succ, sold, lim []int64
+	for id, d := range deltas {
+		uid = append(uid, id)
+		units, tokens = append(units, d.units), append(tokens, b.Tokens[id])
+		succ, sold, lim = append(succ, d.succeeded), append(sold, d.soldOut), append(lim, d.limited)
+	}
+	// Compare-and-advance: the fence and the stock condition sit in the same
+	// statement as the decrement.
+	wb.Queue(`UPDATE products p SET
+			stock = p.stock - d.units, sold = p.sold + d.units, fence = d.token,
+			orders_succeeded = p.orders_succeeded + d.succ,
+			orders_sold_out = p.orders_sold_out + d.sold,
+			orders_limit_exceeded = p.orders_limit_exceeded + d.lim,
+			updated_at = $7
+		FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[])
+			AS d(id, units, token, succ, sold, lim)
+		WHERE p.id = d.id AND p.fence <= d.token AND p.stock >= d.units`,
+		uid, units, tokens, succ, sold, lim, now)
+	br = tx.SendBatch(ctx, wb)
+	if _, err := br.Exec(); err != nil {
+		br.Close()
+		return nil, err
+	}
+	if len(buys) > 0 {
+		if _, err := br.Exec(); err != nil {
+			br.Close()
+			return nil, err
+		}
+	}
+	tag, err := br.Exec()
+	if err != nil {
+		br.Close()
+		return nil, err
+	}
+	if err := br.Close(); err != nil {
+		return nil, err
+	}
+	if tag.RowsAffected() != int64(len(uid)) {
+		// Cannot happen while the rows are locked FOR UPDATE; if it does,
+		// roll back rather than record outcomes the stock does not match.
+		return nil, fmt.Errorf("inventory: stock update matched %d of %d products", tag.RowsAffected(), len(uid))
+	}
+	return res, nil
+}
+
+type purchaseDelta struct {
+	key   userKey
+	units int
+	max   int
+}
+
+// insertOrders holds the columns of a multi-row INSERT ... SELECT unnest(...).
+type insertOrders struct {
+	id, product, user, idem, status []string
+	quantity                        []int
+	fence                           []int64
+	created                         []time.Time
+}
+
+func (c *insertOrders) add(o Order) {
+	c.id = append(c.id, o.ID)
+	c.product = append(c.product, o.ProductID)
+	c.user = append(c.user, o.UserID)
+	c.quantity = append(c.quantity, o.Quantity)
+	c.idem = append(c.idem, o.IdempotencyKey)
+	c.status = append(c.status, string(o.Status))
+	c.fence = append(c.fence, o.Fence)
+	c.created = append(c.created, o.CreatedAt)
+}
+
+// RecordFailed records the final outcome failed, with reason, for orders
+// that cannot be decided (a permanent error). Stock is not touched. An order
+// that already has an outcome keeps it and comes back as a replay; an order
+// of an unknown product comes back with Err set to ErrNotFound.
+func (s *Store) RecordFailed(ctx context.Context, orders []OrderRequest, reason string) ([]Decision, error) {
+	out := make([]Decision, len(orders))
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		for i, o := range orders {
+			var ord Order
+			ord, err := scanOrder(tx.QueryRow(ctx, `
+				WITH ins AS (
+					INSERT INTO orders (id, product_id, user_id, quantity, idempotency_key, status, reason, created_at)
+					SELECT $1, $2, $3, $4, NULLIF($5, ''), 'failed', $6, $7
+					WHERE EXISTS (SELECT 1 FROM products WHERE id = $2)
+					ON CONFLICT (id) DO NOTHING
+					RETURNING `+orderColumns+`
+				), bump AS (
+					UPDATE products SET orders_failed = orders_failed + 1
+					WHERE id = $2 AND EXISTS (SELECT 1 FROM ins)
+				)
+				SELECT * FROM ins`,
+				o.ID, o.ProductID, o.UserID, max(o.Quantity, 1), o.IdempotencyKey, reason, o.AcceptedAt))
+			if err == nil {
+				out[i] = Decision{Order: ord}
+				continue
+			}
+			if !errors.Is(err, pgx.ErrNoRows) {
+				return err
+			}
+			ord, err = scanOrder(tx.QueryRow(ctx, `SELECT `+orderColumns+` FROM orders WHERE id = $1`, o.ID))
+			switch {
+			case err == nil:
+				out[i] = Decision{Order: ord, Replay: true}
+			case errors.Is(err, pgx.ErrNoRows):
+				out[i] = Decision{Err: fmt.Errorf("product %q: %w", o.ProductID, ErrNotFound)}
+			default:
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("record %d failed orders: %w", len(orders), translate(err))
+	}
+	return out, nil
+}

@@ -1,0 +1,380 @@
+package inventory_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/flashsale/flashsale/internal/testenv"
+	"github.com/flashsale/flashsale/inventory"
+	"github.com/flashsale/flashsale/inventory/inventorytest"
+)
+
+var t0 = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+
+func req(id, product, user string, qty int, seq int) inventory.OrderRequest {
+	return inventory.OrderRequest{ID: id, ProductID: product, UserID: user, Quantity: qty,
+		IdempotencyKey: "k-" + id, AcceptedAt: t0.Add(time.Duration(seq) * time.Millisecond)}
+}
+
+func statuses(res *inventory.Result) []inventory.Status {
+	out := make([]inventory.Status, len(res.Decisions))
+	for i, d := range res.Decisions {
+		out[i] = d.Order.Status
+	}
+	return out
+}
+
+func TestApplyDecides(t *testing.T) {
+	t.Parallel()
+	const (
+		ok   = inventory.StatusSucceeded
+		sold = inventory.StatusSoldOut
+		lim  = inventory.StatusLimitExceeded
+	)
+	tests := []struct {
+		name      string
+		stock     int64
+		limit     int
+		orders    []inventory.OrderRequest
+		want      []inventory.Status
+		wantStock int64
+	}{
+		{
+			name:  "first come first served by acceptance time, not input order",
+			stock: 2,
+			orders: []inventory.OrderRequest{
+				req("c", "p", "u3", 1, 3), req("a", "p", "u1", 1, 1), req("d", "p", "u4", 1, 4), req("b", "p", "u2", 1, 2),
+			},
+			want:      []inventory.Status{sold, ok, sold, ok},
+			wantStock: 0,
+		},
+		{
+			name:      "multi-unit order larger than what is left is sold out, a smaller later one still fits",
+			stock:     5,
+			orders:    []inventory.OrderRequest{req("a", "p", "u1", 3, 1), req("b", "p", "u2", 3, 2), req("c", "p", "u3", 2, 3)},
+			want:      []inventory.Status{ok, sold, ok},
+			wantStock: 0,
+		},
+		{
+			name:      "per-user limit counts units within the batch",
+			stock:     10,
+			limit:     2,
+			orders:    []inventory.OrderRequest{req("a", "p", "u1", 1, 1), req("b", "p", "u1", 1, 2), req("c", "p", "u1", 1, 3), req("d", "p", "u2", 2, 4)},
+			want:      []inventory.Status{ok, ok, lim, ok},
+			wantStock: 6,
+		},
+		{
+			name:      "same order id twice in a batch is decided once",
+			stock:     5,
+			orders:    []inventory.OrderRequest{req("a", "p", "u1", 2, 1), req("a", "p", "u1", 2, 1)},
+			want:      []inventory.Status{ok, ok},
+			wantStock: 3,
+		},
+		{
+			name:      "nothing left",
+			stock:     0,
+			orders:    []inventory.OrderRequest{req("a", "p", "u1", 1, 1)},
+			want:      []inventory.Status{sold},
+			wantStock: 0,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			s := inventorytest.NewStore(t)
+			inventorytest.CreateProduct(t, s, "p", tc.stock, tc.limit)
+			res, err := s.Apply(ctx, inventory.Batch{Orders: tc.orders, Tokens: map[string]int64{"p": 1}})
+			if err != nil {
+				t.Fatalf("Apply: %v", err)
+			}
+			got := statuses(res)
+			if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+				t.Fatalf("statuses: got %v, want %v", got, tc.want)
+			}
+			if st := res.Products["p"].Stock; st != tc.wantStock {
+				t.Errorf("result stock: got %d, want %d", st, tc.wantStock)
+			}
+			p, err := s.Product(ctx, "p")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p.Stock != tc.wantStock || p.Stock+p.Sold != tc.stock {
+				t.Errorf("product: got stock %d sold %d, want stock %d and stock+sold %d", p.Stock, p.Sold, tc.wantStock, tc.stock)
+			}
+			if p.Fence != 1 && len(tc.orders) > 0 {
+				t.Errorf("fence: got %d, want 1", p.Fence)
+			}
+			for i, d := range res.Decisions {
+				o, err := s.Order(ctx, d.Order.ID)
+				if err != nil {
+					t.Fatalf("order %s: %v", d.Order.ID, err)
+				}
+				if o.Status != tc.want[i] {
+					t.Errorf("stored order %s: got %s, want %s", o.ID, o.Status, tc.want[i])
+				}
+			}
+		})
+	}
+}
+
+func TestApplyReplayChangesNothing(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := inventorytest.NewStore(t)
+	inventorytest.CreateProduct(t, s, "p", 1, 0)
+	b := inventory.Batch{Orders: []inventory.OrderRequest{req("a", "p", "u1", 1, 1), req("b", "p", "u2", 1, 2)}, Tokens: map[string]int64{"p": 7}}
+	first, err := s.Apply(ctx, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Redelivery, even under a newer token, and even after a restock that
+	// would now let "b" succeed: the outcomes stand.
+	if _, err := s.Restock(ctx, "p", 5, 1); err != nil {
+		t.Fatal(err)
+	}
+	b.Tokens["p"] = 8
+	second, err := s.Apply(ctx, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range first.Decisions {
+		if !second.Decisions[i].Replay {
+			t.Errorf("decision %d: got Replay=false, want true", i)
+		}
+		if got, want := second.Decisions[i].Order.Status, first.Decisions[i].Order.Status; got != want {
+			t.Errorf("decision %d: got %s, want %s", i, got, want)
+		}
+	}
+	p, _ := s.Product(ctx, "p")
+	if p.Stock != 5 || p.Sold != 1 || p.Orders.Succeeded != 1 || p.Orders.SoldOut != 1 {
+		t.Errorf("got stock %d sold %d counts %+v, want stock 5 sold 1 one succeeded one sold out", p.Stock, p.Sold, p.Orders)
+	}
+}
+
+func TestApplyStaleFenceWritesNothing(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := inventorytest.NewStore(t)
+	inventorytest.CreateProduct(t, s, "p", 10, 0)
+	if _, err := s.Apply(ctx, inventory.Batch{Orders: []inventory.OrderRequest{req("new", "p", "u1", 1, 1)}, Tokens: map[string]int64{"p": 5}}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.Apply(ctx, inventory.Batch{Orders: []inventory.OrderRequest{req("old", "p", "u2", 1, 2)}, Tokens: map[string]int64{"p": 4}})
+	var stale *inventory.StaleFenceError
+	if !errors.Is(err, inventory.ErrStaleFence) || !errors.As(err, &stale) {
+		t.Fatalf("got %v, want ErrStaleFence", err)
+	}
+	if stale.Fence != 5 || stale.Token != 4 || stale.ProductID != "p" {
+		t.Errorf("got %+v, want product p token 4 fence 5", stale)
+	}
+	if _, err := s.Order(ctx, "old"); !errors.Is(err, inventory.ErrNotFound) {
+		t.Errorf("stale order recorded: got %v, want ErrNotFound", err)
+	}
+	p, _ := s.Product(ctx, "p")
+	if p.Stock != 9 || p.Fence != 5 {
+		t.Errorf("got stock %d fence %d, want 9 and 5", p.Stock, p.Fence)
+	}
+	// The same token again is fine: one lock hold may write several batches.
+	if _, err := s.Apply(ctx, inventory.Batch{Orders: []inventory.OrderRequest{req("again", "p", "u3", 1, 3)}, Tokens: map[string]int64{"p": 5}}); err != nil {
+		t.Errorf("same token: %v", err)
+	}
+}
+
+func TestApplyUnknownProduct(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := inventorytest.NewStore(t)
+	inventorytest.CreateProduct(t, s, "p", 1, 0)
+	res, err := s.Apply(ctx, inventory.Batch{
+		Orders: []inventory.OrderRequest{req("a", "nope", "u1", 1, 1), req("b", "p", "u1", 1, 2)},
+		Tokens: map[string]int64{"p": 1, "nope": 1},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(res.Decisions[0].Err, inventory.ErrNotFound) {
+		t.Errorf("unknown product: got %v, want ErrNotFound", res.Decisions[0].Err)
+	}
+	if res.Decisions[1].Order.Status != inventory.StatusSucceeded {
+		t.Errorf("known product: got %s, want succeeded", res.Decisions[1].Order.Status)
+	}
+}
+
+// Many concurrent batches over the same orders, with racing tokens, as when
+// asynq redelivers tasks while a paused worker resumes: the stock is never
+// oversold and every order has exactly one outcome.
+func TestApplyConcurrentBatchesNeverOversell(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := inventorytest.NewStore(t)
+	const stock, orders, writers = 50, 200, 8
+	inventorytest.CreateProduct(t, s, "p", stock, 0)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	outcome := map[string]inventory.Status{}
+	for w := range writers {
+		wg.Go(func() {
+			for start := 0; start < orders; start += 25 {
+				var b inventory.Batch
+				for i := start; i < start+25; i++ {
+					// each writer covers every order, in its own rotation
+					j := (i + w*37) % orders
+					b.Orders = append(b.Orders, req(fmt.Sprintf("o%03d", j), "p", fmt.Sprintf("u%d", j), 1, j))
+				}
+				b.Tokens = map[string]int64{"p": int64(start + w)}
+				res, err := s.Apply(ctx, b)
+				if errors.Is(err, inventory.ErrStaleFence) {
+					continue
+				}
+				if err != nil {
+					t.Errorf("writer %d: %v", w, err)
+					return
+				}
+				mu.Lock()
+				for _, d := range res.Decisions {
+					if prev, ok := outcome[d.Order.ID]; ok && prev != d.Order.Status {
+						t.Errorf("order %s: decided %s then %s", d.Order.ID, prev, d.Order.Status)
+					}
+					outcome[d.Order.ID] = d.Order.Status
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	p, _ := s.Product(ctx, "p")
+	var succeeded int64
+	for _, st := range outcome {
+		if st == inventory.StatusSucceeded {
+			succeeded++
+		}
+	}
+	if p.Stock < 0 || p.Sold != succeeded || p.Stock+p.Sold != stock || p.Orders.Succeeded != succeeded {
+		t.Errorf("got stock %d sold %d succeeded orders %d (counter %d), want stock+sold=%d and sold=succeeded", p.Stock, p.Sold, succeeded, p.Orders.Succeeded, stock)
+	}
+}
+
+// The guarantees hold in the schema itself, whatever a buggy writer does.
+func TestSchemaRefusesOversellAndOverLimit(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := inventorytest.NewDatabase(t)
+	s := inventorytest.Open(t, url, nil)
+	inventorytest.CreateProduct(t, s, "p", 1, 1)
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	for _, stmt := range []string{
+		`UPDATE products SET stock = stock - 2 WHERE id = 'p'`,
+		`INSERT INTO purchases (product_id, user_id, units, max_units) VALUES ('p', 'u', 2, 1)`,
+		`INSERT INTO orders (id, product_id, user_id, quantity, status, created_at) VALUES ('x', 'p', 'u', 0, 'succeeded', now())`,
+		`INSERT INTO orders (id, product_id, user_id, quantity, status, created_at) VALUES ('x', 'p', 'u', 1, 'queued', now())`,
+	} {
+		if _, err := conn.Exec(ctx, stmt); err == nil {
+			t.Errorf("%s: got success, want a constraint violation", stmt)
+		}
+	}
+}
+
+func TestRecordFailed(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := inventorytest.NewStore(t)
+	inventorytest.CreateProduct(t, s, "p", 5, 0)
+	if _, err := s.Apply(ctx, inventory.Batch{Orders: []inventory.OrderRequest{req("done", "p", "u1", 1, 1)}, Tokens: map[string]int64{"p": 1}}); err != nil {
+		t.Fatal(err)
+	}
+	ds, err := s.RecordFailed(ctx, []inventory.OrderRequest{req("bad", "p", "u2", 1, 2), req("done", "p", "u1", 1, 1), req("orphan", "gone", "u3", 1, 3)}, "payload rejected")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ds[0].Order.Status != inventory.StatusFailed || ds[0].Order.Reason != "payload rejected" || ds[0].Replay {
+		t.Errorf("new failure: got %+v", ds[0])
+	}
+	if ds[1].Order.Status != inventory.StatusSucceeded || !ds[1].Replay {
+		t.Errorf("decided order: got %+v, want the stored success as a replay", ds[1])
+	}
+	if !errors.Is(ds[2].Err, inventory.ErrNotFound) {
+		t.Errorf("unknown product: got %v, want ErrNotFound", ds[2].Err)
+	}
+	p, _ := s.Product(ctx, "p")
+	if p.Stock != 4 || p.Orders.Failed != 1 {
+		t.Errorf("got stock %d failed %d, want 4 and 1", p.Stock, p.Orders.Failed)
+	}
+}
+
+func TestProductsCRUD(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := inventorytest.NewStore(t)
+	p := inventorytest.CreateProduct(t, s, "sku-1", 100, 2)
+	if p.Stock != 100 || p.PerUserLimit != 2 || p.Sold != 0 {
+		t.Errorf("created: got %+v", p)
+	}
+	if _, err := s.CreateProduct(ctx, inventory.NewProduct{ID: "sku-1", Stock: 1}); !errors.Is(err, inventory.ErrProductExists) {
+		t.Errorf("duplicate: got %v, want ErrProductExists", err)
+	}
+	if _, err := s.Product(ctx, "nope"); !errors.Is(err, inventory.ErrNotFound) {
+		t.Errorf("unknown: got %v, want ErrNotFound", err)
+	}
+	if _, err := s.Restock(ctx, "nope", 1, 0); !errors.Is(err, inventory.ErrNotFound) {
+		t.Errorf("restock unknown: got %v, want ErrNotFound", err)
+	}
+	if _, err := s.Restock(ctx, "sku-1", 0, 0); !errors.Is(err, inventory.ErrInvalid) {
+		t.Errorf("restock 0: got %v, want ErrInvalid", err)
+	}
+	p, err := s.Restock(ctx, "sku-1", 10, 3)
+	if err != nil || p.Stock != 110 || p.RestockGen != 3 {
+		t.Errorf("restock: got %+v %v, want stock 110 gen 3", p, err)
+	}
+	if p, _ = s.Restock(ctx, "sku-1", 1, 2); p.RestockGen != 3 {
+		t.Errorf("restock gen went backwards: got %d, want 3", p.RestockGen)
+	}
+	list, err := s.Products(ctx, "", 10)
+	if err != nil || len(list) != 1 || list[0].ID != "sku-1" {
+		t.Errorf("list: got %v %v", list, err)
+	}
+}
+
+// Two migrations at once against a database that does not exist yet: both
+// succeed, and a third run has nothing to do.
+func TestMigrateCreatesDatabaseAndIsSafeConcurrently(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	base := testenv.NewDatabase(t) // only to get a unique name dropped at cleanup
+	u, _ := url.Parse(base)
+	dropURL := *u
+	conn, err := pgx.Connect(ctx, testenv.DatabaseURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "DROP DATABASE "+pgx.Identifier{u.Path[1:]}.Sanitize()); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i := range errs {
+		wg.Go(func() { _, errs[i] = inventory.Migrate(ctx, dropURL.String()) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("migrate %d: %v", i, err)
+		}
+	}
+	res, err := inventory.Migrate(ctx, dropURL.String())
+	if err != nil || len(res) != 0 {
+		t.Errorf("third migrate: got %v %v, want nothing applied", res, err)
+	}
+}

@@ -1,0 +1,222 @@
+package inventory
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Store reads and writes products and orders. It is safe for concurrent use.
+type Store struct {
+	pool *pgxpool.Pool
+}
+
+// Options tunes the connection pool. The zero value (or nil) uses the
+// defaults; settings in the database URL (pool_max_conns=...) win over them.
+type Options struct {
+	// MaxConns bounds the pool; default 10.
+	MaxConns int32
+	// IdleInTransactionTimeout makes PostgreSQL end a session that sits in
+	// an open transaction longer than this, releasing its row locks. Workers
+	// set it to the lock TTL, so a paused worker cannot hold a product row
+	// hostage past its lock. 0 = server default (off).
+	IdleInTransactionTimeout time.Duration
+}
+
+// Open connects a pool to databaseURL and checks the connection.
+func Open(ctx context.Context, databaseURL string, opts *Options) (*Store, error) {
+	cfg, err := pgxpool.ParseConfig(databaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("%w: database URL: %v", ErrInvalid, err)
+	}
+	if opts == nil {
+		opts = &Options{}
+	}
+	if !strings.Contains(databaseURL, "pool_max_conns") {
+		cfg.MaxConns = 10
+		if opts.MaxConns > 0 {
+			cfg.MaxConns = opts.MaxConns
+		}
+	}
+	if opts.IdleInTransactionTimeout > 0 {
+		cfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = fmt.Sprint(opts.IdleInTransactionTimeout.Milliseconds())
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("inventory: open %s: %w", redact(databaseURL), translate(err))
+	}
+	s := &Store{pool: pool}
+	if err := s.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close closes the pool.
+func (s *Store) Close() { s.pool.Close() }
+
+// Ping checks that the database answers.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.pool.Ping(ctx); err != nil {
+		return fmt.Errorf("inventory: ping: %w", translate(err))
+	}
+	return nil
+}
+
+// PoolStats is a snapshot of the connection pool, for metrics.
+type PoolStats struct {
+	TotalConns, IdleConns, AcquiredConns, MaxConns int32
+	AcquireCount, EmptyAcquireCount                int64
+	AcquireDuration                                time.Duration
+}
+
+// PoolStats returns the pool's figures.
+func (s *Store) PoolStats() PoolStats {
+	st := s.pool.Stat()
+	return PoolStats{
+		TotalConns: st.TotalConns(), IdleConns: st.IdleConns(), AcquiredConns: st.AcquiredConns(),
+		MaxConns: st.MaxConns(), AcquireCount: st.AcquireCount(), EmptyAcquireCount: st.EmptyAcquireCount(),
+		AcquireDuration: st.AcquireDuration(),
+	}
+}
+
+const productColumns = `id, name, stock, sold, per_user_limit, fence, restock_gen,
+	orders_succeeded, orders_sold_out, orders_limit_exceeded, orders_failed, created_at, updated_at`
+
+func scanProduct(row pgx.Row) (Product, error) {
+	var p Product
+	err := row.Scan(&p.ID, &p.Name, &p.Stock, &p.Sold, &p.PerUserLimit, &p.Fence, &p.RestockGen,
+		&p.Orders.Succeeded, &p.Orders.SoldOut, &p.Orders.LimitExceeded, &p.Orders.Failed, &p.CreatedAt, &p.UpdatedAt)
+	return p, err
+}
+
+// CreateProduct inserts a product. It returns [ErrProductExists] when the id
+// is taken and [ErrInvalid] for an empty id, negative stock or limit.
+func (s *Store) CreateProduct(ctx context.Context, np NewProduct) (Product, error) {
+	if np.ID == "" || np.Stock < 0 || np.PerUserLimit < 0 {
+		return Product{}, fmt.Errorf("%w: product %q stock %d limit %d", ErrInvalid, np.ID, np.Stock, np.PerUserLimit)
+	}
+	p, err := scanProduct(s.pool.QueryRow(ctx, `
+		INSERT INTO products (id, name, stock, per_user_limit) VALUES ($1, $2, $3, $4)
+		RETURNING `+productColumns, np.ID, np.Name, np.Stock, np.PerUserLimit))
+	if isUniqueViolation(err) {
+		return Product{}, fmt.Errorf("create product %q: %w", np.ID, ErrProductExists)
+	}
+	if err != nil {
+		return Product{}, fmt.Errorf("create product %q: %w", np.ID, translate(err))
+	}
+	return p, nil
+}
+
+// Product returns one product, or [ErrNotFound].
+func (s *Store) Product(ctx context.Context, id string) (Product, error) {
+	p, err := scanProduct(s.pool.QueryRow(ctx, `SELECT `+productColumns+` FROM products WHERE id = $1`, id))
+	if err != nil {
+		return Product{}, fmt.Errorf("product %q: %w", id, translate(err))
+	}
+	return p, nil
+}
+
+// Products lists up to limit products ordered by id, starting after the id
+// `after` ("" = from the start).
+func (s *Store) Products(ctx context.Context, after string, limit int) ([]Product, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+productColumns+` FROM products WHERE id > $1 ORDER BY id LIMIT $2`, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list products: %w", translate(err))
+	}
+	defer rows.Close()
+	var out []Product
+	for rows.Next() {
+		p, err := scanProduct(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list products: %w", translate(err))
+		}
+		out = append(out, p)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list products: %w", translate(err))
+	}
+	return out, nil
+}
+
+// Restock adds quantity units to a product's stock and raises its restock
+// generation to at least gen. It returns [ErrNotFound] for an unknown product
+// and [ErrInvalid] for a quantity below 1.
+//
+// Restocking needs no lock or fencing token: adding stock is safe whatever
+// else runs, and the row lock orders it with concurrent sales.
+func (s *Store) Restock(ctx context.Context, id string, quantity, gen int64) (Product, error) {
+	if quantity < 1 {
+		return Product{}, fmt.Errorf("%w: restock quantity %d", ErrInvalid, quantity)
+	}
+	p, err := scanProduct(s.pool.QueryRow(ctx, `
+		UPDATE products SET stock = stock + $2, restock_gen = GREATEST(restock_gen, $3), updated_at = now()
+		WHERE id = $1 RETURNING `+productColumns, id, quantity, gen))
+	if err != nil {
+		return Product{}, fmt.Errorf("restock %q: %w", id, translate(err))
+	}
+	return p, nil
+}
+
+const orderColumns = `id, product_id, user_id, quantity, coalesce(idempotency_key, ''), status, reason, fence, created_at, updated_at`
+
+func scanOrder(row pgx.Row) (Order, error) {
+	var o Order
+	var status string
+	err := row.Scan(&o.ID, &o.ProductID, &o.UserID, &o.Quantity, &o.IdempotencyKey, &status, &o.Reason, &o.Fence, &o.CreatedAt, &o.UpdatedAt)
+	o.Status = Status(status)
+	return o, err
+}
+
+// Order returns a decided order, or [ErrNotFound] when no outcome has been
+// recorded for id (it may still be queued).
+func (s *Store) Order(ctx context.Context, id string) (Order, error) {
+	o, err := scanOrder(s.pool.QueryRow(ctx, `SELECT `+orderColumns+` FROM orders WHERE id = $1`, id))
+	if err != nil {
+		return Order{}, fmt.Errorf("order %q: %w", id, translate(err))
+	}
+	return o, nil
+}
+
+func isUniqueViolation(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "23505"
+}
+
+// translate maps driver errors to this package's sentinels: no rows becomes
+// ErrNotFound; anything that says the database or the connection is gone,
+// restarting, overloaded or cancelled becomes ErrUnavailable (retryable).
+// Other server errors (constraint violations, bad SQL) are returned as they
+// are: retrying them would not help.
+func translate(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, pgx.ErrNoRows) {
+		return ErrNotFound
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch {
+		case strings.HasPrefix(pgErr.Code, "08"), // connection exception
+			strings.HasPrefix(pgErr.Code, "53"), // insufficient resources
+			strings.HasPrefix(pgErr.Code, "57"), // operator intervention: shutdown, cancel
+			pgErr.Code == "40001",               // serialization failure
+			pgErr.Code == "40P01",               // deadlock
+			pgErr.Code == "55P03",               // lock not available
+			pgErr.Code == "25P03":               // idle in transaction timeout
+			return fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
+		return err
+	}
+	// Not a server error: a network failure, a closed pool or connection,
+	// a cancelled context. All worth retrying.
+	return fmt.Errorf("%w: %w", ErrUnavailable, err)
+}
