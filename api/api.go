@@ -1,0 +1,226 @@
+// Package api is the HTTP surface of flashsale: it binds and validates
+// requests, calls the sale service, and maps its errors to HTTP. Business
+// rules live in package sale and below.
+//
+// Every error answer has the body {"error":{"code":"...","message":"..."}}.
+package api
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/flashsale/flashsale/inventory"
+	"github.com/flashsale/flashsale/queue"
+	"github.com/flashsale/flashsale/sale"
+)
+
+// Service is what the API needs from the sale service.
+type Service interface {
+	CreateProduct(ctx context.Context, p inventory.NewProduct) (inventory.Product, error)
+	Product(ctx context.Context, id string) (inventory.Product, error)
+	Products(ctx context.Context, after string, limit int) ([]inventory.Product, error)
+	Restock(ctx context.Context, id string, quantity int64) (inventory.Product, error)
+	PlaceOrder(ctx context.Context, r sale.PlaceOrderRequest) (sale.Placed, error)
+	Order(ctx context.Context, id string) (sale.OrderView, error)
+	WaitOrder(ctx context.Context, id string, wait time.Duration) (sale.OrderView, error)
+	QueueStats(ctx context.Context) (queue.Stats, error)
+}
+
+// DefaultBodyLimit is the largest request body accepted, in bytes.
+const DefaultBodyLimit = 4 << 10
+
+// Config configures the HTTP handler. Zero fields take the defaults.
+type Config struct {
+	// AdminToken guards the admin endpoints (Authorization: Bearer <token>);
+	// empty refuses every admin call.
+	AdminToken string
+	// BodyLimit is the largest accepted body; default DefaultBodyLimit.
+	BodyLimit int64
+	// Logger receives access and error logs; default slog.Default().
+	Logger *slog.Logger
+	// Registerer receives the HTTP metrics; nil = none.
+	Registerer prometheus.Registerer
+	// ReadyChecks are run by /readyz; any error answers 503.
+	ReadyChecks map[string]func(context.Context) error
+}
+
+type server struct {
+	svc Service
+	cfg Config
+	log *slog.Logger
+}
+
+// New returns the HTTP handler of the v1 API.
+func New(svc Service, cfg Config) (*gin.Engine, error) {
+	if cfg.BodyLimit <= 0 {
+		cfg.BodyLimit = DefaultBodyLimit
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &server{svc: svc, cfg: cfg, log: cfg.Logger}
+	r := gin.New()
+	r.HandleMethodNotAllowed = true
+	r.ContextWithFallback = true
+	mw, err := newMetricsMiddleware(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	r.Use(requestID(), s.accessLog(), mw, s.recovery(), s.limitBody())
+	r.NoRoute(func(c *gin.Context) { abort(c, http.StatusNotFound, "not_found", "no such endpoint") })
+	r.NoMethod(func(c *gin.Context) { abort(c, http.StatusMethodNotAllowed, "method_not_allowed", "method not allowed on this endpoint") })
+
+	r.GET("/healthz", s.healthz)
+	r.GET("/readyz", s.readyz)
+	v1 := r.Group("/v1")
+	v1.POST("/products", s.admin, s.createProduct)
+	v1.GET("/products", s.listProducts)
+	v1.GET("/products/:id", s.getProduct)
+	v1.POST("/products/:id/restock", s.admin, s.restock)
+	v1.POST("/orders", s.placeOrder)
+	v1.GET("/orders/:id", s.getOrder)
+	v1.GET("/queue", s.admin, s.queueStats)
+	return r, nil
+}
+
+// errorBody is the body of every error answer.
+type errorBody struct {
+	Error errorDetail `json:"error"`
+}
+
+type errorDetail struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func abort(c *gin.Context, status int, code, msg string) {
+	c.AbortWithStatusJSON(status, errorBody{Error: errorDetail{Code: code, Message: msg}})
+}
+
+// fail maps a service error to its HTTP answer.
+func (s *server) fail(c *gin.Context, err error) {
+	switch {
+	case errors.Is(err, sale.ErrInvalid):
+		abort(c, http.StatusBadRequest, "invalid_request", strings.TrimPrefix(err.Error(), sale.ErrInvalid.Error()+": "))
+	case errors.Is(err, sale.ErrUnknownProduct):
+		abort(c, http.StatusNotFound, "product_not_found", "no product with this id")
+	case errors.Is(err, sale.ErrNotFound):
+		abort(c, http.StatusNotFound, "not_found", "not found")
+	case errors.Is(err, sale.ErrProductExists):
+		abort(c, http.StatusConflict, "product_exists", "a product with this id exists")
+	case errors.Is(err, sale.ErrSoldOut):
+		abort(c, http.StatusConflict, "sold_out", "the product is sold out")
+	case errors.Is(err, sale.ErrIdempotencyMismatch):
+		abort(c, http.StatusUnprocessableEntity, "idempotency_mismatch", "this Idempotency-Key was used with a different request")
+	case errors.Is(err, sale.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
+		s.log.WarnContext(c, "dependency unavailable", "err", err)
+		c.Header("Retry-After", "1")
+		abort(c, http.StatusServiceUnavailable, "unavailable", "the service is temporarily unavailable; retry shortly")
+	default:
+		s.log.ErrorContext(c, "request failed", "err", err)
+		abort(c, http.StatusInternalServerError, "internal", "internal error")
+	}
+}
+
+// admin refuses the request unless it carries the admin bearer token,
+// compared in constant time.
+func (s *server) admin(c *gin.Context) {
+	if s.cfg.AdminToken == "" {
+		abort(c, http.StatusUnauthorized, "unauthorized", "admin endpoints are disabled (no admin token configured)")
+		return
+	}
+	got, ok := strings.CutPrefix(c.GetHeader("Authorization"), "Bearer ")
+	if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(s.cfg.AdminToken)) != 1 {
+		c.Header("WWW-Authenticate", `Bearer realm="flashsale"`)
+		abort(c, http.StatusUnauthorized, "unauthorized", "missing or wrong admin token")
+		return
+	}
+	c.Next()
+}
+
+// limitBody caps request bodies; decodeJSON turns the overflow into 413.
+func (s *server) limitBody() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		if c.Request.Body != nil {
+			c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, s.cfg.BodyLimit)
+		}
+		c.Next()
+	}
+}
+
+// decodeJSON reads exactly one JSON object with only known fields into v.
+// It answers the request itself and returns false on any problem.
+func decodeJSON(c *gin.Context, v any) bool {
+	dec := json.NewDecoder(c.Request.Body)
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil {
+		// Anything after the object, other than whitespace, is an error.
+		if _, terr := dec.Token(); terr != io.EOF {
+			err = errors.New("unexpected data after the JSON object")
+		}
+	}
+	if err == nil {
+		return true
+	}
+	var tooBig *http.MaxBytesError
+	var typeErr *json.UnmarshalTypeError
+	var syntaxErr *json.SyntaxError
+	switch {
+	case errors.As(err, &tooBig):
+		abort(c, http.StatusRequestEntityTooLarge, "payload_too_large", fmt.Sprintf("the body is larger than %d bytes", tooBig.Limit))
+	case errors.As(err, &typeErr):
+		abort(c, http.StatusBadRequest, "invalid_request", fmt.Sprintf("field %q must be %s", typeErr.Field, jsonType(typeErr.Type.String())))
+	case errors.As(err, &syntaxErr), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		abort(c, http.StatusBadRequest, "invalid_request", "the body is not valid JSON")
+	default:
+		// unknown field, trailing data
+		abort(c, http.StatusBadRequest, "invalid_request", err.Error())
+	}
+	return false
+}
+
+func jsonType(goType string) string {
+	switch strings.TrimPrefix(goType, "*") {
+	case "int", "int64":
+		return "an integer"
+	case "string":
+		return "a string"
+	}
+	return "of another type"
+}
+
+func (s *server) healthz(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) }
+
+func (s *server) readyz(c *gin.Context) {
+	ctx, cancel := context.WithTimeout(c, 2*time.Second)
+	defer cancel()
+	checks := gin.H{}
+	ok := true
+	for name, check := range s.cfg.ReadyChecks {
+		if err := check(ctx); err != nil {
+			ok = false
+			checks[name] = "unavailable"
+			s.log.WarnContext(c, "readiness check failed", "check", name, "err", err)
+		} else {
+			checks[name] = "ok"
+		}
+	}
+	if !ok {
+		c.Header("Retry-After", "1")
+		c.JSON(http.StatusServiceUnavailable, gin.H{"status": "unavailable", "checks": checks})
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"status": "ok", "checks": checks})
+}

@@ -1,0 +1,249 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/flashsale/flashsale/internal/logging"
+	"github.com/flashsale/flashsale/worker"
+)
+
+// config is every setting, read from the environment and then from flags.
+type config struct {
+	RedisURL          string
+	LockRedisURLs     []string
+	DatabaseURL       string
+	HTTPAddr          string
+	MetricsAddr       string
+	AdminToken        string
+	LockTTL           time.Duration
+	WorkerConcurrency int
+	WorkerMode        worker.Mode
+	Queue             string
+	KeyPrefix         string
+	RateLimit         string
+	LogLevel          string
+	LogFormat         string
+}
+
+// setting describes one configuration variable.
+type setting struct {
+	env, flag, def, help string
+	set                  func(c *config, v string) error
+}
+
+var settings = []setting{
+	{"FLASHSALE_REDIS_URL", "redis-url", "redis://127.0.0.1:6379/0",
+		"Redis for the queue (redis://, rediss://, redis-sentinel://h1,h2?master=m, redis-cluster://h1,h2)",
+		func(c *config, v string) error {
+			if err := checkRedisURL(v); err != nil {
+				return err
+			}
+			c.RedisURL = v
+			return nil
+		}},
+	{"FLASHSALE_LOCK_REDIS_URLS", "lock-redis-urls", "",
+		"comma-separated Redis URLs for the lock: 1 = single node, 3 or 5 = quorum (default: the queue's Redis)",
+		func(c *config, v string) error {
+			c.LockRedisURLs = nil
+			for _, u := range strings.Split(v, ",") {
+				if u = strings.TrimSpace(u); u == "" {
+					continue
+				}
+				if pu, err := url.Parse(u); err != nil || (pu.Scheme != "redis" && pu.Scheme != "rediss") || pu.Host == "" {
+					return fmt.Errorf("%q is not a redis:// URL", u)
+				}
+				c.LockRedisURLs = append(c.LockRedisURLs, u)
+			}
+			return nil
+		}},
+	{"FLASHSALE_DATABASE_URL", "database-url", "postgres://postgres@127.0.0.1:5432/flashsale?sslmode=disable",
+		"PostgreSQL URL (pgx settings such as pool_max_conns may be added)",
+		func(c *config, v string) error {
+			u, err := url.Parse(v)
+			if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") || strings.Trim(u.Path, "/") == "" {
+				return fmt.Errorf("want postgres://user@host:port/database")
+			}
+			c.DatabaseURL = v
+			return nil
+		}},
+	{"FLASHSALE_HTTP_ADDR", "http-addr", "127.0.0.1:8080", "API listen address",
+		func(c *config, v string) error {
+			if _, _, err := net.SplitHostPort(v); err != nil {
+				return fmt.Errorf("want host:port: %v", err)
+			}
+			c.HTTPAddr = v
+			return nil
+		}},
+	{"FLASHSALE_METRICS_ADDR", "metrics-addr", "",
+		"worker: address of its /metrics endpoint (empty = off); the API serves /metrics on its own address",
+		func(c *config, v string) error {
+			if v != "" {
+				if _, _, err := net.SplitHostPort(v); err != nil {
+					return fmt.Errorf("want host:port: %v", err)
+				}
+			}
+			c.MetricsAddr = v
+			return nil
+		}},
+	{"FLASHSALE_ADMIN_TOKEN", "admin-token", "", "bearer token for admin endpoints; empty = admin endpoints refuse every call",
+		func(c *config, v string) error { c.AdminToken = v; return nil }},
+	{"FLASHSALE_LOCK_TTL", "lock-ttl", "10s", "lock time-to-live (a Go duration, 100ms to 10m)",
+		func(c *config, v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil || d < 100*time.Millisecond || d > 10*time.Minute {
+				return fmt.Errorf("want a duration from 100ms to 10m")
+			}
+			c.LockTTL = d
+			return nil
+		}},
+	{"FLASHSALE_WORKER_CONCURRENCY", "concurrency", "64",
+		"order tasks one worker process holds at once (asynq concurrency)",
+		func(c *config, v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > 4096 {
+				return fmt.Errorf("want an integer from 1 to 4096")
+			}
+			c.WorkerConcurrency = n
+			return nil
+		}},
+	{"FLASHSALE_WORKER_MODE", "mode", "batch",
+		"batch: group commit per worker process; single: one lock hold and transaction per order (baseline)",
+		func(c *config, v string) error {
+			if v != string(worker.ModeBatch) && v != string(worker.ModeSingle) {
+				return fmt.Errorf("want batch or single")
+			}
+			c.WorkerMode = worker.Mode(v)
+			return nil
+		}},
+	{"FLASHSALE_QUEUE", "queue", "orders", "asynq queue name of the orders",
+		func(c *config, v string) error {
+			if v == "" || strings.ContainsAny(v, "{}: ") {
+				return fmt.Errorf("want a name without braces, colons or spaces")
+			}
+			c.Queue = v
+			return nil
+		}},
+	{"FLASHSALE_KEY_PREFIX", "key-prefix", "flashsale:", "prefix of flashsale's own Redis keys (locks, sold-out flags, notifications)",
+		func(c *config, v string) error { c.KeyPrefix = v; return nil }},
+	{"FLASHSALE_RATE_LIMIT", "rate-limit", "", "per-user order rate limit such as 10/s or 100/m (empty = off)",
+		func(c *config, v string) error {
+			if v != "" {
+				if _, err := parseRate(v); err != nil {
+					return err
+				}
+			}
+			c.RateLimit = v
+			return nil
+		}},
+	{"FLASHSALE_LOG_LEVEL", "log-level", "info", "debug, info, warn or error",
+		func(c *config, v string) error {
+			if _, ok := logging.ParseLevel(v); !ok {
+				return fmt.Errorf("want debug, info, warn or error")
+			}
+			c.LogLevel = v
+			return nil
+		}},
+	{"FLASHSALE_LOG_FORMAT", "log-format", "auto", "json, text, or auto (text on a terminal)",
+		func(c *config, v string) error {
+			if v != "auto" && v != "json" && v != "text" {
+				return fmt.Errorf("want auto, json or text")
+			}
+			c.LogFormat = v
+			return nil
+		}},
+}
+
+func checkRedisURL(v string) error {
+	u, err := url.Parse(v)
+	if err != nil {
+		return err
+	}
+	switch u.Scheme {
+	case "redis", "rediss", "redis-sentinel", "redis-cluster", "redis-socket":
+		return nil
+	}
+	return fmt.Errorf("unsupported scheme %q", u.Scheme)
+}
+
+// rate is a number of events per period.
+type rate struct {
+	n   int
+	per time.Duration
+}
+
+// parseRate reads "N/s", "N/m" or "N/h".
+func parseRate(v string) (rate, error) {
+	var out rate
+	num, unit, ok := strings.Cut(v, "/")
+	n, err := strconv.Atoi(num)
+	if !ok || err != nil || n < 1 {
+		return out, fmt.Errorf("want N/s, N/m or N/h")
+	}
+	switch unit {
+	case "s":
+		out.per = time.Second
+	case "m":
+		out.per = time.Minute
+	case "h":
+		out.per = time.Hour
+	default:
+		return out, fmt.Errorf("want N/s, N/m or N/h")
+	}
+	out.n = n
+	return out, nil
+}
+
+// loadConfig reads the environment, then the flags of fs (which override
+// it). A bad value is an error naming the variable or flag.
+func loadConfig(fs *flag.FlagSet, args []string) (config, error) {
+	var c config
+	flagVals := map[string]*string{}
+	for _, s := range settings {
+		flagVals[s.flag] = fs.String(s.flag, "", fmt.Sprintf("%s (env %s, default %q)", s.help, s.env, s.def))
+	}
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	for _, s := range settings {
+		v, ok := os.LookupEnv(s.env)
+		src := s.env
+		if !ok {
+			v, src = s.def, s.env+" (default)"
+		}
+		if err := s.set(&c, v); err != nil {
+			return c, fmt.Errorf("bad %s=%q: %v", src, v, err)
+		}
+		if fv := *flagVals[s.flag]; fv != "" {
+			if err := s.set(&c, fv); err != nil {
+				return c, fmt.Errorf("bad -%s=%q: %v", s.flag, fv, err)
+			}
+		}
+	}
+	if len(c.LockRedisURLs) == 0 {
+		if u, _ := url.Parse(c.RedisURL); u != nil && (u.Scheme == "redis" || u.Scheme == "rediss") {
+			c.LockRedisURLs = []string{c.RedisURL}
+		} else {
+			return c, fmt.Errorf("FLASHSALE_LOCK_REDIS_URLS must be set when the queue's Redis is not a single redis:// node")
+		}
+	}
+	if n := len(c.LockRedisURLs); n == 2 || n == 4 {
+		return c, fmt.Errorf("bad FLASHSALE_LOCK_REDIS_URLS: %d nodes; use 1, 3 or 5 independent nodes (an even count tolerates no more failures than one node fewer)", n)
+	}
+	return c, nil
+}
+
+// envHelp lists the variables for usage messages.
+func envHelp() string {
+	var b strings.Builder
+	for _, s := range settings {
+		fmt.Fprintf(&b, "  %-30s %s (default %q)\n", s.env, s.help, s.def)
+	}
+	return b.String()
+}

@@ -1,0 +1,354 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/flashsale/flashsale/internal/localsvc"
+	"github.com/flashsale/flashsale/inventory"
+)
+
+// Ports of the private servers `flashsale dev` starts when nothing answers
+// at the configured addresses (a free port is used if these are taken).
+const (
+	devRedisPort    = 16379
+	devPostgresPort = 15432
+)
+
+func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var dataDir string
+	var workers int
+	cfg, log, err := setupWith("dev", args, stderr, func(fs *flag.FlagSet) {
+		fs.StringVar(&dataDir, "data-dir", ".flashsale", "folder for private Redis/PostgreSQL data when none is running")
+		fs.IntVar(&workers, "workers", 3, "worker processes to run")
+	})
+	if err != nil {
+		return err
+	}
+	if workers < 1 || workers > 32 {
+		return fmt.Errorf("bad -workers=%d: want 1 to 32", workers)
+	}
+	dataDir, err = filepath.Abs(dataDir)
+	if err != nil {
+		return err
+	}
+
+	// 1. Redis and PostgreSQL: use what answers, else start private ones.
+	var cleanups []func()
+	defer func() {
+		for i := len(cleanups) - 1; i >= 0; i-- {
+			cleanups[i]()
+		}
+	}()
+	if addr, ok := redisAddr(cfg.RedisURL); ok && localsvc.Ping(addr) != nil {
+		if _, err := localsvc.FindBinary("redis-server"); err != nil {
+			return fmt.Errorf("nothing answers at FLASHSALE_REDIS_URL=%s and redis-server is not installed: "+
+				"install it (Debian/Ubuntu: apt-get install redis-server; macOS: brew install redis) "+
+				"or point FLASHSALE_REDIS_URL at a running Redis 6.2+", cfg.RedisURL)
+		}
+		r, err := startDevRedis(filepath.Join(dataDir, "redis"))
+		if err != nil {
+			return err
+		}
+		cleanups = append(cleanups, func() { _ = r.Stop() })
+		log.Info("started a private redis-server", "url", r.URL(0), "dir", r.Dir())
+		if len(cfg.LockRedisURLs) == 1 && cfg.LockRedisURLs[0] == cfg.RedisURL {
+			cfg.LockRedisURLs = []string{r.URL(0)}
+		}
+		cfg.RedisURL = r.URL(0)
+	}
+	if !postgresAnswers(ctx, cfg.DatabaseURL) {
+		if _, err := localsvc.FindBinary("initdb"); err != nil {
+			return fmt.Errorf("nothing answers at FLASHSALE_DATABASE_URL=%s and PostgreSQL's initdb is not installed: "+
+				"install PostgreSQL 13+ (Debian/Ubuntu: apt-get install postgresql; macOS: brew install postgresql) "+
+				"or point FLASHSALE_DATABASE_URL at a running server", redactURL(cfg.DatabaseURL))
+		}
+		p, err := startDevPostgres(filepath.Join(dataDir, "postgres"))
+		if err != nil {
+			return err
+		}
+		cleanups = append(cleanups, func() { _ = p.Stop() })
+		log.Info("started a private PostgreSQL", "url", p.URL("flashsale"), "dir", p.Dir())
+		cfg.DatabaseURL = p.URL("flashsale")
+	}
+
+	// 2. Schema.
+	if _, err := inventory.Migrate(ctx, cfg.DatabaseURL); err != nil {
+		return err
+	}
+	if cfg.AdminToken == "" {
+		b := make([]byte, 12)
+		_, _ = rand.Read(b)
+		cfg.AdminToken = hex.EncodeToString(b)
+	}
+
+	// 3. The API and the workers, as separate processes of this binary.
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	env := append(os.Environ(),
+		"FLASHSALE_REDIS_URL="+cfg.RedisURL,
+		"FLASHSALE_LOCK_REDIS_URLS="+strings.Join(cfg.LockRedisURLs, ","),
+		"FLASHSALE_DATABASE_URL="+cfg.DatabaseURL,
+		"FLASHSALE_HTTP_ADDR="+cfg.HTTPAddr,
+		"FLASHSALE_ADMIN_TOKEN="+cfg.AdminToken,
+		"FLASHSALE_LOG_FORMAT=text",
+	)
+	out := &lockedWriter{w: stderr}
+	var procs []*exec.Cmd
+	cleanups = append(cleanups, func() { stopChildren(procs, log) })
+	exited := make(chan string, workers+1)
+	start := func(name string, args ...string) error {
+		cmd := exec.Command(exe, args...)
+		cmd.Env = env
+		cmd.Stdout = &prefixWriter{prefix: "[" + name + "] ", w: out}
+		cmd.Stderr = cmd.Stdout
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		if err := cmd.Start(); err != nil {
+			return fmt.Errorf("start %s: %w", name, err)
+		}
+		procs = append(procs, cmd)
+		go func() { _ = cmd.Wait(); exited <- name }()
+		return nil
+	}
+	if err := start("api", "api"); err != nil {
+		return err
+	}
+	for i := 1; i <= workers; i++ {
+		if err := start(fmt.Sprintf("worker-%d", i), "worker"); err != nil {
+			return err
+		}
+	}
+	base := "http://" + cfg.HTTPAddr
+	if err := waitReady(ctx, base+"/readyz", 30*time.Second, exited); err != nil {
+		return err
+	}
+
+	// 4. A demo product and what to try.
+	if err := createDemoProduct(ctx, base, cfg.AdminToken); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, `
+flashsale is running: API %s, %d workers. Ctrl-C stops everything.
+
+  # buy one unit of the demo product (stock 100, one per buyer)
+  curl -s -X POST %s/v1/orders -H 'Content-Type: application/json' \
+       -H 'Idempotency-Key: try-1' -d '{"product_id":"demo-phone","user_id":"alice","quantity":1}'
+
+  # its outcome: long-poll until final (replace ORDER_ID with the order_id above)
+  curl -s '%s/v1/orders/ORDER_ID?wait=10s'
+
+  # the product: stock and sold
+  curl -s %s/v1/products/demo-phone
+
+  # admin: create and restock products (token of this run)
+  curl -s -X POST %s/v1/products -H 'Authorization: Bearer %s' \
+       -d '{"id":"sku-1","name":"Phone","stock":100,"per_user_limit":1}'
+  curl -s -X POST %s/v1/products/sku-1/restock -H 'Authorization: Bearer %s' -d '{"quantity":10}'
+
+  # a load test against it
+  %s loadtest --api %s --admin-token %s --orders 2000 --stock 500 --hot
+`, base, workers, base, base, base, base, cfg.AdminToken, base, cfg.AdminToken, exe, base, cfg.AdminToken)
+
+	select {
+	case <-ctx.Done():
+		log.Info("stopping")
+		return nil
+	case name := <-exited:
+		return fmt.Errorf("%s exited unexpectedly; see its log above", name)
+	}
+}
+
+// setupWith is setup with extra flags registered by add.
+func setupWith(name string, args []string, stderr io.Writer, add func(fs *flag.FlagSet)) (config, *slog.Logger, error) {
+	fs := flag.NewFlagSet("flashsale "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	add(fs)
+	return setupFlags(fs, name, args, stderr)
+}
+
+func redisAddr(raw string) (string, bool) {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
+		return "", false
+	}
+	host := u.Host
+	if !strings.Contains(host, ":") {
+		host += ":6379"
+	}
+	return host, true
+}
+
+// postgresAnswers reports whether a PostgreSQL server answers at the URL's
+// address (a missing database counts as answering: migrate creates it).
+func postgresAnswers(ctx context.Context, raw string) bool {
+	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(cctx, raw)
+	if err == nil {
+		_ = conn.Close(cctx)
+		return true
+	}
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "3D000"
+}
+
+func startDevRedis(dir string) (*localsvc.Redis, error) {
+	opts := localsvc.RedisOptions{Dir: dir, Port: devRedisPort, AppendFsync: "everysec"}
+	if localsvc.Ping(fmt.Sprintf("127.0.0.1:%d", devRedisPort)) == nil || !portFree(devRedisPort) {
+		opts.Port = 0
+	}
+	return localsvc.StartRedis(opts)
+}
+
+func startDevPostgres(dir string) (*localsvc.Postgres, error) {
+	opts := localsvc.PostgresOptions{Dir: dir, Port: devPostgresPort}
+	if !portFree(devPostgresPort) {
+		opts.Port = 0
+	}
+	return localsvc.StartPostgres(opts)
+}
+
+func portFree(port int) bool {
+	l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		return false
+	}
+	_ = l.Close()
+	return true
+}
+
+func waitReady(ctx context.Context, url string, timeout time.Duration, exited <-chan string) error {
+	deadline := time.Now().Add(timeout)
+	client := &http.Client{Timeout: time.Second}
+	for {
+		resp, err := client.Get(url)
+		if err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("API not ready at %s after %v", url, timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case name := <-exited:
+			return fmt.Errorf("%s exited during start; see its log above", name)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func createDemoProduct(ctx context.Context, base, token string) error {
+	body := `{"id":"demo-phone","name":"Demo phone","stock":100,"per_user_limit":1}`
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/products", strings.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("create demo product: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusConflict {
+		b, _ := io.ReadAll(resp.Body)
+		return fmt.Errorf("create demo product: %s: %s", resp.Status, b)
+	}
+	return nil
+}
+
+// stopChildren sends SIGTERM to every child, waits for them, and kills any
+// still running after 30s (workers finish their orders in flight first).
+func stopChildren(procs []*exec.Cmd, log *slog.Logger) {
+	for _, p := range procs {
+		_ = p.Process.Signal(syscall.SIGTERM)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for _, p := range procs {
+		for p.ProcessState == nil && time.Now().Before(deadline) {
+			if err := p.Process.Signal(syscall.Signal(0)); err != nil {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if p.Process.Signal(syscall.Signal(0)) == nil {
+			log.Warn("child did not stop in time; killing", "pid", p.Process.Pid)
+			_ = p.Process.Kill()
+		}
+	}
+}
+
+// lockedWriter serialises writes from several children.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// prefixWriter prefixes each complete line with prefix.
+type prefixWriter struct {
+	prefix string
+	w      io.Writer
+	buf    []byte
+	mu     sync.Mutex
+}
+
+func (p *prefixWriter) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.buf = append(p.buf, b...)
+	for {
+		i := bytes.IndexByte(p.buf, '\n')
+		if i < 0 {
+			break
+		}
+		line := append([]byte(p.prefix), p.buf[:i+1]...)
+		if _, err := p.w.Write(line); err != nil {
+			return len(b), err
+		}
+		p.buf = p.buf[i+1:]
+	}
+	return len(b), nil
+}
+
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable)"
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), "***")
+	}
+	return u.String()
+}

@@ -1,0 +1,117 @@
+// Command flashsale runs the flash-sale order system.
+//
+//	flashsale api        the HTTP API
+//	flashsale worker     an order worker (run several)
+//	flashsale migrate    create or upgrade the database schema
+//	flashsale dev        everything on one machine, for trying it out
+//	flashsale loadtest   drive running APIs with a burst and check the result
+//
+// Configuration comes from FLASHSALE_* environment variables; flags of the
+// same meaning override them (`flashsale <command> -h` lists both).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/flashsale/flashsale/internal/logging"
+)
+
+type command struct {
+	name, summary string
+	run           func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+}
+
+func commands() []command {
+	return []command{
+		{"api", "serve the HTTP API", runAPI},
+		{"worker", "consume the order queue (run several)", runWorker},
+		{"migrate", "create or upgrade the database schema (idempotent)", runMigrate},
+		{"dev", "run the API and three workers on this machine, with a demo product", runDev},
+		{"loadtest", "send a burst of orders to running APIs and verify the outcome", runLoadtest},
+	}
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintf(w, "usage: flashsale <command> [flags]\n\ncommands:\n")
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintf(w, "\nenvironment:\n%s", envHelp())
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// exitError carries a specific exit status.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(stderr)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	gin.SetMode(gin.ReleaseMode)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	for _, c := range commands() {
+		if c.name != args[0] {
+			continue
+		}
+		err := c.run(ctx, args[1:], stdout, stderr)
+		var ee *exitError
+		switch {
+		case err == nil:
+			return 0
+		case errors.Is(err, flag.ErrHelp):
+			return 0
+		case errors.As(err, &ee):
+			if ee.err != nil {
+				fmt.Fprintf(stderr, "flashsale %s: %v\n", c.name, ee.err)
+			}
+			return ee.code
+		default:
+			fmt.Fprintf(stderr, "flashsale %s: %v\n", c.name, err)
+			return 1
+		}
+	}
+	fmt.Fprintf(stderr, "flashsale: unknown command %q\n\n", args[0])
+	usage(stderr)
+	return 2
+}
+
+// setup parses the common configuration and builds the logger.
+func setup(name string, args []string, stderr io.Writer) (config, *slog.Logger, error) {
+	fs := flag.NewFlagSet("flashsale "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return setupFlags(fs, name, args, stderr)
+}
+
+func setupFlags(fs *flag.FlagSet, name string, args []string, stderr io.Writer) (config, *slog.Logger, error) {
+	cfg, err := loadConfig(fs, args)
+	if err != nil {
+		return cfg, nil, err
+	}
+	level, _ := logging.ParseLevel(cfg.LogLevel)
+	log := logging.New(stderr, cfg.LogFormat, level).With("component", name)
+	return cfg, log, nil
+}

@@ -1,0 +1,281 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/flashsale/flashsale/api"
+	"github.com/flashsale/flashsale/inventory"
+	"github.com/flashsale/flashsale/lock"
+	"github.com/flashsale/flashsale/notify"
+	"github.com/flashsale/flashsale/queue"
+	"github.com/flashsale/flashsale/sale"
+	"github.com/flashsale/flashsale/soldout"
+	"github.com/flashsale/flashsale/worker"
+)
+
+// newRegistry returns a Prometheus registry with the Go and process collectors.
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// queueRedis parses the queue's Redis URL into asynq options and a go-redis
+// client of the same server for flashsale's own keys (closed by the caller).
+func queueRedis(cfg config, poolSize int) (asynq.RedisConnOpt, redis.UniversalClient, error) {
+	opt, err := queue.ParseRedisURL(cfg.RedisURL, poolSize)
+	if err != nil {
+		return nil, nil, fmt.Errorf("FLASHSALE_REDIS_URL: %w", err)
+	}
+	rdb, ok := opt.MakeRedisClient().(redis.UniversalClient)
+	if !ok {
+		return nil, nil, fmt.Errorf("FLASHSALE_REDIS_URL: unsupported connection type")
+	}
+	return opt, rdb, nil
+}
+
+func queueOptions(cfg config) queue.Options { return queue.Options{Queue: cfg.Queue} }
+
+func runAPI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg, log, err := setup("api", args, stderr)
+	if err != nil {
+		return err
+	}
+	return serveAPI(ctx, cfg, log, nil)
+}
+
+// serveAPI runs the HTTP API until ctx ends. ready, if not nil, is called
+// with the listening address.
+func serveAPI(ctx context.Context, cfg config, log *slog.Logger, ready func(addr string)) error {
+	store, err := inventory.Open(ctx, cfg.DatabaseURL, &inventory.Options{MaxConns: 32})
+	if err != nil {
+		return fmt.Errorf("FLASHSALE_DATABASE_URL: %w", err)
+	}
+	defer store.Close()
+	connOpt, rdb, err := queueRedis(cfg, 128)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("FLASHSALE_REDIS_URL: %w", err)
+	}
+	client := asynq.NewClient(connOpt)
+	defer client.Close()
+	inspector := asynq.NewInspector(connOpt)
+	defer inspector.Close()
+
+	hub := notify.NewHub(rdb, cfg.KeyPrefix)
+	hubCtx, stopHub := context.WithCancel(context.Background())
+	defer stopHub()
+	subscribed := make(chan error, 1)
+	go func() {
+		subscribed <- hub.Run(hubCtx, func() { subscribed <- nil })
+	}()
+	if err := <-subscribed; err != nil {
+		return err
+	}
+
+	qopts := queueOptions(cfg)
+	svc := sale.New(store, queue.NewProducer(client, qopts), queue.NewInspector(inspector, qopts),
+		soldout.New(rdb, soldout.Options{KeyPrefix: cfg.KeyPrefix}), hub)
+	reg := newRegistry()
+	handler, err := api.New(svc, api.Config{
+		AdminToken: cfg.AdminToken,
+		Logger:     log,
+		Registerer: reg,
+		ReadyChecks: map[string]func(context.Context) error{
+			"postgres": store.Ping,
+			"redis":    func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
+		},
+	})
+	if err != nil {
+		return err
+	}
+	handler.GET("/metrics", gin.WrapH(promhttp.HandlerFor(reg, promhttp.HandlerOpts{})))
+
+	// Long polls hold requests for up to 30s: the write timeout must exceed
+	// that; the base context ends at shutdown so they answer at once.
+	baseCtx, cancelBase := context.WithCancel(context.Background())
+	defer cancelBase()
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      sale.MaxWait + 15*time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    16 << 10,
+		BaseContext:       func(net.Listener) context.Context { return baseCtx },
+	}
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("FLASHSALE_HTTP_ADDR: %w", err)
+	}
+	log.Info("api listening", "addr", ln.Addr().String(), "queue", cfg.Queue, "admin", cfg.AdminToken != "")
+	if ready != nil {
+		ready(ln.Addr().String())
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("api shutting down")
+	cancelBase()
+	sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg, log, err := setup("worker", args, stderr)
+	if err != nil {
+		return err
+	}
+	return serveWorker(ctx, cfg, log)
+}
+
+// lockClients opens one go-redis client per lock URL, with a pool large
+// enough for the worker's concurrency unless the URL sets pool_size.
+func lockClients(urls []string, poolSize int) ([]redis.UniversalClient, error) {
+	var out []redis.UniversalClient
+	for _, u := range urls {
+		opt, err := redis.ParseURL(u)
+		if err != nil {
+			for _, c := range out {
+				_ = c.Close()
+			}
+			return nil, fmt.Errorf("FLASHSALE_LOCK_REDIS_URLS: %w", err)
+		}
+		if !strings.Contains(u, "pool_size") {
+			opt.PoolSize = poolSize
+		}
+		out = append(out, redis.NewClient(opt))
+	}
+	return out, nil
+}
+
+func serveWorker(ctx context.Context, cfg config, log *slog.Logger) error {
+	maxConns := int32(8)
+	if cfg.WorkerMode == worker.ModeSingle {
+		maxConns = int32(cfg.WorkerConcurrency + 4)
+	}
+	store, err := inventory.Open(ctx, cfg.DatabaseURL, &inventory.Options{
+		MaxConns: maxConns,
+		// A paused worker must not keep product rows locked past its lock.
+		IdleInTransactionTimeout: cfg.LockTTL,
+	})
+	if err != nil {
+		return fmt.Errorf("FLASHSALE_DATABASE_URL: %w", err)
+	}
+	defer store.Close()
+	connOpt, rdb, err := queueRedis(cfg, cfg.WorkerConcurrency+32)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("FLASHSALE_REDIS_URL: %w", err)
+	}
+
+	reg := newRegistry()
+	obs, err := worker.NewLockObserver(reg)
+	if err != nil {
+		return err
+	}
+	nodes, err := lockClients(cfg.LockRedisURLs, cfg.WorkerConcurrency+32)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, n := range nodes {
+			_ = n.Close()
+		}
+	}()
+	locks, err := lock.New(nodes, &lock.Options{TTL: cfg.LockTTL, KeyPrefix: cfg.KeyPrefix + "lock:", Observer: obs})
+	if err != nil {
+		return fmt.Errorf("FLASHSALE_LOCK_REDIS_URLS: %w", err)
+	}
+	defer locks.Close()
+
+	w, err := worker.New(worker.Config{
+		Concurrency: cfg.WorkerConcurrency,
+		Mode:        cfg.WorkerMode,
+		Queue:       queueOptions(cfg),
+		KeyPrefix:   cfg.KeyPrefix,
+		Logger:      log,
+		Registerer:  reg,
+	}, worker.Deps{
+		Store: store, Locks: locks,
+		Gate:      soldout.New(rdb, soldout.Options{KeyPrefix: cfg.KeyPrefix}),
+		Publisher: notify.NewPublisher(rdb, cfg.KeyPrefix),
+		Queue:     connOpt, Redis: rdb,
+	})
+	if err != nil {
+		return err
+	}
+	if cfg.MetricsAddr != "" {
+		msrv := &http.Server{Addr: cfg.MetricsAddr, Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+			ReadHeaderTimeout: 5 * time.Second}
+		ln, err := net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			return fmt.Errorf("FLASHSALE_METRICS_ADDR: %w", err)
+		}
+		go func() { _ = msrv.Serve(ln) }()
+		defer msrv.Close()
+		log.Info("worker metrics listening", "addr", ln.Addr().String())
+	}
+	runCtx, stopRun := context.WithCancel(context.Background())
+	defer stopRun()
+	if err := w.Start(runCtx); err != nil {
+		return err
+	}
+	log.Info("worker started", "queue", cfg.Queue, "concurrency", cfg.WorkerConcurrency, "mode", cfg.WorkerMode,
+		"lock_nodes", len(cfg.LockRedisURLs), "lock_ttl", cfg.LockTTL)
+	<-ctx.Done()
+	log.Info("worker shutting down: finishing orders in flight")
+	w.Shutdown()
+	log.Info("worker stopped")
+	return nil
+}
+
+func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg, log, err := setup("migrate", args, stderr)
+	if err != nil {
+		return err
+	}
+	res, err := inventory.Migrate(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	if len(res) == 0 {
+		log.Info("schema up to date")
+	}
+	for _, r := range res {
+		log.Info("migration applied", "version", r.Version, "name", r.Name)
+	}
+	return nil
+}

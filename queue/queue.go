@@ -1,0 +1,270 @@
+// Package queue is the contract between the API and the workers: the order
+// task, how it is enqueued into asynq, and how a queued order is looked up.
+//
+// An accepted order is one asynq task whose task id is the order id, so the
+// queue itself refuses a second task for an order while the first exists
+// ([ErrDuplicate]). Once a worker has recorded the outcome in PostgreSQL the
+// task is deleted; a later duplicate is harmless, because the worker finds
+// the outcome already recorded and changes nothing.
+package queue
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/hibiken/asynq"
+)
+
+// TypeOrder is the asynq task type of an order.
+const TypeOrder = "order:place"
+
+var (
+	// ErrDuplicate is returned by [Producer.Enqueue] when a task for the
+	// order id is already in the queue (pending, running, retrying or dead).
+	ErrDuplicate = errors.New("queue: order already queued")
+	// ErrNotFound is returned by [Inspector.Lookup] when the queue holds no
+	// task for the order id.
+	ErrNotFound = errors.New("queue: not found")
+	// ErrUnavailable wraps failures to reach the queue's Redis.
+	ErrUnavailable = errors.New("queue: unavailable")
+	// ErrBadPayload is returned by [Decode] for a task that is not an order.
+	ErrBadPayload = errors.New("queue: bad order payload")
+)
+
+// Order is the task payload: everything a worker needs to decide the order.
+type Order struct {
+	ID             string    `json:"id"`
+	ProductID      string    `json:"product_id"`
+	UserID         string    `json:"user_id"`
+	Quantity       int       `json:"quantity"`
+	IdempotencyKey string    `json:"idempotency_key,omitempty"`
+	AcceptedAt     time.Time `json:"accepted_at"`
+}
+
+// Encode returns the task for o.
+func Encode(o Order) (*asynq.Task, error) {
+	b, err := json.Marshal(o)
+	if err != nil {
+		return nil, fmt.Errorf("queue: encode order %q: %w", o.ID, err)
+	}
+	return asynq.NewTask(TypeOrder, b), nil
+}
+
+// Decode reads an order task's payload. It returns [ErrBadPayload] for
+// anything that is not a complete order.
+func Decode(payload []byte) (Order, error) {
+	var o Order
+	if err := json.Unmarshal(payload, &o); err != nil {
+		return Order{}, fmt.Errorf("%w: %v", ErrBadPayload, err)
+	}
+	if o.ID == "" || o.ProductID == "" || o.UserID == "" || o.Quantity < 1 {
+		return o, fmt.Errorf("%w: missing field or quantity < 1", ErrBadPayload)
+	}
+	return o, nil
+}
+
+// Options are the task settings, shared by the producer and the worker.
+type Options struct {
+	// Queue is the asynq queue name; default "orders".
+	Queue string
+	// MaxRetry is how many times a task whose handler failed with a
+	// retryable error is tried again; default 25. With the worker's backoff
+	// (200ms doubling to 10s) that rides out about three minutes of a
+	// database or lock outage before an order is recorded as failed.
+	MaxRetry int
+	// Timeout bounds one run of the handler; default 30s. asynq stores it
+	// in whole seconds.
+	Timeout time.Duration
+}
+
+// WithDefaults fills zero fields with their defaults.
+func (o Options) WithDefaults() Options {
+	if o.Queue == "" {
+		o.Queue = "orders"
+	}
+	if o.MaxRetry <= 0 {
+		o.MaxRetry = 25
+	}
+	if o.Timeout < time.Second {
+		o.Timeout = 30 * time.Second
+	}
+	return o
+}
+
+// Producer enqueues orders.
+type Producer struct {
+	client *asynq.Client
+	opts   Options
+}
+
+// NewProducer enqueues through client, which the caller owns and closes.
+func NewProducer(client *asynq.Client, opts Options) *Producer {
+	return &Producer{client: client, opts: opts.WithDefaults()}
+}
+
+// Enqueue adds the order's task to the queue. It returns [ErrDuplicate] when
+// a task for this order id is already queued, and [ErrUnavailable] when
+// Redis cannot be reached.
+func (p *Producer) Enqueue(ctx context.Context, o Order) error {
+	task, err := Encode(o)
+	if err != nil {
+		return err
+	}
+	_, err = p.client.EnqueueContext(ctx, task,
+		asynq.TaskID(o.ID), asynq.Queue(p.opts.Queue),
+		asynq.MaxRetry(p.opts.MaxRetry), asynq.Timeout(p.opts.Timeout))
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, asynq.ErrTaskIDConflict):
+		return fmt.Errorf("enqueue order %q: %w", o.ID, ErrDuplicate)
+	default:
+		return fmt.Errorf("enqueue order %q: %w: %w", o.ID, ErrUnavailable, err)
+	}
+}
+
+// State is where a queued order's task is.
+type State int
+
+// Task states, as buyers see them.
+const (
+	// Waiting: pending, scheduled for a retry, or retrying.
+	Waiting State = iota + 1
+	// Running: a worker holds the task.
+	Running
+	// Dead: retries exhausted or failed permanently (archived by asynq).
+	Dead
+	// Done: the handler succeeded (only seen with task retention).
+	Done
+)
+
+// TaskInfo is what the queue knows about an order's task.
+type TaskInfo struct {
+	State   State
+	Order   Order
+	LastErr string
+	Retried int
+}
+
+// Inspector reads the queue's state.
+type Inspector struct {
+	in    *asynq.Inspector
+	queue string
+}
+
+// NewInspector reads through in, which the caller owns and closes.
+func NewInspector(in *asynq.Inspector, opts Options) *Inspector {
+	return &Inspector{in: in, queue: opts.WithDefaults().Queue}
+}
+
+// Lookup returns the task of order id, [ErrNotFound] when the queue holds
+// none, or [ErrUnavailable].
+func (i *Inspector) Lookup(ctx context.Context, id string) (TaskInfo, error) {
+	if err := ctx.Err(); err != nil {
+		return TaskInfo{}, err
+	}
+	// asynq's Inspector takes no context; its calls are single round trips.
+	info, err := i.in.GetTaskInfo(i.queue, id)
+	switch {
+	case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
+		return TaskInfo{}, ErrNotFound
+	case err != nil:
+		return TaskInfo{}, fmt.Errorf("look up order %q: %w: %w", id, ErrUnavailable, err)
+	}
+	ti := TaskInfo{LastErr: info.LastErr, Retried: info.Retried}
+	switch info.State {
+	case asynq.TaskStateActive:
+		ti.State = Running
+	case asynq.TaskStateArchived:
+		ti.State = Dead
+	case asynq.TaskStateCompleted:
+		ti.State = Done
+	default:
+		ti.State = Waiting
+	}
+	ti.Order, _ = Decode(info.Payload) // a bad payload still has a state
+	return ti, nil
+}
+
+// Stats counts the queue's tasks by state.
+type Stats struct {
+	Queue     string        `json:"queue"`
+	Size      int           `json:"size"` // all tasks but completed and archived
+	Pending   int           `json:"pending"`
+	Active    int           `json:"active"`
+	Scheduled int           `json:"scheduled"`
+	Retry     int           `json:"retry"`
+	Archived  int           `json:"archived"`
+	Completed int           `json:"completed"`
+	Processed int           `json:"processed_today"`
+	Failed    int           `json:"failed_today"`
+	Latency   time.Duration `json:"-"` // age of the oldest pending task
+	LatencyMS int64         `json:"latency_ms"`
+	Paused    bool          `json:"paused"`
+}
+
+// Stats returns the queue's counts. A queue that never held a task is empty.
+func (i *Inspector) Stats(ctx context.Context) (Stats, error) {
+	if err := ctx.Err(); err != nil {
+		return Stats{}, err
+	}
+	q, err := i.in.GetQueueInfo(i.queue)
+	if errors.Is(err, asynq.ErrQueueNotFound) {
+		return Stats{Queue: i.queue}, nil
+	}
+	if err != nil {
+		return Stats{}, fmt.Errorf("queue stats: %w: %w", ErrUnavailable, err)
+	}
+	return Stats{
+		Queue: i.queue, Size: q.Size, Pending: q.Pending, Active: q.Active, Scheduled: q.Scheduled,
+		Retry: q.Retry, Archived: q.Archived, Completed: q.Completed, Processed: q.Processed, Failed: q.Failed,
+		Latency: q.Latency, LatencyMS: q.Latency.Milliseconds(), Paused: q.Paused,
+	}, nil
+}
+
+// ParseRedisURL turns a Redis URL into asynq connection options. Besides
+// asynq's own schemes (redis://, rediss://, redis-socket://,
+// redis-sentinel://host1,host2?master=name) it accepts
+// redis-cluster://host1:port,host2:port for a Redis Cluster. poolSize, when
+// positive, sets the connection pool size.
+func ParseRedisURL(raw string, poolSize int) (asynq.RedisConnOpt, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("queue: redis URL: %w", err)
+	}
+	if u.Scheme == "redis-cluster" {
+		opt := asynq.RedisClusterClientOpt{Addrs: strings.Split(u.Host, ",")}
+		if u.User != nil {
+			opt.Username = u.User.Username()
+			opt.Password, _ = u.User.Password()
+		}
+		return opt, nil
+	}
+	opt, err := asynq.ParseRedisURI(raw)
+	if err != nil {
+		return nil, fmt.Errorf("queue: redis URL: %w", err)
+	}
+	if u.User != nil && u.User.Username() != "" {
+		switch o := opt.(type) {
+		case asynq.RedisClientOpt:
+			o.Username = u.User.Username()
+			opt = o
+		}
+	}
+	if poolSize > 0 {
+		switch o := opt.(type) {
+		case asynq.RedisClientOpt:
+			o.PoolSize = poolSize
+			opt = o
+		case asynq.RedisFailoverClientOpt:
+			o.PoolSize = poolSize
+			opt = o
+		}
+	}
+	return opt, nil
+}

@@ -1,0 +1,429 @@
+// Package sale is the order-taking side of the system: the rules the HTTP
+// API applies before an order is queued, and how a buyer learns its outcome.
+//
+// Placing an order validates it, checks the product exists, applies the
+// idempotency key, consults the sold-out fast path, and enqueues one task
+// whose id is the order id. The order's outcome is decided later by a worker
+// and lives in PostgreSQL; until then the order lives in the queue. Reading
+// an order looks in PostgreSQL first and then in the queue.
+package sale
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base32"
+	"errors"
+	"fmt"
+	mrand "math/rand/v2"
+	"regexp"
+	"sync"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+
+	"github.com/flashsale/flashsale/inventory"
+	"github.com/flashsale/flashsale/notify"
+	"github.com/flashsale/flashsale/queue"
+	"github.com/flashsale/flashsale/soldout"
+)
+
+// Limits on what buyers and admins may send.
+const (
+	// MaxQuantity is the most units one order may ask for.
+	MaxQuantity = 100
+	// MaxStock is the most units a product may hold, created or restocked.
+	MaxStock = 1_000_000_000
+	// MaxIDLength bounds product and user ids.
+	MaxIDLength = 64
+	// MaxNameLength bounds product names (bytes).
+	MaxNameLength = 200
+	// MaxIdempotencyKeyLength bounds the Idempotency-Key header.
+	MaxIdempotencyKeyLength = 255
+	// MaxWait is the longest long-poll on an order.
+	MaxWait = 30 * time.Second
+)
+
+var (
+	// ErrInvalid is returned for input outside the documented limits; the
+	// error text says which field.
+	ErrInvalid = errors.New("sale: invalid input")
+	// ErrUnknownProduct is returned when an order names a product that
+	// does not exist.
+	ErrUnknownProduct = errors.New("sale: unknown product")
+	// ErrNotFound is returned for an unknown product or order id.
+	ErrNotFound = errors.New("sale: not found")
+	// ErrProductExists is returned when creating a product whose id is taken.
+	ErrProductExists = errors.New("sale: product exists")
+	// ErrSoldOut is returned by [Service.PlaceOrder] when the product is
+	// known to be sold out; nothing was queued.
+	ErrSoldOut = errors.New("sale: sold out")
+	// ErrIdempotencyMismatch is returned when an Idempotency-Key is reused
+	// with a different order body.
+	ErrIdempotencyMismatch = errors.New("sale: idempotency key reused with a different request")
+	// ErrUnavailable is returned when the queue or the database cannot be
+	// reached; the request may be retried.
+	ErrUnavailable = errors.New("sale: service unavailable")
+)
+
+var (
+	idPattern  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]*$`)
+	keyPattern = regexp.MustCompile(`^[\x21-\x7e]+$`) // printable ASCII, no spaces
+)
+
+// ValidID checks a product or user id: 1 to MaxIDLength characters from
+// A-Z a-z 0-9 . _ : - , starting with a letter or digit.
+func ValidID(id string) bool { return len(id) <= MaxIDLength && idPattern.MatchString(id) }
+
+// ValidOrderID checks the shape of an order id (what [Service] generates).
+func ValidOrderID(id string) bool {
+	if len(id) != 26 {
+		return false
+	}
+	for _, c := range id {
+		if !(c >= '0' && c <= '9' || c >= 'A' && c <= 'Z') {
+			return false
+		}
+	}
+	return true
+}
+
+// Service places and reads orders. It is safe for concurrent use.
+type Service struct {
+	store     *inventory.Store
+	producer  *queue.Producer
+	inspector *queue.Inspector
+	gate      *soldout.Gate
+	hub       *notify.Hub
+
+	known sync.Map // product id → struct{}: products are never deleted
+
+	idMu    sync.Mutex
+	entropy *ulid.MonotonicEntropy
+}
+
+// New wires a Service. hub may be nil (then waits poll).
+func New(store *inventory.Store, producer *queue.Producer, inspector *queue.Inspector, gate *soldout.Gate, hub *notify.Hub) *Service {
+	return &Service{
+		store: store, producer: producer, inspector: inspector, gate: gate, hub: hub,
+		entropy: ulid.Monotonic(rand.Reader, 0),
+	}
+}
+
+// CreateProduct creates a product. It returns [ErrInvalid] or [ErrProductExists].
+func (s *Service) CreateProduct(ctx context.Context, p inventory.NewProduct) (inventory.Product, error) {
+	switch {
+	case !ValidID(p.ID):
+		return inventory.Product{}, fmt.Errorf("%w: id must be 1-%d characters of A-Z a-z 0-9 . _ : -", ErrInvalid, MaxIDLength)
+	case p.Name == "" || len(p.Name) > MaxNameLength:
+		return inventory.Product{}, fmt.Errorf("%w: name must be 1-%d bytes", ErrInvalid, MaxNameLength)
+	case p.Stock < 0 || p.Stock > MaxStock:
+		return inventory.Product{}, fmt.Errorf("%w: stock must be 0-%d", ErrInvalid, MaxStock)
+	case p.PerUserLimit < 0 || p.PerUserLimit > MaxStock:
+		return inventory.Product{}, fmt.Errorf("%w: per_user_limit must be 0 (no limit) to %d", ErrInvalid, MaxStock)
+	}
+	out, err := s.store.CreateProduct(ctx, p)
+	if err != nil {
+		return inventory.Product{}, s.translate(err)
+	}
+	s.known.Store(out.ID, struct{}{})
+	return out, nil
+}
+
+// Product returns a product, or [ErrNotFound].
+func (s *Service) Product(ctx context.Context, id string) (inventory.Product, error) {
+	if !ValidID(id) {
+		return inventory.Product{}, ErrNotFound
+	}
+	p, err := s.store.Product(ctx, id)
+	if err != nil {
+		return inventory.Product{}, s.translate(err)
+	}
+	return p, nil
+}
+
+// Products lists products by id, after the given id, at most limit (≤ 1000).
+func (s *Service) Products(ctx context.Context, after string, limit int) ([]inventory.Product, error) {
+	limit = min(max(limit, 1), 1000)
+	ps, err := s.store.Products(ctx, after, limit)
+	if err != nil {
+		return nil, s.translate(err)
+	}
+	return ps, nil
+}
+
+// Restock adds quantity units. It reopens the sold-out fast path first and
+// waits until no API process can still be refusing orders on an old flag,
+// so it takes a little longer than [soldout.Gate.Settle].
+func (s *Service) Restock(ctx context.Context, id string, quantity int64) (inventory.Product, error) {
+	if quantity < 1 || quantity > MaxStock {
+		return inventory.Product{}, fmt.Errorf("%w: quantity must be 1-%d", ErrInvalid, MaxStock)
+	}
+	p, err := s.Product(ctx, id)
+	if err != nil {
+		return inventory.Product{}, err
+	}
+	if p.Stock+quantity > MaxStock {
+		return inventory.Product{}, fmt.Errorf("%w: stock would exceed %d", ErrInvalid, MaxStock)
+	}
+	gen, err := s.gate.Reopen(ctx, id, p.RestockGen)
+	if err != nil {
+		return inventory.Product{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	select {
+	case <-time.After(s.gate.Settle()):
+	case <-ctx.Done():
+		return inventory.Product{}, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
+	}
+	p, err = s.store.Restock(ctx, id, quantity, gen)
+	if err != nil {
+		return inventory.Product{}, s.translate(err)
+	}
+	return p, nil
+}
+
+// PlaceOrderRequest is a buyer's order.
+type PlaceOrderRequest struct {
+	ProductID      string
+	UserID         string
+	Quantity       int
+	IdempotencyKey string // optional
+}
+
+// Placed is the answer to an accepted order.
+type Placed struct {
+	OrderID string
+	Status  inventory.Status
+	// Replay is true when the idempotency key matched an earlier order:
+	// nothing new was created and Status is that order's current status.
+	Replay bool
+}
+
+// PlaceOrder validates and queues an order. It returns [ErrInvalid],
+// [ErrUnknownProduct], [ErrSoldOut] (known sold out; nothing queued),
+// [ErrIdempotencyMismatch] or [ErrUnavailable].
+//
+// With an idempotency key, the order id is derived from (user, key), so the
+// same pair always names the same order, whichever API process receives it.
+func (s *Service) PlaceOrder(ctx context.Context, r PlaceOrderRequest) (Placed, error) {
+	switch {
+	case !ValidID(r.ProductID):
+		return Placed{}, fmt.Errorf("%w: product_id must be 1-%d characters of A-Z a-z 0-9 . _ : -", ErrInvalid, MaxIDLength)
+	case !ValidID(r.UserID):
+		return Placed{}, fmt.Errorf("%w: user_id must be 1-%d characters of A-Z a-z 0-9 . _ : -", ErrInvalid, MaxIDLength)
+	case r.Quantity < 1 || r.Quantity > MaxQuantity:
+		return Placed{}, fmt.Errorf("%w: quantity must be an integer from 1 to %d", ErrInvalid, MaxQuantity)
+	case r.IdempotencyKey != "" && (len(r.IdempotencyKey) > MaxIdempotencyKeyLength || !keyPattern.MatchString(r.IdempotencyKey)):
+		return Placed{}, fmt.Errorf("%w: Idempotency-Key must be 1-%d printable ASCII characters", ErrInvalid, MaxIdempotencyKeyLength)
+	}
+	if err := s.checkProduct(ctx, r.ProductID); err != nil {
+		return Placed{}, err
+	}
+	o := queue.Order{
+		ProductID: r.ProductID, UserID: r.UserID, Quantity: r.Quantity,
+		IdempotencyKey: r.IdempotencyKey, AcceptedAt: time.Now().UTC(),
+	}
+	if r.IdempotencyKey != "" {
+		o.ID = KeyedOrderID(r.UserID, r.IdempotencyKey)
+		// A decided order with this key answers for itself, sold out or not.
+		prev, err := s.store.Order(ctx, o.ID)
+		switch {
+		case err == nil:
+			return s.replay(o, prev.ProductID, prev.Quantity, prev.Status)
+		case !errors.Is(err, inventory.ErrNotFound):
+			return Placed{}, s.translate(err)
+		}
+	} else {
+		o.ID = s.newID()
+	}
+	if sold, _ := s.gate.SoldOut(ctx, r.ProductID); sold {
+		// A Redis error reads as "not sold out": the fast path fails open.
+		return Placed{}, ErrSoldOut
+	}
+	err := s.producer.Enqueue(ctx, o)
+	switch {
+	case err == nil:
+		return Placed{OrderID: o.ID, Status: inventory.StatusQueued}, nil
+	case errors.Is(err, queue.ErrDuplicate):
+		return s.replayQueued(ctx, o)
+	default:
+		return Placed{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+}
+
+// replayQueued answers a keyed order whose task already exists.
+func (s *Service) replayQueued(ctx context.Context, o queue.Order) (Placed, error) {
+	ti, err := s.inspector.Lookup(ctx, o.ID)
+	switch {
+	case err == nil:
+		return s.replay(o, ti.Order.ProductID, ti.Order.Quantity, taskStatus(ti))
+	case errors.Is(err, queue.ErrNotFound):
+		// Decided and acknowledged between the enqueue and the lookup.
+		prev, err := s.store.Order(ctx, o.ID)
+		if err != nil {
+			return Placed{}, s.translate(err)
+		}
+		return s.replay(o, prev.ProductID, prev.Quantity, prev.Status)
+	default:
+		return Placed{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+}
+
+func (s *Service) replay(o queue.Order, product string, quantity int, status inventory.Status) (Placed, error) {
+	if product != o.ProductID || quantity != o.Quantity {
+		return Placed{}, ErrIdempotencyMismatch
+	}
+	return Placed{OrderID: o.ID, Status: status, Replay: true}, nil
+}
+
+func (s *Service) checkProduct(ctx context.Context, id string) error {
+	if _, ok := s.known.Load(id); ok {
+		return nil
+	}
+	if _, err := s.store.Product(ctx, id); err != nil {
+		if errors.Is(err, inventory.ErrNotFound) {
+			return ErrUnknownProduct
+		}
+		return s.translate(err)
+	}
+	s.known.Store(id, struct{}{})
+	return nil
+}
+
+// KeyedOrderID derives the order id of an idempotent order: 26 characters
+// of base32 of SHA-256(user, 0, key), the same length and alphabet as the
+// ULIDs of other orders.
+func KeyedOrderID(user, key string) string {
+	h := sha256.New()
+	h.Write([]byte(user))
+	h.Write([]byte{0})
+	h.Write([]byte(key))
+	return crockford.EncodeToString(h.Sum(nil))[:26]
+}
+
+var crockford = base32.NewEncoding("0123456789ABCDEFGHJKMNPQRSTVWXYZ").WithPadding(base32.NoPadding)
+
+func (s *Service) newID() string {
+	s.idMu.Lock()
+	defer s.idMu.Unlock()
+	return ulid.MustNew(ulid.Now(), s.entropy).String()
+}
+
+// OrderView is an order as buyers see it, decided or not.
+type OrderView struct {
+	ID        string
+	ProductID string
+	UserID    string
+	Quantity  int
+	Status    inventory.Status
+	Reason    string
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
+// Order returns an order's current state, or [ErrNotFound].
+func (s *Service) Order(ctx context.Context, id string) (OrderView, error) {
+	if !ValidOrderID(id) {
+		return OrderView{}, ErrNotFound
+	}
+	v, err := s.decided(ctx, id)
+	if !errors.Is(err, ErrNotFound) {
+		return v, err
+	}
+	ti, err := s.inspector.Lookup(ctx, id)
+	switch {
+	case err == nil && ti.State != queue.Done:
+		o := ti.Order
+		return OrderView{ID: id, ProductID: o.ProductID, UserID: o.UserID, Quantity: o.Quantity,
+			Status: taskStatus(ti), Reason: deadReason(ti), CreatedAt: o.AcceptedAt, UpdatedAt: o.AcceptedAt}, nil
+	case err == nil, errors.Is(err, queue.ErrNotFound):
+		// Decided and acknowledged after the first read: the outcome is
+		// committed before the task is removed, so read it again.
+		return s.decided(ctx, id)
+	default:
+		return OrderView{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+}
+
+func (s *Service) decided(ctx context.Context, id string) (OrderView, error) {
+	o, err := s.store.Order(ctx, id)
+	if err != nil {
+		return OrderView{}, s.translate(err)
+	}
+	return OrderView{ID: o.ID, ProductID: o.ProductID, UserID: o.UserID, Quantity: o.Quantity,
+		Status: o.Status, Reason: o.Reason, CreatedAt: o.CreatedAt, UpdatedAt: o.UpdatedAt}, nil
+}
+
+func taskStatus(ti queue.TaskInfo) inventory.Status {
+	switch ti.State {
+	case queue.Running:
+		return inventory.StatusProcessing
+	case queue.Dead:
+		return inventory.StatusFailed
+	}
+	return inventory.StatusQueued
+}
+
+func deadReason(ti queue.TaskInfo) string {
+	if ti.State != queue.Dead {
+		return ""
+	}
+	return "processing failed: " + ti.LastErr
+}
+
+// WaitOrder returns the order once it is final or wait has passed
+// (capped at MaxWait), whichever comes first. Decisions are announced by the
+// workers; a jittered re-check every second covers a lost announcement.
+func (s *Service) WaitOrder(ctx context.Context, id string, wait time.Duration) (OrderView, error) {
+	wait = min(max(wait, 0), MaxWait)
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+	for {
+		var woken <-chan struct{}
+		stop := func() {}
+		if s.hub != nil {
+			woken, stop = s.hub.Watch(id)
+		}
+		v, err := s.Order(ctx, id)
+		if err != nil || v.Status.Final() || wait == 0 {
+			stop()
+			return v, err
+		}
+		recheck := time.NewTimer(time.Duration(float64(time.Second) * (0.75 + 0.5*mrand.Float64())))
+		select {
+		case <-woken:
+		case <-recheck.C:
+		case <-deadline.C:
+			wait = 0 // one last read below
+		case <-ctx.Done():
+			stop()
+			recheck.Stop()
+			return v, nil
+		}
+		stop()
+		recheck.Stop()
+	}
+}
+
+// QueueStats returns the order queue's counts.
+func (s *Service) QueueStats(ctx context.Context) (queue.Stats, error) {
+	st, err := s.inspector.Stats(ctx)
+	if err != nil {
+		return queue.Stats{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return st, nil
+}
+
+func (s *Service) translate(err error) error {
+	switch {
+	case errors.Is(err, inventory.ErrNotFound):
+		return ErrNotFound
+	case errors.Is(err, inventory.ErrProductExists):
+		return ErrProductExists
+	case errors.Is(err, inventory.ErrInvalid):
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
+	case errors.Is(err, inventory.ErrUnavailable):
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return err
+}

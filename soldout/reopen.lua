@@ -1,0 +1,14 @@
+-- reopen.lua: announce a restock and clear the sold-out flag, before the
+-- stock is added in PostgreSQL.
+--
+-- KEYS[1] -> <prefix>soldout:<product>
+-- KEYS[2] -> <prefix>restock:<product>
+-- ARGV[1] -> restock generation stored in PostgreSQL (a floor, in case
+--            Redis lost the counter)
+-- Returns the new restock generation: max(announced, ARGV[1]) + 1.
+local announced = tonumber(redis.call("GET", KEYS[2]) or "0")
+local floor = tonumber(ARGV[1])
+local gen = math.max(announced, floor) + 1
+redis.call("SET", KEYS[2], gen)
+redis.call("DEL", KEYS[1])
+return gen

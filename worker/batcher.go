@@ -1,0 +1,392 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/flashsale/flashsale/inventory"
+	"github.com/flashsale/flashsale/lock"
+)
+
+// Tuning of the batcher's lock hand-off.
+const (
+	// wantTTL is how long a process's "I want this product's lock" mark
+	// lives in Redis; a waiter refreshes it every wantTTL/2.
+	wantTTL = 200 * time.Millisecond
+	// maxHold bounds how long one process keeps a product's lock across
+	// rounds while nobody else asked for it.
+	maxHold = time.Second
+	// yieldDelay is how long a process that handed a lock over waits before
+	// competing for it again, so the process it yielded to gets it.
+	yieldDelay = 2 * time.Millisecond
+	// maxRequeues bounds how often one order goes back to the batcher after
+	// a lost lock or a stale fence before its task is retried by asynq.
+	maxRequeues = 3
+)
+
+// request is one order task waiting in its handler for a decision.
+type request struct {
+	ctx      context.Context
+	order    inventory.OrderRequest
+	res      chan result // buffered: the runner never blocks on a gone handler
+	requeues int
+}
+
+type result struct {
+	d   inventory.Decision
+	err error
+}
+
+// hold is a product lock this process holds between rounds.
+type hold struct {
+	product string
+	l       *lock.Lock
+	since   time.Time
+}
+
+// batcher coalesces the orders this process holds into rounds: one lock
+// per product, one transaction per round. One runner goroutine executes the
+// rounds; background waiters acquire the locks of products held elsewhere.
+type batcher struct {
+	w *Worker
+
+	mu        sync.Mutex
+	pending   map[string][]*request // by product, in arrival order
+	held      map[string]hold       // locks ready for the next round
+	acquiring map[string]bool       // background Acquire in progress
+
+	wake    chan struct{}
+	done    chan struct{}
+	stopped chan struct{}
+}
+
+func newBatcher(w *Worker) *batcher {
+	return &batcher{
+		w: w, pending: map[string][]*request{}, held: map[string]hold{}, acquiring: map[string]bool{},
+		wake: make(chan struct{}, 1), done: make(chan struct{}), stopped: make(chan struct{}),
+	}
+}
+
+func (b *batcher) signal() {
+	select {
+	case b.wake <- struct{}{}:
+	default:
+	}
+}
+
+// submit queues an order for the next round and waits for its decision.
+func (b *batcher) submit(ctx context.Context, o inventory.OrderRequest) (inventory.Decision, error) {
+	r := &request{ctx: ctx, order: o, res: make(chan result, 1)}
+	b.mu.Lock()
+	b.pending[o.ProductID] = append(b.pending[o.ProductID], r)
+	b.mu.Unlock()
+	b.signal()
+	select {
+	case res := <-r.res:
+		return res.d, res.err
+	case <-ctx.Done():
+		return inventory.Decision{}, ctx.Err()
+	case <-b.stopped:
+		return inventory.Decision{}, errors.New("worker stopped")
+	}
+}
+
+func (b *batcher) stop() {
+	close(b.done)
+	<-b.stopped
+}
+
+// run executes rounds until stop is called or ctx ends.
+func (b *batcher) run(ctx context.Context) {
+	defer close(b.stopped)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-b.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	defer b.releaseHeld()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-b.wake:
+		}
+		for ctx.Err() == nil && b.round(ctx) {
+		}
+	}
+}
+
+func (b *batcher) releaseHeld() {
+	b.mu.Lock()
+	held := b.held
+	b.held = map[string]hold{}
+	b.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, h := range held {
+		wg.Go(func() { b.w.release(h.l) })
+	}
+	wg.Wait()
+}
+
+// round runs one batch. It reports whether it made progress, so the runner
+// goes straight on to the next round while there is work it can do.
+func (b *batcher) round(ctx context.Context) bool {
+	// Which products have work, and whose lock do we hold?
+	b.mu.Lock()
+	locks := map[string]*lock.Lock{}
+	var try []string
+	for p, rs := range b.pending {
+		rs = slices.DeleteFunc(rs, func(r *request) bool { return r.ctx.Err() != nil })
+		if len(rs) == 0 {
+			delete(b.pending, p)
+			if h, ok := b.held[p]; ok {
+				delete(b.held, p)
+				go b.w.release(h.l)
+			}
+			continue
+		}
+		b.pending[p] = rs
+		if h, ok := b.held[p]; ok {
+			if h.l.Context().Err() == nil {
+				locks[p] = h.l
+				continue
+			}
+			delete(b.held, p) // lost while idle
+		}
+		if !b.acquiring[p] {
+			try = append(try, p)
+		}
+	}
+	b.mu.Unlock()
+
+	// Try the free ones at once, in parallel; wait for the others in the
+	// background.
+	if len(try) > 0 {
+		got := make([]*lock.Lock, len(try))
+		errs := make([]error, len(try))
+		var wg sync.WaitGroup
+		for i, p := range try {
+			wg.Go(func() { got[i], errs[i] = b.w.locks.TryAcquire(ctx, lockKey(p)) })
+		}
+		wg.Wait()
+		for i, p := range try {
+			switch {
+			case errs[i] == nil:
+				locks[p] = got[i]
+				b.mu.Lock()
+				b.held[p] = hold{product: p, l: got[i], since: time.Now()}
+				b.mu.Unlock()
+			case errors.Is(errs[i], lock.ErrNotObtained) && !errors.Is(errs[i], lock.ErrNoQuorum):
+				b.startWaiter(ctx, p, 0)
+			default:
+				b.failProduct(p, fmt.Errorf("lock product %q: %w", p, errs[i]))
+			}
+		}
+	}
+	if len(locks) == 0 {
+		return false
+	}
+
+	// Take the pending orders of the locked products, oldest products'
+	// queues first, up to MaxBatch.
+	b.mu.Lock()
+	var reqs []*request
+	products := make([]string, 0, len(locks))
+	for p := range locks {
+		products = append(products, p)
+	}
+	slices.Sort(products)
+	tokens := make(map[string]int64, len(locks))
+	for _, p := range products {
+		rs := b.pending[p]
+		n := min(len(rs), b.w.cfg.MaxBatch-len(reqs))
+		if n == 0 {
+			continue
+		}
+		reqs = append(reqs, rs[:n]...)
+		b.pending[p] = rs[n:]
+		tokens[p] = locks[p].Token()
+	}
+	b.mu.Unlock()
+	if len(reqs) == 0 {
+		return false
+	}
+
+	batch := inventory.Batch{Orders: make([]inventory.OrderRequest, len(reqs)), Tokens: tokens}
+	used := make([]*lock.Lock, 0, len(tokens))
+	for p := range tokens {
+		used = append(used, locks[p])
+	}
+	for i, r := range reqs {
+		batch.Orders[i] = r.order
+	}
+	start := time.Now()
+	txCtx, stopWatch := withLocks(ctx, used...)
+	res, err := b.w.store.Apply(txCtx, batch)
+	stopWatch()
+	b.w.metrics.observeRound(len(reqs), len(tokens), time.Since(start), err)
+
+	b.afterRound(ctx, tokens, err)
+	if err != nil {
+		b.w.handleStale(ctx, err)
+		err = lockErr(txCtx, err)
+		if errors.Is(err, inventory.ErrStaleFence) || errors.Is(err, lock.ErrLost) {
+			b.requeue(reqs, err)
+		} else {
+			for _, r := range reqs {
+				r.res <- result{err: err}
+			}
+		}
+		return true
+	}
+	for i, r := range reqs {
+		r.res <- result{d: res.Decisions[i]}
+	}
+	b.w.afterCommit(ctx, res, batch.Orders)
+	return true
+}
+
+// afterRound decides, for each lock used in the round, whether to keep it for
+// the next round (more orders here, nobody else asked) or release it.
+func (b *batcher) afterRound(ctx context.Context, tokens map[string]int64, roundErr error) {
+	b.mu.Lock()
+	var busy []string
+	var release []hold
+	for p := range tokens {
+		h := b.held[p]
+		switch {
+		case roundErr != nil, len(b.pending[p]) == 0, time.Since(h.since) > maxHold, h.l.Context().Err() != nil:
+			release = append(release, h)
+			delete(b.held, p)
+		default:
+			busy = append(busy, p)
+		}
+	}
+	b.mu.Unlock()
+	if len(busy) > 0 {
+		wanted, err := b.w.wanted(ctx, busy)
+		if err != nil {
+			wanted = busy // cannot tell: be fair, hand them over
+		}
+		b.mu.Lock()
+		for _, p := range wanted {
+			release = append(release, b.held[p])
+			delete(b.held, p)
+		}
+		b.mu.Unlock()
+	}
+	var wg sync.WaitGroup
+	for _, h := range release {
+		wg.Go(func() { b.w.release(h.l) })
+	}
+	wg.Wait()
+	// Products whose lock was released with orders still pending here.
+	b.mu.Lock()
+	var again []string
+	for _, h := range release {
+		if len(b.pending[h.product]) > 0 {
+			again = append(again, h.product)
+		}
+	}
+	b.mu.Unlock()
+	for _, p := range again {
+		b.startWaiter(ctx, p, yieldDelay)
+	}
+}
+
+// startWaiter acquires product p's lock in the background, after an
+// optional delay, announcing meanwhile that this process wants it; once
+// acquired, the lock is handed to the runner.
+func (b *batcher) startWaiter(ctx context.Context, p string, delay time.Duration) {
+	b.mu.Lock()
+	if b.acquiring[p] {
+		b.mu.Unlock()
+		return
+	}
+	b.acquiring[p] = true
+	b.mu.Unlock()
+	go func() {
+		defer func() {
+			b.mu.Lock()
+			delete(b.acquiring, p)
+			b.mu.Unlock()
+			b.signal()
+		}()
+		wctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		go b.w.want(wctx, p)
+		if delay > 0 {
+			select {
+			case <-time.After(delay):
+			case <-wctx.Done():
+				return
+			}
+		}
+		for {
+			// Stop waiting when nobody here needs the product any more.
+			b.mu.Lock()
+			needed := len(b.pending[p]) > 0
+			b.mu.Unlock()
+			if !needed {
+				return
+			}
+			actx, acancel := context.WithTimeout(wctx, time.Second)
+			l, err := b.w.locks.Acquire(actx, lockKey(p))
+			acancel()
+			switch {
+			case err == nil:
+				b.mu.Lock()
+				b.held[p] = hold{product: p, l: l, since: time.Now()}
+				b.mu.Unlock()
+				return
+			case wctx.Err() != nil:
+				return
+			case errors.Is(err, context.DeadlineExceeded):
+				continue // still held elsewhere: check we still need it, wait on
+			default:
+				b.failProduct(p, fmt.Errorf("lock product %q: %w", p, err))
+				return
+			}
+		}
+	}()
+}
+
+// failProduct answers every pending order of p with err (retryable: asynq
+// tries the tasks again after its backoff).
+func (b *batcher) failProduct(p string, err error) {
+	b.mu.Lock()
+	rs := b.pending[p]
+	delete(b.pending, p)
+	b.mu.Unlock()
+	for _, r := range rs {
+		r.res <- result{err: err}
+	}
+}
+
+// requeue puts orders of a round that lost its lock or fence back at the
+// head of their product's queue, up to maxRequeues times each.
+func (b *batcher) requeue(reqs []*request, err error) {
+	b.mu.Lock()
+	byProduct := map[string][]*request{}
+	for _, r := range reqs {
+		r.requeues++
+		if r.requeues > maxRequeues {
+			r.res <- result{err: err}
+			continue
+		}
+		byProduct[r.order.ProductID] = append(byProduct[r.order.ProductID], r)
+	}
+	for p, rs := range byProduct {
+		b.pending[p] = append(rs, b.pending[p]...)
+	}
+	b.mu.Unlock()
+	b.signal()
+}

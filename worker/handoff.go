@@ -1,0 +1,80 @@
+package worker
+
+import (
+	"context"
+	_ "embed"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// A process that holds a product's lock keeps it across rounds while it has
+// more orders of that product, unless another process announced that it is
+// waiting for the lock: then it hands the lock over after the round. This
+// gives a single busy process one lock round trip per burst instead of two
+// per round, and several processes a round-robin on a hot product, which
+// keeps the order of service close to the queue's order.
+
+//go:embed want.lua
+var wantLua string
+
+//go:embed wanted.lua
+var wantedLua string
+
+var (
+	wantScript   = redis.NewScript(wantLua)
+	wantedScript = redis.NewScript(wantedLua)
+)
+
+func (w *Worker) wantKey(product string) string { return w.prefix + "want:" + product }
+
+// want announces, until ctx ends, that this process waits for product's
+// lock, then withdraws the announcement.
+func (w *Worker) want(ctx context.Context, product string) {
+	key := w.wantKey(product)
+	t := time.NewTicker(wantTTL / 2)
+	defer t.Stop()
+	for {
+		// Errors only weaken fairness, never correctness: ignore them.
+		_ = wantScript.Run(ctx, w.rdb, []string{key}, w.id, wantTTL.Milliseconds()).Err()
+		select {
+		case <-ctx.Done():
+			cctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			_ = w.rdb.ZRem(cctx, key, w.id).Err()
+			cancel()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// wanted returns the products among ps whose lock another process waits for.
+func (w *Worker) wanted(ctx context.Context, ps []string) ([]string, error) {
+	run := func() ([]*redis.Cmd, error) {
+		pipe := w.rdb.Pipeline()
+		cmds := make([]*redis.Cmd, len(ps))
+		for i, p := range ps {
+			cmds[i] = wantedScript.EvalSha(ctx, pipe, []string{w.wantKey(p)}, w.id)
+		}
+		_, err := pipe.Exec(ctx)
+		return cmds, err
+	}
+	cmds, err := run()
+	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+		// Redis restarted or flushed its script cache: load and retry once.
+		if err = wantedScript.Load(ctx, w.rdb).Err(); err == nil {
+			cmds, err = run()
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ask who waits: %w", err)
+	}
+	var out []string
+	for i, c := range cmds {
+		if n, _ := c.Int(); n == 1 {
+			out = append(out, ps[i])
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,193 @@
+package worker
+
+import (
+	"errors"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/flashsale/flashsale/inventory"
+	"github.com/flashsale/flashsale/lock"
+)
+
+// metrics are the worker's Prometheus series.
+type metrics struct {
+	orders        *prometheus.CounterVec
+	rounds        *prometheus.CounterVec
+	batchOrders   prometheus.Histogram
+	batchProducts prometheus.Histogram
+	roundSeconds  prometheus.Histogram
+	staleFences   prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer, store *inventory.Store) (*metrics, error) {
+	m := &metrics{
+		orders: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flashsale_worker_orders_total",
+			Help: "Orders handled by this worker, by outcome (replay: already decided, a redelivered task).",
+		}, []string{"outcome"}),
+		rounds: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flashsale_worker_rounds_total",
+			Help: "Transactions (batches) run, by result.",
+		}, []string{"result"}),
+		batchOrders: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "flashsale_worker_batch_orders",
+			Help:    "Orders decided per transaction.",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256, 512},
+		}),
+		batchProducts: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "flashsale_worker_batch_products",
+			Help:    "Products (locks) per transaction.",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256, 512},
+		}),
+		roundSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "flashsale_worker_transaction_seconds",
+			Help:    "Duration of one batch transaction.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}),
+		staleFences: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "flashsale_worker_stale_fence_total",
+			Help: "Transactions refused by the database because a newer lock token had written the product.",
+		}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	cs := []prometheus.Collector{m.orders, m.rounds, m.batchOrders, m.batchProducts, m.roundSeconds, m.staleFences}
+	if store != nil {
+		cs = append(cs, poolCollector(store))
+	}
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+func (m *metrics) observeRound(orders, products int, d time.Duration, err error) {
+	result := "ok"
+	switch {
+	case err == nil:
+		m.batchOrders.Observe(float64(orders))
+		m.batchProducts.Observe(float64(products))
+		m.roundSeconds.Observe(d.Seconds())
+	case errors.Is(err, inventory.ErrStaleFence):
+		result = "stale_fence"
+	case errors.Is(err, lock.ErrLost):
+		result = "lock_lost"
+	default:
+		result = "error"
+	}
+	m.rounds.WithLabelValues(result).Inc()
+}
+
+// poolCollector exports the PostgreSQL pool's figures.
+func poolCollector(store *inventory.Store) prometheus.Collector {
+	return &poolStats{store: store,
+		total:    prometheus.NewDesc("flashsale_db_pool_conns", "PostgreSQL pool connections by state.", []string{"state"}, nil),
+		max:      prometheus.NewDesc("flashsale_db_pool_max_conns", "PostgreSQL pool size limit.", nil, nil),
+		acquires: prometheus.NewDesc("flashsale_db_pool_acquires_total", "Connections acquired from the pool.", nil, nil),
+		waited:   prometheus.NewDesc("flashsale_db_pool_empty_acquires_total", "Acquires that had to wait for a connection.", nil, nil),
+		waitSecs: prometheus.NewDesc("flashsale_db_pool_acquire_seconds_total", "Time spent acquiring connections.", nil, nil),
+	}
+}
+
+type poolStats struct {
+	store                                    *inventory.Store
+	total, max, acquires, waited, waitSecs *prometheus.Desc
+}
+
+func (p *poolStats) Describe(ch chan<- *prometheus.Desc) {
+	ch <- p.total
+	ch <- p.max
+	ch <- p.acquires
+	ch <- p.waited
+	ch <- p.waitSecs
+}
+
+func (p *poolStats) Collect(ch chan<- prometheus.Metric) {
+	s := p.store.PoolStats()
+	ch <- prometheus.MustNewConstMetric(p.total, prometheus.GaugeValue, float64(s.IdleConns), "idle")
+	ch <- prometheus.MustNewConstMetric(p.total, prometheus.GaugeValue, float64(s.AcquiredConns), "acquired")
+	ch <- prometheus.MustNewConstMetric(p.max, prometheus.GaugeValue, float64(s.MaxConns))
+	ch <- prometheus.MustNewConstMetric(p.acquires, prometheus.CounterValue, float64(s.AcquireCount))
+	ch <- prometheus.MustNewConstMetric(p.waited, prometheus.CounterValue, float64(s.EmptyAcquireCount))
+	ch <- prometheus.MustNewConstMetric(p.waitSecs, prometheus.CounterValue, s.AcquireDuration.Seconds())
+}
+
+// LockObserver exports a lock client's events as Prometheus metrics. Pass it
+// as lock.Options.Observer; register it with Register.
+type LockObserver struct {
+	lock.NopObserver
+	acquire  prometheus.Histogram
+	wait     prometheus.Histogram
+	failures *prometheus.CounterVec
+	renewals prometheus.Counter
+	renewErr prometheus.Counter
+	lost     prometheus.Counter
+	held     prometheus.Histogram
+}
+
+// NewLockObserver creates the lock metrics and registers them with reg
+// (nil = not registered).
+func NewLockObserver(reg prometheus.Registerer) (*LockObserver, error) {
+	o := &LockObserver{
+		acquire: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "flashsale_lock_acquire_seconds", Help: "Latency of the winning lock acquisition round.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 14),
+		}),
+		wait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "flashsale_lock_wait_seconds", Help: "Time from asking for a lock to holding it.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18),
+		}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flashsale_lock_failures_total", Help: "Failed lock acquisitions by cause (busy, canceled, deadline, no_quorum, error, closed).",
+		}, []string{"cause"}),
+		renewals: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "flashsale_lock_renewals_total", Help: "Successful lock renewals (watchdog or explicit).",
+		}),
+		renewErr: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "flashsale_lock_renewal_failures_total", Help: "Failed lock renewals.",
+		}),
+		lost: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "flashsale_lock_lost_total", Help: "Held locks given up as lost (holder told to stop).",
+		}),
+		held: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "flashsale_lock_held_seconds", Help: "How long released locks were held.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{o.acquire, o.wait, o.failures, o.renewals, o.renewErr, o.lost, o.held} {
+			if err := reg.Register(c); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return o, nil
+}
+
+// Acquired records a successful acquisition.
+func (o *LockObserver) Acquired(_ string, latency, wait time.Duration) {
+	o.acquire.Observe(latency.Seconds())
+	o.wait.Observe(wait.Seconds())
+}
+
+// AcquireFailed counts a failed acquisition. A busy try is the normal hand-off
+// path of the batcher, counted like the others.
+func (o *LockObserver) AcquireFailed(_ string, cause lock.Cause, _ time.Duration) {
+	o.failures.WithLabelValues(cause.String()).Inc()
+}
+
+// Renewed counts a renewal.
+func (o *LockObserver) Renewed(string, time.Duration) { o.renewals.Inc() }
+
+// RenewFailed counts a failed renewal.
+func (o *LockObserver) RenewFailed(string, error) { o.renewErr.Inc() }
+
+// Lost counts a lost lock.
+func (o *LockObserver) Lost(string) { o.lost.Inc() }
+
+// Released records how long a lock was held.
+func (o *LockObserver) Released(_ string, held time.Duration) { o.held.Observe(held.Seconds()) }

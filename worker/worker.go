@@ -1,0 +1,387 @@
+// Package worker consumes the order queue and decides orders.
+//
+// For every order the worker takes the product's distributed lock, runs the
+// PostgreSQL transaction that decides the order under the lock's context (a
+// lost lock aborts it), passes the lock's fencing token to the stock update,
+// commits, and only then releases the lock and acknowledges the task.
+//
+// # Group commit
+//
+// One lock round trip and one transaction per order cannot be fast on a hot
+// product: PostgreSQL commits a few thousand transactions a second on one
+// row. So, by default (ModeBatch), the order tasks that one worker process
+// holds at a time are coalesced: a single runner takes every pending order,
+// locks each product involved once, and decides them all in one transaction
+// ([inventory.Store.Apply]), each order with its own outcome. Each asynq task
+// still waits for its own order and is acknowledged on its own, and a
+// redelivered task finds its order decided and changes nothing. Batches form
+// only while a transaction is in flight, so a lone order is not delayed.
+// ModeSingle (one lock hold and one transaction per order) is kept as the
+// baseline that `make bench` compares against.
+//
+// # Order of service
+//
+// asynq's queue is a FIFO list, and within a batch a product's orders are
+// served by acceptance time. Worker processes dequeue concurrently and batch
+// independently, so an order can be served before an earlier one held by
+// another process: the inversion is bounded by what the workers hold at
+// once, workers × Concurrency orders.
+package worker
+
+import (
+	"context"
+	crand "crypto/rand"
+	"os"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/flashsale/flashsale/inventory"
+	"github.com/flashsale/flashsale/lock"
+	"github.com/flashsale/flashsale/notify"
+	"github.com/flashsale/flashsale/queue"
+	"github.com/flashsale/flashsale/soldout"
+)
+
+// Mode selects how orders are decided.
+type Mode string
+
+const (
+	// ModeBatch coalesces the orders a process holds into one lock hold per
+	// product and one transaction per round. The default.
+	ModeBatch Mode = "batch"
+	// ModeSingle takes the lock and runs one transaction per order.
+	ModeSingle Mode = "single"
+)
+
+// Config configures a Worker. Zero fields take the documented defaults.
+type Config struct {
+	// Concurrency is how many order tasks one process holds at once (asynq
+	// concurrency). Default 64: enough to fill a batch on a hot product
+	// while another process holds its lock, small enough to keep the
+	// order-inversion window and memory modest.
+	Concurrency int
+	// Mode is ModeBatch (default) or ModeSingle.
+	Mode Mode
+	// MaxBatch caps the orders of one transaction; default 512.
+	MaxBatch int
+	// Queue holds the task options; the worker serves Queue.Queue.
+	Queue queue.Options
+	// ShutdownTimeout is how long a SIGTERM waits for in-flight orders
+	// before asynq puts them back in the queue; default 20s.
+	ShutdownTimeout time.Duration
+	// KeyPrefix prefixes the worker's own Redis keys; default "flashsale:".
+	KeyPrefix string
+	// Logger receives the worker's logs; default slog.Default().
+	Logger *slog.Logger
+	// Registerer receives the worker's Prometheus metrics; nil = none.
+	Registerer prometheus.Registerer
+}
+
+func (c Config) withDefaults() Config {
+	if c.Concurrency <= 0 {
+		c.Concurrency = 64
+	}
+	if c.Mode == "" {
+		c.Mode = ModeBatch
+	}
+	if c.MaxBatch <= 0 {
+		c.MaxBatch = 512
+	}
+	c.Queue = c.Queue.WithDefaults()
+	if c.ShutdownTimeout <= 0 {
+		c.ShutdownTimeout = 20 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.KeyPrefix == "" {
+		c.KeyPrefix = "flashsale:"
+	}
+	return c
+}
+
+// Worker decides orders taken from the queue.
+type Worker struct {
+	cfg       Config
+	store     *inventory.Store
+	locks     *lock.Client
+	gate      *soldout.Gate
+	publisher *notify.Publisher
+	rdb       redis.UniversalClient
+	prefix    string
+	id        string // this process, in hand-off announcements
+	metrics   *metrics
+	batcher   *batcher
+	srv       *asynq.Server
+}
+
+// Deps are the worker's collaborators; the caller owns and closes them.
+type Deps struct {
+	Store     *inventory.Store
+	Locks     *lock.Client
+	Gate      *soldout.Gate
+	Publisher *notify.Publisher
+	// Queue is the queue's Redis, for asynq.
+	Queue asynq.RedisConnOpt
+	// Redis is a client of the queue's Redis, for the worker's own keys.
+	Redis redis.UniversalClient
+}
+
+// New builds a worker. Call [Worker.Start], then [Worker.Shutdown].
+func New(cfg Config, d Deps) (*Worker, error) {
+	cfg = cfg.withDefaults()
+	if cfg.Mode != ModeBatch && cfg.Mode != ModeSingle {
+		return nil, fmt.Errorf("worker: unknown mode %q", cfg.Mode)
+	}
+	w := &Worker{cfg: cfg, store: d.Store, locks: d.Locks, gate: d.Gate, publisher: d.Publisher,
+		rdb: d.Redis, prefix: cfg.KeyPrefix, id: newProcessID()}
+	m, err := newMetrics(cfg.Registerer, d.Store)
+	if err != nil {
+		return nil, err
+	}
+	w.metrics = m
+	if cfg.Mode == ModeBatch {
+		w.batcher = newBatcher(w)
+	}
+	w.srv = asynq.NewServer(d.Queue, asynq.Config{
+		Concurrency: cfg.Concurrency,
+		Queues:      map[string]int{cfg.Queue.Queue: 1},
+		// asynq sleeps this long when the queue is empty; 1s by default,
+		// which would add up to a second to a lone order's latency.
+		TaskCheckInterval: 20 * time.Millisecond,
+		// Retried tasks are moved back to pending by a poller; 5s by
+		// default, longer than our whole backoff's first steps.
+		DelayedTaskCheckInterval: 200 * time.Millisecond,
+		RetryDelayFunc:           RetryDelay,
+		ShutdownTimeout:          cfg.ShutdownTimeout,
+		Logger:                   asynqLogger{cfg.Logger},
+		LogLevel:                 asynq.WarnLevel,
+		ErrorHandler: asynq.ErrorHandlerFunc(func(ctx context.Context, t *asynq.Task, err error) {
+			id, _ := asynq.GetTaskID(ctx)
+			n, _ := asynq.GetRetryCount(ctx)
+			cfg.Logger.Warn("order task failed", "order_id", id, "retried", n, "err", err)
+		}),
+	})
+	return w, nil
+}
+
+// RetryDelay is the backoff between tries of a task that failed with a
+// retryable error: 200ms doubling to a 10s ceiling, with ±25% jitter.
+func RetryDelay(n int, _ error, _ *asynq.Task) time.Duration {
+	d := 200 * time.Millisecond << min(n, 6)
+	d = min(d, 10*time.Second)
+	return time.Duration(float64(d) * (0.75 + 0.5*rand.Float64()))
+}
+
+// Start starts consuming. ctx bounds the batch runner; cancel it only after
+// Shutdown returned.
+func (w *Worker) Start(ctx context.Context) error {
+	if w.batcher != nil {
+		go w.batcher.run(ctx)
+	}
+	mux := asynq.NewServeMux()
+	mux.HandleFunc(queue.TypeOrder, w.ProcessTask)
+	if err := w.srv.Start(mux); err != nil {
+		return fmt.Errorf("worker: start: %w", err)
+	}
+	return nil
+}
+
+// Shutdown stops taking tasks, waits up to ShutdownTimeout for the orders in
+// flight (their locks are released after their commit), and returns the
+// rest to the queue.
+func (w *Worker) Shutdown() {
+	w.srv.Shutdown()
+	if w.batcher != nil {
+		w.batcher.stop()
+	}
+}
+
+// errPermanent marks errors that retrying cannot fix.
+var errPermanent = errors.New("permanent")
+
+// ProcessTask is the asynq handler for one order task.
+func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	o, err := queue.Decode(t.Payload())
+	if err != nil {
+		w.metrics.orders.WithLabelValues("bad_payload").Inc()
+		if o.ID != "" && o.ProductID != "" {
+			w.recordFailed(ctx, o, "malformed order: "+err.Error())
+		}
+		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+	}
+	req := inventory.OrderRequest{
+		ID: o.ID, ProductID: o.ProductID, UserID: o.UserID, Quantity: o.Quantity,
+		IdempotencyKey: o.IdempotencyKey, AcceptedAt: o.AcceptedAt,
+	}
+	var d inventory.Decision
+	if w.batcher != nil {
+		d, err = w.batcher.submit(ctx, req)
+	} else {
+		d, err = w.decideOne(ctx, req)
+	}
+	if err == nil && d.Err != nil {
+		err = fmt.Errorf("%w: %w", errPermanent, d.Err)
+	}
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, errPermanent):
+		w.recordFailed(ctx, o, err.Error())
+		return fmt.Errorf("order %s: %w: %w", o.ID, err, asynq.SkipRetry)
+	}
+	// Retryable. On the last try, record the failure so the buyer gets a
+	// final answer rather than a task that vanished into the archive.
+	retried, _ := asynq.GetRetryCount(ctx)
+	maxRetry, _ := asynq.GetMaxRetry(ctx)
+	if retried >= maxRetry {
+		w.recordFailed(ctx, o, "gave up after retries: "+err.Error())
+		return fmt.Errorf("order %s: %w: %w", o.ID, err, asynq.SkipRetry)
+	}
+	return fmt.Errorf("order %s: %w", o.ID, err)
+}
+
+func (w *Worker) recordFailed(ctx context.Context, o queue.Order, reason string) {
+	ds, err := w.store.RecordFailed(ctx, []inventory.OrderRequest{{
+		ID: o.ID, ProductID: o.ProductID, UserID: o.UserID, Quantity: o.Quantity,
+		IdempotencyKey: o.IdempotencyKey, AcceptedAt: o.AcceptedAt,
+	}}, reason)
+	if err != nil {
+		w.cfg.Logger.Error("could not record failed order", "order_id", o.ID, "product_id", o.ProductID, "err", err)
+		return
+	}
+	if ds[0].Err == nil && !ds[0].Replay {
+		w.metrics.orders.WithLabelValues(string(inventory.StatusFailed)).Inc()
+		w.cfg.Logger.Warn("order failed", "order_id", o.ID, "product_id", o.ProductID, "reason", reason)
+		w.announce(ctx, []string{o.ID})
+	}
+}
+
+// decideOne is ModeSingle: one lock hold and one transaction for one order.
+func (w *Worker) decideOne(ctx context.Context, req inventory.OrderRequest) (inventory.Decision, error) {
+	l, err := w.locks.Acquire(ctx, lockKey(req.ProductID))
+	if err != nil {
+		return inventory.Decision{}, fmt.Errorf("lock product %q: %w", req.ProductID, err)
+	}
+	defer w.release(l)
+	txCtx, stop := withLocks(ctx, l)
+	defer stop()
+	res, err := w.store.Apply(txCtx, inventory.Batch{
+		Orders: []inventory.OrderRequest{req},
+		Tokens: map[string]int64{req.ProductID: l.Token()},
+	})
+	if err != nil {
+		w.handleStale(ctx, err)
+		return inventory.Decision{}, lockErr(txCtx, err)
+	}
+	w.afterCommit(ctx, res, []inventory.OrderRequest{req})
+	return res.Decisions[0], nil
+}
+
+// afterCommit counts outcomes, announces them and flags sold-out products.
+func (w *Worker) afterCommit(ctx context.Context, res *inventory.Result, reqs []inventory.OrderRequest) {
+	ids := make([]string, 0, len(reqs))
+	for i, d := range res.Decisions {
+		if d.Err != nil {
+			continue
+		}
+		ids = append(ids, reqs[i].ID)
+		if d.Replay {
+			w.metrics.orders.WithLabelValues("replay").Inc()
+		} else {
+			w.metrics.orders.WithLabelValues(string(d.Order.Status)).Inc()
+		}
+	}
+	w.announce(ctx, ids)
+	for id, st := range res.Products {
+		if st.Stock == 0 {
+			if _, err := w.gate.Mark(ctx, id, st.RestockGen); err != nil {
+				w.cfg.Logger.Warn("could not flag sold-out product", "product_id", id, "err", err)
+			}
+		}
+	}
+}
+
+func (w *Worker) announce(ctx context.Context, ids []string) {
+	if err := w.publisher.Publish(ctx, ids); err != nil {
+		// Waiters fall back to re-reading; the outcome is committed.
+		w.cfg.Logger.Warn("could not announce decided orders", "orders", len(ids), "err", err)
+	}
+}
+
+// handleStale reacts to a refused fencing token. Either this holder's lock
+// was taken over (the next acquire gets a newer token), or the lock nodes
+// lost their counters (a restart without persistence) and every new token
+// is below what PostgreSQL stored: raising the counters past the stored
+// fence repairs that, and is harmless in the first case.
+func (w *Worker) handleStale(ctx context.Context, err error) {
+	var stale *inventory.StaleFenceError
+	if !errors.As(err, &stale) {
+		return
+	}
+	w.metrics.staleFences.Inc()
+	if aerr := w.locks.AdvanceFence(ctx, lockKey(stale.ProductID), stale.Fence); aerr != nil {
+		w.cfg.Logger.Warn("could not advance fence", "product_id", stale.ProductID, "err", aerr)
+	}
+}
+
+func (w *Worker) release(l *lock.Lock) {
+	// A fresh context: the lock must be released even when the task's
+	// context has ended.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := l.Release(ctx); err != nil && !errors.Is(err, lock.ErrNotHeld) {
+		w.cfg.Logger.Warn("could not release lock", "key", l.Key(), "err", err)
+	}
+}
+
+func lockKey(productID string) string { return "product:" + productID }
+
+// newProcessID names this worker process in Redis: host, pid and a random suffix.
+func newProcessID() string {
+	host, _ := os.Hostname()
+	b := make([]byte, 4)
+	_, _ = crand.Read(b)
+	return fmt.Sprintf("%s:%d:%x", host, os.Getpid(), b)
+}
+
+// withLocks returns a context cancelled when ctx ends or any of the locks
+// may be lost, with the lock's cause.
+func withLocks(ctx context.Context, locks ...*lock.Lock) (context.Context, func()) {
+	c, cancel := context.WithCancelCause(ctx)
+	stops := make([]func() bool, 0, len(locks))
+	for _, l := range locks {
+		lc := l.Context()
+		stops = append(stops, context.AfterFunc(lc, func() { cancel(context.Cause(lc)) }))
+	}
+	return c, func() {
+		for _, s := range stops {
+			s()
+		}
+		cancel(nil)
+	}
+}
+
+// lockErr explains a failed transaction by a lost lock when that is why.
+func lockErr(txCtx context.Context, err error) error {
+	if cause := context.Cause(txCtx); cause != nil && errors.Is(cause, lock.ErrLost) {
+		return fmt.Errorf("%w (transaction aborted): %w", cause, err)
+	}
+	return err
+}
+
+// asynqLogger adapts slog to asynq's logger.
+type asynqLogger struct{ l *slog.Logger }
+
+func (a asynqLogger) Debug(args ...any) { a.l.Debug(fmt.Sprint(args...)) }
+func (a asynqLogger) Info(args ...any)  { a.l.Info(fmt.Sprint(args...)) }
+func (a asynqLogger) Warn(args ...any)  { a.l.Warn(fmt.Sprint(args...)) }
+func (a asynqLogger) Error(args ...any) { a.l.Error(fmt.Sprint(args...)) }
+func (a asynqLogger) Fatal(args ...any) { a.l.Error(fmt.Sprint(args...)) }
