@@ -83,7 +83,8 @@ func New(nodes []redis.UniversalClient, opts *Options) (*Client, error) {
 
 // NewFromURLs connects to each redis:// (or rediss://) URL and returns a
 // client for those nodes, as [New] does. The connections are made with
-// ContextTimeoutEnabled and are closed by [Client.Close].
+// ContextTimeoutEnabled and a single dial attempt (so that a down node fails
+// fast), and are closed by [Client.Close].
 func NewFromURLs(urls []string, opts *Options) (*Client, error) {
 	var rdbs []*redis.Client
 	closeAll := func() {
@@ -99,6 +100,7 @@ func NewFromURLs(urls []string, opts *Options) (*Client, error) {
 			return nil, fmt.Errorf("lock: parse node URL: %w", err)
 		}
 		o.ContextTimeoutEnabled = true
+		o.DialerRetries = 1 // a node that refuses connections fails fast
 		r := redis.NewClient(o)
 		rdbs = append(rdbs, r)
 		nodes = append(nodes, r)
@@ -265,6 +267,20 @@ func (c *Client) wait(ctx context.Context, key string, ks keyset, begin time.Tim
 				return nil, c.failed(key, ctxError(ctx, r), begin)
 			}
 			last = r
+			if r.split {
+				// Several contenders split the nodes between them. Retry
+				// after a short random delay, ignoring the wake-ups that
+				// the other losers' clean-ups publish, so that the next
+				// round is not split again.
+				if err := sleepCtx(ctx, c.done, mrand.N(2*r.latency+time.Millisecond)); err != nil {
+					if c.isClosed() {
+						return nil, c.failed(key, closedError(), begin)
+					}
+					return nil, c.failed(key, ctxError(ctx, last), begin)
+				}
+				drain(wake)
+				continue
+			}
 			delay = c.pollDelay(r.hint)
 		}
 		timer.Reset(delay)
@@ -293,6 +309,26 @@ func (c *Client) pollDelay(hint time.Duration) time.Duration {
 		d = min(d, hint+time.Millisecond+mrand.N(time.Millisecond))
 	}
 	return d
+}
+
+func sleepCtx(ctx context.Context, done <-chan struct{}, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-done:
+		return ErrClosed
+	}
+}
+
+func drain(ch chan struct{}) {
+	select {
+	case <-ch:
+	default:
+	}
 }
 
 func (c *Client) heldLocally(key string) bool {
@@ -402,6 +438,7 @@ type attemptResult struct {
 	latency  time.Duration
 	err      error         // why it failed
 	noQuorum bool          // failed because too few nodes answered
+	split    bool          // won some nodes but not a majority (split vote)
 	hint     time.Duration // time until enough holders expire; -1 unknown
 }
 
@@ -409,6 +446,7 @@ type attemptResult struct {
 // parallel, success on a majority, token raised to the maximum on a majority.
 // On failure every value it may have written is removed.
 func (c *Client) attempt(ctx context.Context, key string, ks keyset) (*Lock, attemptResult) {
+	c.stats.attempts.Add(1)
 	value := rand.Text()
 	start := time.Now()
 	n, q := len(c.nodes), c.quorum
@@ -427,14 +465,21 @@ func (c *Client) attempt(ctx context.Context, key string, ks keyset) (*Lock, att
 	timer := time.NewTimer(c.cfg.nodeTimeout)
 	defer timer.Stop()
 	var (
-		oks     []nodeReply
-		busy    []nodeReply // n is the holder's PTTL
-		errored []int       // nodes that answered with an error
-		lastErr error
-		got     int
+		oks      []nodeReply
+		busy     []nodeReply // n is the holder's PTTL
+		errored  []int       // nodes that answered with an error
+		lastErr  error
+		got      int
+		timedOut bool
 	)
-collect:
-	for got < n && len(oks) < q && len(busy)+len(errored) <= n-q {
+	// Collect until a majority succeeded or became impossible. After a
+	// failure, go on collecting the answers still in flight (within the same
+	// NodeTimeout), so that the values they wrote are removed before
+	// returning and the next attempt finds those nodes free.
+	for got < n && !timedOut && ctx.Err() == nil {
+		if len(oks) >= q {
+			break
+		}
 		select {
 		case r := <-replies:
 			got++
@@ -448,11 +493,10 @@ collect:
 				busy = append(busy, r)
 			}
 		case <-timer.C:
+			timedOut = true
 			lastErr = fmt.Errorf("%d node(s) did not answer within %v", n-got, c.cfg.nodeTimeout)
-			break collect
 		case <-ctx.Done():
 			lastErr = ctx.Err()
-			break collect
 		}
 	}
 	pending := n - got
@@ -495,7 +539,7 @@ collect:
 	}
 
 	c.cleanup(ks, value, oks, errored, replies, pending)
-	res := attemptResult{hint: -1}
+	res := attemptResult{hint: -1, split: len(oks) > 0, latency: time.Since(start)}
 	reachable := n - len(errored) - pending
 	if len(busy) > 0 && reachable >= q {
 		res.err = ErrNotObtained

@@ -57,6 +57,7 @@ func (NopObserver) Released(string, time.Duration) {}
 
 // Stats is a snapshot of a [Client]'s counters since it was created.
 type Stats struct {
+	Attempts      uint64 // acquisition rounds sent to the nodes
 	Acquired      uint64 // locks acquired
 	AcquireFailed uint64 // Acquire/TryAcquire calls that returned an error
 	Busy          uint64 // of which the lock was held elsewhere (TryAcquire)
@@ -70,13 +71,14 @@ type Stats struct {
 }
 
 type counters struct {
-	acquired, acquireFailed, busy, noQuorum  atomic.Uint64
-	renewed, renewFailed, lost, released     atomic.Uint64
-	held, waiting                            atomic.Int64
+	attempts, acquired, acquireFailed, busy, noQuorum atomic.Uint64
+	renewed, renewFailed, lost, released              atomic.Uint64
+	held, waiting                                     atomic.Int64
 }
 
 func (c *counters) snapshot() Stats {
 	return Stats{
+		Attempts:      c.attempts.Load(),
 		Acquired:      c.acquired.Load(),
 		AcquireFailed: c.acquireFailed.Load(),
 		Busy:          c.busy.Load(),
