@@ -1,0 +1,300 @@
+package lock
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+)
+
+type lockState uint8
+
+const (
+	stateHeld lockState = iota
+	stateReleased
+	stateLost
+	stateClosed
+)
+
+// Lock is an acquired lock. Its methods are safe for concurrent use. A Lock
+// is renewed by a watchdog until [Lock.Release], loss, or [Client.Close];
+// [Lock.Context] tells when it may no longer be held.
+type Lock struct {
+	c          *Client
+	key        string
+	ks         keyset
+	value      string
+	token      int64
+	acquiredAt time.Time
+	ctx        context.Context
+	cancel     context.CancelCauseFunc
+
+	mu         sync.Mutex
+	state      lockState
+	validUntil time.Time
+	expiry     *time.Timer // fires at validUntil
+	renew      *time.Timer // watchdog; nil when off
+}
+
+func newLock(c *Client, key string, ks keyset, value string, token int64, validUntil time.Time) *Lock {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	return &Lock{
+		c: c, key: key, ks: ks, value: value, token: token,
+		acquiredAt: time.Now(), ctx: ctx, cancel: cancel, validUntil: validUntil,
+	}
+}
+
+// start arms the validity timer and the watchdog.
+func (l *Lock) start() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.state != stateHeld {
+		return
+	}
+	l.expiry = time.AfterFunc(time.Until(l.validUntil), l.expire)
+	if iv := l.c.cfg.renewInterval; iv > 0 {
+		l.renew = time.AfterFunc(iv, l.watchdog)
+	}
+}
+
+// Key returns the key the lock was acquired for ("" for a nil Lock).
+func (l *Lock) Key() string {
+	if l == nil {
+		return ""
+	}
+	return l.key
+}
+
+// Token returns the fencing token of this acquisition: strictly greater than
+// the token of every earlier acquisition of the same key (see the package
+// documentation for the exact guarantee). Pass it to the storage, which must
+// reject writes carrying a token lower than one it has already seen. 0 for a
+// nil Lock.
+func (l *Lock) Token() int64 {
+	if l == nil {
+		return 0
+	}
+	return l.token
+}
+
+var cancelledCtx = func() context.Context {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	cancel(ErrNotHeld)
+	return ctx
+}()
+
+// Context returns a context that is cancelled when the lock may no longer be
+// held. Run the guarded work under it. [context.Cause] tells why: an error
+// matching [ErrLost] (renewal failed until the validity ran out, or the nodes
+// reported the key gone or taken over; also, joined with [ErrClosed], after
+// [Client.Close]) or [ErrReleased]. The context does not derive from the
+// context passed to Acquire. A nil Lock returns a cancelled context whose
+// cause is [ErrNotHeld].
+func (l *Lock) Context() context.Context {
+	if l == nil {
+		return cancelledCtx
+	}
+	return l.ctx
+}
+
+// Done is shorthand for l.Context().Done().
+func (l *Lock) Done() <-chan struct{} {
+	return l.Context().Done()
+}
+
+// ValidUntil returns the time until which the lock is known to be held, by
+// this process's monotonic clock: the start of the last successful
+// acquisition or extension plus TTL minus drift. The zero time for a nil Lock.
+func (l *Lock) ValidUntil() time.Time {
+	if l == nil {
+		return time.Time{}
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.validUntil
+}
+
+// Extend resets the lock's TTL on the nodes now, as the watchdog does
+// periodically. It returns [ErrNotHeld] (and cancels the lock's context with
+// [ErrLost]) when the nodes report the key gone or owned by someone else, so
+// that a majority is impossible; it never re-acquires an expired lock. It
+// returns ErrNotHeld joined with the cause when the lock was already released
+// or lost, and an error matching [ErrNoQuorum] (and ctx's error, if it ended)
+// when too few nodes answered; the lock then stays valid until
+// [Lock.ValidUntil].
+func (l *Lock) Extend(ctx context.Context) error {
+	if l == nil {
+		return ErrNotHeld
+	}
+	if err := l.heldErr(); err != nil {
+		return err
+	}
+	return l.extend(ctx)
+}
+
+// Release gives the lock up: it stops the watchdog, cancels the lock's
+// context with [ErrReleased], deletes the key on the nodes where it still
+// holds this lock's value, and wakes the waiters. It is attempted even when
+// ctx is already done (each node call is bounded by NodeTimeout), so
+// "defer l.Release(ctx)" is safe.
+//
+// It returns nil when a majority of nodes confirmed; [ErrNotHeld] when the
+// lock was no longer held there (expired or taken over), or had been released
+// or lost before (then joined with the cause, such as [ErrLost]: the guarded
+// work may have run without the lock); an error matching [ErrNoQuorum] when
+// too few nodes answered (the keys then expire within the TTL).
+func (l *Lock) Release(ctx context.Context) error {
+	if l == nil {
+		return ErrNotHeld
+	}
+	l.mu.Lock()
+	prev := l.state
+	if prev == stateReleased {
+		l.mu.Unlock()
+		return fmt.Errorf("%w: %w", ErrNotHeld, ErrReleased)
+	}
+	l.stopLocked(stateReleased)
+	l.mu.Unlock()
+
+	cause := context.Cause(l.ctx)
+	l.cancel(ErrReleased)
+	t := l.c.releaseNodes(context.WithoutCancel(ctx), l.ks, l.value)
+	l.c.unregister(l)
+	l.c.hub.notify(l.ks.channel)
+
+	if prev != stateHeld {
+		return fmt.Errorf("%w: %w", ErrNotHeld, cause)
+	}
+	switch n, q := len(l.c.nodes), l.c.quorum; {
+	case t.ok >= q:
+		l.c.stats.released.Add(1)
+		l.c.cfg.observer.Released(l.key, time.Since(l.acquiredAt))
+		return nil
+	case t.notHeld > n-q:
+		return ErrNotHeld
+	default:
+		return fmt.Errorf("lock: release %q: %w: %d of %d nodes confirmed, %d needed: %v", l.key, ErrNoQuorum, t.ok, n, q, t.lastErr)
+	}
+}
+
+// heldErr returns nil while the lock is held, or ErrNotHeld with the cause.
+func (l *Lock) heldErr() error {
+	l.mu.Lock()
+	st := l.state
+	l.mu.Unlock()
+	if st == stateHeld {
+		return nil
+	}
+	return fmt.Errorf("%w: %w", ErrNotHeld, context.Cause(l.ctx))
+}
+
+// stopLocked moves a held lock to st and stops its timers. l.mu is held.
+func (l *Lock) stopLocked(st lockState) {
+	if l.state == stateHeld {
+		if l.expiry != nil {
+			l.expiry.Stop()
+		}
+		if l.renew != nil {
+			l.renew.Stop()
+		}
+	}
+	l.state = st
+}
+
+// abandon gives up a held lock without touching the nodes: lost or client
+// closed. It reports whether the lock was held.
+func (l *Lock) abandon(st lockState, cause error) bool {
+	l.mu.Lock()
+	if l.state != stateHeld {
+		l.mu.Unlock()
+		return false
+	}
+	l.stopLocked(st)
+	l.mu.Unlock()
+	l.finishAbandon(st, cause)
+	return true
+}
+
+func (l *Lock) finishAbandon(st lockState, cause error) {
+	l.cancel(cause)
+	l.c.unregister(l)
+	l.c.hub.notify(l.ks.channel)
+	if st == stateLost {
+		l.c.stats.lost.Add(1)
+		l.c.cfg.observer.Lost(l.key)
+	}
+}
+
+// expire runs at validUntil: unless an extension moved it, the lock is lost.
+func (l *Lock) expire() {
+	l.mu.Lock()
+	if l.state != stateHeld {
+		l.mu.Unlock()
+		return
+	}
+	if d := time.Until(l.validUntil); d > 0 {
+		l.expiry.Reset(d) // extended meanwhile; normally already re-armed
+		l.mu.Unlock()
+		return
+	}
+	l.stopLocked(stateLost)
+	l.mu.Unlock()
+	l.finishAbandon(stateLost, fmt.Errorf("%w: validity ran out without a successful renewal", ErrLost))
+}
+
+// watchdog runs every RenewInterval (RenewInterval/4 after a failure).
+func (l *Lock) watchdog() {
+	err := l.extend(l.ctx)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.state != stateHeld {
+		return
+	}
+	if err == nil {
+		l.renew.Reset(l.c.cfg.renewInterval)
+	} else {
+		l.renew.Reset(l.c.cfg.renewRetry)
+	}
+}
+
+// extend runs one extension round and applies its outcome.
+func (l *Lock) extend(ctx context.Context) error {
+	start := time.Now()
+	t := l.c.extendNodes(ctx, l.ks, l.value)
+	n, q := len(l.c.nodes), l.c.quorum
+	obs := l.c.cfg.observer
+	switch {
+	case t.ok >= q:
+		l.mu.Lock()
+		if l.state != stateHeld {
+			l.mu.Unlock()
+			return fmt.Errorf("%w: %w", ErrNotHeld, context.Cause(l.ctx))
+		}
+		if v := start.Add(l.c.cfg.ttl - l.c.cfg.drift); v.After(l.validUntil) {
+			l.validUntil = v
+			l.expiry.Reset(time.Until(v))
+		}
+		l.mu.Unlock()
+		l.c.stats.renewed.Add(1)
+		obs.Renewed(l.key, time.Since(start))
+		return nil
+	case t.notHeld > n-q:
+		err := fmt.Errorf("%w: key gone or owned by another on %d of %d nodes", ErrNotHeld, t.notHeld, n)
+		l.c.stats.renewFailed.Add(1)
+		obs.RenewFailed(l.key, err)
+		l.abandon(stateLost, fmt.Errorf("%w: key gone or owned by another on %d of %d nodes", ErrLost, t.notHeld, n))
+		return err
+	default:
+		var err error
+		if cerr := ctx.Err(); cerr != nil {
+			err = fmt.Errorf("lock: extend %q: %w: %w", l.key, ErrNoQuorum, cerr)
+		} else {
+			err = fmt.Errorf("lock: extend %q: %w: %d of %d nodes confirmed, %d needed: %v", l.key, ErrNoQuorum, t.ok, n, q, t.lastErr)
+		}
+		if l.heldErr() == nil {
+			l.c.stats.renewFailed.Add(1)
+			obs.RenewFailed(l.key, err)
+		}
+		return err
+	}
+}

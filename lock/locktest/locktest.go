@@ -1,0 +1,173 @@
+// Package locktest helps test code that uses package lock: it starts private
+// redis-server nodes, builds clients that are closed at cleanup, and records
+// hold intervals to check mutual exclusion and fencing-token order.
+package locktest
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/flashsale/flashsale/internal/localsvc"
+	"github.com/flashsale/flashsale/internal/testenv"
+	"github.com/flashsale/flashsale/lock"
+)
+
+// Nodes starts n private redis-server processes (in parallel) on free ports;
+// they are killed at cleanup. The test fails if one cannot start.
+func Nodes(t testing.TB, n int) []*localsvc.Redis {
+	t.Helper()
+	nodes := make([]*localsvc.Redis, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		dir := t.TempDir()
+		wg.Go(func() {
+			nodes[i], errs[i] = localsvc.StartRedis(localsvc.RedisOptions{Dir: dir})
+		})
+	}
+	wg.Wait()
+	for i := range n {
+		if nodes[i] != nil {
+			r := nodes[i]
+			t.Cleanup(func() { _ = r.Kill() })
+		}
+	}
+	for _, err := range errs {
+		if err != nil {
+			t.Fatalf("locktest: start redis-server: %v", err)
+		}
+	}
+	return nodes
+}
+
+// URLs returns the redis:// URLs (database 0) of nodes.
+func URLs(nodes []*localsvc.Redis) []string {
+	urls := make([]string, len(nodes))
+	for i, n := range nodes {
+		urls[i] = n.URL(0)
+	}
+	return urls
+}
+
+// Client returns a lock client for nodes (see [lock.NewFromURLs]); it is
+// closed at cleanup.
+func Client(t testing.TB, nodes []*localsvc.Redis, opts *lock.Options) *lock.Client {
+	t.Helper()
+	c, err := lock.NewFromURLs(URLs(nodes), opts)
+	if err != nil {
+		t.Fatalf("locktest: new client: %v", err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// Redis returns a plain go-redis client for node, closed at cleanup, for
+// inspecting or tampering with keys.
+func Redis(t testing.TB, node *localsvc.Redis) *redis.Client {
+	t.Helper()
+	r := redis.NewClient(&redis.Options{Addr: node.Addr(), ContextTimeoutEnabled: true})
+	t.Cleanup(func() { _ = r.Close() })
+	return r
+}
+
+// Prefix returns a key prefix unique to the test, ending in ":".
+func Prefix(t testing.TB) string {
+	t.Helper()
+	return "locktest:" + testenv.Namespace(t) + ":"
+}
+
+// LockKey is the Redis key of key's lock under prefix (see lock.Options.KeyPrefix).
+func LockKey(prefix, key string) string { return prefix + "{" + key + "}" }
+
+// FenceKey is the Redis key of key's fence counter under prefix.
+func FenceKey(prefix, key string) string { return LockKey(prefix, key) + ":fence" }
+
+// Hold is one hold interval, timed by the owner's monotonic clock: From is
+// when Acquire returned, To when Release was called.
+type Hold struct {
+	Owner    string
+	Token    int64
+	From, To time.Time
+}
+
+// Holds records hold intervals from many goroutines.
+type Holds struct {
+	mu    sync.Mutex
+	holds []Hold
+}
+
+// Add records one interval.
+func (h *Holds) Add(owner string, token int64, from, to time.Time) {
+	h.mu.Lock()
+	h.holds = append(h.holds, Hold{Owner: owner, Token: token, From: from, To: to})
+	h.mu.Unlock()
+}
+
+// Len returns the number of recorded intervals.
+func (h *Holds) Len() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.holds)
+}
+
+// Check fails the test unless the intervals are pairwise disjoint and, in
+// time order, their tokens strictly increase.
+func (h *Holds) Check(t testing.TB) {
+	t.Helper()
+	h.mu.Lock()
+	holds := slices.Clone(h.holds)
+	h.mu.Unlock()
+	slices.SortFunc(holds, func(a, b Hold) int { return a.From.Compare(b.From) })
+	bad := 0
+	for i := 1; i < len(holds) && bad < 5; i++ {
+		prev, cur := holds[i-1], holds[i]
+		if cur.From.Before(prev.To) {
+			t.Errorf("holds overlap: %s %v..%v (token %d) and %s %v..%v (token %d)",
+				prev.Owner, prev.From.Format(time.StampMicro), prev.To.Format(time.StampMicro), prev.Token,
+				cur.Owner, cur.From.Format(time.StampMicro), cur.To.Format(time.StampMicro), cur.Token)
+			bad++
+		}
+		if cur.Token <= prev.Token {
+			t.Errorf("token order: got %d after %d (owners %s, %s), want strictly increasing", cur.Token, prev.Token, prev.Owner, cur.Owner)
+			bad++
+		}
+	}
+}
+
+// WaitDone waits until l's context is done, at most timeout, and returns the
+// time it was observed done; it fails the test on timeout.
+func WaitDone(t testing.TB, l *lock.Lock, timeout time.Duration) time.Time {
+	t.Helper()
+	select {
+	case <-l.Done():
+		return time.Now()
+	case <-time.After(timeout):
+		t.Fatalf("lock %q: context not done within %v", l.Key(), timeout)
+		return time.Time{}
+	}
+}
+
+// Ctx returns a context that ends after d and at cleanup.
+func Ctx(t testing.TB, d time.Duration) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// Exists reports whether key exists on r; it fails the test on error.
+func Exists(t testing.TB, r *redis.Client, key string) bool {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	n, err := r.Exists(ctx, key).Result()
+	if err != nil {
+		t.Fatalf("locktest: EXISTS %s: %v", key, err)
+	}
+	return n == 1
+}

@@ -1,0 +1,297 @@
+package lock_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/bits"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/flashsale/flashsale/internal/localsvc"
+	"github.com/flashsale/flashsale/internal/testenv"
+	"github.com/flashsale/flashsale/lock"
+	"github.com/flashsale/flashsale/lock/locktest"
+)
+
+// TestQuorumMatrix: for N = 3 and 5 and every subset of nodes that are held
+// by a foreign value, or down (SIGKILL), TryAcquire succeeds exactly when the
+// free nodes are a majority. A failure is ErrNotObtained, with ErrNoQuorum
+// exactly when it is caused by down nodes, and leaves no value behind on the
+// free nodes.
+func TestQuorumMatrix(t *testing.T) {
+	t.Parallel()
+	for _, n := range []int{3, 5} {
+		for _, mode := range []string{"foreign", "down"} {
+			t.Run(fmt.Sprintf("N=%d/%s", n, mode), func(t *testing.T) {
+				t.Parallel()
+				nodes := locktest.Nodes(t, n)
+				prefix := locktest.Prefix(t)
+				rdbs := make([]*redisClient, n)
+				universal := make([]redis.UniversalClient, n)
+				for i, node := range nodes {
+					rdbs[i] = &redisClient{node: node, c: locktest.Redis(t, node)}
+					universal[i] = rdbs[i].c
+				}
+				// The lock uses the same go-redis clients as the test, so the
+				// test can wait until they reconnect after a restart.
+				c, err := lock.New(universal, &lock.Options{TTL: 5 * time.Second, NodeTimeout: 300 * time.Millisecond, KeyPrefix: prefix})
+				if err != nil {
+					t.Fatalf("New: %v", err)
+				}
+				t.Cleanup(func() { _ = c.Close() })
+				for mask := range 1 << n {
+					key := fmt.Sprintf("m%02d", mask)
+					lk := locktest.LockKey(prefix, key)
+					var marked []*redisClient
+					for i, r := range rdbs {
+						if mask&(1<<i) != 0 {
+							marked = append(marked, r)
+						}
+					}
+					if mode == "foreign" {
+						for _, r := range marked {
+							if err := r.c.Set(context.Background(), lk, "foreign", time.Minute).Err(); err != nil {
+								t.Fatalf("SET foreign value: %v", err)
+							}
+						}
+					} else {
+						killAll(t, marked)
+					}
+					free := n - bits.OnesCount(uint(mask))
+					wantOK := free >= n/2+1
+
+					l, err := c.TryAcquire(locktest.Ctx(t, 10*time.Second), key)
+					switch {
+					case wantOK && err != nil:
+						t.Errorf("mask %0*b (%d free): TryAcquire: %v, want success", n, mask, free, err)
+					case wantOK:
+						if err := l.Release(context.Background()); err != nil {
+							t.Errorf("mask %0*b: Release: %v", n, mask, err)
+						}
+					case err == nil:
+						t.Errorf("mask %0*b (%d free): TryAcquire succeeded, want ErrNotObtained", n, mask, free)
+						_ = l.Release(context.Background())
+					default:
+						if !errors.Is(err, lock.ErrNotObtained) {
+							t.Errorf("mask %0*b: got %v, want ErrNotObtained", n, mask, err)
+						}
+						if got, want := errors.Is(err, lock.ErrNoQuorum), mode == "down"; got != want {
+							t.Errorf("mask %0*b: errors.Is(%v, ErrNoQuorum) = %v, want %v", n, mask, err, got, want)
+						}
+						for i, r := range rdbs {
+							if mask&(1<<i) == 0 && locktest.Exists(t, r.c, lk) {
+								t.Errorf("mask %0*b: failed acquire left its value on free node %d", n, mask, i)
+							}
+						}
+					}
+					if mode == "down" {
+						startAll(t, marked)
+					}
+				}
+			})
+		}
+	}
+}
+
+type redisClient struct {
+	node *localsvc.Redis
+	c    *redis.Client
+}
+
+func killAll(t *testing.T, rs []*redisClient) {
+	t.Helper()
+	for _, r := range rs {
+		if err := r.node.Kill(); err != nil {
+			t.Fatalf("kill node: %v", err)
+		}
+	}
+}
+
+// startAll restarts the nodes and waits until their clients reconnected
+// (go-redis keeps failing fast for a while after repeated dial errors).
+func startAll(t *testing.T, rs []*redisClient) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make([]error, len(rs))
+	for i, r := range rs {
+		wg.Go(func() { errs[i] = r.node.Start() })
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatalf("restart node: %v", err)
+		}
+	}
+	for _, r := range rs {
+		testenv.Eventually(t, 10*time.Second, func() error {
+			return r.c.Ping(context.Background()).Err()
+		})
+	}
+}
+
+// TestQuorumRestartedNode is redsync #186: the holder has 3 of 5 nodes (the
+// other two are down), then one of its nodes restarts empty. A rival must
+// not reach a majority, and the fence counter must still move forward for
+// the next holder once the down nodes are back.
+func TestQuorumRestartedNode(t *testing.T) {
+	t.Parallel()
+	nodes := locktest.Nodes(t, 5)
+	prefix := locktest.Prefix(t)
+	opts := &lock.Options{TTL: 5 * time.Second, NodeTimeout: 300 * time.Millisecond, KeyPrefix: prefix}
+	holder := locktest.Client(t, nodes, opts)
+	rival := locktest.Client(t, nodes, opts)
+	rs := make([]*redisClient, 5)
+	for i, node := range nodes {
+		rs[i] = &redisClient{node: node, c: locktest.Redis(t, node)}
+	}
+
+	killAll(t, rs[3:])
+	l, err := holder.TryAcquire(locktest.Ctx(t, 5*time.Second), "k")
+	if err != nil {
+		t.Fatalf("holder TryAcquire with 3 of 5 nodes up: %v", err)
+	}
+	killAll(t, rs[:1])
+	startAll(t, rs[:1]) // restarts empty: no persistence
+	if locktest.Exists(t, rs[0].c, locktest.LockKey(prefix, "k")) {
+		t.Fatalf("restarted node still has the lock key, want it empty")
+	}
+
+	_, err = rival.TryAcquire(locktest.Ctx(t, 5*time.Second), "k")
+	if !errors.Is(err, lock.ErrNotObtained) || errors.Is(err, lock.ErrNoQuorum) {
+		t.Fatalf("rival TryAcquire: got %v, want ErrNotObtained (busy: 2 nodes held, 2 down, 1 free)", err)
+	}
+	if lock.CauseOf(err) != lock.CauseBusy {
+		t.Errorf("CauseOf(%v) = %v, want busy", err, lock.CauseOf(err))
+	}
+	// The holder's value is left on 2 of 5 nodes: no majority confirms.
+	if err := l.Release(context.Background()); !errors.Is(err, lock.ErrNoQuorum) {
+		t.Fatalf("holder Release: got %v, want ErrNoQuorum (2 of 5 nodes still held its value)", err)
+	}
+	startAll(t, rs[3:])
+	l2, err := rival.TryAcquire(locktest.Ctx(t, 5*time.Second), "k")
+	if err != nil {
+		t.Fatalf("rival TryAcquire after release: %v", err)
+	}
+	defer l2.Release(context.Background())
+	if l2.Token() <= l.Token() {
+		t.Errorf("token after restart = %d, want > %d", l2.Token(), l.Token())
+	}
+}
+
+// TestKillOneOfThreeUnderLoad: SIGKILL one of 3 nodes while 4 clients × 4
+// goroutines contend; mutual exclusion holds and work goes on after the kill.
+func TestKillOneOfThreeUnderLoad(t *testing.T) {
+	t.Parallel()
+	nodes := locktest.Nodes(t, 3)
+	storeNode := locktest.Nodes(t, 1)[0]
+	store := locktest.Redis(t, storeNode)
+	prefix := locktest.Prefix(t)
+	opts := &lock.Options{TTL: 3 * time.Second, NodeTimeout: 200 * time.Millisecond, KeyPrefix: prefix}
+	cs := make([]*lock.Client, 4)
+	for i := range cs {
+		cs[i] = locktest.Client(t, nodes, opts)
+	}
+	var holds locktest.Holds
+	ctx := locktest.Ctx(t, 60*time.Second)
+	stop := make(chan struct{})
+	result := make(chan int, 1)
+	go func() { result <- contend(t, ctx, cs, 4, 1000, "item", store, "counter", &holds, stop, true) }()
+
+	waitHolds := func(n int) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for holds.Len() < n {
+			if time.Now().After(deadline) {
+				close(stop)
+				t.Fatalf("only %d holds after 30s, want %d", holds.Len(), n)
+			}
+			time.Sleep(5 * time.Millisecond) // polling a counter, not waiting for time to pass
+		}
+	}
+	waitHolds(50)
+	if err := nodes[1].Kill(); err != nil {
+		t.Fatalf("kill: %v", err)
+	}
+	before := holds.Len()
+	waitHolds(before + 100)
+	close(stop)
+	done := <-result
+	if got := counter(t, store, "counter"); got != done {
+		t.Errorf("counter = %d, want %d (completed increments)", got, done)
+	}
+	holds.Check(t)
+	t.Logf("%d holds, %d of them after the kill", done, done-before)
+}
+
+// TestKillTwoOfThree: with 2 of 3 nodes down, Acquire fails within its
+// context deadline with an error matching ErrNotObtained, ErrNoQuorum and
+// context.DeadlineExceeded.
+func TestKillTwoOfThree(t *testing.T) {
+	t.Parallel()
+	nodes := locktest.Nodes(t, 3)
+	c := locktest.Client(t, nodes, &lock.Options{TTL: 2 * time.Second, NodeTimeout: 100 * time.Millisecond, KeyPrefix: locktest.Prefix(t)})
+	for _, n := range nodes[1:] {
+		if err := n.Kill(); err != nil {
+			t.Fatalf("kill: %v", err)
+		}
+	}
+	const deadline = 400 * time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	start := time.Now()
+	l, err := c.Acquire(ctx, "k")
+	elapsed := time.Since(start)
+	if err == nil {
+		l.Release(context.Background())
+		t.Fatalf("Acquire with 2 of 3 nodes down succeeded, want error")
+	}
+	for _, target := range []error{lock.ErrNotObtained, lock.ErrNoQuorum, context.DeadlineExceeded} {
+		if !errors.Is(err, target) {
+			t.Errorf("errors.Is(%v, %v) = false, want true", err, target)
+		}
+	}
+	if got := lock.CauseOf(err); got != lock.CauseNoQuorum {
+		t.Errorf("CauseOf = %v, want no_quorum", got)
+	}
+	if limit := deadline + 250*time.Millisecond; elapsed > limit {
+		t.Errorf("Acquire returned after %v, want within %v", elapsed, limit)
+	}
+}
+
+// TestPausedNodeBoundedLatency: with one of 3 nodes stopped by SIGSTOP,
+// acquire, extend and release still succeed, each within about NodeTimeout.
+func TestPausedNodeBoundedLatency(t *testing.T) {
+	t.Parallel()
+	nodes := locktest.Nodes(t, 3)
+	const nodeTimeout = 100 * time.Millisecond
+	c := locktest.Client(t, nodes, &lock.Options{TTL: 3 * time.Second, NodeTimeout: nodeTimeout, KeyPrefix: locktest.Prefix(t)})
+	if err := nodes[2].Pause(); err != nil {
+		t.Fatalf("pause: %v", err)
+	}
+	t.Cleanup(func() { _ = nodes[2].Resume() })
+	const limit = nodeTimeout + 200*time.Millisecond
+	for i := range 5 {
+		start := time.Now()
+		l, err := c.Acquire(locktest.Ctx(t, 5*time.Second), fmt.Sprintf("k%d", i%2))
+		if err != nil {
+			t.Fatalf("Acquire %d with a paused node: %v", i, err)
+		}
+		if d := time.Since(start); d > limit {
+			t.Errorf("Acquire %d took %v, want < %v", i, d, limit)
+		}
+		start = time.Now()
+		if err := l.Extend(context.Background()); err != nil {
+			t.Errorf("Extend %d: %v", i, err)
+		}
+		if err := l.Release(context.Background()); err != nil {
+			t.Errorf("Release %d: %v", i, err)
+		}
+		if d := time.Since(start); d > 2*limit {
+			t.Errorf("Extend+Release %d took %v, want < %v", i, d, 2*limit)
+		}
+	}
+}
