@@ -167,6 +167,17 @@ func (b *batcher) round(ctx context.Context) bool {
 	}
 	b.mu.Unlock()
 
+	// Do not barge in front of another process that is already waiting for
+	// a product: queue behind it, so orders it holds (accepted earlier)
+	// are served first.
+	if len(try) > 0 {
+		if queued, err := b.w.wanted(ctx, try); err == nil && len(queued) > 0 {
+			for _, p := range queued {
+				b.startWaiter(ctx, p, 0)
+			}
+			try = slices.DeleteFunc(try, func(p string) bool { return slices.Contains(queued, p) })
+		}
+	}
 	// Try the free ones at once, in parallel; wait for the others in the
 	// background.
 	if len(try) > 0 {

@@ -1,0 +1,29 @@
+# flashsale: `make run` runs it, `make test` tests it.
+GO      ?= go
+BIN     := bin/flashsale
+PKGS    := ./...
+
+.PHONY: all build run test vet fmt bench chaos fuzz clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/flashsale
+
+## run: the API and three workers against the configured (or private) Redis and PostgreSQL
+run: build
+	./$(BIN) dev
+
+## test: every test, against the real Redis and PostgreSQL, with the race detector
+test:
+	$(GO) vet $(PKGS)
+	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+vet:
+	$(GO) vet $(PKGS)
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+clean:
+	rm -rf bin

@@ -1,0 +1,344 @@
+// Package cluster runs the flashsale binary as real processes (API servers
+// and workers) on loopback, for end-to-end tests, the fault suite and
+// `make bench`. Each process can be stopped, killed, paused and restarted,
+// and its peak memory read.
+package cluster
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Config describes a cluster.
+type Config struct {
+	// Binary is the built flashsale binary.
+	Binary string
+	// APIs and Workers are how many processes of each to run.
+	APIs, Workers int
+	// Env is the FLASHSALE_* configuration shared by every process
+	// (FLASHSALE_HTTP_ADDR is set per API).
+	Env map[string]string
+	// WorkerEnv, if set, adds per-worker settings (index from 0).
+	WorkerEnv func(i int) map[string]string
+	// LogDir receives one log file per process. Required.
+	LogDir string
+}
+
+// Proc is one process of the cluster.
+type Proc struct {
+	Name string
+	Addr string // API listen address, empty for workers
+
+	args    []string
+	env     []string
+	logPath string
+
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	exited  chan struct{}
+	peakRSS int64 // bytes, highest seen across restarts
+}
+
+// Cluster is a set of running processes.
+type Cluster struct {
+	cfg     Config
+	APIs    []*Proc
+	Workers []*Proc
+}
+
+// Start launches the processes and waits until every API answers /readyz.
+func Start(ctx context.Context, cfg Config) (*Cluster, error) {
+	if err := os.MkdirAll(cfg.LogDir, 0o755); err != nil {
+		return nil, err
+	}
+	c := &Cluster{cfg: cfg}
+	base := os.Environ()
+	for k, v := range cfg.Env {
+		base = append(base, k+"="+v)
+	}
+	for i := range cfg.APIs {
+		addr, err := freeAddr()
+		if err != nil {
+			return nil, err
+		}
+		p := &Proc{Name: fmt.Sprintf("api-%d", i+1), Addr: addr, args: []string{"api"},
+			env: append(append([]string{}, base...), "FLASHSALE_HTTP_ADDR="+addr)}
+		c.APIs = append(c.APIs, p)
+	}
+	for i := range cfg.Workers {
+		env := append([]string{}, base...)
+		if cfg.WorkerEnv != nil {
+			for k, v := range cfg.WorkerEnv(i) {
+				env = append(env, k+"="+v)
+			}
+		}
+		c.Workers = append(c.Workers, &Proc{Name: fmt.Sprintf("worker-%d", i+1), args: []string{"worker"}, env: env})
+	}
+	for _, p := range c.All() {
+		p.logPath = filepath.Join(cfg.LogDir, p.Name+".log")
+		if err := p.Start(cfg.Binary); err != nil {
+			c.Stop()
+			return nil, err
+		}
+	}
+	for _, p := range c.APIs {
+		if err := p.WaitReady(ctx, 30*time.Second); err != nil {
+			c.Stop()
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// All returns every process, APIs first.
+func (c *Cluster) All() []*Proc { return append(append([]*Proc{}, c.APIs...), c.Workers...) }
+
+// URLs returns the base URLs of the APIs.
+func (c *Cluster) URLs() []string {
+	var out []string
+	for _, p := range c.APIs {
+		out = append(out, "http://"+p.Addr)
+	}
+	return out
+}
+
+// Stop ends every process: SIGTERM, then SIGKILL after 30s.
+func (c *Cluster) Stop() {
+	var wg sync.WaitGroup
+	for _, p := range c.All() {
+		wg.Go(func() { _ = p.Stop(30 * time.Second) })
+	}
+	wg.Wait()
+}
+
+// Start (re)starts the process with binary.
+func (p *Proc) Start(binary string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd != nil {
+		select {
+		case <-p.exited:
+		default:
+			return fmt.Errorf("cluster: %s already running", p.Name)
+		}
+	}
+	logf, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(binary, p.args...)
+	cmd.Env = p.env
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		_ = logf.Close()
+		return fmt.Errorf("cluster: start %s: %w", p.Name, err)
+	}
+	exited := make(chan struct{})
+	stopRSS := make(chan struct{})
+	go p.watchRSS(cmd.Process.Pid, stopRSS)
+	go func() {
+		_ = cmd.Wait()
+		close(stopRSS)
+		_ = logf.Close()
+		close(exited)
+	}()
+	p.cmd, p.exited = cmd, exited
+	return nil
+}
+
+// watchRSS samples the process's high-water mark of resident memory
+// (VmHWM) until it exits.
+func (p *Proc) watchRSS(pid int, stop <-chan struct{}) {
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if v := readVmHWM(pid); v > 0 {
+			p.mu.Lock()
+			p.peakRSS = max(p.peakRSS, v)
+			p.mu.Unlock()
+		}
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func readVmHWM(pid int) int64 {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if rest, ok := strings.CutPrefix(s.Text(), "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			return kb * 1024
+		}
+	}
+	return 0
+}
+
+// PeakRSS is the highest resident memory seen, in bytes.
+func (p *Proc) PeakRSS() int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.peakRSS
+}
+
+// PID is the current process id.
+func (p *Proc) PID() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
+
+// Running reports whether the process is alive.
+func (p *Proc) Running() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return false
+	}
+	select {
+	case <-p.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// Signal sends sig to the process.
+func (p *Proc) Signal(sig syscall.Signal) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return errors.New("cluster: not started")
+	}
+	if err := p.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return err
+	}
+	return nil
+}
+
+// Wait waits for the process to exit, up to timeout.
+func (p *Proc) Wait(timeout time.Duration) error {
+	p.mu.Lock()
+	exited := p.exited
+	p.mu.Unlock()
+	if exited == nil {
+		return nil
+	}
+	select {
+	case <-exited:
+		return nil
+	case <-time.After(timeout):
+		return fmt.Errorf("cluster: %s still running after %v", p.Name, timeout)
+	}
+}
+
+// Kill sends SIGKILL and waits for the exit.
+func (p *Proc) Kill() error {
+	_ = p.Signal(syscall.SIGKILL)
+	return p.Wait(10 * time.Second)
+}
+
+// Stop sends SIGTERM (after SIGCONT, in case it is paused), waits up to
+// grace, then kills.
+func (p *Proc) Stop(grace time.Duration) error {
+	if !p.Running() {
+		return nil
+	}
+	_ = p.Signal(syscall.SIGCONT)
+	_ = p.Signal(syscall.SIGTERM)
+	if err := p.Wait(grace); err != nil {
+		return p.Kill()
+	}
+	return nil
+}
+
+// WaitReady polls an API's /readyz until it answers 200.
+func (p *Proc) WaitReady(ctx context.Context, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	client := &http.Client{Timeout: time.Second}
+	for {
+		resp, err := client.Get("http://" + p.Addr + "/readyz")
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		if !p.Running() {
+			return fmt.Errorf("cluster: %s exited during start; log: %s", p.Name, tail(p.logPath))
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("cluster: %s not ready after %v; log: %s", p.Name, timeout, tail(p.logPath))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// LogPath is the process's log file.
+func (p *Proc) LogPath() string { return p.logPath }
+
+func tail(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	if len(b) > 2000 {
+		b = b[len(b)-2000:]
+	}
+	return string(b)
+}
+
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// Build compiles ./cmd/flashsale from the module at root into dir and
+// returns the binary's path. race builds with the race detector.
+func Build(ctx context.Context, root, dir string, race bool) (string, error) {
+	out := filepath.Join(dir, "flashsale")
+	args := []string{"build", "-o", out}
+	if race {
+		args = append(args, "-race")
+	}
+	args = append(args, "./cmd/flashsale")
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Dir = root
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("cluster: go build: %w: %s", err, b)
+	}
+	return out, nil
+}
