@@ -61,6 +61,8 @@ type fakeAPI struct {
 	quit     chan struct{}
 	wg       sync.WaitGroup
 	polls    atomic.Int64
+	polled   chan struct{} // closed at the first GET /v1/orders/{id}
+	pollOnce sync.Once
 }
 
 func newFakeAPI() *fakeAPI {
@@ -73,6 +75,7 @@ func newFakeAPI() *fakeAPI {
 		waits:    map[string]int{},
 		work:     make(chan string, 1<<16),
 		quit:     make(chan struct{}),
+		polled:   make(chan struct{}),
 	}
 }
 
@@ -257,6 +260,7 @@ func (f *fakeAPI) worker() {
 
 func (f *fakeAPI) getOrder(w http.ResponseWriter, r *http.Request) {
 	f.polls.Add(1)
+	f.pollOnce.Do(func() { close(f.polled) })
 	wait, _ := time.ParseDuration(r.URL.Query().Get("wait"))
 	f.mu.Lock()
 	f.waits[r.URL.Query().Get("wait")]++
