@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/url"
-	"regexp"
 	"strings"
 	"time"
 )
@@ -162,7 +161,19 @@ type Config struct {
 	JSONPath string
 }
 
-var runIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,40}$`)
+// validRunID reports whether id is 1-40 of [A-Za-z0-9_-].
+func validRunID(id string) bool {
+	if len(id) < 1 || len(id) > 40 {
+		return false
+	}
+	for _, c := range id {
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_'
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
 
 // withDefaults returns c with defaults applied and the API URLs normalised,
 // or an error wrapping ErrInvalidConfig.
@@ -230,7 +241,7 @@ func (c Config) withDefaults() (Config, error) {
 	if c.RunID == "" {
 		c.RunID = newRunID(time.Now())
 	}
-	if !runIDPattern.MatchString(c.RunID) {
+	if !validRunID(c.RunID) {
 		return bad("run id %q: want 1-40 of [A-Za-z0-9_-]", c.RunID)
 	}
 	if c.Timeout == 0 {
