@@ -1,0 +1,24 @@
+// Package loadtest drives running flashsale API servers with a bounded burst
+// (or an open arrival rate) of purchase orders, waits for every accepted order
+// to reach a final status, checks the sale's invariants and reports how fast
+// the system was and whether it stayed right.
+//
+// A run has five phases:
+//
+//  1. create: the products are created through the admin API, each with
+//     [Config.Stock] units, under ids prefixed with the run id so that
+//     repeated runs never collide;
+//  2. submit: [Config.Orders] orders (plus the duplicates asked for by
+//     [Config.DupRate]) are sent to POST /v1/orders, round robin over
+//     [Config.APIs], each with an Idempotency-Key;
+//  3. settle: every accepted order is long-polled with GET /v1/orders/{id}?wait=
+//     until it is final; settling runs concurrently with submission, with its
+//     own bounded pool;
+//  4. verify: the products are read back and [Verify] checks the collected
+//     [Observations] (a pure function, so tests can plant violations);
+//  5. report: a [Report] with throughput, status and outcome mixes, HdrHistogram
+//     latencies, queue depth and every [Violation].
+//
+// The package only talks to the URLs it is given, bounds every loop in count
+// and time, and does not log: progress goes to [Config.Progress] when set.
+package loadtest

@@ -1,0 +1,297 @@
+package loadtest
+
+// This file holds fakeAPI, a small in-memory test double of flashsale's own
+// HTTP API (contract v1), used to test the engine's request and phase logic
+// without the real server. It doubles our HTTP API only: it has no Redis or
+// PostgreSQL behind it, and the real end-to-end test runs against the real
+// server.
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+const fakeToken = "test-token"
+
+type fakeProduct struct {
+	ID           string `json:"id"`
+	Name         string `json:"name"`
+	Stock        int64  `json:"stock"`
+	Sold         int64  `json:"sold"`
+	PerUserLimit int    `json:"per_user_limit"`
+	bought       map[string]int64
+}
+
+type fakeOrder struct {
+	ID        string `json:"order_id"`
+	ProductID string `json:"product_id"`
+	UserID    string `json:"user_id"`
+	Quantity  int    `json:"quantity"`
+	Status    string `json:"status"`
+	Reason    string `json:"reason"`
+	body      string
+	done      chan struct{}
+}
+
+// fakeAPI is the shared state behind one or more httptest servers.
+type fakeAPI struct {
+	// Knobs, set before the first request.
+	inline      bool           // process each order before answering 202
+	delay       time.Duration  // else: a worker processes each order after delay
+	fastPath    bool           // answer 409 sold_out once the product's stock is 0
+	noQueue     bool           // GET /v1/queue answers 404 (an older server)
+	oversellBug bool           // the worker ignores stock (a planted bug)
+	fail500     map[string]int // Idempotency-Key → number of 500s before serving it normally
+	ignoreWait  bool           // GET /v1/orders ignores ?wait=
+
+	mu       sync.Mutex
+	products map[string]*fakeProduct
+	orders   map[string]*fakeOrder
+	keys     map[string]string // user + "\x00" + key → order id
+	posts    map[string]int    // Idempotency-Key → POST /v1/orders count
+	waits    map[string]int    // ?wait= value → count
+	seq      int
+	work     chan string
+	quit     chan struct{}
+	wg       sync.WaitGroup
+	polls    atomic.Int64
+	polled   chan struct{} // closed at the first GET /v1/orders/{id}
+	pollOnce sync.Once
+}
+
+func newFakeAPI() *fakeAPI {
+	return &fakeAPI{
+		fail500:  map[string]int{},
+		products: map[string]*fakeProduct{},
+		orders:   map[string]*fakeOrder{},
+		keys:     map[string]string{},
+		posts:    map[string]int{},
+		waits:    map[string]int{},
+		work:     make(chan string, 1<<16),
+		quit:     make(chan struct{}),
+		polled:   make(chan struct{}),
+	}
+}
+
+// serve starts n httptest servers in front of f and returns their URLs and
+// per-server POST /v1/orders counters. Everything stops at test cleanup.
+func (f *fakeAPI) serve(t *testing.T, n int) ([]string, []*atomic.Int64) {
+	t.Helper()
+	if !f.inline {
+		f.wg.Go(f.worker)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/products", f.createProduct)
+	mux.HandleFunc("GET /v1/products/{id}", f.getProduct)
+	mux.HandleFunc("POST /v1/orders", f.createOrder)
+	mux.HandleFunc("GET /v1/orders/{id}", f.getOrder)
+	mux.HandleFunc("GET /v1/queue", f.queue)
+	var urls []string
+	var counts []*atomic.Int64
+	for range n {
+		c := new(atomic.Int64)
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodPost && r.URL.Path == "/v1/orders" {
+				c.Add(1)
+			}
+			mux.ServeHTTP(w, r)
+		}))
+		t.Cleanup(srv.Close)
+		urls = append(urls, srv.URL)
+		counts = append(counts, c)
+	}
+	t.Cleanup(func() {
+		close(f.quit)
+		f.wg.Wait()
+	})
+	return urls, counts
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, code string) {
+	writeJSON(w, status, map[string]any{"error": map[string]string{"code": code, "message": code}})
+}
+
+func (f *fakeAPI) admin(w http.ResponseWriter, r *http.Request) bool {
+	if r.Header.Get("Authorization") != "Bearer "+fakeToken {
+		writeError(w, http.StatusUnauthorized, "unauthorized")
+		return false
+	}
+	return true
+}
+
+func (f *fakeAPI) createProduct(w http.ResponseWriter, r *http.Request) {
+	if !f.admin(w, r) {
+		return
+	}
+	var p fakeProduct
+	if err := json.NewDecoder(r.Body).Decode(&p); err != nil || p.ID == "" || p.Stock < 0 {
+		writeError(w, http.StatusBadRequest, "bad_request")
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.products[p.ID]; ok {
+		writeError(w, http.StatusConflict, ErrorCodeProductExists)
+		return
+	}
+	p.bought = map[string]int64{}
+	f.products[p.ID] = &p
+	writeJSON(w, http.StatusCreated, p)
+}
+
+func (f *fakeAPI) getProduct(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	p, ok := f.products[r.PathValue("id")]
+	if !ok {
+		writeError(w, http.StatusNotFound, "not_found")
+		return
+	}
+	writeJSON(w, http.StatusOK, p)
+}
+
+func (f *fakeAPI) createOrder(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		ProductID string `json:"product_id"`
+		UserID    string `json:"user_id"`
+		Quantity  int    `json:"quantity"`
+	}
+	if err := json.NewDecoder(r.Body).Decode(&body); err != nil || body.UserID == "" || body.Quantity < 1 {
+		writeError(w, http.StatusBadRequest, "bad_request")
+		return
+	}
+	key := r.Header.Get("Idempotency-Key")
+	canon, _ := json.Marshal(body)
+
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.posts[key]++
+	if f.fail500[key] > 0 {
+		f.fail500[key]--
+		writeError(w, http.StatusInternalServerError, "internal")
+		return
+	}
+	p, ok := f.products[body.ProductID]
+	if !ok {
+		writeError(w, http.StatusNotFound, "not_found")
+		return
+	}
+	if key != "" {
+		if id, ok := f.keys[body.UserID+"\x00"+key]; ok {
+			o := f.orders[id]
+			if o.body != string(canon) {
+				writeError(w, http.StatusUnprocessableEntity, ErrorCodeIdempotencyMismatch)
+				return
+			}
+			w.Header().Set("Location", "/v1/orders/"+id)
+			writeJSON(w, http.StatusAccepted, map[string]string{"order_id": id, "status": o.Status})
+			return
+		}
+	}
+	if f.fastPath && p.Stock == 0 {
+		writeError(w, http.StatusConflict, ErrorCodeSoldOut)
+		return
+	}
+	f.seq++
+	o := &fakeOrder{
+		ID: "ord-" + strconv.Itoa(f.seq), ProductID: body.ProductID, UserID: body.UserID,
+		Quantity: body.Quantity, Status: StatusQueued, body: string(canon), done: make(chan struct{}),
+	}
+	f.orders[o.ID] = o
+	if key != "" {
+		f.keys[body.UserID+"\x00"+key] = o.ID
+	}
+	if f.inline {
+		f.process(o)
+	} else {
+		f.work <- o.ID
+	}
+	w.Header().Set("Location", "/v1/orders/"+o.ID)
+	writeJSON(w, http.StatusAccepted, map[string]string{"order_id": o.ID, "status": StatusQueued})
+}
+
+// process decides one order. Callers hold f.mu.
+func (f *fakeAPI) process(o *fakeOrder) {
+	p := f.products[o.ProductID]
+	q := int64(o.Quantity)
+	switch {
+	case p.PerUserLimit > 0 && p.bought[o.UserID]+q > int64(p.PerUserLimit):
+		o.Status = StatusLimitExceeded
+	case p.Stock >= q || f.oversellBug:
+		p.Stock -= q
+		p.Sold += q
+		p.bought[o.UserID] += q
+		o.Status = StatusSucceeded
+	default:
+		o.Status = StatusSoldOut
+	}
+	close(o.done)
+}
+
+func (f *fakeAPI) worker() {
+	for {
+		select {
+		case <-f.quit:
+			return
+		case id := <-f.work:
+			select {
+			case <-time.After(f.delay):
+			case <-f.quit:
+				return
+			}
+			f.mu.Lock()
+			f.process(f.orders[id])
+			f.mu.Unlock()
+		}
+	}
+}
+
+func (f *fakeAPI) getOrder(w http.ResponseWriter, r *http.Request) {
+	f.polls.Add(1)
+	f.pollOnce.Do(func() { close(f.polled) })
+	wait, _ := time.ParseDuration(r.URL.Query().Get("wait"))
+	f.mu.Lock()
+	f.waits[r.URL.Query().Get("wait")]++
+	o, ok := f.orders[r.PathValue("id")]
+	f.mu.Unlock()
+	if !ok {
+		writeError(w, http.StatusNotFound, "not_found")
+		return
+	}
+	if wait > 0 && !f.ignoreWait {
+		select {
+		case <-o.done:
+		case <-time.After(wait):
+		case <-r.Context().Done():
+			return
+		case <-f.quit:
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	writeJSON(w, http.StatusOK, o)
+}
+
+func (f *fakeAPI) queue(w http.ResponseWriter, r *http.Request) {
+	if f.noQueue {
+		http.NotFound(w, r)
+		return
+	}
+	if !f.admin(w, r) {
+		return
+	}
+	n := int64(len(f.work))
+	writeJSON(w, http.StatusOK, map[string]any{"queue": "orders", "size": n, "pending": n})
+}

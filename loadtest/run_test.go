@@ -1,0 +1,340 @@
+package loadtest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// testConfig is a small, fast run against urls.
+func testConfig(urls []string) Config {
+	return Config{
+		APIs:                urls,
+		LoopbackOnly:        true,
+		Orders:              20,
+		Concurrency:         4,
+		Stock:               10,
+		AdminToken:          fakeToken,
+		RunID:               "t",
+		Seed:                1,
+		Timeout:             20 * time.Second,
+		PollWait:            2 * time.Second,
+		RequestTimeout:      5 * time.Second,
+		QueueSampleInterval: 20 * time.Millisecond,
+	}
+}
+
+func run(t *testing.T, cfg Config) *Report {
+	t.Helper()
+	rep, err := Run(t.Context(), cfg)
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	return rep
+}
+
+func wantOK(t *testing.T, rep *Report) {
+	t.Helper()
+	if !rep.OK || !rep.Verified {
+		t.Fatalf("report OK=%v Verified=%v, want a clean run; violations:\n%s", rep.OK, rep.Verified, list(rep.Violations))
+	}
+}
+
+func TestRunRoundRobinAcrossTwoServers(t *testing.T) {
+	f := newFakeAPI()
+	f.delay = time.Millisecond
+	urls, posts := f.serve(t, 2)
+	rep := run(t, testConfig(urls))
+	wantOK(t, rep)
+
+	for i, c := range posts {
+		if got := c.Load(); got != 10 {
+			t.Errorf("server %d got %d POST /v1/orders, want 10", i, got)
+		}
+	}
+	if rep.Answered != 20 || rep.SubmitStatus["202"] != 20 {
+		t.Errorf("answered %d, status mix %v, want 20 answers all 202", rep.Answered, rep.SubmitStatus)
+	}
+	want := Outcomes{Succeeded: 10, SoldOut: 10}
+	if rep.Outcomes != want {
+		t.Errorf("outcomes %+v, want %+v", rep.Outcomes, want)
+	}
+	if rep.Settled != 20 || rep.SettledPerSec <= 0 || rep.SubmittedPerSec <= 0 {
+		t.Errorf("settled %d at %.1f/s, submitted %.1f/s; want 20 settled and positive rates", rep.Settled, rep.SettledPerSec, rep.SubmittedPerSec)
+	}
+	if rep.SubmitLatency.Count != 20 || rep.FinalLatency.Count != 20 || rep.FinalLatency.Max < rep.FinalLatency.P50 {
+		t.Errorf("latency counts submit %d final %d (max %.3f p50 %.3f), want 20 and 20", rep.SubmitLatency.Count, rep.FinalLatency.Count, rep.FinalLatency.Max, rep.FinalLatency.P50)
+	}
+	if !rep.Queue.Available || rep.Queue.SampleCount == 0 {
+		t.Errorf("queue %+v, want samples", rep.Queue)
+	}
+	if rep.Totals.Sold != 10 || rep.Totals.Stock != 0 || rep.Totals.Stocked != 10 {
+		t.Errorf("totals %+v, want stocked 10, sold 10, stock 0", rep.Totals)
+	}
+}
+
+func TestRunDupRateReusesKeys(t *testing.T) {
+	f := newFakeAPI()
+	urls, _ := f.serve(t, 1)
+	cfg := testConfig(urls)
+	cfg.DupRate = 0.5
+	rep := run(t, cfg)
+	wantOK(t, rep)
+
+	if rep.Duplicates != 10 || rep.Answered != 30 {
+		t.Fatalf("duplicates %d, answered %d; want 10 and 30", rep.Duplicates, rep.Answered)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	twice := 0
+	for key, n := range f.posts {
+		if !strings.HasPrefix(key, "t-k") {
+			t.Errorf("POST with Idempotency-Key %q, want the run's prefix t-k", key)
+		}
+		switch n {
+		case 1:
+		case 2:
+			twice++
+		default:
+			t.Errorf("key %s posted %d times, want 1 or 2", key, n)
+		}
+	}
+	if len(f.posts) != 20 || twice != 10 {
+		t.Errorf("%d keys, %d posted twice; want 20 keys, 10 twice", len(f.posts), twice)
+	}
+	if len(f.orders) != 20 {
+		t.Errorf("server created %d orders, want 20 (duplicates must not create orders)", len(f.orders))
+	}
+	if rep.Polls > 25 {
+		t.Errorf("%d polls, want about one per order (duplicates share their order id)", rep.Polls)
+	}
+}
+
+func TestRunCountsFastPathAsFinal(t *testing.T) {
+	f := newFakeAPI()
+	f.inline, f.fastPath = true, true
+	urls, _ := f.serve(t, 1)
+	cfg := testConfig(urls)
+	cfg.Concurrency = 1 // deterministic: orders 0..4 sell the stock
+	cfg.Stock = 5
+	rep := run(t, cfg)
+	wantOK(t, rep)
+
+	want := Outcomes{Succeeded: 5, SoldOutFastPath: 15}
+	if rep.Outcomes != want {
+		t.Fatalf("outcomes %+v, want %+v", rep.Outcomes, want)
+	}
+	if rep.SubmitStatus["409"] != 15 || rep.Settled != 20 || rep.FinalLatency.Count != 20 {
+		t.Fatalf("409s %d, settled %d, final latencies %d; want 15, 20, 20", rep.SubmitStatus["409"], rep.Settled, rep.FinalLatency.Count)
+	}
+}
+
+func TestRunSettlesByLongPoll(t *testing.T) {
+	f := newFakeAPI()
+	f.delay = 20 * time.Millisecond // each order is final 20ms after the previous
+	urls, _ := f.serve(t, 1)
+	cfg := testConfig(urls)
+	cfg.Orders = 10
+	cfg.PollWait = 5 * time.Second
+	rep := run(t, cfg)
+	wantOK(t, rep)
+
+	f.mu.Lock()
+	waits := f.waits
+	f.mu.Unlock()
+	if len(waits) != 1 || waits["5s"] == 0 {
+		t.Fatalf("?wait= values seen %v, want only 5s", waits)
+	}
+	// Long-polling returns when the order is final: one poll per order.
+	if got := f.polls.Load(); got != 10 {
+		t.Fatalf("%d polls for 10 orders, want 10", got)
+	}
+	if rep.FinalLatency.P50 < 20 {
+		t.Fatalf("final latency p50 %.1fms, want ≥ 20ms (processing delay)", rep.FinalLatency.P50)
+	}
+}
+
+func TestRunDoesNotSpinWhenWaitIsIgnored(t *testing.T) {
+	f := newFakeAPI()
+	f.delay, f.ignoreWait = 150*time.Millisecond, true
+	urls, _ := f.serve(t, 1)
+	cfg := testConfig(urls)
+	cfg.Orders, cfg.Concurrency = 2, 2
+	rep := run(t, cfg)
+	wantOK(t, rep)
+	if got := f.polls.Load(); got > 40 {
+		t.Fatalf("%d polls while the server ignored ?wait=, want backoff (≤ 40)", got)
+	}
+}
+
+func TestRunRetriesAreBounded(t *testing.T) {
+	f := newFakeAPI()
+	f.fail500["t-k3"] = 2   // accepted on the third send
+	f.fail500["t-k7"] = 100 // never accepted
+	urls, _ := f.serve(t, 2)
+	cfg := testConfig(urls)
+	cfg.MaxRetries = 2
+	rep := run(t, cfg)
+
+	f.mu.Lock()
+	k3, k7 := f.posts["t-k3"], f.posts["t-k7"]
+	f.mu.Unlock()
+	if k3 != 3 || k7 != 3 {
+		t.Fatalf("sends of t-k3 %d, t-k7 %d; want 3 and 3 (1 + MaxRetries, same key)", k3, k7)
+	}
+	if rep.Retries != 4 || rep.SubmitStatus["500"] != 5 {
+		t.Fatalf("retries %d, 500s %d; want 4 and 5", rep.Retries, rep.SubmitStatus["500"])
+	}
+	if rep.Outcomes.Rejected != 1 || rep.Outcomes.Succeeded+rep.Outcomes.SoldOut != 19 {
+		t.Fatalf("outcomes %+v, want 1 rejected and 19 decided", rep.Outcomes)
+	}
+	// Every 5xx is a violation, and nothing else is.
+	if len(rep.ViolationCounts) != 1 || rep.ViolationCounts[CodeServerError] != 5 {
+		t.Fatalf("violations %v, want only 5 server_error:\n%s", rep.ViolationCounts, list(rep.Violations))
+	}
+}
+
+func TestRunCatchesBuggyServer(t *testing.T) {
+	f := newFakeAPI()
+	f.oversellBug = true
+	urls, _ := f.serve(t, 1)
+	rep := run(t, testConfig(urls))
+	if rep.OK {
+		t.Fatal("report OK for a server that oversells, want violations")
+	}
+	for _, code := range []ViolationCode{CodeOversell, CodeNegativeStock} {
+		if rep.ViolationCounts[code] == 0 {
+			t.Errorf("no %s violation, want one; got %v", code, rep.ViolationCounts)
+		}
+	}
+}
+
+func TestRunOpenRate(t *testing.T) {
+	f := newFakeAPI()
+	f.inline = true
+	urls, _ := f.serve(t, 1)
+	cfg := testConfig(urls)
+	cfg.Rate = 200 // 20 sends over ~95ms
+	start := time.Now()
+	rep := run(t, cfg)
+	wantOK(t, rep)
+	if d := time.Since(start); d < 90*time.Millisecond {
+		t.Fatalf("run took %v, want ≥ 95ms at 200/s for 20 orders", d)
+	}
+	if rep.SubmitLatency.Count != 20 {
+		t.Fatalf("submit latencies %d, want 20", rep.SubmitLatency.Count)
+	}
+}
+
+func TestRunTimeoutIsReportedNotHidden(t *testing.T) {
+	f := newFakeAPI()
+	f.delay = time.Hour // never final
+	f.noQueue = true
+	urls, _ := f.serve(t, 1)
+	cfg := testConfig(urls)
+	cfg.Orders = 4
+	cfg.Timeout = 300 * time.Millisecond
+	cfg.PollWait = 100 * time.Millisecond
+	start := time.Now()
+	rep := run(t, cfg)
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("run took %v with a 300ms timeout, want it bounded", d)
+	}
+	if rep.ViolationCounts[CodeIncomplete] != 1 || rep.ViolationCounts[CodeOrderNotFinal] != 4 || rep.Outcomes.Unsettled != 4 {
+		t.Fatalf("violations %v, outcomes %+v; want incomplete and 4 order_not_final", rep.ViolationCounts, rep.Outcomes)
+	}
+	if rep.Queue.Available || !strings.Contains(rep.Queue.Unavailable, "404") {
+		t.Fatalf("queue %+v, want unavailable because of 404", rep.Queue)
+	}
+}
+
+func TestRunInterrupted(t *testing.T) {
+	f := newFakeAPI()
+	f.delay = time.Hour
+	urls, _ := f.serve(t, 1)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	go func() {
+		select {
+		case <-f.polled: // orders are in flight: interrupt now
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	rep, err := Run(ctx, testConfig(urls))
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run error %v, want one wrapping context.Canceled", err)
+	}
+	if rep == nil || rep.Verified || rep.OK {
+		t.Fatalf("report %+v, want a partial unverified report", rep)
+	}
+}
+
+func TestRunSetupErrors(t *testing.T) {
+	f := newFakeAPI()
+	urls, _ := f.serve(t, 1)
+
+	cfg := testConfig(urls)
+	cfg.AdminToken = "wrong"
+	if _, err := Run(t.Context(), cfg); !errors.Is(err, ErrUnauthorized) {
+		t.Fatalf("bad token: Run error %v, want ErrUnauthorized", err)
+	}
+
+	cfg = testConfig(urls)
+	cfg.RunID = "again"
+	run(t, cfg)
+	if _, err := Run(t.Context(), cfg); !errors.Is(err, ErrProductExists) {
+		t.Fatalf("reused run id: Run error %v, want ErrProductExists", err)
+	}
+}
+
+func TestRunProgressPlainLines(t *testing.T) {
+	f := newFakeAPI()
+	f.delay = 5 * time.Millisecond
+	urls, _ := f.serve(t, 1)
+	cfg := testConfig(urls)
+	var out bytes.Buffer
+	cfg.Progress = &out
+	cfg.ProgressInterval = 10 * time.Millisecond
+	wantOK(t, run(t, cfg))
+	if !strings.Contains(out.String(), "loadtest t: ") || !strings.Contains(out.String(), "done 20/20") {
+		t.Fatalf("progress output %q, want plain lines ending with done 20/20", out.String())
+	}
+}
+
+func TestRunJSONFile(t *testing.T) {
+	f := newFakeAPI()
+	f.inline = true
+	urls, _ := f.serve(t, 1)
+	cfg := testConfig(urls)
+	cfg.JSONPath = t.TempDir() + "/report.json"
+	wantOK(t, run(t, cfg))
+	rep, err := readReportFile(cfg.JSONPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Schema != ReportSchema || rep.Orders != 20 || !rep.OK {
+		t.Fatalf("JSON report schema %d orders %d ok %v, want %d, 20, true", rep.Schema, rep.Orders, rep.OK, ReportSchema)
+	}
+}
+
+func TestRunRefusesInvalidConfigBeforeSending(t *testing.T) {
+	rep, err := Run(t.Context(), Config{APIs: []string{"http://127.0.0.1:1"}})
+	if rep != nil || !errors.Is(err, ErrInvalidConfig) {
+		t.Fatalf("Run = %v, %v; want nil, ErrInvalidConfig", rep, err)
+	}
+}
+
+func readReportFile(path string) (*Report, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var rep Report
+	return &rep, json.Unmarshal(b, &rep)
+}

@@ -1,0 +1,556 @@
+package loadtest
+
+import (
+	"cmp"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+)
+
+// Order statuses of the API (GET /v1/orders/{id}). The last four are final.
+const (
+	StatusQueued        = "queued"
+	StatusProcessing    = "processing"
+	StatusSucceeded     = "succeeded"
+	StatusSoldOut       = "sold_out"
+	StatusLimitExceeded = "limit_exceeded"
+	StatusFailed        = "failed"
+)
+
+// API error codes the engine and the checker interpret.
+const (
+	ErrorCodeSoldOut             = "sold_out"
+	ErrorCodeIdempotencyMismatch = "idempotency_mismatch"
+	ErrorCodeProductExists       = "product_exists"
+)
+
+// IsFinal reports whether status is one of the final order statuses
+// (succeeded, sold_out, limit_exceeded, failed).
+func IsFinal(status string) bool {
+	switch status {
+	case StatusSucceeded, StatusSoldOut, StatusLimitExceeded, StatusFailed:
+		return true
+	}
+	return false
+}
+
+// isKnownStatus reports whether status is one of the six API order statuses.
+func isKnownStatus(status string) bool {
+	return status == StatusQueued || status == StatusProcessing || IsFinal(status)
+}
+
+// Observations is everything a run collected that [Verify] judges. Run fills
+// it; tests build it by hand to plant violations.
+type Observations struct {
+	// Products are the products the run created, with their state read back
+	// after settling.
+	Products []ProductObservation
+	// Orders holds one entry per logical order (per Idempotency-Key).
+	Orders []OrderObservation
+	// States maps each order id that was ever answered in a 202 to the last
+	// state polling saw for it. A missing entry means it was never polled
+	// successfully.
+	States map[string]OrderState
+	// ServerErrors are the 5xx answers of every endpoint other than
+	// POST /v1/orders (whose answers are in OrderObservation.Responses).
+	ServerErrors []ServerError
+	// Incomplete, when not empty, says why the run did not finish (e.g. the
+	// overall timeout passed).
+	Incomplete string
+}
+
+// ProductObservation is one product of the run.
+type ProductObservation struct {
+	// ID is the product id.
+	ID string
+	// Stocked is the number of units the product was ever stocked with.
+	Stocked int64
+	// PerUserLimit is the limit the run asked for; 0 when it asked none.
+	PerUserLimit int
+	// Final is the product as read after settling; nil when it could not be
+	// read (ReadError says why).
+	Final *Product
+	// ReadError says why Final is nil.
+	ReadError string
+}
+
+// Product is the API's product representation.
+type Product struct {
+	ID           string `json:"id"`
+	Name         string `json:"name"`
+	Stock        int64  `json:"stock"`
+	Sold         int64  `json:"sold"`
+	PerUserLimit int    `json:"per_user_limit"`
+}
+
+// OrderObservation is one logical order: one Idempotency-Key and one body,
+// sent once or more (duplicates and retries).
+type OrderObservation struct {
+	Key       string
+	UserID    string
+	ProductID string
+	Quantity  int
+	// Responses holds every answer to POST /v1/orders with this key, in the
+	// order they arrived (retries and duplicates included). Empty when the
+	// order was never sent.
+	Responses []SubmitResponse
+}
+
+// SubmitResponse is one answer to POST /v1/orders.
+type SubmitResponse struct {
+	// Status is the HTTP status code; 0 when there was no answer (connection
+	// error or timeout).
+	Status int
+	// OrderID and OrderStatus are from a 202 body.
+	OrderID     string
+	OrderStatus string
+	// ErrorCode is error.code of an error body.
+	ErrorCode string
+	// Err is the transport error, or why the body could not be read.
+	Err string
+}
+
+// OrderState is the last state polling saw for one order id.
+type OrderState struct {
+	OrderID   string
+	ProductID string
+	UserID    string
+	Quantity  int
+	Status    string
+	Reason    string
+	// NotFound is set when GET /v1/orders/{id} answered 404.
+	NotFound bool
+	// Err is set when polling gave up on the order, and says why.
+	Err string
+}
+
+// ServerError is one 5xx answer outside POST /v1/orders.
+type ServerError struct {
+	Method string
+	Path   string
+	Status int
+	// Code is error.code of the body, if any.
+	Code string
+}
+
+// ViolationCode names a kind of invariant violation. The values are stable:
+// scripts may match on them.
+type ViolationCode string
+
+// The invariants Verify checks.
+const (
+	// CodeNegativeStock: a product ended with stock < 0.
+	CodeNegativeStock ViolationCode = "negative_stock"
+	// CodeStockMismatch: stock + sold differs from the units stocked.
+	CodeStockMismatch ViolationCode = "stock_mismatch"
+	// CodeSoldMismatch: sold differs from the units of succeeded orders
+	// (beyond what orders of unknown fate could explain).
+	CodeSoldMismatch ViolationCode = "sold_mismatch"
+	// CodeOversell: succeeded units (or sold) exceed the units stocked.
+	CodeOversell ViolationCode = "oversell"
+	// CodeUndersell: an order ended sold out (or was answered 409 sold_out)
+	// while the product still had enough stock at the end, or demand reached
+	// the stock of a single-unit product and stock was left.
+	CodeUndersell ViolationCode = "undersell"
+	// CodeOverLimit: one buyer's succeeded units of a product exceed its
+	// per-user limit.
+	CodeOverLimit ViolationCode = "over_limit"
+	// CodeDuplicateOrder: answers for one (user, Idempotency-Key) carried
+	// different order ids.
+	CodeDuplicateOrder ViolationCode = "duplicate_order"
+	// CodeSharedOrderID: different Idempotency-Keys got the same order id.
+	CodeSharedOrderID ViolationCode = "shared_order_id"
+	// CodeIdempotencyConflict: one key was answered both 409 sold_out and 202
+	// in a contradicting way, or 422 idempotency_mismatch although every send
+	// of a key carries the same body.
+	CodeIdempotencyConflict ViolationCode = "idempotency_conflict"
+	// CodeOrderLost: an accepted order was unknown (404) to the API.
+	CodeOrderLost ViolationCode = "order_lost"
+	// CodeOrderNotFinal: an accepted order never reached a final status.
+	CodeOrderNotFinal ViolationCode = "order_not_final"
+	// CodeOrderMismatch: a polled order's product, user or quantity differs
+	// from what was sent.
+	CodeOrderMismatch ViolationCode = "order_mismatch"
+	// CodeUnknownStatus: an order status outside the six known ones.
+	CodeUnknownStatus ViolationCode = "unknown_status"
+	// CodeServerError: a 5xx answer.
+	CodeServerError ViolationCode = "server_error"
+	// CodeProductUnverified: a product could not be read after settling.
+	CodeProductUnverified ViolationCode = "product_unverified"
+	// CodeIncomplete: the run did not finish (e.g. its timeout passed).
+	CodeIncomplete ViolationCode = "incomplete"
+)
+
+// Violation is one broken invariant, with enough detail to find it.
+type Violation struct {
+	Code ViolationCode `json:"code"`
+	// ProductID, OrderID, Key and UserID locate the violation when they apply.
+	ProductID string `json:"product_id,omitempty"`
+	OrderID   string `json:"order_id,omitempty"`
+	Key       string `json:"idempotency_key,omitempty"`
+	UserID    string `json:"user_id,omitempty"`
+	// Message says what was seen and what was expected.
+	Message string `json:"message"`
+}
+
+// String returns "code: message".
+func (v Violation) String() string { return string(v.Code) + ": " + v.Message }
+
+// Verify checks obs against the sale's invariants and returns every
+// violation found, sorted by code, product, key and order id; nil when there
+// is none. It is a pure function of obs.
+//
+// Checked per product: stock ≥ 0; stock + sold = stocked; sold = units of
+// succeeded orders (when some orders' fate is unknown, sold must lie between
+// the known succeeded units and that plus the unknown units); succeeded units
+// and sold ≤ stocked; no undersell (any order that ended sold_out, or was
+// answered 409 sold_out, with quantity ≤ the final stock — stock only falls
+// during a run — and, for single-unit products with every order's fate known,
+// demand ≥ stocked implies final stock 0; demand counts orders that ended
+// succeeded, sold_out or failed or were answered 409 sold_out); no buyer above
+// the per-user limit (the configured one, else the one the API reports).
+// Checked per order: one order id per key and one key per order id; every
+// accepted order final and known to the API; polled orders match what was
+// sent; statuses from the known set; no 5xx anywhere.
+func Verify(obs Observations) []Violation {
+	return analyze(obs).violations
+}
+
+// outcome is the fate of one logical order.
+type outcome int
+
+const (
+	outcomeUnsent outcome = iota
+	outcomeRejected
+	outcomeFastPath
+	outcomeSucceeded
+	outcomeSoldOut
+	outcomeLimitExceeded
+	outcomeFailed
+	outcomeUnsettled
+)
+
+// productTally is what the orders say about one product.
+type productTally struct {
+	obs            ProductObservation
+	orders         int
+	succeededUnits int64
+	uncertainUnits int64 // units of orders whose fate is unknown
+	demandUnits    int64
+	multiUnit      bool
+	outcomes       Outcomes
+}
+
+// analysis is Verify's work, shared with the report.
+type analysis struct {
+	outcomes   Outcomes
+	products   []*productTally
+	violations []Violation
+}
+
+func analyze(obs Observations) *analysis {
+	a := &analysis{}
+	add := func(v Violation) { a.violations = append(a.violations, v) }
+
+	byID := make(map[string]*productTally, len(obs.Products))
+	for _, p := range obs.Products {
+		t := &productTally{obs: p}
+		a.products = append(a.products, t)
+		byID[p.ID] = t
+	}
+	tally := func(id string) *productTally {
+		t, ok := byID[id]
+		if !ok { // an order for a product the run did not create
+			t = &productTally{obs: ProductObservation{ID: id, ReadError: "not created by this run"}}
+			a.products = append(a.products, t)
+			byID[id] = t
+		}
+		return t
+	}
+
+	// Which key first got each order id, and every key that got it.
+	type idOwner struct {
+		order int
+		keys  []string
+	}
+	owners := map[string]*idOwner{}
+	var idOrder []string
+
+	for i, o := range obs.Orders {
+		t := tally(o.ProductID)
+		t.orders++
+		if o.Quantity > 1 {
+			t.multiUnit = true
+		}
+		var ids []string
+		accepted, fastPath, unknownFate := false, false, false
+		conflictReported := false
+		for n, r := range o.Responses {
+			switch {
+			case r.Status == http.StatusAccepted:
+				accepted = true
+				if r.OrderID == "" {
+					add(Violation{Code: CodeOrderLost, ProductID: o.ProductID, Key: o.Key, UserID: o.UserID,
+						Message: fmt.Sprintf("key %s: 202 without an order_id", o.Key)})
+					continue
+				}
+				if r.OrderStatus != "" && !isKnownStatus(r.OrderStatus) {
+					add(Violation{Code: CodeUnknownStatus, ProductID: o.ProductID, OrderID: r.OrderID, Key: o.Key,
+						Message: fmt.Sprintf("order %s: 202 with status %q", r.OrderID, r.OrderStatus)})
+				}
+				if !slices.Contains(ids, r.OrderID) {
+					ids = append(ids, r.OrderID)
+				}
+				ow, ok := owners[r.OrderID]
+				if !ok {
+					ow = &idOwner{order: i}
+					owners[r.OrderID] = ow
+					idOrder = append(idOrder, r.OrderID)
+				}
+				if !slices.Contains(ow.keys, o.Key) {
+					ow.keys = append(ow.keys, o.Key)
+				}
+			case r.Status == http.StatusConflict && r.ErrorCode == ErrorCodeSoldOut:
+				fastPath = true
+				if accepted && !conflictReported {
+					conflictReported = true
+					add(Violation{Code: CodeIdempotencyConflict, ProductID: o.ProductID, Key: o.Key, UserID: o.UserID,
+						Message: fmt.Sprintf("key %s: send %d answered 409 sold_out after an earlier send was accepted as order %s (want 202 with the same order_id)", o.Key, n+1, ids[0])})
+				}
+			case r.Status == http.StatusUnprocessableEntity && r.ErrorCode == ErrorCodeIdempotencyMismatch:
+				add(Violation{Code: CodeIdempotencyConflict, ProductID: o.ProductID, Key: o.Key, UserID: o.UserID,
+					Message: fmt.Sprintf("key %s: send %d answered 422 idempotency_mismatch although every send carried the same body", o.Key, n+1)})
+			case r.Status == 0:
+				unknownFate = true
+			case r.Status >= 500:
+				unknownFate = true
+				add(Violation{Code: CodeServerError, ProductID: o.ProductID, Key: o.Key, UserID: o.UserID,
+					Message: fmt.Sprintf("POST /v1/orders key %s send %d: %d %s", o.Key, n+1, r.Status, r.ErrorCode)})
+			}
+		}
+		if len(ids) > 1 {
+			add(Violation{Code: CodeDuplicateOrder, ProductID: o.ProductID, Key: o.Key, UserID: o.UserID,
+				Message: fmt.Sprintf("key %s of user %s got %d order ids: %s (want one)", o.Key, o.UserID, len(ids), strings.Join(ids, ", "))})
+		}
+
+		// The logical outcome.
+		var out outcome
+		switch {
+		case len(o.Responses) == 0:
+			out = outcomeUnsent
+		case len(ids) > 0:
+			st, ok := obs.States[ids[0]]
+			switch {
+			case !ok || st.NotFound || !IsFinal(st.Status):
+				out = outcomeUnsettled
+			case st.Status == StatusSucceeded:
+				out = outcomeSucceeded
+			case st.Status == StatusSoldOut:
+				out = outcomeSoldOut
+			case st.Status == StatusLimitExceeded:
+				out = outcomeLimitExceeded
+			default:
+				out = outcomeFailed
+			}
+		case fastPath:
+			out = outcomeFastPath
+		default:
+			out = outcomeRejected
+		}
+		a.outcomes.add(out)
+		t.outcomes.add(out)
+		switch out {
+		case outcomeSucceeded, outcomeSoldOut, outcomeFastPath, outcomeFailed:
+			t.demandUnits += int64(o.Quantity)
+		}
+		if len(ids) == 0 && !fastPath && unknownFate {
+			// The server may have created it without us learning the id.
+			t.uncertainUnits += int64(o.Quantity)
+		}
+
+		// A 409 sold_out while stock remained: stock only falls during a
+		// run, so final stock ≥ quantity means stock was there at the time.
+		if fastPath && t.obs.Final != nil && int64(o.Quantity) <= t.obs.Final.Stock {
+			add(Violation{Code: CodeUndersell, ProductID: o.ProductID, Key: o.Key, UserID: o.UserID,
+				Message: fmt.Sprintf("key %s (quantity %d) was answered 409 sold_out but product %s still had %d units at the end", o.Key, o.Quantity, o.ProductID, t.obs.Final.Stock)})
+		}
+		// 409 sold_out first, then accepted and sold on a later send.
+		if fastPath && len(ids) > 0 && !conflictReported && obs.States[ids[0]].Status == StatusSucceeded {
+			add(Violation{Code: CodeIdempotencyConflict, ProductID: o.ProductID, OrderID: ids[0], Key: o.Key, UserID: o.UserID,
+				Message: fmt.Sprintf("key %s was answered 409 sold_out and also accepted as order %s, which succeeded (one request, two final outcomes)", o.Key, ids[0])})
+		}
+	}
+
+	// Per order id: the server's view of every accepted order.
+	type userProduct struct{ user, product string }
+	perUser := map[userProduct]int64{}
+	for _, id := range idOrder {
+		ow := owners[id]
+		o := obs.Orders[ow.order]
+		t := tally(o.ProductID)
+		if len(ow.keys) > 1 {
+			add(Violation{Code: CodeSharedOrderID, ProductID: o.ProductID, OrderID: id,
+				Message: fmt.Sprintf("order id %s was returned for %d different keys: %s", id, len(ow.keys), strings.Join(ow.keys, ", "))})
+		}
+		st, ok := obs.States[id]
+		q := int64(o.Quantity)
+		switch {
+		case !ok:
+			t.uncertainUnits += q
+			add(Violation{Code: CodeOrderNotFinal, ProductID: o.ProductID, OrderID: id, Key: o.Key, UserID: o.UserID,
+				Message: fmt.Sprintf("order %s (key %s) was accepted but never polled successfully", id, o.Key)})
+			continue
+		case st.NotFound:
+			t.uncertainUnits += q
+			add(Violation{Code: CodeOrderLost, ProductID: o.ProductID, OrderID: id, Key: o.Key, UserID: o.UserID,
+				Message: fmt.Sprintf("order %s (key %s) was accepted with 202 but GET /v1/orders/%s answers 404", id, o.Key, id)})
+			continue
+		case !isKnownStatus(st.Status):
+			t.uncertainUnits += q
+			add(Violation{Code: CodeUnknownStatus, ProductID: o.ProductID, OrderID: id, Key: o.Key,
+				Message: fmt.Sprintf("order %s has status %q, not one of queued, processing, succeeded, sold_out, limit_exceeded, failed", id, st.Status)})
+			continue
+		case !IsFinal(st.Status):
+			t.uncertainUnits += q
+			msg := fmt.Sprintf("order %s (key %s) was accepted but its last seen status is %s", id, o.Key, st.Status)
+			if st.Err != "" {
+				msg += " (" + st.Err + ")"
+			}
+			add(Violation{Code: CodeOrderNotFinal, ProductID: o.ProductID, OrderID: id, Key: o.Key, UserID: o.UserID, Message: msg})
+			continue
+		}
+		if (st.ProductID != "" && st.ProductID != o.ProductID) || (st.UserID != "" && st.UserID != o.UserID) ||
+			(st.Quantity != 0 && st.Quantity != o.Quantity) {
+			add(Violation{Code: CodeOrderMismatch, ProductID: o.ProductID, OrderID: id, Key: o.Key, UserID: o.UserID,
+				Message: fmt.Sprintf("order %s reads product %s user %s quantity %d, but was sent as product %s user %s quantity %d",
+					id, st.ProductID, st.UserID, st.Quantity, o.ProductID, o.UserID, o.Quantity)})
+		}
+		switch st.Status {
+		case StatusSucceeded:
+			t.succeededUnits += q
+			perUser[userProduct{o.UserID, o.ProductID}] += q
+		case StatusSoldOut:
+			if t.obs.Final != nil && q <= t.obs.Final.Stock {
+				add(Violation{Code: CodeUndersell, ProductID: o.ProductID, OrderID: id, Key: o.Key, UserID: o.UserID,
+					Message: fmt.Sprintf("order %s (quantity %d) ended sold_out but product %s still had %d units at the end", id, q, o.ProductID, t.obs.Final.Stock)})
+			}
+		}
+	}
+
+	// Per product.
+	for _, t := range a.products {
+		p, f := t.obs, t.obs.Final
+		if t.succeededUnits > p.Stocked || (f != nil && f.Sold > p.Stocked) {
+			sold := "unknown"
+			if f != nil {
+				sold = fmt.Sprint(f.Sold)
+			}
+			add(Violation{Code: CodeOversell, ProductID: p.ID,
+				Message: fmt.Sprintf("product %s: succeeded orders hold %d units and sold is %s, but only %d were stocked", p.ID, t.succeededUnits, sold, p.Stocked)})
+		}
+		if f == nil {
+			add(Violation{Code: CodeProductUnverified, ProductID: p.ID,
+				Message: fmt.Sprintf("product %s could not be read after settling: %s", p.ID, p.ReadError)})
+		} else {
+			if f.Stock < 0 {
+				add(Violation{Code: CodeNegativeStock, ProductID: p.ID,
+					Message: fmt.Sprintf("product %s ended with stock %d (want ≥ 0)", p.ID, f.Stock)})
+			}
+			if f.Stock+f.Sold != p.Stocked {
+				add(Violation{Code: CodeStockMismatch, ProductID: p.ID,
+					Message: fmt.Sprintf("product %s: stock %d + sold %d = %d, want %d stocked", p.ID, f.Stock, f.Sold, f.Stock+f.Sold, p.Stocked)})
+			}
+			if f.Sold < t.succeededUnits || f.Sold > t.succeededUnits+t.uncertainUnits {
+				want := fmt.Sprint(t.succeededUnits)
+				if t.uncertainUnits > 0 {
+					want = fmt.Sprintf("%d..%d (%d units of orders of unknown fate)", t.succeededUnits, t.succeededUnits+t.uncertainUnits, t.uncertainUnits)
+				}
+				add(Violation{Code: CodeSoldMismatch, ProductID: p.ID,
+					Message: fmt.Sprintf("product %s: sold %d, but succeeded orders hold %d units (want sold %s)", p.ID, f.Sold, t.succeededUnits, want)})
+			}
+			if !t.multiUnit && t.uncertainUnits == 0 && t.demandUnits >= p.Stocked && f.Stock > 0 {
+				add(Violation{Code: CodeUndersell, ProductID: p.ID,
+					Message: fmt.Sprintf("product %s: demand of %d units ≥ %d stocked, but %d units were left (succeeded %d, sold_out %d, 409 sold_out %d, failed %d orders)",
+						p.ID, t.demandUnits, p.Stocked, f.Stock, t.outcomes.Succeeded, t.outcomes.SoldOut, t.outcomes.SoldOutFastPath, t.outcomes.Failed)})
+			}
+		}
+	}
+
+	// Per (buyer, product).
+	limits := make(map[string]int, len(a.products))
+	for _, t := range a.products {
+		l := t.obs.PerUserLimit
+		if l == 0 && t.obs.Final != nil {
+			l = t.obs.Final.PerUserLimit
+		}
+		limits[t.obs.ID] = l
+	}
+	for up, units := range perUser {
+		if l := limits[up.product]; l > 0 && units > int64(l) {
+			add(Violation{Code: CodeOverLimit, ProductID: up.product, UserID: up.user,
+				Message: fmt.Sprintf("user %s holds %d succeeded units of product %s, above its per-user limit %d", up.user, units, up.product, l)})
+		}
+	}
+
+	for _, e := range obs.ServerErrors {
+		add(Violation{Code: CodeServerError,
+			Message: fmt.Sprintf("%s %s: %d %s", e.Method, e.Path, e.Status, e.Code)})
+	}
+	if obs.Incomplete != "" {
+		add(Violation{Code: CodeIncomplete, Message: "the run did not finish: " + obs.Incomplete})
+	}
+
+	slices.SortStableFunc(a.violations, func(x, y Violation) int {
+		return cmp.Or(cmp.Compare(x.Code, y.Code), cmp.Compare(x.ProductID, y.ProductID),
+			cmp.Compare(x.Key, y.Key), cmp.Compare(x.OrderID, y.OrderID), cmp.Compare(x.UserID, y.UserID),
+			cmp.Compare(x.Message, y.Message))
+	})
+	return a
+}
+
+// Outcomes counts logical orders (one per Idempotency-Key) by their fate.
+type Outcomes struct {
+	// Succeeded, SoldOut, LimitExceeded and Failed: accepted (202) orders by
+	// final status.
+	Succeeded     int64 `json:"succeeded"`
+	SoldOut       int64 `json:"sold_out"`
+	LimitExceeded int64 `json:"limit_exceeded"`
+	Failed        int64 `json:"failed"`
+	// SoldOutFastPath: answered 409 sold_out without an order id (final).
+	SoldOutFastPath int64 `json:"sold_out_fast_path"`
+	// Unsettled: accepted but never seen final (lost, not final in time, or
+	// an unknown status).
+	Unsettled int64 `json:"unsettled"`
+	// Rejected: never accepted (400, 404, 429, 503, connection errors, ...).
+	Rejected int64 `json:"rejected"`
+	// Unsent: never sent (the run stopped first).
+	Unsent int64 `json:"unsent"`
+}
+
+func (o *Outcomes) add(out outcome) {
+	switch out {
+	case outcomeUnsent:
+		o.Unsent++
+	case outcomeRejected:
+		o.Rejected++
+	case outcomeFastPath:
+		o.SoldOutFastPath++
+	case outcomeSucceeded:
+		o.Succeeded++
+	case outcomeSoldOut:
+		o.SoldOut++
+	case outcomeLimitExceeded:
+		o.LimitExceeded++
+	case outcomeFailed:
+		o.Failed++
+	case outcomeUnsettled:
+		o.Unsettled++
+	}
+}
+
+// Final is the number of orders that reached a final outcome (including the
+// 409 fast path).
+func (o Outcomes) Final() int64 {
+	return o.Succeeded + o.SoldOut + o.LimitExceeded + o.Failed + o.SoldOutFastPath
+}

@@ -1,0 +1,338 @@
+package loadtest
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// cleanSale is a correct sale: product p1 with 3 units and a per-user limit
+// of 1, five single-unit orders from five buyers; o0..o2 succeeded, o3 and o4
+// ended sold out.
+func cleanSale() Observations {
+	obs := Observations{
+		Products: []ProductObservation{{
+			ID: "p1", Stocked: 3, PerUserLimit: 1,
+			Final: &Product{ID: "p1", Stock: 0, Sold: 3, PerUserLimit: 1},
+		}},
+		States: map[string]OrderState{},
+	}
+	for i := range 5 {
+		id := fmt.Sprintf("o%d", i)
+		obs.Orders = append(obs.Orders, OrderObservation{
+			Key: fmt.Sprintf("k%d", i), UserID: fmt.Sprintf("u%d", i), ProductID: "p1", Quantity: 1,
+			Responses: []SubmitResponse{{Status: 202, OrderID: id, OrderStatus: StatusQueued}},
+		})
+		status := StatusSucceeded
+		if i >= 3 {
+			status = StatusSoldOut
+		}
+		obs.States[id] = OrderState{OrderID: id, ProductID: "p1", UserID: fmt.Sprintf("u%d", i), Quantity: 1, Status: status}
+	}
+	return obs
+}
+
+// setStatus sets the final status of order id.
+func setStatus(obs *Observations, id, status string) {
+	st := obs.States[id]
+	st.Status = status
+	obs.States[id] = st
+}
+
+func TestVerify(t *testing.T) {
+	tests := []struct {
+		name  string
+		plant func(*Observations)
+		want  map[ViolationCode]int
+	}{
+		{
+			name:  "clean sale",
+			plant: func(*Observations) {},
+			want:  map[ViolationCode]int{},
+		},
+		{
+			name: "oversell: a fourth order succeeded and stock went negative",
+			plant: func(o *Observations) {
+				setStatus(o, "o3", StatusSucceeded)
+				o.Products[0].Final.Stock, o.Products[0].Final.Sold = -1, 4
+			},
+			want: map[ViolationCode]int{CodeOversell: 1, CodeNegativeStock: 1},
+		},
+		{
+			name: "oversell hidden by the counters: four succeeded but sold says 3",
+			plant: func(o *Observations) {
+				setStatus(o, "o3", StatusSucceeded)
+			},
+			want: map[ViolationCode]int{CodeOversell: 1, CodeSoldMismatch: 1},
+		},
+		{
+			name: "lost order: accepted, never seen again",
+			plant: func(o *Observations) {
+				delete(o.States, "o1")
+			},
+			want: map[ViolationCode]int{CodeOrderNotFinal: 1},
+		},
+		{
+			name: "lost order: accepted, then 404",
+			plant: func(o *Observations) {
+				o.States["o1"] = OrderState{OrderID: "o1", NotFound: true}
+			},
+			want: map[ViolationCode]int{CodeOrderLost: 1},
+		},
+		{
+			name: "order stuck in processing",
+			plant: func(o *Observations) {
+				setStatus(o, "o4", StatusProcessing)
+			},
+			want: map[ViolationCode]int{CodeOrderNotFinal: 1},
+		},
+		{
+			name: "duplicate order: a resend with the same key got a new order id",
+			plant: func(o *Observations) {
+				o.Orders[3].Responses = append(o.Orders[3].Responses, SubmitResponse{Status: 202, OrderID: "o3bis", OrderStatus: StatusQueued})
+				o.States["o3bis"] = OrderState{OrderID: "o3bis", ProductID: "p1", UserID: "u3", Quantity: 1, Status: StatusSoldOut}
+			},
+			want: map[ViolationCode]int{CodeDuplicateOrder: 1},
+		},
+		{
+			name: "duplicate order that also sold twice",
+			plant: func(o *Observations) {
+				o.Orders[0].Responses = append(o.Orders[0].Responses, SubmitResponse{Status: 202, OrderID: "o0bis"})
+				o.States["o0bis"] = OrderState{OrderID: "o0bis", ProductID: "p1", UserID: "u0", Quantity: 1, Status: StatusSucceeded}
+				o.Products[0].Final.Stock, o.Products[0].Final.Sold = -1, 4
+			},
+			want: map[ViolationCode]int{CodeDuplicateOrder: 1, CodeOversell: 1, CodeNegativeStock: 1, CodeOverLimit: 1},
+		},
+		{
+			name: "two keys share one order id",
+			plant: func(o *Observations) {
+				o.Orders[4].Responses[0].OrderID = "o0"
+			},
+			want: map[ViolationCode]int{CodeSharedOrderID: 1},
+		},
+		{
+			name: "undersell: orders ended sold_out while a unit was left",
+			plant: func(o *Observations) {
+				setStatus(o, "o2", StatusSoldOut)
+				o.Products[0].Final.Stock, o.Products[0].Final.Sold = 1, 2
+			},
+			// o2, o3, o4 each, and the product: demand 5 ≥ 3 but 1 left.
+			want: map[ViolationCode]int{CodeUndersell: 4},
+		},
+		{
+			name: "undersell: 409 fast path while stock remained",
+			plant: func(o *Observations) {
+				delete(o.States, "o2")
+				o.Orders[2].Responses = []SubmitResponse{{Status: 409, ErrorCode: ErrorCodeSoldOut}}
+				o.Products[0].Final.Stock, o.Products[0].Final.Sold = 1, 2
+			},
+			want: map[ViolationCode]int{CodeUndersell: 4},
+		},
+		{
+			name: "undersell: demand covered the stock but an order failed",
+			plant: func(o *Observations) {
+				o.Orders = o.Orders[:3]
+				setStatus(o, "o2", StatusFailed)
+				o.Products[0].Final.Stock, o.Products[0].Final.Sold = 1, 2
+			},
+			want: map[ViolationCode]int{CodeUndersell: 1},
+		},
+		{
+			name: "no undersell when demand is below stock",
+			plant: func(o *Observations) {
+				o.Orders = o.Orders[:2]
+				o.Products[0].Final.Stock, o.Products[0].Final.Sold = 1, 2
+			},
+			want: map[ViolationCode]int{},
+		},
+		{
+			name: "multi-unit: sold_out of 2 units with 1 left is fine",
+			plant: func(o *Observations) {
+				o.Orders[3].Quantity, o.Orders[4].Quantity = 2, 2
+				o.States["o3"] = OrderState{OrderID: "o3", ProductID: "p1", UserID: "u3", Quantity: 2, Status: StatusSoldOut}
+				o.States["o4"] = OrderState{OrderID: "o4", ProductID: "p1", UserID: "u4", Quantity: 2, Status: StatusSoldOut}
+				setStatus(o, "o2", StatusFailed)
+				o.Products[0].Final.Stock, o.Products[0].Final.Sold = 1, 2
+			},
+			want: map[ViolationCode]int{},
+		},
+		{
+			name: "over limit: one buyer got two units with limit 1",
+			plant: func(o *Observations) {
+				o.Orders[1].UserID = "u0"
+				st := o.States["o1"]
+				st.UserID = "u0"
+				o.States["o1"] = st
+			},
+			want: map[ViolationCode]int{CodeOverLimit: 1},
+		},
+		{
+			name: "over limit against the limit the server reports",
+			plant: func(o *Observations) {
+				o.Products[0].PerUserLimit = 0
+				o.Orders[1].UserID = "u0"
+				st := o.States["o1"]
+				st.UserID = "u0"
+				o.States["o1"] = st
+			},
+			want: map[ViolationCode]int{CodeOverLimit: 1},
+		},
+		{
+			name: "5xx on submit, then accepted on retry",
+			plant: func(o *Observations) {
+				o.Orders[0].Responses = append([]SubmitResponse{{Status: 503, ErrorCode: "unavailable"}}, o.Orders[0].Responses...)
+			},
+			want: map[ViolationCode]int{CodeServerError: 1},
+		},
+		{
+			name: "5xx on another endpoint",
+			plant: func(o *Observations) {
+				o.ServerErrors = append(o.ServerErrors, ServerError{Method: "GET", Path: "/v1/orders/{id}", Status: 500})
+			},
+			want: map[ViolationCode]int{CodeServerError: 1},
+		},
+		{
+			name: "unknown order status",
+			plant: func(o *Observations) {
+				setStatus(o, "o0", "shipped")
+			},
+			want: map[ViolationCode]int{CodeUnknownStatus: 1},
+		},
+		{
+			name: "unknown status in a 202 body",
+			plant: func(o *Observations) {
+				o.Orders[0].Responses[0].OrderStatus = "pending"
+			},
+			want: map[ViolationCode]int{CodeUnknownStatus: 1},
+		},
+		{
+			name: "stock + sold does not add up",
+			plant: func(o *Observations) {
+				o.Products[0].Final.Sold = 2
+			},
+			want: map[ViolationCode]int{CodeStockMismatch: 1, CodeSoldMismatch: 1},
+		},
+		{
+			name: "unknown fate widens sold, no false alarm",
+			plant: func(o *Observations) {
+				delete(o.States, "o0")
+				o.Orders[0].Responses = []SubmitResponse{{Err: "connection reset"}}
+			},
+			want: map[ViolationCode]int{},
+		},
+		{
+			name: "409 sold_out to a resend of an accepted key",
+			plant: func(o *Observations) {
+				o.Orders[0].Responses = append(o.Orders[0].Responses, SubmitResponse{Status: 409, ErrorCode: ErrorCodeSoldOut})
+			},
+			want: map[ViolationCode]int{CodeIdempotencyConflict: 1},
+		},
+		{
+			name: "422 idempotency_mismatch for the same body",
+			plant: func(o *Observations) {
+				o.Orders[3].Responses = append(o.Orders[3].Responses, SubmitResponse{Status: 422, ErrorCode: ErrorCodeIdempotencyMismatch})
+			},
+			want: map[ViolationCode]int{CodeIdempotencyConflict: 1},
+		},
+		{
+			name: "polled order differs from what was sent",
+			plant: func(o *Observations) {
+				st := o.States["o4"]
+				st.Quantity = 7
+				o.States["o4"] = st
+			},
+			want: map[ViolationCode]int{CodeOrderMismatch: 1},
+		},
+		{
+			name: "product could not be read back",
+			plant: func(o *Observations) {
+				o.Products[0].Final, o.Products[0].ReadError = nil, "connection refused"
+			},
+			want: map[ViolationCode]int{CodeProductUnverified: 1},
+		},
+		{
+			name: "run incomplete",
+			plant: func(o *Observations) {
+				o.Incomplete = "timeout"
+			},
+			want: map[ViolationCode]int{CodeIncomplete: 1},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			obs := cleanSale()
+			tt.plant(&obs)
+			vs := Verify(obs)
+			got := map[ViolationCode]int{}
+			for _, v := range vs {
+				got[v.Code]++
+				if v.Message == "" {
+					t.Errorf("violation %s has no message", v.Code)
+				}
+			}
+			if !maps.Equal(got, tt.want) {
+				t.Fatalf("Verify codes = %v, want %v\nviolations:\n%s", got, tt.want, list(vs))
+			}
+		})
+	}
+}
+
+func list(vs []Violation) string {
+	var b strings.Builder
+	for _, v := range vs {
+		b.WriteString("  " + v.String() + "\n")
+	}
+	return b.String()
+}
+
+func TestVerifyLocatesViolations(t *testing.T) {
+	obs := cleanSale()
+	delete(obs.States, "o1")
+	vs := Verify(obs)
+	if len(vs) != 1 {
+		t.Fatalf("got %d violations, want 1:\n%s", len(vs), list(vs))
+	}
+	v := vs[0]
+	if v.ProductID != "p1" || v.OrderID != "o1" || v.Key != "k1" || v.UserID != "u1" {
+		t.Fatalf("got violation at product %q order %q key %q user %q, want p1 o1 k1 u1", v.ProductID, v.OrderID, v.Key, v.UserID)
+	}
+}
+
+func TestVerifyIsPureAndSorted(t *testing.T) {
+	obs := cleanSale()
+	setStatus(&obs, "o2", StatusSoldOut)
+	obs.Products[0].Final.Stock, obs.Products[0].Final.Sold = 1, 2
+	obs.Incomplete = "timeout"
+	first := Verify(obs)
+	second := Verify(obs)
+	if !slices.Equal(first, second) {
+		t.Fatalf("Verify is not deterministic:\n%s\nvs\n%s", list(first), list(second))
+	}
+	if !slices.IsSortedFunc(first, func(a, b Violation) int { return strings.Compare(string(a.Code), string(b.Code)) }) {
+		t.Fatalf("violations not sorted by code:\n%s", list(first))
+	}
+	if got := obs.States["o2"].Status; got != StatusSoldOut {
+		t.Fatalf("Verify changed its input: o2 status %q, want %q", got, StatusSoldOut)
+	}
+}
+
+func TestOutcomes(t *testing.T) {
+	obs := cleanSale()
+	obs.Orders = append(obs.Orders,
+		OrderObservation{Key: "k5", UserID: "u5", ProductID: "p1", Quantity: 1,
+			Responses: []SubmitResponse{{Status: 409, ErrorCode: ErrorCodeSoldOut}}},
+		OrderObservation{Key: "k6", UserID: "u6", ProductID: "p1", Quantity: 1,
+			Responses: []SubmitResponse{{Status: 429, ErrorCode: "rate_limited"}}},
+		OrderObservation{Key: "k7", UserID: "u7", ProductID: "p1", Quantity: 1},
+	)
+	got := analyze(obs).outcomes
+	want := Outcomes{Succeeded: 3, SoldOut: 2, SoldOutFastPath: 1, Rejected: 1, Unsent: 1}
+	if got != want {
+		t.Fatalf("outcomes = %+v, want %+v", got, want)
+	}
+	if got.Final() != 6 {
+		t.Fatalf("Final() = %d, want 6", got.Final())
+	}
+}
