@@ -79,7 +79,9 @@ func New(svc Service, cfg Config) (*gin.Engine, error) {
 	}
 	r.Use(requestID(), s.accessLog(), mw, s.recovery(), s.limitBody())
 	r.NoRoute(func(c *gin.Context) { abort(c, http.StatusNotFound, "not_found", "no such endpoint") })
-	r.NoMethod(func(c *gin.Context) { abort(c, http.StatusMethodNotAllowed, "method_not_allowed", "method not allowed on this endpoint") })
+	r.NoMethod(func(c *gin.Context) {
+		abort(c, http.StatusMethodNotAllowed, "method_not_allowed", "method not allowed on this endpoint")
+	})
 
 	r.GET("/healthz", s.healthz)
 	r.GET("/readyz", s.readyz)

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -213,10 +214,16 @@ func (i *Inspector) Stats(ctx context.Context) (Stats, error) {
 	if err := ctx.Err(); err != nil {
 		return Stats{}, err
 	}
-	q, err := i.in.GetQueueInfo(i.queue)
-	if errors.Is(err, asynq.ErrQueueNotFound) {
+	// GetQueueInfo reports a missing queue with an error of asynq's internal
+	// package, which cannot be matched; ask for the queue list first.
+	names, err := i.in.Queues()
+	if err != nil {
+		return Stats{}, fmt.Errorf("queue stats: %w: %w", ErrUnavailable, err)
+	}
+	if !slices.Contains(names, i.queue) {
 		return Stats{Queue: i.queue}, nil
 	}
+	q, err := i.in.GetQueueInfo(i.queue)
 	if err != nil {
 		return Stats{}, fmt.Errorf("queue stats: %w: %w", ErrUnavailable, err)
 	}

@@ -238,6 +238,16 @@ func (s *Service) PlaceOrder(ctx context.Context, r PlaceOrderRequest) (Placed, 
 	}
 	if sold, _ := s.gate.SoldOut(ctx, r.ProductID); sold {
 		// A Redis error reads as "not sold out": the fast path fails open.
+		if r.IdempotencyKey != "" {
+			// A re-sent order that was accepted before the sell-out is
+			// still queued: answer for it, not for the product.
+			if ti, err := s.inspector.Lookup(ctx, o.ID); err == nil {
+				return s.replay(o, ti.Order.ProductID, ti.Order.Quantity, taskStatus(ti))
+			}
+			if prev, err := s.store.Order(ctx, o.ID); err == nil {
+				return s.replay(o, prev.ProductID, prev.Quantity, prev.Status)
+			}
+		}
 		return Placed{}, ErrSoldOut
 	}
 	err := s.producer.Enqueue(ctx, o)

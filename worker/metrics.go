@@ -94,7 +94,7 @@ func poolCollector(store *inventory.Store) prometheus.Collector {
 }
 
 type poolStats struct {
-	store                                    *inventory.Store
+	store                                  *inventory.Store
 	total, max, acquires, waited, waitSecs *prometheus.Desc
 }
 

@@ -31,11 +31,11 @@ package worker
 import (
 	"context"
 	crand "crypto/rand"
-	"os"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"os"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -332,12 +332,22 @@ func (w *Worker) handleStale(ctx context.Context, err error) {
 	}
 }
 
+// release gives a lock back after its transaction, retrying a release whose
+// nodes did not answer in time: an unreleased lock stalls its product until
+// the TTL runs out.
 func (w *Worker) release(l *lock.Lock) {
 	// A fresh context: the lock must be released even when the task's
 	// context has ended.
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := l.Release(ctx); err != nil && !errors.Is(err, lock.ErrNotHeld) {
+	var err error
+	for range 3 {
+		err = l.Release(ctx)
+		if err == nil || !errors.Is(err, lock.ErrNoQuorum) {
+			break
+		}
+	}
+	if err != nil && !errors.Is(err, lock.ErrNotHeld) {
 		w.cfg.Logger.Warn("could not release lock", "key", l.Key(), "err", err)
 	}
 }

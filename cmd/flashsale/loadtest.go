@@ -3,9 +3,64 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
+	"fmt"
 	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/flashsale/flashsale/loadtest"
 )
 
 func runLoadtest(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return errors.New("loadtest: not wired yet")
+	fs := flag.NewFlagSet("flashsale loadtest", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg loadtest.Config
+	var apis string
+	fs.StringVar(&apis, "api", "http://127.0.0.1:8080", "comma-separated API base URLs, used round robin")
+	fs.IntVar(&cfg.Orders, "orders", 1000, "orders to send")
+	fs.IntVar(&cfg.Concurrency, "concurrency", loadtest.DefaultConcurrency, "requests in flight at once")
+	fs.IntVar(&cfg.Users, "users", 0, "distinct buyers (0 = one per order)")
+	fs.IntVar(&cfg.Products, "products", 1, "products to create")
+	fs.BoolVar(&cfg.Hot, "hot", false, "all orders on one product (otherwise spread evenly)")
+	fs.Int64Var(&cfg.Stock, "stock", 100, "units of stock per product")
+	fs.IntVar(&cfg.PerUserLimit, "per-user-limit", 0, "per-user limit of each product (0 = none)")
+	fs.IntVar(&cfg.MaxQuantity, "max-quantity", 1, "largest quantity of one order (1 = single-unit orders)")
+	fs.Float64Var(&cfg.DupRate, "dup-rate", 0, "fraction of orders re-sent with the same Idempotency-Key")
+	fs.Float64Var(&cfg.Rate, "rate", 0, "open arrival rate in orders/s (0 = closed burst)")
+	fs.StringVar(&cfg.AdminToken, "admin-token", os.Getenv("FLASHSALE_ADMIN_TOKEN"), "admin token to create products (default $FLASHSALE_ADMIN_TOKEN)")
+	fs.StringVar(&cfg.RunID, "run-id", "", "prefix of this run's ids (default: time-based)")
+	fs.Uint64Var(&cfg.Seed, "seed", 1, "seed of the order plan")
+	fs.StringVar(&cfg.JSONPath, "json", "", "write every figure as JSON to this file")
+	fs.DurationVar(&cfg.Timeout, "timeout", loadtest.DefaultTimeout, "bound on the whole run")
+	fs.BoolVar(&cfg.LoopbackOnly, "loopback-only", false, "refuse to send anything off this machine")
+	quiet := fs.Bool("quiet", false, "no progress output")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	for _, a := range strings.Split(apis, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			cfg.APIs = append(cfg.APIs, a)
+		}
+	}
+	if !*quiet {
+		cfg.Progress = stderr
+	}
+	started := time.Now()
+	rep, err := loadtest.Run(ctx, cfg)
+	if rep != nil {
+		if werr := rep.WriteText(stdout); werr != nil && err == nil {
+			err = werr
+		}
+	}
+	switch {
+	case err != nil && errors.Is(err, loadtest.ErrInvalidConfig):
+		return &exitError{code: 2, err: err}
+	case err != nil:
+		return err
+	case !rep.OK:
+		return &exitError{code: 1, err: fmt.Errorf("invariants violated (%d violations) in a run of %v", len(rep.Violations), time.Since(started).Round(time.Millisecond))}
+	}
+	return nil
 }

@@ -17,9 +17,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -38,6 +40,7 @@ func commands() []command {
 		{"migrate", "create or upgrade the database schema (idempotent)", runMigrate},
 		{"dev", "run the API and three workers on this machine, with a demo product", runDev},
 		{"loadtest", "send a burst of orders to running APIs and verify the outcome", runLoadtest},
+		{"healthcheck", "exit 0 when a URL answers 200 (container health checks)", runHealthcheck},
 	}
 }
 
@@ -114,4 +117,30 @@ func setupFlags(fs *flag.FlagSet, name string, args []string, stderr io.Writer) 
 	level, _ := logging.ParseLevel(cfg.LogLevel)
 	log := logging.New(stderr, cfg.LogFormat, level).With("component", name)
 	return cfg, log, nil
+}
+
+// runHealthcheck exits 0 when url answers 200: the container health check
+// of images without a shell or curl.
+func runHealthcheck(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("flashsale healthcheck", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	url := fs.String("url", "http://127.0.0.1:8080/readyz", "URL that must answer 200")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, *url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s answered %s", *url, resp.Status)
+	}
+	return nil
 }

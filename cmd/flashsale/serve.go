@@ -62,7 +62,7 @@ func runAPI(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 // serveAPI runs the HTTP API until ctx ends. ready, if not nil, is called
 // with the listening address.
 func serveAPI(ctx context.Context, cfg config, log *slog.Logger, ready func(addr string)) error {
-	store, err := inventory.Open(ctx, cfg.DatabaseURL, &inventory.Options{MaxConns: 32})
+	store, err := inventory.Open(ctx, cfg.DatabaseURL, &inventory.Options{MaxConns: 12})
 	if err != nil {
 		return fmt.Errorf("FLASHSALE_DATABASE_URL: %w", err)
 	}
@@ -179,9 +179,12 @@ func lockClients(urls []string, poolSize int) ([]redis.UniversalClient, error) {
 }
 
 func serveWorker(ctx context.Context, cfg config, log *slog.Logger) error {
-	maxConns := int32(8)
+	// Batch mode runs one transaction at a time per process; single mode
+	// one per product lock held. Keep the footprint small: PostgreSQL's
+	// default max_connections is 100 for every process together.
+	maxConns := int32(4)
 	if cfg.WorkerMode == worker.ModeSingle {
-		maxConns = int32(cfg.WorkerConcurrency + 4)
+		maxConns = 16
 	}
 	store, err := inventory.Open(ctx, cfg.DatabaseURL, &inventory.Options{
 		MaxConns: maxConns,
@@ -215,7 +218,13 @@ func serveWorker(ctx context.Context, cfg config, log *slog.Logger) error {
 			_ = n.Close()
 		}
 	}()
-	locks, err := lock.New(nodes, &lock.Options{TTL: cfg.LockTTL, KeyPrefix: cfg.KeyPrefix + "lock:", Observer: obs})
+	locks, err := lock.New(nodes, &lock.Options{
+		TTL: cfg.LockTTL, KeyPrefix: cfg.KeyPrefix + "lock:", Observer: obs,
+		// The lock's default (TTL/100) is tight for a loaded two-core
+		// machine; a paused node costs no more than this per round, since
+		// acquire and release return once a majority answered.
+		NodeTimeout: min(max(cfg.LockTTL/40, 100*time.Millisecond), 500*time.Millisecond, cfg.LockTTL/4),
+	})
 	if err != nil {
 		return fmt.Errorf("FLASHSALE_LOCK_REDIS_URLS: %w", err)
 	}
