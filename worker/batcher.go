@@ -242,13 +242,13 @@ func (b *batcher) round(ctx context.Context) bool {
 	start := time.Now()
 	txCtx, stopWatch := withLocks(ctx, used...)
 	res, err := b.w.store.Apply(txCtx, batch)
+	err = lockErr(txCtx, err)
 	stopWatch()
 	b.w.metrics.observeRound(len(reqs), len(tokens), time.Since(start), err)
 
 	b.afterRound(ctx, tokens, err)
 	if err != nil {
 		b.w.handleStale(ctx, err)
-		err = lockErr(txCtx, err)
 		if errors.Is(err, inventory.ErrStaleFence) || errors.Is(err, lock.ErrLost) {
 			b.requeue(reqs, err)
 		} else {

@@ -381,6 +381,9 @@ func withLocks(ctx context.Context, locks ...*lock.Lock) (context.Context, func(
 
 // lockErr explains a failed transaction by a lost lock when that is why.
 func lockErr(txCtx context.Context, err error) error {
+	if err == nil {
+		return nil
+	}
 	if cause := context.Cause(txCtx); cause != nil && errors.Is(cause, lock.ErrLost) {
 		return fmt.Errorf("%w (transaction aborted): %w", cause, err)
 	}

@@ -1,0 +1,406 @@
+package worker_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/flashsale/flashsale/internal/localsvc"
+	"github.com/flashsale/flashsale/internal/testenv"
+	"github.com/flashsale/flashsale/inventory"
+	"github.com/flashsale/flashsale/inventory/inventorytest"
+	"github.com/flashsale/flashsale/lock"
+	"github.com/flashsale/flashsale/lock/locktest"
+	"github.com/flashsale/flashsale/notify"
+	"github.com/flashsale/flashsale/queue"
+	"github.com/flashsale/flashsale/soldout"
+	"github.com/flashsale/flashsale/worker"
+)
+
+// env is one worker on real services: a fresh database, a private
+// redis-server for its locks, and a namespace on the shared Redis for the
+// queue and its own keys.
+type env struct {
+	w       *worker.Worker
+	store   *inventory.Store
+	dbURL   string
+	reg     *prometheus.Registry
+	rdb     *redis.Client
+	lockRDB *localsvc.Redis
+	locks   *lock.Client
+	queue   queue.Options
+	prefix  string
+}
+
+func newEnv(t *testing.T, mode worker.Mode, lockTTL time.Duration) *env {
+	t.Helper()
+	e := &env{reg: prometheus.NewRegistry()}
+	e.dbURL = inventorytest.NewDatabase(t)
+	e.store = inventorytest.Open(t, e.dbURL, &inventory.Options{MaxConns: 4, IdleInTransactionTimeout: lockTTL})
+	e.rdb = testenv.Redis(t)
+	ns := testenv.Namespace(t)
+	e.prefix = ns + ":"
+	testenv.DeleteKeys(t, e.rdb, e.prefix)
+	e.queue = queue.Options{Queue: "q_" + ns}
+	e.lockRDB = testenv.PrivateRedis(t, localsvc.RedisOptions{})
+	obs, err := worker.NewLockObserver(e.reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.locks = locktest.Client(t, []*localsvc.Redis{e.lockRDB}, &lock.Options{TTL: lockTTL, KeyPrefix: e.prefix + "lock:", Observer: obs})
+	connOpt, err := queue.ParseRedisURL(testenv.RedisURL(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.w, err = worker.New(worker.Config{
+		Concurrency: 32, Mode: mode, Queue: e.queue, KeyPrefix: e.prefix,
+		Logger: slog.New(slog.DiscardHandler), Registerer: e.reg,
+	}, worker.Deps{
+		Store: e.store, Locks: e.locks,
+		Gate:      soldout.New(e.rdb, soldout.Options{KeyPrefix: e.prefix}),
+		Publisher: notify.NewPublisher(e.rdb, e.prefix),
+		Queue:     connOpt, Redis: e.rdb,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// start runs the worker's asynq server and batcher until cleanup.
+func (e *env) start(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := e.w.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		e.w.Shutdown()
+		cancel()
+	})
+}
+
+func task(t *testing.T, id, product, user string, qty int, seq int) *asynq.Task {
+	t.Helper()
+	tk, err := queue.Encode(queue.Order{ID: id, ProductID: product, UserID: user, Quantity: qty,
+		AcceptedAt: time.Unix(1_800_000_000, 0).Add(time.Duration(seq) * time.Millisecond)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tk
+}
+
+func counter(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metric:
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if v, ok := labels[lp.GetName()]; ok && v != lp.GetValue() {
+					continue metric
+				}
+			}
+			switch {
+			case m.GetCounter() != nil:
+				sum += m.GetCounter().GetValue()
+			case m.GetHistogram() != nil:
+				sum += float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	return sum
+}
+
+// Every task runs twice, concurrently, as asynq may do after a lost ack or
+// a lease expiry: each order is still decided once, the stock sold exactly.
+func TestDuplicateDeliveriesDecideOnce(t *testing.T) {
+	for _, mode := range []worker.Mode{worker.ModeBatch, worker.ModeSingle} {
+		t.Run(string(mode), func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, mode, 5*time.Second)
+			e.start(t)
+			inventorytest.CreateProduct(t, e.store, "hot", 30, 0)
+			const orders = 60
+			var wg sync.WaitGroup
+			errs := make(chan error, 2*orders)
+			for i := range orders {
+				tk := task(t, fmt.Sprintf("o%02d", i), "hot", fmt.Sprintf("u%d", i), 1, i)
+				for range 2 {
+					wg.Go(func() { errs <- e.w.ProcessTask(context.Background(), tk) })
+				}
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				if err != nil {
+					t.Fatalf("ProcessTask: %v", err)
+				}
+			}
+			p, err := e.store.Product(context.Background(), "hot")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p.Stock != 0 || p.Sold != 30 || p.Orders.Succeeded != 30 || p.Orders.SoldOut != 30 {
+				t.Errorf("got stock %d sold %d outcomes %+v, want 0, 30, 30 succeeded and 30 sold out", p.Stock, p.Sold, p.Orders)
+			}
+			if got := counter(t, e.reg, "flashsale_worker_orders_total", map[string]string{"outcome": "replay"}); got != orders {
+				t.Errorf("replays: got %v, want %d (one per duplicate)", got, orders)
+			}
+		})
+	}
+}
+
+// Orders arriving together for one product share transactions.
+func TestBatchCoalescesConcurrentOrders(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, worker.ModeBatch, 5*time.Second)
+	e.start(t)
+	inventorytest.CreateProduct(t, e.store, "hot", 1000, 0)
+	const orders = 200
+	var wg sync.WaitGroup
+	for i := range orders {
+		wg.Go(func() {
+			if err := e.w.ProcessTask(context.Background(), task(t, fmt.Sprintf("o%03d", i), "hot", fmt.Sprintf("u%d", i), 1, i)); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	rounds := counter(t, e.reg, "flashsale_worker_rounds_total", map[string]string{"result": "ok"})
+	if rounds >= orders/2 {
+		t.Errorf("transactions: got %v for %d concurrent orders, want far fewer (batches)", rounds, orders)
+	}
+	p, _ := e.store.Product(context.Background(), "hot")
+	if p.Sold != orders {
+		t.Errorf("sold: got %d, want %d", p.Sold, orders)
+	}
+}
+
+// Orders of many products held at once are decided in shared transactions,
+// one lock per product.
+func TestBatchSpansProducts(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, worker.ModeBatch, 5*time.Second)
+	e.start(t)
+	const products, perProduct = 20, 5
+	for p := range products {
+		inventorytest.CreateProduct(t, e.store, fmt.Sprintf("p%02d", p), 3, 0)
+	}
+	var wg sync.WaitGroup
+	for i := range products * perProduct {
+		wg.Go(func() {
+			tk := task(t, fmt.Sprintf("o%03d", i), fmt.Sprintf("p%02d", i%products), fmt.Sprintf("u%d", i), 1, i)
+			if err := e.w.ProcessTask(context.Background(), tk); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	for p := range products {
+		pr, _ := e.store.Product(context.Background(), fmt.Sprintf("p%02d", p))
+		if pr.Sold != 3 || pr.Orders.SoldOut != perProduct-3 {
+			t.Errorf("%s: got sold %d sold-out orders %d, want 3 and %d", pr.ID, pr.Sold, pr.Orders.SoldOut, perProduct-3)
+		}
+	}
+	if got := counter(t, e.reg, "flashsale_worker_batch_products", nil); got == 0 {
+		t.Fatalf("no batch recorded")
+	}
+	rounds := counter(t, e.reg, "flashsale_worker_rounds_total", map[string]string{"result": "ok"})
+	if rounds >= products*perProduct/2 {
+		t.Errorf("transactions: got %v for %d orders over %d products, want shared transactions", rounds, products*perProduct, products)
+	}
+}
+
+// A product row written under a newer token than the lock now gives (the
+// lock's counter was lost, e.g. a node restarted empty) is refused once;
+// the worker raises the lock's fence past it and the order then goes through.
+func TestStaleFenceIsRepaired(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, worker.ModeBatch, 5*time.Second)
+	e.start(t)
+	inventorytest.CreateProduct(t, e.store, "p", 5, 0)
+	conn, err := pgx.Connect(context.Background(), e.dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(context.Background(), `UPDATE products SET fence = 1000000 WHERE id = 'p'`); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.w.ProcessTask(context.Background(), task(t, "o1", "p", "u1", 1, 1)); err != nil {
+		t.Fatalf("ProcessTask: %v", err)
+	}
+	o, err := e.store.Order(context.Background(), "o1")
+	if err != nil || o.Status != inventory.StatusSucceeded || o.Fence <= 1000000 {
+		t.Fatalf("got %+v %v, want succeeded under a token above 1000000", o, err)
+	}
+	if got := counter(t, e.reg, "flashsale_worker_stale_fence_total", nil); got < 1 {
+		t.Errorf("stale fences: got %v, want at least 1", got)
+	}
+}
+
+// When the lock is lost while the transaction waits (here: the product row
+// is held by another session and the lock key vanishes), the transaction is
+// aborted rather than committed outside the lock; the order is then decided
+// once the worker holds the lock again.
+func TestLostLockAbortsTransaction(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, worker.ModeBatch, 600*time.Millisecond)
+	e.start(t)
+	inventorytest.CreateProduct(t, e.store, "p", 5, 0)
+	ctx := context.Background()
+	blocker, err := pgx.Connect(ctx, e.dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer blocker.Close(ctx)
+	tx, err := blocker.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM products WHERE id = 'p' FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- e.w.ProcessTask(ctx, task(t, "o1", "p", "u1", 1, 1)) }()
+	// Wait until the worker holds the lock, then take it away.
+	lr := locktest.Redis(t, e.lockRDB)
+	key := e.prefix + "lock:{product:p}"
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if n, _ := lr.Exists(ctx, key).Result(); n == 0 {
+			return fmt.Errorf("lock %s not held yet", key)
+		}
+		return nil
+	})
+	if err := lr.Del(ctx, key).Err(); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if got := counter(t, e.reg, "flashsale_worker_rounds_total", map[string]string{"result": "lock_lost"}); got < 1 {
+			return fmt.Errorf("no transaction aborted for a lost lock yet")
+		}
+		return nil
+	})
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("ProcessTask: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("order not decided after the lock came back")
+	}
+	p, _ := e.store.Product(ctx, "p")
+	if p.Sold != 1 || p.Stock != 4 {
+		t.Errorf("got sold %d stock %d, want 1 and 4", p.Sold, p.Stock)
+	}
+	if got := counter(t, e.reg, "flashsale_lock_lost_total", nil); got < 1 {
+		t.Errorf("lost locks: got %v, want at least 1", got)
+	}
+}
+
+// Orders that cannot be decided end as failed at once, not after retries.
+func TestPermanentErrorsSkipRetry(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, worker.ModeBatch, 5*time.Second)
+	e.start(t)
+	tests := []struct {
+		name string
+		task *asynq.Task
+	}{
+		{"malformed payload", asynq.NewTask(queue.TypeOrder, []byte(`{"id":`))},
+		{"missing quantity", asynq.NewTask(queue.TypeOrder, []byte(`{"id":"x","product_id":"p","user_id":"u"}`))},
+		{"unknown product", task(t, "o1", "nope", "u1", 1, 1)},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := e.w.ProcessTask(context.Background(), tc.task)
+			if !errors.Is(err, asynq.SkipRetry) {
+				t.Errorf("got %v, want an error wrapping asynq.SkipRetry", err)
+			}
+		})
+	}
+}
+
+// Through the real queue: tasks enqueued by the producer are consumed,
+// decided and acknowledged, and the decision is announced.
+func TestWorkerConsumesQueue(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, worker.ModeBatch, 5*time.Second)
+	inventorytest.CreateProduct(t, e.store, "p", 2, 0)
+	hub := notify.NewHub(e.rdb, e.prefix)
+	hctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	ready := make(chan struct{})
+	go func() { _ = hub.Run(hctx, func() { close(ready) }) }()
+	<-ready
+	var woken []<-chan struct{}
+	for i := range 3 {
+		ch, cancel := hub.Watch(fmt.Sprintf("o%d", i))
+		defer cancel()
+		woken = append(woken, ch)
+	}
+	connOpt, _ := queue.ParseRedisURL(testenv.RedisURL(), 0)
+	client := asynq.NewClient(connOpt)
+	defer client.Close()
+	inspector := asynq.NewInspector(connOpt)
+	defer inspector.Close()
+	t.Cleanup(func() { _ = inspector.DeleteQueue(e.queue.Queue, true) })
+	prod := queue.NewProducer(client, e.queue)
+	for i := range 3 {
+		if err := prod.Enqueue(context.Background(), queue.Order{ID: fmt.Sprintf("o%d", i), ProductID: "p", UserID: fmt.Sprintf("u%d", i), Quantity: 1, AcceptedAt: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.start(t)
+	for i, ch := range woken {
+		select {
+		case <-ch:
+		case <-time.After(20 * time.Second):
+			t.Fatalf("order o%d never announced", i)
+		}
+	}
+	want := map[string]inventory.Status{"o0": inventory.StatusSucceeded, "o1": inventory.StatusSucceeded, "o2": inventory.StatusSoldOut}
+	for id, st := range want {
+		o, err := e.store.Order(context.Background(), id)
+		if err != nil || o.Status != st {
+			t.Errorf("%s: got %+v %v, want %s", id, o, err, st)
+		}
+	}
+	in := queue.NewInspector(inspector, e.queue)
+	testenv.Eventually(t, 10*time.Second, func() error {
+		st, err := in.Stats(context.Background())
+		if err != nil {
+			return err
+		}
+		if st.Size != 0 {
+			return fmt.Errorf("queue still holds %d tasks", st.Size)
+		}
+		return nil
+	})
+	// The sold-out product is flagged for the API's fast path.
+	sold, err := soldout.New(e.rdb, soldout.Options{KeyPrefix: e.prefix}).SoldOut(context.Background(), "p")
+	if err != nil || !sold {
+		t.Errorf("sold-out flag: got %v %v, want true", sold, err)
+	}
+}
+
