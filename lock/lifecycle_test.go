@@ -180,9 +180,9 @@ func TestCancelledWaiterLeavesNothing(t *testing.T) {
 
 // staleEnv is what a TestStaleReleaseAndExtend case works with.
 type staleEnv struct {
-	l      *lock.Lock
-	other  *lock.Client
-	rdb    *redis.Client
+	l       *lock.Lock
+	other   *lock.Client
+	rdb     *redis.Client
 	lockKey string
 }
 
@@ -238,9 +238,9 @@ func TestStaleReleaseAndExtend(t *testing.T) {
 				opts.KeyPrefix = prefix
 				c := locktest.Client(t, nodes, &opts)
 				e := staleEnv{
-					l:      mustAcquire(t, c, "k"),
-					other:  locktest.Client(t, nodes, &opts),
-					rdb:    locktest.Redis(t, nodes[0]),
+					l:       mustAcquire(t, c, "k"),
+					other:   locktest.Client(t, nodes, &opts),
+					rdb:     locktest.Redis(t, nodes[0]),
 					lockKey: locktest.LockKey(prefix, "k"),
 				}
 				check := tt.takeOver(t, e)
