@@ -39,6 +39,20 @@ type node struct {
 	idx int
 	rdb redis.UniversalClient
 	sub *nodeSub
+	// ctxTimeouts: the client aborts calls at the context's deadline
+	// (ContextTimeoutEnabled), so a call may run inline.
+	ctxTimeouts bool
+}
+
+// honorsContext reports whether rdb aborts calls at the context deadline.
+func honorsContext(rdb redis.UniversalClient) bool {
+	switch r := rdb.(type) {
+	case *redis.Client:
+		return r.Options().ContextTimeoutEnabled
+	case *redis.ClusterClient:
+		return r.Options().ContextTimeoutEnabled
+	}
+	return false
 }
 
 // keyset holds the Redis names of one lock.
@@ -74,7 +88,7 @@ func New(nodes []redis.UniversalClient, opts *Options) (*Client, error) {
 		if rdb == nil {
 			return nil, fmt.Errorf("lock: node %d is nil", i)
 		}
-		n := &node{idx: i, rdb: rdb}
+		n := &node{idx: i, rdb: rdb, ctxTimeouts: honorsContext(rdb)}
 		n.sub = newNodeSub(c.hub, n)
 		c.nodes = append(c.nodes, n)
 	}
@@ -421,6 +435,16 @@ type nodeReply struct {
 // buffered, so callers may stop reading at any time.
 func (c *Client) fanout(ctx context.Context, call func(ctx context.Context, rdb redis.UniversalClient) nodeReply) chan nodeReply {
 	replies := make(chan nodeReply, len(c.nodes))
+	if len(c.nodes) == 1 && c.nodes[0].ctxTimeouts {
+		// One node whose client honours the deadline: no goroutine needed.
+		n := c.nodes[0]
+		cctx, cancel := context.WithTimeout(ctx, c.cfg.nodeTimeout)
+		r := call(cctx, n.rdb)
+		cancel()
+		r.idx = n.idx
+		replies <- r
+		return replies
+	}
 	for _, n := range c.nodes {
 		go func() {
 			cctx, cancel := context.WithTimeout(ctx, c.cfg.nodeTimeout)
