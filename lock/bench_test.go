@@ -225,9 +225,9 @@ func BenchmarkContended(b *testing.B) {
 				next     atomic.Int64
 				owner    atomic.Int64 // last holder's goroutine number + 1
 				handoffs atomic.Int64
-				mu    sync.Mutex
-				waits = make([]time.Duration, 0, b.N)
-				wg    sync.WaitGroup
+				mu       sync.Mutex
+				waits    = make([]time.Duration, 0, b.N)
+				wg       sync.WaitGroup
 			)
 			total := int64(b.N)
 			b.ResetTimer()
