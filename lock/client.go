@@ -540,15 +540,20 @@ func (c *Client) attempt(ctx context.Context, key string, ks keyset) (*Lock, att
 			}
 		}
 		if confirmed < q {
-			confirmed += c.raiseFence(ctx, ks.fence, token, lagging, q-confirmed)
+			confirmed += c.raiseFence(ctx, ks.fence, token, lagging, q-confirmed, c.cfg.nodeTimeout)
 		}
 		validUntil := start.Add(c.cfg.ttl - c.cfg.drift)
 		now := time.Now()
 		if confirmed >= q && now.Before(validUntil) {
-			if pending > 0 || len(busy) > 0 {
+			if pending > 0 || len(busy) > 0 || len(errored) > 0 {
 				// Carry the token to the other nodes too (best effort), so
 				// that nodes restarting empty later cannot make it go back.
-				go c.propagateFence(ks.fence, token, replies, pending, busy)
+				var idx []int
+				for _, r := range busy {
+					idx = append(idx, r.idx)
+				}
+				idx = append(idx, errored...)
+				go c.propagateFence(ks.fence, token, replies, pending, idx)
 			}
 			l := newLock(c, key, ks, value, token, validUntil)
 			return l, attemptResult{latency: now.Sub(start)}
@@ -633,8 +638,8 @@ func (c *Client) releaseOn(ctx context.Context, ks keyset, value string, idx []i
 
 // raiseFence raises the fence counter to at least token on the given nodes in
 // parallel and returns how many confirmed, waiting until need confirmed or all
-// answered (each call bounded by NodeTimeout).
-func (c *Client) raiseFence(ctx context.Context, fence string, token int64, idx []int, need int) int {
+// answered (each call bounded by timeout).
+func (c *Client) raiseFence(ctx context.Context, fence string, token int64, idx []int, need int, timeout time.Duration) int {
 	if len(idx) == 0 {
 		return 0
 	}
@@ -642,14 +647,14 @@ func (c *Client) raiseFence(ctx context.Context, fence string, token int64, idx 
 	arg := strconv.FormatInt(token, 10)
 	for _, i := range idx {
 		go func() {
-			cctx, cancel := context.WithTimeout(ctx, c.cfg.nodeTimeout)
+			cctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
 			s, err := fenceScript.Run(cctx, c.nodes[i].rdb, []string{fence}, arg).Text()
 			v, perr := strconv.ParseInt(s, 10, 64)
 			done <- err == nil && perr == nil && v >= token
 		}()
 	}
-	timer := time.NewTimer(c.cfg.nodeTimeout)
+	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	confirmed := 0
 	for range idx {
@@ -669,20 +674,21 @@ func (c *Client) raiseFence(ctx context.Context, fence string, token int64, idx 
 }
 
 // propagateFence raises the fence counter to token on the nodes that did not
-// confirm it during the acquisition: those that answered busy, and those
-// still pending whose answer shows a lower counter or a busy key.
-func (c *Client) propagateFence(fence string, token int64, replies chan nodeReply, pending int, busy []nodeReply) {
-	idx := make([]int, 0, pending+len(busy))
-	for _, r := range busy {
-		idx = append(idx, r.idx)
-	}
+// confirm it during the acquisition: idx (nodes that answered busy or with an
+// error: the script may have run anyway), and those still pending unless
+// their answer shows a counter >= token. It runs in the background, with a
+// longer timeout than NodeTimeout since nobody waits for it.
+func (c *Client) propagateFence(fence string, token int64, replies chan nodeReply, pending int, idx []int) {
 	for range pending {
-		if r := <-replies; r.err == nil && (!r.ok || r.n < token) {
+		if r := <-replies; r.err != nil || !r.ok || r.n < token {
 			idx = append(idx, r.idx)
 		}
 	}
-	c.raiseFence(context.Background(), fence, token, idx, len(idx))
+	c.raiseFence(context.Background(), fence, token, idx, len(idx), max(c.cfg.nodeTimeout, backgroundTimeout))
 }
+
+// backgroundTimeout bounds background fence propagation calls.
+const backgroundTimeout = 250 * time.Millisecond
 
 // AdvanceFence raises the fence counter of key to at least min on every
 // reachable node, so that every later acquisition gets a token greater than
@@ -705,7 +711,7 @@ func (c *Client) AdvanceFence(ctx context.Context, key string, min int64) error 
 	for i := range idx {
 		idx[i] = i
 	}
-	if got := c.raiseFence(ctx, ks.fence, min, idx, len(idx)); got < c.quorum {
+	if got := c.raiseFence(ctx, ks.fence, min, idx, len(idx), c.cfg.nodeTimeout); got < c.quorum {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("lock: advance fence of %q: %w: %w", key, ErrNoQuorum, err)
 		}
