@@ -75,9 +75,9 @@
 // raised to T (fence.lua: counter = max(counter, T)) and the lock is returned
 // only when a majority holds a counter >= T. So for every token issued, a
 // majority of nodes holds a counter >= T, any later majority contains one of
-// those nodes, and its INCR yields more than T. The remaining nodes are
-// raised to T in the background (best effort, also those that were held by
-// a contender).
+// those nodes, and its INCR yields more than T. The other nodes (those that
+// answered late, busy or with an error) are raised to T in the background,
+// best effort.
 //
 // Guarantees when nodes lose their data (restart without persistence):
 //
