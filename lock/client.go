@@ -39,6 +39,20 @@ type node struct {
 	idx int
 	rdb redis.UniversalClient
 	sub *nodeSub
+	// ctxTimeouts: the client aborts calls at the context's deadline
+	// (ContextTimeoutEnabled), so a call may run inline.
+	ctxTimeouts bool
+}
+
+// honorsContext reports whether rdb aborts calls at the context deadline.
+func honorsContext(rdb redis.UniversalClient) bool {
+	switch r := rdb.(type) {
+	case *redis.Client:
+		return r.Options().ContextTimeoutEnabled
+	case *redis.ClusterClient:
+		return r.Options().ContextTimeoutEnabled
+	}
+	return false
 }
 
 // keyset holds the Redis names of one lock.
@@ -74,7 +88,7 @@ func New(nodes []redis.UniversalClient, opts *Options) (*Client, error) {
 		if rdb == nil {
 			return nil, fmt.Errorf("lock: node %d is nil", i)
 		}
-		n := &node{idx: i, rdb: rdb}
+		n := &node{idx: i, rdb: rdb, ctxTimeouts: honorsContext(rdb)}
 		n.sub = newNodeSub(c.hub, n)
 		c.nodes = append(c.nodes, n)
 	}
@@ -421,6 +435,16 @@ type nodeReply struct {
 // buffered, so callers may stop reading at any time.
 func (c *Client) fanout(ctx context.Context, call func(ctx context.Context, rdb redis.UniversalClient) nodeReply) chan nodeReply {
 	replies := make(chan nodeReply, len(c.nodes))
+	if len(c.nodes) == 1 && c.nodes[0].ctxTimeouts {
+		// One node whose client honours the deadline: no goroutine needed.
+		n := c.nodes[0]
+		cctx, cancel := context.WithTimeout(ctx, c.cfg.nodeTimeout)
+		r := call(cctx, n.rdb)
+		cancel()
+		r.idx = n.idx
+		replies <- r
+		return replies
+	}
 	for _, n := range c.nodes {
 		go func() {
 			cctx, cancel := context.WithTimeout(ctx, c.cfg.nodeTimeout)
@@ -516,15 +540,20 @@ func (c *Client) attempt(ctx context.Context, key string, ks keyset) (*Lock, att
 			}
 		}
 		if confirmed < q {
-			confirmed += c.raiseFence(ctx, ks.fence, token, lagging, q-confirmed)
+			confirmed += c.raiseFence(ctx, ks.fence, token, lagging, q-confirmed, c.cfg.nodeTimeout)
 		}
 		validUntil := start.Add(c.cfg.ttl - c.cfg.drift)
 		now := time.Now()
 		if confirmed >= q && now.Before(validUntil) {
-			if pending > 0 || len(busy) > 0 {
+			if pending > 0 || len(busy) > 0 || len(errored) > 0 {
 				// Carry the token to the other nodes too (best effort), so
 				// that nodes restarting empty later cannot make it go back.
-				go c.propagateFence(ks.fence, token, replies, pending, busy)
+				var idx []int
+				for _, r := range busy {
+					idx = append(idx, r.idx)
+				}
+				idx = append(idx, errored...)
+				go c.propagateFence(ks.fence, token, replies, pending, idx)
 			}
 			l := newLock(c, key, ks, value, token, validUntil)
 			return l, attemptResult{latency: now.Sub(start)}
@@ -609,8 +638,8 @@ func (c *Client) releaseOn(ctx context.Context, ks keyset, value string, idx []i
 
 // raiseFence raises the fence counter to at least token on the given nodes in
 // parallel and returns how many confirmed, waiting until need confirmed or all
-// answered (each call bounded by NodeTimeout).
-func (c *Client) raiseFence(ctx context.Context, fence string, token int64, idx []int, need int) int {
+// answered (each call bounded by timeout).
+func (c *Client) raiseFence(ctx context.Context, fence string, token int64, idx []int, need int, timeout time.Duration) int {
 	if len(idx) == 0 {
 		return 0
 	}
@@ -618,14 +647,14 @@ func (c *Client) raiseFence(ctx context.Context, fence string, token int64, idx 
 	arg := strconv.FormatInt(token, 10)
 	for _, i := range idx {
 		go func() {
-			cctx, cancel := context.WithTimeout(ctx, c.cfg.nodeTimeout)
+			cctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
 			s, err := fenceScript.Run(cctx, c.nodes[i].rdb, []string{fence}, arg).Text()
 			v, perr := strconv.ParseInt(s, 10, 64)
 			done <- err == nil && perr == nil && v >= token
 		}()
 	}
-	timer := time.NewTimer(c.cfg.nodeTimeout)
+	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	confirmed := 0
 	for range idx {
@@ -645,20 +674,21 @@ func (c *Client) raiseFence(ctx context.Context, fence string, token int64, idx 
 }
 
 // propagateFence raises the fence counter to token on the nodes that did not
-// confirm it during the acquisition: those that answered busy, and those
-// still pending whose answer shows a lower counter or a busy key.
-func (c *Client) propagateFence(fence string, token int64, replies chan nodeReply, pending int, busy []nodeReply) {
-	idx := make([]int, 0, pending+len(busy))
-	for _, r := range busy {
-		idx = append(idx, r.idx)
-	}
+// confirm it during the acquisition: idx (nodes that answered busy or with an
+// error: the script may have run anyway), and those still pending unless
+// their answer shows a counter >= token. It runs in the background, with a
+// longer timeout than NodeTimeout since nobody waits for it.
+func (c *Client) propagateFence(fence string, token int64, replies chan nodeReply, pending int, idx []int) {
 	for range pending {
-		if r := <-replies; r.err == nil && (!r.ok || r.n < token) {
+		if r := <-replies; r.err != nil || !r.ok || r.n < token {
 			idx = append(idx, r.idx)
 		}
 	}
-	c.raiseFence(context.Background(), fence, token, idx, len(idx))
+	c.raiseFence(context.Background(), fence, token, idx, len(idx), max(c.cfg.nodeTimeout, backgroundTimeout))
 }
+
+// backgroundTimeout bounds background fence propagation calls.
+const backgroundTimeout = 250 * time.Millisecond
 
 // AdvanceFence raises the fence counter of key to at least min on every
 // reachable node, so that every later acquisition gets a token greater than
@@ -681,7 +711,7 @@ func (c *Client) AdvanceFence(ctx context.Context, key string, min int64) error 
 	for i := range idx {
 		idx[i] = i
 	}
-	if got := c.raiseFence(ctx, ks.fence, min, idx, len(idx)); got < c.quorum {
+	if got := c.raiseFence(ctx, ks.fence, min, idx, len(idx), c.cfg.nodeTimeout); got < c.quorum {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("lock: advance fence of %q: %w: %w", key, ErrNoQuorum, err)
 		}

@@ -216,13 +216,15 @@ func (l *Lock) abandon(st lockState, cause error) bool {
 }
 
 func (l *Lock) finishAbandon(st lockState, cause error) {
-	l.cancel(cause)
-	l.c.unregister(l)
-	l.c.hub.notify(l.ks.channel)
 	if st == stateLost {
+		// Counted before the context is cancelled, so that whoever sees
+		// Done also sees the metric.
 		l.c.stats.lost.Add(1)
 		l.c.cfg.observer.Lost(l.key)
 	}
+	l.cancel(cause)
+	l.c.unregister(l)
+	l.c.hub.notify(l.ks.channel)
 }
 
 // expire runs at validUntil: unless an extension moved it, the lock is lost.

@@ -1,0 +1,655 @@
+package lock_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/flashsale/flashsale/internal/testenv"
+	"github.com/flashsale/flashsale/lock"
+	"github.com/flashsale/flashsale/lock/locktest"
+)
+
+func mustAcquire(t *testing.T, c *lock.Client, key string) *lock.Lock {
+	t.Helper()
+	l, err := c.Acquire(locktest.Ctx(t, 10*time.Second), key)
+	if err != nil {
+		t.Fatalf("Acquire %q: %v", key, err)
+	}
+	return l
+}
+
+// TestHolderCrash: a holder whose client is closed without releasing blocks
+// others for at most the TTL; its lock's context says lost and closed.
+func TestHolderCrash(t *testing.T) {
+	t.Parallel()
+	nodes := locktest.Nodes(t, 1)
+	const ttl = 500 * time.Millisecond
+	opts := &lock.Options{TTL: ttl, KeyPrefix: locktest.Prefix(t)}
+	crashed := locktest.Client(t, nodes, opts)
+	other := locktest.Client(t, nodes, opts)
+
+	l := mustAcquire(t, crashed, "k")
+	start := time.Now()
+	if err := crashed.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	locktest.WaitDone(t, l, time.Second)
+	if cause := context.Cause(l.Context()); !errors.Is(cause, lock.ErrLost) || !errors.Is(cause, lock.ErrClosed) {
+		t.Errorf("cause after Close = %v, want ErrLost and ErrClosed", cause)
+	}
+	l2, err := other.Acquire(locktest.Ctx(t, 5*time.Second), "k")
+	if err != nil {
+		t.Fatalf("Acquire after the holder crashed: %v", err)
+	}
+	defer l2.Release(context.Background())
+	if d, limit := time.Since(start), ttl+300*time.Millisecond; d > limit {
+		t.Errorf("lock free after %v, want within TTL (%v, limit %v)", d, ttl, limit)
+	}
+	if err := l.Release(context.Background()); !errors.Is(err, lock.ErrNotHeld) {
+		t.Errorf("Release of the crashed holder's lock: got %v, want ErrNotHeld", err)
+	}
+	if s := crashed.Stats(); s.Held != 0 {
+		t.Errorf("closed client holds %d locks, want 0", s.Held)
+	}
+}
+
+// TestWatchdogKeepsLock: the watchdog keeps a lock with a 300ms TTL for five
+// TTLs while a rival keeps trying.
+func TestWatchdogKeepsLock(t *testing.T) {
+	t.Parallel()
+	for _, n := range []int{1, 3} {
+		t.Run(map[int]string{1: "nodes=1", 3: "nodes=3"}[n], func(t *testing.T) {
+			t.Parallel()
+			nodes := locktest.Nodes(t, n)
+			const ttl = 300 * time.Millisecond
+			opts := &lock.Options{TTL: ttl, NodeTimeout: 50 * time.Millisecond, KeyPrefix: locktest.Prefix(t)}
+			holder := locktest.Client(t, nodes, opts)
+			rival := locktest.Client(t, nodes, opts)
+			l := mustAcquire(t, holder, "k")
+			tick := time.NewTicker(ttl / 2)
+			defer tick.Stop()
+			end := time.After(5 * ttl)
+		loop:
+			for {
+				select {
+				case <-l.Done():
+					t.Fatalf("lock lost while the watchdog should keep it: %v", context.Cause(l.Context()))
+				case <-end:
+					break loop
+				case <-tick.C:
+					if _, err := rival.TryAcquire(context.Background(), "k"); !errors.Is(err, lock.ErrNotObtained) {
+						t.Fatalf("rival TryAcquire: got %v, want ErrNotObtained", err)
+					}
+				}
+			}
+			if s := holder.Stats(); s.Renewed < 10 {
+				t.Errorf("renewals in 5 TTLs = %d, want >= 10 (every TTL/3)", s.Renewed)
+			}
+			if err := l.Release(context.Background()); err != nil {
+				t.Errorf("Release: %v", err)
+			}
+		})
+	}
+}
+
+// TestReleasedHolderStopsRenewing: after Release the key is gone, stays gone
+// and no renewal happens any more.
+func TestReleasedHolderStopsRenewing(t *testing.T) {
+	t.Parallel()
+	nodes := locktest.Nodes(t, 1)
+	prefix := locktest.Prefix(t)
+	const ttl = 300 * time.Millisecond
+	c := locktest.Client(t, nodes, &lock.Options{TTL: ttl, KeyPrefix: prefix})
+	rdb := locktest.Redis(t, nodes[0])
+	l := mustAcquire(t, c, "k")
+	testenv.Eventually(t, 2*time.Second, func() error {
+		if c.Stats().Renewed == 0 {
+			return errors.New("no renewal yet")
+		}
+		return nil
+	})
+	if err := l.Release(context.Background()); err != nil {
+		t.Fatalf("Release: %v", err)
+	}
+	if cause := context.Cause(l.Context()); !errors.Is(cause, lock.ErrReleased) {
+		t.Errorf("cause after Release = %v, want ErrReleased", cause)
+	}
+	renewed := c.Stats().Renewed
+	time.Sleep(2 * ttl) // let several renewal periods pass
+	if got := c.Stats().Renewed; got != renewed {
+		t.Errorf("renewals after Release: %d, want 0", got-renewed)
+	}
+	if locktest.Exists(t, rdb, locktest.LockKey(prefix, "k")) {
+		t.Errorf("lock key exists after Release")
+	}
+	if err := l.Release(context.Background()); !errors.Is(err, lock.ErrNotHeld) || !errors.Is(err, lock.ErrReleased) {
+		t.Errorf("second Release: got %v, want ErrNotHeld and ErrReleased", err)
+	}
+	if err := l.Extend(context.Background()); !errors.Is(err, lock.ErrNotHeld) {
+		t.Errorf("Extend after Release: got %v, want ErrNotHeld", err)
+	}
+}
+
+// TestCancelledWaiterLeavesNothing: an Acquire cancelled while waiting leaves
+// no key, no renewal and no waiter behind.
+func TestCancelledWaiterLeavesNothing(t *testing.T) {
+	t.Parallel()
+	nodes := locktest.Nodes(t, 3)
+	prefix := locktest.Prefix(t)
+	opts := &lock.Options{TTL: 2 * time.Second, KeyPrefix: prefix}
+	holder := locktest.Client(t, nodes, opts)
+	waiter := locktest.Client(t, nodes, opts)
+	l := mustAcquire(t, holder, "k")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		l2, err := waiter.Acquire(ctx, "k")
+		if err == nil {
+			l2.Release(context.Background())
+		}
+		errc <- err
+	}()
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if waiter.Stats().Waiting != 1 {
+			return errors.New("waiter not waiting yet")
+		}
+		return nil
+	})
+	cancel()
+	if err := <-errc; !errors.Is(err, lock.ErrNotObtained) || !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled Acquire: got %v, want ErrNotObtained and context.Canceled", err)
+	}
+	if err := l.Release(context.Background()); err != nil {
+		t.Fatalf("Release: %v", err)
+	}
+	for i, node := range nodes {
+		if locktest.Exists(t, locktest.Redis(t, node), locktest.LockKey(prefix, "k")) {
+			t.Errorf("node %d: lock key exists after the holder released and the waiter gave up", i)
+		}
+	}
+	if s := waiter.Stats(); s.Held != 0 || s.Waiting != 0 || s.Renewed != 0 {
+		t.Errorf("waiter stats: Held %d, Waiting %d, Renewed %d, want 0, 0, 0", s.Held, s.Waiting, s.Renewed)
+	}
+}
+
+// staleEnv is what a TestStaleReleaseAndExtend case works with.
+type staleEnv struct {
+	l       *lock.Lock
+	other   *lock.Client
+	rdb     *redis.Client
+	lockKey string
+}
+
+// TestStaleReleaseAndExtend: Release and Extend of a lock that is no longer
+// held return ErrNotHeld and leave the new owner's key alone.
+func TestStaleReleaseAndExtend(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		opts lock.Options
+		// takeOver makes the lock stale; the returned check verifies that
+		// the new owner is unharmed by the stale calls.
+		takeOver func(t *testing.T, e staleEnv) (check func(t *testing.T))
+	}{
+		{
+			name: "expired then acquired by another",
+			opts: lock.Options{TTL: 100 * time.Millisecond, RenewInterval: -1},
+			takeOver: func(t *testing.T, e staleEnv) func(t *testing.T) {
+				locktest.WaitDone(t, e.l, time.Second) // validity ran out: no watchdog
+				l2 := mustAcquire(t, e.other, "k")
+				return func(t *testing.T) {
+					if err := l2.Extend(context.Background()); err != nil {
+						t.Errorf("new holder's Extend: %v", err)
+					}
+					if err := l2.Release(context.Background()); err != nil {
+						t.Errorf("new holder's Release: %v", err)
+					}
+				}
+			},
+		},
+		{
+			name: "overwritten by a foreign value",
+			opts: lock.Options{TTL: 2 * time.Second},
+			takeOver: func(t *testing.T, e staleEnv) func(t *testing.T) {
+				if err := e.rdb.Set(context.Background(), e.lockKey, "foreign", time.Minute).Err(); err != nil {
+					t.Fatalf("SET: %v", err)
+				}
+				return func(t *testing.T) {
+					if v, err := e.rdb.Get(context.Background(), e.lockKey).Result(); err != nil || v != "foreign" {
+						t.Errorf("foreign value after stale calls: got %q, %v, want \"foreign\"", v, err)
+					}
+				}
+			},
+		},
+	}
+	for _, tt := range tests {
+		for _, order := range []string{"release first", "extend first"} {
+			t.Run(tt.name+"/"+order, func(t *testing.T) {
+				t.Parallel()
+				nodes := locktest.Nodes(t, 1)
+				prefix := locktest.Prefix(t)
+				opts := tt.opts
+				opts.KeyPrefix = prefix
+				c := locktest.Client(t, nodes, &opts)
+				e := staleEnv{
+					l:       mustAcquire(t, c, "k"),
+					other:   locktest.Client(t, nodes, &opts),
+					rdb:     locktest.Redis(t, nodes[0]),
+					lockKey: locktest.LockKey(prefix, "k"),
+				}
+				check := tt.takeOver(t, e)
+				ops := []func() error{
+					func() error { return e.l.Release(context.Background()) },
+					func() error { return e.l.Extend(context.Background()) },
+				}
+				if order == "extend first" {
+					ops[0], ops[1] = ops[1], ops[0]
+				}
+				for i, op := range ops {
+					if err := op(); !errors.Is(err, lock.ErrNotHeld) {
+						t.Errorf("stale call %d (%s): got %v, want ErrNotHeld", i, order, err)
+					}
+				}
+				if e.l.Context().Err() == nil {
+					t.Errorf("stale lock's context not cancelled")
+				}
+				check(t)
+			})
+		}
+	}
+}
+
+// TestLostLock: the holder's context is cancelled with ErrLost when the key
+// is deleted (at the next renewal) or when the only node is paused past the
+// validity (by the validity timer, at ValidUntil).
+func TestLostLock(t *testing.T) {
+	t.Parallel()
+	t.Run("key deleted", func(t *testing.T) {
+		t.Parallel()
+		nodes := locktest.Nodes(t, 1)
+		prefix := locktest.Prefix(t)
+		obs := &recorder{}
+		c := locktest.Client(t, nodes, &lock.Options{TTL: 600 * time.Millisecond, KeyPrefix: prefix, Observer: obs})
+		l := mustAcquire(t, c, "k")
+		if err := locktest.Redis(t, nodes[0]).Del(context.Background(), locktest.LockKey(prefix, "k")).Err(); err != nil {
+			t.Fatalf("DEL: %v", err)
+		}
+		deleted := time.Now()
+		done := locktest.WaitDone(t, l, 2*time.Second)
+		if cause := context.Cause(l.Context()); !errors.Is(cause, lock.ErrLost) {
+			t.Errorf("cause = %v, want ErrLost", cause)
+		}
+		// Detected by the next renewal, every TTL/3 = 200ms.
+		if d := done.Sub(deleted); d > 400*time.Millisecond {
+			t.Errorf("loss noticed after %v, want within about one renewal period (200ms)", d)
+		}
+		if got := obs.count("lost"); got != 1 {
+			t.Errorf("Observer.Lost calls = %d, want 1", got)
+		}
+		if err := l.Release(context.Background()); !errors.Is(err, lock.ErrNotHeld) || !errors.Is(err, lock.ErrLost) {
+			t.Errorf("Release of a lost lock: got %v, want ErrNotHeld and ErrLost", err)
+		}
+	})
+	t.Run("node paused past validity", func(t *testing.T) {
+		t.Parallel()
+		nodes := locktest.Nodes(t, 1)
+		c := locktest.Client(t, nodes, &lock.Options{TTL: 600 * time.Millisecond, NodeTimeout: 50 * time.Millisecond, KeyPrefix: locktest.Prefix(t)})
+		l := mustAcquire(t, c, "k")
+		if err := nodes[0].Pause(); err != nil {
+			t.Fatalf("pause: %v", err)
+		}
+		t.Cleanup(func() { _ = nodes[0].Resume() })
+		done := locktest.WaitDone(t, l, 2*time.Second)
+		if cause := context.Cause(l.Context()); !errors.Is(cause, lock.ErrLost) {
+			t.Errorf("cause = %v, want ErrLost", cause)
+		}
+		vu := l.ValidUntil()
+		if done.Before(vu) {
+			t.Errorf("cancelled at %v, before ValidUntil %v", done, vu)
+		}
+		if late := done.Sub(vu); late > 100*time.Millisecond {
+			t.Errorf("cancelled %v after ValidUntil, want at ValidUntil (timer, not next renewal)", late)
+		}
+	})
+}
+
+// TestContextEnds: an Acquire on a held key returns when its context ends,
+// with an error matching ErrNotObtained and the context's error.
+func TestContextEnds(t *testing.T) {
+	t.Parallel()
+	nodes := locktest.Nodes(t, 1)
+	opts := &lock.Options{KeyPrefix: locktest.Prefix(t)}
+	holder := locktest.Client(t, nodes, opts)
+	waiter := locktest.Client(t, nodes, opts)
+	l := mustAcquire(t, holder, "k")
+	defer l.Release(context.Background())
+
+	tests := []struct {
+		name      string
+		ctx       func() (context.Context, context.CancelFunc)
+		want      error
+		wantCause lock.Cause
+	}{
+		{"deadline 20ms", func() (context.Context, context.CancelFunc) {
+			return context.WithTimeout(context.Background(), 20*time.Millisecond)
+		}, context.DeadlineExceeded, lock.CauseDeadline},
+		{"cancelled after 20ms", func() (context.Context, context.CancelFunc) {
+			ctx, cancel := context.WithCancel(context.Background())
+			time.AfterFunc(20*time.Millisecond, cancel)
+			return ctx, cancel
+		}, context.Canceled, lock.CauseCanceled},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := tt.ctx()
+			defer cancel()
+			start := time.Now()
+			_, err := waiter.Acquire(ctx, "k")
+			if !errors.Is(err, lock.ErrNotObtained) || !errors.Is(err, tt.want) {
+				t.Errorf("got %v, want ErrNotObtained and %v", err, tt.want)
+			}
+			if got := lock.CauseOf(err); got != tt.wantCause {
+				t.Errorf("CauseOf = %v, want %v", got, tt.wantCause)
+			}
+			if d := time.Since(start); d > 250*time.Millisecond {
+				t.Errorf("returned after %v, want about 20ms", d)
+			}
+		})
+	}
+}
+
+// TestWakeUp: a waiter is woken by the release (pub/sub from another client,
+// locally within the same client), not by polling: the poll is set to 10s.
+func TestWakeUp(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name       string
+		nodes      int
+		sameClient bool
+	}{
+		{"other client/1 node", 1, false},
+		{"other client/3 nodes", 3, false},
+		{"same client/1 node", 1, true},
+		{"same client/3 nodes", 3, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			nodes := locktest.Nodes(t, tt.nodes)
+			opts := &lock.Options{TTL: 30 * time.Second, PollMin: 10 * time.Second, PollMax: 10 * time.Second, KeyPrefix: locktest.Prefix(t)}
+			holder := locktest.Client(t, nodes, opts)
+			waiter := holder
+			if !tt.sameClient {
+				waiter = locktest.Client(t, nodes, opts)
+			}
+			l := mustAcquire(t, holder, "k")
+			got := make(chan *lock.Lock, 1)
+			go func() {
+				l2, err := waiter.Acquire(locktest.Ctx(t, 20*time.Second), "k")
+				if err != nil {
+					t.Errorf("waiter Acquire: %v", err)
+				}
+				got <- l2
+			}()
+			testenv.Eventually(t, 5*time.Second, func() error {
+				if waiter.Stats().Waiting != 1 {
+					return errors.New("waiter not waiting yet")
+				}
+				return nil
+			})
+			released := time.Now()
+			if err := l.Release(context.Background()); err != nil {
+				t.Fatalf("Release: %v", err)
+			}
+			select {
+			case l2 := <-got:
+				if d := time.Since(released); d > time.Second {
+					t.Errorf("waiter acquired %v after the release, want well below the 10s poll", d)
+				}
+				if l2 != nil {
+					l2.Release(context.Background())
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("waiter not woken within 5s of the release (poll is 10s)")
+			}
+		})
+	}
+}
+
+// TestLocalQueueFIFO: goroutines of one client waiting for the same key
+// acquire it in arrival order.
+func TestLocalQueueFIFO(t *testing.T) {
+	t.Parallel()
+	nodes := locktest.Nodes(t, 1)
+	c := locktest.Client(t, nodes, &lock.Options{KeyPrefix: locktest.Prefix(t)})
+	l := mustAcquire(t, c, "k")
+	const waiters = 5
+	var (
+		mu    sync.Mutex
+		order []int
+		wg    sync.WaitGroup
+	)
+	for i := range waiters {
+		wg.Go(func() {
+			l, err := c.Acquire(locktest.Ctx(t, 20*time.Second), "k")
+			if err != nil {
+				t.Errorf("waiter %d: %v", i, err)
+				return
+			}
+			mu.Lock()
+			order = append(order, i)
+			mu.Unlock()
+			l.Release(context.Background())
+		})
+		// Queue them one by one.
+		testenv.Eventually(t, 5*time.Second, func() error {
+			if c.Stats().Waiting != int64(i+1) {
+				return errors.New("waiter not queued yet")
+			}
+			return nil
+		})
+	}
+	l.Release(context.Background())
+	wg.Wait()
+	for i, w := range order {
+		if w != i {
+			t.Fatalf("acquisition order %v, want 0..%d in order", order, waiters-1)
+		}
+	}
+}
+
+// TestNilLock: methods on a nil *Lock return sentinels instead of panicking.
+func TestNilLock(t *testing.T) {
+	t.Parallel()
+	var l *lock.Lock
+	if err := l.Release(context.Background()); !errors.Is(err, lock.ErrNotHeld) {
+		t.Errorf("Release: got %v, want ErrNotHeld", err)
+	}
+	if err := l.Extend(context.Background()); !errors.Is(err, lock.ErrNotHeld) {
+		t.Errorf("Extend: got %v, want ErrNotHeld", err)
+	}
+	if got := context.Cause(l.Context()); !errors.Is(got, lock.ErrNotHeld) {
+		t.Errorf("Context cause: got %v, want ErrNotHeld", got)
+	}
+	select {
+	case <-l.Done():
+	default:
+		t.Errorf("Done not closed")
+	}
+	if l.Key() != "" || l.Token() != 0 || !l.ValidUntil().IsZero() {
+		t.Errorf("Key, Token, ValidUntil = %q, %d, %v, want zero values", l.Key(), l.Token(), l.ValidUntil())
+	}
+}
+
+// TestClosedClient: calls after Close, and Acquire calls blocked during it,
+// fail with ErrClosed.
+func TestClosedClient(t *testing.T) {
+	t.Parallel()
+	nodes := locktest.Nodes(t, 1)
+	opts := &lock.Options{KeyPrefix: locktest.Prefix(t)}
+	holder := locktest.Client(t, nodes, opts)
+	c := locktest.Client(t, nodes, opts)
+	l := mustAcquire(t, holder, "k")
+	defer l.Release(context.Background())
+
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Acquire(locktest.Ctx(t, 20*time.Second), "k")
+		errc <- err
+	}()
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if c.Stats().Waiting != 1 {
+			return errors.New("not waiting yet")
+		}
+		return nil
+	})
+	if err := c.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	select {
+	case err := <-errc:
+		if !errors.Is(err, lock.ErrClosed) || !errors.Is(err, lock.ErrNotObtained) {
+			t.Errorf("blocked Acquire: got %v, want ErrClosed and ErrNotObtained", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("blocked Acquire did not return after Close")
+	}
+	if _, err := c.Acquire(context.Background(), "k"); !errors.Is(err, lock.ErrClosed) {
+		t.Errorf("Acquire after Close: got %v, want ErrClosed", err)
+	}
+	if _, err := c.TryAcquire(context.Background(), "k"); !errors.Is(err, lock.ErrClosed) {
+		t.Errorf("TryAcquire after Close: got %v, want ErrClosed", err)
+	}
+	if err := c.AdvanceFence(context.Background(), "k", 1); !errors.Is(err, lock.ErrClosed) {
+		t.Errorf("AdvanceFence after Close: got %v, want ErrClosed", err)
+	}
+	if err := c.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+}
+
+// recorder is an Observer that counts events.
+type recorder struct {
+	lock.NopObserver
+	mu     sync.Mutex
+	events map[string]int
+	causes []lock.Cause
+}
+
+func (r *recorder) add(ev string) {
+	r.mu.Lock()
+	if r.events == nil {
+		r.events = make(map[string]int)
+	}
+	r.events[ev]++
+	r.mu.Unlock()
+}
+
+func (r *recorder) count(ev string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.events[ev]
+}
+
+func (r *recorder) Acquired(string, time.Duration, time.Duration) { r.add("acquired") }
+func (r *recorder) AcquireFailed(_ string, c lock.Cause, _ time.Duration) {
+	r.add("failed")
+	r.mu.Lock()
+	r.causes = append(r.causes, c)
+	r.mu.Unlock()
+}
+func (r *recorder) Renewed(string, time.Duration)  { r.add("renewed") }
+func (r *recorder) Lost(string)                    { r.add("lost") }
+func (r *recorder) Released(string, time.Duration) { r.add("released") }
+
+// TestObserverAndStats: events reach the Observer with their causes and the
+// Stats counters agree.
+func TestObserverAndStats(t *testing.T) {
+	t.Parallel()
+	nodes := locktest.Nodes(t, 1)
+	obs := &recorder{}
+	c := locktest.Client(t, nodes, &lock.Options{KeyPrefix: locktest.Prefix(t), Observer: obs})
+	l := mustAcquire(t, c, "k")
+	if _, err := c.TryAcquire(context.Background(), "k"); !errors.Is(err, lock.ErrNotObtained) {
+		t.Fatalf("TryAcquire on a held key: got %v, want ErrNotObtained", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if _, err := c.Acquire(ctx, "k"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Acquire on a held key: got %v, want DeadlineExceeded", err)
+	}
+	if _, err := c.TryAcquire(context.Background(), ""); !errors.Is(err, lock.ErrInvalidKey) {
+		t.Fatalf("TryAcquire of an empty key: got %v, want ErrInvalidKey", err)
+	}
+	if err := l.Extend(context.Background()); err != nil {
+		t.Fatalf("Extend: %v", err)
+	}
+	if err := l.Release(context.Background()); err != nil {
+		t.Fatalf("Release: %v", err)
+	}
+	for ev, want := range map[string]int{"acquired": 1, "failed": 3, "renewed": 1, "released": 1, "lost": 0} {
+		if got := obs.count(ev); got != want {
+			t.Errorf("Observer %s events = %d, want %d", ev, got, want)
+		}
+	}
+	wantCauses := []lock.Cause{lock.CauseBusy, lock.CauseDeadline, lock.CauseError}
+	obs.mu.Lock()
+	for i, want := range wantCauses {
+		if i >= len(obs.causes) || obs.causes[i] != want {
+			t.Errorf("causes = %v, want %v", obs.causes, wantCauses)
+			break
+		}
+	}
+	obs.mu.Unlock()
+	s := c.Stats()
+	if s.Acquired != 1 || s.AcquireFailed != 3 || s.Busy != 1 || s.Renewed != 1 || s.Released != 1 || s.Held != 0 {
+		t.Errorf("Stats = %+v, want Acquired 1, AcquireFailed 3, Busy 1, Renewed 1, Released 1, Held 0", s)
+	}
+}
+
+// TestOptions: invalid options are rejected by New.
+func TestOptions(t *testing.T) {
+	t.Parallel()
+	rdb := testenv.Redis(t)
+	nodes := []redis.UniversalClient{rdb}
+	tests := []struct {
+		name string
+		opts *lock.Options
+		ok   bool
+	}{
+		{"nil", nil, true},
+		{"zero", &lock.Options{}, true},
+		{"short TTL", &lock.Options{TTL: 10 * time.Millisecond}, true},
+		{"TTL below 10ms", &lock.Options{TTL: 5 * time.Millisecond}, false},
+		{"negative TTL", &lock.Options{TTL: -time.Second}, false},
+		{"NodeTimeout >= TTL", &lock.Options{TTL: time.Second, NodeTimeout: time.Second}, false},
+		{"negative NodeTimeout", &lock.Options{NodeTimeout: -1}, false},
+		{"DriftFactor 0.5", &lock.Options{DriftFactor: 0.5}, false},
+		{"negative DriftFactor", &lock.Options{DriftFactor: -0.1}, false},
+		{"RenewInterval >= TTL", &lock.Options{TTL: time.Second, RenewInterval: time.Second}, false},
+		{"watchdog off", &lock.Options{RenewInterval: -1}, true},
+		{"PollMax < PollMin", &lock.Options{PollMin: time.Second, PollMax: time.Millisecond}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := lock.New(nodes, tt.opts)
+			if got := err == nil; got != tt.ok {
+				t.Fatalf("New(%+v): err = %v, want ok = %v", tt.opts, err, tt.ok)
+			}
+			if c != nil {
+				c.Close()
+			}
+		})
+	}
+	if _, err := lock.New(nil, nil); err == nil {
+		t.Errorf("New with no nodes: got nil error")
+	}
+	if _, err := lock.NewFromURLs([]string{"http://nope"}, nil); err == nil {
+		t.Errorf("NewFromURLs with a bad URL: got nil error")
+	}
+}
