@@ -142,7 +142,8 @@ func (l *Lock) Extend(ctx context.Context) error {
 // lock was no longer held there (expired or taken over), or had been released
 // or lost before (then joined with the cause, such as [ErrLost]: the guarded
 // work may have run without the lock); an error matching [ErrNoQuorum] when
-// too few nodes answered (the keys then expire within the TTL).
+// too few nodes answered in three rounds (the keys then expire within the
+// TTL).
 func (l *Lock) Release(ctx context.Context) error {
 	if l == nil {
 		return ErrNotHeld
@@ -158,7 +159,13 @@ func (l *Lock) Release(ctx context.Context) error {
 
 	cause := context.Cause(l.ctx)
 	l.cancel(ErrReleased)
-	t := l.c.releaseNodes(context.WithoutCancel(ctx), l.ks, l.value)
+	// A round that reached too few nodes is retried a few times: a lock
+	// left behind blocks everyone until its TTL runs out.
+	rctx := context.WithoutCancel(ctx)
+	t := l.c.releaseNodes(rctx, l.ks, l.value)
+	for try := 1; try < releaseTries && t.ok < l.c.quorum && t.notHeld <= len(l.c.nodes)-l.c.quorum; try++ {
+		t = l.c.releaseNodes(rctx, l.ks, l.value)
+	}
 	l.c.unregister(l)
 	l.c.hub.notify(l.ks.channel)
 
@@ -176,6 +183,9 @@ func (l *Lock) Release(ctx context.Context) error {
 		return fmt.Errorf("lock: release %q: %w: %d of %d nodes confirmed, %d needed: %v", l.key, ErrNoQuorum, t.ok, n, q, t.lastErr)
 	}
 }
+
+// releaseTries bounds the release rounds of one Release.
+const releaseTries = 3
 
 // heldErr returns nil while the lock is held, or ErrNotHeld with the cause.
 func (l *Lock) heldErr() error {

@@ -332,22 +332,14 @@ func (w *Worker) handleStale(ctx context.Context, err error) {
 	}
 }
 
-// release gives a lock back after its transaction, retrying a release whose
-// nodes did not answer in time: an unreleased lock stalls its product until
-// the TTL runs out.
+// release gives a lock back after its transaction (the lock retries
+// rounds that reached too few nodes).
 func (w *Worker) release(l *lock.Lock) {
 	// A fresh context: the lock must be released even when the task's
 	// context has ended.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	var err error
-	for range 3 {
-		err = l.Release(ctx)
-		if err == nil || !errors.Is(err, lock.ErrNoQuorum) {
-			break
-		}
-	}
-	if err != nil && !errors.Is(err, lock.ErrNotHeld) {
+	if err := l.Release(ctx); err != nil && !errors.Is(err, lock.ErrNotHeld) {
 		w.cfg.Logger.Warn("could not release lock", "key", l.Key(), "err", err)
 	}
 }
