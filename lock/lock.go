@@ -142,8 +142,8 @@ func (l *Lock) Extend(ctx context.Context) error {
 // lock was no longer held there (expired or taken over), or had been released
 // or lost before (then joined with the cause, such as [ErrLost]: the guarded
 // work may have run without the lock); an error matching [ErrNoQuorum] when
-// too few nodes answered in three rounds (the keys then expire within the
-// TTL).
+// too few nodes answered (the keys then expire within the TTL); a round in
+// which no node answered is tried up to three times.
 func (l *Lock) Release(ctx context.Context) error {
 	if l == nil {
 		return ErrNotHeld
@@ -159,11 +159,13 @@ func (l *Lock) Release(ctx context.Context) error {
 
 	cause := context.Cause(l.ctx)
 	l.cancel(ErrReleased)
-	// A round that reached too few nodes is retried a few times: a lock
-	// left behind blocks everyone until its TTL runs out.
+	// A round in which no node answered at all (a busy or briefly
+	// unreachable node) is tried again: a lock left behind blocks everyone
+	// until its TTL runs out. A round with some answers is final, since a
+	// second round could not tell its own deletions from a lost lock.
 	rctx := context.WithoutCancel(ctx)
 	t := l.c.releaseNodes(rctx, l.ks, l.value)
-	for try := 1; try < releaseTries && t.ok < l.c.quorum && t.notHeld <= len(l.c.nodes)-l.c.quorum; try++ {
+	for try := 1; try < releaseTries && t.ok == 0 && t.notHeld == 0; try++ {
 		t = l.c.releaseNodes(rctx, l.ks, l.value)
 	}
 	l.c.unregister(l)

@@ -403,4 +403,3 @@ func TestWorkerConsumesQueue(t *testing.T) {
 		t.Errorf("sold-out flag: got %v %v, want true", sold, err)
 	}
 }
-
