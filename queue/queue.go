@@ -129,6 +129,64 @@ func (p *Producer) Enqueue(ctx context.Context, o Order) error {
 	}
 }
 
+// RescueSuffix ends the task id of a rescue task: a second task for an
+// order whose first task was orphaned by a crashed worker.
+const RescueSuffix = ":rescue"
+
+// Rescue enqueues a second task for an order whose task is stuck with a
+// crashed worker, under the task id o.ID+RescueSuffix. It returns
+// [ErrDuplicate] when a rescue task is already queued. Deciding the order
+// twice is harmless: the second decision is a replay.
+func (p *Producer) Rescue(ctx context.Context, o Order) error {
+	task, err := Encode(o)
+	if err != nil {
+		return err
+	}
+	_, err = p.client.EnqueueContext(ctx, task,
+		asynq.TaskID(o.ID+RescueSuffix), asynq.Queue(p.opts.Queue),
+		asynq.MaxRetry(p.opts.MaxRetry), asynq.Timeout(p.opts.Timeout))
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, asynq.ErrTaskIDConflict):
+		return fmt.Errorf("rescue order %q: %w", o.ID, ErrDuplicate)
+	default:
+		return fmt.Errorf("rescue order %q: %w: %w", o.ID, ErrUnavailable, err)
+	}
+}
+
+// Orphans returns the orders whose tasks are active but whose worker has
+// stopped renewing their lease (asynq marks them orphaned 30s after the
+// last heartbeat), up to limit.
+func (i *Inspector) Orphans(ctx context.Context, limit int) ([]Order, error) {
+	const pageSize = 500
+	var out []Order
+	for page := 1; len(out) < limit; page++ {
+		if err := ctx.Err(); err != nil {
+			return out, err
+		}
+		tasks, err := i.in.ListActiveTasks(i.queue, asynq.PageSize(pageSize), asynq.Page(page))
+		if errors.Is(err, asynq.ErrQueueNotFound) {
+			return out, nil
+		}
+		if err != nil {
+			return out, fmt.Errorf("list active tasks: %w: %w", ErrUnavailable, err)
+		}
+		for _, t := range tasks {
+			if !t.IsOrphaned {
+				continue
+			}
+			if o, err := Decode(t.Payload); err == nil {
+				out = append(out, o)
+			}
+		}
+		if len(tasks) < pageSize {
+			break
+		}
+	}
+	return out, nil
+}
+
 // State is where a queued order's task is.
 type State int
 

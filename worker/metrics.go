@@ -18,6 +18,7 @@ type metrics struct {
 	batchProducts prometheus.Histogram
 	roundSeconds  prometheus.Histogram
 	staleFences   prometheus.Counter
+	rescued       prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, store *inventory.Store) (*metrics, error) {
@@ -49,11 +50,15 @@ func newMetrics(reg prometheus.Registerer, store *inventory.Store) (*metrics, er
 			Name: "flashsale_worker_stale_fence_total",
 			Help: "Transactions refused by the database because a newer lock token had written the product.",
 		}),
+		rescued: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "flashsale_worker_rescued_orders_total",
+			Help: "Orders re-queued because the worker holding them stopped (lease expired).",
+		}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	cs := []prometheus.Collector{m.orders, m.rounds, m.batchOrders, m.batchProducts, m.roundSeconds, m.staleFences}
+	cs := []prometheus.Collector{m.orders, m.rounds, m.batchOrders, m.batchProducts, m.roundSeconds, m.staleFences, m.rescued}
 	if store != nil {
 		cs = append(cs, poolCollector(store))
 	}

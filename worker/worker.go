@@ -76,6 +76,9 @@ type Config struct {
 	// ShutdownTimeout is how long a SIGTERM waits for in-flight orders
 	// before asynq puts them back in the queue; default 20s.
 	ShutdownTimeout time.Duration
+	// RescueInterval is how often one worker looks for orders held by a
+	// crashed worker (see rescue.go); default 5s.
+	RescueInterval time.Duration
 	// KeyPrefix prefixes the worker's own Redis keys; default "flashsale:".
 	KeyPrefix string
 	// Logger receives the worker's logs; default slog.Default().
@@ -104,6 +107,9 @@ func (c Config) withDefaults() Config {
 	if c.KeyPrefix == "" {
 		c.KeyPrefix = "flashsale:"
 	}
+	if c.RescueInterval <= 0 {
+		c.RescueInterval = 5 * time.Second
+	}
 	return c
 }
 
@@ -120,6 +126,8 @@ type Worker struct {
 	metrics   *metrics
 	batcher   *batcher
 	srv       *asynq.Server
+	connOpt   asynq.RedisConnOpt
+	stopAux   func()
 }
 
 // Deps are the worker's collaborators; the caller owns and closes them.
@@ -141,7 +149,7 @@ func New(cfg Config, d Deps) (*Worker, error) {
 		return nil, fmt.Errorf("worker: unknown mode %q", cfg.Mode)
 	}
 	w := &Worker{cfg: cfg, store: d.Store, locks: d.Locks, gate: d.Gate, publisher: d.Publisher,
-		rdb: d.Redis, prefix: cfg.KeyPrefix, id: newProcessID()}
+		rdb: d.Redis, prefix: cfg.KeyPrefix, id: newProcessID(), connOpt: d.Queue, stopAux: func() {}}
 	m, err := newMetrics(cfg.Registerer, d.Store)
 	if err != nil {
 		return nil, err
@@ -191,6 +199,20 @@ func (w *Worker) Start(ctx context.Context) error {
 	if err := w.srv.Start(mux); err != nil {
 		return fmt.Errorf("worker: start: %w", err)
 	}
+	client := asynq.NewClient(w.connOpt)
+	inspector := asynq.NewInspector(w.connOpt)
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		w.runRescuer(rctx, queue.NewInspector(inspector, w.cfg.Queue), queue.NewProducer(client, w.cfg.Queue))
+	}()
+	w.stopAux = func() {
+		cancel()
+		<-done
+		_ = client.Close()
+		_ = inspector.Close()
+	}
 	return nil
 }
 
@@ -198,6 +220,7 @@ func (w *Worker) Start(ctx context.Context) error {
 // flight (their locks are released after their commit), and returns the
 // rest to the queue.
 func (w *Worker) Shutdown() {
+	w.stopAux()
 	w.srv.Shutdown()
 	if w.batcher != nil {
 		w.batcher.stop()

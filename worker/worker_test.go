@@ -42,6 +42,10 @@ type env struct {
 }
 
 func newEnv(t *testing.T, mode worker.Mode, lockTTL time.Duration) *env {
+	return newEnvWith(t, worker.Config{Mode: mode}, lockTTL)
+}
+
+func newEnvWith(t *testing.T, cfg worker.Config, lockTTL time.Duration) *env {
 	t.Helper()
 	e := &env{reg: prometheus.NewRegistry()}
 	e.dbURL = inventorytest.NewDatabase(t)
@@ -61,10 +65,9 @@ func newEnv(t *testing.T, mode worker.Mode, lockTTL time.Duration) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.w, err = worker.New(worker.Config{
-		Concurrency: 32, Mode: mode, Queue: e.queue, KeyPrefix: e.prefix,
-		Logger: slog.New(slog.DiscardHandler), Registerer: e.reg,
-	}, worker.Deps{
+	cfg.Concurrency, cfg.Queue, cfg.KeyPrefix = 32, e.queue, e.prefix
+	cfg.Logger, cfg.Registerer = slog.New(slog.DiscardHandler), e.reg
+	e.w, err = worker.New(cfg, worker.Deps{
 		Store: e.store, Locks: e.locks,
 		Gate:      soldout.New(e.rdb, soldout.Options{KeyPrefix: e.prefix}),
 		Publisher: notify.NewPublisher(e.rdb, e.prefix),
@@ -401,5 +404,51 @@ func TestWorkerConsumesQueue(t *testing.T) {
 	sold, err := soldout.New(e.rdb, soldout.Options{KeyPrefix: e.prefix}).SoldOut(context.Background(), "p")
 	if err != nil || !sold {
 		t.Errorf("sold-out flag: got %v %v, want true", sold, err)
+	}
+}
+
+// A worker crashed while it held a task: the task sits in asynq's active
+// list with a lease that is no longer renewed. The rescuer queues the order
+// again as soon as asynq reports the task orphaned, instead of waiting for
+// asynq's own recovery (up to two minutes).
+func TestRescuerRequeuesOrdersOfACrashedWorker(t *testing.T) {
+	t.Parallel()
+	e := newEnvWith(t, worker.Config{RescueInterval: 100 * time.Millisecond}, 5*time.Second)
+	inventorytest.CreateProduct(t, e.store, "p", 5, 0)
+	ctx := context.Background()
+	connOpt, _ := queue.ParseRedisURL(testenv.RedisURL(), 0)
+	client := asynq.NewClient(connOpt)
+	defer client.Close()
+	inspector := asynq.NewInspector(connOpt)
+	defer inspector.Close()
+	t.Cleanup(func() { _ = inspector.DeleteQueue(e.queue.Queue, true) })
+	if err := queue.NewProducer(client, e.queue).Enqueue(ctx, queue.Order{ID: "o1", ProductID: "p", UserID: "u1", Quantity: 1, AcceptedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	// What asynq v0.26's dequeue script does for a worker that then dies:
+	// move the task to the active list under a lease, here already expired.
+	q := e.queue.Queue
+	if err := e.rdb.Eval(ctx, `
+		local id = redis.call("RPOPLPUSH", KEYS[1], KEYS[2])
+		redis.call("HSET", ARGV[1] .. id, "state", "active")
+		redis.call("ZADD", KEYS[3], ARGV[2], id)
+		return id`,
+		[]string{"asynq:{" + q + "}:pending", "asynq:{" + q + "}:active", "asynq:{" + q + "}:lease"},
+		"asynq:{"+q+"}:t:", time.Now().Add(-time.Second).Unix()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	e.start(t)
+	testenv.Eventually(t, 20*time.Second, func() error {
+		o, err := e.store.Order(ctx, "o1")
+		if err != nil {
+			return err
+		}
+		if o.Status != inventory.StatusSucceeded {
+			return fmt.Errorf("order is %s", o.Status)
+		}
+		return nil
+	})
+	if got := counter(t, e.reg, "flashsale_worker_rescued_orders_total", nil); got != 1 {
+		t.Errorf("rescued: got %v, want 1", got)
 	}
 }
