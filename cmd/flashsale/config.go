@@ -21,6 +21,7 @@ type config struct {
 	DatabaseURL       string
 	HTTPAddr          string
 	MetricsAddr       string
+	PprofAddr         string
 	AdminToken        string
 	LockTTL           time.Duration
 	WorkerConcurrency int
@@ -90,6 +91,16 @@ var settings = []setting{
 				}
 			}
 			c.MetricsAddr = v
+			return nil
+		}},
+	{"FLASHSALE_PPROF_ADDR", "pprof-addr", "", "listen address of net/http/pprof for profiling (empty = off; never expose it)",
+		func(c *config, v string) error {
+			if v != "" {
+				if _, _, err := net.SplitHostPort(v); err != nil {
+					return fmt.Errorf("want host:port: %v", err)
+				}
+			}
+			c.PprofAddr = v
 			return nil
 		}},
 	{"FLASHSALE_ADMIN_TOKEN", "admin-token", "", "bearer token for admin endpoints; empty = admin endpoints refuse every call",

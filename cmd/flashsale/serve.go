@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"time"
 
@@ -56,7 +57,31 @@ func runAPI(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	if err := servePprof(cfg, log); err != nil {
+		return err
+	}
 	return serveAPI(ctx, cfg, log, nil)
+}
+
+// servePprof serves net/http/pprof on FLASHSALE_PPROF_ADDR, if set, for the
+// life of the process.
+func servePprof(cfg config, log *slog.Logger) error {
+	if cfg.PprofAddr == "" {
+		return nil
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	ln, err := net.Listen("tcp", cfg.PprofAddr)
+	if err != nil {
+		return fmt.Errorf("FLASHSALE_PPROF_ADDR: %w", err)
+	}
+	log.Info("pprof listening", "addr", ln.Addr().String())
+	go func() { _ = (&http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}).Serve(ln) }()
+	return nil
 }
 
 // serveAPI runs the HTTP API until ctx ends. ready, if not nil, is called
@@ -153,6 +178,9 @@ func serveAPI(ctx context.Context, cfg config, log *slog.Logger, ready func(addr
 func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg, log, err := setup("worker", args, stderr)
 	if err != nil {
+		return err
+	}
+	if err := servePprof(cfg, log); err != nil {
 		return err
 	}
 	return serveWorker(ctx, cfg, log)
