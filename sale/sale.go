@@ -230,6 +230,11 @@ func (s *Service) PlaceOrder(ctx context.Context, r PlaceOrderRequest) (Placed, 
 		switch {
 		case err == nil:
 			return s.replay(o, prev.ProductID, prev.Quantity, prev.Status)
+		case errors.Is(err, inventory.ErrUnavailable):
+			// The database is down (a restart): accept the order anyway.
+			// Its task id still refuses a duplicate of a queued order, and
+			// a worker meeting an already decided order changes nothing;
+			// only a different body for a decided key goes unnoticed.
 		case !errors.Is(err, inventory.ErrNotFound):
 			return Placed{}, s.translate(err)
 		}
@@ -250,16 +255,34 @@ func (s *Service) PlaceOrder(ctx context.Context, r PlaceOrderRequest) (Placed, 
 		}
 		return Placed{}, ErrSoldOut
 	}
-	err := s.producer.Enqueue(ctx, o)
-	switch {
-	case err == nil:
-		return Placed{OrderID: o.ID, Status: inventory.StatusQueued}, nil
-	case errors.Is(err, queue.ErrDuplicate):
-		return s.replayQueued(ctx, o)
-	default:
-		return Placed{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	// Ride out a short outage of the queue's Redis (a restart or failover
+	// takes about a second) before answering 503.
+	deadline := time.Now().Add(enqueueRetryBudget)
+	for attempt := 0; ; attempt++ {
+		err := s.producer.Enqueue(ctx, o)
+		switch {
+		case err == nil:
+			return Placed{OrderID: o.ID, Status: inventory.StatusQueued}, nil
+		case errors.Is(err, queue.ErrDuplicate) && attempt > 0 && r.IdempotencyKey == "":
+			// An earlier attempt went through but its answer was lost.
+			return Placed{OrderID: o.ID, Status: inventory.StatusQueued}, nil
+		case errors.Is(err, queue.ErrDuplicate):
+			return s.replayQueued(ctx, o)
+		}
+		wait := min(50*time.Millisecond<<attempt, 500*time.Millisecond)
+		if time.Now().Add(wait).After(deadline) {
+			return Placed{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return Placed{}, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
+		}
 	}
 }
+
+// enqueueRetryBudget is how long PlaceOrder retries an unreachable queue.
+const enqueueRetryBudget = 3 * time.Second
 
 // replayQueued answers a keyed order whose task already exists.
 func (s *Service) replayQueued(ctx context.Context, o queue.Order) (Placed, error) {
@@ -337,11 +360,15 @@ func (s *Service) Order(ctx context.Context, id string) (OrderView, error) {
 		return OrderView{}, ErrNotFound
 	}
 	v, err := s.decided(ctx, id)
-	if !errors.Is(err, ErrNotFound) {
+	dbDown := errors.Is(err, ErrUnavailable)
+	if err == nil || (!errors.Is(err, ErrNotFound) && !dbDown) {
 		return v, err
 	}
+	// Not decided, or the database is down: the queue may know the order.
 	ti, err := s.inspector.Lookup(ctx, id)
 	switch {
+	case dbDown && (err != nil || ti.State == queue.Done):
+		return OrderView{}, ErrUnavailable
 	case err == nil && ti.State != queue.Done:
 		o := ti.Order
 		return OrderView{ID: id, ProductID: o.ProductID, UserID: o.UserID, Quantity: o.Quantity,
@@ -384,10 +411,11 @@ func deadReason(ti queue.TaskInfo) string {
 // WaitOrder returns the order once it is final or wait has passed
 // (capped at MaxWait), whichever comes first. Decisions are announced by the
 // workers; a jittered re-check every second covers a lost announcement.
+// While the database or Redis is unreachable (a restart) it keeps waiting,
+// re-checking every 250ms, and reports the error only if it lasts the whole
+// wait.
 func (s *Service) WaitOrder(ctx context.Context, id string, wait time.Duration) (OrderView, error) {
-	wait = min(max(wait, 0), MaxWait)
-	deadline := time.NewTimer(wait)
-	defer deadline.Stop()
+	deadline := time.Now().Add(min(max(wait, 0), MaxWait))
 	for {
 		var woken <-chan struct{}
 		stop := func() {}
@@ -395,23 +423,24 @@ func (s *Service) WaitOrder(ctx context.Context, id string, wait time.Duration) 
 			woken, stop = s.hub.Watch(id)
 		}
 		v, err := s.Order(ctx, id)
-		if err != nil || v.Status.Final() || wait == 0 {
+		transient := errors.Is(err, ErrUnavailable)
+		left := time.Until(deadline)
+		if (err != nil && !transient) || (err == nil && v.Status.Final()) || left <= 0 || ctx.Err() != nil {
 			stop()
 			return v, err
 		}
-		recheck := time.NewTimer(time.Duration(float64(time.Second) * (0.75 + 0.5*mrand.Float64())))
+		recheck := time.Duration(float64(time.Second) * (0.75 + 0.5*mrand.Float64()))
+		if transient {
+			recheck = 250 * time.Millisecond
+		}
+		t := time.NewTimer(min(recheck, left))
 		select {
 		case <-woken:
-		case <-recheck.C:
-		case <-deadline.C:
-			wait = 0 // one last read below
+		case <-t.C:
 		case <-ctx.Done():
-			stop()
-			recheck.Stop()
-			return v, nil
 		}
+		t.Stop()
 		stop()
-		recheck.Stop()
 	}
 }
 
