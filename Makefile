@@ -27,3 +27,7 @@ fmt:
 
 clean:
 	rm -rf bin
+
+## chaos: the fault suite alone (also part of `make test`)
+chaos:
+	$(GO) test -count=1 -timeout 15m -v -run TestFaults ./chaos/

@@ -80,6 +80,18 @@ func (c *client) next(rr *atomic.Uint64) string {
 	return c.apis[(rr.Add(1)-1)%uint64(len(c.apis))]
 }
 
+// after returns the API that follows api in the list: a retry goes to
+// another server than the one that failed, as a client behind a load
+// balancer would do.
+func (c *client) after(api string) string {
+	for i, a := range c.apis {
+		if a == api {
+			return c.apis[(i+1)%len(c.apis)]
+		}
+	}
+	return c.apis[0]
+}
+
 // answer is one HTTP exchange's result. Status 0 means no answer (Err set).
 type answer struct {
 	api        string

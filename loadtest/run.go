@@ -425,8 +425,12 @@ func (r *runner) send(ctx context.Context, j job, intended time.Time) {
 		return
 	}
 
+	api := r.cl.next(&r.cl.submitRR)
 	for attempt := 0; ; attempt++ {
-		a := r.cl.postOrder(ctx, r.cl.next(&r.cl.submitRR), o.Key, body)
+		if attempt > 0 {
+			api = r.cl.after(api)
+		}
+		a := r.cl.postOrder(ctx, api, o.Key, body)
 		retry := (a.Status == 0 || a.Status >= 500) && attempt < r.cfg.MaxRetries && ctx.Err() == nil
 		r.recordSubmit(j.order, a, intended, !retry)
 		if !retry {
@@ -541,6 +545,7 @@ func (r *runner) settleOne(ctx context.Context, id string) {
 		r.states[id] = st
 		r.mu.Unlock()
 	}
+	api := ""
 	for attempt := 0; ; attempt++ {
 		if ctx.Err() != nil {
 			st.Err = "stopped by the overall timeout"
@@ -549,7 +554,15 @@ func (r *runner) settleOne(ctx context.Context, id string) {
 			return
 		}
 		sent := time.Now()
-		a := r.cl.getOrder(ctx, r.cl.next(&r.cl.pollRR), id, r.cfg.PollWait)
+		if api == "" {
+			api = r.cl.next(&r.cl.pollRR)
+		}
+		a := r.cl.getOrder(ctx, api, id, r.cfg.PollWait)
+		if a.Status == 0 || a.Status >= 500 {
+			api = r.cl.after(api) // the next poll tries another server
+		} else {
+			api = ""
+		}
 		now := time.Now()
 		r.mu.Lock()
 		r.polls++

@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
@@ -337,4 +339,25 @@ func readReportFile(path string) (*Report, error) {
 	}
 	var rep Report
 	return &rep, json.Unmarshal(b, &rep)
+}
+
+// A dead server (connection refused) among the APIs: each order's retry goes
+// to the next server, so every order is accepted.
+func TestRunRetriesOnAnotherServer(t *testing.T) {
+	f := newFakeAPI()
+	urls, _ := f.serve(t, 1)
+	dead := httptest.NewServer(http.NotFoundHandler())
+	deadURL := dead.URL
+	dead.Close()
+	cfg := testConfig([]string{urls[0], deadURL})
+	cfg.MaxRetries = 1
+	cfg.QueueSampleInterval = -1
+	// Products are created round robin too: make the setup go to the live one.
+	rep := run(t, cfg)
+	if rep.Outcomes.Rejected != 0 || rep.Outcomes.Succeeded+rep.Outcomes.SoldOut != int64(cfg.Orders) {
+		t.Errorf("outcomes %+v: want every order accepted after one retry on the other server", rep.Outcomes)
+	}
+	if rep.Retries == 0 {
+		t.Errorf("retries: got 0, want the orders sent to the dead server retried")
+	}
 }

@@ -35,12 +35,18 @@ type Config struct {
 	WorkerEnv func(i int) map[string]string
 	// LogDir receives one log file per process. Required.
 	LogDir string
+	// WorkerMetrics gives every worker a /metrics listener on a free port
+	// (FLASHSALE_METRICS_ADDR), which [Proc.WaitReady] then waits for.
+	WorkerMetrics bool
 }
 
 // Proc is one process of the cluster.
 type Proc struct {
 	Name string
-	Addr string // API listen address, empty for workers
+	// Addr is the API's listen address, or the worker's metrics address
+	// (empty unless Config.WorkerMetrics).
+	Addr string
+	api  bool
 
 	args    []string
 	env     []string
@@ -74,7 +80,7 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 		if err != nil {
 			return nil, err
 		}
-		p := &Proc{Name: fmt.Sprintf("api-%d", i+1), Addr: addr, args: []string{"api"},
+		p := &Proc{Name: fmt.Sprintf("api-%d", i+1), Addr: addr, api: true, args: []string{"api"},
 			env: append(append([]string{}, base...), "FLASHSALE_HTTP_ADDR="+addr)}
 		c.APIs = append(c.APIs, p)
 	}
@@ -85,7 +91,16 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 				env = append(env, k+"="+v)
 			}
 		}
-		c.Workers = append(c.Workers, &Proc{Name: fmt.Sprintf("worker-%d", i+1), args: []string{"worker"}, env: env})
+		p := &Proc{Name: fmt.Sprintf("worker-%d", i+1), args: []string{"worker"}, env: env}
+		if cfg.WorkerMetrics {
+			addr, err := freeAddr()
+			if err != nil {
+				return nil, err
+			}
+			p.Addr = addr
+			p.env = append(p.env, "FLASHSALE_METRICS_ADDR="+addr)
+		}
+		c.Workers = append(c.Workers, p)
 	}
 	for _, p := range c.All() {
 		p.logPath = filepath.Join(cfg.LogDir, p.Name+".log")
@@ -94,7 +109,10 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 			return nil, err
 		}
 	}
-	for _, p := range c.APIs {
+	for _, p := range c.All() {
+		if p.Addr == "" {
+			continue
+		}
 		if err := p.WaitReady(ctx, 30*time.Second); err != nil {
 			c.Stop()
 			return nil, err
@@ -114,6 +132,9 @@ func (c *Cluster) URLs() []string {
 	}
 	return out
 }
+
+// Binary is the binary the cluster runs, for restarts.
+func (c *Cluster) Binary() string { return c.cfg.Binary }
 
 // Stop ends every process: SIGTERM, then SIGKILL after 30s.
 func (c *Cluster) Stop() {
@@ -276,12 +297,17 @@ func (p *Proc) Stop(grace time.Duration) error {
 	return nil
 }
 
-// WaitReady polls an API's /readyz until it answers 200.
+// WaitReady polls an API's /readyz, or a worker's /metrics, until it
+// answers 200.
 func (p *Proc) WaitReady(ctx context.Context, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	client := &http.Client{Timeout: time.Second}
+	path := "/metrics"
+	if p.api {
+		path = "/readyz"
+	}
 	for {
-		resp, err := client.Get("http://" + p.Addr + "/readyz")
+		resp, err := client.Get("http://" + p.Addr + path)
 		if err == nil {
 			_, _ = io.Copy(io.Discard, resp.Body)
 			_ = resp.Body.Close()

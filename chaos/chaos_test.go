@@ -1,0 +1,309 @@
+// Package chaos is the fault suite (`make chaos`, also run by CI): real
+// processes of the built binary (2 APIs, 3 workers), a private PostgreSQL,
+// a private queue Redis with AOF (appendfsync always) and three private lock
+// Redis nodes. Each case sends a burst of 5,000 orders against a stock of
+// 1,000 and injects one fault in the middle of it; afterwards every
+// invariant the load tester checks must hold, every accepted order must be
+// final, and none may have failed.
+package chaos
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"text/tabwriter"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/flashsale/flashsale/internal/cluster"
+	"github.com/flashsale/flashsale/internal/localsvc"
+	"github.com/flashsale/flashsale/internal/testenv"
+	"github.com/flashsale/flashsale/inventory"
+	"github.com/flashsale/flashsale/loadtest"
+)
+
+const (
+	orders     = 5000
+	stock      = 1000
+	// The burst is closed (200 requests in flight, as fast as the APIs
+	// answer). The fault is injected once the workers hold at least
+	// faultActive tasks between them, so it hits orders in flight.
+	concurrency = 200
+	faultActive = 64
+	lockTTL    = 5 * time.Second
+	adminToken = "chaos-admin-token"
+	// recoveryBound is the promise for a crashed worker's orders (see
+	// worker/rescue.go): settled within 60s of the crash.
+	recoveryBound = 60 * time.Second
+)
+
+// env is the servers shared by all cases.
+type env struct {
+	binary    string
+	pg        *localsvc.Postgres
+	dbURL     string
+	queue     *localsvc.Redis
+	lockNodes []*localsvc.Redis
+	logDir    string
+}
+
+type result struct {
+	name              string
+	orders, succeeded int64
+	settle, recovered time.Duration
+}
+
+func TestFaults(t *testing.T) {
+	e := setup(t)
+	cases := []struct {
+		name  string
+		fault func(t *testing.T, e *env, c *cluster.Cluster)
+		// bound, if set, caps the time from the fault to the last final status.
+		bound time.Duration
+	}{
+		{"SIGKILL a worker, restart it 2s later", killWorker, recoveryBound},
+		{"SIGSTOP a worker for 2×TTL, then SIGCONT", pauseWorker, 0},
+		{"SIGKILL one of three lock nodes", killLockNode, 0},
+		{"restart PostgreSQL (fast shutdown)", restartPostgres, 0},
+		{"SIGKILL an API, clients retry on the other", killAPI, 0},
+		{"rolling SIGTERM restart of every worker", rollingRestart, 0},
+		{"restart the queue's Redis (AOF, fsync always)", restartQueueRedis, 0},
+	}
+	var results []result
+	for i, tc := range cases {
+		ok := t.Run(fmt.Sprintf("%d_%s", i+1, strings.Fields(tc.name)[0]), func(t *testing.T) {
+			res := runCase(t, e, i, tc.name, tc.fault)
+			if tc.bound > 0 && res.recovered > tc.bound {
+				t.Errorf("last order final %v after the fault, want within %v", res.recovered.Round(time.Millisecond), tc.bound)
+			}
+			results = append(results, res)
+		})
+		if !ok {
+			t.Logf("case %q failed; logs in %s", tc.name, e.logDir)
+		}
+	}
+	var buf bytes.Buffer
+	tw := tabwriter.NewWriter(&buf, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "case\torders\tsucceeded\ttime to settle\tfault → last final")
+	for _, r := range results {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%.1fs\t%.1fs\n", r.name, r.orders, r.succeeded, r.settle.Seconds(), r.recovered.Seconds())
+	}
+	_ = tw.Flush()
+	t.Logf("fault suite (%d orders per case, stock %d, %d in flight):\n%s", orders, stock, concurrency, buf.String())
+	if path := os.Getenv("CHAOS_REPORT"); path != "" {
+		_ = os.WriteFile(path, buf.Bytes(), 0o644)
+	}
+}
+
+func setup(t *testing.T) *env {
+	t.Helper()
+	e := &env{logDir: t.TempDir()}
+	_, file, _, _ := runtime.Caller(0)
+	root := filepath.Dir(filepath.Dir(file))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var err error
+	e.binary, err = cluster.Build(ctx, root, t.TempDir(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.pg = testenv.PrivatePostgres(t)
+	e.dbURL = e.pg.URL("flashsale")
+	if _, err := inventory.Migrate(ctx, e.dbURL); err != nil {
+		t.Fatal(err)
+	}
+	e.queue = testenv.PrivateRedis(t, localsvc.RedisOptions{AppendFsync: "always"})
+	for range 3 {
+		e.lockNodes = append(e.lockNodes, testenv.PrivateRedis(t, localsvc.RedisOptions{}))
+	}
+	return e
+}
+
+func (e *env) start(t *testing.T) *cluster.Cluster {
+	t.Helper()
+	var lockURLs []string
+	for _, n := range e.lockNodes {
+		if n.Running() {
+			lockURLs = append(lockURLs, n.URL(0))
+		}
+	}
+	if len(lockURLs) < 3 {
+		// Keep naming all three: a dead node is still part of the quorum.
+		lockURLs = []string{e.lockNodes[0].URL(0), e.lockNodes[1].URL(0), e.lockNodes[2].URL(0)}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, err := cluster.Start(ctx, cluster.Config{
+		Binary: e.binary, APIs: 2, Workers: 3, WorkerMetrics: true,
+		LogDir: filepath.Join(e.logDir, strings.ReplaceAll(t.Name(), "/", "_")),
+		Env: map[string]string{
+			"FLASHSALE_DATABASE_URL":    e.dbURL,
+			"FLASHSALE_REDIS_URL":       e.queue.URL(0),
+			"FLASHSALE_LOCK_REDIS_URLS": strings.Join(lockURLs, ","),
+			"FLASHSALE_ADMIN_TOKEN":     adminToken,
+			"FLASHSALE_LOCK_TTL":        lockTTL.String(),
+			"FLASHSALE_LOG_FORMAT":      "json",
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Stop)
+	return c
+}
+
+func runCase(t *testing.T, e *env, i int, name string, fault func(*testing.T, *env, *cluster.Cluster)) result {
+	c := e.start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	type outcome struct {
+		rep *loadtest.Report
+		err error
+	}
+	done := make(chan outcome, 1)
+	started := time.Now()
+	go func() {
+		rep, err := loadtest.Run(ctx, loadtest.Config{
+			APIs: c.URLs(), LoopbackOnly: true, AdminToken: adminToken,
+			RunID: fmt.Sprintf("chaos%d-%d", i+1, started.Unix()),
+			Orders: orders, Products: 1, Hot: true, Stock: stock,
+			Concurrency: concurrency, SettleConcurrency: 400,
+			Timeout: 3 * time.Minute, MaxRetries: 5, PollWait: 10 * time.Second,
+		})
+		done <- outcome{rep, err}
+	}()
+	active := waitForActive(t, e, done)
+	faultAt := time.Now()
+	t.Logf("fault: %s (at %v, %d tasks active)", name, faultAt.Sub(started).Round(time.Millisecond), active)
+	fault(t, e, c)
+	o := <-done
+	if o.err != nil {
+		t.Fatalf("loadtest: %v", o.err)
+	}
+	rep := o.rep
+	lastFinal := rep.StartedAt.Add(time.Duration((rep.Phases.Create + rep.Phases.Settle) * float64(time.Second)))
+	res := result{
+		name: name, orders: int64(rep.Orders), succeeded: rep.Outcomes.Succeeded,
+		settle:    time.Duration(rep.Phases.Settle * float64(time.Second)),
+		recovered: max(lastFinal.Sub(faultAt), 0),
+	}
+	if !rep.OK {
+		var buf bytes.Buffer
+		_ = rep.WriteText(&buf)
+		t.Errorf("invariants violated:\n%s", buf.String())
+	}
+	if rep.Outcomes.Failed != 0 || rep.Outcomes.Unsettled != 0 || rep.Outcomes.Rejected != 0 {
+		t.Errorf("outcomes %+v: want no failed, unsettled or rejected orders", rep.Outcomes)
+	}
+	if rep.Outcomes.Succeeded != stock {
+		t.Errorf("succeeded: got %d, want the whole stock, %d", rep.Outcomes.Succeeded, stock)
+	}
+	return res
+}
+
+// waitForActive waits until the workers hold at least faultActive tasks,
+// up to 10s, and returns how many they hold.
+func waitForActive[T any](t *testing.T, e *env, done <-chan T) int {
+	t.Helper()
+	in := asynq.NewInspector(asynq.RedisClientOpt{Addr: e.queue.Addr()})
+	defer in.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		select {
+		case <-done:
+			t.Fatalf("burst ended before the workers held %d tasks", faultActive)
+		default:
+		}
+		if q, err := in.GetQueueInfo("orders"); err == nil && (q.Active >= faultActive || time.Now().After(deadline)) {
+			return q.Active
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no queue info within 10s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func killWorker(t *testing.T, e *env, c *cluster.Cluster) {
+	w := c.Workers[0]
+	if err := w.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second) // the fault: the worker stays dead for 2s
+	if err := w.Start(c.Binary()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func pauseWorker(t *testing.T, e *env, c *cluster.Cluster) {
+	w := c.Workers[0]
+	if err := w.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * lockTTL) // the fault: paused for twice the lock TTL
+	if err := w.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func killLockNode(t *testing.T, e *env, c *cluster.Cluster) {
+	if err := e.lockNodes[0].Kill(); err != nil {
+		t.Fatal(err)
+	}
+	// Left down for the rest of the case; back for the next one.
+	t.Cleanup(func() {
+		if err := e.lockNodes[0].Start(); err != nil {
+			t.Errorf("restart lock node: %v", err)
+		}
+	})
+}
+
+func restartPostgres(t *testing.T, e *env, c *cluster.Cluster) {
+	if err := e.pg.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.pg.Start(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func killAPI(t *testing.T, e *env, c *cluster.Cluster) {
+	if err := c.APIs[0].Kill(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func rollingRestart(t *testing.T, e *env, c *cluster.Cluster) {
+	for _, w := range c.Workers {
+		if err := w.Stop(30 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Start(c.Binary()); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err := w.WaitReady(ctx, 30*time.Second)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func restartQueueRedis(t *testing.T, e *env, c *cluster.Cluster) {
+	// A crash, not a clean shutdown: with appendfsync always, everything
+	// Redis acknowledged is in the AOF.
+	if err := e.queue.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.queue.Start(); err != nil {
+		t.Fatal(err)
+	}
+}
