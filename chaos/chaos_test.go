@@ -30,15 +30,15 @@ import (
 )
 
 const (
-	orders     = 5000
-	stock      = 1000
+	orders = 5000
+	stock  = 1000
 	// The burst is closed (200 requests in flight, as fast as the APIs
 	// answer). The fault is injected once the workers hold at least
 	// faultActive tasks between them, so it hits orders in flight.
 	concurrency = 200
 	faultActive = 64
-	lockTTL    = 5 * time.Second
-	adminToken = "chaos-admin-token"
+	lockTTL     = 5 * time.Second
+	adminToken  = "chaos-admin-token"
 	// recoveryBound is the promise for a crashed worker's orders (see
 	// worker/rescue.go): settled within 60s of the crash.
 	recoveryBound = 60 * time.Second
@@ -172,7 +172,7 @@ func runCase(t *testing.T, e *env, i int, name string, fault func(*testing.T, *e
 	go func() {
 		rep, err := loadtest.Run(ctx, loadtest.Config{
 			APIs: c.URLs(), LoopbackOnly: true, AdminToken: adminToken,
-			RunID: fmt.Sprintf("chaos%d-%d", i+1, started.Unix()),
+			RunID:  fmt.Sprintf("chaos%d-%d", i+1, started.Unix()),
 			Orders: orders, Products: 1, Hot: true, Stock: stock,
 			Concurrency: concurrency, SettleConcurrency: 400,
 			Timeout: 3 * time.Minute, MaxRetries: 5, PollWait: 10 * time.Second,
