@@ -452,3 +452,50 @@ func TestRescuerRequeuesOrdersOfACrashedWorker(t *testing.T) {
 		t.Errorf("rescued: got %v, want 1", got)
 	}
 }
+
+// Fencing end to end with the real lock and the real database: holder A
+// takes the lock and stalls past its TTL; B takes it, decrements and
+// commits; A's late write changes nothing, and the stock is never oversold.
+func TestFencingRejectsStalledHolder(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	store := inventorytest.NewStore(t)
+	inventorytest.CreateProduct(t, store, "p", 1, 0)
+	nodes := locktest.Nodes(t, 1)
+	// No watchdog: A stalls (as if paused) and its lock runs out.
+	stalled := locktest.Client(t, nodes, &lock.Options{TTL: 300 * time.Millisecond, RenewInterval: -1})
+	healthy := locktest.Client(t, nodes, &lock.Options{TTL: 5 * time.Second})
+	a, err := stalled.Acquire(ctx, "product:p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := healthy.Acquire(ctx, "product:p") // waits until A's lock expires
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Release(ctx)
+	if b.Token() <= a.Token() {
+		t.Fatalf("tokens: A %d, B %d, want B's greater", a.Token(), b.Token())
+	}
+	if _, err := store.Apply(ctx, inventory.Batch{
+		Orders: []inventory.OrderRequest{{ID: "ob", ProductID: "p", UserID: "ub", Quantity: 1, AcceptedAt: time.Now()}},
+		Tokens: map[string]int64{"p": b.Token()},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// A resumes and writes as if it still held the lock.
+	_, err = store.Apply(ctx, inventory.Batch{
+		Orders: []inventory.OrderRequest{{ID: "oa", ProductID: "p", UserID: "ua", Quantity: 1, AcceptedAt: time.Now()}},
+		Tokens: map[string]int64{"p": a.Token()},
+	})
+	if !errors.Is(err, inventory.ErrStaleFence) {
+		t.Fatalf("A's write: got %v, want ErrStaleFence", err)
+	}
+	p, _ := store.Product(ctx, "p")
+	if p.Stock != 0 || p.Sold != 1 {
+		t.Errorf("got stock %d sold %d, want 0 and 1", p.Stock, p.Sold)
+	}
+	if _, err := store.Order(ctx, "oa"); !errors.Is(err, inventory.ErrNotFound) {
+		t.Errorf("A's order recorded: got %v, want ErrNotFound", err)
+	}
+}
