@@ -36,6 +36,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -128,6 +129,9 @@ type Worker struct {
 	srv       *asynq.Server
 	connOpt   asynq.RedisConnOpt
 	stopAux   func()
+
+	markMu sync.Mutex
+	marked map[string]markedAt // sold-out flags this process set recently
 }
 
 // Deps are the worker's collaborators; the caller owns and closes them.
@@ -149,7 +153,8 @@ func New(cfg Config, d Deps) (*Worker, error) {
 		return nil, fmt.Errorf("worker: unknown mode %q", cfg.Mode)
 	}
 	w := &Worker{cfg: cfg, store: d.Store, locks: d.Locks, gate: d.Gate, publisher: d.Publisher,
-		rdb: d.Redis, prefix: cfg.KeyPrefix, id: newProcessID(), connOpt: d.Queue, stopAux: func() {}}
+		rdb: d.Redis, prefix: cfg.KeyPrefix, id: newProcessID(), connOpt: d.Queue, stopAux: func() {},
+		marked: map[string]markedAt{}}
 	m, err := newMetrics(cfg.Registerer, d.Store)
 	if err != nil {
 		return nil, err
@@ -324,12 +329,37 @@ func (w *Worker) afterCommit(ctx context.Context, res *inventory.Result, reqs []
 	}
 	w.announce(ctx, ids)
 	for id, st := range res.Products {
-		if st.Stock == 0 {
+		if st.Stock == 0 && w.shouldMark(id, st.RestockGen) {
 			if _, err := w.gate.Mark(ctx, id, st.RestockGen); err != nil {
 				w.cfg.Logger.Warn("could not flag sold-out product", "product_id", id, "err", err)
 			}
 		}
 	}
+}
+
+// markEvery bounds how often one process re-flags the same sold-out product
+// (every batch after the sell-out would otherwise do it).
+const markEvery = 5 * time.Second
+
+// shouldMark reports whether product, sold out at restock generation gen,
+// needs flagging now, and notes that it is being flagged.
+func (w *Worker) shouldMark(product string, gen int64) bool {
+	w.markMu.Lock()
+	defer w.markMu.Unlock()
+	m, ok := w.marked[product]
+	if ok && m.gen == gen && time.Since(m.at) < markEvery {
+		return false
+	}
+	if len(w.marked) > 100_000 {
+		clear(w.marked) // bound the memory; the cost is a few repeated marks
+	}
+	w.marked[product] = markedAt{gen: gen, at: time.Now()}
+	return true
+}
+
+type markedAt struct {
+	gen int64
+	at  time.Time
 }
 
 func (w *Worker) announce(ctx context.Context, ids []string) {
