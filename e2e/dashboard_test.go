@@ -3,10 +3,12 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -233,6 +235,20 @@ poll:
 		}
 		return nil
 	})
+
+	// The API's metrics carry the queue (asynq's collector) and its pool.
+	resp, err := client.Get(base + "/metrics")
+	if err != nil {
+		t.Fatalf("GET /metrics: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	for _, want := range []string{`asynq_queue_size{queue="` + queueName + `"} 0`, `asynq_tasks_processed_total{queue="` + queueName + `"}`,
+		"flashsale_db_pool_max_conns 12", `flashsale_http_requests_total{code="200",method="GET",route="/v1/dashboard"}`} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("GET /metrics: no %s", want)
+		}
+	}
 
 	// The queue monitor (asynqmon), signed in by the same cookie, shows the
 	// queue with the orders it processed.
