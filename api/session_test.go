@@ -92,6 +92,7 @@ func TestSignInGrantsReadOnlyAdminPages(t *testing.T) {
 		{"monitor with the cookie", request{method: "GET", path: "/monitoring/", header: withCookie}, 200},
 		{"monitor API with the cookie", request{method: "GET", path: "/monitoring/api/queues", header: withCookie}, 200},
 		{"monitor with the bearer token", request{method: "GET", path: "/monitoring/", header: bearer(testToken)}, 200},
+		{"monitor without the slash", request{method: "GET", path: "/monitoring", header: withCookie}, http.StatusMovedPermanently},
 		{"monitor, not signed in", request{method: "GET", path: "/monitoring/api/queues"}, 401},
 		{"monitor page, not signed in", request{method: "GET", path: "/monitoring/", header: html}, 303},
 		{"monitor is read-only", request{method: "POST", path: "/monitoring/api/queues/q:pause", header: withCookie}, 405},
