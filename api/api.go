@@ -53,6 +53,9 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// ReadyChecks are run by /readyz; any error answers 503.
 	ReadyChecks map[string]func(context.Context) error
+	// Monitor, if set, is served under MonitorPath+"/" to admins (bearer
+	// token or admin session cookie), GET requests only: the queue monitor.
+	Monitor http.Handler
 }
 
 type server struct {
@@ -93,6 +96,9 @@ func New(svc Service, cfg Config) (*gin.Engine, error) {
 	v1.POST("/orders", s.placeOrder)
 	v1.GET("/orders/:id", s.getOrder)
 	v1.GET("/queue", s.admin, s.queueStats)
+	if err := s.routeUI(r); err != nil {
+		return nil, err
+	}
 	return r, nil
 }
 

@@ -302,6 +302,16 @@ func ParseRedisURL(raw string, poolSize int) (asynq.RedisConnOpt, error) {
 	if err != nil {
 		return nil, fmt.Errorf("queue: redis URL: %w", err)
 	}
+	if u.Scheme == "redis-cluster" || u.Scheme == "redis-sentinel" {
+		// Caught here rather than at the first connection attempt.
+		addrs := strings.Split(u.Host, ",")
+		if slices.Contains(addrs, "") {
+			return nil, fmt.Errorf("queue: redis URL: %s:// needs host:port[,host:port...]", u.Scheme)
+		}
+		if u.Scheme == "redis-sentinel" && u.Query().Get("master") == "" {
+			return nil, fmt.Errorf("queue: redis URL: redis-sentinel:// needs ?master=<name>")
+		}
+	}
 	if u.Scheme == "redis-cluster" {
 		opt := asynq.RedisClusterClientOpt{Addrs: strings.Split(u.Host, ",")}
 		if u.User != nil {

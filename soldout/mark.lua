@@ -1,8 +1,8 @@
 -- mark.lua: record that a product sold out at a restock generation, unless
 -- a restock has been announced since.
 --
--- KEYS[1] -> <prefix>soldout:<product>   (the flag: restock generation it was set at)
--- KEYS[2] -> <prefix>restock:<product>   (newest announced restock generation)
+-- KEYS[1] -> <prefix>soldout:{<product>}   (the flag: restock generation it was set at)
+-- KEYS[2] -> <prefix>restock:{<product>}   (newest announced restock generation)
 -- ARGV[1] -> restock generation the worker read with stock = 0
 -- ARGV[2] -> flag lifetime in milliseconds (a safety net; restock deletes it)
 -- Returns 1 if the flag was set, 0 if a newer restock was announced.

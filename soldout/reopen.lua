@@ -1,8 +1,8 @@
 -- reopen.lua: announce a restock and clear the sold-out flag, before the
 -- stock is added in PostgreSQL.
 --
--- KEYS[1] -> <prefix>soldout:<product>
--- KEYS[2] -> <prefix>restock:<product>
+-- KEYS[1] -> <prefix>soldout:{<product>}
+-- KEYS[2] -> <prefix>restock:{<product>}
 -- ARGV[1] -> restock generation stored in PostgreSQL (a floor, in case
 --            Redis lost the counter)
 -- Returns the new restock generation: max(announced, ARGV[1]) + 1.

@@ -82,8 +82,12 @@ func New(rdb redis.UniversalClient, opts Options) *Gate {
 	return &Gate{rdb: rdb, opts: opts, cache: map[string]entry{}}
 }
 
+// keys are the product's flag and restock counter. The {product} hash tag
+// keeps both in one slot of a Redis Cluster, where the scripts that touch
+// both would otherwise fail (CROSSSLOT).
 func (g *Gate) keys(product string) []string {
-	return []string{g.opts.KeyPrefix + "soldout:" + product, g.opts.KeyPrefix + "restock:" + product}
+	tag := "{" + product + "}"
+	return []string{g.opts.KeyPrefix + "soldout:" + tag, g.opts.KeyPrefix + "restock:" + tag}
 }
 
 // SoldOut reports whether product is flagged sold out. It reads Redis at

@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/flashsale/flashsale/internal/obs"
 	"github.com/flashsale/flashsale/inventory"
 	"github.com/flashsale/flashsale/lock"
 )
@@ -60,7 +61,7 @@ func newMetrics(reg prometheus.Registerer, store *inventory.Store) (*metrics, er
 	}
 	cs := []prometheus.Collector{m.orders, m.rounds, m.batchOrders, m.batchProducts, m.roundSeconds, m.staleFences, m.rescued}
 	if store != nil {
-		cs = append(cs, poolCollector(store))
+		cs = append(cs, obs.NewPoolCollector(store))
 	}
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {
@@ -85,40 +86,6 @@ func (m *metrics) observeRound(orders, products int, d time.Duration, err error)
 		result = "error"
 	}
 	m.rounds.WithLabelValues(result).Inc()
-}
-
-// poolCollector exports the PostgreSQL pool's figures.
-func poolCollector(store *inventory.Store) prometheus.Collector {
-	return &poolStats{store: store,
-		total:    prometheus.NewDesc("flashsale_db_pool_conns", "PostgreSQL pool connections by state.", []string{"state"}, nil),
-		max:      prometheus.NewDesc("flashsale_db_pool_max_conns", "PostgreSQL pool size limit.", nil, nil),
-		acquires: prometheus.NewDesc("flashsale_db_pool_acquires_total", "Connections acquired from the pool.", nil, nil),
-		waited:   prometheus.NewDesc("flashsale_db_pool_empty_acquires_total", "Acquires that had to wait for a connection.", nil, nil),
-		waitSecs: prometheus.NewDesc("flashsale_db_pool_acquire_seconds_total", "Time spent acquiring connections.", nil, nil),
-	}
-}
-
-type poolStats struct {
-	store                                  *inventory.Store
-	total, max, acquires, waited, waitSecs *prometheus.Desc
-}
-
-func (p *poolStats) Describe(ch chan<- *prometheus.Desc) {
-	ch <- p.total
-	ch <- p.max
-	ch <- p.acquires
-	ch <- p.waited
-	ch <- p.waitSecs
-}
-
-func (p *poolStats) Collect(ch chan<- prometheus.Metric) {
-	s := p.store.PoolStats()
-	ch <- prometheus.MustNewConstMetric(p.total, prometheus.GaugeValue, float64(s.IdleConns), "idle")
-	ch <- prometheus.MustNewConstMetric(p.total, prometheus.GaugeValue, float64(s.AcquiredConns), "acquired")
-	ch <- prometheus.MustNewConstMetric(p.max, prometheus.GaugeValue, float64(s.MaxConns))
-	ch <- prometheus.MustNewConstMetric(p.acquires, prometheus.CounterValue, float64(s.AcquireCount))
-	ch <- prometheus.MustNewConstMetric(p.waited, prometheus.CounterValue, float64(s.EmptyAcquireCount))
-	ch <- prometheus.MustNewConstMetric(p.waitSecs, prometheus.CounterValue, s.AcquireDuration.Seconds())
 }
 
 // LockObserver exports a lock client's events as Prometheus metrics. Pass it

@@ -14,12 +14,15 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/hibiken/asynq"
+	asynqmetrics "github.com/hibiken/asynq/x/metrics"
+	"github.com/hibiken/asynqmon"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/flashsale/flashsale/api"
+	"github.com/flashsale/flashsale/internal/obs"
 	"github.com/flashsale/flashsale/inventory"
 	"github.com/flashsale/flashsale/lock"
 	"github.com/flashsale/flashsale/notify"
@@ -120,10 +123,22 @@ func serveAPI(ctx context.Context, cfg config, log *slog.Logger, ready func(addr
 	svc := sale.New(store, queue.NewProducer(client, qopts), queue.NewInspector(inspector, qopts),
 		soldout.New(rdb, soldout.Options{KeyPrefix: cfg.KeyPrefix}), hub)
 	reg := newRegistry()
+	// Queue size, latency and task counts of every queue on the queue's
+	// Redis (asynq's own collector), and this process's PostgreSQL pool.
+	if err := reg.Register(asynqmetrics.NewQueueMetricsCollector(inspector)); err != nil {
+		return err
+	}
+	if err := reg.Register(obs.NewPoolCollector(store)); err != nil {
+		return err
+	}
+	// The asynq queue monitor, read-only, served by the API to admins.
+	monitor := asynqmon.New(asynqmon.Options{RootPath: api.MonitorPath, RedisConnOpt: connOpt, ReadOnly: true})
+	defer monitor.Close()
 	handler, err := api.New(svc, api.Config{
 		AdminToken: cfg.AdminToken,
 		Logger:     log,
 		Registerer: reg,
+		Monitor:    monitor,
 		ReadyChecks: map[string]func(context.Context) error{
 			"postgres": store.Ping,
 			"redis":    func(ctx context.Context) error { return rdb.Ping(ctx).Err() },

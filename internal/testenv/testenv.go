@@ -13,6 +13,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"net/url"
 	"os"
 	"regexp"
@@ -201,4 +202,60 @@ func Eventually(t testing.TB, timeout time.Duration, cond func() error) {
 		time.Sleep(delay)
 		delay = min(delay*2, 50*time.Millisecond)
 	}
+}
+
+// PrivateRedisCluster starts a Redis Cluster of n private masters (no
+// replicas), the hash slots split evenly, waits until every node reports
+// cluster_state:ok, and returns the nodes' addresses. The processes are
+// killed at cleanup.
+func PrivateRedisCluster(t testing.TB, n int) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var addrs []string
+	for i := range n {
+		node := PrivateRedis(t, localsvc.RedisOptions{Args: []string{
+			"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"}})
+		addrs = append(addrs, node.Addr())
+		c := redis.NewClient(&redis.Options{Addr: node.Addr()})
+		lo, hi := i*16384/n, (i+1)*16384/n-1
+		err := c.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", lo, hi).Err()
+		if err == nil && i > 0 {
+			host, port, _ := strings.Cut(addrs[0], ":")
+			err = c.Do(ctx, "CLUSTER", "MEET", host, port).Err()
+		}
+		_ = c.Close()
+		if err != nil {
+			t.Fatalf("testenv: form a Redis Cluster: %v", err)
+		}
+	}
+	Eventually(t, 20*time.Second, func() error {
+		for _, a := range addrs {
+			c := redis.NewClient(&redis.Options{Addr: a})
+			info, err := c.ClusterInfo(ctx).Result()
+			_ = c.Close()
+			if err != nil {
+				return err
+			}
+			if !strings.Contains(info, "cluster_state:ok") || !strings.Contains(info, fmt.Sprintf("cluster_known_nodes:%d", n)) {
+				return fmt.Errorf("node %s: %s", a, info)
+			}
+		}
+		return nil
+	})
+	return addrs
+}
+
+// PrivateSentinel starts a private Redis server and a Sentinel that
+// monitors it as "mymaster", and returns the Sentinel's address. Both are
+// killed at cleanup.
+func PrivateSentinel(t testing.TB) string {
+	t.Helper()
+	master := PrivateRedis(t, localsvc.RedisOptions{})
+	s, err := localsvc.StartSentinel(localsvc.SentinelOptions{Dir: t.TempDir(), Master: master.Addr()})
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	t.Cleanup(func() { _ = s.Kill() })
+	return s.Addr()
 }

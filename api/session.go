@@ -1,0 +1,151 @@
+package api
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"crypto/subtle"
+	"embed"
+	"encoding/base64"
+	"html/template"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+)
+
+// A browser cannot send a bearer header by itself, so the read-only admin
+// pages (the dashboard's data and the queue monitor) also accept a session
+// cookie, set by POST /login after the admin token was typed into a form.
+//
+// The cookie holds "<expiry unix seconds>.<HMAC-SHA256 keyed by the admin
+// token over the expiry>": it never contains the token, any API process that
+// knows the token can check it, it expires on its own, and changing the
+// token invalidates every session. It is HttpOnly and SameSite=Strict (and
+// Secure behind TLS), and it grants only GET access to /v1/dashboard and
+// /monitoring/: every endpoint that changes something still needs the
+// bearer header.
+const (
+	// SessionCookie is the name of the admin session cookie.
+	SessionCookie = "flashsale_admin"
+	// SessionTTL is how long an admin session lasts.
+	SessionTTL = 12 * time.Hour
+)
+
+// sessionValue is the cookie value of a session that ends at exp.
+func sessionValue(token string, exp time.Time) string {
+	e := strconv.FormatInt(exp.Unix(), 10)
+	mac := hmac.New(sha256.New, []byte(token))
+	mac.Write([]byte("flashsale admin session v1\x00" + e))
+	return e + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
+}
+
+// validSession checks a cookie value in constant time: a MAC of the token
+// over an expiry that has not passed (and is not further away than
+// SessionTTL, which no session of ours is).
+func validSession(token, value string, now time.Time) bool {
+	e, _, ok := strings.Cut(value, ".")
+	if !ok || token == "" {
+		return false
+	}
+	n, err := strconv.ParseInt(e, 10, 64)
+	if err != nil {
+		return false
+	}
+	exp := time.Unix(n, 0)
+	if !now.Before(exp) || exp.After(now.Add(SessionTTL+time.Minute)) {
+		return false
+	}
+	return hmac.Equal([]byte(sessionValue(token, exp)), []byte(value))
+}
+
+// adminRead lets a request through with the admin bearer token or a valid
+// admin session cookie. Without either, a browser asking for a page is sent
+// to the sign-in form; anything else gets 401.
+func (s *server) adminRead(c *gin.Context) {
+	if s.cfg.AdminToken == "" {
+		abort(c, http.StatusUnauthorized, "unauthorized", "admin endpoints are disabled (no admin token configured)")
+		return
+	}
+	if h := c.GetHeader("Authorization"); h != "" {
+		s.admin(c) // a wrong bearer token is refused even with a cookie
+		return
+	}
+	if v, err := c.Cookie(SessionCookie); err == nil && validSession(s.cfg.AdminToken, v, time.Now()) {
+		c.Next()
+		return
+	}
+	if strings.Contains(c.GetHeader("Accept"), "text/html") {
+		c.Redirect(http.StatusSeeOther, "/login?next="+url.QueryEscape(c.Request.URL.Path))
+		c.Abort()
+		return
+	}
+	c.Header("WWW-Authenticate", `Bearer realm="flashsale"`)
+	abort(c, http.StatusUnauthorized, "unauthorized", "missing or wrong admin token")
+}
+
+//go:embed ui/login.html
+var loginFS embed.FS
+
+var loginPage = template.Must(template.ParseFS(loginFS, "ui/login.html"))
+
+// safeNext keeps the redirect after sign-in on this site's admin pages.
+func safeNext(next string) string {
+	if next == MonitorPath+"/" || next == "/" {
+		return next
+	}
+	return "/"
+}
+
+func (s *server) loginForm(c *gin.Context) {
+	s.renderLogin(c, http.StatusOK, c.Query("next"), "")
+}
+
+func (s *server) renderLogin(c *gin.Context, status int, next, problem string) {
+	pageHeaders(c)
+	c.Status(status)
+	c.Header("Content-Type", "text/html; charset=utf-8")
+	if err := loginPage.Execute(c.Writer, struct{ Next, Problem string }{safeNext(next), problem}); err != nil {
+		s.log.ErrorContext(c, "render login page", "err", err)
+	}
+}
+
+// login checks the admin token from the sign-in form and sets the session
+// cookie.
+func (s *server) login(c *gin.Context) {
+	next := safeNext(c.PostForm("next"))
+	token := c.PostForm("token")
+	if s.cfg.AdminToken == "" {
+		s.renderLogin(c, http.StatusUnauthorized, next, "Admin access is disabled: no admin token is configured.")
+		return
+	}
+	if subtle.ConstantTimeCompare([]byte(token), []byte(s.cfg.AdminToken)) != 1 {
+		s.log.WarnContext(c, "admin sign-in refused", "remote", c.ClientIP())
+		s.renderLogin(c, http.StatusUnauthorized, next, "Wrong token.")
+		return
+	}
+	exp := time.Now().Add(SessionTTL)
+	http.SetCookie(c.Writer, &http.Cookie{
+		Name: SessionCookie, Value: sessionValue(s.cfg.AdminToken, exp), Path: "/",
+		Expires: exp, MaxAge: int(SessionTTL / time.Second),
+		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: secureRequest(c),
+	})
+	s.log.InfoContext(c, "admin signed in", "remote", c.ClientIP())
+	c.Redirect(http.StatusSeeOther, next)
+}
+
+func (s *server) logout(c *gin.Context) {
+	http.SetCookie(c.Writer, &http.Cookie{
+		Name: SessionCookie, Value: "", Path: "/", MaxAge: -1,
+		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: secureRequest(c),
+	})
+	c.Redirect(http.StatusSeeOther, "/login")
+}
+
+// secureRequest reports whether the browser reached us over TLS, directly or
+// through a proxy that says so.
+func secureRequest(c *gin.Context) bool {
+	return c.Request.TLS != nil || strings.EqualFold(c.GetHeader("X-Forwarded-Proto"), "https")
+}

@@ -1,0 +1,210 @@
+package api
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynqmon"
+)
+
+func TestSessionValue(t *testing.T) {
+	t.Parallel()
+	now := time.Now()
+	good := sessionValue("tok", now.Add(time.Hour))
+	tests := []struct {
+		name, token, value string
+		want               bool
+	}{
+		{"valid", "tok", good, true},
+		{"other token", "tok2", good, false},
+		{"no token configured", "", sessionValue("", now.Add(time.Hour)), false},
+		{"expired", "tok", sessionValue("tok", now.Add(-time.Second)), false},
+		{"too far ahead", "tok", sessionValue("tok", now.Add(SessionTTL+time.Hour)), false},
+		{"tampered expiry", "tok", strings.Replace(good, good[:3], "999", 1), false},
+		{"tampered mac", "tok", good[:len(good)-2] + "AA", false},
+		{"no dot", "tok", "12345", false},
+		{"empty", "tok", "", false},
+		{"the token itself", "tok", "tok", false},
+	}
+	for _, tc := range tests {
+		if got := validSession(tc.token, tc.value, now); got != tc.want {
+			t.Errorf("%s: validSession(%q) = %v, want %v", tc.name, tc.value, got, tc.want)
+		}
+	}
+	if strings.Contains(good, "tok") {
+		t.Errorf("cookie value %q contains the token", good)
+	}
+}
+
+// signIn posts the sign-in form and returns the answer.
+func signIn(t *testing.T, h http.Handler, token, next string) (int, http.Header) {
+	t.Helper()
+	form := url.Values{"token": {token}, "next": {next}}.Encode()
+	rec := do(t, h, request{method: "POST", path: "/login", body: form,
+		header: map[string]string{"Content-Type": "application/x-www-form-urlencoded"}})
+	return rec.Code, rec.Header()
+}
+
+func sessionCookie(t *testing.T, header http.Header) *http.Cookie {
+	t.Helper()
+	for _, c := range (&http.Response{Header: header}).Cookies() {
+		if c.Name == SessionCookie {
+			return c
+		}
+	}
+	t.Fatalf("no %s cookie in %v", SessionCookie, header.Values("Set-Cookie"))
+	return nil
+}
+
+func TestSignInGrantsReadOnlyAdminPages(t *testing.T) {
+	t.Parallel()
+	svc, _ := newService(t)
+	monitor := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("monitor " + r.URL.Path)) })
+	h := newHandler(t, svc, Config{Monitor: monitor})
+
+	if code, _ := signIn(t, h, "wrong", "/"); code != http.StatusUnauthorized {
+		t.Errorf("sign in with a wrong token: got %d, want 401", code)
+	}
+	code, header := signIn(t, h, testToken, "/monitoring/")
+	if code != http.StatusSeeOther || header.Get("Location") != "/monitoring/" {
+		t.Fatalf("sign in: got %d to %q, want 303 to /monitoring/", code, header.Get("Location"))
+	}
+	c := sessionCookie(t, header)
+	if !c.HttpOnly || c.SameSite != http.SameSiteStrictMode || c.Path != "/" || c.MaxAge != int(SessionTTL/time.Second) {
+		t.Errorf("cookie: got %+v, want HttpOnly, SameSite=Strict, Path=/, Max-Age=%d", c, int(SessionTTL/time.Second))
+	}
+	if strings.Contains(c.Value, testToken) {
+		t.Errorf("cookie value %q contains the token", c.Value)
+	}
+	withCookie := map[string]string{"Cookie": c.Name + "=" + c.Value, "Accept": "application/json"}
+	html := map[string]string{"Accept": "text/html,application/xhtml+xml"}
+
+	tests := []struct {
+		name string
+		req  request
+		want int
+	}{
+		{"dashboard with the cookie", request{method: "GET", path: "/v1/dashboard", header: withCookie}, 200},
+		{"monitor with the cookie", request{method: "GET", path: "/monitoring/", header: withCookie}, 200},
+		{"monitor API with the cookie", request{method: "GET", path: "/monitoring/api/queues", header: withCookie}, 200},
+		{"monitor with the bearer token", request{method: "GET", path: "/monitoring/", header: bearer(testToken)}, 200},
+		{"monitor without the slash", request{method: "GET", path: "/monitoring", header: withCookie}, http.StatusMovedPermanently},
+		{"monitor, not signed in", request{method: "GET", path: "/monitoring/api/queues"}, 401},
+		{"monitor page, not signed in", request{method: "GET", path: "/monitoring/", header: html}, 303},
+		{"monitor is read-only", request{method: "POST", path: "/monitoring/api/queues/q:pause", header: withCookie}, 405},
+		{"a wrong bearer token beats the cookie", request{method: "GET", path: "/v1/dashboard",
+			header: map[string]string{"Cookie": c.Name + "=" + c.Value, "Authorization": "Bearer wrong"}}, 401},
+		{"the cookie does not create products", request{method: "POST", path: "/v1/products", header: withCookie,
+			body: `{"id":"p","name":"p","stock":1}`}, 401},
+		{"the cookie does not read /v1/queue", request{method: "GET", path: "/v1/queue", header: withCookie}, 401},
+		{"a forged cookie", request{method: "GET", path: "/v1/dashboard",
+			header: map[string]string{"Cookie": SessionCookie + "=" + sessionValue("guess", time.Now().Add(time.Hour))}}, 401},
+		{"an expired cookie", request{method: "GET", path: "/v1/dashboard",
+			header: map[string]string{"Cookie": SessionCookie + "=" + sessionValue(testToken, time.Now().Add(-time.Minute))}}, 401},
+	}
+	for _, tc := range tests {
+		rec := do(t, h, tc.req)
+		if rec.Code != tc.want {
+			t.Errorf("%s: %s %s: got %d %s, want %d", tc.name, tc.req.method, tc.req.path, rec.Code, rec.Body, tc.want)
+		}
+		if tc.want == http.StatusSeeOther {
+			if got := rec.Header().Get("Location"); got != "/login?next=%2Fmonitoring%2F" {
+				t.Errorf("%s: redirected to %q, want the sign-in form", tc.name, got)
+			}
+		}
+	}
+
+	rec := do(t, h, request{method: "POST", path: "/logout"})
+	if out := sessionCookie(t, rec.Header()); rec.Code != http.StatusSeeOther || out.MaxAge >= 0 {
+		t.Errorf("sign out: got %d with cookie %+v, want 303 and the cookie removed", rec.Code, out)
+	}
+}
+
+func TestSignInRedirectsOnlyToAdminPages(t *testing.T) {
+	t.Parallel()
+	h := newHandler(t, nil, Config{})
+	for next, want := range map[string]string{
+		"/": "/", "/monitoring/": "/monitoring/", "https://evil.example/": "/", "//evil.example": "/",
+		"/v1/products": "/", "": "/", `/\evil.example`: "/",
+	} {
+		if code, header := signIn(t, h, testToken, next); code != http.StatusSeeOther || header.Get("Location") != want {
+			t.Errorf("next=%q: got %d to %q, want 303 to %q", next, code, header.Get("Location"), want)
+		}
+	}
+	rec := do(t, h, request{method: "GET", path: "/login?next=/monitoring/"})
+	if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), `name="next" value="/monitoring/"`) {
+		t.Errorf("GET /login: got %d, want 200 with the form carrying next", rec.Code)
+	}
+	if csp := rec.Header().Get("Content-Security-Policy"); !strings.Contains(csp, "frame-ancestors 'none'") {
+		t.Errorf("GET /login: Content-Security-Policy %q, want frame-ancestors 'none'", csp)
+	}
+}
+
+func TestSignInRefusedWithoutAdminToken(t *testing.T) {
+	t.Parallel()
+	h, err := New(nil, Config{}) // no admin token configured
+	if err != nil {
+		t.Fatal(err)
+	}
+	form := url.Values{"token": {""}}.Encode()
+	rec := do(t, h, request{method: "POST", path: "/login", body: form,
+		header: map[string]string{"Content-Type": "application/x-www-form-urlencoded"}})
+	if rec.Code != http.StatusUnauthorized || len(rec.Result().Cookies()) != 0 {
+		t.Errorf("sign in with no token configured: got %d, cookies %v; want 401 and none", rec.Code, rec.Result().Cookies())
+	}
+	rec = do(t, h, request{method: "GET", path: "/v1/dashboard", header: map[string]string{"Cookie": SessionCookie + "=" + sessionValue("", time.Now().Add(time.Hour))}})
+	if rec.Code != http.StatusUnauthorized {
+		t.Errorf("dashboard with no token configured: got %d, want 401", rec.Code)
+	}
+}
+
+// asynqmon v0.7.2 against asynq v0.26: the page and the API calls the page
+// makes answer, through the admin check, and writes are refused.
+func TestAsynqmonMounted(t *testing.T) {
+	t.Parallel()
+	svc, deps := newService(t)
+	// Something in the queue, so that asynq knows it.
+	h0 := newHandler(t, svc, Config{})
+	if rec := do(t, h0, request{method: "POST", path: "/v1/products", header: bearer(testToken), body: `{"id":"m","name":"m","stock":3}`}); rec.Code != 201 {
+		t.Fatalf("create: got %d %s", rec.Code, rec.Body)
+	}
+	if rec := do(t, h0, request{method: "POST", path: "/v1/orders", body: `{"product_id":"m","user_id":"u","quantity":1}`}); rec.Code != 202 {
+		t.Fatalf("order: got %d %s", rec.Code, rec.Body)
+	}
+
+	mon := asynqmon.New(asynqmon.Options{RootPath: MonitorPath, RedisConnOpt: deps.connOpt, ReadOnly: true})
+	t.Cleanup(func() { _ = mon.Close() })
+	h := newHandler(t, svc, Config{Monitor: mon})
+	admin := bearer(testToken)
+
+	rec := do(t, h, request{method: "GET", path: "/monitoring/", header: admin})
+	if rec.Code != 200 || !strings.Contains(rec.Body.String(), `/monitoring/static/`) {
+		t.Fatalf("GET /monitoring/: got %d %.200s, want the asynqmon page rooted at /monitoring", rec.Code, rec.Body)
+	}
+	for _, path := range []string{
+		"/monitoring/api/queues",
+		"/monitoring/api/queues/" + deps.queue,
+		"/monitoring/api/queues/" + deps.queue + "/pending_tasks",
+		"/monitoring/api/queue_stats",
+		"/monitoring/api/servers",
+		"/monitoring/api/redis_info",
+	} {
+		rec := do(t, h, request{method: "GET", path: path, header: admin})
+		// asynqmon sets no Content-Type on its JSON answers.
+		if rec.Code != 200 || !json.Valid(rec.Body.Bytes()) {
+			t.Errorf("GET %s: got %d %.200s, want 200 JSON", path, rec.Code, rec.Body)
+		}
+	}
+	rec = do(t, h, request{method: "GET", path: "/monitoring/api/queues/" + deps.queue + "/pending_tasks", header: admin})
+	if !strings.Contains(rec.Body.String(), `"type":"order:place"`) {
+		t.Errorf("pending tasks: got %.300s, want the queued order", rec.Body)
+	}
+	rec = do(t, h, request{method: "DELETE", path: "/monitoring/api/queues/" + deps.queue, header: admin})
+	if rec.Code != http.StatusMethodNotAllowed {
+		t.Errorf("DELETE a queue through the monitor: got %d, want 405", rec.Code)
+	}
+}

@@ -1,0 +1,183 @@
+package api
+
+import (
+	"context"
+	"embed"
+	"io/fs"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/flashsale/flashsale/inventory"
+	"github.com/flashsale/flashsale/queue"
+)
+
+// MonitorPath is where [Config.Monitor] is mounted; a monitor that builds
+// its own links (asynqmon's RootPath) must be given this path.
+const MonitorPath = "/monitoring"
+
+// DashboardProducts is the most products /v1/dashboard shows (by id).
+const DashboardProducts = 100
+
+// dashboardTTL is how long one /v1/dashboard snapshot is reused: the page
+// polls every 500ms during a burst, and every open page would otherwise
+// cost a products query and a queue stats call per poll.
+const dashboardTTL = 250 * time.Millisecond
+
+//go:embed ui/index.html ui/assets
+var uiFS embed.FS
+
+//go:embed openapi.json
+var openAPIDoc []byte
+
+// routeUI adds what browsers and tools use besides the JSON API: the live
+// sale dashboard (/ and /assets/, data from /v1/dashboard), the admin
+// sign-in, the queue monitor (/monitoring/) and the OpenAPI document.
+func (s *server) routeUI(r *gin.Engine) error {
+	index, err := uiFS.ReadFile("ui/index.html")
+	if err != nil {
+		return err
+	}
+	assets, err := fs.Sub(uiFS, "ui/assets")
+	if err != nil {
+		return err
+	}
+	files := http.StripPrefix("/assets", http.FileServerFS(assets))
+
+	r.GET("/", func(c *gin.Context) {
+		pageHeaders(c)
+		c.Data(http.StatusOK, "text/html; charset=utf-8", index)
+	})
+	r.GET("/assets/*file", func(c *gin.Context) {
+		if strings.HasSuffix(c.Param("file"), "/") { // no directory listings
+			abort(c, http.StatusNotFound, "not_found", "no such endpoint")
+			return
+		}
+		pageHeaders(c)
+		c.Header("Cache-Control", "no-cache")
+		files.ServeHTTP(c.Writer, c.Request)
+	})
+	r.GET("/login", s.loginForm)
+	r.POST("/login", s.login)
+	r.POST("/logout", s.logout)
+	r.GET("/openapi.json", func(c *gin.Context) {
+		c.Data(http.StatusOK, "application/json", openAPIDoc)
+	})
+
+	d := &dashboard{svc: s.svc, ttl: dashboardTTL}
+	r.GET("/v1/dashboard", s.adminRead, func(c *gin.Context) {
+		v, err := d.snapshot(c)
+		if err != nil {
+			s.fail(c, err)
+			return
+		}
+		c.Header("Cache-Control", "no-store")
+		c.JSON(http.StatusOK, v)
+	})
+
+	if s.cfg.Monitor != nil {
+		// GET only: the monitor runs read-only, and this refuses the rest
+		// (405) before it reaches it.
+		r.GET(MonitorPath+"/*any", s.adminRead, func(c *gin.Context) {
+			c.Header("X-Frame-Options", "DENY")
+			c.Header("Referrer-Policy", "no-referrer")
+			s.cfg.Monitor.ServeHTTP(c.Writer, c.Request)
+		})
+	}
+	return nil
+}
+
+// pageHeaders are the security headers of flashsale's own pages: scripts,
+// styles and requests only from this origin, never framed.
+func pageHeaders(c *gin.Context) {
+	c.Header("Content-Security-Policy", "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "+
+		"connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+	c.Header("X-Content-Type-Options", "nosniff")
+	c.Header("Referrer-Policy", "no-referrer")
+}
+
+// dashboardJSON is the body of GET /v1/dashboard.
+type dashboardJSON struct {
+	// Time is when the snapshot was taken; the page computes rates from
+	// the difference of two snapshots.
+	Time     time.Time          `json:"time"`
+	Products []dashboardProduct `json:"products"`
+	// More is true when there are more than DashboardProducts products.
+	More  bool        `json:"more"`
+	Queue queue.Stats `json:"queue"`
+}
+
+type dashboardProduct struct {
+	productJSON
+	Orders outcomesJSON `json:"orders"`
+}
+
+// outcomesJSON counts a product's decided orders by outcome.
+type outcomesJSON struct {
+	Succeeded     int64 `json:"succeeded"`
+	SoldOut       int64 `json:"sold_out"`
+	LimitExceeded int64 `json:"limit_exceeded"`
+	Failed        int64 `json:"failed"`
+}
+
+// dashboard serves snapshots, each shared by every request within ttl.
+type dashboard struct {
+	svc   Service
+	ttl   time.Duration
+	group singleflight.Group
+
+	mu   sync.Mutex
+	last dashboardJSON
+}
+
+func (d *dashboard) snapshot(ctx context.Context) (dashboardJSON, error) {
+	d.mu.Lock()
+	last := d.last
+	d.mu.Unlock()
+	if !last.Time.IsZero() && time.Since(last.Time) < d.ttl {
+		return last, nil
+	}
+	v, err, _ := d.group.Do("", func() (any, error) {
+		// Shared by concurrent callers: not cancelled with the first one.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		return d.load(ctx)
+	})
+	if err != nil {
+		return dashboardJSON{}, err
+	}
+	snap := v.(dashboardJSON)
+	d.mu.Lock()
+	if snap.Time.After(d.last.Time) {
+		d.last = snap
+	}
+	d.mu.Unlock()
+	return snap, nil
+}
+
+func (d *dashboard) load(ctx context.Context) (dashboardJSON, error) {
+	ps, err := d.svc.Products(ctx, "", DashboardProducts+1)
+	if err != nil {
+		return dashboardJSON{}, err
+	}
+	st, err := d.svc.QueueStats(ctx)
+	if err != nil {
+		return dashboardJSON{}, err
+	}
+	out := dashboardJSON{Time: time.Now().UTC(), Queue: st, Products: make([]dashboardProduct, 0, len(ps))}
+	if len(ps) > DashboardProducts {
+		ps, out.More = ps[:DashboardProducts], true
+	}
+	for _, p := range ps {
+		out.Products = append(out.Products, dashboardProduct{productJSON: toProduct(p), Orders: toOutcomes(p.Orders)})
+	}
+	return out, nil
+}
+
+func toOutcomes(o inventory.OrderCounts) outcomesJSON {
+	return outcomesJSON{Succeeded: o.Succeeded, SoldOut: o.SoldOut, LimitExceeded: o.LimitExceeded, Failed: o.Failed}
+}
