@@ -13,6 +13,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"net/url"
 	"os"
 	"regexp"
@@ -201,4 +202,18 @@ func Eventually(t testing.TB, timeout time.Duration, cond func() error) {
 		time.Sleep(delay)
 		delay = min(delay*2, 50*time.Millisecond)
 	}
+}
+
+// UnreachableRedis returns a client of a local address where no Redis
+// listens (a free port), which fails at once without retrying, for tests of
+// what happens when Redis is down. It is closed at cleanup.
+func UnreachableRedis(t testing.TB) *redis.Client {
+	t.Helper()
+	port, err := localsvc.FreePort()
+	if err != nil {
+		t.Fatalf("testenv: free port: %v", err)
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", port), MaxRetries: -1, DialTimeout: time.Second})
+	t.Cleanup(func() { _ = rdb.Close() })
+	return rdb
 }
