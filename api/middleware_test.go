@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/flashsale/flashsale/api"
 	"github.com/flashsale/flashsale/api/apitest"
@@ -358,6 +360,27 @@ func TestSecretsStayOutOfLogsAndAnswers(t *testing.T) {
 			if strings.Contains(string(a.Body), secret) || strings.Contains(a.Header.Get("WWW-Authenticate"), secret) {
 				t.Errorf("an answer shows %q: %s", secret, a.Body)
 			}
+		}
+	}
+}
+
+func TestMetricsLabelsStayBounded(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	h, _ := bare(t, api.Config{Registerer: reg})
+	for i := range 200 {
+		req := httptest.NewRequest("GET", fmt.Sprintf("/random/%d", i), nil)
+		req.Method = fmt.Sprintf("M%d", i) // any token is a valid method
+		h.ServeHTTP(httptest.NewRecorder(), req)
+	}
+	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/healthz", nil))
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if n := len(f.GetMetric()); n > 5 {
+			t.Errorf("%s has %d series after 200 requests with made-up methods and paths; want a handful", f.GetName(), n)
 		}
 	}
 }
