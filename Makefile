@@ -19,6 +19,15 @@ test:
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 
+## fuzz: each fuzz target of hostile input for FUZZTIME (default 10s), against the real Redis and PostgreSQL
+FUZZTIME ?= 10s
+FUZZ_TARGETS := FuzzPlaceOrder FuzzProductRequests FuzzPathParams
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+		echo "== $$t ($(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) ./api/ || exit 1; \
+	done
+
 vet:
 	$(GO) vet $(PKGS)
 

@@ -7,13 +7,12 @@ package api
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/json"
 	"errors"
-	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -56,12 +55,16 @@ type Config struct {
 	// Monitor, if set, is served under MonitorPath+"/" to admins (bearer
 	// token or admin session cookie), GET requests only: the queue monitor.
 	Monitor http.Handler
+	// MaxWait caps the ?wait= of GET /v1/orders/{id}; default and at most
+	// sale.MaxWait.
+	MaxWait time.Duration
 }
 
 type server struct {
-	svc Service
-	cfg Config
-	log *slog.Logger
+	svc       Service
+	cfg       Config
+	log       *slog.Logger
+	adminHash [sha256.Size]byte
 }
 
 // New returns the HTTP handler of the v1 API.
@@ -72,7 +75,10 @@ func New(svc Service, cfg Config) (*gin.Engine, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &server{svc: svc, cfg: cfg, log: cfg.Logger}
+	if cfg.MaxWait <= 0 || cfg.MaxWait > sale.MaxWait {
+		cfg.MaxWait = sale.MaxWait
+	}
+	s := &server{svc: svc, cfg: cfg, log: cfg.Logger, adminHash: sha256.Sum256([]byte(cfg.AdminToken))}
 	r := gin.New()
 	r.HandleMethodNotAllowed = true
 	r.ContextWithFallback = true
@@ -119,6 +125,20 @@ func abort(c *gin.Context, status int, code, msg string) {
 // fail maps a service error to its HTTP answer.
 func (s *server) fail(c *gin.Context, err error) {
 	switch {
+	case c.Request.Context().Err() != nil:
+		// The client went away or the server is shutting down: nobody is
+		// waiting for an error log about it.
+		s.log.DebugContext(c, "request cancelled", "err", err)
+		c.Header("Retry-After", "1")
+		abort(c, http.StatusServiceUnavailable, "unavailable", "the request was cancelled")
+	case errors.Is(err, sale.ErrRateLimited):
+		wait := time.Second
+		var rl *sale.RateLimitedError
+		if errors.As(err, &rl) {
+			wait = rl.RetryAfter
+		}
+		c.Header("Retry-After", retryAfter(wait))
+		abort(c, http.StatusTooManyRequests, "rate_limited", "too many orders from this user; retry after Retry-After seconds")
 	case errors.Is(err, sale.ErrInvalid):
 		abort(c, http.StatusBadRequest, "invalid_request", strings.TrimPrefix(err.Error(), sale.ErrInvalid.Error()+": "))
 	case errors.Is(err, sale.ErrUnknownProduct):
@@ -141,15 +161,24 @@ func (s *server) fail(c *gin.Context, err error) {
 	}
 }
 
-// admin refuses the request unless it carries the admin bearer token,
-// compared in constant time.
+// retryAfter renders a Retry-After header: whole seconds, rounded up, at
+// least 1.
+func retryAfter(d time.Duration) string {
+	return strconv.FormatInt(max(int64((d+time.Second-1)/time.Second), 1), 10)
+}
+
+// admin refuses the request unless it carries the admin bearer token. The
+// scheme is matched ignoring case (RFC 9110); the tokens are compared as
+// SHA-256 digests in constant time, so neither their content nor their
+// length shows in the timing.
 func (s *server) admin(c *gin.Context) {
 	if s.cfg.AdminToken == "" {
 		abort(c, http.StatusUnauthorized, "unauthorized", "admin endpoints are disabled (no admin token configured)")
 		return
 	}
-	got, ok := strings.CutPrefix(c.GetHeader("Authorization"), "Bearer ")
-	if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(s.cfg.AdminToken)) != 1 {
+	scheme, token, ok := strings.Cut(c.GetHeader("Authorization"), " ")
+	got := sha256.Sum256([]byte(token))
+	if !ok || !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare(got[:], s.adminHash[:]) != 1 {
 		c.Header("WWW-Authenticate", `Bearer realm="flashsale"`)
 		abort(c, http.StatusUnauthorized, "unauthorized", "missing or wrong admin token")
 		return
@@ -157,56 +186,21 @@ func (s *server) admin(c *gin.Context) {
 	c.Next()
 }
 
-// limitBody caps request bodies; decodeJSON turns the overflow into 413.
+// limitBody caps request bodies: a declared Content-Length over the limit
+// is 413 at once; a body that turns out longer (chunked, or a wrong length)
+// fails to read, and decodeJSON answers 413.
 func (s *server) limitBody() gin.HandlerFunc {
 	return func(c *gin.Context) {
+		if c.Request.ContentLength > s.cfg.BodyLimit {
+			rerr := tooLarge(s.cfg.BodyLimit)
+			abort(c, rerr.status, rerr.code, rerr.message)
+			return
+		}
 		if c.Request.Body != nil {
 			c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, s.cfg.BodyLimit)
 		}
 		c.Next()
 	}
-}
-
-// decodeJSON reads exactly one JSON object with only known fields into v.
-// It answers the request itself and returns false on any problem.
-func decodeJSON(c *gin.Context, v any) bool {
-	dec := json.NewDecoder(c.Request.Body)
-	dec.DisallowUnknownFields()
-	err := dec.Decode(v)
-	if err == nil {
-		// Anything after the object, other than whitespace, is an error.
-		if _, terr := dec.Token(); terr != io.EOF {
-			err = errors.New("unexpected data after the JSON object")
-		}
-	}
-	if err == nil {
-		return true
-	}
-	var tooBig *http.MaxBytesError
-	var typeErr *json.UnmarshalTypeError
-	var syntaxErr *json.SyntaxError
-	switch {
-	case errors.As(err, &tooBig):
-		abort(c, http.StatusRequestEntityTooLarge, "payload_too_large", fmt.Sprintf("the body is larger than %d bytes", tooBig.Limit))
-	case errors.As(err, &typeErr):
-		abort(c, http.StatusBadRequest, "invalid_request", fmt.Sprintf("field %q must be %s", typeErr.Field, jsonType(typeErr.Type.String())))
-	case errors.As(err, &syntaxErr), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		abort(c, http.StatusBadRequest, "invalid_request", "the body is not valid JSON")
-	default:
-		// unknown field, trailing data
-		abort(c, http.StatusBadRequest, "invalid_request", err.Error())
-	}
-	return false
-}
-
-func jsonType(goType string) string {
-	switch strings.TrimPrefix(goType, "*") {
-	case "int", "int64":
-		return "an integer"
-	case "string":
-		return "a string"
-	}
-	return "of another type"
 }
 
 func (s *server) healthz(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) }

@@ -157,22 +157,17 @@ type orderJSON struct {
 	UpdatedAt time.Time `json:"updated_at"`
 }
 
-// getOrder answers an order's state; ?wait=<duration> (e.g. 10s, at most
-// 30s) holds the request until the order is final or the wait ends.
+// getOrder answers an order's state; ?wait=<duration> (e.g. 10s, capped at
+// Config.MaxWait) holds the request until the order is final or the wait ends.
 func (s *server) getOrder(c *gin.Context) {
 	var wait time.Duration
 	if v := c.Query("wait"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			if n, nerr := strconv.Atoi(v); nerr == nil {
-				d, err = time.Duration(n)*time.Second, nil
-			}
-		}
-		if err != nil || d < 0 {
+		d, ok := parseWait(v, s.cfg.MaxWait)
+		if !ok {
 			abort(c, http.StatusBadRequest, "invalid_request", "wait must be a duration such as 10s (at most 30s)")
 			return
 		}
-		wait = min(d, sale.MaxWait)
+		wait = d
 	}
 	var v sale.OrderView
 	var err error

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -16,18 +15,13 @@ import (
 
 	"github.com/flashsale/flashsale/internal/testenv"
 	"github.com/flashsale/flashsale/inventory"
-	"github.com/flashsale/flashsale/inventory/inventorytest"
 	"github.com/flashsale/flashsale/queue"
 	"github.com/flashsale/flashsale/sale"
+	"github.com/flashsale/flashsale/sale/saletest"
 	"github.com/flashsale/flashsale/soldout"
 )
 
 const testToken = "test-admin-token"
-
-func TestMain(m *testing.M) {
-	gin.SetMode(gin.TestMode) // no route listing on stdout
-	os.Exit(m.Run())
-}
 
 // testDeps are the real services behind a test's API: a fresh database, and
 // a queue and key prefix of the test's own on the shared Redis.
@@ -38,30 +32,16 @@ type testDeps struct {
 	queue   string
 }
 
-// newService wires a sale.Service like `flashsale api` does, without the
-// notify hub (waits poll), and removes the test's queue at cleanup.
+// newService wires a real sale.Service (see saletest) and returns what the
+// tests reach under it.
 func newService(t *testing.T) (*sale.Service, testDeps) {
 	t.Helper()
-	rdb := testenv.Redis(t)
-	ns := testenv.Namespace(t)
-	testenv.DeleteKeys(t, rdb, ns+":")
-	store := inventorytest.Open(t, inventorytest.NewDatabase(t), &inventory.Options{MaxConns: 4})
+	e := saletest.New(t, nil)
 	connOpt, err := queue.ParseRedisURL(testenv.RedisURL(), 8)
 	if err != nil {
 		t.Fatal(err)
 	}
-	client := asynq.NewClient(connOpt)
-	inspector := asynq.NewInspector(connOpt)
-	qname := "q_" + ns
-	t.Cleanup(func() {
-		_ = inspector.DeleteQueue(qname, true) // absent when nothing was queued
-		_ = inspector.Close()
-		_ = client.Close()
-	})
-	qopts := queue.Options{Queue: qname}
-	gate := soldout.New(rdb, soldout.Options{KeyPrefix: ns + ":"})
-	svc := sale.New(store, queue.NewProducer(client, qopts), queue.NewInspector(inspector, qopts), gate, nil)
-	return svc, testDeps{store: store, gate: gate, connOpt: connOpt, queue: qname}
+	return e.Service, testDeps{store: e.Store, gate: e.Gate, connOpt: connOpt, queue: e.Queue}
 }
 
 // newHandler builds the API on svc with cfg (admin token testToken unless

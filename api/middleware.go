@@ -108,7 +108,19 @@ func newMetricsMiddleware(reg prometheus.Registerer) (gin.HandlerFunc, error) {
 		if route == "" {
 			route = "unmatched"
 		}
-		requests.WithLabelValues(route, c.Request.Method, strconv.Itoa(c.Writer.Status())).Inc()
-		latency.WithLabelValues(route, c.Request.Method).Observe(time.Since(start).Seconds())
+		method := metricMethod(c.Request.Method)
+		requests.WithLabelValues(route, method, strconv.Itoa(c.Writer.Status())).Inc()
+		latency.WithLabelValues(route, method).Observe(time.Since(start).Seconds())
 	}, nil
+}
+
+// metricMethod bounds the method label: a client may send any token as a
+// method, and each new label value would be a new time series kept forever.
+func metricMethod(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions, http.MethodConnect, http.MethodTrace:
+		return m
+	}
+	return "other"
 }

@@ -296,11 +296,13 @@ func (i *Inspector) Stats(ctx context.Context) (Stats, error) {
 // asynq's own schemes (redis://, rediss://, redis-socket://,
 // redis-sentinel://host1,host2?master=name) it accepts
 // redis-cluster://host1:port,host2:port for a Redis Cluster. poolSize, when
-// positive, sets the connection pool size.
+// positive, sets the connection pool size. Errors never show the URL, which
+// may hold a password.
 func ParseRedisURL(raw string, poolSize int) (asynq.RedisConnOpt, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return nil, fmt.Errorf("queue: redis URL: %w", err)
+		// url.Parse's error quotes the whole URL, password included.
+		return nil, errors.New("queue: redis URL does not parse (a password with special characters must be percent-encoded)")
 	}
 	if u.Scheme == "redis-cluster" || u.Scheme == "redis-sentinel" {
 		// Caught here rather than at the first connection attempt.
@@ -313,12 +315,18 @@ func ParseRedisURL(raw string, poolSize int) (asynq.RedisConnOpt, error) {
 		}
 	}
 	if u.Scheme == "redis-cluster" {
+		if u.Host == "" {
+			return nil, errors.New("queue: redis-cluster URL names no hosts")
+		}
 		opt := asynq.RedisClusterClientOpt{Addrs: strings.Split(u.Host, ",")}
 		if u.User != nil {
 			opt.Username = u.User.Username()
 			opt.Password, _ = u.User.Password()
 		}
 		return opt, nil
+	}
+	if u.Scheme == "redis-sentinel" && u.Query().Get("master") == "" {
+		return nil, errors.New("queue: redis-sentinel URL needs ?master=<name>")
 	}
 	opt, err := asynq.ParseRedisURI(raw)
 	if err != nil {

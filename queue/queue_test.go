@@ -1,17 +1,59 @@
-package queue
+package queue_test
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
+	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/flashsale/flashsale/internal/testenv"
+	"github.com/flashsale/flashsale/queue"
 )
+
+var t0 = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+
+func order(id string) queue.Order {
+	return queue.Order{ID: id, ProductID: "p1", UserID: "u1", Quantity: 2, IdempotencyKey: "k1", AcceptedAt: t0}
+}
+
+func TestEncodeDecode(t *testing.T) {
+	t.Parallel()
+	want := order("01JABCDEFGHJKMNPQRSTVWXYZ0")
+	task, err := queue.Encode(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if task.Type() != queue.TypeOrder {
+		t.Errorf("task type = %q, want %q", task.Type(), queue.TypeOrder)
+	}
+	got, err := queue.Decode(task.Payload())
+	if err != nil || got != want {
+		t.Fatalf("Decode(Encode(o)) = %+v, %v; want %+v, nil", got, err, want)
+	}
+
+	bad := []string{
+		``, `null`, `[]`, `{"id":`, `"x"`,
+		`{}`,
+		`{"product_id":"p","user_id":"u","quantity":1}`,
+		`{"id":"o","user_id":"u","quantity":1}`,
+		`{"id":"o","product_id":"p","quantity":1}`,
+		`{"id":"o","product_id":"p","user_id":"u"}`,
+		`{"id":"o","product_id":"p","user_id":"u","quantity":0}`,
+		`{"id":"o","product_id":"p","user_id":"u","quantity":-3}`,
+		`{"id":"o","product_id":"p","user_id":"u","quantity":"1"}`,
+	}
+	for _, payload := range bad {
+		if _, err := queue.Decode([]byte(payload)); !errors.Is(err, queue.ErrBadPayload) {
+			t.Errorf("Decode(%s) error = %v, want ErrBadPayload", payload, err)
+		}
+	}
+}
 
 func TestParseRedisURL(t *testing.T) {
 	t.Parallel()
@@ -20,88 +62,225 @@ func TestParseRedisURL(t *testing.T) {
 		pool int
 		want asynq.RedisConnOpt
 	}{
-		{"redis://127.0.0.1:6379/0", 0, asynq.RedisClientOpt{Addr: "127.0.0.1:6379"}},
-		{"redis://:secret@db.internal:6380/2", 64, asynq.RedisClientOpt{Addr: "db.internal:6380", Password: "secret", DB: 2, PoolSize: 64}},
-		{"redis://app:secret@db.internal:6379/0", 0, asynq.RedisClientOpt{Addr: "db.internal:6379", Username: "app", Password: "secret"}},
-		{"rediss://db.internal:6379/1", 0, asynq.RedisClientOpt{Addr: "db.internal:6379", DB: 1, TLSConfig: &tls.Config{ServerName: "db.internal"}}},
-		{"redis-socket:///run/redis.sock?db=3", 0, asynq.RedisClientOpt{Network: "unix", Addr: "/run/redis.sock", DB: 3}},
-		{"redis-sentinel://:pw@s1:26379,s2:26379,s3:26379?master=orders", 32,
-			asynq.RedisFailoverClientOpt{MasterName: "orders", SentinelAddrs: []string{"s1:26379", "s2:26379", "s3:26379"}, SentinelPassword: "pw", PoolSize: 32}},
-		{"redis-cluster://n1:7000,n2:7001,n3:7002", 16, asynq.RedisClusterClientOpt{Addrs: []string{"n1:7000", "n2:7001", "n3:7002"}}},
-		{"redis-cluster://app:pw@n1:7000", 0, asynq.RedisClusterClientOpt{Addrs: []string{"n1:7000"}, Username: "app", Password: "pw"}},
+		{"redis://127.0.0.1:6379/2", 0, asynq.RedisClientOpt{Addr: "127.0.0.1:6379", DB: 2}},
+		{"redis://127.0.0.1:6379", 16, asynq.RedisClientOpt{Addr: "127.0.0.1:6379", PoolSize: 16}},
+		{"redis://alice:s3cret@h:1/0", 0, asynq.RedisClientOpt{Addr: "h:1", Username: "alice", Password: "s3cret"}},
+		{"redis://:s3cret@h:1/0", 0, asynq.RedisClientOpt{Addr: "h:1", Password: "s3cret"}},
+		{"redis-sentinel://s1:26379,s2:26379,s3:26379?master=mymaster", 8, asynq.RedisFailoverClientOpt{
+			MasterName: "mymaster", SentinelAddrs: []string{"s1:26379", "s2:26379", "s3:26379"}, PoolSize: 8}},
+		{"redis-sentinel://:pw@s1:26379?master=m", 0, asynq.RedisFailoverClientOpt{
+			MasterName: "m", SentinelAddrs: []string{"s1:26379"}, SentinelPassword: "pw"}},
+		{"redis-cluster://c1:7000,c2:7001,c3:7002", 0, asynq.RedisClusterClientOpt{
+			Addrs: []string{"c1:7000", "c2:7001", "c3:7002"}}},
+		{"redis-cluster://bob:pw@c1:7000", 0, asynq.RedisClusterClientOpt{
+			Addrs: []string{"c1:7000"}, Username: "bob", Password: "pw"}},
 	}
-	for _, tc := range tests {
-		got, err := ParseRedisURL(tc.url, tc.pool)
-		if err != nil {
-			t.Errorf("ParseRedisURL(%q): %v", tc.url, err)
+	for _, tt := range tests {
+		got, err := queue.ParseRedisURL(tt.url, tt.pool)
+		if err != nil || !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("ParseRedisURL(%q, %d) = %#v, %v;\nwant %#v", tt.url, tt.pool, got, err, tt.want)
+		}
+	}
+
+	tls, err := queue.ParseRedisURL("rediss://alice:pw@cache.example:6380/1", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o, ok := tls.(asynq.RedisClientOpt); !ok || o.TLSConfig == nil || o.TLSConfig.ServerName != "cache.example" || o.DB != 1 {
+		t.Errorf("rediss:// = %#v; want TLS with server name cache.example, DB 1", tls)
+	}
+
+	for _, bad := range []string{
+		"http://h:1",
+		"redis://u:p%zzsecretpw@h:1/0", // does not parse: the error must not show it
+		"redis://h:1/notanumber",
+		"redis-cluster://",
+		"redis-sentinel://s1:26379", // no master
+	} {
+		_, err := queue.ParseRedisURL(bad, 0)
+		if err == nil {
+			t.Errorf("ParseRedisURL(%q) = nil error, want one", bad)
 			continue
 		}
-		if !reflect.DeepEqual(got, tc.want) {
-			t.Errorf("ParseRedisURL(%q):\ngot  %#v\nwant %#v", tc.url, got, tc.want)
-		}
-	}
-	for _, bad := range []string{
-		"http://127.0.0.1:6379",
-		"redis://127.0.0.1:6379/x",
-		"redis-sentinel://s1:26379,s2:26379", // no master name
-		"redis-cluster://",                   // no nodes
-		"redis-cluster://n1:7000,,n2:7001",   // an empty node
-		"redis-sentinel://s1:26379?master=",  // empty master name
-		"::not a url",
-	} {
-		if _, err := ParseRedisURL(bad, 0); err == nil {
-			t.Errorf("ParseRedisURL(%q): got no error, want one", bad)
+		if strings.Contains(err.Error(), "secretpw") {
+			t.Errorf("ParseRedisURL(%q) error %q shows the password", bad, err)
 		}
 	}
 }
 
-// enqueueAndFind queues an order through connOpt and finds it again: the
-// producer, the inspector and the stats all work over that topology.
-func enqueueAndFind(t *testing.T, connOpt asynq.RedisConnOpt) {
+type env struct {
+	rdb       *redis.Client
+	name      string
+	producer  *queue.Producer
+	inspector *queue.Inspector
+	asynq     *asynq.Inspector
+}
+
+func newEnv(t *testing.T) *env {
 	t.Helper()
-	client := asynq.NewClient(connOpt)
-	defer client.Close()
-	in := asynq.NewInspector(connOpt)
-	defer in.Close()
-	opts := Options{Queue: "orders"}
-	o := Order{ID: "01KB0000000000000000000001", ProductID: "p", UserID: "u", Quantity: 1, AcceptedAt: time.Now().UTC()}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := NewProducer(client, opts).Enqueue(ctx, o); err != nil {
-		t.Fatalf("enqueue: %v", err)
-	}
-	if err := NewProducer(client, opts).Enqueue(ctx, o); !errors.Is(err, ErrDuplicate) {
-		t.Errorf("enqueue again: got %v, want ErrDuplicate", err)
-	}
-	inspector := NewInspector(in, opts)
-	ti, err := inspector.Lookup(ctx, o.ID)
-	if err != nil || ti.State != Waiting || ti.Order.ProductID != "p" {
-		t.Errorf("lookup: got %+v, %v; want the waiting order", ti, err)
-	}
-	st, err := inspector.Stats(ctx)
-	if err != nil || st.Size != 1 || st.Pending != 1 {
-		t.Errorf("stats: got %+v, %v; want one pending task", st, err)
-	}
+	rdb := testenv.Redis(t)
+	name := "q_" + testenv.Namespace(t)
+	testenv.DeleteKeys(t, rdb, "asynq:{"+name+"}")
+	t.Cleanup(func() { rdb.SRem(context.Background(), "asynq:queues", name) })
+	opts := queue.Options{Queue: name}
+	ai := asynq.NewInspectorFromRedisClient(rdb)
+	return &env{rdb: rdb, name: name, asynq: ai,
+		producer:  queue.NewProducer(asynq.NewClientFromRedisClient(rdb), opts),
+		inspector: queue.NewInspector(ai, opts)}
 }
 
-// A redis-cluster:// URL drives asynq on a real three-node Redis Cluster.
-func TestQueueOnRedisCluster(t *testing.T) {
+func TestEnqueueRefusesADuplicateID(t *testing.T) {
 	t.Parallel()
-	addrs := testenv.PrivateRedisCluster(t, 3)
-	opt, err := ParseRedisURL("redis-cluster://"+addrs[0]+","+addrs[1]+","+addrs[2], 8)
+	e := newEnv(t)
+	ctx := context.Background()
+	if err := e.producer.Enqueue(ctx, order("A")); err != nil {
+		t.Fatal(err)
+	}
+	second := order("A")
+	second.Quantity = 5
+	if err := e.producer.Enqueue(ctx, second); !errors.Is(err, queue.ErrDuplicate) {
+		t.Fatalf("second Enqueue of A = %v, want ErrDuplicate", err)
+	}
+	if err := e.producer.Enqueue(ctx, order("B")); err != nil {
+		t.Fatalf("Enqueue of B = %v, want nil", err)
+	}
+	// The first task is kept as it was.
+	ti, err := e.inspector.Lookup(ctx, "A")
+	if err != nil || ti.Order.Quantity != 2 {
+		t.Fatalf("Lookup(A) = %+v, %v; want the first order (quantity 2)", ti, err)
+	}
+	info, err := e.asynq.GetTaskInfo(e.name, "A")
 	if err != nil {
 		t.Fatal(err)
 	}
-	enqueueAndFind(t, opt)
+	if info.MaxRetry != 25 || info.Timeout != 30*time.Second || info.Queue != e.name {
+		t.Errorf("task options: max retry %d, timeout %v, queue %q; want 25, 30s, %q", info.MaxRetry, info.Timeout, info.Queue, e.name)
+	}
+	st, err := e.inspector.Stats(ctx)
+	if err != nil || st.Pending != 2 || st.Size != 2 || st.Queue != e.name {
+		t.Fatalf("Stats = %+v, %v; want 2 pending in %s", st, err, e.name)
+	}
 }
 
-// A redis-sentinel:// URL finds the master through a real Sentinel.
-func TestQueueThroughRedisSentinel(t *testing.T) {
+func TestLookupStates(t *testing.T) {
 	t.Parallel()
-	addr := testenv.PrivateSentinel(t)
-	opt, err := ParseRedisURL("redis-sentinel://"+addr+"?master=mymaster", 8)
+	e := newEnv(t)
+	ctx := context.Background()
+
+	if _, err := e.inspector.Lookup(ctx, "none"); !errors.Is(err, queue.ErrNotFound) {
+		t.Fatalf("Lookup in a queue never used = %v, want ErrNotFound", err)
+	}
+	if st, err := e.inspector.Stats(ctx); err != nil || st != (queue.Stats{Queue: e.name}) {
+		t.Fatalf("Stats of a queue never used = %+v, %v; want empty", st, err)
+	}
+
+	for _, id := range []string{"pending", "dead", "run"} {
+		if err := e.producer.Enqueue(ctx, order(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := func(id string, state queue.State) queue.TaskInfo {
+		t.Helper()
+		ti, err := e.inspector.Lookup(ctx, id)
+		if err != nil || ti.State != state {
+			t.Fatalf("Lookup(%s) = %+v, %v; want state %v", id, ti, err, state)
+		}
+		return ti
+	}
+	if ti := want("pending", queue.Waiting); ti.Order != order("pending") {
+		t.Fatalf("Lookup(pending).Order = %+v, want %+v", ti.Order, order("pending"))
+	}
+	if _, err := e.inspector.Lookup(ctx, "none"); !errors.Is(err, queue.ErrNotFound) {
+		t.Fatalf("Lookup(none) = %v, want ErrNotFound", err)
+	}
+
+	// Dead: archived by asynq after its retries.
+	if err := e.asynq.ArchiveTask(e.name, "dead"); err != nil {
+		t.Fatal(err)
+	}
+	want("dead", queue.Dead)
+
+	// Running and Done need a server. Only "run" and "done" are pending
+	// once "pending" is deleted.
+	if err := e.asynq.DeleteTask(e.name, "pending"); err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	srv := asynq.NewServerFromRedisClient(e.rdb, asynq.Config{
+		Concurrency: 1, Queues: map[string]int{e.name: 1}, LogLevel: asynq.FatalLevel,
+	})
+	if err := srv.Start(asynq.HandlerFunc(func(ctx context.Context, task *asynq.Task) error {
+		if o, _ := queue.Decode(task.Payload()); o.ID == "run" {
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+		}
+		return nil
+	})); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown()
+	testenv.Eventually(t, 20*time.Second, func() error {
+		ti, err := e.inspector.Lookup(ctx, "run")
+		if err != nil || ti.State != queue.Running {
+			return fmt.Errorf("Lookup(run) = %+v, %v; want Running", ti, err)
+		}
+		return nil
+	})
+	close(release)
+	testenv.Eventually(t, 20*time.Second, func() error {
+		if _, err := e.inspector.Lookup(ctx, "run"); !errors.Is(err, queue.ErrNotFound) {
+			return fmt.Errorf("Lookup(run) after success = %v, want ErrNotFound", err)
+		}
+		return nil
+	})
+
+	// Done: only seen when a task is kept after success.
+	task, err := queue.Encode(order("done"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	enqueueAndFind(t, opt)
+	if _, err := asynq.NewClientFromRedisClient(e.rdb).EnqueueContext(ctx, task,
+		asynq.TaskID("done"), asynq.Queue(e.name), asynq.Retention(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 20*time.Second, func() error {
+		ti, err := e.inspector.Lookup(ctx, "done")
+		if err != nil || ti.State != queue.Done {
+			return fmt.Errorf("Lookup(done) = %+v, %v; want Done", ti, err)
+		}
+		return nil
+	})
+}
+
+func TestUnavailableWhenRedisIsDown(t *testing.T) {
+	t.Parallel()
+	rdb := testenv.UnreachableRedis(t)
+	opts := queue.Options{Queue: "q"}
+	ctx := context.Background()
+	producer := queue.NewProducer(asynq.NewClientFromRedisClient(rdb), opts)
+	inspector := queue.NewInspector(asynq.NewInspectorFromRedisClient(rdb), opts)
+	if err := producer.Enqueue(ctx, order("A")); !errors.Is(err, queue.ErrUnavailable) {
+		t.Errorf("Enqueue = %v, want ErrUnavailable", err)
+	}
+	if _, err := inspector.Lookup(ctx, "A"); !errors.Is(err, queue.ErrUnavailable) {
+		t.Errorf("Lookup = %v, want ErrUnavailable", err)
+	}
+	if _, err := inspector.Stats(ctx); !errors.Is(err, queue.ErrUnavailable) {
+		t.Errorf("Stats = %v, want ErrUnavailable", err)
+	}
+}
+
+func TestOptionsDefaults(t *testing.T) {
+	t.Parallel()
+	got := queue.Options{}.WithDefaults()
+	want := queue.Options{Queue: "orders", MaxRetry: 25, Timeout: 30 * time.Second}
+	if got != want {
+		t.Fatalf("WithDefaults() = %+v, want %+v", got, want)
+	}
+	set := queue.Options{Queue: "q", MaxRetry: 3, Timeout: 5 * time.Second}
+	if got := set.WithDefaults(); got != set {
+		t.Fatalf("WithDefaults() of set options = %+v, want them unchanged", got)
+	}
 }

@@ -19,6 +19,8 @@ import (
 	"regexp"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/oklog/ulid/v2"
 
@@ -64,7 +66,24 @@ var (
 	// ErrUnavailable is returned when the queue or the database cannot be
 	// reached; the request may be retried.
 	ErrUnavailable = errors.New("sale: service unavailable")
+	// ErrRateLimited is returned by [Service.PlaceOrder] when the user is
+	// over the rate limit; nothing was queued. The error is a
+	// [*RateLimitedError], which says when to retry.
+	ErrRateLimited = errors.New("sale: rate limited")
 )
+
+// RateLimitedError is the error of an order refused by the rate limiter.
+type RateLimitedError struct {
+	// RetryAfter is how long until the user may order again.
+	RetryAfter time.Duration
+}
+
+func (e *RateLimitedError) Error() string {
+	return fmt.Sprintf("sale: rate limited: retry after %v", e.RetryAfter)
+}
+
+// Is makes errors.Is(err, ErrRateLimited) true.
+func (e *RateLimitedError) Is(target error) bool { return target == ErrRateLimited }
 
 var (
 	idPattern  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]*$`)
@@ -74,6 +93,21 @@ var (
 // ValidID checks a product or user id: 1 to MaxIDLength characters from
 // A-Z a-z 0-9 . _ : - , starting with a letter or digit.
 func ValidID(id string) bool { return len(id) <= MaxIDLength && idPattern.MatchString(id) }
+
+// ValidName checks a product name: 1 to MaxNameLength bytes of UTF-8
+// without control characters (PostgreSQL cannot store a NUL, and a name is
+// shown to people).
+func ValidName(name string) bool {
+	if name == "" || len(name) > MaxNameLength || !utf8.ValidString(name) {
+		return false
+	}
+	for _, r := range name {
+		if unicode.IsControl(r) {
+			return false
+		}
+	}
+	return true
+}
 
 // ValidOrderID checks the shape of an order id (what [Service] generates).
 func ValidOrderID(id string) bool {
@@ -96,17 +130,52 @@ type Service struct {
 	gate      *soldout.Gate
 	hub       *notify.Hub
 
+	limiter    Limiter
+	onFailOpen func(context.Context, error)
+
 	known sync.Map // product id → struct{}: products are never deleted
 
 	idMu    sync.Mutex
 	entropy *ulid.MonotonicEntropy
 }
 
-// New wires a Service. hub may be nil (then waits poll).
-func New(store *inventory.Store, producer *queue.Producer, inspector *queue.Inspector, gate *soldout.Gate, hub *notify.Hub) *Service {
+// Limiter limits how often one user may place orders;
+// [github.com/flashsale/flashsale/ratelimit.Limiter] implements it with Redis.
+type Limiter interface {
+	// Allow counts one order by user. It returns 0 when the order may
+	// proceed, or how long the user must wait.
+	Allow(ctx context.Context, user string) (time.Duration, error)
+}
+
+// Options configures a Service. Nil or the zero value means no rate limit
+// and no fail-open reports.
+type Options struct {
+	// Limiter, when set, limits how often each user (user_id) may place
+	// orders, counting every order that passes validation, replays
+	// included. Past it [Service.PlaceOrder] returns a [*RateLimitedError].
+	// When the limiter fails (Redis unreachable) the order is let through.
+	Limiter Limiter
+	// OnFailOpen, when set, is told each time a check that may refuse an
+	// order early (the rate limiter, the sold-out flag) failed and the
+	// order was let through. It must not block; the caller logs it.
+	OnFailOpen func(ctx context.Context, err error)
+}
+
+// New wires a Service. hub may be nil (then waits poll); opts may be nil.
+func New(store *inventory.Store, producer *queue.Producer, inspector *queue.Inspector, gate *soldout.Gate, hub *notify.Hub, opts *Options) *Service {
+	if opts == nil {
+		opts = &Options{}
+	}
 	return &Service{
 		store: store, producer: producer, inspector: inspector, gate: gate, hub: hub,
+		limiter: opts.Limiter, onFailOpen: opts.OnFailOpen,
 		entropy: ulid.Monotonic(rand.Reader, 0),
+	}
+}
+
+func (s *Service) failOpen(ctx context.Context, err error) {
+	if s.onFailOpen != nil {
+		s.onFailOpen(ctx, err)
 	}
 }
 
@@ -115,8 +184,8 @@ func (s *Service) CreateProduct(ctx context.Context, p inventory.NewProduct) (in
 	switch {
 	case !ValidID(p.ID):
 		return inventory.Product{}, fmt.Errorf("%w: id must be 1-%d characters of A-Z a-z 0-9 . _ : -", ErrInvalid, MaxIDLength)
-	case p.Name == "" || len(p.Name) > MaxNameLength:
-		return inventory.Product{}, fmt.Errorf("%w: name must be 1-%d bytes", ErrInvalid, MaxNameLength)
+	case !ValidName(p.Name):
+		return inventory.Product{}, fmt.Errorf("%w: name must be 1-%d bytes of UTF-8 without control characters", ErrInvalid, MaxNameLength)
 	case p.Stock < 0 || p.Stock > MaxStock:
 		return inventory.Product{}, fmt.Errorf("%w: stock must be 0-%d", ErrInvalid, MaxStock)
 	case p.PerUserLimit < 0 || p.PerUserLimit > MaxStock:
@@ -199,22 +268,43 @@ type Placed struct {
 	Replay bool
 }
 
+// Validate checks an order against the documented limits without placing
+// it. It returns nil or an error matching [ErrInvalid] that names the field.
+func (r PlaceOrderRequest) Validate() error {
+	switch {
+	case !ValidID(r.ProductID):
+		return fmt.Errorf("%w: product_id must be 1-%d characters of A-Z a-z 0-9 . _ : -", ErrInvalid, MaxIDLength)
+	case !ValidID(r.UserID):
+		return fmt.Errorf("%w: user_id must be 1-%d characters of A-Z a-z 0-9 . _ : -", ErrInvalid, MaxIDLength)
+	case r.Quantity < 1 || r.Quantity > MaxQuantity:
+		return fmt.Errorf("%w: quantity must be an integer from 1 to %d", ErrInvalid, MaxQuantity)
+	case r.IdempotencyKey != "" && (len(r.IdempotencyKey) > MaxIdempotencyKeyLength || !keyPattern.MatchString(r.IdempotencyKey)):
+		return fmt.Errorf("%w: Idempotency-Key must be 1-%d printable ASCII characters", ErrInvalid, MaxIdempotencyKeyLength)
+	}
+	return nil
+}
+
 // PlaceOrder validates and queues an order. It returns [ErrInvalid],
-// [ErrUnknownProduct], [ErrSoldOut] (known sold out; nothing queued),
-// [ErrIdempotencyMismatch] or [ErrUnavailable].
+// [ErrRateLimited] (a [*RateLimitedError]), [ErrUnknownProduct],
+// [ErrSoldOut] (known sold out; nothing queued), [ErrIdempotencyMismatch]
+// or [ErrUnavailable].
 //
 // With an idempotency key, the order id is derived from (user, key), so the
 // same pair always names the same order, whichever API process receives it.
 func (s *Service) PlaceOrder(ctx context.Context, r PlaceOrderRequest) (Placed, error) {
-	switch {
-	case !ValidID(r.ProductID):
-		return Placed{}, fmt.Errorf("%w: product_id must be 1-%d characters of A-Z a-z 0-9 . _ : -", ErrInvalid, MaxIDLength)
-	case !ValidID(r.UserID):
-		return Placed{}, fmt.Errorf("%w: user_id must be 1-%d characters of A-Z a-z 0-9 . _ : -", ErrInvalid, MaxIDLength)
-	case r.Quantity < 1 || r.Quantity > MaxQuantity:
-		return Placed{}, fmt.Errorf("%w: quantity must be an integer from 1 to %d", ErrInvalid, MaxQuantity)
-	case r.IdempotencyKey != "" && (len(r.IdempotencyKey) > MaxIdempotencyKeyLength || !keyPattern.MatchString(r.IdempotencyKey)):
-		return Placed{}, fmt.Errorf("%w: Idempotency-Key must be 1-%d printable ASCII characters", ErrInvalid, MaxIdempotencyKeyLength)
+	if err := r.Validate(); err != nil {
+		return Placed{}, err
+	}
+	if s.limiter != nil {
+		// Before anything that reads PostgreSQL or the queue: the limit
+		// protects them too. A limiter failure fails open.
+		wait, err := s.limiter.Allow(ctx, r.UserID)
+		switch {
+		case err != nil:
+			s.failOpen(ctx, fmt.Errorf("sale: rate limiter failed, order let through: %w", err))
+		case wait > 0:
+			return Placed{}, &RateLimitedError{RetryAfter: wait}
+		}
 	}
 	if err := s.checkProduct(ctx, r.ProductID); err != nil {
 		return Placed{}, err
@@ -241,8 +331,12 @@ func (s *Service) PlaceOrder(ctx context.Context, r PlaceOrderRequest) (Placed, 
 	} else {
 		o.ID = s.newID()
 	}
-	if sold, _ := s.gate.SoldOut(ctx, r.ProductID); sold {
+	sold, err := s.gate.SoldOut(ctx, r.ProductID)
+	if err != nil {
 		// A Redis error reads as "not sold out": the fast path fails open.
+		s.failOpen(ctx, fmt.Errorf("sale: sold-out flag unreadable, order let through: %w", err))
+	}
+	if sold {
 		if r.IdempotencyKey != "" {
 			// A re-sent order that was accepted before the sell-out is
 			// still queued: answer for it, not for the product.
@@ -359,16 +453,16 @@ func (s *Service) Order(ctx context.Context, id string) (OrderView, error) {
 	if !ValidOrderID(id) {
 		return OrderView{}, ErrNotFound
 	}
-	v, err := s.decided(ctx, id)
-	dbDown := errors.Is(err, ErrUnavailable)
-	if err == nil || (!errors.Is(err, ErrNotFound) && !dbDown) {
-		return v, err
+	v, dbErr := s.decided(ctx, id)
+	dbDown := errors.Is(dbErr, ErrUnavailable)
+	if dbErr == nil || (!errors.Is(dbErr, ErrNotFound) && !dbDown) {
+		return v, dbErr
 	}
 	// Not decided, or the database is down: the queue may know the order.
 	ti, err := s.inspector.Lookup(ctx, id)
 	switch {
 	case dbDown && (err != nil || ti.State == queue.Done):
-		return OrderView{}, ErrUnavailable
+		return OrderView{}, dbErr
 	case err == nil && ti.State != queue.Done:
 		o := ti.Order
 		return OrderView{ID: id, ProductID: o.ProductID, UserID: o.UserID, Quantity: o.Quantity,

@@ -1,53 +1,143 @@
-package soldout
+package soldout_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/flashsale/flashsale/internal/testenv"
+	"github.com/flashsale/flashsale/soldout"
 )
 
-// markReopen runs a sell-out and a restock through g: the flag is set at
-// the generation read with stock 0, a restock clears it and moves the
-// generation on, and a stale mark from before the restock changes nothing.
-func markReopen(t *testing.T, g *Gate) {
+// newGate returns a gate on the shared Redis with a prefix of the test's own.
+func newGate(t *testing.T, cacheTTL time.Duration) (*soldout.Gate, string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	rdb := testenv.Redis(t)
+	prefix := "t:" + testenv.Namespace(t) + ":"
+	testenv.DeleteKeys(t, rdb, prefix)
+	return soldout.New(rdb, soldout.Options{KeyPrefix: prefix, CacheTTL: cacheTTL}), prefix
+}
+
+func TestMarkAndReopen(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	g, _ := newGate(t, time.Nanosecond) // every read goes to Redis
+	soldOut := func(want bool) {
+		t.Helper()
+		got, err := g.SoldOut(ctx, "p")
+		if err != nil || got != want {
+			t.Fatalf("SoldOut = %v, %v; want %v, nil", got, err, want)
+		}
+	}
+
+	soldOut(false)
 	if ok, err := g.Mark(ctx, "p", 0); err != nil || !ok {
-		t.Fatalf("Mark: got %v, %v; want true", ok, err)
+		t.Fatalf("Mark(gen 0) = %v, %v; want true, nil", ok, err)
 	}
-	if sold, err := g.SoldOut(ctx, "p"); err != nil || !sold {
-		t.Fatalf("SoldOut after Mark: got %v, %v; want true", sold, err)
-	}
+	soldOut(true)
+
 	gen, err := g.Reopen(ctx, "p", 0)
 	if err != nil || gen != 1 {
-		t.Fatalf("Reopen: got %d, %v; want generation 1", gen, err)
+		t.Fatalf("Reopen(floor 0) = %d, %v; want 1, nil", gen, err)
 	}
-	if sold, err := g.SoldOut(ctx, "p"); err != nil || sold {
-		t.Errorf("SoldOut after Reopen: got %v, %v; want false", sold, err)
-	}
+	soldOut(false)
+
+	// A worker that read stock 0 before the restock was announced must not
+	// flag the product again.
 	if ok, err := g.Mark(ctx, "p", 0); err != nil || ok {
-		t.Errorf("stale Mark after Reopen: got %v, %v; want false", ok, err)
+		t.Fatalf("Mark(gen 0) after Reopen to gen 1 = %v, %v; want false, nil", ok, err)
+	}
+	soldOut(false)
+	// Selling out again at the new generation flags it.
+	if ok, err := g.Mark(ctx, "p", 1); err != nil || !ok {
+		t.Fatalf("Mark(gen 1) = %v, %v; want true, nil", ok, err)
+	}
+	soldOut(true)
+
+	// The floor from PostgreSQL wins over a counter Redis lost or never had.
+	if gen, err := g.Reopen(ctx, "p", 10); err != nil || gen != 11 {
+		t.Fatalf("Reopen(floor 10) = %d, %v; want 11, nil", gen, err)
+	}
+	if ok, err := g.Mark(ctx, "p", 10); err != nil || ok {
+		t.Fatalf("Mark(gen 10) after Reopen to 11 = %v, %v; want false, nil", ok, err)
+	}
+	// Products are independent.
+	if ok, err := g.Mark(ctx, "other", 0); err != nil || !ok {
+		t.Fatalf("Mark(other) = %v, %v; want true, nil", ok, err)
+	}
+	soldOut(false)
+}
+
+func TestSoldOutTrustsItsCacheForCacheTTL(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	// A gate that caches for an hour does not see a flag set after its
+	// read (another process marks through its own gate)...
+	stale, prefix := newGate(t, time.Hour)
+	if got, err := stale.SoldOut(ctx, "p"); err != nil || got {
+		t.Fatalf("SoldOut = %v, %v; want false, nil", got, err)
+	}
+	marker := soldout.New(testenv.Redis(t), soldout.Options{KeyPrefix: prefix})
+	if ok, err := marker.Mark(ctx, "p", 0); err != nil || !ok {
+		t.Fatalf("Mark = %v, %v; want true, nil", ok, err)
+	}
+	if got, err := stale.SoldOut(ctx, "p"); err != nil || got {
+		t.Fatalf("SoldOut within the cache TTL = %v, %v; want the cached false", got, err)
+	}
+	// ...but its own Reopen drops its cache entry.
+	if _, err := stale.Reopen(ctx, "p", 0); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := marker.Mark(ctx, "p", 1); err != nil || !ok {
+		t.Fatalf("Mark(gen 1) = %v, %v; want true, nil", ok, err)
+	}
+	if got, err := stale.SoldOut(ctx, "p"); err != nil || !got {
+		t.Fatalf("SoldOut after own Reopen = %v, %v; want a fresh read: true", got, err)
+	}
+
+	// A gate with a short TTL sees the flag once its entry expires.
+	fresh := soldout.New(testenv.Redis(t), soldout.Options{KeyPrefix: prefix, CacheTTL: 20 * time.Millisecond})
+	if got, err := fresh.SoldOut(ctx, "q"); err != nil || got {
+		t.Fatalf("SoldOut(q) = %v, %v; want false, nil", got, err)
+	}
+	if ok, err := marker.Mark(ctx, "q", 0); err != nil || !ok {
+		t.Fatalf("Mark(q) = %v, %v; want true, nil", ok, err)
+	}
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if got, err := fresh.SoldOut(ctx, "q"); err != nil || !got {
+			return errors.New("q not seen sold out")
+		}
+		return nil
+	})
+}
+
+func TestSettleOutlastsTheCache(t *testing.T) {
+	t.Parallel()
+	for _, ttl := range []time.Duration{0, 10 * time.Millisecond, time.Second} {
+		g := soldout.New(nil, soldout.Options{CacheTTL: ttl})
+		effective := ttl
+		if ttl == 0 {
+			effective = 200 * time.Millisecond
+		}
+		if got := g.Settle(); got <= effective {
+			t.Errorf("CacheTTL %v: Settle() = %v; want more than %v", ttl, got, effective)
+		}
 	}
 }
 
-func TestGate(t *testing.T) {
+func TestFailsOpenWhenRedisIsDown(t *testing.T) {
 	t.Parallel()
-	rdb := testenv.Redis(t)
-	ns := testenv.Namespace(t)
-	testenv.DeleteKeys(t, rdb, ns+":")
-	markReopen(t, New(rdb, Options{KeyPrefix: ns + ":", CacheTTL: time.Nanosecond}))
-}
-
-// On a Redis Cluster, a product's two keys share a hash slot, so the
-// scripts that touch both run (no CROSSSLOT error).
-func TestGateOnRedisCluster(t *testing.T) {
-	t.Parallel()
-	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: testenv.PrivateRedisCluster(t, 3)})
-	t.Cleanup(func() { _ = rdb.Close() })
-	markReopen(t, New(rdb, Options{KeyPrefix: "fs:", CacheTTL: time.Nanosecond}))
+	ctx := context.Background()
+	g := soldout.New(testenv.UnreachableRedis(t), soldout.Options{})
+	got, err := g.SoldOut(ctx, "p")
+	if got || err == nil {
+		t.Fatalf("SoldOut with Redis down = %v, %v; want false and an error", got, err)
+	}
+	if ok, err := g.Mark(ctx, "p", 0); ok || err == nil {
+		t.Fatalf("Mark with Redis down = %v, %v; want false and an error", ok, err)
+	}
+	if _, err := g.Reopen(ctx, "p", 0); err == nil {
+		t.Fatalf("Reopen with Redis down: got nil error, want one")
+	}
 }

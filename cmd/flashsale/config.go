@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"net"
@@ -58,7 +59,7 @@ var settings = []setting{
 					continue
 				}
 				if pu, err := url.Parse(u); err != nil || (pu.Scheme != "redis" && pu.Scheme != "rediss") || pu.Host == "" {
-					return fmt.Errorf("%q is not a redis:// URL", u)
+					return fmt.Errorf("%s is not a redis:// URL", redactURL(u))
 				}
 				c.LockRedisURLs = append(c.LockRedisURLs, u)
 			}
@@ -174,13 +175,44 @@ var settings = []setting{
 func checkRedisURL(v string) error {
 	u, err := url.Parse(v)
 	if err != nil {
-		return err
+		return errNotURL
 	}
 	switch u.Scheme {
 	case "redis", "rediss", "redis-sentinel", "redis-cluster", "redis-socket":
 		return nil
 	}
 	return fmt.Errorf("unsupported scheme %q", u.Scheme)
+}
+
+// errNotURL says a URL does not parse without quoting it: url.Parse's
+// error holds the whole URL, password included.
+var errNotURL = errors.New("not a valid URL (a password with special characters must be percent-encoded)")
+
+// secretSetting reports whether a variable's value may hold a secret (a
+// password in a URL, the admin token), which errors must not show.
+func secretSetting(env string) bool {
+	switch env {
+	case "FLASHSALE_REDIS_URL", "FLASHSALE_LOCK_REDIS_URLS", "FLASHSALE_DATABASE_URL", "FLASHSALE_ADMIN_TOKEN":
+		return true
+	}
+	return false
+}
+
+// shown is a value as error messages may show it: for secret settings, each
+// comma-separated URL with its password replaced by ***, and anything that
+// does not parse as a URL hidden.
+func shown(env, v string) string {
+	if !secretSetting(env) {
+		return v
+	}
+	if env == "FLASHSALE_ADMIN_TOKEN" {
+		return "(hidden)"
+	}
+	parts := strings.Split(v, ",")
+	for i, p := range parts {
+		parts[i] = redactURL(strings.TrimSpace(p))
+	}
+	return strings.Join(parts, ",")
 }
 
 // rate is a number of events per period.
@@ -229,11 +261,11 @@ func loadConfig(fs *flag.FlagSet, args []string) (config, error) {
 			v, src = s.def, s.env+" (default)"
 		}
 		if err := s.set(&c, v); err != nil {
-			return c, fmt.Errorf("bad %s=%q: %v", src, v, err)
+			return c, fmt.Errorf("bad %s=%q: %v", src, shown(s.env, v), err)
 		}
 		if fv := *flagVals[s.flag]; fv != "" {
 			if err := s.set(&c, fv); err != nil {
-				return c, fmt.Errorf("bad -%s=%q: %v", s.flag, fv, err)
+				return c, fmt.Errorf("bad -%s=%q: %v", s.flag, shown(s.env, fv), err)
 			}
 		}
 	}

@@ -27,6 +27,7 @@ import (
 	"github.com/flashsale/flashsale/lock"
 	"github.com/flashsale/flashsale/notify"
 	"github.com/flashsale/flashsale/queue"
+	"github.com/flashsale/flashsale/ratelimit"
 	"github.com/flashsale/flashsale/sale"
 	"github.com/flashsale/flashsale/soldout"
 	"github.com/flashsale/flashsale/worker"
@@ -119,9 +120,25 @@ func serveAPI(ctx context.Context, cfg config, log *slog.Logger, ready func(addr
 		return err
 	}
 
+	sopts := &sale.Options{
+		// The rate limiter and the sold-out flag fail open: say so.
+		OnFailOpen: func(ctx context.Context, err error) { log.WarnContext(ctx, "check failed open", "err", err) },
+	}
+	if cfg.RateLimit != "" {
+		r, err := parseRate(cfg.RateLimit)
+		if err != nil {
+			return fmt.Errorf("FLASHSALE_RATE_LIMIT: %w", err)
+		}
+		limiter, err := ratelimit.New(rdb, ratelimit.Options{Rate: r.n, Per: r.per, KeyPrefix: cfg.KeyPrefix + "ratelimit:user:"})
+		if err != nil {
+			return fmt.Errorf("FLASHSALE_RATE_LIMIT: %w", err)
+		}
+		sopts.Limiter = limiter
+		log.Info("per-user order rate limit", "limit", limiter.String())
+	}
 	qopts := queueOptions(cfg)
 	svc := sale.New(store, queue.NewProducer(client, qopts), queue.NewInspector(inspector, qopts),
-		soldout.New(rdb, soldout.Options{KeyPrefix: cfg.KeyPrefix}), hub)
+		soldout.New(rdb, soldout.Options{KeyPrefix: cfg.KeyPrefix}), hub, sopts)
 	reg := newRegistry()
 	// Queue size, latency and task counts of every queue on the queue's
 	// Redis (asynq's own collector), and this process's PostgreSQL pool.
@@ -149,19 +166,15 @@ func serveAPI(ctx context.Context, cfg config, log *slog.Logger, ready func(addr
 	}
 	handler.GET("/metrics", gin.WrapH(promhttp.HandlerFor(reg, promhttp.HandlerOpts{})))
 
-	// Long polls hold requests for up to 30s: the write timeout must exceed
-	// that; the base context ends at shutdown so they answer at once.
+	// The server's timeouts are api's defaults (the write timeout exceeds
+	// the longest long poll); the base context ends at shutdown so long
+	// polls answer at once.
 	baseCtx, cancelBase := context.WithCancel(context.Background())
 	defer cancelBase()
-	srv := &http.Server{
-		Handler:           handler,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       10 * time.Second,
-		WriteTimeout:      sale.MaxWait + 15*time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    16 << 10,
-		BaseContext:       func(net.Listener) context.Context { return baseCtx },
-	}
+	srv := api.NewServer(handler, api.ServerOptions{
+		BaseContext: func(net.Listener) context.Context { return baseCtx },
+		Logger:      log,
+	})
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("FLASHSALE_HTTP_ADDR: %w", err)

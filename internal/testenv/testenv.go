@@ -259,3 +259,17 @@ func PrivateSentinel(t testing.TB) string {
 	t.Cleanup(func() { _ = s.Kill() })
 	return s.Addr()
 }
+
+// UnreachableRedis returns a client of a local address where no Redis
+// listens (a free port), which fails at once without retrying, for tests of
+// what happens when Redis is down. It is closed at cleanup.
+func UnreachableRedis(t testing.TB) *redis.Client {
+	t.Helper()
+	port, err := localsvc.FreePort()
+	if err != nil {
+		t.Fatalf("testenv: free port: %v", err)
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", port), MaxRetries: -1, DialTimeout: time.Second})
+	t.Cleanup(func() { _ = rdb.Close() })
+	return rdb
+}

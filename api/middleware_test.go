@@ -1,0 +1,386 @@
+package api_test
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/flashsale/flashsale/api"
+	"github.com/flashsale/flashsale/api/apitest"
+	"github.com/flashsale/flashsale/sale"
+)
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// bare returns the handler with no service under it, for tests of what
+// happens before a handler calls the service; log collects its logs.
+func bare(t *testing.T, cfg api.Config) (*gin.Engine, *apitest.LogBuffer) {
+	t.Helper()
+	log := &apitest.LogBuffer{}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewJSONHandler(log, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	h, err := api.New(nil, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h, log
+}
+
+func get(t *testing.T, client *http.Client, url string) (*http.Response, []byte, error) {
+	t.Helper()
+	resp, err := client.Get(url)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp, body, err
+}
+
+func TestPanicBecomesALogged500(t *testing.T) {
+	t.Parallel()
+	h, log := bare(t, api.Config{})
+	// Routes added to the engine after New go through its middleware, as
+	// cmd/flashsale's /metrics does.
+	h.GET("/test/panic", func(c *gin.Context) { panic("boom: test panic") })
+	h.GET("/test/panic-after-write", func(c *gin.Context) {
+		c.Writer.WriteHeader(http.StatusOK)
+		_, _ = c.Writer.WriteString(`{"partial":`)
+		c.Writer.Flush()
+		panic("boom after write")
+	})
+	h.GET("/test/abort", func(c *gin.Context) { panic(http.ErrAbortHandler) })
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	// net/http's own recovery logs a panic that reaches it; keep it quiet.
+	srv.Config.ErrorLog = slog.NewLogLogger(slog.DiscardHandler, slog.LevelError)
+	client := srv.Client()
+
+	for range 3 {
+		resp, body, err := get(t, client, srv.URL+"/test/panic")
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := &apitest.Response{Status: resp.StatusCode, Header: resp.Header, Body: body}
+		wantError(t, r, 500, "internal")
+		if strings.Contains(string(body), "boom") {
+			t.Fatalf("the panic value reached the client: %s", body)
+		}
+		// The server still serves.
+		if resp, body, err := get(t, client, srv.URL+"/healthz"); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("/healthz after a panic: %v %s", err, body)
+		}
+	}
+	logs := log.String()
+	if !strings.Contains(logs, `"msg":"panic in handler"`) || !strings.Contains(logs, "boom: test panic") ||
+		!strings.Contains(logs, `"level":"ERROR"`) || !strings.Contains(logs, `"stack":`) {
+		t.Fatalf("the panic was not logged at error level with its stack: %s", logs)
+	}
+	var access bool
+	for line := range strings.SplitSeq(logs, "\n") {
+		var rec struct {
+			Msg    string `json:"msg"`
+			Status int    `json:"status"`
+			Route  string `json:"route"`
+		}
+		if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "http request" && rec.Status == 500 && rec.Route == "/test/panic" {
+			access = true
+		}
+	}
+	if !access {
+		t.Fatalf("the access log has no 500 for the panic: %s", logs)
+	}
+
+	// A panic after the answer started cannot change its status: the
+	// client gets a truncated answer, and the server goes on.
+	resp, body, _ := get(t, client, srv.URL+"/test/panic-after-write")
+	if resp == nil || resp.StatusCode != 200 || json.Valid(body) {
+		t.Fatalf("panic after write: %v %s; want a truncated 200", resp, body)
+	}
+	// http.ErrAbortHandler aborts the connection on purpose.
+	if _, _, err := get(t, client, srv.URL+"/test/abort"); err == nil {
+		t.Fatal("ErrAbortHandler: the request succeeded, want the connection aborted")
+	}
+	if resp, body, err := get(t, client, srv.URL+"/healthz"); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("/healthz after the panics: %v %s", err, body)
+	}
+}
+
+func TestUnmatchedRequestsGetJSONErrors(t *testing.T) {
+	t.Parallel()
+	h, _ := bare(t, api.Config{})
+	tests := []struct {
+		method, target string
+		status         int
+		code           string
+	}{
+		{"GET", "/nope", 404, "not_found"},
+		{"GET", "/v1", 404, "not_found"},
+		{"PUT", "/v1/orders", 405, "method_not_allowed"},
+		{"HEAD", "/v1/orders/x", 405, "method_not_allowed"},
+		{"OPTIONS", "/v1/products", 405, "method_not_allowed"},
+		{"PATCH", "/v1/products/p1", 405, "method_not_allowed"},
+		{"GET", "/v1/products/p1/restock", 405, "method_not_allowed"},
+		{"POST", "/v1/products/p1/restock/x", 404, "not_found"},
+		// Bodies over the limit are refused before any handler runs.
+		{"POST", "/v1/orders", 413, "payload_too_large"},
+	}
+	for _, tt := range tests {
+		req := httptest.NewRequest(tt.method, tt.target, strings.NewReader("{}"))
+		if tt.status == 413 {
+			req.ContentLength = api.DefaultBodyLimit + 1
+		}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		r := &apitest.Response{Status: w.Code, Header: w.Result().Header, Body: w.Body.Bytes()}
+		if r.Status != tt.status {
+			t.Errorf("%s %s: status %d, want %d; %s", tt.method, tt.target, r.Status, tt.status, r.Body)
+			continue
+		}
+		if tt.method == "HEAD" {
+			continue // no body
+		}
+		if code, err := r.CheckError(); err != nil || code != tt.code {
+			t.Errorf("%s %s: code %q, %v; want %q", tt.method, tt.target, code, err, tt.code)
+		}
+	}
+}
+
+func TestRequestID(t *testing.T) {
+	t.Parallel()
+	h, _ := bare(t, api.Config{})
+	for in, keep := range map[string]bool{
+		"abc-123":                true,
+		"":                       false,
+		"has space":              false,
+		strings.Repeat("a", 65):  false,
+		"new\nline":              false,
+		`"><script>alert(1)</sc`: false,
+	} {
+		req := httptest.NewRequest("GET", "/healthz", nil)
+		req.Header.Set("X-Request-ID", in)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		got := w.Header().Get("X-Request-ID")
+		if keep && got != in || !keep && (got == in || len(got) != 16) {
+			t.Errorf("X-Request-ID %q answered as %q", in, got)
+		}
+	}
+}
+
+func TestServerTimeoutsAreSet(t *testing.T) {
+	t.Parallel()
+	srv := api.NewServer(http.NotFoundHandler(), api.ServerOptions{})
+	if srv.ReadHeaderTimeout != api.DefaultReadHeaderTimeout || srv.ReadTimeout != api.DefaultReadTimeout ||
+		srv.WriteTimeout != api.DefaultWriteTimeout || srv.IdleTimeout != api.DefaultIdleTimeout ||
+		srv.MaxHeaderBytes != api.DefaultMaxHeaderBytes || srv.ErrorLog == nil {
+		t.Fatalf("defaults: %+v", srv)
+	}
+	for name, d := range map[string]time.Duration{
+		"ReadHeaderTimeout": srv.ReadHeaderTimeout, "ReadTimeout": srv.ReadTimeout,
+		"WriteTimeout": srv.WriteTimeout, "IdleTimeout": srv.IdleTimeout,
+	} {
+		if d <= 0 {
+			t.Errorf("%s = %v: no protection against slow clients", name, d)
+		}
+	}
+	if srv.WriteTimeout <= sale.MaxWait {
+		t.Errorf("WriteTimeout %v does not outlast the longest long poll (%v)", srv.WriteTimeout, sale.MaxWait)
+	}
+	set := api.NewServer(http.NotFoundHandler(), api.ServerOptions{ReadHeaderTimeout: time.Second, ReadTimeout: 2 * time.Second,
+		WriteTimeout: time.Minute, IdleTimeout: 3 * time.Second, MaxHeaderBytes: 1024})
+	if set.ReadHeaderTimeout != time.Second || set.ReadTimeout != 2*time.Second || set.WriteTimeout != time.Minute ||
+		set.IdleTimeout != 3*time.Second || set.MaxHeaderBytes != 1024 {
+		t.Fatalf("options not applied: %+v", set)
+	}
+}
+
+// serve runs srv on a free local port until the test ends.
+func serve(t *testing.T, srv *http.Server) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		_ = srv.Close()
+		<-done
+	})
+	return ln.Addr().String()
+}
+
+// closedWithin reads from conn until the server closes it, and fails the
+// test unless that happens within limit. It returns what was read.
+func closedWithin(t *testing.T, conn net.Conn, limit time.Duration) (string, time.Duration) {
+	t.Helper()
+	start := time.Now()
+	_ = conn.SetReadDeadline(start.Add(limit))
+	b, err := io.ReadAll(conn)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("the server kept the connection open for %v", limit)
+	}
+	return string(b), time.Since(start)
+}
+
+func TestSlowClientsAreDisconnected(t *testing.T) {
+	t.Parallel()
+	h, _ := bare(t, api.Config{})
+	const timeout = 300 * time.Millisecond
+	srv := api.NewServer(h, api.ServerOptions{ReadHeaderTimeout: timeout, ReadTimeout: 2 * timeout,
+		IdleTimeout: timeout, Logger: discardLogger()})
+	addr := serve(t, srv)
+
+	t.Run("headers sent slowly", func(t *testing.T) {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		stop := make(chan struct{})
+		defer close(stop)
+		go func() { // slowloris: a header line every 50ms, forever
+			if _, err := io.WriteString(conn, "GET /healthz HTTP/1.1\r\nHost: x\r\n"); err != nil {
+				return
+			}
+			tick := time.NewTicker(50 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-tick.C:
+					if _, err := io.WriteString(conn, "X-Slow: 1\r\n"); err != nil {
+						return
+					}
+				}
+			}
+		}()
+		got, d := closedWithin(t, conn, 10*time.Second)
+		if strings.HasPrefix(got, "HTTP/1.1 200") {
+			t.Fatalf("the slow request was served: %q", got)
+		}
+		t.Logf("disconnected after %v (read header timeout %v)", d, timeout)
+	})
+
+	t.Run("body sent slowly", func(t *testing.T) {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		stop := make(chan struct{})
+		defer close(stop)
+		go func() {
+			if _, err := io.WriteString(conn, "POST /v1/orders HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{"); err != nil {
+				return
+			}
+			tick := time.NewTicker(50 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-tick.C:
+					if _, err := io.WriteString(conn, " "); err != nil {
+						return
+					}
+				}
+			}
+		}()
+		got, d := closedWithin(t, conn, 10*time.Second)
+		// The body read fails at the read timeout: a 400 (or nothing, if
+		// the server gave up on the connection first), never a 2xx or 5xx.
+		if got != "" && !strings.HasPrefix(got, "HTTP/1.1 400") {
+			t.Fatalf("slow body answered %q", got)
+		}
+		t.Logf("slow body: disconnected after %v with %q", d, firstLine(got))
+	})
+
+	t.Run("idle keep-alive connection", func(t *testing.T) {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		if _, err := io.WriteString(conn, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("first request: %v, %v", resp, err)
+		}
+		// Then say nothing: the server closes the connection.
+		closedWithin(t, conn, 10*time.Second)
+	})
+}
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\r\n")
+	return line
+}
+
+func TestSecretsStayOutOfLogsAndAnswers(t *testing.T) {
+	t.Parallel()
+	e := apitest.New(t, nil)
+	e.CreateProduct(t, "p1", 5, 0)
+	const wrong = "wrong-token-d41d8cd9"
+	answers := []*apitest.Response{
+		e.Do(t, "POST", "/v1/products", `{"id":"x","name":"x","stock":1}`, apitest.Admin()...),
+		e.Do(t, "POST", "/v1/products", `{"id":"x","name":"x","stock":1}`, "Authorization", "Bearer "+wrong),
+		e.Do(t, "POST", "/v1/products", `{"id":"x","name":"x","stock":1}`, "Authorization", "Bearer "+apitest.AdminToken+"0"),
+		e.Do(t, "GET", "/v1/queue", "", "Authorization", "Bearer "+wrong),
+		e.Do(t, "GET", "/v1/queue", "", apitest.Admin()...),
+		e.Do(t, "POST", "/v1/orders", `{"product_id":"p1","user_id":"u","quantity":1}`, "Authorization", "Bearer "+apitest.AdminToken),
+	}
+	logs := e.Log.String()
+	if logs == "" {
+		t.Fatal("nothing was logged: the test would prove nothing")
+	}
+	for _, secret := range []string{apitest.AdminToken, wrong} {
+		if strings.Contains(logs, secret) {
+			t.Errorf("the logs show %q", secret)
+		}
+		for _, a := range answers {
+			if strings.Contains(string(a.Body), secret) || strings.Contains(a.Header.Get("WWW-Authenticate"), secret) {
+				t.Errorf("an answer shows %q: %s", secret, a.Body)
+			}
+		}
+	}
+}
+
+func TestMetricsLabelsStayBounded(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	h, _ := bare(t, api.Config{Registerer: reg})
+	for i := range 200 {
+		req := httptest.NewRequest("GET", fmt.Sprintf("/random/%d", i), nil)
+		req.Method = fmt.Sprintf("M%d", i) // any token is a valid method
+		h.ServeHTTP(httptest.NewRecorder(), req)
+	}
+	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/healthz", nil))
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if n := len(f.GetMetric()); n > 5 {
+			t.Errorf("%s has %d series after 200 requests with made-up methods and paths; want a handful", f.GetName(), n)
+		}
+	}
+}

@@ -1,0 +1,501 @@
+package api_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/flashsale/flashsale/api"
+	"github.com/flashsale/flashsale/api/apitest"
+	"github.com/flashsale/flashsale/internal/localsvc"
+	"github.com/flashsale/flashsale/internal/testenv"
+	"github.com/flashsale/flashsale/inventory"
+	"github.com/flashsale/flashsale/ratelimit"
+	"github.com/flashsale/flashsale/sale"
+	"github.com/flashsale/flashsale/sale/saletest"
+)
+
+type placed struct {
+	OrderID string `json:"order_id"`
+	Status  string `json:"status"`
+}
+
+type orderBody struct {
+	OrderID   string    `json:"order_id"`
+	ProductID string    `json:"product_id"`
+	UserID    string    `json:"user_id"`
+	Quantity  int       `json:"quantity"`
+	Status    string    `json:"status"`
+	Reason    string    `json:"reason"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// wantError checks an error answer's status and code.
+func wantError(t *testing.T, r *apitest.Response, status int, code string) {
+	t.Helper()
+	if r.Status != status {
+		t.Fatalf("status = %d, want %d; body %s", r.Status, status, r.Body)
+	}
+	if got := r.ErrorCode(t); got != code {
+		t.Fatalf("error code = %q, want %q; body %s", got, code, r.Body)
+	}
+}
+
+// wantPlaced checks a 202 answer and returns its order.
+func wantPlaced(t *testing.T, r *apitest.Response) placed {
+	t.Helper()
+	if r.Status != http.StatusAccepted {
+		t.Fatalf("status = %d, want 202; body %s", r.Status, r.Body)
+	}
+	var p placed
+	r.JSON(t, &p)
+	if !sale.ValidOrderID(p.OrderID) || p.Status == "" {
+		t.Fatalf("body = %s; want an order id and a status", r.Body)
+	}
+	if got, want := r.Header.Get("Location"), "/v1/orders/"+p.OrderID; got != want {
+		t.Fatalf("Location = %q, want %q", got, want)
+	}
+	return p
+}
+
+func TestPlaceOrderContract(t *testing.T) {
+	t.Parallel()
+	e := apitest.New(t, nil)
+	e.CreateProduct(t, "p1", 1000, 0)
+	e.CreateProduct(t, "gone", 0, 0)
+	e.MarkSoldOut(t, "gone")
+
+	big := `{"product_id":"p1","user_id":"u1","quantity":1,"pad":"` + strings.Repeat("x", api.DefaultBodyLimit) + `"}`
+	tests := []struct {
+		name   string
+		body   string
+		header []string
+		status int
+		code   string // "" for 202
+	}{
+		{"valid", `{"product_id":"p1","user_id":"u1","quantity":1}`, nil, 202, ""},
+		{"max quantity", `{"product_id":"p1","user_id":"u1","quantity":100}`, nil, 202, ""},
+		{"white space around", " \n\t{\"product_id\":\"p1\",\"user_id\":\"u1\",\"quantity\":1}\r\n ", nil, 202, ""},
+		{"fields in any order", `{"quantity":1,"user_id":"u1","product_id":"p1"}`, nil, 202, ""},
+		{"JSON content type", `{"product_id":"p1","user_id":"u1","quantity":1}`, []string{"Content-Type", "application/json; charset=UTF-8"}, 202, ""},
+		{"curl -d content type", `{"product_id":"p1","user_id":"u1","quantity":1}`, []string{"Content-Type", "application/x-www-form-urlencoded"}, 202, ""},
+		{"fetch content type", `{"product_id":"p1","user_id":"u1","quantity":1}`, []string{"Content-Type", "text/plain;charset=UTF-8"}, 202, ""},
+		{"vendor JSON type", `{"product_id":"p1","user_id":"u1","quantity":1}`, []string{"Content-Type", "application/vnd.flashsale+json"}, 202, ""},
+
+		{"empty body", ``, nil, 400, "invalid_request"},
+		{"white space only", "  \n", nil, 400, "invalid_request"},
+		{"invalid JSON", `{"product_id":"p1",`, nil, 400, "invalid_request"},
+		{"trailing comma", `{"product_id":"p1","user_id":"u1","quantity":1,}`, nil, 400, "invalid_request"},
+		{"single quotes", `{'product_id':'p1'}`, nil, 400, "invalid_request"},
+		{"null", `null`, nil, 400, "invalid_request"},
+		{"array", `[{"product_id":"p1","user_id":"u1","quantity":1}]`, nil, 400, "invalid_request"},
+		{"string", `"p1"`, nil, 400, "invalid_request"},
+		{"number", `1`, nil, 400, "invalid_request"},
+		{"unknown field", `{"product_id":"p1","user_id":"u1","quantity":1,"price":0}`, nil, 400, "invalid_request"},
+		{"field in another case", `{"Product_ID":"p1","user_id":"u1","quantity":1}`, nil, 400, "invalid_request"},
+		{"duplicate field", `{"product_id":"p1","user_id":"u1","quantity":1,"quantity":100}`, nil, 400, "invalid_request"},
+		{"duplicate field in another case", `{"product_id":"p1","user_id":"u1","quantity":1,"QUANTITY":100}`, nil, 400, "invalid_request"},
+		{"trailing data", `{"product_id":"p1","user_id":"u1","quantity":1} x`, nil, 400, "invalid_request"},
+		{"two objects", `{"product_id":"p1","user_id":"u1","quantity":1}{}`, nil, 400, "invalid_request"},
+		{"trailing brace", `{"product_id":"p1","user_id":"u1","quantity":1}}`, nil, 400, "invalid_request"},
+		{"byte order mark", "\ufeff{\"product_id\":\"p1\",\"user_id\":\"u1\",\"quantity\":1}", nil, 400, "invalid_request"},
+		{"not UTF-8", "{\"product_id\":\"p1\",\"user_id\":\"u\xff\",\"quantity\":1}", nil, 400, "invalid_request"},
+		{"not UTF-8 in an unknown field", "{\"product_id\":\"p1\",\"user_id\":\"u1\",\"quantity\":1,\"\xc3\":1}", nil, 400, "invalid_request"},
+		{"quantity as string", `{"product_id":"p1","user_id":"u1","quantity":"1"}`, nil, 400, "invalid_request"},
+		{"quantity fraction", `{"product_id":"p1","user_id":"u1","quantity":1.5}`, nil, 400, "invalid_request"},
+		{"quantity 1.0", `{"product_id":"p1","user_id":"u1","quantity":1.0}`, nil, 400, "invalid_request"},
+		{"quantity exponent", `{"product_id":"p1","user_id":"u1","quantity":1e1}`, nil, 400, "invalid_request"},
+		{"quantity huge", `{"product_id":"p1","user_id":"u1","quantity":99999999999999999999999}`, nil, 400, "invalid_request"},
+		{"quantity huge exponent", `{"product_id":"p1","user_id":"u1","quantity":1e400}`, nil, 400, "invalid_request"},
+		{"quantity bool", `{"product_id":"p1","user_id":"u1","quantity":true}`, nil, 400, "invalid_request"},
+		{"quantity object", `{"product_id":"p1","user_id":"u1","quantity":{"n":1}}`, nil, 400, "invalid_request"},
+		{"quantity 0", `{"product_id":"p1","user_id":"u1","quantity":0}`, nil, 400, "invalid_request"},
+		{"quantity -0", `{"product_id":"p1","user_id":"u1","quantity":-0}`, nil, 400, "invalid_request"},
+		{"quantity negative", `{"product_id":"p1","user_id":"u1","quantity":-1}`, nil, 400, "invalid_request"},
+		{"quantity above max", `{"product_id":"p1","user_id":"u1","quantity":101}`, nil, 400, "invalid_request"},
+		{"quantity null", `{"product_id":"p1","user_id":"u1","quantity":null}`, nil, 400, "invalid_request"},
+		{"product id as number", `{"product_id":1,"user_id":"u1","quantity":1}`, nil, 400, "invalid_request"},
+		{"user id as array", `{"product_id":"p1","user_id":["u1"],"quantity":1}`, nil, 400, "invalid_request"},
+		{"missing quantity", `{"product_id":"p1","user_id":"u1"}`, nil, 400, "invalid_request"},
+		{"missing user", `{"product_id":"p1","quantity":1}`, nil, 400, "invalid_request"},
+		{"missing product", `{"user_id":"u1","quantity":1}`, nil, 400, "invalid_request"},
+		{"empty object", `{}`, nil, 400, "invalid_request"},
+		{"empty user id", `{"product_id":"p1","user_id":"","quantity":1}`, nil, 400, "invalid_request"},
+		{"user id too long", `{"product_id":"p1","user_id":"` + strings.Repeat("u", 65) + `","quantity":1}`, nil, 400, "invalid_request"},
+		{"user id with a slash", `{"product_id":"p1","user_id":"a/b","quantity":1}`, nil, 400, "invalid_request"},
+		{"user id with NUL", `{"product_id":"p1","user_id":"u\u0000","quantity":1}`, nil, 400, "invalid_request"},
+		{"user id unicode", `{"product_id":"p1","user_id":"ü","quantity":1}`, nil, 400, "invalid_request"},
+		{"product id with a space", `{"product_id":"p 1","user_id":"u1","quantity":1}`, nil, 400, "invalid_request"},
+		{"key with a space", `{"product_id":"p1","user_id":"u1","quantity":1}`, []string{"Idempotency-Key", "a b"}, 400, "invalid_request"},
+		{"key too long", `{"product_id":"p1","user_id":"u1","quantity":1}`, []string{"Idempotency-Key", strings.Repeat("k", 256)}, 400, "invalid_request"},
+		{"key not ASCII", `{"product_id":"p1","user_id":"u1","quantity":1}`, []string{"Idempotency-Key", "clé"}, 400, "invalid_request"},
+
+		{"unknown product", `{"product_id":"nope","user_id":"u1","quantity":1}`, nil, 404, "product_not_found"},
+		{"longest product id, unknown", `{"product_id":"` + strings.Repeat("p", 64) + `","user_id":"u1","quantity":1}`, nil, 404, "product_not_found"},
+		{"sold out", `{"product_id":"gone","user_id":"u1","quantity":1}`, nil, 409, "sold_out"},
+		{"too large", big, nil, 413, "payload_too_large"},
+
+		{"XML", `<order/>`, []string{"Content-Type", "application/xml"}, 415, "unsupported_media_type"},
+		{"JSON body declared as XML", `{"product_id":"p1","user_id":"u1","quantity":1}`, []string{"Content-Type", "text/xml"}, 415, "unsupported_media_type"},
+		{"multipart", `{"product_id":"p1","user_id":"u1","quantity":1}`, []string{"Content-Type", "multipart/form-data; boundary=x"}, 415, "unsupported_media_type"},
+		{"latin-1", `{"product_id":"p1","user_id":"u1","quantity":1}`, []string{"Content-Type", "application/json; charset=iso-8859-1"}, 415, "unsupported_media_type"},
+		{"bad content type", `{"product_id":"p1","user_id":"u1","quantity":1}`, []string{"Content-Type", "application/json; charset"}, 415, "unsupported_media_type"},
+		{"gzip", `{"product_id":"p1","user_id":"u1","quantity":1}`, []string{"Content-Encoding", "gzip"}, 415, "unsupported_media_type"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := e.Do(t, "POST", "/v1/orders", tt.body, tt.header...)
+			if tt.code == "" {
+				if got := wantPlaced(t, r); got.Status != "queued" {
+					t.Fatalf("status = %q, want queued", got.Status)
+				}
+				return
+			}
+			wantError(t, r, tt.status, tt.code)
+		})
+	}
+}
+
+func TestTooLargeBodies(t *testing.T) {
+	t.Parallel()
+	e := apitest.New(t, nil)
+	e.CreateProduct(t, "p1", 1000, 0)
+	valid := `{"product_id":"p1","user_id":"u1","quantity":1}`
+	padded := func(n int) string { // a valid order of n bytes
+		return `{"product_id":"p1","user_id":"u1","quantity":1` + strings.Repeat(" ", n-len(valid)) + `}`
+	}
+	if r := e.Do(t, "POST", "/v1/orders", padded(api.DefaultBodyLimit)); r.Status != 202 {
+		t.Fatalf("a body of exactly the limit: status %d, want 202; %s", r.Status, r.Body)
+	}
+	tests := []struct {
+		name          string
+		body          string
+		contentLength int64 // -1 = unknown (chunked)
+	}{
+		{"declared length", padded(api.DefaultBodyLimit + 1), int64(api.DefaultBodyLimit + 1)},
+		{"chunked", padded(api.DefaultBodyLimit + 1), -1},
+		{"chunked, much larger", padded(1 << 20), -1},
+		// A client that declares a small length and sends more is cut at
+		// the declared length by net/http; one that declares a large
+		// length is refused before anything is read.
+		{"declared huge, sent small", valid, 1 << 30},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := httptest.NewRequest("POST", "/v1/orders", strings.NewReader(tt.body))
+			req.ContentLength = tt.contentLength
+			if tt.contentLength < 0 {
+				req.TransferEncoding = []string{"chunked"}
+			}
+			wantError(t, e.Send(req), 413, "payload_too_large")
+		})
+	}
+
+	// Over a real connection, with real chunked encoding.
+	srv := httptest.NewServer(e.Handler)
+	defer srv.Close()
+	pr, pw := io.Pipe()
+	go func() {
+		for range 8 { // 8 chunks of 1 KiB
+			if _, err := pw.Write([]byte(strings.Repeat(" ", 1024))); err != nil {
+				return
+			}
+		}
+		_ = pw.Close()
+	}()
+	req, err := http.NewRequest("POST", srv.URL+"/v1/orders", pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	_ = pr.CloseWithError(errors.New("done"))
+	wantError(t, &apitest.Response{Status: resp.StatusCode, Header: resp.Header, Body: body}, 413, "payload_too_large")
+}
+
+func TestIdempotencyKey(t *testing.T) {
+	t.Parallel()
+	e := apitest.New(t, nil)
+	e.CreateProduct(t, "p1", 10, 0)
+	body := `{"product_id":"p1","user_id":"alice","quantity":2}`
+	first := wantPlaced(t, e.Do(t, "POST", "/v1/orders", body, "Idempotency-Key", "try-1"))
+	again := wantPlaced(t, e.Do(t, "POST", "/v1/orders", body, "Idempotency-Key", "try-1"))
+	if again != first {
+		t.Fatalf("same key again = %+v, want %+v", again, first)
+	}
+	// Formatting differences are the same request.
+	same := wantPlaced(t, e.Do(t, "POST", "/v1/orders", `{ "quantity": 2, "user_id": "alice", "product_id": "p1" }`, "Idempotency-Key", "try-1"))
+	if same.OrderID != first.OrderID {
+		t.Fatalf("same order, other formatting = %s, want %s", same.OrderID, first.OrderID)
+	}
+	wantError(t, e.Do(t, "POST", "/v1/orders", `{"product_id":"p1","user_id":"alice","quantity":1}`, "Idempotency-Key", "try-1"),
+		422, "idempotency_mismatch")
+	bob := wantPlaced(t, e.Do(t, "POST", "/v1/orders", `{"product_id":"p1","user_id":"bob","quantity":2}`, "Idempotency-Key", "try-1"))
+	if bob.OrderID == first.OrderID {
+		t.Fatal("another user's order with the same key got the same id")
+	}
+	e.Decide(t, first.OrderID)
+	if got := wantPlaced(t, e.Do(t, "POST", "/v1/orders", body, "Idempotency-Key", "try-1")); got.OrderID != first.OrderID || got.Status != "succeeded" {
+		t.Fatalf("same key after the decision = %+v; want %s, succeeded", got, first.OrderID)
+	}
+	wantError(t, e.Do(t, "POST", "/v1/orders", `{"product_id":"p1","user_id":"alice","quantity":3}`, "Idempotency-Key", "try-1"),
+		422, "idempotency_mismatch")
+}
+
+func TestGetOrder(t *testing.T) {
+	t.Parallel()
+	e := apitest.New(t, &apitest.Options{API: api.Config{MaxWait: 300 * time.Millisecond}})
+	e.CreateProduct(t, "p1", 10, 0)
+	p := wantPlaced(t, e.Do(t, "POST", "/v1/orders", `{"product_id":"p1","user_id":"alice","quantity":3}`))
+	path := "/v1/orders/" + p.OrderID
+
+	r := e.Do(t, "GET", path, "")
+	var o orderBody
+	r.JSON(t, &o)
+	if r.Status != 200 || o.OrderID != p.OrderID || o.ProductID != "p1" || o.UserID != "alice" || o.Quantity != 3 ||
+		o.Status != "queued" || o.CreatedAt.IsZero() {
+		t.Fatalf("queued order: %d %s", r.Status, r.Body)
+	}
+
+	for _, bad := range []string{"abc", "-1s", "-1", "1x", "10 s", "1h-", "∞"} {
+		wantError(t, e.Do(t, "GET", path+"?wait="+urlQuery(bad), ""), 400, "invalid_request")
+	}
+	// Waits are capped (at MaxWait, here 300ms): a queued order comes back
+	// queued after the cap, not after an hour.
+	for _, long := range []string{"1h", "3600", "99999999999999999999999"} {
+		start := time.Now()
+		r := e.Do(t, "GET", path+"?wait="+long, "")
+		r.JSON(t, &o)
+		if d := time.Since(start); r.Status != 200 || o.Status != "queued" || d < 300*time.Millisecond || d > 20*time.Second {
+			t.Fatalf("?wait=%s: %d %s after %v; want queued after about 300ms", long, r.Status, r.Body, d)
+		}
+	}
+	for _, short := range []string{"0", "0s", "1ms", ""} {
+		if r := e.Do(t, "GET", path+"?wait="+short, ""); r.Status != 200 {
+			t.Fatalf("?wait=%s: %d %s", short, r.Status, r.Body)
+		}
+	}
+
+	e.Decide(t, p.OrderID)
+	r = e.Do(t, "GET", path, "")
+	r.JSON(t, &o)
+	if r.Status != 200 || o.Status != "succeeded" || o.Reason != "" || o.UpdatedAt.Before(o.CreatedAt) {
+		t.Fatalf("decided order: %d %s", r.Status, r.Body)
+	}
+
+	for _, id := range []string{
+		"01JABCDEFGHJKMNPQRSTVWXYZ0", // well formed, unknown
+		"nope", "01jabcdefghjkmnpqrstvwxyz0", strings.Repeat("A", 27), "%2F..%2F..", "%C3%A9", "%00", "..",
+	} {
+		wantError(t, e.Do(t, "GET", "/v1/orders/"+id, ""), 404, "not_found")
+		wantError(t, e.Do(t, "GET", "/v1/orders/"+id+"?wait=5s", ""), 404, "not_found")
+	}
+	wantError(t, e.Do(t, "GET", "/v1/orders/a/b", ""), 404, "not_found")
+	wantError(t, e.Do(t, "GET", "/v1/orders", ""), 405, "method_not_allowed")
+	wantError(t, e.Do(t, "DELETE", path, ""), 405, "method_not_allowed")
+	wantError(t, e.Do(t, "GET", "/v2/orders", ""), 404, "not_found")
+}
+
+func urlQuery(s string) string {
+	return strings.NewReplacer(" ", "%20", "∞", "%E2%88%9E").Replace(s)
+}
+
+func TestWaitReturnsWhenTheOrderIsDecided(t *testing.T) {
+	t.Parallel()
+	e := apitest.New(t, nil)
+	e.CreateProduct(t, "p1", 10, 0)
+	p := wantPlaced(t, e.Do(t, "POST", "/v1/orders", `{"product_id":"p1","user_id":"alice","quantity":1}`))
+
+	done := make(chan *apitest.Response, 1)
+	start := time.Now()
+	go func() { done <- e.Do(t, "GET", "/v1/orders/"+p.OrderID+"?wait=25s", "") }()
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if e.Hub.Waiting() == 0 {
+			return errors.New("the request is not waiting yet")
+		}
+		return nil
+	})
+	decided := time.Now()
+	e.Decide(t, p.OrderID)
+	var r *apitest.Response
+	select {
+	case r = <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the wait did not end within 20s of the decision")
+	}
+	var o orderBody
+	r.JSON(t, &o)
+	if r.Status != 200 || o.Status != "succeeded" {
+		t.Fatalf("waited order: %d %s", r.Status, r.Body)
+	}
+	t.Logf("answered %v after the decision started, %v after the request", time.Since(decided), time.Since(start))
+}
+
+func TestRateLimit(t *testing.T) {
+	t.Parallel()
+	e := apitest.New(t, &apitest.Options{Sale: &saletest.Options{RateLimit: &ratelimit.Options{Rate: 2, Per: time.Minute}}})
+	e.CreateProduct(t, "p1", 100, 0)
+	order := func(user string) *apitest.Response {
+		return e.Do(t, "POST", "/v1/orders", `{"product_id":"p1","user_id":"`+user+`","quantity":1}`)
+	}
+	wantPlaced(t, order("alice"))
+	wantPlaced(t, order("alice"))
+	r := order("alice")
+	wantError(t, r, 429, "rate_limited")
+	secs, err := strconv.Atoi(r.Header.Get("Retry-After"))
+	if err != nil || secs < 1 || secs > 30 {
+		t.Fatalf("Retry-After = %q; want whole seconds in [1, 30] (one order per 30s)", r.Header.Get("Retry-After"))
+	}
+	wantPlaced(t, order("bob"))
+	// Bad requests are refused before the limiter and do not count.
+	for range 3 {
+		wantError(t, e.Do(t, "POST", "/v1/orders", `{"product_id":"p1","user_id":"carol","quantity":0}`), 400, "invalid_request")
+	}
+	wantPlaced(t, order("carol"))
+}
+
+func TestRateLimiterDownFailsOpen(t *testing.T) {
+	t.Parallel()
+	down, err := ratelimit.New(testenv.UnreachableRedis(t), ratelimit.Options{Rate: 1, Per: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var reports []string
+	e := apitest.New(t, &apitest.Options{Sale: &saletest.Options{Limiter: down,
+		OnFailOpen: func(_ context.Context, err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			reports = append(reports, err.Error())
+		}}})
+	e.CreateProduct(t, "p1", 100, 0)
+	for range 3 {
+		wantPlaced(t, e.Do(t, "POST", "/v1/orders", `{"product_id":"p1","user_id":"alice","quantity":1}`))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(reports) != 3 || !strings.Contains(reports[0], "rate limiter") {
+		t.Fatalf("fail-open reports = %q; want 3 about the rate limiter", reports)
+	}
+}
+
+func TestQueueRedisDown(t *testing.T) {
+	t.Parallel()
+	r := testenv.PrivateRedis(t, localsvc.RedisOptions{})
+	var e *apitest.Env
+	e = apitest.New(t, &apitest.Options{Sale: &saletest.Options{RedisURL: r.URL(0)}, API: api.Config{
+		ReadyChecks: map[string]func(context.Context) error{
+			"redis":    func(ctx context.Context) error { return e.Redis.Ping(ctx).Err() },
+			"postgres": func(ctx context.Context) error { return e.Store.Ping(ctx) },
+		},
+	}})
+	e.CreateProduct(t, "p1", 100, 0)
+	queued := wantPlaced(t, e.Do(t, "POST", "/v1/orders", `{"product_id":"p1","user_id":"alice","quantity":1}`))
+	if got := e.Do(t, "GET", "/readyz", ""); got.Status != 200 {
+		t.Fatalf("/readyz with everything up: %d %s", got.Status, got.Body)
+	}
+	if err := r.Kill(); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, key := range []string{"", "k-1"} {
+		resp := e.Do(t, "POST", "/v1/orders", `{"product_id":"p1","user_id":"alice","quantity":1}`, "Idempotency-Key", key)
+		wantError(t, resp, 503, "unavailable")
+		if got := resp.Header.Get("Retry-After"); got == "" {
+			t.Fatal("503 without Retry-After")
+		}
+	}
+	wantError(t, e.Do(t, "GET", "/v1/orders/"+queued.OrderID, ""), 503, "unavailable")
+	wantError(t, e.Do(t, "GET", "/v1/queue", "", apitest.Admin()...), 503, "unavailable")
+	// Bad requests are still 4xx: validation needs no dependency.
+	wantError(t, e.Do(t, "POST", "/v1/orders", `{"product_id":"p1"}`), 400, "invalid_request")
+
+	ready := e.Do(t, "GET", "/readyz", "")
+	var body struct {
+		Status string            `json:"status"`
+		Checks map[string]string `json:"checks"`
+	}
+	ready.JSON(t, &body)
+	if ready.Status != 503 || body.Status != "unavailable" || body.Checks["redis"] != "unavailable" || body.Checks["postgres"] != "ok" ||
+		ready.Header.Get("Retry-After") == "" {
+		t.Fatalf("/readyz with Redis down: %d %s", ready.Status, ready.Body)
+	}
+	if got := e.Do(t, "GET", "/healthz", ""); got.Status != 200 {
+		t.Fatalf("/healthz: %d %s", got.Status, got.Body)
+	}
+	if !strings.Contains(e.Log.String(), "dependency unavailable") {
+		t.Fatalf("the 503s were not logged: %s", e.Log.String())
+	}
+}
+
+func TestReadyzWhenPostgresIsDown(t *testing.T) {
+	t.Parallel()
+	e := apitest.New(t, nil)
+	closed, err := inventory.Open(context.Background(), e.DatabaseURL, &inventory.Options{MaxConns: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed.Close()
+	h, err := api.New(e.Service, api.Config{Logger: discardLogger(), ReadyChecks: map[string]func(context.Context) error{
+		"postgres": closed.Ping,
+		"redis":    func(ctx context.Context) error { return e.Redis.Ping(ctx).Err() },
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, httptest.NewRequest("GET", "/readyz", nil))
+	if w.Code != 503 || !strings.Contains(w.Body.String(), `"postgres":"unavailable"`) || !strings.Contains(w.Body.String(), `"redis":"ok"`) {
+		t.Fatalf("/readyz with PostgreSQL down: %d %s", w.Code, w.Body)
+	}
+}
+
+func TestManyConcurrentOrdersGetDistinctIDs(t *testing.T) {
+	t.Parallel()
+	e := apitest.New(t, nil)
+	e.CreateProduct(t, "p1", 1000, 0)
+	const n = 50
+	ids := make(chan string, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			r := e.Do(t, "POST", "/v1/orders", fmt.Sprintf(`{"product_id":"p1","user_id":"u%d","quantity":1}`, i))
+			if r.Status != 202 {
+				t.Errorf("order %d: %d %s", i, r.Status, r.Body)
+				return
+			}
+			var p placed
+			if err := json.Unmarshal(r.Body, &p); err != nil {
+				t.Errorf("order %d: %s: %v", i, r.Body, err)
+				return
+			}
+			ids <- p.OrderID
+		})
+	}
+	wg.Wait()
+	close(ids)
+	seen := map[string]bool{}
+	for id := range ids {
+		if seen[id] {
+			t.Fatalf("order id %s given twice", id)
+		}
+		seen[id] = true
+	}
+	if len(seen) != n {
+		t.Fatalf("%d ids, want %d", len(seen), n)
+	}
+}

@@ -1,0 +1,185 @@
+package api_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/flashsale/flashsale/api/apitest"
+	"github.com/flashsale/flashsale/sale"
+)
+
+type productBody struct {
+	ID           string `json:"id"`
+	Name         string `json:"name"`
+	Stock        int64  `json:"stock"`
+	Sold         int64  `json:"sold"`
+	PerUserLimit int    `json:"per_user_limit"`
+}
+
+func TestCreateProductContract(t *testing.T) {
+	t.Parallel()
+	e := apitest.New(t, nil)
+	admin := apitest.Admin()
+	tests := []struct {
+		name   string
+		body   string
+		header []string
+		status int
+		code   string // "" for 201
+	}{
+		{"valid", `{"id":"sku-1","name":"Phone","stock":100,"per_user_limit":1}`, admin, 201, ""},
+		{"no limit", `{"id":"sku-2","name":"Phone «X» 📱","stock":0}`, admin, 201, ""},
+		{"limit 0", `{"id":"sku-3","name":"P","stock":5,"per_user_limit":0}`, admin, 201, ""},
+		{"max stock", fmt.Sprintf(`{"id":"sku-4","name":"P","stock":%d}`, sale.MaxStock), admin, 201, ""},
+		{"lower-case scheme", `{"id":"sku-5","name":"P","stock":1}`, []string{"Authorization", "bearer " + apitest.AdminToken}, 201, ""},
+
+		{"exists", `{"id":"sku-1","name":"Other","stock":1}`, admin, 409, "product_exists"},
+
+		{"no token", `{"id":"x1","name":"P","stock":1}`, nil, 401, "unauthorized"},
+		{"wrong token", `{"id":"x1","name":"P","stock":1}`, []string{"Authorization", "Bearer nope"}, 401, "unauthorized"},
+		{"token prefix", `{"id":"x1","name":"P","stock":1}`, []string{"Authorization", "Bearer " + apitest.AdminToken[:5]}, 401, "unauthorized"},
+		{"token plus more", `{"id":"x1","name":"P","stock":1}`, []string{"Authorization", "Bearer " + apitest.AdminToken + "x"}, 401, "unauthorized"},
+		{"token, no scheme", `{"id":"x1","name":"P","stock":1}`, []string{"Authorization", apitest.AdminToken}, 401, "unauthorized"},
+		{"basic scheme", `{"id":"x1","name":"P","stock":1}`, []string{"Authorization", "Basic " + apitest.AdminToken}, 401, "unauthorized"},
+		{"two spaces", `{"id":"x1","name":"P","stock":1}`, []string{"Authorization", "Bearer  " + apitest.AdminToken}, 401, "unauthorized"},
+		{"empty bearer", `{"id":"x1","name":"P","stock":1}`, []string{"Authorization", "Bearer "}, 401, "unauthorized"},
+		{"bad body, no token", `{`, nil, 401, "unauthorized"}, // authorization comes first
+
+		{"missing name", `{"id":"x1","stock":1}`, admin, 400, "invalid_request"},
+		{"missing stock", `{"id":"x1","name":"P"}`, admin, 400, "invalid_request"},
+		{"missing id", `{"name":"P","stock":1}`, admin, 400, "invalid_request"},
+		{"null", `null`, admin, 400, "invalid_request"},
+		{"unknown field", `{"id":"x1","name":"P","stock":1,"price":3}`, admin, 400, "invalid_request"},
+		{"sold is not an input", `{"id":"x1","name":"P","stock":1,"sold":3}`, admin, 400, "invalid_request"},
+		{"duplicate stock", `{"id":"x1","name":"P","stock":1,"stock":1000}`, admin, 400, "invalid_request"},
+		{"trailing data", `{"id":"x1","name":"P","stock":1}[]`, admin, 400, "invalid_request"},
+		{"stock as string", `{"id":"x1","name":"P","stock":"1"}`, admin, 400, "invalid_request"},
+		{"stock fraction", `{"id":"x1","name":"P","stock":1.5}`, admin, 400, "invalid_request"},
+		{"stock beyond int64", `{"id":"x1","name":"P","stock":9223372036854775808}`, admin, 400, "invalid_request"},
+		{"stock negative", `{"id":"x1","name":"P","stock":-1}`, admin, 400, "invalid_request"},
+		{"stock above max", fmt.Sprintf(`{"id":"x1","name":"P","stock":%d}`, sale.MaxStock+1), admin, 400, "invalid_request"},
+		{"limit negative", `{"id":"x1","name":"P","stock":1,"per_user_limit":-1}`, admin, 400, "invalid_request"},
+		{"limit huge", `{"id":"x1","name":"P","stock":1,"per_user_limit":99999999999999999999}`, admin, 400, "invalid_request"},
+		{"id with slash", `{"id":"a/b","name":"P","stock":1}`, admin, 400, "invalid_request"},
+		{"id unicode", `{"id":"é","name":"P","stock":1}`, admin, 400, "invalid_request"},
+		{"id too long", `{"id":"` + strings.Repeat("i", 65) + `","name":"P","stock":1}`, admin, 400, "invalid_request"},
+		{"empty name", `{"id":"x1","name":"","stock":1}`, admin, 400, "invalid_request"},
+		{"name too long", `{"id":"x1","name":"` + strings.Repeat("n", sale.MaxNameLength+1) + `","stock":1}`, admin, 400, "invalid_request"},
+		{"NUL in name", `{"id":"x1","name":"a\u0000b","stock":1}`, admin, 400, "invalid_request"},
+		{"newline in name", `{"id":"x1","name":"a\nb","stock":1}`, admin, 400, "invalid_request"},
+		{"name not UTF-8", "{\"id\":\"x1\",\"name\":\"a\xe9b\",\"stock\":1}", admin, 400, "invalid_request"},
+		{"name as number", `{"id":"x1","name":5,"stock":1}`, admin, 400, "invalid_request"},
+		{"XML", `<p/>`, append([]string{"Content-Type", "application/xml"}, admin...), 415, "unsupported_media_type"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := e.Do(t, "POST", "/v1/products", tt.body, tt.header...)
+			if tt.code != "" {
+				wantError(t, r, tt.status, tt.code)
+				if tt.status == 401 && r.Header.Get("WWW-Authenticate") == "" {
+					t.Fatal("401 without WWW-Authenticate")
+				}
+				return
+			}
+			if r.Status != 201 {
+				t.Fatalf("status = %d, want 201; body %s", r.Status, r.Body)
+			}
+			var p productBody
+			r.JSON(t, &p)
+			if p.ID == "" || r.Header.Get("Location") != "/v1/products/"+p.ID || p.Sold != 0 {
+				t.Fatalf("created: %s, Location %q", r.Body, r.Header.Get("Location"))
+			}
+		})
+	}
+	// Nothing refused was created.
+	wantError(t, e.Do(t, "GET", "/v1/products/x1", ""), 404, "not_found")
+}
+
+func TestProductReadsAndRestock(t *testing.T) {
+	t.Parallel()
+	e := apitest.New(t, nil)
+	admin := apitest.Admin()
+	for i := range 5 {
+		e.CreateProduct(t, fmt.Sprintf("p%d", i), int64(10*i), i)
+	}
+	r := e.Do(t, "GET", "/v1/products/p3", "")
+	var p productBody
+	r.JSON(t, &p)
+	if r.Status != 200 || p != (productBody{ID: "p3", Name: "p3", Stock: 30, PerUserLimit: 3}) {
+		t.Fatalf("GET p3: %d %s", r.Status, r.Body)
+	}
+	for _, id := range []string{"nope", "a%2Fb", "%2Fp3", "%C3%A9", "%00", "..", "p3%00", strings.Repeat("p", 65), "p3%20"} {
+		wantError(t, e.Do(t, "GET", "/v1/products/"+id, ""), 404, "not_found")
+	}
+
+	var list struct {
+		Products []productBody `json:"products"`
+	}
+	r = e.Do(t, "GET", "/v1/products?limit=2&after=p1", "")
+	r.JSON(t, &list)
+	if r.Status != 200 || len(list.Products) != 2 || list.Products[0].ID != "p2" || list.Products[1].ID != "p3" {
+		t.Fatalf("page after p1: %d %s", r.Status, r.Body)
+	}
+	r = e.Do(t, "GET", "/v1/products", "")
+	r.JSON(t, &list)
+	if r.Status != 200 || len(list.Products) != 5 {
+		t.Fatalf("all products: %d %s", r.Status, r.Body)
+	}
+	for _, q := range []string{"limit=0", "limit=1001", "limit=x", "limit=-1", "limit=99999999999999999999", "after=a%2Fb", "after=%00", "after=%C3%A9"} {
+		wantError(t, e.Do(t, "GET", "/v1/products?"+q, ""), 400, "invalid_request")
+	}
+
+	// Restock.
+	restock := func(id, body string, header ...string) *apitest.Response {
+		return e.Do(t, "POST", "/v1/products/"+id+"/restock", body, header...)
+	}
+	r = restock("p1", `{"quantity":5}`, admin...)
+	r.JSON(t, &p)
+	if r.Status != 200 || p.Stock != 15 {
+		t.Fatalf("restock p1 by 5: %d %s", r.Status, r.Body)
+	}
+	wantError(t, restock("p1", `{"quantity":5}`), 401, "unauthorized")
+	wantError(t, restock("p1", `{"quantity":5}`, "Authorization", "Bearer wrong"), 401, "unauthorized")
+	wantError(t, restock("nope", `{"quantity":5}`, admin...), 404, "not_found")
+	wantError(t, restock("a%2Fb", `{"quantity":5}`, admin...), 404, "not_found")
+	for _, body := range []string{`{}`, `{"quantity":0}`, `{"quantity":-5}`, `{"quantity":"5"}`, `{"quantity":1.5}`,
+		`{"quantity":5,"quantity":5}`, `{"Quantity":5}`, `{"quantity":5} {}`, `null`, ``,
+		fmt.Sprintf(`{"quantity":%d}`, sale.MaxStock)} {
+		wantError(t, restock("p1", body, admin...), 400, "invalid_request")
+	}
+	r = e.Do(t, "GET", "/v1/products/p1", "")
+	r.JSON(t, &p)
+	if p.Stock != 15 {
+		t.Fatalf("stock after refused restocks = %d, want 15", p.Stock)
+	}
+
+	// The queue's counts are admin-only.
+	wantError(t, e.Do(t, "GET", "/v1/queue", ""), 401, "unauthorized")
+	wantPlaced(t, e.Do(t, "POST", "/v1/orders", `{"product_id":"p1","user_id":"u","quantity":1}`))
+	var st struct {
+		Queue   string `json:"queue"`
+		Pending int    `json:"pending"`
+		Size    int    `json:"size"`
+	}
+	r = e.Do(t, "GET", "/v1/queue", "", admin...)
+	r.JSON(t, &st)
+	if r.Status != 200 || st.Queue != e.Queue || st.Pending != 1 || st.Size != 1 {
+		t.Fatalf("queue stats: %d %s", r.Status, r.Body)
+	}
+}
+
+func TestNoAdminTokenRefusesEveryAdminCall(t *testing.T) {
+	t.Parallel()
+	e := apitest.New(t, &apitest.Options{NoAdminToken: true})
+	e.CreateProduct(t, "p1", 1, 0)
+	for _, auth := range [][]string{nil, {"Authorization", "Bearer "}, {"Authorization", "Bearer"}, {"Authorization", "Bearer x"}, {"Authorization", ""}} {
+		wantError(t, e.Do(t, "POST", "/v1/products", `{"id":"x","name":"x","stock":1}`, auth...), 401, "unauthorized")
+		wantError(t, e.Do(t, "POST", "/v1/products/p1/restock", `{"quantity":1}`, auth...), 401, "unauthorized")
+		wantError(t, e.Do(t, "GET", "/v1/queue", "", auth...), 401, "unauthorized")
+	}
+	// Public reads still work.
+	if r := e.Do(t, "GET", "/v1/products/p1", ""); r.Status != 200 {
+		t.Fatalf("GET product: %d %s", r.Status, r.Body)
+	}
+}

@@ -1,0 +1,84 @@
+package main
+
+import (
+	"flag"
+	"io"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseRate(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]rate{
+		"10/s": {10, time.Second}, "100/m": {100, time.Minute}, "1/h": {1, time.Hour},
+	} {
+		if got, err := parseRate(in); err != nil || got != want {
+			t.Errorf("parseRate(%q) = %+v, %v; want %+v", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "10", "10/", "/s", "0/s", "-1/s", "1.5/s", "10/d", "10/ s", "x/s", "10/sec"} {
+		if _, err := parseRate(bad); err == nil {
+			t.Errorf("parseRate(%q): nil error, want one", bad)
+		}
+	}
+}
+
+func load(t *testing.T, args ...string) (config, error) {
+	t.Helper()
+	fs := flag.NewFlagSet("test", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	return loadConfig(fs, args)
+}
+
+// Not parallel: these set the process environment.
+func TestConfigErrorsHideSecrets(t *testing.T) {
+	const secret = "s3cretpw"
+	tests := []struct {
+		env, value string
+		args       []string
+	}{
+		{"FLASHSALE_DATABASE_URL", "mysql://app:" + secret + "@db:3306/flashsale", nil},
+		{"FLASHSALE_DATABASE_URL", "postgres://app:" + secret + "@db:5432", nil}, // no database
+		{"FLASHSALE_DATABASE_URL", "postgres://app:" + secret + "@d b/x", nil},   // does not parse
+		{"FLASHSALE_REDIS_URL", "http://:" + secret + "@cache:6379/0", nil},
+		{"FLASHSALE_REDIS_URL", "redis://:" + secret + "%zz@cache:6379/0", nil},
+		{"FLASHSALE_LOCK_REDIS_URLS", "redis://:a@n1:6379,http://:" + secret + "@n2:6379", nil},
+		{"FLASHSALE_LOCK_REDIS_URLS", "redis://:" + secret + "@n 1:6379", nil},
+		{"", "", []string{"-database-url", "mysql://app:" + secret + "@db/x"}},
+		{"", "", []string{"-lock-redis-urls", "redis://:" + secret + "@n1,redis://:" + secret + "@n2"}}, // 2 nodes
+	}
+	for _, tt := range tests {
+		t.Run(tt.env+strings.Join(tt.args, " "), func(t *testing.T) {
+			if tt.env != "" {
+				t.Setenv(tt.env, tt.value)
+			}
+			_, err := load(t, tt.args...)
+			if err == nil {
+				t.Fatal("loadConfig: nil error, want one")
+			}
+			if strings.Contains(err.Error(), secret) {
+				t.Fatalf("the error shows the password: %v", err)
+			}
+			if tt.env != "" && !strings.Contains(err.Error(), tt.env) {
+				t.Fatalf("the error does not name %s: %v", tt.env, err)
+			}
+		})
+	}
+}
+
+func TestConfigRateLimit(t *testing.T) {
+	t.Setenv("FLASHSALE_RATE_LIMIT", "5/s")
+	c, err := load(t)
+	if err != nil || c.RateLimit != "5/s" {
+		t.Fatalf("FLASHSALE_RATE_LIMIT=5/s: %+v, %v", c.RateLimit, err)
+	}
+	t.Setenv("FLASHSALE_RATE_LIMIT", "5/day")
+	if _, err := load(t); err == nil || !strings.Contains(err.Error(), "FLASHSALE_RATE_LIMIT") {
+		t.Fatalf("FLASHSALE_RATE_LIMIT=5/day: %v, want an error naming it", err)
+	}
+	t.Setenv("FLASHSALE_RATE_LIMIT", "")
+	if c, err := load(t); err != nil || c.RateLimit != "" {
+		t.Fatalf("FLASHSALE_RATE_LIMIT empty: %+v, %v; want off", c.RateLimit, err)
+	}
+}

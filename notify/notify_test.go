@@ -1,0 +1,173 @@
+package notify_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/flashsale/flashsale/internal/testenv"
+	"github.com/flashsale/flashsale/notify"
+)
+
+// run starts hub and waits for its subscription; the returned function
+// stops it and returns what Run returned.
+func run(t *testing.T, hub *notify.Hub) func() error {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan struct{})
+	done := make(chan error, 1)
+	go func() { done <- hub.Run(ctx, func() { close(ready) }) }()
+	select {
+	case <-ready:
+	case err := <-done:
+		cancel()
+		t.Fatalf("Run: %v", err)
+	case <-time.After(10 * time.Second):
+		cancel()
+		t.Fatal("Run did not subscribe within 10s")
+	}
+	stopped := false
+	var err error
+	stop := func() error {
+		if !stopped {
+			stopped = true
+			cancel()
+			err = <-done
+		}
+		return err
+	}
+	t.Cleanup(func() { _ = stop() })
+	return stop
+}
+
+func closedWithin(ch <-chan struct{}, d time.Duration) bool {
+	select {
+	case <-ch:
+		return true
+	case <-time.After(d):
+		return false
+	}
+}
+
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+func TestPublishWakesTheWatchersOfThoseIDs(t *testing.T) {
+	t.Parallel()
+	rdb := testenv.Redis(t)
+	prefix := "t:" + testenv.Namespace(t) + ":"
+	hub := notify.NewHub(rdb, prefix)
+	run(t, hub)
+	pub := notify.NewPublisher(rdb, prefix)
+	ctx := context.Background()
+
+	a1, stopA1 := hub.Watch("A")
+	defer stopA1()
+	a2, stopA2 := hub.Watch("A")
+	defer stopA2()
+	b, stopB := hub.Watch("B")
+	defer stopB()
+	c, stopC := hub.Watch("C")
+	if got := hub.Waiting(); got != 4 {
+		t.Fatalf("Waiting() = %d, want 4", got)
+	}
+	stopC() // stopped watching: never woken, not counted
+	if got := hub.Waiting(); got != 3 {
+		t.Fatalf("Waiting() after a stop = %d, want 3", got)
+	}
+
+	// Another prefix is another channel.
+	other := notify.NewPublisher(rdb, prefix+"other:")
+	if err := other.Publish(ctx, []string{"A", "B", "C"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.Publish(ctx, []string{"A", "X", "C"}); err != nil {
+		t.Fatal(err)
+	}
+	if !closedWithin(a1, 10*time.Second) || !closedWithin(a2, 10*time.Second) {
+		t.Fatal("watchers of A were not woken")
+	}
+	// The other channel's message and this one were sent before A's wake;
+	// B and C stay asleep.
+	if isClosed(b) || isClosed(c) {
+		t.Fatalf("woken: B %v, C %v; want neither", isClosed(b), isClosed(c))
+	}
+	if got := hub.Waiting(); got != 1 {
+		t.Fatalf("Waiting() after A was announced = %d, want 1 (B)", got)
+	}
+	// A woken id is forgotten: a new watch waits for the next announcement.
+	a3, stopA3 := hub.Watch("A")
+	defer stopA3()
+	if isClosed(a3) {
+		t.Fatal("a new watcher of A is woken by an old announcement")
+	}
+	if err := pub.Publish(ctx, []string{"B"}); err != nil {
+		t.Fatal(err)
+	}
+	if !closedWithin(b, 10*time.Second) {
+		t.Fatal("watcher of B was not woken")
+	}
+	if isClosed(a3) {
+		t.Fatal("announcing B woke a watcher of A")
+	}
+	if err := pub.Publish(ctx, nil); err != nil {
+		t.Fatalf("Publish(nil) = %v, want nil", err)
+	}
+}
+
+func TestRunStopsWithItsContext(t *testing.T) {
+	t.Parallel()
+	hub := notify.NewHub(testenv.Redis(t), "t:"+testenv.Namespace(t)+":")
+	stop := run(t, hub)
+	ch, unwatch := hub.Watch("A")
+	defer unwatch()
+	if err := stop(); err != nil {
+		t.Fatalf("Run after cancel = %v, want nil", err)
+	}
+	if isClosed(ch) {
+		t.Fatal("stopping the hub woke a watcher")
+	}
+}
+
+func TestRunFailsWhenRedisIsDown(t *testing.T) {
+	t.Parallel()
+	hub := notify.NewHub(testenv.UnreachableRedis(t), "x:")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := hub.Run(ctx, func() { t.Error("ready called without a subscription") }); err == nil {
+		t.Fatal("Run with Redis down = nil, want an error")
+	}
+	pub := notify.NewPublisher(testenv.UnreachableRedis(t), "x:")
+	if err := pub.Publish(ctx, []string{"A"}); err == nil {
+		t.Fatal("Publish with Redis down = nil, want an error")
+	}
+}
+
+func TestWatchStopIsIdempotentAndConcurrent(t *testing.T) {
+	t.Parallel()
+	hub := notify.NewHub(nil, "x:") // never run: no Redis needed
+	done := make(chan struct{})
+	for i := range 8 {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for j := range 100 {
+				_, stop := hub.Watch(fmt.Sprint("id", (i+j)%5))
+				stop()
+				stop()
+			}
+		}()
+	}
+	for range 8 {
+		<-done
+	}
+	if got := hub.Waiting(); got != 0 {
+		t.Fatalf("Waiting() = %d, want 0", got)
+	}
+}

@@ -1,0 +1,97 @@
+package ratelimit_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/flashsale/flashsale/internal/testenv"
+	"github.com/flashsale/flashsale/ratelimit"
+)
+
+func newLimiter(t *testing.T, opts ratelimit.Options) (*ratelimit.Limiter, string) {
+	t.Helper()
+	rdb := testenv.Redis(t)
+	opts.KeyPrefix = "t:" + testenv.Namespace(t) + ":"
+	testenv.DeleteKeys(t, rdb, "rate:"+opts.KeyPrefix)
+	l, err := ratelimit.New(rdb, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l, opts.KeyPrefix
+}
+
+func TestNewRefusesBadOptions(t *testing.T) {
+	t.Parallel()
+	for _, o := range []ratelimit.Options{{}, {Rate: 0, Per: time.Second}, {Rate: 1}, {Rate: 1, Per: -time.Second}, {Rate: -1, Per: time.Second}} {
+		if _, err := ratelimit.New(nil, o); !errors.Is(err, ratelimit.ErrBadOptions) {
+			t.Errorf("New(%+v) = %v, want ErrBadOptions", o, err)
+		}
+	}
+}
+
+func TestAllowSpendsTheBurstThenRefuses(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	l, prefix := newLimiter(t, ratelimit.Options{Rate: 3, Per: time.Minute})
+	if got, want := l.String(), "3 req/m (burst 3)"; got != want {
+		t.Errorf("String() = %q, want %q", got, want)
+	}
+	for i := range 3 {
+		if wait, err := l.Allow(ctx, "alice"); err != nil || wait != 0 {
+			t.Fatalf("order %d: Allow = %v, %v; want 0, nil", i+1, wait, err)
+		}
+	}
+	// One every 20s after the burst: the next is about 20s away, and
+	// refused attempts do not push it further.
+	for range 3 {
+		wait, err := l.Allow(ctx, "alice")
+		if err != nil || wait <= 0 || wait > 20*time.Second {
+			t.Fatalf("Allow past the burst = %v, %v; want a wait in (0, 20s]", wait, err)
+		}
+		if wait < 15*time.Second {
+			t.Fatalf("Allow past the burst = %v; want about 20s", wait)
+		}
+	}
+	// Keys are independent.
+	if wait, err := l.Allow(ctx, "bob"); err != nil || wait != 0 {
+		t.Fatalf("Allow(bob) = %v, %v; want 0, nil", wait, err)
+	}
+	// The state lives under the prefix, with an expiry.
+	ttl, err := testenv.Redis(t).TTL(ctx, "rate:"+prefix+"alice").Result()
+	if err != nil || ttl <= 0 || ttl > time.Minute {
+		t.Fatalf("TTL of alice's key = %v, %v; want in (0, 1m]", ttl, err)
+	}
+}
+
+func TestAllowRefillsOverTime(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	l, _ := newLimiter(t, ratelimit.Options{Rate: 20, Per: time.Second, Burst: 1}) // one per 50ms
+	if wait, err := l.Allow(ctx, "u"); err != nil || wait != 0 {
+		t.Fatalf("first Allow = %v, %v; want 0, nil", wait, err)
+	}
+	wait, err := l.Allow(ctx, "u")
+	if err != nil || wait <= 0 || wait > 50*time.Millisecond {
+		t.Fatalf("second Allow = %v, %v; want a wait in (0, 50ms]", wait, err)
+	}
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if wait, err := l.Allow(ctx, "u"); err != nil || wait != 0 {
+			return fmt.Errorf("Allow = %v, %v; want 0, nil", wait, err)
+		}
+		return nil
+	})
+}
+
+func TestAllowFailsWhenRedisIsDown(t *testing.T) {
+	t.Parallel()
+	l, err := ratelimit.New(testenv.UnreachableRedis(t), ratelimit.Options{Rate: 1, Per: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if wait, err := l.Allow(context.Background(), "u"); err == nil || wait != 0 {
+		t.Fatalf("Allow with Redis down = %v, %v; want 0 and an error", wait, err)
+	}
+}

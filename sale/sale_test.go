@@ -1,0 +1,505 @@
+package sale_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/flashsale/flashsale/internal/localsvc"
+	"github.com/flashsale/flashsale/internal/testenv"
+	"github.com/flashsale/flashsale/inventory"
+	"github.com/flashsale/flashsale/ratelimit"
+	"github.com/flashsale/flashsale/sale"
+	"github.com/flashsale/flashsale/sale/saletest"
+)
+
+func TestValidID(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		id   string
+		want bool
+	}{
+		{"a", true},
+		{"sku-1", true},
+		{"A.b_c:d-9", true},
+		{"9", true},
+		{strings.Repeat("x", sale.MaxIDLength), true},
+		{strings.Repeat("x", sale.MaxIDLength+1), false},
+		{"", false},
+		{"-a", false}, // must start with a letter or digit
+		{".hidden", false},
+		{"..", false},
+		{"a b", false},
+		{"a/b", false},
+		{"a%2Fb", false},
+		{"a\x00", false},
+		{"a\n", false},
+		{"é", false},
+		{"ａ", false}, // fullwidth a
+		{"a,b", false},
+		{"a*", false},
+	}
+	for _, tt := range tests {
+		if got := sale.ValidID(tt.id); got != tt.want {
+			t.Errorf("ValidID(%q) = %v, want %v", tt.id, got, tt.want)
+		}
+	}
+}
+
+func TestValidName(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		want bool
+	}{
+		{"Phone", true},
+		{"Téléphone 📱 «X»", true},
+		{strings.Repeat("x", sale.MaxNameLength), true},
+		{strings.Repeat("é", sale.MaxNameLength/2), true}, // bytes, not runes
+		{strings.Repeat("é", sale.MaxNameLength/2+1), false},
+		{"", false},
+		{"a\x00b", false}, // PostgreSQL cannot store NUL
+		{"a\nb", false},
+		{"a\tb", false},
+		{"a\u0085b", false}, // C1 control
+		{"\xff", false},     // not UTF-8
+	}
+	for _, tt := range tests {
+		if got := sale.ValidName(tt.name); got != tt.want {
+			t.Errorf("ValidName(%q) = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestValidOrderID(t *testing.T) {
+	t.Parallel()
+	for id, want := range map[string]bool{
+		"01JABCDEFGHJKMNPQRSTVWXYZ0":    true,
+		sale.KeyedOrderID("u", "k"):     true,
+		"01jabcdefghjkmnpqrstvwxyz0":    false, // lower case
+		"01JABCDEFGHJKMNPQRSTVWXYZ":     false, // 25
+		"01JABCDEFGHJKMNPQRSTVWXYZ00":   false, // 27
+		"01JABCDEFGHJKMNPQRSTVWXYZ-":    false,
+		"01JABCDEFGHJKMNPQRSTVWXYZ\x00": false,
+		"":                              false,
+		strings.Repeat("Z", 24) + "É":   false, // 26 bytes, not 26 letters
+	} {
+		if got := sale.ValidOrderID(id); got != want {
+			t.Errorf("ValidOrderID(%q) = %v, want %v", id, got, want)
+		}
+	}
+}
+
+func TestKeyedOrderID(t *testing.T) {
+	t.Parallel()
+	a := sale.KeyedOrderID("alice", "key-1")
+	if again := sale.KeyedOrderID("alice", "key-1"); again != a {
+		t.Fatalf("KeyedOrderID is not deterministic: %s then %s", a, again)
+	}
+	// A fixed value (base32 of SHA-256 of "alice\x00key-1", checked by
+	// hand): the id must not change between releases, or a client retrying
+	// across an upgrade would place a second order.
+	if want := "KVCYXV0VRQFS3W59TBVZVQY16E"; a != want {
+		t.Errorf("KeyedOrderID(alice, key-1) = %s, want %s", a, want)
+	}
+	if !sale.ValidOrderID(a) {
+		t.Errorf("KeyedOrderID = %q is not a valid order id", a)
+	}
+	seen := map[string]string{}
+	for _, pair := range [][2]string{
+		{"alice", "key-1"}, {"bob", "key-1"}, {"alice", "key-2"},
+		{"ab", "c"}, {"a", "bc"}, // the separator keeps these apart
+		{"a:b", "c"}, {"a", "b:c"},
+	} {
+		id := sale.KeyedOrderID(pair[0], pair[1])
+		if prev, ok := seen[id]; ok {
+			t.Errorf("KeyedOrderID%v = KeyedOrderID(%s) = %s", pair, prev, id)
+		}
+		seen[id] = pair[0] + "," + pair[1]
+	}
+}
+
+func TestPlaceOrderRequestValidate(t *testing.T) {
+	t.Parallel()
+	ok := sale.PlaceOrderRequest{ProductID: "p1", UserID: "u1", Quantity: 1}
+	with := func(f func(*sale.PlaceOrderRequest)) sale.PlaceOrderRequest {
+		r := ok
+		f(&r)
+		return r
+	}
+	tests := []struct {
+		name  string
+		req   sale.PlaceOrderRequest
+		field string // in the error; "" = valid
+	}{
+		{"valid", ok, ""},
+		{"max quantity", with(func(r *sale.PlaceOrderRequest) { r.Quantity = sale.MaxQuantity }), ""},
+		{"key", with(func(r *sale.PlaceOrderRequest) { r.IdempotencyKey = "a!~" + strings.Repeat("k", 252) }), ""},
+		{"quantity 0", with(func(r *sale.PlaceOrderRequest) { r.Quantity = 0 }), "quantity"},
+		{"quantity -1", with(func(r *sale.PlaceOrderRequest) { r.Quantity = -1 }), "quantity"},
+		{"quantity over max", with(func(r *sale.PlaceOrderRequest) { r.Quantity = sale.MaxQuantity + 1 }), "quantity"},
+		{"empty product", with(func(r *sale.PlaceOrderRequest) { r.ProductID = "" }), "product_id"},
+		{"bad product", with(func(r *sale.PlaceOrderRequest) { r.ProductID = "a/b" }), "product_id"},
+		{"long user", with(func(r *sale.PlaceOrderRequest) { r.UserID = strings.Repeat("u", 65) }), "user_id"},
+		{"key with space", with(func(r *sale.PlaceOrderRequest) { r.IdempotencyKey = "a b" }), "Idempotency-Key"},
+		{"key with NUL", with(func(r *sale.PlaceOrderRequest) { r.IdempotencyKey = "a\x00" }), "Idempotency-Key"},
+		{"key not ASCII", with(func(r *sale.PlaceOrderRequest) { r.IdempotencyKey = "clé" }), "Idempotency-Key"},
+		{"key too long", with(func(r *sale.PlaceOrderRequest) { r.IdempotencyKey = strings.Repeat("k", 256) }), "Idempotency-Key"},
+	}
+	for _, tt := range tests {
+		err := tt.req.Validate()
+		switch {
+		case tt.field == "" && err != nil:
+			t.Errorf("%s: Validate() = %v, want nil", tt.name, err)
+		case tt.field != "" && (!errors.Is(err, sale.ErrInvalid) || !strings.Contains(err.Error(), tt.field)):
+			t.Errorf("%s: Validate() = %v, want ErrInvalid naming %s", tt.name, err, tt.field)
+		}
+	}
+}
+
+func TestPlaceOrderReplaySemantics(t *testing.T) {
+	t.Parallel()
+	e := saletest.New(t, nil)
+	e.CreateProduct(t, "p1", 10, 0)
+	e.CreateProduct(t, "p2", 10, 0)
+	ctx := context.Background()
+	req := sale.PlaceOrderRequest{ProductID: "p1", UserID: "alice", Quantity: 2, IdempotencyKey: "k1"}
+
+	first := e.PlaceOrder(t, req)
+	if first.OrderID != sale.KeyedOrderID("alice", "k1") || first.Status != inventory.StatusQueued || first.Replay {
+		t.Fatalf("first order = %+v; want the keyed id, queued, not a replay", first)
+	}
+	again := e.PlaceOrder(t, req)
+	if again.OrderID != first.OrderID || !again.Replay || again.Status != inventory.StatusQueued {
+		t.Fatalf("same order again = %+v; want a replay of %s, queued", again, first.OrderID)
+	}
+	if st, err := e.Inspector.Stats(ctx); err != nil || st.Size != 1 {
+		t.Fatalf("queue = %+v, %v; want one task", st, err)
+	}
+
+	for name, changed := range map[string]sale.PlaceOrderRequest{
+		"other quantity": {ProductID: "p1", UserID: "alice", Quantity: 3, IdempotencyKey: "k1"},
+		"other product":  {ProductID: "p2", UserID: "alice", Quantity: 2, IdempotencyKey: "k1"},
+	} {
+		if _, err := e.Service.PlaceOrder(ctx, changed); !errors.Is(err, sale.ErrIdempotencyMismatch) {
+			t.Errorf("%s with the same key: err = %v, want ErrIdempotencyMismatch", name, err)
+		}
+	}
+
+	// The same key from another user is another order.
+	bob := e.PlaceOrder(t, sale.PlaceOrderRequest{ProductID: "p1", UserID: "bob", Quantity: 2, IdempotencyKey: "k1"})
+	if bob.OrderID == first.OrderID || bob.Replay {
+		t.Fatalf("bob's order with alice's key = %+v; want a new order", bob)
+	}
+	// Without a key every order is new.
+	n1 := e.PlaceOrder(t, sale.PlaceOrderRequest{ProductID: "p1", UserID: "alice", Quantity: 1})
+	n2 := e.PlaceOrder(t, sale.PlaceOrderRequest{ProductID: "p1", UserID: "alice", Quantity: 1})
+	if n1.OrderID == n2.OrderID || !sale.ValidOrderID(n1.OrderID) || !sale.ValidOrderID(n2.OrderID) {
+		t.Fatalf("unkeyed orders = %s, %s; want two distinct valid ids", n1.OrderID, n2.OrderID)
+	}
+
+	// Decided: the replay answers with the outcome, and still checks the body.
+	if got := e.Decide(t, first.OrderID); got.Status != inventory.StatusSucceeded {
+		t.Fatalf("decided = %+v, want succeeded", got)
+	}
+	after := e.PlaceOrder(t, req)
+	if after.OrderID != first.OrderID || !after.Replay || after.Status != inventory.StatusSucceeded {
+		t.Fatalf("replay after the decision = %+v; want succeeded, replay", after)
+	}
+	if _, err := e.Service.PlaceOrder(ctx, sale.PlaceOrderRequest{ProductID: "p1", UserID: "alice", Quantity: 1, IdempotencyKey: "k1"}); !errors.Is(err, sale.ErrIdempotencyMismatch) {
+		t.Fatalf("changed body after the decision: err = %v, want ErrIdempotencyMismatch", err)
+	}
+	if p, _ := e.Store.Product(ctx, "p1"); p.Stock != 8 {
+		t.Fatalf("stock = %d, want 8: the replays must change nothing", p.Stock)
+	}
+}
+
+func TestSoldOutFastPath(t *testing.T) {
+	t.Parallel()
+	e := saletest.New(t, nil)
+	e.CreateProduct(t, "p1", 5, 0)
+	ctx := context.Background()
+	queued := e.PlaceOrder(t, sale.PlaceOrderRequest{ProductID: "p1", UserID: "alice", Quantity: 1, IdempotencyKey: "before"})
+	e.MarkSoldOut(t, "p1")
+
+	if _, err := e.Service.PlaceOrder(ctx, sale.PlaceOrderRequest{ProductID: "p1", UserID: "bob", Quantity: 1}); !errors.Is(err, sale.ErrSoldOut) {
+		t.Fatalf("order of a sold-out product: err = %v, want ErrSoldOut", err)
+	}
+	if _, err := e.Service.PlaceOrder(ctx, sale.PlaceOrderRequest{ProductID: "p1", UserID: "bob", Quantity: 1, IdempotencyKey: "new"}); !errors.Is(err, sale.ErrSoldOut) {
+		t.Fatalf("new keyed order of a sold-out product: err = %v, want ErrSoldOut", err)
+	}
+	// An order accepted before the sell-out is answered for, not refused.
+	again := e.PlaceOrder(t, sale.PlaceOrderRequest{ProductID: "p1", UserID: "alice", Quantity: 1, IdempotencyKey: "before"})
+	if again.OrderID != queued.OrderID || !again.Replay || again.Status != inventory.StatusQueued {
+		t.Fatalf("re-sent order accepted before the sell-out = %+v; want its replay, queued", again)
+	}
+	e.Decide(t, queued.OrderID)
+	again = e.PlaceOrder(t, sale.PlaceOrderRequest{ProductID: "p1", UserID: "alice", Quantity: 1, IdempotencyKey: "before"})
+	if again.OrderID != queued.OrderID || again.Status != inventory.StatusSucceeded {
+		t.Fatalf("re-sent decided order = %+v; want its replay, succeeded", again)
+	}
+	if _, err := e.Service.PlaceOrder(ctx, sale.PlaceOrderRequest{ProductID: "p1", UserID: "alice", Quantity: 2, IdempotencyKey: "before"}); !errors.Is(err, sale.ErrIdempotencyMismatch) {
+		t.Fatalf("changed body of that order: err = %v, want ErrIdempotencyMismatch", err)
+	}
+
+	// A restock reopens the product.
+	if _, err := e.Service.Restock(ctx, "p1", 3); err != nil {
+		t.Fatal(err)
+	}
+	e.PlaceOrder(t, sale.PlaceOrderRequest{ProductID: "p1", UserID: "bob", Quantity: 1})
+}
+
+func TestPlaceOrderErrors(t *testing.T) {
+	t.Parallel()
+	e := saletest.New(t, nil)
+	e.CreateProduct(t, "p1", 5, 0)
+	ctx := context.Background()
+	if _, err := e.Service.PlaceOrder(ctx, sale.PlaceOrderRequest{ProductID: "nope", UserID: "u", Quantity: 1}); !errors.Is(err, sale.ErrUnknownProduct) {
+		t.Errorf("unknown product: err = %v, want ErrUnknownProduct", err)
+	}
+	if _, err := e.Service.PlaceOrder(ctx, sale.PlaceOrderRequest{ProductID: "p1", UserID: "u", Quantity: 0}); !errors.Is(err, sale.ErrInvalid) {
+		t.Errorf("quantity 0: err = %v, want ErrInvalid", err)
+	}
+	for _, id := range []string{"01JABCDEFGHJKMNPQRSTVWXYZ0", "bad", ""} {
+		if _, err := e.Service.Order(ctx, id); !errors.Is(err, sale.ErrNotFound) {
+			t.Errorf("Order(%q): err = %v, want ErrNotFound", id, err)
+		}
+	}
+	if _, err := e.Service.Product(ctx, "a/b"); !errors.Is(err, sale.ErrNotFound) {
+		t.Errorf("Product(a/b): err = %v, want ErrNotFound", err)
+	}
+	for name, np := range map[string]inventory.NewProduct{
+		"bad id":          {ID: "a b", Name: "x", Stock: 1},
+		"empty name":      {ID: "a", Name: "", Stock: 1},
+		"NUL in name":     {ID: "a", Name: "a\x00", Stock: 1},
+		"negative stock":  {ID: "a", Name: "x", Stock: -1},
+		"too much stock":  {ID: "a", Name: "x", Stock: sale.MaxStock + 1},
+		"negative limit":  {ID: "a", Name: "x", Stock: 1, PerUserLimit: -1},
+		"not UTF-8 name":  {ID: "a", Name: "\xc3", Stock: 1},
+		"control in name": {ID: "a", Name: "a\x1b[31m", Stock: 1},
+	} {
+		if _, err := e.Service.CreateProduct(ctx, np); !errors.Is(err, sale.ErrInvalid) {
+			t.Errorf("CreateProduct with %s: err = %v, want ErrInvalid", name, err)
+		}
+	}
+	if _, err := e.Service.CreateProduct(ctx, inventory.NewProduct{ID: "p1", Name: "x", Stock: 1}); !errors.Is(err, sale.ErrProductExists) {
+		t.Errorf("CreateProduct of an existing id: err = %v, want ErrProductExists", err)
+	}
+	for _, q := range []int64{0, -1, sale.MaxStock + 1} {
+		if _, err := e.Service.Restock(ctx, "p1", q); !errors.Is(err, sale.ErrInvalid) {
+			t.Errorf("Restock(%d): err = %v, want ErrInvalid", q, err)
+		}
+	}
+	if _, err := e.Service.Restock(ctx, "p1", sale.MaxStock); !errors.Is(err, sale.ErrInvalid) {
+		t.Errorf("Restock past MaxStock: err = %v, want ErrInvalid", err)
+	}
+	if _, err := e.Service.Restock(ctx, "nope", 1); !errors.Is(err, sale.ErrNotFound) {
+		t.Errorf("Restock of an unknown product: err = %v, want ErrNotFound", err)
+	}
+}
+
+func TestOrderStates(t *testing.T) {
+	t.Parallel()
+	e := saletest.New(t, nil)
+	e.CreateProduct(t, "p1", 1, 0)
+	ctx := context.Background()
+	state := func(id string) sale.OrderView {
+		t.Helper()
+		v, err := e.Service.Order(ctx, id)
+		if err != nil {
+			t.Fatalf("Order(%s): %v", id, err)
+		}
+		return v
+	}
+	a := e.PlaceOrder(t, sale.PlaceOrderRequest{ProductID: "p1", UserID: "alice", Quantity: 1})
+	b := e.PlaceOrder(t, sale.PlaceOrderRequest{ProductID: "p1", UserID: "bob", Quantity: 1})
+	c := e.PlaceOrder(t, sale.PlaceOrderRequest{ProductID: "p1", UserID: "carol", Quantity: 1})
+	if v := state(a.OrderID); v.Status != inventory.StatusQueued || v.UserID != "alice" || v.ProductID != "p1" || v.Quantity != 1 || v.CreatedAt.IsZero() {
+		t.Fatalf("queued order = %+v", v)
+	}
+	if got := e.Decide(t, a.OrderID); got.Status != inventory.StatusSucceeded {
+		t.Fatalf("a = %s, want succeeded", got.Status)
+	}
+	if got := e.Decide(t, b.OrderID); got.Status != inventory.StatusSoldOut {
+		t.Fatalf("b = %s, want sold_out", got.Status)
+	}
+	if v := state(a.OrderID); v.Status != inventory.StatusSucceeded || v.UpdatedAt.Before(v.CreatedAt) {
+		t.Fatalf("decided order = %+v", v)
+	}
+	if v := state(b.OrderID); v.Status != inventory.StatusSoldOut {
+		t.Fatalf("b = %+v, want sold_out", v)
+	}
+	// A task asynq gave up on reads as failed, with a reason.
+	if err := e.Asynq.ArchiveTask(e.Queue, c.OrderID); err != nil {
+		t.Fatal(err)
+	}
+	if v := state(c.OrderID); v.Status != inventory.StatusFailed || !strings.HasPrefix(v.Reason, "processing failed") {
+		t.Fatalf("archived order = %+v, want failed with a reason", v)
+	}
+}
+
+func TestWaitOrder(t *testing.T) {
+	t.Parallel()
+	e := saletest.New(t, nil)
+	e.CreateProduct(t, "p1", 5, 0)
+	ctx := context.Background()
+	a := e.PlaceOrder(t, sale.PlaceOrderRequest{ProductID: "p1", UserID: "alice", Quantity: 1})
+
+	// A short wait on a queued order returns it queued.
+	start := time.Now()
+	v, err := e.Service.WaitOrder(ctx, a.OrderID, 50*time.Millisecond)
+	if err != nil || v.Status != inventory.StatusQueued {
+		t.Fatalf("WaitOrder(50ms) = %+v, %v; want queued", v, err)
+	}
+	if d := time.Since(start); d < 50*time.Millisecond {
+		t.Fatalf("WaitOrder(50ms) returned after %v", d)
+	}
+	// An unknown order is not waited for.
+	if _, err := e.Service.WaitOrder(ctx, "01JABCDEFGHJKMNPQRSTVWXYZ0", time.Minute); !errors.Is(err, sale.ErrNotFound) {
+		t.Fatalf("WaitOrder(unknown) = %v, want ErrNotFound at once", err)
+	}
+	// A cancelled wait answers with what it has.
+	cctx, cancel := context.WithCancel(ctx)
+	go func() {
+		testenv.Eventually(t, 10*time.Second, func() error {
+			if e.Hub.Waiting() == 0 {
+				return errors.New("no waiter yet")
+			}
+			return nil
+		})
+		cancel()
+	}()
+	start = time.Now()
+	v, err = e.Service.WaitOrder(cctx, a.OrderID, 20*time.Second)
+	// Cancelled while waiting it answers with the order; cancelled while
+	// reading it, with the cancellation.
+	if (err != nil || v.Status != inventory.StatusQueued) && !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled WaitOrder = %+v, %v; want queued or context.Canceled", v, err)
+	}
+	if d := time.Since(start); d > 15*time.Second {
+		t.Fatalf("cancelled WaitOrder returned after %v", d)
+	}
+
+	// A long wait returns when the order is decided.
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		testenv.Eventually(t, 10*time.Second, func() error {
+			if e.Hub.Waiting() == 0 {
+				return errors.New("no waiter yet")
+			}
+			return nil
+		})
+		e.Decide(t, a.OrderID)
+	})
+	start = time.Now()
+	v, err = e.Service.WaitOrder(ctx, a.OrderID, 25*time.Second)
+	wg.Wait()
+	if err != nil || v.Status != inventory.StatusSucceeded {
+		t.Fatalf("WaitOrder = %+v, %v; want succeeded", v, err)
+	}
+	if d := time.Since(start); d > 15*time.Second {
+		t.Fatalf("WaitOrder returned after %v; want soon after the decision", d)
+	}
+	// A final order is answered at once.
+	start = time.Now()
+	if v, err := e.Service.WaitOrder(ctx, a.OrderID, 25*time.Second); err != nil || v.Status != inventory.StatusSucceeded || time.Since(start) > 10*time.Second {
+		t.Fatalf("WaitOrder on a final order = %+v, %v after %v", v, err, time.Since(start))
+	}
+}
+
+func TestRateLimit(t *testing.T) {
+	t.Parallel()
+	e := saletest.New(t, &saletest.Options{RateLimit: &ratelimit.Options{Rate: 2, Per: time.Minute}})
+	e.CreateProduct(t, "p1", 100, 0)
+	ctx := context.Background()
+	order := func(user string, qty int) error {
+		_, err := e.Service.PlaceOrder(ctx, sale.PlaceOrderRequest{ProductID: "p1", UserID: user, Quantity: qty})
+		return err
+	}
+	// Invalid orders are refused before the limiter: they do not count.
+	for range 3 {
+		if err := order("alice", 0); !errors.Is(err, sale.ErrInvalid) {
+			t.Fatalf("invalid order: %v, want ErrInvalid", err)
+		}
+	}
+	for i := range 2 {
+		if err := order("alice", 1); err != nil {
+			t.Fatalf("order %d: %v", i+1, err)
+		}
+	}
+	err := order("alice", 1)
+	var rl *sale.RateLimitedError
+	if !errors.Is(err, sale.ErrRateLimited) || !errors.As(err, &rl) || rl.RetryAfter <= 0 || rl.RetryAfter > 30*time.Second {
+		t.Fatalf("third order in a minute: %v; want a RateLimitedError with RetryAfter in (0, 30s]", err)
+	}
+	if err := order("bob", 1); err != nil {
+		t.Fatalf("another user: %v, want nil", err)
+	}
+	if st, _ := e.Inspector.Stats(ctx); st.Size != 3 {
+		t.Fatalf("queued %d orders, want 3: a refused order is not queued", st.Size)
+	}
+}
+
+func TestChecksFailOpen(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var reported []error
+	onFailOpen := func(_ context.Context, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		reported = append(reported, err)
+	}
+	// The limiter's Redis is down; the queue's is up.
+	down, err := ratelimit.New(testenv.UnreachableRedis(t), ratelimit.Options{Rate: 1, Per: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := saletest.New(t, &saletest.Options{Limiter: down, OnFailOpen: onFailOpen})
+	e.CreateProduct(t, "p1", 100, 0)
+	for range 3 { // far over the limit: the limiter counts nothing
+		e.PlaceOrder(t, sale.PlaceOrderRequest{ProductID: "p1", UserID: "alice", Quantity: 1})
+	}
+	mu.Lock()
+	n := len(reported)
+	last := reported[len(reported)-1]
+	mu.Unlock()
+	if n != 3 || !strings.Contains(last.Error(), "rate limiter") {
+		t.Fatalf("reported %d errors, last %v; want 3 about the rate limiter", n, last)
+	}
+}
+
+func TestQueueRedisDown(t *testing.T) {
+	t.Parallel()
+	r := testenv.PrivateRedis(t, localsvc.RedisOptions{})
+	var mu sync.Mutex
+	var reported []error
+	e := saletest.New(t, &saletest.Options{RedisURL: r.URL(0), CacheTTL: time.Nanosecond, OnFailOpen: func(_ context.Context, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		reported = append(reported, err)
+	}})
+	e.CreateProduct(t, "p1", 100, 0)
+	ctx := context.Background()
+	placed := e.PlaceOrder(t, sale.PlaceOrderRequest{ProductID: "p1", UserID: "alice", Quantity: 1})
+	if err := r.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Service.PlaceOrder(ctx, sale.PlaceOrderRequest{ProductID: "p1", UserID: "alice", Quantity: 1}); !errors.Is(err, sale.ErrUnavailable) {
+		t.Fatalf("order with the queue down: %v, want ErrUnavailable", err)
+	}
+	mu.Lock()
+	gotReport := len(reported) > 0 && strings.Contains(reported[0].Error(), "sold-out")
+	mu.Unlock()
+	if !gotReport {
+		t.Fatalf("reported %v; want the unreadable sold-out flag", reported)
+	}
+	if _, err := e.Service.Order(ctx, placed.OrderID); !errors.Is(err, sale.ErrUnavailable) {
+		t.Fatalf("reading a queued order with the queue down: %v, want ErrUnavailable", err)
+	}
+	if _, err := e.Service.QueueStats(ctx); !errors.Is(err, sale.ErrUnavailable) {
+		t.Fatalf("QueueStats with the queue down: %v, want ErrUnavailable", err)
+	}
+}

@@ -1,0 +1,228 @@
+// Package saletest wires a real [sale.Service] for tests: a fresh migrated
+// PostgreSQL database, and a queue name and key prefix of the test's own on
+// the shared Redis (or on a Redis the test names, such as a private
+// redis-server it means to kill). Nothing is mocked. There is no worker:
+// [Env.Decide] decides a queued order the way a worker would.
+package saletest
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/flashsale/flashsale/internal/testenv"
+	"github.com/flashsale/flashsale/inventory"
+	"github.com/flashsale/flashsale/inventory/inventorytest"
+	"github.com/flashsale/flashsale/notify"
+	"github.com/flashsale/flashsale/queue"
+	"github.com/flashsale/flashsale/ratelimit"
+	"github.com/flashsale/flashsale/sale"
+	"github.com/flashsale/flashsale/soldout"
+)
+
+// Options configures [New]. Nil or the zero value takes the defaults.
+type Options struct {
+	// RedisURL is the Redis of the queue, the sold-out flags and the
+	// notifications; default the shared test Redis (testenv.RedisURL).
+	RedisURL string
+	// RateLimit, when set, limits orders per user with a
+	// [ratelimit.Limiter] on the test's Redis (its KeyPrefix is set to the
+	// test's). Limiter, when set, is used instead.
+	RateLimit *ratelimit.Options
+	Limiter   sale.Limiter
+	// OnFailOpen is passed to the service (sale.Options).
+	OnFailOpen func(context.Context, error)
+	// CacheTTL is the sold-out gate's cache TTL; default 20ms, so tests
+	// see flags quickly and restocks settle fast.
+	CacheTTL time.Duration
+}
+
+// Env is a Service and everything under it.
+type Env struct {
+	Service   *sale.Service
+	Store     *inventory.Store
+	Redis     *redis.Client
+	Gate      *soldout.Gate
+	Hub       *notify.Hub
+	Publisher *notify.Publisher
+	Inspector *queue.Inspector
+	// Asynq reads and changes the queue directly (archive, delete tasks).
+	Asynq *asynq.Inspector
+	// DatabaseURL is the test's database.
+	DatabaseURL string
+	// Queue is the asynq queue name and Prefix the key prefix, both unique
+	// to the test.
+	Queue, Prefix string
+
+	fence atomic.Int64
+}
+
+// New wires a Service for t. Everything is closed, and the test's Redis
+// keys and database removed, at cleanup. The hub is subscribed before New
+// returns.
+func New(t testing.TB, opts *Options) *Env {
+	t.Helper()
+	if opts == nil {
+		opts = &Options{}
+	}
+	if opts.CacheTTL <= 0 {
+		opts.CacheTTL = 20 * time.Millisecond
+	}
+	ns := testenv.Namespace(t)
+	e := &Env{Queue: "q_" + ns, Prefix: "t:" + ns + ":"}
+	e.DatabaseURL = inventorytest.NewDatabase(t)
+	e.Store = inventorytest.Open(t, e.DatabaseURL, &inventory.Options{MaxConns: 4})
+
+	if opts.RedisURL == "" {
+		e.Redis = testenv.Redis(t)
+	} else {
+		ropt, err := redis.ParseURL(opts.RedisURL)
+		if err != nil {
+			t.Fatalf("saletest: redis URL: %v", err)
+		}
+		// Fail fast once the test has killed the server.
+		ropt.MaxRetries = -1
+		ropt.DialTimeout = time.Second
+		e.Redis = redis.NewClient(ropt)
+		t.Cleanup(func() { _ = e.Redis.Close() })
+	}
+	// Registered after the client's Close, so it runs before it.
+	testenv.DeleteKeys(t, e.Redis, e.Prefix)
+	testenv.DeleteKeys(t, e.Redis, "rate:"+e.Prefix)
+	testenv.DeleteKeys(t, e.Redis, "asynq:{"+e.Queue+"}")
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		e.Redis.SRem(ctx, "asynq:queues", e.Queue)
+	})
+
+	qopts := queue.Options{Queue: e.Queue}
+	client := asynq.NewClientFromRedisClient(e.Redis)
+	e.Asynq = asynq.NewInspectorFromRedisClient(e.Redis)
+	e.Inspector = queue.NewInspector(e.Asynq, qopts)
+	e.Gate = soldout.New(e.Redis, soldout.Options{KeyPrefix: e.Prefix, CacheTTL: opts.CacheTTL})
+	e.Publisher = notify.NewPublisher(e.Redis, e.Prefix)
+	e.Hub = notify.NewHub(e.Redis, e.Prefix)
+	startHub(t, e.Hub)
+	limiter := opts.Limiter
+	if limiter == nil && opts.RateLimit != nil {
+		ro := *opts.RateLimit
+		ro.KeyPrefix = e.Prefix + "ratelimit:"
+		l, err := ratelimit.New(e.Redis, ro)
+		if err != nil {
+			t.Fatalf("saletest: %v", err)
+		}
+		limiter = l
+	}
+	e.Service = sale.New(e.Store, queue.NewProducer(client, qopts), e.Inspector, e.Gate, e.Hub,
+		&sale.Options{Limiter: limiter, OnFailOpen: opts.OnFailOpen})
+	return e
+}
+
+// startHub runs hub until cleanup and waits for its subscription.
+func startHub(t testing.TB, hub *notify.Hub) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan struct{})
+	done := make(chan error, 1)
+	var once sync.Once
+	go func() { done <- hub.Run(ctx, func() { once.Do(func() { close(ready) }) }) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("saletest: notify hub: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatalf("saletest: notify hub did not subscribe within 10s")
+	}
+}
+
+// CreateProduct creates a product or fails the test.
+func (e *Env) CreateProduct(t testing.TB, id string, stock int64, perUserLimit int) inventory.Product {
+	t.Helper()
+	return inventorytest.CreateProduct(t, e.Store, id, stock, perUserLimit)
+}
+
+// PlaceOrder places an order or fails the test.
+func (e *Env) PlaceOrder(t testing.TB, r sale.PlaceOrderRequest) sale.Placed {
+	t.Helper()
+	p, err := e.Service.PlaceOrder(context.Background(), r)
+	if err != nil {
+		t.Fatalf("saletest: place order %+v: %v", r, err)
+	}
+	return p
+}
+
+// Decide does what a worker does with the queued order id: decides it in
+// PostgreSQL with a fresh fencing token, flags its product sold out when
+// the stock reached 0, removes its task from the queue and announces it.
+// It fails the test when the order is not queued or cannot be decided.
+func (e *Env) Decide(t testing.TB, id string) inventory.Order {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ti, err := e.Inspector.Lookup(ctx, id)
+	if err != nil {
+		t.Fatalf("saletest: look up order %s: %v", id, err)
+	}
+	o := ti.Order
+	res, err := e.Store.Apply(ctx, inventory.Batch{
+		Orders: []inventory.OrderRequest{{ID: o.ID, ProductID: o.ProductID, UserID: o.UserID,
+			Quantity: o.Quantity, IdempotencyKey: o.IdempotencyKey, AcceptedAt: o.AcceptedAt}},
+		Tokens: map[string]int64{o.ProductID: e.fence.Add(1)},
+	})
+	if err != nil {
+		t.Fatalf("saletest: decide order %s: %v", id, err)
+	}
+	d := res.Decisions[0]
+	if d.Err != nil {
+		t.Fatalf("saletest: decide order %s: %v", id, d.Err)
+	}
+	if ps, ok := res.Products[o.ProductID]; ok && ps.Stock == 0 {
+		if _, err := e.Gate.Mark(ctx, o.ProductID, ps.RestockGen); err != nil {
+			t.Fatalf("saletest: mark %s sold out: %v", o.ProductID, err)
+		}
+	}
+	if err := e.Asynq.DeleteTask(e.Queue, id); err != nil {
+		t.Fatalf("saletest: delete task %s: %v", id, err)
+	}
+	if err := e.Publisher.Publish(ctx, []string{id}); err != nil {
+		t.Fatalf("saletest: announce %s: %v", id, err)
+	}
+	return d.Order
+}
+
+// MarkSoldOut flags product sold out at its current restock generation, as
+// a worker does after selling the last unit, and waits until the service
+// sees the flag.
+func (e *Env) MarkSoldOut(t testing.TB, product string) {
+	t.Helper()
+	ctx := context.Background()
+	p, err := e.Store.Product(ctx, product)
+	if err != nil {
+		t.Fatalf("saletest: product %s: %v", product, err)
+	}
+	ok, err := e.Gate.Mark(ctx, product, p.RestockGen)
+	if err != nil || !ok {
+		t.Fatalf("saletest: mark %s sold out: got %v, %v; want true, nil", product, ok, err)
+	}
+	testenv.Eventually(t, 5*time.Second, func() error {
+		sold, err := e.Gate.SoldOut(ctx, product)
+		if err != nil {
+			return err
+		}
+		if !sold {
+			return fmt.Errorf("%s not seen sold out yet", product)
+		}
+		return nil
+	})
+}
