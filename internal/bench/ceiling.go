@@ -196,7 +196,7 @@ func (b *bencher) ceiling(ctx context.Context) (res CeilingResult) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fail(err)
 	}
-	const qname = "ceiling"
+	const qname = productQueue // the worker's queue name, in a flushed DB
 
 	var consumers, producers []*cluster.Proc
 	defer func() { stopAll(append(consumers, producers...)) }()

@@ -219,7 +219,11 @@ func Render(r Results) string {
 	var b strings.Builder
 	s := r.Settings
 	fmt.Fprintf(&b, "%s\n\n", SectionHeading)
-	fmt.Fprintf(&b, "Measured %s with `%s` (took %s).\n\n", r.Date.UTC().Format("2006-01-02 15:04 MST"), r.Command, r.Elapsed.Round(time.Second))
+	how := "`" + r.Command + "`"
+	if r.Invocation != "" && r.Invocation != r.Command {
+		how += ", which ran `" + r.Invocation + "`"
+	}
+	fmt.Fprintf(&b, "Measured %s with %s (took %s).\n\n", r.Date.UTC().Format("2006-01-02 15:04 MST"), how, r.Elapsed.Round(time.Second))
 	m := r.Machine
 	fmt.Fprintf(&b, "Machine: %d cores (%s), %s memory, Linux %s; %s; Redis %s and PostgreSQL %s on the same machine, "+
 		"as are the load generator and every process; 1-minute load average at the start: %s.\n\n",

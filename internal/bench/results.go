@@ -17,8 +17,10 @@ type Results struct {
 	Date time.Time
 	// Elapsed is the wall time of the whole run, build included.
 	Elapsed time.Duration
-	// Command is how the run was started (e.g. "make bench").
-	Command string
+	// Command is how the run was started (e.g. "make bench"), and
+	// Invocation the program's command line when it says more.
+	Command    string
+	Invocation string
 	// Note, when not empty, is printed under the machine line (e.g. that
 	// the machine was shared).
 	Note    string

@@ -108,6 +108,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		}
 		i++
 		if ctx.Err() != nil {
+			*partErr(r, s.part) = "not run: " + ctx.Err().Error()
 			b.logf("[%d/%d] %s: not run: %v", i, n, s.part, ctx.Err())
 			continue
 		}
@@ -118,6 +119,24 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	}
 	r.Elapsed = time.Since(b.start)
 	return r, nil
+}
+
+// partErr is the Err field of a part's result.
+func partErr(r *Results, part string) *string {
+	switch part {
+	case PartCeiling:
+		return &r.Ceiling.Err
+	case PartHot:
+		return &r.Hot.Err
+	case PartSpread:
+		return &r.Spread.Err
+	case PartBacklog:
+		return &r.Backlog.Err
+	case PartOneByOne:
+		return &r.OneByOne.Err
+	default:
+		return &r.LockInRequest.Err
+	}
 }
 
 // summary is one progress line about a finished part.

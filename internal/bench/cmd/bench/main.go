@@ -44,7 +44,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	note := fs.String("note", "", "a note printed with the results (e.g. that the machine was shared)")
 	quick := fs.Bool("quick", false, "small numbers for trying changes (2,000 orders); never written to -out")
 	only := fs.String("only", "", "comma-separated parts to run ("+strings.Join(bench.Parts, ", ")+"); never written to -out")
-	timeout := fs.Duration("timeout", 9*time.Minute+30*time.Second, "bound on the whole run, build included")
+	timeout := fs.Duration("timeout", 9*time.Minute, "bound on the measurements (stopping processes and cleaning up may take up to 30s more)")
 	logs := fs.String("logs", "", "directory for process logs (default: a temporary one, removed unless something failed)")
 	fs.IntVar(&cfg.Orders, "orders", bench.DefaultOrders, "orders (and no-op tasks) per part")
 	fs.Int64Var(&cfg.HotStock, "hot-stock", bench.DefaultHotStock, "stock of the hot product")
@@ -82,8 +82,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 			cfg.Only = append(cfg.Only, p)
 		}
 	}
+	invocation := strings.TrimSpace("go run ./internal/bench/cmd/bench " + shellJoin(withoutFlag(args, "command")))
 	if *command == "" {
-		*command = strings.TrimSpace("go run ./internal/bench/cmd/bench " + shellJoin(args))
+		*command = invocation
 	}
 	cfg.Progress = stderr
 
@@ -135,7 +136,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "bench: %v\n", err)
 		return 1
 	}
-	res.Command, res.Note, res.Elapsed = *command, *note, time.Since(began)
+	res.Command, res.Invocation, res.Note, res.Elapsed = *command, invocation, *note, time.Since(began)
 	section := bench.Render(*res)
 	fmt.Fprintf(stdout, "\n%s\n", section)
 
@@ -236,4 +237,20 @@ func shellJoin(args []string) string {
 		out[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
 	}
 	return strings.Join(out, " ")
+}
+
+// withoutFlag returns args without the flag name and its value.
+func withoutFlag(args []string, name string) []string {
+	var out []string
+	for i := 0; i < len(args); i++ {
+		a := strings.TrimLeft(args[i], "-")
+		switch {
+		case a == name && len(args[i]) > len(a):
+			i++ // its value follows
+		case strings.HasPrefix(a, name+"=") && len(args[i]) > len(a):
+		default:
+			out = append(out, args[i])
+		}
+	}
+	return out
 }
