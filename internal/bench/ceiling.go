@@ -46,6 +46,8 @@ type producerResult struct {
 	// PeakRSS is the process's own VmHWM at exit, in bytes: a process this
 	// short-lived can end between two samples of its parent.
 	PeakRSS int64 `json:"peak_rss"`
+	// CPUNS is the CPU time the process used, in nanoseconds.
+	CPUNS int64 `json:"cpu_ns"`
 }
 
 // consumerResult is what a consumer process reports.
@@ -54,6 +56,7 @@ type consumerResult struct {
 	FirstNS   int64 `json:"first_ns"`
 	LastNS    int64 `json:"last_ns"`
 	PeakRSS   int64 `json:"peak_rss"`
+	CPUNS     int64 `json:"cpu_ns"`
 }
 
 // runProducer enqueues -n order-shaped tasks, -concurrency at a time, and
@@ -126,6 +129,7 @@ func runProducer(ctx context.Context, fs *flag.FlagSet, args []string) error {
 	return writeJSON(*result, producerResult{
 		Enqueued: enqueued.Load(), Errors: failed.Load(), FirstError: firstErr,
 		BeginNS: begin.UnixNano(), EndNS: end.UnixNano(), PeakRSS: selfPeakRSS(),
+		CPUNS: int64(selfCPU()),
 	})
 }
 
@@ -177,7 +181,8 @@ func runConsumer(ctx context.Context, fs *flag.FlagSet, args []string) error {
 	}
 	<-ctx.Done()
 	srv.Shutdown()
-	return writeJSON(*result, consumerResult{Processed: processed.Load(), FirstNS: first.Load(), LastNS: last.Load(), PeakRSS: selfPeakRSS()})
+	return writeJSON(*result, consumerResult{Processed: processed.Load(), FirstNS: first.Load(), LastNS: last.Load(),
+		PeakRSS: selfPeakRSS(), CPUNS: int64(selfCPU())})
 }
 
 // ceiling measures the queue ceiling: Workers consumer processes, then
@@ -253,6 +258,7 @@ func (b *bencher) ceiling(ctx context.Context) (res CeilingResult) {
 		}
 		res.Enqueued += pr.Enqueued
 		res.ProducerPeakRSS = max(res.ProducerPeakRSS, pr.PeakRSS)
+		res.ProducerCPUSeconds += time.Duration(pr.CPUNS).Seconds()
 		res.EnqueueErrors += pr.Errors
 		if pr.Errors > 0 {
 			b.logf("queue ceiling: %s: %d enqueue errors, first: %s", p.Name, pr.Errors, pr.FirstError)
@@ -261,6 +267,9 @@ func (b *bencher) ceiling(ctx context.Context) (res CeilingResult) {
 			begin = pr.BeginNS
 		}
 		enqEnd = max(enqEnd, pr.EndNS)
+	}
+	if res.Enqueued == 0 {
+		return fail(errors.New("no task could be enqueued; see the producers' logs"))
 	}
 	b.logf("queue ceiling: %d enqueued; waiting for the consumers to empty the queue", res.Enqueued)
 
@@ -288,6 +297,7 @@ func (b *bencher) ceiling(ctx context.Context) (res CeilingResult) {
 		}
 		res.Processed += cr.Processed
 		res.ConsumerPeakRSS = max(res.ConsumerPeakRSS, cr.PeakRSS)
+		res.ConsumerCPUSeconds += time.Duration(cr.CPUNS).Seconds()
 		last = max(last, cr.LastNS)
 	}
 	for _, p := range producers {

@@ -348,10 +348,13 @@ func (b *bencher) lockInRequest(ctx context.Context) ScenarioResult {
 		}
 	}
 	b.logf("lock-in-request: %d servers up; %d orders on 1 product, stock %d", c.APIs, c.Orders, c.HotStock)
+	cpu0, genCPU0 := cpuOf(servers), selfCPU()
 	rep, err := loadtest.Run(ctx, b.loadtestConfig(PartLockInRequest, urls, 1, true, c.HotStock))
 	if rep != nil {
 		res = fromReport(res, rep)
 	}
+	res.LoadGenCPUSeconds = (selfCPU() - genCPU0).Seconds()
+	res.APICPUSeconds = (cpuOf(servers) - cpu0).Seconds()
 	for _, p := range servers {
 		res.APIPeakRSS = max(res.APIPeakRSS, p.PeakRSS())
 	}

@@ -304,6 +304,30 @@ func Render(r Results) string {
 	b.WriteString(table([]string{"run", "submit p50 ms", "submit p95 ms", "submit p99 ms", "submit→final p50 ms",
 		"submit→final p99 ms", "max queue depth", "API peak RSS", "worker peak RSS"}, rows))
 
+	b.WriteString("\n### CPU\n\n")
+	rows = rows[:0]
+	if c.Ran {
+		rows = append(rows, []string{"queue ceiling", secs(c.EndToEndSeconds), cpu(c.ProducerCPUSeconds) + " (producers)",
+			cpu(c.ConsumerCPUSeconds) + " (consumers)", "-", perOrder(c.ProducerCPUSeconds+c.ConsumerCPUSeconds, c.Processed)})
+	}
+	for _, sc := range scenarios(r) {
+		res := sc.res
+		if !res.Ran {
+			continue
+		}
+		worker := cpu(res.WorkerCPUSeconds)
+		per := perOrder(res.APICPUSeconds+res.WorkerCPUSeconds, res.Outcomes.Final())
+		if sc.name == "lock-in-request" {
+			// Most requests end in a 429, which is no final order.
+			worker = "-"
+			per = perOrder(res.APICPUSeconds, int64(res.Orders)) + " per request"
+		}
+		rows = append(rows, []string{sc.name, secs(res.WallSeconds), cpu(res.APICPUSeconds), worker,
+			cpu(res.LoadGenCPUSeconds), per})
+	}
+	b.WriteString(table([]string{"run", "wall s", "API CPU s", "worker CPU s", "load generator CPU s",
+		"API+worker CPU ms per final order"}, rows))
+
 	b.WriteString("\n### Ratios and goals (issue 5)\n\n")
 	rows = rows[:0]
 	for _, ch := range Checks(r) {
@@ -319,6 +343,7 @@ How to read it:
 - *one-by-one* is the hot run with FLASHSALE_WORKER_MODE=single: one lock hold and one transaction per order.
 - *lock-in-request* is the design this system grew from, built inside the benchmark: an HTTP handler that takes the product's lock (TryAcquire of the lock package), decrements stock in PostgreSQL, releases, and answers 429 when the lock is busy, on the hot product. Its settled/s counts orders sold or answered 409 sold_out; 429s are turned away and are no outcome.
 - Submit latency is per POST /v1/orders under the closed burst (HdrHistogram); peak RSS is each process's VmHWM, the highest of any API (or lock-in-request server) and of any worker in that run.
+- *CPU* is user+system time summed over the processes of each kind during the load test (wall s: create, submit, settle and verify), and the load generator's (this program's) own. What the machine had beyond these (cores × wall) went to Redis, PostgreSQL and anything else running. The ceiling's figure per order is per task.
 `)
 	return b.String()
 }
@@ -503,6 +528,21 @@ func mb(bytes int64) string {
 		return "n/a"
 	}
 	return strconv.FormatFloat(float64(bytes)/(1<<20), 'f', 0, 64) + " MB"
+}
+
+func cpu(seconds float64) string {
+	if seconds <= 0 {
+		return "n/a"
+	}
+	return strconv.FormatFloat(seconds, 'f', 1, 64)
+}
+
+// perOrder is CPU milliseconds per order.
+func perOrder(seconds float64, orders int64) string {
+	if seconds <= 0 || orders <= 0 {
+		return "n/a"
+	}
+	return strconv.FormatFloat(seconds*1000/float64(orders), 'f', 2, 64)
 }
 
 func gib(bytes int64) string {

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -43,6 +44,7 @@ func sample() Results {
 			APIPeakRSS:   25 << 20, MaxQueueDepth: -1, Verified: true, OK: true},
 	}
 	r.Backlog.DrainPerSec, r.Backlog.DrainSeconds, r.Backlog.DrainCommitSeconds = 7_000, 20_000.0/7_000, 2.5
+	r.Hot.APICPUSeconds, r.Hot.WorkerCPUSeconds, r.Hot.LoadGenCPUSeconds, r.Hot.WallSeconds = 20, 10, 5, 4
 	return r
 }
 
@@ -109,8 +111,17 @@ func TestChecksReportMissedAndUnmeasured(t *testing.T) {
 	}
 }
 
+// squeeze collapses runs of spaces, so that checks do not depend on the
+// padding of table columns.
+func squeeze(s string) string {
+	for strings.Contains(s, "  ") {
+		s = strings.ReplaceAll(s, "  ", " ")
+	}
+	return s
+}
+
 func TestRenderHasEveryTableAndFigure(t *testing.T) {
-	out := Render(sample())
+	out := squeeze(Render(sample()))
 	for _, want := range []string{
 		"## make bench\n",
 		"Measured 2026-01-02 03:04 UTC with `make bench` (took 4m20s).",
@@ -123,8 +134,10 @@ func TestRenderHasEveryTableAndFigure(t *testing.T) {
 		"| lock-in-request | 20,000 | 150 ",
 		"| 19,850 ",
 		"6,000 / 8,000 = 0.75×",
+		"| hot | 4.00 | 20.0 | 10.0 | 5.0 | 1.50 |", // CPU: 30s / 20,000 orders
+		"### CPU",
 	} {
-		if !strings.Contains(out, want) {
+		if !strings.Contains(out, squeeze(want)) {
 			t.Errorf("rendered section lacks %q:\n%s", want, out)
 		}
 	}
@@ -243,5 +256,23 @@ func TestProcessAlive(t *testing.T) {
 		if got := processAlive(tc.mark); got != tc.want {
 			t.Errorf("processAlive(%q): got %v, want %v", tc.mark, got, tc.want)
 		}
+	}
+}
+
+func TestCPUReadsAreSane(t *testing.T) {
+	// Spin until getrusage reports 50ms of CPU (bounded in wall time).
+	start, deadline := selfCPU(), time.Now().Add(10*time.Second)
+	for selfCPU()-start < 50*time.Millisecond && time.Now().Before(deadline) {
+	}
+	self := selfCPU()
+	if self-start < 50*time.Millisecond {
+		t.Fatalf("getrusage: got %v of CPU after spinning for 10s, want ≥ 50ms", self-start)
+	}
+	// /proc counts in 10ms ticks and may lag getrusage by a tick or two.
+	if proc := procCPU(os.Getpid()); proc < self-50*time.Millisecond || proc > self+50*time.Millisecond {
+		t.Errorf("/proc/self/stat: got %v, want within 50ms of getrusage's %v", proc, self)
+	}
+	if got := procCPU(-1); got != 0 {
+		t.Errorf("procCPU(-1): got %v, want 0", got)
 	}
 }

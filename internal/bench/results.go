@@ -102,6 +102,15 @@ type ScenarioResult struct {
 	APIPeakRSS    int64
 	WorkerPeakRSS int64
 
+	// CPU seconds (user+system) used by all API (or lock-in-request)
+	// processes, all worker processes, and the load generator (the bench
+	// program itself) during the part; WallSeconds is the load test's
+	// duration, for scale.
+	APICPUSeconds     float64
+	WorkerCPUSeconds  float64
+	LoadGenCPUSeconds float64
+	WallSeconds       float64
+
 	// Verified and OK are loadtest's: the invariants were checked and held.
 	Verified   bool
 	OK         bool
@@ -139,6 +148,9 @@ type CeilingResult struct {
 
 	ProducerPeakRSS int64
 	ConsumerPeakRSS int64
+	// CPU seconds of all producer and all consumer processes.
+	ProducerCPUSeconds float64
+	ConsumerCPUSeconds float64
 }
 
 // OK reports whether every task enqueued was processed exactly once.

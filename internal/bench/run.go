@@ -216,6 +216,7 @@ func (b *bencher) product(ctx context.Context, part string) ScenarioResult {
 	lcfg := b.loadtestConfig(part, cl.URLs(), products, hot, stock)
 	var rep *loadtest.Report
 	var workersStart time.Time
+	apiCPU0, genCPU0 := cpuOf(cl.APIs), selfCPU()
 	if part == PartBacklog {
 		rep, workersStart, err = b.backlog(ctx, cl, lcfg)
 	} else {
@@ -224,6 +225,11 @@ func (b *bencher) product(ctx context.Context, part string) ScenarioResult {
 	if rep != nil {
 		res = fromReport(res, rep)
 	}
+	res.LoadGenCPUSeconds = (selfCPU() - genCPU0).Seconds()
+	res.APICPUSeconds = (cpuOf(cl.APIs) - apiCPU0).Seconds()
+	// The workers were idle before the load test (and, in backlog, are
+	// new processes): all their CPU time is the part's.
+	res.WorkerCPUSeconds = cpuOf(cl.Workers).Seconds()
 	for _, p := range cl.APIs {
 		res.APIPeakRSS = max(res.APIPeakRSS, p.PeakRSS())
 	}
@@ -248,6 +254,15 @@ func (b *bencher) product(ctx context.Context, part string) ScenarioResult {
 		}
 	}
 	return res
+}
+
+// cpuOf sums the CPU time the running processes have used.
+func cpuOf(procs []*cluster.Proc) time.Duration {
+	var d time.Duration
+	for _, p := range procs {
+		d += procCPU(p.PID())
+	}
+	return d
 }
 
 // exitedEarly names the processes that are no longer running: something
@@ -374,6 +389,7 @@ func fromReport(res ScenarioResult, rep *loadtest.Report) ScenarioResult {
 	if rep.Queue.Available {
 		res.MaxQueueDepth = rep.Queue.MaxDepth
 	}
+	res.WallSeconds = rep.Phases.Total
 	res.Verified, res.OK = rep.Verified, rep.OK
 	res.Violations = maps.Clone(rep.ViolationCounts)
 	return res
