@@ -342,8 +342,8 @@ func (b *bencher) lockInRequest(ctx context.Context) ScenarioResult {
 		servers = append(servers, p)
 		urls = append(urls, "http://"+addr)
 	}
-	for _, p := range servers {
-		if err := p.WaitReady(ctx, 30*time.Second); err != nil {
+	for i, p := range servers {
+		if err := waitHTTPReady(ctx, p, urls[i]+"/readyz"); err != nil {
 			return fail(err)
 		}
 	}
@@ -365,6 +365,32 @@ func (b *bencher) lockInRequest(ctx context.Context) ScenarioResult {
 		return fail(err)
 	}
 	return res
+}
+
+// waitHTTPReady polls url until it answers 200, p exits, or 30s pass.
+func waitHTTPReady(ctx context.Context, p *cluster.Proc, url string) error {
+	client := &http.Client{Timeout: time.Second}
+	err := waitUntil(ctx, 30*time.Second, func() (bool, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return false, err
+		}
+		if resp, err := client.Do(req); err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return true, nil
+			}
+		}
+		if !p.Running() {
+			return false, fmt.Errorf("%s exited during start: %s", p.Name, logTail(p.LogPath()))
+		}
+		return false, nil
+	})
+	if err != nil {
+		return fmt.Errorf("%s not ready at %s: %w", p.Name, url, err)
+	}
+	return nil
 }
 
 // execSQL runs sql on the database at url.
