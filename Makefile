@@ -28,6 +28,13 @@ fuzz:
 		$(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) ./api/ || exit 1; \
 	done
 
+## bench: the figures of BENCHMARKS.md: the product (hot, spread, backlog, one-by-one)
+## next to the queue ceiling and the lock-in-request design, 20,000 orders each
+## (a few minutes; uses Redis DB 13 and databases flashsale_bench_* on 127.0.0.1,
+## and removes them). BENCH_FLAGS adds flags, e.g. BENCH_FLAGS='-note "shared machine"'.
+bench: build
+	$(GO) run ./internal/bench/cmd/bench -binary $(BIN) -out BENCHMARKS.md -command 'make bench' $(BENCH_FLAGS)
+
 vet:
 	$(GO) vet $(PKGS)
 

@@ -1,0 +1,24 @@
+// Package bench is `make bench`: it measures the product end to end on this
+// machine, next to baselines built for the comparison, and renders the
+// tables of BENCHMARKS.md.
+//
+// One [Run] claims a Redis database of its own (flushed between parts and at
+// the end) and creates a PostgreSQL database per part (dropped after it),
+// then measures, each with the same number of orders:
+//
+//   - the queue ceiling: no-op tasks through asynq, enqueued by as many
+//     producer processes as there are API servers and consumed by as many
+//     consumer processes as there are workers, with the worker's asynq
+//     settings (helper programs of this package, not the product);
+//   - hot, spread, backlog and one-by-one: the flashsale binary's API and
+//     worker processes ([cluster]), driven and verified by [loadtest];
+//   - lock-in-request: the design the system grew from, an HTTP handler that
+//     takes the product lock, decrements stock and releases it, answering
+//     429 when the lock is busy (a helper program of this package, using
+//     the lock package), driven by the same load test.
+//
+// The helper programs run from Config.Helper: a binary whose main (or
+// TestMain) hands its arguments to [HelperMain] when [IsHelper] says so.
+// Everything talks to 127.0.0.1 only, is bounded in time, and is stopped
+// and cleaned up when Run returns.
+package bench

@@ -1,0 +1,568 @@
+package bench
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/flashsale/flashsale/loadtest"
+)
+
+// SectionHeading is the heading of the part of BENCHMARKS.md that `make
+// bench` owns; [ReplaceSection] rewrites only that section.
+const SectionHeading = "## make bench"
+
+// Goals of issue 5, checked by [Checks].
+const (
+	GoalHotVsCeiling     = 0.70
+	GoalBacklogVsCeiling = 0.80
+	GoalSpreadVsHot      = 1.0
+	GoalHotVsOneByOne    = 5.0
+	GoalSubmitP99MS      = 25.0
+	GoalPeakRSSBytes     = 100 << 20
+)
+
+// Verdict says whether a goal was met.
+type Verdict string
+
+// Verdicts of a [Check].
+const (
+	Met     Verdict = "met"
+	Missed  Verdict = "MISSED"
+	NoGoal  Verdict = "-"
+	Unknown Verdict = "n/a" // a figure it needs was not measured
+)
+
+// Check is one ratio or goal of the run.
+type Check struct {
+	Name    string
+	Value   string
+	Goal    string
+	Verdict Verdict
+}
+
+// ratio returns a/b and whether both were measured (> 0).
+func ratio(a, b float64) (float64, bool) {
+	if a <= 0 || b <= 0 {
+		return 0, false
+	}
+	return a / b, true
+}
+
+// atLeast builds a check of value ≥ goal.
+func atLeast(name, formula string, a, b, goal float64) Check {
+	c := Check{Name: name, Goal: "≥ " + trimFloat(goal) + "×"}
+	r, ok := ratio(a, b)
+	if !ok {
+		c.Value, c.Verdict = formula+": not measured", Unknown
+		return c
+	}
+	c.Value = fmt.Sprintf("%s / %s = %.2f×", rate(a), rate(b), r)
+	c.Verdict = Missed
+	if r >= goal {
+		c.Verdict = Met
+	}
+	return c
+}
+
+// Checks computes the ratios the issue asks for and checks the goals.
+func Checks(r Results) []Check {
+	ceiling := 0.0
+	if r.Ceiling.Ran {
+		ceiling = r.Ceiling.EndToEndPerSec
+	}
+	settled := func(s ScenarioResult) float64 {
+		if !s.Ran {
+			return 0
+		}
+		return s.SettledPerSec
+	}
+	drain := 0.0
+	if r.Backlog.Ran {
+		drain = r.Backlog.DrainPerSec
+	}
+	checks := []Check{
+		atLeast("hot settled/s ÷ queue ceiling end-to-end/s", "hot ÷ ceiling", settled(r.Hot), ceiling, GoalHotVsCeiling),
+		atLeast("backlog drain/s ÷ queue ceiling end-to-end/s", "backlog ÷ ceiling", drain, ceiling, GoalBacklogVsCeiling),
+		atLeast("spread settled/s ÷ hot settled/s", "spread ÷ hot", settled(r.Spread), settled(r.Hot), GoalSpreadVsHot),
+		atLeast("hot settled/s ÷ one-by-one settled/s", "hot ÷ one-by-one", settled(r.Hot), settled(r.OneByOne), GoalHotVsOneByOne),
+	}
+
+	lir := Check{Name: "hot settled/s ÷ lock-in-request settled/s", Goal: "-", Verdict: NoGoal}
+	if v, ok := ratio(settled(r.Hot), settled(r.LockInRequest)); ok {
+		lir.Value = fmt.Sprintf("%s / %s = %.2f×", rate(settled(r.Hot)), rate(settled(r.LockInRequest)), v)
+	} else {
+		lir.Value, lir.Verdict = "not measured", Unknown
+	}
+	checks = append(checks, lir)
+	if r.Hot.Ran && r.LockInRequest.Ran {
+		checks = append(checks, Check{
+			Name: "units sold of the hot stock: hot vs lock-in-request",
+			Value: fmt.Sprintf("%s of %s vs %s of %s (%s turned away with 429)",
+				count(r.Hot.Outcomes.Succeeded), count(r.Hot.Stock), count(r.LockInRequest.Outcomes.Succeeded),
+				count(r.LockInRequest.Stock), count(r.LockInRequest.SubmitStatus["429"])),
+			Goal: "-", Verdict: NoGoal,
+		})
+	}
+
+	// p99 submit latency of the product (batch mode) under the burst.
+	p99 := Check{Name: "submit p99 under the burst (hot, spread, backlog)", Goal: fmt.Sprintf("≤ %s ms", trimFloat(GoalSubmitP99MS)), Verdict: Met}
+	var parts []string
+	for _, s := range []struct {
+		name string
+		res  ScenarioResult
+	}{{"hot", r.Hot}, {"spread", r.Spread}, {"backlog", r.Backlog}} {
+		if !s.res.Ran || s.res.Submit.Count == 0 {
+			parts = append(parts, s.name+" n/a")
+			p99.Verdict = worse(p99.Verdict, Unknown)
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("%s %.1f ms", s.name, s.res.Submit.P99))
+		if s.res.Submit.P99 > GoalSubmitP99MS {
+			p99.Verdict = Missed
+		}
+	}
+	p99.Value = strings.Join(parts, ", ")
+	checks = append(checks, p99)
+
+	// Peak RSS of API and worker processes, over every product scenario.
+	product := []ScenarioResult{r.Hot, r.Spread, r.Backlog, r.OneByOne}
+	for _, kind := range []string{"API", "worker"} {
+		c := Check{Name: "peak RSS of any " + kind + " process", Goal: "≤ 100 MB", Verdict: Met}
+		var peak int64
+		measured := 0
+		for _, s := range product {
+			v := s.APIPeakRSS
+			if kind == "worker" {
+				v = s.WorkerPeakRSS
+			}
+			if s.Ran && v > 0 {
+				measured++
+				peak = max(peak, v)
+			}
+		}
+		switch {
+		case measured == 0:
+			c.Value, c.Verdict = "not measured", Unknown
+		default:
+			c.Value = mb(peak)
+			if peak > GoalPeakRSSBytes {
+				c.Verdict = Missed
+			}
+			if measured < len(product) {
+				c.Verdict = worse(c.Verdict, Unknown)
+			}
+		}
+		checks = append(checks, c)
+	}
+
+	// Invariants in every scenario.
+	inv := Check{Name: "loadtest invariants held", Goal: "every scenario", Verdict: Met}
+	var bad []string
+	all := []struct {
+		name string
+		res  ScenarioResult
+	}{{"hot", r.Hot}, {"spread", r.Spread}, {"backlog", r.Backlog}, {"one-by-one", r.OneByOne}, {"lock-in-request", r.LockInRequest}}
+	held := 0
+	for _, s := range all {
+		switch {
+		case !s.res.Ran || !s.res.Verified:
+			bad = append(bad, s.name+" not verified")
+			inv.Verdict = worse(inv.Verdict, Unknown)
+		case !s.res.OK:
+			bad = append(bad, s.name+" "+violationList(s.res.Violations))
+			inv.Verdict = Missed
+		default:
+			held++
+		}
+	}
+	inv.Value = fmt.Sprintf("%d of %d", held, len(all))
+	if len(bad) > 0 {
+		inv.Value += " (" + strings.Join(bad, "; ") + ")"
+	}
+	checks = append(checks, inv)
+	if r.Ceiling.Ran {
+		c := Check{Name: "queue ceiling: every task processed once", Goal: "-", Verdict: NoGoal,
+			Value: fmt.Sprintf("%s enqueued, %s processed, %s enqueue errors",
+				count(r.Ceiling.Enqueued), count(r.Ceiling.Processed), count(r.Ceiling.EnqueueErrors))}
+		checks = append(checks, c)
+	}
+	return checks
+}
+
+// worse returns the more severe of two verdicts (Missed > Unknown > Met).
+func worse(a, b Verdict) Verdict {
+	rank := map[Verdict]int{Met: 0, NoGoal: 0, Unknown: 1, Missed: 2}
+	if rank[b] > rank[a] {
+		return b
+	}
+	return a
+}
+
+func violationList(v map[loadtest.ViolationCode]int) string {
+	var parts []string
+	for _, code := range slices.Sorted(maps.Keys(v)) {
+		parts = append(parts, fmt.Sprintf("%s×%d", code, v[code]))
+	}
+	if len(parts) == 0 {
+		return "violations"
+	}
+	return strings.Join(parts, " ")
+}
+
+// Render returns the BENCHMARKS.md section (heading included) for r.
+func Render(r Results) string {
+	var b strings.Builder
+	s := r.Settings
+	fmt.Fprintf(&b, "%s\n\n", SectionHeading)
+	how := "`" + r.Command + "`"
+	if r.Invocation != "" && r.Invocation != r.Command {
+		how += ", which ran `" + r.Invocation + "`"
+	}
+	fmt.Fprintf(&b, "Measured %s with %s (took %s).\n\n", r.Date.UTC().Format("2006-01-02 15:04 MST"), how, r.Elapsed.Round(time.Second))
+	m := r.Machine
+	fmt.Fprintf(&b, "Machine: %d cores (%s), %s memory, Linux %s; %s; Redis %s and PostgreSQL %s on the same machine, "+
+		"as are the load generator and every process; 1-minute load average at the start: %s.\n\n",
+		m.Cores, orNA(m.CPU), gib(m.MemoryBytes), orNA(m.Kernel), orNA(m.GoVersion), orNA(m.RedisVersion), orNA(m.PostgresVersion), orNA(m.LoadAvg))
+	if r.Note != "" {
+		fmt.Fprintf(&b, "**Note:** %s\n\n", r.Note)
+	}
+	fmt.Fprintf(&b, "Every run: %s single-unit orders from as many distinct buyers, a closed burst of %d requests in flight "+
+		"spread round robin over %d API processes, %d worker processes with FLASHSALE_WORKER_CONCURRENCY=%d, "+
+		"a fresh database and Redis DB. The sold-out fast path is on (the product's behaviour).\n\n",
+		count(s.Orders), s.Concurrency, s.APIs, s.Workers, s.WorkerConcurrency)
+
+	b.WriteString("### Throughput\n\n")
+	rows := [][]string{}
+	c := r.Ceiling
+	if c.Ran {
+		rows = append(rows, []string{"queue ceiling", fmt.Sprintf("%s no-op asynq tasks; %d producer and %d consumer processes × %d",
+			count(c.Tasks), c.Producers, c.Consumers, c.Concurrency),
+			rate(c.EnqueuePerSec) + " (enqueue)", rate(c.EndToEndPerSec) + " (end to end)", secs(c.EndToEndSeconds), okText(c.OK())})
+	} else {
+		rows = append(rows, []string{"queue ceiling", "not measured: " + c.Err, "", "", "", ""})
+	}
+	for _, sc := range scenarios(r) {
+		res := sc.res
+		if !res.Ran {
+			rows = append(rows, []string{sc.name, sc.setup + "; not measured: " + res.Err, "", "", "", ""})
+			continue
+		}
+		settled, sec := rate(res.SettledPerSec), secs(res.SettleSeconds)
+		if sc.name == "backlog" {
+			settled = rate(res.DrainPerSec) + " (drain)"
+			sec = secs(res.DrainSeconds) + " (drain)"
+			if res.DrainCommitSeconds > 0 {
+				sec += "; last commit " + secs(res.DrainCommitSeconds)
+			}
+		}
+		rows = append(rows, []string{sc.name, sc.setup, rate(res.SubmittedPerSec), settled, sec, invariantText(res)})
+	}
+	b.WriteString(table([]string{"run", "setup", "submitted/s", "settled/s", "seconds", "invariants"}, rows))
+
+	b.WriteString("\n### Outcomes\n\n")
+	rows = rows[:0]
+	for _, sc := range scenarios(r) {
+		res := sc.res
+		if !res.Ran {
+			continue
+		}
+		o := res.Outcomes
+		other := o.LimitExceeded + o.Failed + o.Unsettled + o.Unsent + o.Rejected - res.SubmitStatus["429"]
+		rows = append(rows, []string{sc.name, count(res.Orders), count(res.Accepted()), count(o.Succeeded), count(o.SoldOut),
+			count(o.SoldOutFastPath), count(res.SubmitStatus["429"]), count(other)})
+	}
+	b.WriteString(table([]string{"run", "orders", "202 (through the queue)", "succeeded", "sold_out (decided by a worker)",
+		"409 sold_out (fast path)", "429 (turned away)", "other"}, rows))
+
+	b.WriteString("\n### Latency and memory\n\n")
+	rows = rows[:0]
+	if c.Ran {
+		rows = append(rows, []string{"queue ceiling", "-", "-", "-", "-", "-", "-",
+			mb(c.ProducerPeakRSS) + " (producer)", mb(c.ConsumerPeakRSS) + " (consumer)"})
+	}
+	for _, sc := range scenarios(r) {
+		res := sc.res
+		if !res.Ran {
+			continue
+		}
+		depth := count(res.MaxQueueDepth)
+		if res.MaxQueueDepth < 0 {
+			depth = "n/a"
+		}
+		worker := mb(res.WorkerPeakRSS)
+		if sc.name == "lock-in-request" {
+			worker = "-"
+		}
+		rows = append(rows, []string{sc.name, ms(res.Submit.P50), ms(res.Submit.P95), ms(res.Submit.P99),
+			ms(res.Final.P50), ms(res.Final.P99), depth, mb(res.APIPeakRSS), worker})
+	}
+	b.WriteString(table([]string{"run", "submit p50 ms", "submit p95 ms", "submit p99 ms", "submit→final p50 ms",
+		"submit→final p99 ms", "max queue depth", "API peak RSS", "worker peak RSS"}, rows))
+
+	b.WriteString("\n### CPU\n\n")
+	rows = rows[:0]
+	if c.Ran {
+		rows = append(rows, []string{"queue ceiling", secs(c.EndToEndSeconds), cpu(c.ProducerCPUSeconds) + " (producers)",
+			cpu(c.ConsumerCPUSeconds) + " (consumers)", "-", perOrder(c.ProducerCPUSeconds+c.ConsumerCPUSeconds, c.Processed)})
+	}
+	for _, sc := range scenarios(r) {
+		res := sc.res
+		if !res.Ran {
+			continue
+		}
+		worker := cpu(res.WorkerCPUSeconds)
+		per := perOrder(res.APICPUSeconds+res.WorkerCPUSeconds, res.Outcomes.Final())
+		if sc.name == "lock-in-request" {
+			// Most requests end in a 429, which is no final order.
+			worker = "-"
+			per = perOrder(res.APICPUSeconds, int64(res.Orders)) + " per request"
+		}
+		rows = append(rows, []string{sc.name, secs(res.WallSeconds), cpu(res.APICPUSeconds), worker,
+			cpu(res.LoadGenCPUSeconds), per})
+	}
+	b.WriteString(table([]string{"run", "wall s", "API CPU s", "worker CPU s", "load generator CPU s",
+		"API+worker CPU ms per final order"}, rows))
+
+	b.WriteString("\n### Ratios and goals (issue 5)\n\n")
+	rows = rows[:0]
+	for _, ch := range Checks(r) {
+		rows = append(rows, []string{ch.Name, ch.Value, ch.Goal, string(ch.Verdict)})
+	}
+	b.WriteString(table([]string{"figure", "value", "goal", "verdict"}, rows))
+
+	b.WriteString(`
+How to read it:
+- *settled/s* is loadtest's: orders that reached a final outcome (succeeded, sold_out, or answered 409 sold_out by the fast path) divided by the time from the first submit to the last final status observed. Orders answered 409 never enter the queue; the *Outcomes* table shows how many went through it.
+- *queue ceiling* is asynq alone on this machine: as many producer processes as API servers enqueue no-op tasks (the API's enqueue call, same payload size, task id and options) while as many consumer processes as workers, with the worker's concurrency and poll interval, acknowledge them; end to end is first enqueue to last task done.
+- *backlog* submits every order with the workers stopped, then starts them; drain/s is the orders settled from the workers' start to the last final status loadtest observed; "last commit" is when, after the workers' start, the last deciding transaction began (orders.updated_at), i.e. the drain without the observation. Its submitted/s is what the APIs admit with nothing consuming.
+- *one-by-one* is the hot run with FLASHSALE_WORKER_MODE=single: one lock hold and one transaction per order.
+- *lock-in-request* is the design this system grew from, built inside the benchmark: an HTTP handler that takes the product's lock (TryAcquire of the lock package), decrements stock in PostgreSQL, releases, and answers 429 when the lock is busy, on the hot product. Its settled/s counts orders sold or answered 409 sold_out; 429s are turned away and are no outcome.
+- Submit latency is per POST /v1/orders under the closed burst (HdrHistogram); peak RSS is each process's VmHWM, the highest of any API (or lock-in-request server) and of any worker in that run.
+- *CPU* is user+system time summed over the processes of each kind during the load test (wall s: create, submit, settle and verify), and the load generator's (this program's) own. What the machine had beyond these (cores × wall) went to Redis, PostgreSQL and anything else running. The ceiling's figure per order is per task.
+`)
+	return b.String()
+}
+
+type namedScenario struct {
+	name, setup string
+	res         ScenarioResult
+}
+
+func scenarios(r Results) []namedScenario {
+	s := r.Settings
+	return []namedScenario{
+		{"hot", fmt.Sprintf("1 product, stock %s", count(s.HotStock)), r.Hot},
+		{"spread", fmt.Sprintf("%s products, stock %s each", count(s.SpreadProducts), count(s.SpreadStock)), r.Spread},
+		{"backlog", "hot, all queued before the workers start", r.Backlog},
+		{"one-by-one", "hot, FLASHSALE_WORKER_MODE=single", r.OneByOne},
+		{"lock-in-request", fmt.Sprintf("hot; lock, decrement, release in the handler; %d servers", s.APIs), r.LockInRequest},
+	}
+}
+
+func invariantText(s ScenarioResult) string {
+	switch {
+	case !s.Verified:
+		return "not verified"
+	case s.OK:
+		return "held"
+	default:
+		return "VIOLATED: " + violationList(s.Violations)
+	}
+}
+
+func okText(ok bool) string {
+	if ok {
+		return "every task once"
+	}
+	return "TASKS MISSING"
+}
+
+// table renders a Markdown table whose columns are padded to line up in a
+// terminal too.
+func table(headers []string, rows [][]string) string {
+	widths := make([]int, len(headers))
+	for i, h := range headers {
+		widths[i] = utf8.RuneCountInString(h)
+	}
+	for _, row := range rows {
+		for i := range headers {
+			if i < len(row) {
+				widths[i] = max(widths[i], utf8.RuneCountInString(cell(row[i])))
+			}
+		}
+	}
+	var b strings.Builder
+	line := func(cells []string) {
+		b.WriteString("|")
+		for i := range headers {
+			v := ""
+			if i < len(cells) {
+				v = cell(cells[i])
+			}
+			b.WriteString(" " + v + strings.Repeat(" ", widths[i]-utf8.RuneCountInString(v)) + " |")
+		}
+		b.WriteString("\n")
+	}
+	line(headers)
+	b.WriteString("|")
+	for _, w := range widths {
+		b.WriteString(strings.Repeat("-", w+2) + "|")
+	}
+	b.WriteString("\n")
+	for _, row := range rows {
+		line(row)
+	}
+	return b.String()
+}
+
+// cell escapes what would break a Markdown table cell.
+func cell(s string) string {
+	return strings.NewReplacer("|", `\|`, "\n", " ").Replace(s)
+}
+
+// ReplaceSection returns doc with the section that starts at the line
+// heading (up to the next heading of the same or a higher level, or the end)
+// replaced by section. When doc has no such section, section is appended;
+// when doc is empty, it gets a "# Benchmarks" title first. Everything else
+// in doc is kept byte for byte.
+func ReplaceSection(doc, heading, section string) string {
+	section = strings.TrimRight(section, "\n") + "\n"
+	level := len(heading) - len(strings.TrimLeft(heading, "#"))
+	lines := strings.SplitAfter(doc, "\n")
+	start, end := -1, len(lines)
+	inFence := false
+	for i, l := range lines {
+		t := strings.TrimRight(l, "\r\n")
+		if strings.HasPrefix(t, "```") {
+			inFence = !inFence
+			continue
+		}
+		if inFence {
+			continue
+		}
+		if start < 0 {
+			if strings.TrimSpace(t) == heading {
+				start = i
+			}
+			continue
+		}
+		if n := headingLevel(t); n > 0 && n <= level {
+			end = i
+			break
+		}
+	}
+	if start < 0 {
+		if strings.TrimSpace(doc) == "" {
+			return "# Benchmarks\n\n" + section
+		}
+		return strings.TrimRight(doc, "\n") + "\n\n" + section
+	}
+	before := strings.Join(lines[:start], "")
+	after := strings.Join(lines[end:], "")
+	if after != "" {
+		section += "\n"
+	}
+	return before + section + after
+}
+
+// headingLevel returns n for a Markdown ATX heading of n '#', else 0.
+func headingLevel(line string) int {
+	n := len(line) - len(strings.TrimLeft(line, "#"))
+	if n == 0 || n > 6 || (len(line) > n && line[n] != ' ') {
+		return 0
+	}
+	return n
+}
+
+// ---- number formatting ------------------------------------------------------
+
+type number interface{ ~int | ~int64 }
+
+// count formats an integer with thousands separators: 20000 → "20,000".
+func count[T number](n T) string {
+	s := strconv.FormatInt(int64(n), 10)
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	if neg {
+		return "-" + b.String()
+	}
+	return b.String()
+}
+
+// rate formats a per-second figure: whole numbers with separators.
+func rate(v float64) string {
+	if v <= 0 {
+		return "n/a"
+	}
+	return count(int64(v + 0.5))
+}
+
+func secs(v float64) string {
+	if v <= 0 {
+		return "n/a"
+	}
+	return strconv.FormatFloat(v, 'f', 2, 64)
+}
+
+func ms(v float64) string {
+	if v <= 0 {
+		return "n/a"
+	}
+	return strconv.FormatFloat(v, 'f', 1, 64)
+}
+
+func mb(bytes int64) string {
+	if bytes <= 0 {
+		return "n/a"
+	}
+	return strconv.FormatFloat(float64(bytes)/(1<<20), 'f', 0, 64) + " MB"
+}
+
+func cpu(seconds float64) string {
+	if seconds <= 0 {
+		return "n/a"
+	}
+	return strconv.FormatFloat(seconds, 'f', 1, 64)
+}
+
+// perOrder is CPU milliseconds per order.
+func perOrder(seconds float64, orders int64) string {
+	if seconds <= 0 || orders <= 0 {
+		return "n/a"
+	}
+	return strconv.FormatFloat(seconds*1000/float64(orders), 'f', 2, 64)
+}
+
+func gib(bytes int64) string {
+	if bytes <= 0 {
+		return "n/a"
+	}
+	return strconv.FormatFloat(float64(bytes)/(1<<30), 'f', 1, 64) + " GiB"
+}
+
+// trimFloat formats 0.7 as "0.70", 5 as "5".
+func trimFloat(v float64) string {
+	if v == float64(int64(v)) {
+		return strconv.FormatInt(int64(v), 10)
+	}
+	return strconv.FormatFloat(v, 'f', 2, 64)
+}
+
+func orNA(s string) string {
+	if s == "" {
+		return "n/a"
+	}
+	return s
+}

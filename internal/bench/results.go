@@ -1,0 +1,159 @@
+package bench
+
+import (
+	"time"
+
+	"github.com/flashsale/flashsale/loadtest"
+)
+
+// Results is everything one run measured; [Render] turns it into the
+// tables of BENCHMARKS.md. A part that could not be measured has Err set
+// and its figures left zero.
+type Results struct {
+	// RunID names everything the run created (databases
+	// flashsale_bench_<RunID>_<part>, load-test ids).
+	RunID string
+	// Date is when the run started.
+	Date time.Time
+	// Elapsed is the wall time of the whole run, build included.
+	Elapsed time.Duration
+	// Command is how the run was started (e.g. "make bench"), and
+	// Invocation the program's command line when it says more.
+	Command    string
+	Invocation string
+	// Note, when not empty, is printed under the machine line (e.g. that
+	// the machine was shared).
+	Note    string
+	Machine Machine
+	// Settings are the numbers every part used.
+	Settings Settings
+
+	Ceiling       CeilingResult
+	Hot           ScenarioResult
+	Spread        ScenarioResult
+	Backlog       ScenarioResult
+	OneByOne      ScenarioResult
+	LockInRequest ScenarioResult
+}
+
+// Settings are the numbers of a run, shared by every part.
+type Settings struct {
+	Orders            int
+	HotStock          int64
+	SpreadProducts    int
+	SpreadStock       int64
+	APIs              int
+	Workers           int
+	WorkerConcurrency int
+	// Concurrency is the load generator's: requests in flight at once.
+	Concurrency int
+}
+
+// Machine describes where the run happened.
+type Machine struct {
+	Cores           int
+	CPU             string
+	MemoryBytes     int64
+	Kernel          string
+	GoVersion       string
+	RedisVersion    string
+	PostgresVersion string
+	// LoadAvg is the 1-minute load average when the run started, a hint of
+	// what else the machine was doing.
+	LoadAvg string
+}
+
+// ScenarioResult is one loadtest-driven part: hot, spread, backlog,
+// one-by-one, or the lock-in-request baseline.
+type ScenarioResult struct {
+	// Ran is true when the scenario ran to its report; Err says why not.
+	Ran bool
+	Err string
+
+	Orders   int
+	Products int
+	Stock    int64
+
+	// SubmittedPerSec and SettledPerSec are loadtest's: answers to
+	// POST /v1/orders per second, and orders reaching a final outcome per
+	// second from the first submit to the last final status.
+	SubmittedPerSec float64
+	SettledPerSec   float64
+	SettleSeconds   float64
+	// DrainPerSec (backlog only) is the orders settled per second from the
+	// moment the workers were started to the last final status;
+	// DrainSeconds that time.
+	DrainPerSec  float64
+	DrainSeconds float64
+	// DrainCommitSeconds (backlog only) is the time from the workers'
+	// start to the start of the last transaction that decided an order:
+	// how long the workers took, without loadtest's observation of it.
+	DrainCommitSeconds float64
+
+	Outcomes     loadtest.Outcomes
+	SubmitStatus map[string]int64
+	Submit       loadtest.Latency
+	Final        loadtest.Latency
+	// MaxQueueDepth is the deepest queue seen (-1: not sampled).
+	MaxQueueDepth int64
+
+	// APIPeakRSS and WorkerPeakRSS are the highest VmHWM of any API
+	// (lock-in-request: its HTTP servers) and any worker process, in bytes.
+	APIPeakRSS    int64
+	WorkerPeakRSS int64
+
+	// CPU seconds (user+system) used by all API (or lock-in-request)
+	// processes, all worker processes, and the load generator (the bench
+	// program itself) during the part; WallSeconds is the load test's
+	// duration, for scale.
+	APICPUSeconds     float64
+	WorkerCPUSeconds  float64
+	LoadGenCPUSeconds float64
+	WallSeconds       float64
+
+	// Verified and OK are loadtest's: the invariants were checked and held.
+	Verified   bool
+	OK         bool
+	Violations map[loadtest.ViolationCode]int
+}
+
+// Accepted is the number of orders answered 202, i.e. that went through
+// the queue (or, for lock-in-request, were sold).
+func (s ScenarioResult) Accepted() int64 {
+	o := s.Outcomes
+	return o.Succeeded + o.SoldOut + o.LimitExceeded + o.Failed + o.Unsettled
+}
+
+// CeilingResult is the queue-ceiling baseline: no-op tasks through asynq.
+type CeilingResult struct {
+	Ran bool
+	Err string
+
+	Tasks       int
+	Producers   int
+	Consumers   int
+	Concurrency int
+
+	// Enqueued and Processed count tasks; EnqueueErrors failed enqueues.
+	Enqueued      int64
+	Processed     int64
+	EnqueueErrors int64
+	// EnqueuePerSec is Enqueued over the producers' first enqueue to last
+	// enqueue; EndToEndPerSec is Processed over the first enqueue to the
+	// last task done.
+	EnqueuePerSec   float64
+	EnqueueSeconds  float64
+	EndToEndPerSec  float64
+	EndToEndSeconds float64
+
+	ProducerPeakRSS int64
+	ConsumerPeakRSS int64
+	// CPU seconds of all producer and all consumer processes.
+	ProducerCPUSeconds float64
+	ConsumerCPUSeconds float64
+}
+
+// OK reports whether every task enqueued was processed exactly once.
+func (c CeilingResult) OK() bool {
+	return c.Ran && c.EnqueueErrors == 0 && c.Enqueued == int64(c.Tasks) && c.Processed == c.Enqueued
+}
