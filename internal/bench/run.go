@@ -190,6 +190,8 @@ func (b *bencher) product(ctx context.Context, part string) ScenarioResult {
 	}
 	cl, err := cluster.Start(ctx, cluster.Config{
 		Binary: c.Binary, APIs: c.APIs, Workers: c.Workers, LogDir: filepath.Join(c.LogDir, part),
+		// Workers are up (their /metrics answers) before the load starts.
+		WorkerMetrics: true,
 		Env: map[string]string{
 			"FLASHSALE_REDIS_URL":          b.redisURL,
 			"FLASHSALE_LOCK_REDIS_URLS":    b.redisURL,
@@ -201,7 +203,6 @@ func (b *bencher) product(ctx context.Context, part string) ScenarioResult {
 			"FLASHSALE_KEY_PREFIX":         "bench:",
 			"FLASHSALE_LOCK_TTL":           "10s",
 			"FLASHSALE_RATE_LIMIT":         "",
-			"FLASHSALE_METRICS_ADDR":       "",
 			"FLASHSALE_LOG_LEVEL":          "info",
 			"FLASHSALE_LOG_FORMAT":         "json",
 		},
