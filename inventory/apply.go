@@ -77,12 +77,23 @@ func (s *Store) Apply(ctx context.Context, b Batch) (*Result, error) {
 			return nil, fmt.Errorf("%w: no fencing token for product %q", ErrInvalid, o.ProductID)
 		}
 	}
+	// First assume that no order of the batch was decided before (a
+	// redelivery is rare): that spares reading the orders table. If the
+	// insert meets an order that exists, the transaction is rolled back and
+	// run again, this time reading which orders were decided.
 	var res *Result
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var err error
-		res, err = apply(ctx, tx, b)
+		res, err = apply(ctx, tx, b, false)
 		return err
 	})
+	if errors.Is(err, errReplayed) {
+		err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			var err error
+			res, err = apply(ctx, tx, b, true)
+			return err
+		})
+	}
 	if err != nil {
 		var stale *StaleFenceError
 		if errors.As(err, &stale) || errors.Is(err, ErrInvalid) {
@@ -100,7 +111,13 @@ type productRow struct {
 
 type userKey struct{ product, user string }
 
-func apply(ctx context.Context, tx pgx.Tx, b Batch) (*Result, error) {
+// errReplayed aborts an optimistic apply that met an already decided order.
+var errReplayed = errors.New("inventory: batch holds decided orders")
+
+// apply decides the batch in tx. With readDecided it first reads which
+// orders were decided before; without, it assumes none was and returns
+// errReplayed (having written nothing that will commit) if one was.
+func apply(ctx context.Context, tx pgx.Tx, b Batch, readDecided bool) (*Result, error) {
 	productIDs := make([]string, 0, len(b.Tokens))
 	orderIDs := make([]string, 0, len(b.Orders))
 	pairP := make([]string, 0, len(b.Orders))
@@ -122,7 +139,9 @@ func apply(ctx context.Context, tx pgx.Tx, b Batch) (*Result, error) {
 	rb.Queue(`SELECT now()`)
 	rb.Queue(`SELECT id, stock, per_user_limit, fence, restock_gen FROM products
 		WHERE id = ANY($1) ORDER BY id FOR UPDATE`, productIDs)
-	rb.Queue(`SELECT `+orderColumns+` FROM orders WHERE id = ANY($1)`, orderIDs)
+	if readDecided {
+		rb.Queue(`SELECT `+orderColumns+` FROM orders WHERE id = ANY($1)`, orderIDs)
+	}
 	rb.Queue(`SELECT p.product_id, p.user_id, p.units FROM purchases p
 		JOIN unnest($1::text[], $2::text[]) AS q(product_id, user_id)
 		ON p.product_id = q.product_id AND p.user_id = q.user_id`, pairP, pairU)
@@ -149,19 +168,21 @@ func apply(ctx context.Context, tx pgx.Tx, b Batch) (*Result, error) {
 		return nil, err
 	}
 	decided := map[string]Order{}
-	rows, _ = br.Query()
-	for rows.Next() {
-		o, err := scanOrder(rows)
-		if err != nil {
-			rows.Close()
+	if readDecided {
+		rows, _ = br.Query()
+		for rows.Next() {
+			o, err := scanOrder(rows)
+			if err != nil {
+				rows.Close()
+				br.Close()
+				return nil, err
+			}
+			decided[o.ID] = o
+		}
+		if err := rows.Err(); err != nil {
 			br.Close()
 			return nil, err
 		}
-		decided[o.ID] = o
-	}
-	if err := rows.Err(); err != nil {
-		br.Close()
-		return nil, err
 	}
 	bought := map[userKey]int{}
 	rows, _ = br.Query()
@@ -260,10 +281,13 @@ func apply(ctx context.Context, tx pgx.Tx, b Batch) (*Result, error) {
 
 	// Round trip 2: write orders, purchases and stock.
 	wb := &pgx.Batch{}
+	// ON CONFLICT DO NOTHING: an order decided meanwhile (or before, in an
+	// optimistic run) is not inserted; the row count tells.
 	wb.Queue(`INSERT INTO orders (id, product_id, user_id, quantity, idempotency_key, status, fence, created_at, updated_at)
 		SELECT id, product_id, user_id, quantity, NULLIF(idem, ''), status, fence, created_at, $9
 		FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::text[], $7::bigint[], $8::timestamptz[])
-		AS t(id, product_id, user_id, quantity, idem, status, fence, created_at)`,
+		AS t(id, product_id, user_id, quantity, idem, status, fence, created_at)
+		ON CONFLICT (id) DO NOTHING`,
 		ins.id, ins.product, ins.user, ins.quantity, ins.idem, ins.status, ins.fence, ins.created, now)
 	if len(buys) > 0 {
 		var bp, bu []string
@@ -299,7 +323,8 @@ func apply(ctx context.Context, tx pgx.Tx, b Batch) (*Result, error) {
 		WHERE p.id = d.id AND p.fence <= d.token AND p.stock >= d.units`,
 		uid, units, tokens, succ, sold, lim, now)
 	br = tx.SendBatch(ctx, wb)
-	if _, err := br.Exec(); err != nil {
+	inserted, err := br.Exec()
+	if err != nil {
 		br.Close()
 		return nil, err
 	}
@@ -316,6 +341,15 @@ func apply(ctx context.Context, tx pgx.Tx, b Batch) (*Result, error) {
 	}
 	if err := br.Close(); err != nil {
 		return nil, err
+	}
+	if inserted.RowsAffected() != int64(len(ins.id)) {
+		// Some order was decided already; the stock and purchases written
+		// above counted it again. Roll back.
+		if !readDecided {
+			return nil, errReplayed
+		}
+		// Cannot happen with the orders read under the product row locks.
+		return nil, fmt.Errorf("inventory: inserted %d of %d orders", inserted.RowsAffected(), len(ins.id))
 	}
 	if tag.RowsAffected() != int64(len(uid)) {
 		// Cannot happen while the rows are locked FOR UPDATE; if it does,
