@@ -313,9 +313,35 @@ func (s *Service) PlaceOrder(ctx context.Context, r PlaceOrderRequest) (Placed, 
 		ProductID: r.ProductID, UserID: r.UserID, Quantity: r.Quantity,
 		IdempotencyKey: r.IdempotencyKey, AcceptedAt: time.Now().UTC(),
 	}
+	// The sold-out flag first: it is cached in memory, and a sold-out answer
+	// needs fewer lookups below.
+	sold, err := s.gate.SoldOut(ctx, r.ProductID)
+	if err != nil {
+		// A Redis error reads as "not sold out": the fast path fails open.
+		s.failOpen(ctx, fmt.Errorf("sale: sold-out flag unreadable, order let through: %w", err))
+	}
 	if r.IdempotencyKey != "" {
 		o.ID = KeyedOrderID(r.UserID, r.IdempotencyKey)
-		// A decided order with this key answers for itself, sold out or not.
+	} else {
+		o.ID = s.newID()
+	}
+	if sold {
+		if r.IdempotencyKey != "" {
+			// A re-sent order that was accepted before the sell-out answers
+			// for itself, not for the product. Queue first, then the
+			// database: a task is removed only after its outcome committed,
+			// so an accepted order is found in one or the other.
+			if ti, err := s.inspector.Lookup(ctx, o.ID); err == nil {
+				return s.replay(o, ti.Order.ProductID, ti.Order.Quantity, taskStatus(ti))
+			}
+			if prev, err := s.store.Order(ctx, o.ID); err == nil {
+				return s.replay(o, prev.ProductID, prev.Quantity, prev.Status)
+			}
+		}
+		return Placed{}, ErrSoldOut
+	}
+	if r.IdempotencyKey != "" {
+		// A decided order with this key answers for itself.
 		prev, err := s.store.Order(ctx, o.ID)
 		switch {
 		case err == nil:
@@ -328,26 +354,6 @@ func (s *Service) PlaceOrder(ctx context.Context, r PlaceOrderRequest) (Placed, 
 		case !errors.Is(err, inventory.ErrNotFound):
 			return Placed{}, s.translate(err)
 		}
-	} else {
-		o.ID = s.newID()
-	}
-	sold, err := s.gate.SoldOut(ctx, r.ProductID)
-	if err != nil {
-		// A Redis error reads as "not sold out": the fast path fails open.
-		s.failOpen(ctx, fmt.Errorf("sale: sold-out flag unreadable, order let through: %w", err))
-	}
-	if sold {
-		if r.IdempotencyKey != "" {
-			// A re-sent order that was accepted before the sell-out is
-			// still queued: answer for it, not for the product.
-			if ti, err := s.inspector.Lookup(ctx, o.ID); err == nil {
-				return s.replay(o, ti.Order.ProductID, ti.Order.Quantity, taskStatus(ti))
-			}
-			if prev, err := s.store.Order(ctx, o.ID); err == nil {
-				return s.replay(o, prev.ProductID, prev.Quantity, prev.Status)
-			}
-		}
-		return Placed{}, ErrSoldOut
 	}
 	// Ride out a short outage of the queue's Redis (a restart or failover
 	// takes about a second) before answering 503.
