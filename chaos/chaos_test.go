@@ -126,7 +126,9 @@ func setup(t *testing.T) *env {
 	return e
 }
 
-func (e *env) start(t *testing.T) *cluster.Cluster {
+// start runs a fresh cluster on a queue of the case's own, so that tasks
+// a previous case left behind (orphans asynq retires later) are not counted.
+func (e *env) start(t *testing.T, queueName string) *cluster.Cluster {
 	t.Helper()
 	var lockURLs []string
 	for _, n := range e.lockNodes {
@@ -150,6 +152,7 @@ func (e *env) start(t *testing.T) *cluster.Cluster {
 			"FLASHSALE_ADMIN_TOKEN":     adminToken,
 			"FLASHSALE_LOCK_TTL":        lockTTL.String(),
 			"FLASHSALE_LOG_FORMAT":      "json",
+			"FLASHSALE_QUEUE":           queueName,
 		},
 	})
 	if err != nil {
@@ -160,7 +163,8 @@ func (e *env) start(t *testing.T) *cluster.Cluster {
 }
 
 func runCase(t *testing.T, e *env, i int, name string, fault func(*testing.T, *env, *cluster.Cluster)) result {
-	c := e.start(t)
+	queueName := fmt.Sprintf("orders%d", i+1)
+	c := e.start(t, queueName)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	type outcome struct {
@@ -179,7 +183,7 @@ func runCase(t *testing.T, e *env, i int, name string, fault func(*testing.T, *e
 		})
 		done <- outcome{rep, err}
 	}()
-	active := waitForActive(t, e, done)
+	active := waitForActive(t, e, queueName, done)
 	faultAt := time.Now()
 	t.Logf("fault: %s (at %v, %d tasks active)", name, faultAt.Sub(started).Round(time.Millisecond), active)
 	fault(t, e, c)
@@ -210,7 +214,7 @@ func runCase(t *testing.T, e *env, i int, name string, fault func(*testing.T, *e
 
 // waitForActive waits until the workers hold at least faultActive tasks,
 // up to 10s, and returns how many they hold.
-func waitForActive[T any](t *testing.T, e *env, done <-chan T) int {
+func waitForActive[T any](t *testing.T, e *env, queueName string, done <-chan T) int {
 	t.Helper()
 	in := asynq.NewInspector(asynq.RedisClientOpt{Addr: e.queue.Addr()})
 	defer in.Close()
@@ -221,7 +225,7 @@ func waitForActive[T any](t *testing.T, e *env, done <-chan T) int {
 			t.Fatalf("burst ended before the workers held %d tasks", faultActive)
 		default:
 		}
-		if q, err := in.GetQueueInfo("orders"); err == nil && (q.Active >= faultActive || time.Now().After(deadline)) {
+		if q, err := in.GetQueueInfo(queueName); err == nil && (q.Active >= faultActive || time.Now().After(deadline)) {
 			return q.Active
 		}
 		if time.Now().After(deadline) {
