@@ -41,6 +41,15 @@ func run(t *testing.T, hub *notify.Hub) func() error {
 	return stop
 }
 
+// ids makes id-only announcements.
+func ids(ids ...string) []notify.Outcome {
+	out := make([]notify.Outcome, len(ids))
+	for i, id := range ids {
+		out[i] = notify.Outcome{OrderID: id}
+	}
+	return out
+}
+
 func closedWithin(ch <-chan struct{}, d time.Duration) bool {
 	select {
 	case <-ch:
@@ -68,31 +77,39 @@ func TestPublishWakesTheWatchersOfThoseIDs(t *testing.T) {
 	pub := notify.NewPublisher(rdb, prefix)
 	ctx := context.Background()
 
-	a1, stopA1 := hub.Watch("A")
-	defer stopA1()
-	a2, stopA2 := hub.Watch("A")
-	defer stopA2()
-	b, stopB := hub.Watch("B")
-	defer stopB()
-	c, stopC := hub.Watch("C")
+	wa1 := hub.Watch("A")
+	defer wa1.Stop()
+	wa2 := hub.Watch("A")
+	defer wa2.Stop()
+	wb := hub.Watch("B")
+	defer wb.Stop()
+	wc := hub.Watch("C")
+	a1, a2, b, c := wa1.C, wa2.C, wb.C, wc.C
 	if got := hub.Waiting(); got != 4 {
 		t.Fatalf("Waiting() = %d, want 4", got)
 	}
-	stopC() // stopped watching: never woken, not counted
+	wc.Stop() // stopped watching: never woken, not counted
 	if got := hub.Waiting(); got != 3 {
 		t.Fatalf("Waiting() after a stop = %d, want 3", got)
 	}
 
 	// Another prefix is another channel.
 	other := notify.NewPublisher(rdb, prefix+"other:")
-	if err := other.Publish(ctx, []string{"A", "B", "C"}); err != nil {
+	if err := other.Publish(ctx, ids("A", "B", "C")...); err != nil {
 		t.Fatal(err)
 	}
-	if err := pub.Publish(ctx, []string{"A", "X", "C"}); err != nil {
+	if err := pub.Publish(ctx, notify.Outcome{OrderID: "A", Status: "succeeded", Quantity: 2}, notify.Outcome{OrderID: "X"}, notify.Outcome{OrderID: "C"}); err != nil {
 		t.Fatal(err)
 	}
 	if !closedWithin(a1, 10*time.Second) || !closedWithin(a2, 10*time.Second) {
 		t.Fatal("watchers of A were not woken")
+	}
+	// The watchers get the announced outcome.
+	if o, ok := wa1.Outcome(); !ok || o.Status != "succeeded" || o.Quantity != 2 {
+		t.Errorf("A's outcome = %+v, %v; want the announced one", o, ok)
+	}
+	if _, ok := wb.Outcome(); ok {
+		t.Error("B has an outcome before its announcement")
 	}
 	// The other channel's message and this one were sent before A's wake;
 	// B and C stay asleep.
@@ -103,21 +120,26 @@ func TestPublishWakesTheWatchersOfThoseIDs(t *testing.T) {
 		t.Fatalf("Waiting() after A was announced = %d, want 1 (B)", got)
 	}
 	// A woken id is forgotten: a new watch waits for the next announcement.
-	a3, stopA3 := hub.Watch("A")
-	defer stopA3()
+	wa3 := hub.Watch("A")
+	defer wa3.Stop()
+	a3 := wa3.C
 	if isClosed(a3) {
 		t.Fatal("a new watcher of A is woken by an old announcement")
 	}
-	if err := pub.Publish(ctx, []string{"B"}); err != nil {
+	if err := pub.Publish(ctx, ids("B")...); err != nil {
 		t.Fatal(err)
 	}
 	if !closedWithin(b, 10*time.Second) {
 		t.Fatal("watcher of B was not woken")
 	}
+	// An announcement with the id only: woken, but no outcome to answer from.
+	if _, ok := wb.Outcome(); ok {
+		t.Error("B's id-only announcement gave an outcome")
+	}
 	if isClosed(a3) {
 		t.Fatal("announcing B woke a watcher of A")
 	}
-	if err := pub.Publish(ctx, nil); err != nil {
+	if err := pub.Publish(ctx); err != nil {
 		t.Fatalf("Publish(nil) = %v, want nil", err)
 	}
 }
@@ -126,8 +148,9 @@ func TestRunStopsWithItsContext(t *testing.T) {
 	t.Parallel()
 	hub := notify.NewHub(testenv.Redis(t), "t:"+testenv.Namespace(t)+":")
 	stop := run(t, hub)
-	ch, unwatch := hub.Watch("A")
-	defer unwatch()
+	w := hub.Watch("A")
+	defer w.Stop()
+	ch := w.C
 	if err := stop(); err != nil {
 		t.Fatalf("Run after cancel = %v, want nil", err)
 	}
@@ -145,7 +168,7 @@ func TestRunFailsWhenRedisIsDown(t *testing.T) {
 		t.Fatal("Run with Redis down = nil, want an error")
 	}
 	pub := notify.NewPublisher(testenv.UnreachableRedis(t), "x:")
-	if err := pub.Publish(ctx, []string{"A"}); err == nil {
+	if err := pub.Publish(ctx, ids("A")...); err == nil {
 		t.Fatal("Publish with Redis down = nil, want an error")
 	}
 }
@@ -158,9 +181,9 @@ func TestWatchStopIsIdempotentAndConcurrent(t *testing.T) {
 		go func() {
 			defer func() { done <- struct{}{} }()
 			for j := range 100 {
-				_, stop := hub.Watch(fmt.Sprint("id", (i+j)%5))
-				stop()
-				stop()
+				w := hub.Watch(fmt.Sprint("id", (i+j)%5))
+				w.Stop()
+				w.Stop()
 			}
 		}()
 	}

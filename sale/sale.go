@@ -470,9 +470,7 @@ func (s *Service) Order(ctx context.Context, id string) (OrderView, error) {
 	case dbDown && (err != nil || ti.State == queue.Done):
 		return OrderView{}, dbErr
 	case err == nil && ti.State != queue.Done:
-		o := ti.Order
-		return OrderView{ID: id, ProductID: o.ProductID, UserID: o.UserID, Quantity: o.Quantity,
-			Status: taskStatus(ti), Reason: deadReason(ti), CreatedAt: o.AcceptedAt, UpdatedAt: o.AcceptedAt}, nil
+		return queuedView(id, ti), nil
 	case err == nil, errors.Is(err, queue.ErrNotFound):
 		// Decided and acknowledged after the first read: the outcome is
 		// committed before the task is removed, so read it again.
@@ -509,39 +507,82 @@ func deadReason(ti queue.TaskInfo) string {
 }
 
 // WaitOrder returns the order once it is final or wait has passed
-// (capped at MaxWait), whichever comes first. Decisions are announced by the
-// workers; a jittered re-check every second covers a lost announcement.
+// (capped at MaxWait), whichever comes first. Workers announce each decided
+// order with its outcome, which answers the wait without reading the
+// database; a jittered re-check every second covers a lost announcement.
 // While the database or Redis is unreachable (a restart) it keeps waiting,
 // re-checking every 250ms, and reports the error only if it lasts the whole
 // wait.
 func (s *Service) WaitOrder(ctx context.Context, id string, wait time.Duration) (OrderView, error) {
 	deadline := time.Now().Add(min(max(wait, 0), MaxWait))
-	for {
-		var woken <-chan struct{}
-		stop := func() {}
+	for first := true; ; first = false {
+		var w *notify.Watch
 		if s.hub != nil {
-			woken, stop = s.hub.Watch(id)
+			w = s.hub.Watch(id)
 		}
-		v, err := s.Order(ctx, id)
+		var v OrderView
+		var err error
+		if first && w != nil {
+			v, err = s.waitingOrder(ctx, id)
+		} else {
+			v, err = s.Order(ctx, id)
+		}
 		transient := errors.Is(err, ErrUnavailable)
 		left := time.Until(deadline)
 		if (err != nil && !transient) || (err == nil && v.Status.Final()) || left <= 0 || ctx.Err() != nil {
-			stop()
+			if w != nil {
+				w.Stop()
+			}
 			return v, err
 		}
 		recheck := time.Duration(float64(time.Second) * (0.75 + 0.5*mrand.Float64()))
 		if transient {
 			recheck = 250 * time.Millisecond
 		}
+		var woken <-chan struct{}
+		if w != nil {
+			woken = w.C
+		}
 		t := time.NewTimer(min(recheck, left))
 		select {
 		case <-woken:
+			if o, ok := w.Outcome(); ok && inventory.Status(o.Status).Final() {
+				t.Stop()
+				return viewOf(o), nil
+			}
 		case <-t.C:
 		case <-ctx.Done():
 		}
 		t.Stop()
-		stop()
+		if w != nil {
+			w.Stop()
+		}
 	}
+}
+
+// waitingOrder is Order for a waiter that will be told of the decision: an
+// order the queue holds as pending is not decided, so the database is not
+// read. (A pending task whose order was decided by another copy is caught by
+// the waiter's periodic re-check.)
+func (s *Service) waitingOrder(ctx context.Context, id string) (OrderView, error) {
+	if !ValidOrderID(id) {
+		return OrderView{}, ErrNotFound
+	}
+	if ti, err := s.inspector.Lookup(ctx, id); err == nil && ti.State == queue.Waiting {
+		return queuedView(id, ti), nil
+	}
+	return s.Order(ctx, id)
+}
+
+func queuedView(id string, ti queue.TaskInfo) OrderView {
+	o := ti.Order
+	return OrderView{ID: id, ProductID: o.ProductID, UserID: o.UserID, Quantity: o.Quantity,
+		Status: taskStatus(ti), Reason: deadReason(ti), CreatedAt: o.AcceptedAt, UpdatedAt: o.AcceptedAt}
+}
+
+func viewOf(o notify.Outcome) OrderView {
+	return OrderView{ID: o.OrderID, ProductID: o.ProductID, UserID: o.UserID, Quantity: o.Quantity,
+		Status: inventory.Status(o.Status), Reason: o.Reason, CreatedAt: o.CreatedAt, UpdatedAt: o.UpdatedAt}
 }
 
 // QueueStats returns the order queue's counts.

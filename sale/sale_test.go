@@ -11,6 +11,7 @@ import (
 	"github.com/flashsale/flashsale/internal/localsvc"
 	"github.com/flashsale/flashsale/internal/testenv"
 	"github.com/flashsale/flashsale/inventory"
+	"github.com/flashsale/flashsale/notify"
 	"github.com/flashsale/flashsale/ratelimit"
 	"github.com/flashsale/flashsale/sale"
 	"github.com/flashsale/flashsale/sale/saletest"
@@ -501,5 +502,33 @@ func TestQueueRedisDown(t *testing.T) {
 	}
 	if _, err := e.Service.QueueStats(ctx); !errors.Is(err, sale.ErrUnavailable) {
 		t.Fatalf("QueueStats with the queue down: %v, want ErrUnavailable", err)
+	}
+}
+
+// A waiter is answered from the workers' announcement: the outcome it
+// carries is returned as it is, without reading the order again.
+func TestWaitOrderAnswersFromTheAnnouncement(t *testing.T) {
+	t.Parallel()
+	e := saletest.New(t, nil)
+	ctx := context.Background()
+	e.CreateProduct(t, "p", 5, 0)
+	placed := e.PlaceOrder(t, sale.PlaceOrderRequest{ProductID: "p", UserID: "u", Quantity: 1})
+	decidedAt := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	go func() {
+		testenv.Eventually(t, 10*time.Second, func() error {
+			if e.Hub.Waiting() == 0 {
+				return errors.New("no waiter yet")
+			}
+			return nil
+		})
+		// Not recorded in PostgreSQL: only the announcement knows it.
+		if err := e.Publisher.Publish(ctx, notify.Outcome{OrderID: placed.OrderID, ProductID: "p", UserID: "u",
+			Quantity: 1, Status: "succeeded", UpdatedAt: decidedAt}); err != nil {
+			t.Error(err)
+		}
+	}()
+	v, err := e.Service.WaitOrder(ctx, placed.OrderID, 20*time.Second)
+	if err != nil || v.Status != inventory.StatusSucceeded || !v.UpdatedAt.Equal(decidedAt) {
+		t.Fatalf("WaitOrder = %+v, %v; want the announced success", v, err)
 	}
 }

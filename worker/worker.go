@@ -288,7 +288,7 @@ func (w *Worker) recordFailed(ctx context.Context, o queue.Order, reason string)
 	if ds[0].Err == nil && !ds[0].Replay {
 		w.metrics.orders.WithLabelValues(string(inventory.StatusFailed)).Inc()
 		w.cfg.Logger.Warn("order failed", "order_id", o.ID, "product_id", o.ProductID, "reason", reason)
-		w.announce(ctx, []string{o.ID})
+		w.announce(ctx, []notify.Outcome{outcome(ds[0].Order)})
 	}
 }
 
@@ -315,19 +315,19 @@ func (w *Worker) decideOne(ctx context.Context, req inventory.OrderRequest) (inv
 
 // afterCommit counts outcomes, announces them and flags sold-out products.
 func (w *Worker) afterCommit(ctx context.Context, res *inventory.Result, reqs []inventory.OrderRequest) {
-	ids := make([]string, 0, len(reqs))
-	for i, d := range res.Decisions {
+	outcomes := make([]notify.Outcome, 0, len(reqs))
+	for _, d := range res.Decisions {
 		if d.Err != nil {
 			continue
 		}
-		ids = append(ids, reqs[i].ID)
+		outcomes = append(outcomes, outcome(d.Order))
 		if d.Replay {
 			w.metrics.orders.WithLabelValues("replay").Inc()
 		} else {
 			w.metrics.orders.WithLabelValues(string(d.Order.Status)).Inc()
 		}
 	}
-	w.announce(ctx, ids)
+	w.announce(ctx, outcomes)
 	for id, st := range res.Products {
 		if st.Stock == 0 && w.shouldMark(id, st.RestockGen) {
 			if _, err := w.gate.Mark(ctx, id, st.RestockGen); err != nil {
@@ -362,10 +362,18 @@ type markedAt struct {
 	at  time.Time
 }
 
-func (w *Worker) announce(ctx context.Context, ids []string) {
-	if err := w.publisher.Publish(ctx, ids); err != nil {
+func (w *Worker) announce(ctx context.Context, outcomes []notify.Outcome) {
+	if err := w.publisher.Publish(ctx, outcomes...); err != nil {
 		// Waiters fall back to re-reading; the outcome is committed.
-		w.cfg.Logger.Warn("could not announce decided orders", "orders", len(ids), "err", err)
+		w.cfg.Logger.Warn("could not announce decided orders", "orders", len(outcomes), "err", err)
+	}
+}
+
+// outcome is the announcement of a decided order.
+func outcome(o inventory.Order) notify.Outcome {
+	return notify.Outcome{
+		OrderID: o.ID, ProductID: o.ProductID, UserID: o.UserID, Quantity: o.Quantity,
+		Status: string(o.Status), Reason: o.Reason, CreatedAt: o.CreatedAt, UpdatedAt: o.UpdatedAt,
 	}
 }
 

@@ -358,9 +358,9 @@ func TestWorkerConsumesQueue(t *testing.T) {
 	<-ready
 	var woken []<-chan struct{}
 	for i := range 3 {
-		ch, cancel := hub.Watch(fmt.Sprintf("o%d", i))
-		defer cancel()
-		woken = append(woken, ch)
+		w := hub.Watch(fmt.Sprintf("o%d", i))
+		defer w.Stop()
+		woken = append(woken, w.C)
 	}
 	connOpt, _ := queue.ParseRedisURL(testenv.RedisURL(), 0)
 	client := asynq.NewClient(connOpt)

@@ -195,7 +195,7 @@ func (e *Env) Decide(t testing.TB, id string) inventory.Order {
 	if err := e.Asynq.DeleteTask(e.Queue, id); err != nil {
 		t.Fatalf("saletest: delete task %s: %v", id, err)
 	}
-	if err := e.Publisher.Publish(ctx, []string{id}); err != nil {
+	if err := e.Publisher.Publish(ctx, notify.Outcome{OrderID: id}); err != nil {
 		t.Fatalf("saletest: announce %s: %v", id, err)
 	}
 	return d.Order
