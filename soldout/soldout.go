@@ -12,9 +12,16 @@
 //   - A restock first announces itself and clears the flag ([Gate.Reopen],
 //     reopen.lua), then waits [Gate.Settle], and only then adds the stock in
 //     PostgreSQL.
-//   - An API process trusts a flag it read for at most [Options.CacheTTL],
-//     which is less than Settle. So by the time restocked units exist, no API
-//     process still believes a flag read before the restock was announced.
+//   - An API process trusts a "sold out" it read for at most
+//     [Options.CacheTTL], which is less than Settle. So by the time restocked
+//     units exist, no API process still believes a flag read before the
+//     restock was announced.
+//
+// Marks and reopens are also announced on a pub/sub channel: [Gate.Run]
+// drops the process's cached answer for the product, so the fast path starts
+// as soon as a product sells out, and a "not sold out" answer can be trusted
+// longer ([Options.OpenTTL]): trusting it too long only queues orders that
+// end sold_out. Safety never rests on the announcements, which may be lost.
 //
 // If Redis is unreachable the gate answers "not sold out": the fast path
 // fails open, and the workers still decide every order correctly.
@@ -46,9 +53,12 @@ var (
 type Options struct {
 	// KeyPrefix prefixes the Redis keys; default "flashsale:".
 	KeyPrefix string
-	// CacheTTL is how long an API process trusts a flag it read; default
-	// 200ms. Settle is twice this plus 100ms.
+	// CacheTTL is how long an API process trusts a "sold out" it read;
+	// default 1s. Settle, the wait of a restock, is twice this plus 100ms.
 	CacheTTL time.Duration
+	// OpenTTL is how long an API process trusts a "not sold out" it read
+	// when no announcement says otherwise; default 5s.
+	OpenTTL time.Duration
 	// FlagTTL bounds a flag's life in Redis, a safety net should Redis and
 	// PostgreSQL ever disagree (the next order past it re-marks); default 10m.
 	FlagTTL time.Duration
@@ -61,6 +71,9 @@ type Gate struct {
 	sf    singleflight.Group
 	mu    sync.Mutex
 	cache map[string]entry
+	// epoch counts announcements per product: a read that raced one is
+	// not cached.
+	epoch map[string]uint64
 }
 
 type entry struct {
@@ -74,12 +87,15 @@ func New(rdb redis.UniversalClient, opts Options) *Gate {
 		opts.KeyPrefix = "flashsale:"
 	}
 	if opts.CacheTTL <= 0 {
-		opts.CacheTTL = 200 * time.Millisecond
+		opts.CacheTTL = time.Second
+	}
+	if opts.OpenTTL <= 0 {
+		opts.OpenTTL = 5 * time.Second
 	}
 	if opts.FlagTTL <= 0 {
 		opts.FlagTTL = 10 * time.Minute
 	}
-	return &Gate{rdb: rdb, opts: opts, cache: map[string]entry{}}
+	return &Gate{rdb: rdb, opts: opts, cache: map[string]entry{}, epoch: map[string]uint64{}}
 }
 
 // keys are the product's flag and restock counter. The {product} hash tag
@@ -91,23 +107,35 @@ func (g *Gate) keys(product string) []string {
 }
 
 // SoldOut reports whether product is flagged sold out. It reads Redis at
-// most once per CacheTTL per product and process. On a Redis error it
-// returns false with the error: callers let the order through.
+// most once per CacheTTL (sold out) or OpenTTL (not sold out) per product
+// and process, and again after an announcement. On a Redis error it returns
+// false with the error: callers let the order through.
 func (g *Gate) SoldOut(ctx context.Context, product string) (bool, error) {
 	g.mu.Lock()
 	e, ok := g.cache[product]
 	g.mu.Unlock()
-	if ok && time.Since(e.fetched) < g.opts.CacheTTL {
-		return e.soldOut, nil
+	if ok {
+		ttl := g.opts.OpenTTL
+		if e.soldOut {
+			ttl = g.opts.CacheTTL
+		}
+		if time.Since(e.fetched) < ttl {
+			return e.soldOut, nil
+		}
 	}
 	v, err, _ := g.sf.Do(product, func() (any, error) {
+		g.mu.Lock()
+		epoch := g.epoch[product]
+		g.mu.Unlock()
 		fetched := time.Now()
 		n, err := g.rdb.Exists(ctx, g.keys(product)[0]).Result()
 		if err != nil {
 			return false, fmt.Errorf("soldout: read flag of %q: %w", product, err)
 		}
 		g.mu.Lock()
-		g.cache[product] = entry{soldOut: n == 1, fetched: fetched}
+		if g.epoch[product] == epoch {
+			g.cache[product] = entry{soldOut: n == 1, fetched: fetched}
+		}
 		g.mu.Unlock()
 		return n == 1, nil
 	})
@@ -117,11 +145,44 @@ func (g *Gate) SoldOut(ctx context.Context, product string) (bool, error) {
 	return v.(bool), nil
 }
 
+// channel is the pub/sub channel of flag changes.
+func (g *Gate) channel() string { return g.opts.KeyPrefix + "soldout:changes" }
+
+// Run drops the cached answer for a product whenever a mark or a reopen of
+// it is announced, until ctx ends; ready is called once subscribed. API
+// processes run it; without it the gate is still correct, only slower to
+// notice a sell-out. The subscription reconnects by itself.
+func (g *Gate) Run(ctx context.Context, ready func()) error {
+	sub := g.rdb.Subscribe(ctx, g.channel())
+	defer sub.Close()
+	if _, err := sub.Receive(ctx); err != nil {
+		return fmt.Errorf("soldout: subscribe %s: %w", g.channel(), err)
+	}
+	if ready != nil {
+		ready()
+	}
+	msgs := sub.Channel()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case m, ok := <-msgs:
+			if !ok {
+				return nil
+			}
+			g.mu.Lock()
+			delete(g.cache, m.Payload)
+			g.epoch[m.Payload]++
+			g.mu.Unlock()
+		}
+	}
+}
+
 // Mark flags product sold out as of restock generation gen, the generation
 // read in the same transaction that left its stock at 0. It does nothing
 // (and returns false) when a newer restock has been announced.
 func (g *Gate) Mark(ctx context.Context, product string, gen int64) (bool, error) {
-	n, err := markScript.Run(ctx, g.rdb, g.keys(product), gen, g.opts.FlagTTL.Milliseconds()).Int()
+	n, err := markScript.Run(ctx, g.rdb, g.keys(product), gen, g.opts.FlagTTL.Milliseconds(), g.channel(), product).Int()
 	if err != nil {
 		return false, fmt.Errorf("soldout: mark %q: %w", product, err)
 	}
@@ -133,12 +194,13 @@ func (g *Gate) Mark(ctx context.Context, product string, gen int64) (bool, error
 // which the restock must store with the added stock, and the caller must
 // wait [Gate.Settle] between Reopen and committing the stock.
 func (g *Gate) Reopen(ctx context.Context, product string, floor int64) (int64, error) {
-	gen, err := reopenScript.Run(ctx, g.rdb, g.keys(product), floor).Int64()
+	gen, err := reopenScript.Run(ctx, g.rdb, g.keys(product), floor, g.channel(), product).Int64()
 	if err != nil {
 		return 0, fmt.Errorf("soldout: reopen %q: %w", product, err)
 	}
 	g.mu.Lock()
 	delete(g.cache, product)
+	g.epoch[product]++
 	g.mu.Unlock()
 	return gen, nil
 }

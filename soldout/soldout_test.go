@@ -16,7 +16,7 @@ func newGate(t *testing.T, cacheTTL time.Duration) (*soldout.Gate, string) {
 	rdb := testenv.Redis(t)
 	prefix := "t:" + testenv.Namespace(t) + ":"
 	testenv.DeleteKeys(t, rdb, prefix)
-	return soldout.New(rdb, soldout.Options{KeyPrefix: prefix, CacheTTL: cacheTTL}), prefix
+	return soldout.New(rdb, soldout.Options{KeyPrefix: prefix, CacheTTL: cacheTTL, OpenTTL: cacheTTL}), prefix
 }
 
 func TestMarkAndReopen(t *testing.T) {
@@ -97,7 +97,7 @@ func TestSoldOutTrustsItsCacheForCacheTTL(t *testing.T) {
 	}
 
 	// A gate with a short TTL sees the flag once its entry expires.
-	fresh := soldout.New(testenv.Redis(t), soldout.Options{KeyPrefix: prefix, CacheTTL: 20 * time.Millisecond})
+	fresh := soldout.New(testenv.Redis(t), soldout.Options{KeyPrefix: prefix, CacheTTL: 20 * time.Millisecond, OpenTTL: 20 * time.Millisecond})
 	if got, err := fresh.SoldOut(ctx, "q"); err != nil || got {
 		t.Fatalf("SoldOut(q) = %v, %v; want false, nil", got, err)
 	}
@@ -112,13 +112,58 @@ func TestSoldOutTrustsItsCacheForCacheTTL(t *testing.T) {
 	})
 }
 
+// A gate that runs its subscription drops a cached "not sold out" as soon
+// as another process marks the product, however long it would trust it.
+func TestAnnouncedMarkDropsTheCache(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	g, prefix := newGate(t, time.Hour)
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	ready := make(chan struct{})
+	done := make(chan error, 1)
+	go func() { done <- g.Run(runCtx, func() { close(ready) }) }()
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("Run: %v", err)
+	}
+	if got, err := g.SoldOut(ctx, "p"); err != nil || got {
+		t.Fatalf("SoldOut = %v, %v; want false, nil", got, err)
+	}
+	marker := soldout.New(testenv.Redis(t), soldout.Options{KeyPrefix: prefix})
+	if ok, err := marker.Mark(ctx, "p", 0); err != nil || !ok {
+		t.Fatalf("Mark = %v, %v; want true, nil", ok, err)
+	}
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if got, err := g.SoldOut(ctx, "p"); err != nil || !got {
+			return errors.New("mark not seen despite the announcement")
+		}
+		return nil
+	})
+	// And a reopen announced by another process drops the cached "sold out".
+	if _, err := marker.Reopen(ctx, "p", 0); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if got, err := g.SoldOut(ctx, "p"); err != nil || got {
+			return errors.New("reopen not seen despite the announcement")
+		}
+		return nil
+	})
+	stop()
+	if err := <-done; err != nil {
+		t.Fatalf("Run after cancel = %v, want nil", err)
+	}
+}
+
 func TestSettleOutlastsTheCache(t *testing.T) {
 	t.Parallel()
 	for _, ttl := range []time.Duration{0, 10 * time.Millisecond, time.Second} {
 		g := soldout.New(nil, soldout.Options{CacheTTL: ttl})
 		effective := ttl
 		if ttl == 0 {
-			effective = 200 * time.Millisecond
+			effective = time.Second
 		}
 		if got := g.Settle(); got <= effective {
 			t.Errorf("CacheTTL %v: Settle() = %v; want more than %v", ttl, got, effective)

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -109,15 +110,22 @@ func serveAPI(ctx context.Context, cfg config, log *slog.Logger, ready func(addr
 	inspector := asynq.NewInspector(connOpt)
 	defer inspector.Close()
 
+	// Subscriptions: decided orders wake long polls; sold-out changes
+	// refresh the fast path's cache.
 	hub := notify.NewHub(rdb, cfg.KeyPrefix)
-	hubCtx, stopHub := context.WithCancel(context.Background())
-	defer stopHub()
-	subscribed := make(chan error, 1)
-	go func() {
-		subscribed <- hub.Run(hubCtx, func() { subscribed <- nil })
-	}()
-	if err := <-subscribed; err != nil {
-		return err
+	gate := soldout.New(rdb, soldout.Options{KeyPrefix: cfg.KeyPrefix})
+	subCtx, stopSubs := context.WithCancel(context.Background())
+	defer stopSubs()
+	for _, run := range []func(context.Context, func()) error{hub.Run, gate.Run} {
+		subscribed := make(chan error, 1)
+		go func() {
+			var once sync.Once
+			err := run(subCtx, func() { once.Do(func() { subscribed <- nil }) })
+			once.Do(func() { subscribed <- err })
+		}()
+		if err := <-subscribed; err != nil {
+			return err
+		}
 	}
 
 	sopts := &sale.Options{
@@ -138,7 +146,7 @@ func serveAPI(ctx context.Context, cfg config, log *slog.Logger, ready func(addr
 	}
 	qopts := queueOptions(cfg)
 	svc := sale.New(store, queue.NewProducer(client, qopts), queue.NewInspector(inspector, qopts),
-		soldout.New(rdb, soldout.Options{KeyPrefix: cfg.KeyPrefix}), hub, sopts)
+		gate, hub, sopts)
 	reg := newRegistry()
 	// Queue size, latency and task counts of every queue on the queue's
 	// Redis (asynq's own collector), and this process's PostgreSQL pool.

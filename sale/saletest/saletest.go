@@ -38,8 +38,9 @@ type Options struct {
 	Limiter   sale.Limiter
 	// OnFailOpen is passed to the service (sale.Options).
 	OnFailOpen func(context.Context, error)
-	// CacheTTL is the sold-out gate's cache TTL; default 20ms, so tests
-	// see flags quickly and restocks settle fast.
+	// CacheTTL is how long the sold-out gate trusts what it read (both
+	// answers); default 20ms, so tests see flags quickly and restocks
+	// settle fast.
 	CacheTTL time.Duration
 }
 
@@ -106,10 +107,11 @@ func New(t testing.TB, opts *Options) *Env {
 	client := asynq.NewClientFromRedisClient(e.Redis)
 	e.Asynq = asynq.NewInspectorFromRedisClient(e.Redis)
 	e.Inspector = queue.NewInspector(e.Asynq, qopts)
-	e.Gate = soldout.New(e.Redis, soldout.Options{KeyPrefix: e.Prefix, CacheTTL: opts.CacheTTL})
+	e.Gate = soldout.New(e.Redis, soldout.Options{KeyPrefix: e.Prefix, CacheTTL: opts.CacheTTL, OpenTTL: opts.CacheTTL})
 	e.Publisher = notify.NewPublisher(e.Redis, e.Prefix)
 	e.Hub = notify.NewHub(e.Redis, e.Prefix)
-	startHub(t, e.Hub)
+	subscribe(t, "notify hub", e.Hub.Run)
+	subscribe(t, "sold-out gate", e.Gate.Run)
 	limiter := opts.Limiter
 	if limiter == nil && opts.RateLimit != nil {
 		ro := *opts.RateLimit
@@ -125,14 +127,15 @@ func New(t testing.TB, opts *Options) *Env {
 	return e
 }
 
-// startHub runs hub until cleanup and waits for its subscription.
-func startHub(t testing.TB, hub *notify.Hub) {
+// subscribe runs a subscriber (the notify hub, the sold-out gate) until
+// cleanup and waits for its subscription.
+func subscribe(t testing.TB, name string, run func(ctx context.Context, ready func()) error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan struct{})
 	done := make(chan error, 1)
 	var once sync.Once
-	go func() { done <- hub.Run(ctx, func() { once.Do(func() { close(ready) }) }) }()
+	go func() { done <- run(ctx, func() { once.Do(func() { close(ready) }) }) }()
 	t.Cleanup(func() {
 		cancel()
 		<-done
@@ -140,9 +143,9 @@ func startHub(t testing.TB, hub *notify.Hub) {
 	select {
 	case <-ready:
 	case err := <-done:
-		t.Fatalf("saletest: notify hub: %v", err)
+		t.Fatalf("saletest: %s: %v", name, err)
 	case <-time.After(10 * time.Second):
-		t.Fatalf("saletest: notify hub did not subscribe within 10s")
+		t.Fatalf("saletest: %s did not subscribe within 10s", name)
 	}
 }
 
