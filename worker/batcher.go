@@ -58,6 +58,7 @@ type batcher struct {
 	pending   map[string][]*request // by product, in arrival order
 	held      map[string]hold       // locks ready for the next round
 	acquiring map[string]bool       // background Acquire in progress
+	contended map[string]time.Time  // when a product's lock was last found busy or wanted
 
 	wake    chan struct{}
 	done    chan struct{}
@@ -67,6 +68,7 @@ type batcher struct {
 func newBatcher(w *Worker) *batcher {
 	return &batcher{
 		w: w, pending: map[string][]*request{}, held: map[string]hold{}, acquiring: map[string]bool{},
+		contended: map[string]time.Time{},
 		wake: make(chan struct{}, 1), done: make(chan struct{}), stopped: make(chan struct{}),
 	}
 }
@@ -169,9 +171,11 @@ func (b *batcher) round(ctx context.Context) bool {
 
 	// Do not barge in front of another process that is already waiting for
 	// a product: queue behind it, so orders it holds (accepted earlier)
-	// are served first.
-	if len(try) > 0 {
-		if queued, err := b.w.wanted(ctx, try); err == nil && len(queued) > 0 {
+	// are served first. Only products seen contended lately are asked
+	// about: with many products (each rarely wanted by two processes at
+	// once) the question would cost a Redis call per order.
+	if contended := b.recentlyContended(try); len(contended) > 0 {
+		if queued, err := b.w.wanted(ctx, contended); err == nil && len(queued) > 0 {
 			for _, p := range queued {
 				b.startWaiter(ctx, p, 0)
 			}
@@ -196,6 +200,7 @@ func (b *batcher) round(ctx context.Context) bool {
 				b.held[p] = hold{product: p, l: got[i], since: time.Now()}
 				b.mu.Unlock()
 			case errors.Is(errs[i], lock.ErrNotObtained) && !errors.Is(errs[i], lock.ErrNoQuorum):
+				b.noteContended(p)
 				b.startWaiter(ctx, p, 0)
 			default:
 				b.failProduct(p, fmt.Errorf("lock product %q: %w", p, errs[i]))
@@ -291,6 +296,7 @@ func (b *batcher) afterRound(ctx context.Context, tokens map[string]int64, round
 		for _, p := range wanted {
 			release = append(release, b.held[p])
 			delete(b.held, p)
+			b.contended[p] = time.Now()
 		}
 		b.mu.Unlock()
 	}
@@ -311,6 +317,32 @@ func (b *batcher) afterRound(ctx context.Context, tokens map[string]int64, round
 	for _, p := range again {
 		b.startWaiter(ctx, p, yieldDelay)
 	}
+}
+
+// contendedFor is how long a product counts as contended after its lock
+// was last found busy or wanted by another process.
+const contendedFor = 2 * time.Second
+
+func (b *batcher) noteContended(p string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.contended) > 10_000 {
+		clear(b.contended) // bound the memory; forgetting costs a barge
+	}
+	b.contended[p] = time.Now()
+}
+
+// recentlyContended returns the products among ps contended lately.
+func (b *batcher) recentlyContended(ps []string) []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []string
+	for _, p := range ps {
+		if t, ok := b.contended[p]; ok && time.Since(t) < contendedFor {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // startWaiter acquires product p's lock in the background, after an
