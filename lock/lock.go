@@ -145,20 +145,10 @@ func (l *Lock) Extend(ctx context.Context) error {
 // too few nodes answered (the keys then expire within the TTL); a round in
 // which no node answered is tried up to three times.
 func (l *Lock) Release(ctx context.Context) error {
-	if l == nil {
-		return ErrNotHeld
+	prev, cause, err := l.beginRelease()
+	if err != nil {
+		return err
 	}
-	l.mu.Lock()
-	prev := l.state
-	if prev == stateReleased {
-		l.mu.Unlock()
-		return fmt.Errorf("%w: %w", ErrNotHeld, ErrReleased)
-	}
-	l.stopLocked(stateReleased)
-	l.mu.Unlock()
-
-	cause := context.Cause(l.ctx)
-	l.cancel(ErrReleased)
 	// A round in which no node answered at all (a busy or briefly
 	// unreachable node) is tried again: a lock left behind blocks everyone
 	// until its TTL runs out. A round with some answers is final, since a
@@ -168,9 +158,34 @@ func (l *Lock) Release(ctx context.Context) error {
 	for try := 1; try < releaseTries && t.ok == 0 && t.notHeld == 0; try++ {
 		t = l.c.releaseNodes(rctx, l.ks, l.value)
 	}
+	return l.finishRelease(prev, cause, t)
+}
+
+// beginRelease moves the lock to the released state, stops its watchdog and
+// cancels its context. It returns the state before and the context's cause
+// before, or the error Release returns for a lock released before.
+func (l *Lock) beginRelease() (lockState, error, error) {
+	if l == nil {
+		return 0, nil, ErrNotHeld
+	}
+	l.mu.Lock()
+	prev := l.state
+	if prev == stateReleased {
+		l.mu.Unlock()
+		return 0, nil, fmt.Errorf("%w: %w", ErrNotHeld, ErrReleased)
+	}
+	l.stopLocked(stateReleased)
+	l.mu.Unlock()
+	cause := context.Cause(l.ctx)
+	l.cancel(ErrReleased)
+	return prev, cause, nil
+}
+
+// finishRelease records what the nodes answered to the release (t) and
+// returns Release's error.
+func (l *Lock) finishRelease(prev lockState, cause error, t tally) error {
 	l.c.unregister(l)
 	l.c.hub.notify(l.ks.channel)
-
 	if prev != stateHeld {
 		return fmt.Errorf("%w: %w", ErrNotHeld, cause)
 	}

@@ -69,7 +69,7 @@ func newBatcher(w *Worker) *batcher {
 	return &batcher{
 		w: w, pending: map[string][]*request{}, held: map[string]hold{}, acquiring: map[string]bool{},
 		contended: map[string]time.Time{},
-		wake: make(chan struct{}, 1), done: make(chan struct{}), stopped: make(chan struct{}),
+		wake:      make(chan struct{}, 1), done: make(chan struct{}), stopped: make(chan struct{}),
 	}
 }
 
@@ -128,14 +128,13 @@ func (b *batcher) run(ctx context.Context) {
 
 func (b *batcher) releaseHeld() {
 	b.mu.Lock()
-	held := b.held
+	held := make([]hold, 0, len(b.held))
+	for _, h := range b.held {
+		held = append(held, h)
+	}
 	b.held = map[string]hold{}
 	b.mu.Unlock()
-	var wg sync.WaitGroup
-	for _, h := range held {
-		wg.Go(func() { b.w.release(h.l) })
-	}
-	wg.Wait()
+	b.w.releaseAll(held)
 }
 
 // round runs one batch. It reports whether it made progress, so the runner
@@ -185,13 +184,14 @@ func (b *batcher) round(ctx context.Context) bool {
 	// Try the free ones at once, in parallel; wait for the others in the
 	// background.
 	if len(try) > 0 {
-		got := make([]*lock.Lock, len(try))
-		errs := make([]error, len(try))
-		var wg sync.WaitGroup
+		keys := make([]string, len(try))
 		for i, p := range try {
-			wg.Go(func() { got[i], errs[i] = b.w.locks.TryAcquire(ctx, lockKey(p)) })
+			keys[i] = lockKey(p)
 		}
-		wg.Wait()
+		// One round trip for all of them (one lock node) instead of one per
+		// product: with many products in a round this was a third of the
+		// worker's CPU.
+		got, errs := b.w.locks.TryAcquireMany(ctx, keys)
 		for i, p := range try {
 			switch {
 			case errs[i] == nil:
@@ -300,11 +300,7 @@ func (b *batcher) afterRound(ctx context.Context, tokens map[string]int64, round
 		}
 		b.mu.Unlock()
 	}
-	var wg sync.WaitGroup
-	for _, h := range release {
-		wg.Go(func() { b.w.release(h.l) })
-	}
-	wg.Wait()
+	b.w.releaseAll(release)
 	// Products whose lock was released with orders still pending here.
 	b.mu.Lock()
 	var again []string

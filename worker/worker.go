@@ -405,6 +405,24 @@ func (w *Worker) release(l *lock.Lock) {
 	}
 }
 
+// releaseAll gives back the locks of a round in one go (see release).
+func (w *Worker) releaseAll(holds []hold) {
+	if len(holds) == 0 {
+		return
+	}
+	locks := make([]*lock.Lock, len(holds))
+	for i, h := range holds {
+		locks[i] = h.l
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for i, err := range w.locks.ReleaseMany(ctx, locks) {
+		if err != nil && !errors.Is(err, lock.ErrNotHeld) {
+			w.cfg.Logger.Warn("could not release lock", "key", locks[i].Key(), "err", err)
+		}
+	}
+}
+
 func lockKey(productID string) string { return "product:" + productID }
 
 // newProcessID names this worker process in Redis: host, pid and a random suffix.

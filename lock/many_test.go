@@ -1,0 +1,123 @@
+package lock_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/flashsale/flashsale/lock"
+	"github.com/flashsale/flashsale/lock/locktest"
+)
+
+// TryAcquireMany and ReleaseMany behave key by key like TryAcquire and
+// Release, on one node (one pipelined round trip) and on three.
+func TestAcquireAndReleaseMany(t *testing.T) {
+	t.Parallel()
+	for _, n := range []int{1, 3} {
+		t.Run(fmt.Sprintf("%d nodes", n), func(t *testing.T) {
+			t.Parallel()
+			nodes := locktest.Nodes(t, n)
+			prefix := locktest.Prefix(t)
+			c := locktest.Client(t, nodes, &lock.Options{TTL: 5 * time.Second, KeyPrefix: prefix})
+			rival := locktest.Client(t, nodes, &lock.Options{TTL: 5 * time.Second, KeyPrefix: prefix})
+			ctx := locktest.Ctx(t, 30*time.Second)
+			held, err := rival.TryAcquire(ctx, "b")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer held.Release(ctx)
+			if n == 1 {
+				// A node that lost its scripts (restart, SCRIPT FLUSH) is
+				// handled: the scripts are loaded again.
+				if err := locktest.Redis(t, nodes[0]).ScriptFlush(ctx).Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
+
+			keys := []string{"a", "b", "c", ""}
+			locks, errs := c.TryAcquireMany(ctx, keys)
+			if errs[0] != nil || errs[2] != nil || locks[0] == nil || locks[2] == nil {
+				t.Fatalf("a, c: got %v, %v; want both acquired", errs[0], errs[2])
+			}
+			if locks[1] != nil || !errors.Is(errs[1], lock.ErrNotObtained) || lock.CauseOf(errs[1]) != lock.CauseBusy {
+				t.Errorf("b (held by a rival): got %v, %v; want busy", locks[1], errs[1])
+			}
+			if locks[3] != nil || !errors.Is(errs[3], lock.ErrInvalidKey) {
+				t.Errorf("empty key: got %v, %v; want ErrInvalidKey", locks[3], errs[3])
+			}
+			for _, i := range []int{0, 2} {
+				l := locks[i]
+				if l.Token() <= 0 || l.Context().Err() != nil || time.Until(l.ValidUntil()) <= 0 {
+					t.Errorf("%s: token %d, context %v, valid until %v; want a live lock", keys[i], l.Token(), l.Context().Err(), l.ValidUntil())
+				}
+				for _, node := range nodes {
+					if !locktest.Exists(t, locktest.Redis(t, node), locktest.LockKey(prefix, keys[i])) {
+						t.Errorf("%s: key missing on a node", keys[i])
+					}
+				}
+			}
+			// The rival cannot take what the batch holds.
+			if _, err := rival.TryAcquire(ctx, "a"); lock.CauseOf(err) != lock.CauseBusy {
+				t.Errorf("rival TryAcquire(a): got %v, want busy", err)
+			}
+
+			errs = c.ReleaseMany(ctx, []*lock.Lock{locks[0], locks[2]})
+			for i, err := range errs {
+				if err != nil {
+					t.Errorf("ReleaseMany[%d]: %v", i, err)
+				}
+			}
+			for _, i := range []int{0, 2} {
+				if !errors.Is(context.Cause(locks[i].Context()), lock.ErrReleased) {
+					t.Errorf("%s: context cause %v, want ErrReleased", keys[i], context.Cause(locks[i].Context()))
+				}
+				for _, node := range nodes {
+					if locktest.Exists(t, locktest.Redis(t, node), locktest.LockKey(prefix, keys[i])) {
+						t.Errorf("%s: key left on a node after ReleaseMany", keys[i])
+					}
+				}
+			}
+			// Released twice: not held, as with Release.
+			errs = c.ReleaseMany(ctx, []*lock.Lock{locks[0], locks[2]})
+			if !errors.Is(errs[0], lock.ErrNotHeld) || !errors.Is(errs[1], lock.ErrNotHeld) {
+				t.Errorf("second ReleaseMany: got %v, want ErrNotHeld", errs)
+			}
+			// Tokens go on increasing after a batch.
+			again, err := c.TryAcquire(ctx, "a")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer again.Release(ctx)
+			if again.Token() <= locks[0].Token() {
+				t.Errorf("token after the batch: got %d, want more than %d", again.Token(), locks[0].Token())
+			}
+		})
+	}
+}
+
+// A lock the batch holds that was taken over meanwhile is reported not held,
+// and the new owner's key survives.
+func TestReleaseManyStale(t *testing.T) {
+	t.Parallel()
+	nodes := locktest.Nodes(t, 1)
+	prefix := locktest.Prefix(t)
+	c := locktest.Client(t, nodes, &lock.Options{TTL: 5 * time.Second, KeyPrefix: prefix})
+	ctx := locktest.Ctx(t, 30*time.Second)
+	locks, errs := c.TryAcquireMany(ctx, []string{"x", "y"})
+	if errs[0] != nil || errs[1] != nil {
+		t.Fatal(errs)
+	}
+	r := locktest.Redis(t, nodes[0])
+	if err := r.Set(ctx, locktest.LockKey(prefix, "x"), "someone else", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	errs = c.ReleaseMany(ctx, locks)
+	if !errors.Is(errs[0], lock.ErrNotHeld) || errs[1] != nil {
+		t.Errorf("ReleaseMany: got %v, want ErrNotHeld for x and nil for y", errs)
+	}
+	if v, _ := r.Get(ctx, locktest.LockKey(prefix, "x")).Result(); v != "someone else" {
+		t.Errorf("x: got %q, want the new owner's value kept", v)
+	}
+}
