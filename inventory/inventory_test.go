@@ -378,3 +378,21 @@ func TestMigrateCreatesDatabaseAndIsSafeConcurrently(t *testing.T) {
 		t.Errorf("third migrate: got %v %v, want nothing applied", res, err)
 	}
 }
+
+// A URL may carry pool settings for Open (pool_max_conns); Migrate accepts
+// the same URL rather than sending them to the server.
+func TestMigrateAcceptsPoolSettings(t *testing.T) {
+	t.Parallel()
+	base := testenv.NewDatabase(t)
+	u, _ := url.Parse(base)
+	q := u.Query()
+	q.Set("pool_max_conns", "3")
+	u.RawQuery = q.Encode()
+	if _, err := inventory.Migrate(context.Background(), u.String()); err != nil {
+		t.Fatalf("Migrate with pool_max_conns: %v", err)
+	}
+	s := inventorytest.Open(t, u.String(), nil)
+	if got := s.PoolStats().MaxConns; got != 3 {
+		t.Errorf("pool size: got %d, want 3 from the URL", got)
+	}
+}

@@ -2,7 +2,6 @@ package inventory
 
 import (
 	"context"
-	"database/sql"
 	"embed"
 	"errors"
 	"fmt"
@@ -12,7 +11,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx", for goose
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
 )
@@ -31,13 +31,17 @@ type MigrationResult struct {
 // several processes run it at once: a PostgreSQL advisory lock serialises
 // them, and a concurrent CREATE DATABASE is tolerated.
 func Migrate(ctx context.Context, databaseURL string) ([]MigrationResult, error) {
-	if err := ensureDatabase(ctx, databaseURL); err != nil {
+	// Parse as a pool URL: it may carry pgxpool settings (pool_max_conns),
+	// which a plain connection would send to the server as unknown
+	// parameters.
+	pcfg, err := pgxpool.ParseConfig(databaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("%w: database URL: %v", ErrInvalid, err)
+	}
+	if err := ensureDatabase(ctx, pcfg.ConnConfig); err != nil {
 		return nil, err
 	}
-	db, err := sql.Open("pgx", databaseURL)
-	if err != nil {
-		return nil, fmt.Errorf("inventory: open %s: %w", redact(databaseURL), err)
-	}
+	db := stdlib.OpenDB(*pcfg.ConnConfig)
 	defer db.Close()
 	locker, err := lock.NewPostgresSessionLocker()
 	if err != nil {
@@ -65,18 +69,14 @@ func Migrate(ctx context.Context, databaseURL string) ([]MigrationResult, error)
 
 // ensureDatabase creates the URL's database if it is missing, connecting to
 // the server's "postgres" database to do so.
-func ensureDatabase(ctx context.Context, databaseURL string) error {
-	cfg, err := pgx.ParseConfig(databaseURL)
-	if err != nil {
-		return fmt.Errorf("%w: database URL: %v", ErrInvalid, err)
-	}
+func ensureDatabase(ctx context.Context, cfg *pgx.ConnConfig) error {
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err == nil {
 		return conn.Close(ctx)
 	}
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) || pgErr.Code != "3D000" { // invalid_catalog_name
-		return fmt.Errorf("inventory: connect %s: %w", redact(databaseURL), translate(err))
+		return fmt.Errorf("inventory: connect to database %q on %s: %w", cfg.Database, cfg.Host, translate(err))
 	}
 	name := cfg.Database
 	admin := cfg.Copy()
