@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/flashsale/flashsale/internal/subscribe"
 )
 
 // Channel returns the channel name for a key prefix.
@@ -117,30 +119,16 @@ func NewHub(rdb redis.UniversalClient, prefix string) *Hub {
 // subscription reconnects by itself after a Redis failure. It returns an
 // error only when the first subscription cannot be made.
 func (h *Hub) Run(ctx context.Context, ready func()) error {
-	sub := h.rdb.Subscribe(ctx, h.channel)
-	defer sub.Close()
-	if _, err := sub.Receive(ctx); err != nil { // the subscription confirmation
-		return fmt.Errorf("notify: subscribe %s: %w", h.channel, err)
-	}
-	if ready != nil {
-		ready()
-	}
-	msgs := sub.Channel()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case m, ok := <-msgs:
-			if !ok {
-				return nil
-			}
-			var outcomes []Outcome
-			if err := json.Unmarshal([]byte(m.Payload), &outcomes); err != nil {
-				continue // not ours; waiters fall back to re-reading
-			}
+	err := subscribe.Run(ctx, h.rdb, h.channel, ready, func(payload string) {
+		var outcomes []Outcome
+		if json.Unmarshal([]byte(payload), &outcomes) == nil {
 			h.dispatch(outcomes)
-		}
+		} // else not ours; waiters fall back to re-reading
+	})
+	if err != nil {
+		return fmt.Errorf("notify: %w", err)
 	}
+	return nil
 }
 
 func (h *Hub) dispatch(outcomes []Outcome) {

@@ -36,6 +36,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/singleflight"
+
+	"github.com/flashsale/flashsale/internal/subscribe"
 )
 
 //go:embed mark.lua
@@ -153,29 +155,16 @@ func (g *Gate) channel() string { return g.opts.KeyPrefix + "soldout:changes" }
 // processes run it; without it the gate is still correct, only slower to
 // notice a sell-out. The subscription reconnects by itself.
 func (g *Gate) Run(ctx context.Context, ready func()) error {
-	sub := g.rdb.Subscribe(ctx, g.channel())
-	defer sub.Close()
-	if _, err := sub.Receive(ctx); err != nil {
-		return fmt.Errorf("soldout: subscribe %s: %w", g.channel(), err)
+	err := subscribe.Run(ctx, g.rdb, g.channel(), ready, func(product string) {
+		g.mu.Lock()
+		delete(g.cache, product)
+		g.epoch[product]++
+		g.mu.Unlock()
+	})
+	if err != nil {
+		return fmt.Errorf("soldout: %w", err)
 	}
-	if ready != nil {
-		ready()
-	}
-	msgs := sub.Channel()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case m, ok := <-msgs:
-			if !ok {
-				return nil
-			}
-			g.mu.Lock()
-			delete(g.cache, m.Payload)
-			g.epoch[m.Payload]++
-			g.mu.Unlock()
-		}
-	}
+	return nil
 }
 
 // Mark flags product sold out as of restock generation gen, the generation

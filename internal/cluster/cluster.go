@@ -20,6 +20,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/flashsale/flashsale/internal/localsvc"
 )
 
 // Config describes a cluster.
@@ -53,9 +55,8 @@ type Proc struct {
 	logPath string
 
 	mu      sync.Mutex
-	cmd     *exec.Cmd
-	exited  chan struct{}
-	peakRSS int64 // bytes, highest seen across restarts
+	proc    *localsvc.Process // created at the first Start
+	peakRSS int64             // bytes, highest seen across restarts
 }
 
 // Cluster is a set of running processes.
@@ -148,37 +149,25 @@ func (c *Cluster) Stop() {
 // Start (re)starts the process with binary.
 func (p *Proc) Start(binary string) error {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cmd != nil {
-		select {
-		case <-p.exited:
-		default:
-			return fmt.Errorf("cluster: %s already running", p.Name)
-		}
+	if p.proc == nil {
+		p.proc = &localsvc.Process{Args: p.args, Env: p.env, LogPath: p.logPath, OnStart: func(pid int, exited <-chan struct{}) {
+			go p.watchRSS(pid, exited)
+		}}
 	}
-	logf, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return err
+	proc := p.proc
+	p.mu.Unlock()
+	proc.Path = binary
+	if err := proc.Start(); err != nil {
+		return fmt.Errorf("cluster: %s: %w", p.Name, err)
 	}
-	cmd := exec.Command(binary, p.args...)
-	cmd.Env = p.env
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		_ = logf.Close()
-		return fmt.Errorf("cluster: start %s: %w", p.Name, err)
-	}
-	exited := make(chan struct{})
-	stopRSS := make(chan struct{})
-	go p.watchRSS(cmd.Process.Pid, stopRSS)
-	go func() {
-		_ = cmd.Wait()
-		close(stopRSS)
-		_ = logf.Close()
-		close(exited)
-	}()
-	p.cmd, p.exited = cmd, exited
 	return nil
+}
+
+// process returns the underlying process, nil before the first Start.
+func (p *Proc) process() *localsvc.Process {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.proc
 }
 
 // watchRSS samples the process's high-water mark of resident memory
@@ -225,56 +214,33 @@ func (p *Proc) PeakRSS() int64 {
 
 // PID is the current process id.
 func (p *Proc) PID() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cmd == nil {
-		return 0
+	if proc := p.process(); proc != nil {
+		return proc.PID()
 	}
-	return p.cmd.Process.Pid
+	return 0
 }
 
 // Running reports whether the process is alive.
 func (p *Proc) Running() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cmd == nil {
-		return false
-	}
-	select {
-	case <-p.exited:
-		return false
-	default:
-		return true
-	}
+	proc := p.process()
+	return proc != nil && proc.Running()
 }
 
 // Signal sends sig to the process.
 func (p *Proc) Signal(sig syscall.Signal) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cmd == nil {
+	proc := p.process()
+	if proc == nil {
 		return errors.New("cluster: not started")
 	}
-	if err := p.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return err
-	}
-	return nil
+	return proc.Signal(sig)
 }
 
 // Wait waits for the process to exit, up to timeout.
 func (p *Proc) Wait(timeout time.Duration) error {
-	p.mu.Lock()
-	exited := p.exited
-	p.mu.Unlock()
-	if exited == nil {
-		return nil
+	if proc := p.process(); proc != nil {
+		return proc.Wait(timeout)
 	}
-	select {
-	case <-exited:
-		return nil
-	case <-time.After(timeout):
-		return fmt.Errorf("cluster: %s still running after %v", p.Name, timeout)
-	}
+	return nil
 }
 
 // Kill sends SIGKILL and waits for the exit.
@@ -286,13 +252,8 @@ func (p *Proc) Kill() error {
 // Stop sends SIGTERM (after SIGCONT, in case it is paused), waits up to
 // grace, then kills.
 func (p *Proc) Stop(grace time.Duration) error {
-	if !p.Running() {
-		return nil
-	}
-	_ = p.Signal(syscall.SIGCONT)
-	_ = p.Signal(syscall.SIGTERM)
-	if err := p.Wait(grace); err != nil {
-		return p.Kill()
+	if proc := p.process(); proc != nil && proc.Running() {
+		return proc.Stop(syscall.SIGTERM, grace)
 	}
 	return nil
 }

@@ -23,40 +23,54 @@ import (
 // ErrNotInstalled is returned when a server binary cannot be found.
 var ErrNotInstalled = errors.New("localsvc: server binary not installed")
 
-// process is one child server process, restartable with the same arguments.
-type process struct {
-	mu      sync.Mutex
-	name    string
-	args    []string
-	cred    *syscall.Credential
-	logPath string
-	cmd     *exec.Cmd
-	exited  chan struct{}
+// Process is a child process that can be started again with the same
+// command: a private server here, or a process of the flashsale binary in a
+// test cluster (package cluster). It runs in its own process group and is
+// killed if this process dies. Its methods are safe for concurrent use.
+type Process struct {
+	// Path is the program; Args its arguments; Env its environment (nil:
+	// this process's); LogPath receives its output (appended).
+	Path    string
+	Args    []string
+	Env     []string
+	LogPath string
+	// Credential runs it as another user (nil: as this one).
+	Credential *syscall.Credential
+	// OnStart, if set, is called at each start with the pid and a channel
+	// closed when that run has exited.
+	OnStart func(pid int, exited <-chan struct{})
+
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	exited chan struct{}
 }
 
-func (p *process) start() error {
+// Start starts the process; it fails if it is running.
+func (p *Process) Start() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	name := filepath.Base(p.Path)
 	if p.cmd != nil {
 		select {
 		case <-p.exited:
 		default:
-			return fmt.Errorf("localsvc: %s already running (pid %d)", filepath.Base(p.name), p.cmd.Process.Pid)
+			return fmt.Errorf("localsvc: %s already running (pid %d)", name, p.cmd.Process.Pid)
 		}
 	}
-	logf, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	logf, err := os.OpenFile(p.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return fmt.Errorf("localsvc: open log: %w", err)
 	}
-	cmd := exec.Command(p.name, p.args...)
+	cmd := exec.Command(p.Path, p.Args...)
+	cmd.Env = p.Env
 	cmd.Stdout = logf
 	cmd.Stderr = logf
 	// Own process group, so a Ctrl-C aimed at the parent does not reach the
-	// server before the parent had a chance to stop it in order.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: p.cred, Pdeathsig: syscall.SIGKILL}
+	// child before the parent had a chance to stop it in order.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: p.Credential, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		_ = logf.Close()
-		return fmt.Errorf("localsvc: start %s: %w", filepath.Base(p.name), err)
+		return fmt.Errorf("localsvc: start %s: %w", name, err)
 	}
 	exited := make(chan struct{})
 	go func() {
@@ -65,10 +79,14 @@ func (p *process) start() error {
 		close(exited)
 	}()
 	p.cmd, p.exited = cmd, exited
+	if p.OnStart != nil {
+		p.OnStart(cmd.Process.Pid, exited)
+	}
 	return nil
 }
 
-func (p *process) pid() int {
+// PID is the current (or last) run's process id, 0 if never started.
+func (p *Process) PID() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.cmd == nil {
@@ -77,7 +95,8 @@ func (p *process) pid() int {
 	return p.cmd.Process.Pid
 }
 
-func (p *process) running() bool {
+// Running reports whether the process is alive (a paused one is alive).
+func (p *Process) Running() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.cmd == nil {
@@ -91,8 +110,8 @@ func (p *process) running() bool {
 	}
 }
 
-// signal sends sig to the process; a process that already exited is not an error.
-func (p *process) signal(sig syscall.Signal) error {
+// Signal sends sig; a process that is not running is not an error.
+func (p *Process) Signal(sig syscall.Signal) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.cmd == nil {
@@ -109,8 +128,8 @@ func (p *process) signal(sig syscall.Signal) error {
 	return nil
 }
 
-// wait waits for the process to exit, up to timeout.
-func (p *process) wait(timeout time.Duration) error {
+// Wait waits for the process to exit, up to timeout.
+func (p *Process) Wait(timeout time.Duration) error {
 	p.mu.Lock()
 	exited := p.exited
 	p.mu.Unlock()
@@ -121,19 +140,20 @@ func (p *process) wait(timeout time.Duration) error {
 	case <-exited:
 		return nil
 	case <-time.After(timeout):
-		return fmt.Errorf("localsvc: %s did not exit within %v", filepath.Base(p.name), timeout)
+		return fmt.Errorf("localsvc: %s still running after %v", filepath.Base(p.Path), timeout)
 	}
 }
 
-// stop sends sig, waits up to grace, then kills.
-func (p *process) stop(sig syscall.Signal, grace time.Duration) error {
-	_ = p.signal(syscall.SIGCONT) // a paused process cannot handle sig
-	if err := p.signal(sig); err != nil {
+// Stop sends sig (after SIGCONT: a paused process cannot handle it), waits
+// up to grace, then kills.
+func (p *Process) Stop(sig syscall.Signal, grace time.Duration) error {
+	_ = p.Signal(syscall.SIGCONT)
+	if err := p.Signal(sig); err != nil {
 		return err
 	}
-	if err := p.wait(grace); err != nil {
-		_ = p.signal(syscall.SIGKILL)
-		return p.wait(5 * time.Second)
+	if err := p.Wait(grace); err != nil {
+		_ = p.Signal(syscall.SIGKILL)
+		return p.Wait(5 * time.Second)
 	}
 	return nil
 }

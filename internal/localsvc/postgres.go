@@ -28,7 +28,7 @@ type PostgresOptions struct {
 
 // Postgres is a private PostgreSQL server process.
 type Postgres struct {
-	proc *process
+	proc *Process
 	port int
 	dir  string
 }
@@ -86,23 +86,23 @@ func StartPostgres(opts PostgresOptions) (*Postgres, error) {
 			args = append(args, "-c", k+"="+v)
 		}
 		p := &Postgres{
-			proc: &process{name: postgres, args: args, cred: cred, logPath: filepath.Join(opts.Dir, "postgres.log")},
+			proc: &Process{Path: postgres, Args: args, Credential: cred, LogPath: filepath.Join(opts.Dir, "postgres.log")},
 			port: port,
 			dir:  opts.Dir,
 		}
 		if cred != nil {
 			// The log is opened by this process, so any owner works, but
 			// keep it readable for the server user too.
-			f, err := os.OpenFile(p.proc.logPath, os.O_CREATE|os.O_WRONLY, 0o644)
+			f, err := os.OpenFile(p.proc.LogPath, os.O_CREATE|os.O_WRONLY, 0o644)
 			if err == nil {
 				_ = f.Close()
 			}
 		}
-		if err := p.proc.start(); err != nil {
+		if err := p.proc.Start(); err != nil {
 			return nil, err
 		}
 		if err := p.waitReady(30 * time.Second); err != nil {
-			_ = p.proc.stop(syscall.SIGQUIT, 5*time.Second)
+			_ = p.proc.Stop(syscall.SIGQUIT, 5*time.Second)
 			lastErr = err
 			if opts.Port != 0 {
 				break
@@ -130,7 +130,7 @@ func serverCredential() (*syscall.Credential, error) {
 }
 
 func (p *Postgres) waitReady(timeout time.Duration) error {
-	return waitFor(timeout, func() bool { return !p.proc.running() }, func() error {
+	return waitFor(timeout, func() bool { return !p.proc.Running() }, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		conn, err := pgx.Connect(ctx, p.URL("postgres"))
@@ -154,24 +154,24 @@ func (p *Postgres) URL(db string) string {
 func (p *Postgres) Dir() string { return p.dir }
 
 // PID is the postmaster's process id.
-func (p *Postgres) PID() int { return p.proc.pid() }
+func (p *Postgres) PID() int { return p.proc.PID() }
 
 // Running reports whether the postmaster is alive.
-func (p *Postgres) Running() bool { return p.proc.running() }
+func (p *Postgres) Running() bool { return p.proc.Running() }
 
 // Stop shuts the server down in "fast" mode (SIGINT: roll back open
 // transactions, disconnect clients) and waits for it to exit.
-func (p *Postgres) Stop() error { return p.proc.stop(syscall.SIGINT, 30*time.Second) }
+func (p *Postgres) Stop() error { return p.proc.Stop(syscall.SIGINT, 30*time.Second) }
 
 // Kill stops the server in "immediate" mode (SIGQUIT: no clean shutdown,
 // crash recovery at the next start), the nearest to a crash that still lets
 // the next start reuse the port at once.
-func (p *Postgres) Kill() error { return p.proc.stop(syscall.SIGQUIT, 10*time.Second) }
+func (p *Postgres) Kill() error { return p.proc.Stop(syscall.SIGQUIT, 10*time.Second) }
 
 // Start starts the server again, on the same port and folder, and waits
 // until it accepts connections.
 func (p *Postgres) Start() error {
-	if err := p.proc.start(); err != nil {
+	if err := p.proc.Start(); err != nil {
 		return err
 	}
 	if err := p.waitReady(60 * time.Second); err != nil {

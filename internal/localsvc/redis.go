@@ -27,7 +27,7 @@ type RedisOptions struct {
 
 // Redis is a private redis-server process.
 type Redis struct {
-	proc *process
+	proc *Process
 	port int
 	dir  string
 }
@@ -65,15 +65,15 @@ func StartRedis(opts RedisOptions) (*Redis, error) {
 		}
 		args = append(args, opts.Args...)
 		r := &Redis{
-			proc: &process{name: bin, args: args, logPath: filepath.Join(opts.Dir, "redis.log")},
+			proc: &Process{Path: bin, Args: args, LogPath: filepath.Join(opts.Dir, "redis.log")},
 			port: port,
 			dir:  opts.Dir,
 		}
-		if err := r.proc.start(); err != nil {
+		if err := r.proc.Start(); err != nil {
 			return nil, err
 		}
 		if err := r.waitReady(10 * time.Second); err != nil {
-			_ = r.proc.stop(syscall.SIGKILL, time.Second)
+			_ = r.proc.Stop(syscall.SIGKILL, time.Second)
 			lastErr = err
 			if opts.Port != 0 {
 				break
@@ -86,7 +86,7 @@ func StartRedis(opts RedisOptions) (*Redis, error) {
 }
 
 func (r *Redis) waitReady(timeout time.Duration) error {
-	return waitFor(timeout, func() bool { return !r.proc.running() }, func() error { return Ping(r.Addr()) })
+	return waitFor(timeout, func() bool { return !r.proc.Running() }, func() error { return Ping(r.Addr()) })
 }
 
 // Ping sends PING to the Redis server at addr and expects PONG.
@@ -120,27 +120,27 @@ func (r *Redis) URL(db int) string { return fmt.Sprintf("redis://%s/%d", r.Addr(
 func (r *Redis) Dir() string { return r.dir }
 
 // PID is the current process id, 0 if never started.
-func (r *Redis) PID() int { return r.proc.pid() }
+func (r *Redis) PID() int { return r.proc.PID() }
 
 // Running reports whether the process is alive (a paused process is alive).
-func (r *Redis) Running() bool { return r.proc.running() }
+func (r *Redis) Running() bool { return r.proc.Running() }
 
 // Kill sends SIGKILL and waits for the process to exit.
-func (r *Redis) Kill() error { return r.proc.stop(syscall.SIGKILL, 5*time.Second) }
+func (r *Redis) Kill() error { return r.proc.Stop(syscall.SIGKILL, 5*time.Second) }
 
 // Stop asks the server to shut down (SIGTERM) and waits, killing it after 10s.
-func (r *Redis) Stop() error { return r.proc.stop(syscall.SIGTERM, 10*time.Second) }
+func (r *Redis) Stop() error { return r.proc.Stop(syscall.SIGTERM, 10*time.Second) }
 
 // Pause stops the process with SIGSTOP; Resume continues it.
-func (r *Redis) Pause() error { return r.proc.signal(syscall.SIGSTOP) }
+func (r *Redis) Pause() error { return r.proc.Signal(syscall.SIGSTOP) }
 
 // Resume continues a paused process with SIGCONT.
-func (r *Redis) Resume() error { return r.proc.signal(syscall.SIGCONT) }
+func (r *Redis) Resume() error { return r.proc.Signal(syscall.SIGCONT) }
 
 // Start starts the server again, on the same port and folder, after Stop or
 // Kill, and waits until it answers.
 func (r *Redis) Start() error {
-	if err := r.proc.start(); err != nil {
+	if err := r.proc.Start(); err != nil {
 		return err
 	}
 	if err := r.waitReady(30 * time.Second); err != nil {

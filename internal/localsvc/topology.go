@@ -22,7 +22,7 @@ type SentinelOptions struct {
 
 // Sentinel is a private redis-server running as a Sentinel.
 type Sentinel struct {
-	proc *process
+	proc *Process
 	port int
 }
 
@@ -59,16 +59,16 @@ func StartSentinel(opts SentinelOptions) (*Sentinel, error) {
 		if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
 			return nil, fmt.Errorf("localsvc: sentinel config: %w", err)
 		}
-		s := &Sentinel{port: p, proc: &process{name: bin, args: []string{conf, "--sentinel"},
-			logPath: filepath.Join(opts.Dir, "sentinel.log")}}
-		if err := s.proc.start(); err != nil {
+		s := &Sentinel{port: p, proc: &Process{Path: bin, Args: []string{conf, "--sentinel"},
+			LogPath: filepath.Join(opts.Dir, "sentinel.log")}}
+		if err := s.proc.Start(); err != nil {
 			return nil, err
 		}
-		err = waitFor(10*time.Second, func() bool { return !s.proc.running() }, func() error { return Ping(s.Addr()) })
+		err = waitFor(10*time.Second, func() bool { return !s.proc.Running() }, func() error { return Ping(s.Addr()) })
 		if err == nil {
 			return s, nil
 		}
-		_ = s.proc.stop(syscall.SIGKILL, time.Second)
+		_ = s.proc.Stop(syscall.SIGKILL, time.Second)
 		lastErr = err // probably lost the port race; try another
 	}
 	return nil, fmt.Errorf("localsvc: sentinel: %w (log in %s)", lastErr, opts.Dir)
@@ -78,7 +78,7 @@ func StartSentinel(opts SentinelOptions) (*Sentinel, error) {
 func (s *Sentinel) Addr() string { return "127.0.0.1:" + strconv.Itoa(s.port) }
 
 // Kill sends SIGKILL and waits for the process to exit.
-func (s *Sentinel) Kill() error { return s.proc.stop(syscall.SIGKILL, 5*time.Second) }
+func (s *Sentinel) Kill() error { return s.proc.Stop(syscall.SIGKILL, 5*time.Second) }
 
 func splitHostPort(addr string) (string, int, error) {
 	host, port, err := net.SplitHostPort(addr)
