@@ -93,21 +93,7 @@ func startCluster(t *testing.T, extra map[string]string) *cluster.Cluster {
 // once by the sold-out fast path), and every accepted order ends final.
 func TestBurstSellsExactlyTheStock(t *testing.T) {
 	c := startCluster(t, nil)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	rep, err := loadtest.Run(ctx, loadtest.Config{
-		APIs: c.URLs(), LoopbackOnly: true, AdminToken: adminToken,
-		Orders: 1000, Concurrency: 200, Products: 1, Hot: true, Stock: 100,
-		Timeout: 2 * time.Minute, MaxRetries: -1,
-	})
-	if err != nil {
-		t.Fatalf("loadtest: %v", err)
-	}
-	if !rep.OK {
-		var buf bytes.Buffer
-		_ = rep.WriteText(&buf)
-		t.Fatalf("invariants violated:\n%s", buf.String())
-	}
+	rep := burst(t, c, 1000, 200, 100)
 	o := rep.Outcomes
 	if o.Succeeded != 100 {
 		t.Errorf("succeeded: got %d, want 100", o.Succeeded)
@@ -184,6 +170,29 @@ func TestIdempotencyKeyMakesOneOrderPerBuyer(t *testing.T) {
 	// The same key with another body is refused.
 	post(t, c.URLs()[0]+"/v1/orders", "", "key-0",
 		fmt.Sprintf(`{"product_id":%q,"user_id":"buyer-0","quantity":2}`, product), http.StatusUnprocessableEntity, nil)
+}
+
+// burst sends orders (concurrency in flight) for one hot product of the
+// given stock through the cluster's APIs with the load tester, and fails the
+// test unless every invariant held.
+func burst(t *testing.T, c *cluster.Cluster, orders, concurrency int, stock int64) *loadtest.Report {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	rep, err := loadtest.Run(ctx, loadtest.Config{
+		APIs: c.URLs(), LoopbackOnly: true, AdminToken: adminToken,
+		Orders: orders, Concurrency: concurrency, Products: 1, Hot: true, Stock: stock,
+		Timeout: 2 * time.Minute, MaxRetries: -1,
+	})
+	if err != nil {
+		t.Fatalf("loadtest: %v", err)
+	}
+	if !rep.OK {
+		var buf bytes.Buffer
+		_ = rep.WriteText(&buf)
+		t.Fatalf("invariants violated:\n%s", buf.String())
+	}
+	return rep
 }
 
 var client = &http.Client{Timeout: 40 * time.Second}

@@ -1,17 +1,14 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/flashsale/flashsale/internal/localsvc"
 	"github.com/flashsale/flashsale/internal/testenv"
-	"github.com/flashsale/flashsale/loadtest"
 )
 
 // Beyond one machine: the queue on a three-node Redis Cluster
@@ -31,21 +28,7 @@ func TestBurstOnRedisClusterWithThreeLockNodes(t *testing.T) {
 		"FLASHSALE_REDIS_URL":       "redis-cluster://" + strings.Join(cluster, ","),
 		"FLASHSALE_LOCK_REDIS_URLS": strings.Join(lockURLs, ","),
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	rep, err := loadtest.Run(ctx, loadtest.Config{
-		APIs: c.URLs(), LoopbackOnly: true, AdminToken: adminToken,
-		Orders: 600, Concurrency: 100, Products: 1, Hot: true, Stock: 100,
-		Timeout: 2 * time.Minute, MaxRetries: -1,
-	})
-	if err != nil {
-		t.Fatalf("loadtest: %v", err)
-	}
-	if !rep.OK {
-		var buf bytes.Buffer
-		_ = rep.WriteText(&buf)
-		t.Fatalf("invariants violated:\n%s", buf.String())
-	}
+	rep := burst(t, c, 600, 100, 100)
 	if o := rep.Outcomes; o.Succeeded != 100 || o.SoldOut+o.SoldOutFastPath != 500 || o.Failed != 0 || o.Unsettled != 0 {
 		t.Errorf("got %+v, want 100 succeeded and 500 sold out", o)
 	}
@@ -67,7 +50,7 @@ func TestBurstOnRedisClusterWithThreeLockNodes(t *testing.T) {
 	// Every lock node holds the product's fencing counter.
 	for i, n := range lockNodes {
 		rdb := redis.NewClient(&redis.Options{Addr: n.Addr()})
-		size, err := rdb.DBSize(ctx).Result()
+		size, err := rdb.DBSize(context.Background()).Result()
 		_ = rdb.Close()
 		if err != nil || size == 0 {
 			t.Errorf("lock node %d: got %d keys (%v), want the lock's keys", i+1, size, err)
