@@ -63,16 +63,9 @@ type Config struct {
 	// DefaultDatabaseURL. Must be on a loopback address.
 	DatabaseURL string
 
-	Orders            int
-	HotStock          int64
-	SpreadProducts    int
-	SpreadStock       int64
-	APIs              int
-	Workers           int
-	WorkerConcurrency int
-	// Concurrency is the load generator's requests in flight (and the
+	// Settings are the numbers of the run (Concurrency also bounds the
 	// producers' enqueues in flight, split between them).
-	Concurrency int
+	Settings
 
 	// ScenarioTimeout bounds each part's load test. Default
 	// DefaultScenarioTimeout.

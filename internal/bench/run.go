@@ -73,10 +73,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		RunID:   b.runID,
 		Date:    b.start,
 		Machine: machineInfo(ctx, b.redis.rdb, cfg.DatabaseURL),
-		Settings: Settings{
-			Orders: cfg.Orders, HotStock: cfg.HotStock, SpreadProducts: cfg.SpreadProducts, SpreadStock: cfg.SpreadStock,
-			APIs: cfg.APIs, Workers: cfg.Workers, WorkerConcurrency: cfg.WorkerConcurrency, Concurrency: cfg.Concurrency,
-		},
+		Settings: cfg.Settings,
 	}
 	const skipped = "not selected (-only)"
 	r.Ceiling = CeilingResult{Err: skipped}

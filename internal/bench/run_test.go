@@ -89,7 +89,7 @@ func TestRunEveryPartAtTinyScale(t *testing.T) {
 	res, err := bench.Run(ctx, bench.Config{
 		Binary: binary, Helper: []string{self},
 		RedisURL: testenv.RedisURL(), RedisDB: redisDB, DatabaseURL: testenv.DatabaseURL(),
-		Orders: orders, HotStock: hotStock, SpreadProducts: spreadProducts, SpreadStock: spreadStock,
+		Settings:        bench.Settings{Orders: orders, HotStock: hotStock, SpreadProducts: spreadProducts, SpreadStock: spreadStock},
 		ScenarioTimeout: 40 * time.Second,
 		LogDir:          logDir,
 		Progress:        logWriter{t},
