@@ -70,9 +70,9 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	}
 
 	r := &Results{
-		RunID:   b.runID,
-		Date:    b.start,
-		Machine: machineInfo(ctx, b.redis.rdb, cfg.DatabaseURL),
+		RunID:    b.runID,
+		Date:     b.start,
+		Machine:  machineInfo(ctx, b.redis.rdb, cfg.DatabaseURL),
 		Settings: cfg.Settings,
 	}
 	const skipped = "not selected (-only)"
