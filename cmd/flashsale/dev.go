@@ -167,9 +167,10 @@ flashsale is running: API %s, %d workers. Ctrl-C stops everything.
        -d '{"id":"sku-1","name":"Phone","stock":100,"per_user_limit":1}'
   curl -s -X POST %s/v1/products/sku-1/restock -H 'Authorization: Bearer %s' -d '{"quantity":10}'
 
-  # a load test against it
+  # a load test against it; watch it live on the dashboard, %s/
+  # (sign in with the admin token), or in the queue monitor, %s/monitoring/
   %s loadtest --api %s --admin-token %s --orders 2000 --stock 500 --hot
-`, base, workers, base, base, base, base, cfg.AdminToken, base, cfg.AdminToken, exe, base, cfg.AdminToken)
+`, base, workers, base, base, base, base, cfg.AdminToken, base, cfg.AdminToken, base, base, exe, base, cfg.AdminToken)
 
 	select {
 	case <-ctx.Done():
