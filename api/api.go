@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -55,6 +56,9 @@ type Config struct {
 	// Monitor, if set, is served under MonitorPath+"/" to admins (bearer
 	// token or admin session cookie), GET requests only: the queue monitor.
 	Monitor http.Handler
+	// Metrics, if set, is served at GET /metrics to admins (bearer token,
+	// as a Prometheus scrape sends it): the Prometheus exposition.
+	Metrics http.Handler
 	// MaxWait caps the ?wait= of GET /v1/orders/{id}; default and at most
 	// sale.MaxWait.
 	MaxWait time.Duration
@@ -102,6 +106,9 @@ func New(svc Service, cfg Config) (*gin.Engine, error) {
 	v1.POST("/orders", s.placeOrder)
 	v1.GET("/orders/:id", s.getOrder)
 	v1.GET("/queue", s.admin, s.queueStats)
+	if cfg.Metrics != nil {
+		r.GET("/metrics", s.admin, gin.WrapH(cfg.Metrics))
+	}
 	if err := s.routeUI(r); err != nil {
 		return nil, err
 	}
@@ -176,14 +183,38 @@ func (s *server) admin(c *gin.Context) {
 		abort(c, http.StatusUnauthorized, "unauthorized", "admin endpoints are disabled (no admin token configured)")
 		return
 	}
-	scheme, token, ok := strings.Cut(c.GetHeader("Authorization"), " ")
-	got := sha256.Sum256([]byte(token))
-	if !ok || !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare(got[:], s.adminHash[:]) != 1 {
+	if !bearerMatches(c.Request, s.adminHash) {
 		c.Header("WWW-Authenticate", `Bearer realm="flashsale"`)
 		abort(c, http.StatusUnauthorized, "unauthorized", "missing or wrong admin token")
 		return
 	}
 	c.Next()
+}
+
+// bearerMatches reports whether r carries "Authorization: Bearer <token>"
+// whose SHA-256 is want, compared in constant time (digests, so the token's
+// length does not show in the timing either).
+func bearerMatches(r *http.Request, want [sha256.Size]byte) bool {
+	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	got := sha256.Sum256([]byte(token))
+	return ok && strings.EqualFold(scheme, "Bearer") && subtle.ConstantTimeCompare(got[:], want[:]) == 1
+}
+
+// AdminOnly wraps h so that it answers only requests carrying the admin
+// bearer token, like the API's admin endpoints; with no token it refuses
+// every request. The worker's metrics listener uses it.
+func AdminOnly(token string, h http.Handler) http.Handler {
+	want := sha256.Sum256([]byte(token))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if token == "" || !bearerMatches(r, want) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="flashsale"`)
+			w.Header().Set("Content-Type", "application/json; charset=utf-8")
+			w.WriteHeader(http.StatusUnauthorized)
+			_ = json.NewEncoder(w).Encode(errorBody{Error: errorDetail{Code: "unauthorized", Message: "missing or wrong admin token"}})
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // limitBody caps request bodies: a declared Content-Length over the limit

@@ -384,3 +384,38 @@ func TestMetricsLabelsStayBounded(t *testing.T) {
 		}
 	}
 }
+
+// AdminOnly guards a plain handler (the worker's /metrics) like the admin
+// endpoints: the right bearer token passes, anything else is 401, and with
+// no token configured nothing passes.
+func TestAdminOnly(t *testing.T) {
+	t.Parallel()
+	inner := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
+	tests := []struct {
+		name, token, header string
+		want                int
+	}{
+		{"right token", "s3cret", "Bearer s3cret", http.StatusOK},
+		{"scheme in other case", "s3cret", "bearer s3cret", http.StatusOK},
+		{"wrong token", "s3cret", "Bearer nope", http.StatusUnauthorized},
+		{"prefix of the token", "s3cret", "Bearer s3c", http.StatusUnauthorized},
+		{"no header", "s3cret", "", http.StatusUnauthorized},
+		{"no token configured", "", "Bearer ", http.StatusUnauthorized},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
+			if tc.header != "" {
+				req.Header.Set("Authorization", tc.header)
+			}
+			rec := httptest.NewRecorder()
+			api.AdminOnly(tc.token, inner).ServeHTTP(rec, req)
+			if rec.Code != tc.want {
+				t.Errorf("got %d, want %d", rec.Code, tc.want)
+			}
+			if tc.want == http.StatusUnauthorized && !strings.Contains(rec.Body.String(), `"code":"unauthorized"`) {
+				t.Errorf("body %q, want the JSON error", rec.Body.String())
+			}
+		})
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -236,8 +237,16 @@ poll:
 		return nil
 	})
 
-	// The API's metrics carry the queue (asynq's collector) and its pool.
-	resp, err := client.Get(base + "/metrics")
+	// The API's metrics carry the queue (asynq's collector) and its pool;
+	// they are for admins only.
+	if resp, err := client.Get(base + "/metrics"); err != nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("GET /metrics without the token: got %v %v, want 401", resp, err)
+	} else {
+		_ = resp.Body.Close()
+	}
+	mreq, _ := http.NewRequest(http.MethodGet, base+"/metrics", nil)
+	mreq.Header.Set("Authorization", "Bearer "+adminToken)
+	resp, err := client.Do(mreq)
 	if err != nil {
 		t.Fatalf("GET /metrics: %v", err)
 	}

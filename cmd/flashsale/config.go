@@ -84,7 +84,7 @@ var settings = []setting{
 			return nil
 		}},
 	{"FLASHSALE_METRICS_ADDR", "metrics-addr", "",
-		"worker: address of its /metrics endpoint (empty = off); the API serves /metrics on its own address",
+		"worker: address of its /metrics (admin token) and /healthz endpoints (empty = off); the API serves /metrics on its own address",
 		func(c *config, v string) error {
 			if v != "" {
 				if _, _, err := net.SplitHostPort(v); err != nil {

@@ -13,7 +13,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/gin-gonic/gin"
 	"github.com/hibiken/asynq"
 	asynqmetrics "github.com/hibiken/asynq/x/metrics"
 	"github.com/hibiken/asynqmon"
@@ -164,6 +163,7 @@ func serveAPI(ctx context.Context, cfg config, log *slog.Logger, ready func(addr
 		Logger:     log,
 		Registerer: reg,
 		Monitor:    monitor,
+		Metrics:    promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
 		ReadyChecks: map[string]func(context.Context) error{
 			"postgres": store.Ping,
 			"redis":    func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
@@ -172,7 +172,6 @@ func serveAPI(ctx context.Context, cfg config, log *slog.Logger, ready func(addr
 	if err != nil {
 		return err
 	}
-	handler.GET("/metrics", gin.WrapH(promhttp.HandlerFor(reg, promhttp.HandlerOpts{})))
 
 	// The server's timeouts are api's defaults (the write timeout exceeds
 	// the longest long poll); the base context ends at shutdown so long
@@ -311,8 +310,15 @@ func serveWorker(ctx context.Context, cfg config, log *slog.Logger) error {
 		return err
 	}
 	if cfg.MetricsAddr != "" {
-		msrv := &http.Server{Addr: cfg.MetricsAddr, Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
-			ReadHeaderTimeout: 5 * time.Second}
+		// /metrics wants the admin token, as on the API; /healthz is for
+		// health checks.
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", api.AdminOnly(cfg.AdminToken, promhttp.HandlerFor(reg, promhttp.HandlerOpts{})))
+		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
+		})
+		msrv := &http.Server{Addr: cfg.MetricsAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		ln, err := net.Listen("tcp", cfg.MetricsAddr)
 		if err != nil {
 			return fmt.Errorf("FLASHSALE_METRICS_ADDR: %w", err)

@@ -37,7 +37,7 @@ type Config struct {
 	WorkerEnv func(i int) map[string]string
 	// LogDir receives one log file per process. Required.
 	LogDir string
-	// WorkerMetrics gives every worker a /metrics listener on a free port
+	// WorkerMetrics gives every worker a metrics listener on a free port
 	// (FLASHSALE_METRICS_ADDR), which [Proc.WaitReady] then waits for.
 	WorkerMetrics bool
 }
@@ -258,12 +258,12 @@ func (p *Proc) Stop(grace time.Duration) error {
 	return nil
 }
 
-// WaitReady polls an API's /readyz, or a worker's /metrics, until it
+// WaitReady polls an API's /readyz, or a worker's /healthz, until it
 // answers 200.
 func (p *Proc) WaitReady(ctx context.Context, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	client := &http.Client{Timeout: time.Second}
-	path := "/metrics"
+	path := "/healthz" // a worker's metrics listener
 	if p.api {
 		path = "/readyz"
 	}
