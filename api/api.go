@@ -84,6 +84,11 @@ func New(svc Service, cfg Config) (*gin.Engine, error) {
 	}
 	s := &server{svc: svc, cfg: cfg, log: cfg.Logger, adminHash: sha256.Sum256([]byte(cfg.AdminToken))}
 	r := gin.New()
+	// Trust no proxy's X-Forwarded-For: the "remote" in the access log is
+	// the peer's address, not something a client can write.
+	if err := r.SetTrustedProxies(nil); err != nil {
+		return nil, err
+	}
 	r.HandleMethodNotAllowed = true
 	r.ContextWithFallback = true
 	mw, err := newMetricsMiddleware(cfg.Registerer)
