@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -23,6 +22,7 @@ import (
 
 	"github.com/flashsale/flashsale/api"
 	"github.com/flashsale/flashsale/internal/obs"
+	"github.com/flashsale/flashsale/internal/subscribe"
 	"github.com/flashsale/flashsale/inventory"
 	"github.com/flashsale/flashsale/lock"
 	"github.com/flashsale/flashsale/notify"
@@ -116,13 +116,7 @@ func serveAPI(ctx context.Context, cfg config, log *slog.Logger, ready func(addr
 	subCtx, stopSubs := context.WithCancel(context.Background())
 	defer stopSubs()
 	for _, run := range []func(context.Context, func()) error{hub.Run, gate.Run} {
-		subscribed := make(chan error, 1)
-		go func() {
-			var once sync.Once
-			err := run(subCtx, func() { once.Do(func() { subscribed <- nil }) })
-			once.Do(func() { subscribed <- err })
-		}()
-		if err := <-subscribed; err != nil {
+		if _, err := subscribe.Start(subCtx, run); err != nil {
 			return err
 		}
 	}

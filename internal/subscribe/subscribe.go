@@ -5,6 +5,7 @@ package subscribe
 import (
 	"context"
 	"fmt"
+	"sync"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -35,4 +36,27 @@ func Run(ctx context.Context, rdb redis.UniversalClient, channel string, ready f
 			handle(m.Payload)
 		}
 	}
+}
+
+// Start runs run (a Run-like loop) in a goroutine and waits until it calls
+// ready, or returns: then its error is returned. The loop goes on until ctx
+// ends; done is closed when it has returned.
+func Start(ctx context.Context, run func(ctx context.Context, ready func()) error) (done <-chan struct{}, err error) {
+	subscribed := make(chan error, 1)
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		var once sync.Once
+		err := run(ctx, func() { once.Do(func() { subscribed <- nil }) })
+		once.Do(func() {
+			if err == nil {
+				err = fmt.Errorf("subscription ended before it was confirmed")
+			}
+			subscribed <- err
+		})
+	}()
+	if err := <-subscribed; err != nil {
+		return finished, err
+	}
+	return finished, nil
 }

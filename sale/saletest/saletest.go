@@ -8,7 +8,6 @@ package saletest
 import (
 	"context"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,6 +15,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	sub "github.com/flashsale/flashsale/internal/subscribe"
 	"github.com/flashsale/flashsale/internal/testenv"
 	"github.com/flashsale/flashsale/inventory"
 	"github.com/flashsale/flashsale/inventory/inventorytest"
@@ -131,21 +131,14 @@ func New(t testing.TB, opts *Options) *Env {
 // cleanup and waits for its subscription.
 func subscribe(t testing.TB, name string, run func(ctx context.Context, ready func()) error) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan struct{})
-	done := make(chan error, 1)
-	var once sync.Once
-	go func() { done <- run(ctx, func() { once.Do(func() { close(ready) }) }) }()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+	done, err := sub.Start(ctx, run)
 	t.Cleanup(func() {
 		cancel()
 		<-done
 	})
-	select {
-	case <-ready:
-	case err := <-done:
+	if err != nil {
 		t.Fatalf("saletest: %s: %v", name, err)
-	case <-time.After(10 * time.Second):
-		t.Fatalf("saletest: %s did not subscribe within 10s", name)
 	}
 }
 
