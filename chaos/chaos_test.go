@@ -33,9 +33,15 @@ const (
 	orders = 5000
 	stock  = 1000
 	// The burst is closed (200 requests in flight, as fast as the APIs
-	// answer). The fault is injected once the workers hold at least
-	// faultActive tasks between them, so it hits orders in flight.
+	// answer). On a fast machine three workers keep up with it and sell the
+	// stock out within a second, so waiting for "the middle of the burst"
+	// by the clock races with the burst. Instead the workers start only
+	// once queuedFirst orders are queued: the queue is then deep enough
+	// that they fill up to their concurrency, and the fault is injected
+	// once they hold at least faultActive tasks between them, while the
+	// buyers are still submitting.
 	concurrency = 200
+	queuedFirst = 1500
 	faultActive = 64
 	lockTTL     = 5 * time.Second
 	adminToken  = "chaos-admin-token"
@@ -54,6 +60,17 @@ type env struct {
 	logDir    string
 }
 
+// trigger is the moment a case injects its fault.
+type trigger int
+
+const (
+	// workersBusy: once the workers hold faultActive tasks.
+	workersBusy trigger = iota
+	// submitting: once queuedFirst orders are queued, before the workers
+	// start, while the buyers' requests are in flight.
+	submitting
+)
+
 type result struct {
 	name              string
 	orders, succeeded int64
@@ -65,28 +82,29 @@ func TestFaults(t *testing.T) {
 	cases := []struct {
 		name  string
 		fault func(t *testing.T, e *env, c *cluster.Cluster)
+		when  trigger
 		// bound, if set, caps the time from the fault to the last final status.
 		bound time.Duration
 	}{
-		{"SIGKILL a worker, restart it 2s later", killWorker, recoveryBound},
-		{"SIGSTOP a worker for 2×TTL, then SIGCONT", pauseWorker, 0},
-		{"SIGKILL one of three lock nodes", killLockNode, 0},
-		{"restart PostgreSQL (fast shutdown)", restartPostgres, 0},
-		{"SIGKILL an API, clients retry on the other", killAPI, 0},
-		{"rolling SIGTERM restart of every worker", rollingRestart, 0},
-		{"restart the queue's Redis (AOF, fsync always)", restartQueueRedis, 0},
+		{"SIGKILL a worker, restart it 2s later", killWorker, workersBusy, recoveryBound},
+		{"SIGSTOP a worker for 2×TTL, then SIGCONT", pauseWorker, workersBusy, 0},
+		{"SIGKILL one of three lock nodes", killLockNode, workersBusy, 0},
+		{"restart PostgreSQL (fast shutdown)", restartPostgres, workersBusy, 0},
+		{"SIGKILL an API, clients retry on the other", killAPI, submitting, 0},
+		{"rolling SIGTERM restart of every worker", rollingRestart, workersBusy, 0},
+		{"restart the queue's Redis (AOF, fsync always)", restartQueueRedis, workersBusy, 0},
 	}
 	var results []result
 	for i, tc := range cases {
 		ok := t.Run(fmt.Sprintf("%d_%s", i+1, strings.Fields(tc.name)[0]), func(t *testing.T) {
-			res := runCase(t, e, i, tc.name, tc.fault)
+			res := runCase(t, e, i, tc.name, tc.when, tc.fault)
 			if tc.bound > 0 && res.recovered > tc.bound {
 				t.Errorf("last order final %v after the fault, want within %v", res.recovered.Round(time.Millisecond), tc.bound)
 			}
 			results = append(results, res)
 		})
 		if !ok {
-			t.Logf("case %q failed; logs in %s", tc.name, e.logDir)
+			t.Logf("case %q failed; set CHAOS_LOG_DIR to keep the processes' logs (now in %s)", tc.name, e.logDir)
 		}
 	}
 	var buf bytes.Buffer
@@ -104,7 +122,11 @@ func TestFaults(t *testing.T) {
 
 func setup(t *testing.T) *env {
 	t.Helper()
-	e := &env{logDir: t.TempDir()}
+	// CHAOS_LOG_DIR keeps the processes' logs after the run.
+	e := &env{logDir: os.Getenv("CHAOS_LOG_DIR")}
+	if e.logDir == "" {
+		e.logDir = t.TempDir()
+	}
 	_, file, _, _ := runtime.Caller(0)
 	root := filepath.Dir(filepath.Dir(file))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -128,6 +150,7 @@ func setup(t *testing.T) *env {
 
 // start runs a fresh cluster on a queue of the case's own, so that tasks
 // a previous case left behind (orphans asynq retires later) are not counted.
+// Its workers are not started yet.
 func (e *env) start(t *testing.T, queueName string) *cluster.Cluster {
 	t.Helper()
 	var lockURLs []string
@@ -143,7 +166,7 @@ func (e *env) start(t *testing.T, queueName string) *cluster.Cluster {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	c, err := cluster.Start(ctx, cluster.Config{
-		Binary: e.binary, APIs: 2, Workers: 3, WorkerMetrics: true,
+		Binary: e.binary, APIs: 2, Workers: 3, WorkerMetrics: true, DeferWorkers: true,
 		LogDir: filepath.Join(e.logDir, strings.ReplaceAll(t.Name(), "/", "_")),
 		Env: map[string]string{
 			"FLASHSALE_DATABASE_URL":    e.dbURL,
@@ -162,7 +185,7 @@ func (e *env) start(t *testing.T, queueName string) *cluster.Cluster {
 	return c
 }
 
-func runCase(t *testing.T, e *env, i int, name string, fault func(*testing.T, *env, *cluster.Cluster)) result {
+func runCase(t *testing.T, e *env, i int, name string, when trigger, fault func(*testing.T, *env, *cluster.Cluster)) result {
 	queueName := fmt.Sprintf("orders%d", i+1)
 	c := e.start(t, queueName)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
@@ -183,10 +206,20 @@ func runCase(t *testing.T, e *env, i int, name string, fault func(*testing.T, *e
 		})
 		done <- outcome{rep, err}
 	}()
-	active := waitForActive(t, e, queueName, done)
-	faultAt := time.Now()
-	t.Logf("fault: %s (at %v, %d tasks active)", name, faultAt.Sub(started).Round(time.Millisecond), active)
-	fault(t, e, c)
+	in := asynq.NewInspector(asynq.RedisClientOpt{Addr: e.queue.Addr()})
+	defer in.Close()
+	q := waitQueue(t, in, queueName, done, "queued", func(q *asynq.QueueInfo) bool { return q.Pending >= queuedFirst })
+	var faultAt time.Time
+	if when == submitting {
+		faultAt = inject(t, e, c, q, name, started, fault)
+	}
+	if err := c.StartWorkers(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if when == workersBusy {
+		q = waitQueue(t, in, queueName, done, "active", func(q *asynq.QueueInfo) bool { return q.Active >= faultActive })
+		faultAt = inject(t, e, c, q, name, started, fault)
+	}
 	o := <-done
 	if o.err != nil {
 		t.Fatalf("loadtest: %v", o.err)
@@ -206,33 +239,48 @@ func runCase(t *testing.T, e *env, i int, name string, fault func(*testing.T, *e
 	if rep.Outcomes.Failed != 0 || rep.Outcomes.Unsettled != 0 || rep.Outcomes.Rejected != 0 {
 		t.Errorf("outcomes %+v: want no failed, unsettled or rejected orders", rep.Outcomes)
 	}
+	if when == submitting && rep.Retries == 0 {
+		t.Errorf("no request was retried: the fault did not hit a request in flight")
+	}
 	if rep.Outcomes.Succeeded != stock {
 		t.Errorf("succeeded: got %d, want the whole stock, %d", rep.Outcomes.Succeeded, stock)
 	}
 	return res
 }
 
-// waitForActive waits until the workers hold at least faultActive tasks,
-// up to 10s, and returns how many they hold.
-func waitForActive[T any](t *testing.T, e *env, queueName string, done <-chan T) int {
+// waitQueue polls the queue until cond holds, for up to 30s. The burst
+// ending first is a failure: the fault would not be mid-burst.
+func waitQueue[T any](t *testing.T, in *asynq.Inspector, queueName string, done <-chan T, what string, cond func(*asynq.QueueInfo) bool) *asynq.QueueInfo {
 	t.Helper()
-	in := asynq.NewInspector(asynq.RedisClientOpt{Addr: e.queue.Addr()})
-	defer in.Close()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
+	var last *asynq.QueueInfo
 	for {
 		select {
 		case <-done:
-			t.Fatalf("burst ended before the workers held %d tasks", faultActive)
+			t.Fatalf("burst ended while waiting for %s tasks (last: %+v)", what, last)
 		default:
 		}
-		if q, err := in.GetQueueInfo(queueName); err == nil && (q.Active >= faultActive || time.Now().After(deadline)) {
-			return q.Active
+		if q, err := in.GetQueueInfo(queueName); err == nil {
+			last = q
+			if cond(q) {
+				return q
+			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no queue info within 10s")
+			t.Fatalf("not enough %s tasks within 30s (last: %+v)", what, last)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// inject runs the fault and returns when it began; q is the queue as last
+// seen.
+func inject(t *testing.T, e *env, c *cluster.Cluster, q *asynq.QueueInfo, name string, started time.Time, fault func(*testing.T, *env, *cluster.Cluster)) time.Time {
+	t.Helper()
+	at := time.Now()
+	t.Logf("fault: %s (at %v, %d tasks queued, %d active)", name, at.Sub(started).Round(time.Millisecond), q.Pending, q.Active)
+	fault(t, e, c)
+	return at
 }
 
 func killWorker(t *testing.T, e *env, c *cluster.Cluster) {

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -100,6 +101,14 @@ type answer struct {
 	ErrorCode  string
 	RetryAfter time.Duration
 	Err        error
+}
+
+// describe says in a few words what came back, for reports.
+func (a answer) describe() string {
+	if a.Status == 0 {
+		return fmt.Sprintf("no answer: %v", a.Err)
+	}
+	return strings.TrimSpace(fmt.Sprintf("%d %s", a.Status, a.ErrorCode))
 }
 
 // do sends one request with the per-request timeout plus extra.

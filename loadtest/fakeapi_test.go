@@ -46,6 +46,7 @@ type fakeAPI struct {
 	delay       time.Duration  // else: a worker processes each order after delay
 	fastPath    bool           // answer 409 sold_out once the product's stock is 0
 	noQueue     bool           // GET /v1/queue answers 404 (an older server)
+	queue503    int            // the first queue503 GET /v1/queue answer 503
 	oversellBug bool           // the worker ignores stock (a planted bug)
 	fail500     map[string]int // Idempotency-Key → number of 500s before serving it normally
 	ignoreWait  bool           // GET /v1/orders ignores ?wait=
@@ -290,6 +291,16 @@ func (f *fakeAPI) queue(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !f.admin(w, r) {
+		return
+	}
+	f.mu.Lock()
+	down := f.queue503 > 0
+	if down {
+		f.queue503--
+	}
+	f.mu.Unlock()
+	if down {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"error": map[string]string{"code": "unavailable", "message": "queue unreachable"}})
 		return
 	}
 	n := int64(len(f.work))

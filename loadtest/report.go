@@ -152,6 +152,13 @@ type QueueReport struct {
 	// of them, evenly spaced.
 	SampleCount int           `json:"sample_count"`
 	Samples     []QueueSample `json:"samples"`
+	// Missed counts samples that got no answer or a 5xx (the queue's Redis
+	// restarting, say). Queue depth is an operator's view, not a buyer's,
+	// so these are reported here and are not violations; 5xx answers to
+	// the order and product endpoints are.
+	Missed int `json:"missed,omitempty"`
+	// LastMiss is the last missed sample's answer.
+	LastMiss string `json:"last_miss,omitempty"`
 }
 
 // QueueSample is one GET /v1/queue answer.
@@ -373,6 +380,9 @@ func (rep *Report) WriteText(w io.Writer) error {
 			depths = append(depths, fmt.Sprintf("%.1fs:%d", x.AtSeconds, x.Depth))
 		}
 		fmt.Fprintf(&b, "queue depth: max %d over %d samples (%s)\n", q.MaxDepth, q.SampleCount, strings.Join(depths, " "))
+		if q.Missed > 0 {
+			fmt.Fprintf(&b, "  %d sample(s) missed, last: %s\n", q.Missed, q.LastMiss)
+		}
 		if q.Unavailable != "" {
 			fmt.Fprintf(&b, "  sampling stopped: %s\n", q.Unavailable)
 		}

@@ -709,7 +709,6 @@ func (r *runner) sampleQueue(ctx context.Context, stop <-chan struct{}) {
 	for {
 		a := r.cl.getQueue(ctx, r.cl.next(&r.cl.adminRR))
 		now := time.Now()
-		r.noteServerError(http.MethodGet, "/v1/queue", a)
 		var v queueView
 		switch {
 		case a.Status == http.StatusOK && json.Unmarshal(a.Body, &v) == nil:
@@ -735,6 +734,10 @@ func (r *runner) sampleQueue(ctx context.Context, stop <-chan struct{}) {
 			if ctx.Err() != nil {
 				return
 			}
+			r.mu.Lock()
+			r.queueInfo.Missed++
+			r.queueInfo.LastMiss = a.describe()
+			r.mu.Unlock()
 			failures++
 			if failures >= 5 {
 				r.mu.Lock()

@@ -255,6 +255,27 @@ func TestRunTimeoutIsReportedNotHidden(t *testing.T) {
 	}
 }
 
+// A queue-depth sample that fails (the queue's Redis restarting) is
+// reported as missed, and is not a violation: depth is the operator's view.
+func TestRunQueueSampleFailuresAreNotViolations(t *testing.T) {
+	f := newFakeAPI()
+	f.delay = 200 * time.Millisecond // long enough for several samples
+	f.queue503 = 2
+	urls, _ := f.serve(t, 1)
+	rep := run(t, testConfig(urls))
+	wantOK(t, rep)
+	if rep.Queue.Missed != 2 || !strings.Contains(rep.Queue.LastMiss, "503 unavailable") || !rep.Queue.Available {
+		t.Fatalf("queue %+v, want 2 missed samples (503 unavailable), then samples", rep.Queue)
+	}
+	var buf bytes.Buffer
+	if err := rep.WriteText(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(buf.String(), "2 sample(s) missed, last: 503 unavailable") {
+		t.Fatalf("report does not show the missed samples:\n%s", buf.String())
+	}
+}
+
 func TestRunInterrupted(t *testing.T) {
 	f := newFakeAPI()
 	f.delay = time.Hour

@@ -174,7 +174,9 @@ const (
 	CodeOrderMismatch ViolationCode = "order_mismatch"
 	// CodeUnknownStatus: an order status outside the six known ones.
 	CodeUnknownStatus ViolationCode = "unknown_status"
-	// CodeServerError: a 5xx answer.
+	// CodeServerError: a 5xx answer to a buyer's or the setup's request (orders,
+	// products). GET /v1/queue is the operator's view: its failed samples
+	// are counted in [QueueReport.Missed] instead.
 	CodeServerError ViolationCode = "server_error"
 	// CodeProductUnverified: a product could not be read after settling.
 	CodeProductUnverified ViolationCode = "product_unverified"

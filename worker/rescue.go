@@ -44,41 +44,41 @@ func (w *Worker) runRescuer(ctx context.Context, in *queue.Inspector, prod *queu
 		if err != nil {
 			continue // another worker scans this time, or the lock is down
 		}
-		n, err := w.rescue(l.Context(), in, prod)
+		ids, err := w.rescue(l.Context(), in, prod)
 		w.release(l)
 		if err != nil && ctx.Err() == nil {
 			w.cfg.Logger.Warn("rescue scan failed", "err", err)
 		}
-		if n > 0 {
-			w.cfg.Logger.Warn("re-queued orders of a crashed worker", "orders", n)
+		if len(ids) > 0 {
+			w.cfg.Logger.Warn("re-queued orders of a crashed worker", "orders", len(ids), "order_ids", ids[:min(len(ids), 20)])
 		}
 	}
 }
 
-// rescue re-queues the undecided orders of orphaned tasks and returns how
-// many it queued.
-func (w *Worker) rescue(ctx context.Context, in *queue.Inspector, prod *queue.Producer) (int, error) {
+// rescue re-queues the undecided orders of orphaned tasks and returns their
+// ids.
+func (w *Worker) rescue(ctx context.Context, in *queue.Inspector, prod *queue.Producer) ([]string, error) {
 	orphans, err := in.Orphans(ctx, rescueLimit)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	n := 0
+	var ids []string
 	for _, o := range orphans {
 		_, err := w.store.Order(ctx, o.ID)
 		if err == nil {
 			continue // decided; asynq will retire the orphan
 		}
 		if !errors.Is(err, inventory.ErrNotFound) {
-			return n, err
+			return ids, err
 		}
 		switch err := prod.Rescue(ctx, o); {
 		case err == nil:
-			n++
+			ids = append(ids, o.ID)
 			w.metrics.rescued.Inc()
 		case errors.Is(err, queue.ErrDuplicate):
 		default:
-			return n, err
+			return ids, err
 		}
 	}
-	return n, nil
+	return ids, nil
 }

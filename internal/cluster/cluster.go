@@ -40,6 +40,10 @@ type Config struct {
 	// WorkerMetrics gives every worker a metrics listener on a free port
 	// (FLASHSALE_METRICS_ADDR), which [Proc.WaitReady] then waits for.
 	WorkerMetrics bool
+	// DeferWorkers leaves the workers stopped: Start launches only the
+	// APIs, and [Cluster.StartWorkers] the workers, when the caller wants
+	// a queue to fill first.
+	DeferWorkers bool
 }
 
 // Proc is one process of the cluster.
@@ -105,21 +109,45 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	}
 	for _, p := range c.All() {
 		p.logPath = filepath.Join(cfg.LogDir, p.Name+".log")
-		if err := p.Start(cfg.Binary); err != nil {
-			c.Stop()
-			return nil, err
+	}
+	procs := c.All()
+	if cfg.DeferWorkers {
+		procs = c.APIs
+	}
+	if err := c.start(ctx, procs); err != nil {
+		c.Stop()
+		return nil, err
+	}
+	return c, nil
+}
+
+// StartWorkers starts every worker that is not running and waits, where a
+// worker has a metrics address, until it answers /healthz.
+func (c *Cluster) StartWorkers(ctx context.Context) error {
+	var stopped []*Proc
+	for _, w := range c.Workers {
+		if !w.Running() {
+			stopped = append(stopped, w)
 		}
 	}
-	for _, p := range c.All() {
+	return c.start(ctx, stopped)
+}
+
+func (c *Cluster) start(ctx context.Context, procs []*Proc) error {
+	for _, p := range procs {
+		if err := p.Start(c.cfg.Binary); err != nil {
+			return err
+		}
+	}
+	for _, p := range procs {
 		if p.Addr == "" {
 			continue
 		}
 		if err := p.WaitReady(ctx, 30*time.Second); err != nil {
-			c.Stop()
-			return nil, err
+			return err
 		}
 	}
-	return c, nil
+	return nil
 }
 
 // All returns every process, APIs first.
