@@ -155,12 +155,32 @@ func (p *Producer) Rescue(ctx context.Context, o Order) error {
 	}
 }
 
-// Orphans returns the orders whose tasks are active but whose worker has
-// stopped renewing their lease (asynq marks them orphaned 30s after the
-// last heartbeat), up to limit.
-func (i *Inspector) Orphans(ctx context.Context, limit int) ([]Order, error) {
+// ActiveTask is an order task that asynq has handed to a worker.
+type ActiveTask struct {
+	// TaskID is the task's id: the order id, or the order id with
+	// [RescueSuffix].
+	TaskID string
+	Order  Order
+	// Orphaned: asynq's lease on the task has lapsed (no worker renewed it
+	// for 30s).
+	Orphaned bool
+	// Held: a live asynq server lists the task among the ones it is
+	// running. Servers write that list every 5s (asynq's heartbeat) and it
+	// expires 10s after the last write, so a task dequeued in the last 5s
+	// may not be listed yet; a task that stays unlisted for longer has no
+	// live holder (its worker died, or the dequeue's reply was lost).
+	Held bool
+}
+
+// HeartbeatInterval is how often an asynq v0.26 server renews its leases
+// and rewrites the list of tasks it runs (not configurable in asynq).
+const HeartbeatInterval = 5 * time.Second
+
+// Active lists up to limit tasks of the queue that asynq has handed to a
+// worker, with whether a live server holds each.
+func (i *Inspector) Active(ctx context.Context, limit int) ([]ActiveTask, error) {
 	const pageSize = 500
-	var out []Order
+	var out []ActiveTask
 	for page := 1; len(out) < limit; page++ {
 		if err := ctx.Err(); err != nil {
 			return out, err
@@ -173,16 +193,33 @@ func (i *Inspector) Orphans(ctx context.Context, limit int) ([]Order, error) {
 			return out, fmt.Errorf("list active tasks: %w: %w", ErrUnavailable, err)
 		}
 		for _, t := range tasks {
-			if !t.IsOrphaned {
-				continue
-			}
-			if o, err := Decode(t.Payload); err == nil {
-				out = append(out, o)
+			if o, err := Decode(t.Payload); err == nil && len(out) < limit {
+				out = append(out, ActiveTask{TaskID: t.ID, Order: o, Orphaned: t.IsOrphaned})
 			}
 		}
 		if len(tasks) < pageSize {
 			break
 		}
+	}
+	if len(out) == 0 {
+		return out, nil
+	}
+	// Listed after the tasks: a task dequeued in between is at worst seen
+	// unheld once, which the caller's grace period absorbs.
+	servers, err := i.in.Servers()
+	if err != nil {
+		return out, fmt.Errorf("list servers: %w: %w", ErrUnavailable, err)
+	}
+	held := make(map[string]bool)
+	for _, s := range servers {
+		for _, w := range s.ActiveWorkers {
+			if w.Queue == i.queue {
+				held[w.TaskID] = true
+			}
+		}
+	}
+	for k := range out {
+		out[k].Held = held[out[k].TaskID]
 	}
 	return out, nil
 }

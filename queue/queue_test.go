@@ -14,6 +14,7 @@ import (
 
 	"github.com/flashsale/flashsale/internal/testenv"
 	"github.com/flashsale/flashsale/queue"
+	"github.com/flashsale/flashsale/queue/queuetest"
 )
 
 var t0 = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
@@ -252,6 +253,72 @@ func TestLookupStates(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// Active tells a task a live server runs from one stranded with no holder
+// (lease still valid: a lost dequeue reply) and from one whose lease lapsed
+// (a crashed worker).
+func TestActiveTellsHeldFromStranded(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	if got, err := e.inspector.Active(ctx, 10); err != nil || len(got) != 0 {
+		t.Fatalf("Active of a queue never used = %+v, %v; want none", got, err)
+	}
+	for _, id := range []string{"lapsed", "stranded", "run"} {
+		if err := e.producer.Enqueue(ctx, order(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if id := queuetest.Strand(t, e.rdb, e.name, time.Now().Add(-time.Second)); id != "lapsed" {
+		t.Fatalf("stranded %q, want lapsed", id)
+	}
+	if id := queuetest.Strand(t, e.rdb, e.name, time.Now().Add(time.Minute)); id != "stranded" {
+		t.Fatalf("stranded %q, want stranded", id)
+	}
+	release := make(chan struct{})
+	srv := asynq.NewServerFromRedisClient(e.rdb, asynq.Config{
+		Concurrency: 1, Queues: map[string]int{e.name: 1}, LogLevel: asynq.FatalLevel,
+	})
+	if err := srv.Start(asynq.HandlerFunc(func(ctx context.Context, task *asynq.Task) error {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil
+	})); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		close(release)
+		srv.Shutdown()
+	}()
+	// The server lists "run" at its next heartbeat, within 5s.
+	testenv.Eventually(t, 3*queue.HeartbeatInterval, func() error {
+		got, err := e.inspector.Active(ctx, 10)
+		if err != nil {
+			return err
+		}
+		state := map[string]string{}
+		for _, a := range got {
+			if a.Order.ID != a.TaskID {
+				return fmt.Errorf("task %s carries order %s", a.TaskID, a.Order.ID)
+			}
+			state[a.TaskID] = fmt.Sprintf("held=%v orphaned=%v", a.Held, a.Orphaned)
+		}
+		want := map[string]string{
+			"lapsed":   "held=false orphaned=true",
+			"stranded": "held=false orphaned=false",
+			"run":      "held=true orphaned=false",
+		}
+		if !reflect.DeepEqual(state, want) {
+			return fmt.Errorf("active tasks %v, want %v", state, want)
+		}
+		return nil
+	})
+	if got, err := e.inspector.Active(ctx, 1); err != nil || len(got) != 1 {
+		t.Fatalf("Active with limit 1 = %d tasks, %v; want 1", len(got), err)
+	}
 }
 
 func TestUnavailableWhenRedisIsDown(t *testing.T) {

@@ -15,23 +15,43 @@ import (
 // asynq hands a crashed worker's task to another worker only after the
 // task's 30s lease has expired and its recoverer has run (once a minute,
 // taking leases expired at least 30s ago), then adds the retry delay: up to
-// about two minutes. The rescuer shortens that. Every RescueInterval one
-// worker (the holder of the "rescuer" lock) lists the queue's active tasks;
-// for each task asynq reports orphaned (its lease expired: no heartbeat for
-// 30s) whose order has no outcome recorded, it enqueues a rescue task with
-// the same order. So an order held by a worker that crashed at t is queued
-// again by t+30s+RescueInterval and decided moments later, well within 60s.
-// asynq's own recovery of the orphan later runs it once more; that run
-// finds the order decided and changes nothing.
+// about two minutes. A task can also be stranded with no worker at all: the
+// dequeue script moved it to the active list but its reply never reached
+// the worker (a read timeout after a pause, a dropped connection), and
+// go-redis, retrying the timed-out script, dequeued the next task instead.
 //
-// A paused worker (SIGSTOP) keeps its leases until 30s have passed without a
-// heartbeat; if it resumes after a rescue, its run of the order is a replay
-// or is refused by the fencing token.
+// The rescuer shortens both. Every RescueInterval (2s) one worker (the
+// holder of the "rescuer" lock) lists the queue's active tasks and the
+// tasks each live asynq server says it runs. A task is rescued when asynq
+// reports its lease lapsed, or when it has been held by no live server in
+// two scans at least UnheldGrace (7s) apart: a live server lists its tasks
+// every 5s (asynq's heartbeat), so a task unlisted for 7s has no holder.
+// Rescuing means: if the order has no outcome recorded, enqueue a rescue
+// task with the same order; asynq's own recovery of the stranded task later
+// runs it once more, and that run finds the order decided and changes
+// nothing.
+//
+// The bound for a SIGKILLed worker: its server entry expires at most 10s
+// after its last heartbeat, the next scan sees its tasks unheld within 2s,
+// a scan at least 7s later (within 9s) rescues them, and another worker
+// decides them moments later: about 20s after the crash, well within the
+// 60s promised. A stranded dequeue is rescued within about 11s.
+//
+// A paused worker (SIGSTOP) drops out of the server list 10s into its
+// pause; its tasks may then be rescued. If it resumes, its run of the order
+// is a replay or is refused by the fencing token.
 
 // rescueLimit bounds the orphans handled per scan.
 const rescueLimit = 5000
 
 func (w *Worker) runRescuer(ctx context.Context, in *queue.Inspector, prod *queue.Producer) {
+	// unheld remembers when this worker's scans first saw each task held
+	// by no live server; a task it later sees held, or no longer active,
+	// is forgotten. Other workers may scan in between, so a task can be
+	// unheld at two of this worker's scans yet held between them; then its
+	// holder has died since, and rescuing it is right. A wrong rescue (a
+	// holder's heartbeat late by more than 2s) costs a replay, not an order.
+	unheld := make(map[string]time.Time)
 	for {
 		// Jitter spreads the workers' attempts at the rescuer lock.
 		d := time.Duration(float64(w.cfg.RescueInterval) * (0.8 + 0.4*rand.Float64()))
@@ -44,7 +64,7 @@ func (w *Worker) runRescuer(ctx context.Context, in *queue.Inspector, prod *queu
 		if err != nil {
 			continue // another worker scans this time, or the lock is down
 		}
-		ids, err := w.rescue(l.Context(), in, prod)
+		ids, err := w.rescue(l.Context(), in, prod, unheld, time.Now())
 		w.release(l)
 		if err != nil && ctx.Err() == nil {
 			w.cfg.Logger.Warn("rescue scan failed", "err", err)
@@ -55,18 +75,36 @@ func (w *Worker) runRescuer(ctx context.Context, in *queue.Inspector, prod *queu
 	}
 }
 
-// rescue re-queues the undecided orders of orphaned tasks and returns their
-// ids.
-func (w *Worker) rescue(ctx context.Context, in *queue.Inspector, prod *queue.Producer) ([]string, error) {
-	orphans, err := in.Orphans(ctx, rescueLimit)
+// rescue re-queues the undecided orders of stranded tasks (see above) and
+// returns their ids. unheld is updated to the tasks unheld at now.
+func (w *Worker) rescue(ctx context.Context, in *queue.Inspector, prod *queue.Producer, unheld map[string]time.Time, now time.Time) ([]string, error) {
+	tasks, err := in.Active(ctx, rescueLimit)
 	if err != nil {
 		return nil, err
 	}
+	var stranded []queue.Order
+	seen := make(map[string]bool, len(tasks))
+	for _, t := range tasks {
+		if !t.Held {
+			seen[t.TaskID] = true
+			if _, ok := unheld[t.TaskID]; !ok {
+				unheld[t.TaskID] = now
+			}
+		}
+		if t.Orphaned || (!t.Held && now.Sub(unheld[t.TaskID]) >= w.cfg.UnheldGrace) {
+			stranded = append(stranded, t.Order)
+		}
+	}
+	for id := range unheld {
+		if !seen[id] {
+			delete(unheld, id)
+		}
+	}
 	var ids []string
-	for _, o := range orphans {
+	for _, o := range stranded {
 		_, err := w.store.Order(ctx, o.ID)
 		if err == nil {
-			continue // decided; asynq will retire the orphan
+			continue // decided; asynq will retire the stranded task
 		}
 		if !errors.Is(err, inventory.ErrNotFound) {
 			return ids, err

@@ -78,8 +78,14 @@ type Config struct {
 	// before asynq puts them back in the queue; default 20s.
 	ShutdownTimeout time.Duration
 	// RescueInterval is how often one worker looks for orders held by a
-	// crashed worker (see rescue.go); default 5s.
+	// crashed worker (see rescue.go); default 2s.
 	RescueInterval time.Duration
+	// UnheldGrace is how long a task must stay active with no live asynq
+	// server holding it before it is rescued; default 7s. Keep it above
+	// asynq's 5s heartbeat ([queue.HeartbeatInterval]), or tasks a live
+	// worker has just dequeued are rescued too (harmless replays, wasted
+	// work).
+	UnheldGrace time.Duration
 	// KeyPrefix prefixes the worker's own Redis keys; default "flashsale:".
 	KeyPrefix string
 	// Logger receives the worker's logs; default slog.Default().
@@ -109,7 +115,10 @@ func (c Config) withDefaults() Config {
 		c.KeyPrefix = "flashsale:"
 	}
 	if c.RescueInterval <= 0 {
-		c.RescueInterval = 5 * time.Second
+		c.RescueInterval = 2 * time.Second
+	}
+	if c.UnheldGrace <= 0 {
+		c.UnheldGrace = queue.HeartbeatInterval + 2*time.Second
 	}
 	return c
 }

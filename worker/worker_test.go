@@ -22,6 +22,7 @@ import (
 	"github.com/flashsale/flashsale/lock/locktest"
 	"github.com/flashsale/flashsale/notify"
 	"github.com/flashsale/flashsale/queue"
+	"github.com/flashsale/flashsale/queue/queuetest"
 	"github.com/flashsale/flashsale/soldout"
 	"github.com/flashsale/flashsale/worker"
 )
@@ -407,49 +408,52 @@ func TestWorkerConsumesQueue(t *testing.T) {
 	}
 }
 
-// A worker crashed while it held a task: the task sits in asynq's active
-// list with a lease that is no longer renewed. The rescuer queues the order
-// again as soon as asynq reports the task orphaned, instead of waiting for
-// asynq's own recovery (up to two minutes).
-func TestRescuerRequeuesOrdersOfACrashedWorker(t *testing.T) {
+// A task no worker runs any more: its worker crashed (the lease lapses, and
+// asynq reports it orphaned), or the worker never got the dequeue's reply
+// (the lease is still valid, but no live server lists the task). The
+// rescuer queues the order again instead of waiting for asynq's own
+// recovery (up to two minutes).
+func TestRescuerRequeuesStrandedOrders(t *testing.T) {
 	t.Parallel()
-	e := newEnvWith(t, worker.Config{RescueInterval: 100 * time.Millisecond}, 5*time.Second)
-	inventorytest.CreateProduct(t, e.store, "p", 5, 0)
-	ctx := context.Background()
-	connOpt, _ := queue.ParseRedisURL(testenv.RedisURL(), 0)
-	client := asynq.NewClient(connOpt)
-	defer client.Close()
-	inspector := asynq.NewInspector(connOpt)
-	defer inspector.Close()
-	t.Cleanup(func() { _ = inspector.DeleteQueue(e.queue.Queue, true) })
-	if err := queue.NewProducer(client, e.queue).Enqueue(ctx, queue.Order{ID: "o1", ProductID: "p", UserID: "u1", Quantity: 1, AcceptedAt: time.Now()}); err != nil {
-		t.Fatal(err)
+	tests := []struct {
+		name       string
+		leaseUntil time.Duration // from now
+	}{
+		{"crashed worker: lease lapsed", -time.Second},
+		{"lost dequeue reply: lease valid, no holder", time.Minute},
 	}
-	// What asynq v0.26's dequeue script does for a worker that then dies:
-	// move the task to the active list under a lease, here already expired.
-	q := e.queue.Queue
-	if err := e.rdb.Eval(ctx, `
-		local id = redis.call("RPOPLPUSH", KEYS[1], KEYS[2])
-		redis.call("HSET", ARGV[1] .. id, "state", "active")
-		redis.call("ZADD", KEYS[3], ARGV[2], id)
-		return id`,
-		[]string{"asynq:{" + q + "}:pending", "asynq:{" + q + "}:active", "asynq:{" + q + "}:lease"},
-		"asynq:{"+q+"}:t:", time.Now().Add(-time.Second).Unix()).Err(); err != nil {
-		t.Fatal(err)
-	}
-	e.start(t)
-	testenv.Eventually(t, 20*time.Second, func() error {
-		o, err := e.store.Order(ctx, "o1")
-		if err != nil {
-			return err
-		}
-		if o.Status != inventory.StatusSucceeded {
-			return fmt.Errorf("order is %s", o.Status)
-		}
-		return nil
-	})
-	if got := counter(t, e.reg, "flashsale_worker_rescued_orders_total", nil); got != 1 {
-		t.Errorf("rescued: got %v, want 1", got)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			// No other task runs, so a grace below asynq's heartbeat is safe.
+			e := newEnvWith(t, worker.Config{RescueInterval: 100 * time.Millisecond, UnheldGrace: 300 * time.Millisecond}, 5*time.Second)
+			inventorytest.CreateProduct(t, e.store, "p", 5, 0)
+			ctx := context.Background()
+			connOpt, _ := queue.ParseRedisURL(testenv.RedisURL(), 0)
+			client := asynq.NewClient(connOpt)
+			defer client.Close()
+			inspector := asynq.NewInspector(connOpt)
+			defer inspector.Close()
+			t.Cleanup(func() { _ = inspector.DeleteQueue(e.queue.Queue, true) })
+			if err := queue.NewProducer(client, e.queue).Enqueue(ctx, queue.Order{ID: "o1", ProductID: "p", UserID: "u1", Quantity: 1, AcceptedAt: time.Now()}); err != nil {
+				t.Fatal(err)
+			}
+			queuetest.Strand(t, e.rdb, e.queue.Queue, time.Now().Add(tt.leaseUntil))
+			e.start(t)
+			testenv.Eventually(t, 20*time.Second, func() error {
+				o, err := e.store.Order(ctx, "o1")
+				if err != nil {
+					return err
+				}
+				if o.Status != inventory.StatusSucceeded {
+					return fmt.Errorf("order is %s", o.Status)
+				}
+				return nil
+			})
+			if got := counter(t, e.reg, "flashsale_worker_rescued_orders_total", nil); got != 1 {
+				t.Errorf("rescued: got %v, want 1", got)
+			}
+		})
 	}
 }
 
