@@ -238,18 +238,25 @@ func (c *Client) Acquire(ctx context.Context, key string) (*Lock, error) {
 }
 
 func (c *Client) wait(ctx context.Context, key string, ks keyset, begin time.Time, last attemptResult) (*Lock, error) {
-	c.stats.waiting.Add(1)
-	defer c.stats.waiting.Add(-1)
-
 	kw := c.hub.join(ks.channel)
 	defer c.hub.leave(kw)
-	if !c.noQueue {
+	if c.noQueue {
+		c.stats.waiting.Add(1)
+		defer c.stats.waiting.Add(-1)
+	} else {
+		turn := c.hub.enqueueTurn(kw)
+		// Counted once in the queue: a caller that sees Waiting grow knows
+		// the waiter's place is fixed.
+		c.stats.waiting.Add(1)
+		defer c.stats.waiting.Add(-1)
 		select {
-		case kw.turn <- struct{}{}:
-			defer func() { <-kw.turn }()
+		case <-turn:
+			defer c.hub.releaseTurn(kw)
 		case <-ctx.Done():
+			c.hub.abandonTurn(kw, turn)
 			return nil, c.failed(key, ctxError(ctx, last), begin)
 		case <-c.done:
+			c.hub.abandonTurn(kw, turn)
 			return nil, c.failed(key, closedError(), begin)
 		}
 	}

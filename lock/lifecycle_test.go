@@ -3,6 +3,8 @@ package lock_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -460,6 +462,69 @@ func TestLocalQueueFIFO(t *testing.T) {
 		if w != i {
 			t.Fatalf("acquisition order %v, want 0..%d in order", order, waiters-1)
 		}
+	}
+}
+
+// A waiter that gives up leaves the local queue; the ones behind it keep
+// their order, and one that gives up holding the turn passes it on.
+func TestLocalQueueSkipsWaitersThatGiveUp(t *testing.T) {
+	t.Parallel()
+	nodes := locktest.Nodes(t, 1)
+	c := locktest.Client(t, nodes, &lock.Options{KeyPrefix: locktest.Prefix(t)})
+	l := mustAcquire(t, c, "k")
+	const waiters = 5
+	quit := map[int]bool{0: true, 2: true} // 0 holds the turn when it quits
+	var (
+		mu     sync.Mutex
+		order  []int
+		wg     sync.WaitGroup
+		cancel = make([]context.CancelFunc, waiters)
+	)
+	for i := range waiters {
+		ctx, stop := context.WithCancel(locktest.Ctx(t, 20*time.Second))
+		cancel[i] = stop
+		wg.Go(func() {
+			l, err := c.Acquire(ctx, "k")
+			if quit[i] {
+				if !errors.Is(err, lock.ErrNotObtained) || !errors.Is(err, context.Canceled) {
+					t.Errorf("waiter %d: got %v, want ErrNotObtained and context.Canceled", i, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Errorf("waiter %d: %v", i, err)
+				return
+			}
+			mu.Lock()
+			order = append(order, i)
+			mu.Unlock()
+			l.Release(context.Background())
+		})
+		testenv.Eventually(t, 5*time.Second, func() error {
+			if c.Stats().Waiting != int64(i+1) {
+				return errors.New("waiter not queued yet")
+			}
+			return nil
+		})
+	}
+	for i := range waiters {
+		if quit[i] {
+			cancel[i]()
+		}
+	}
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if w := c.Stats().Waiting; w != waiters-int64(len(quit)) {
+			return fmt.Errorf("%d waiting", w)
+		}
+		return nil
+	})
+	l.Release(context.Background())
+	wg.Wait()
+	for _, stop := range cancel {
+		stop()
+	}
+	if want := []int{1, 3, 4}; !slices.Equal(order, want) {
+		t.Fatalf("acquisition order %v, want %v", order, want)
 	}
 }
 

@@ -35,11 +35,14 @@ type hub struct {
 
 type keyWaiters struct {
 	channel string
-	// turn is the local queue: the goroutine holding it is the one that
-	// contends at the nodes (capacity 1; Go's channel send queue is FIFO).
-	turn chan struct{}
 
 	// Guarded by hub.mu.
+	// The local queue: the goroutine holding the turn is the one that
+	// contends at the nodes; the others wait in turnQueue, oldest first.
+	// A goroutine's place is fixed when it enqueues (under hub.mu), not
+	// when it gets around to blocking, so arrival order is kept exactly.
+	turnHeld   bool
+	turnQueue  []chan struct{}
 	refs       int
 	listeners  map[chan struct{}]struct{}
 	ready      chan struct{} // closed once a quorum of nodes confirmed the subscription
@@ -68,7 +71,6 @@ func (h *hub) join(channel string) *keyWaiters {
 	if created {
 		kw = &keyWaiters{
 			channel:    channel,
-			turn:       make(chan struct{}, 1),
 			listeners:  make(map[chan struct{}]struct{}),
 			ready:      make(chan struct{}),
 			readyNodes: make([]bool, len(h.c.nodes)),
@@ -85,6 +87,56 @@ func (h *hub) join(channel string) *keyWaiters {
 		}
 	}
 	return kw
+}
+
+// enqueueTurn puts the caller at the end of the key's local queue and
+// returns a channel that is closed when its turn comes: at once when no one
+// holds the turn. The caller must then call releaseTurn, or abandonTurn if
+// it stops waiting.
+func (h *hub) enqueueTurn(kw *keyWaiters) chan struct{} {
+	ch := make(chan struct{})
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !kw.turnHeld {
+		kw.turnHeld = true
+		close(ch)
+		return ch
+	}
+	kw.turnQueue = append(kw.turnQueue, ch)
+	return ch
+}
+
+// releaseTurn hands the turn to the next in line.
+func (h *hub) releaseTurn(kw *keyWaiters) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.passTurn(kw)
+}
+
+// abandonTurn takes ch out of the queue; if its turn came meanwhile, it is
+// passed on.
+func (h *hub) abandonTurn(kw *keyWaiters, ch chan struct{}) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for i, c := range kw.turnQueue {
+		if c == ch {
+			kw.turnQueue = append(kw.turnQueue[:i], kw.turnQueue[i+1:]...)
+			return
+		}
+	}
+	h.passTurn(kw)
+}
+
+// passTurn must be called with h.mu held, by the turn's holder.
+func (h *hub) passTurn(kw *keyWaiters) {
+	if len(kw.turnQueue) == 0 {
+		kw.turnHeld = false
+		return
+	}
+	next := kw.turnQueue[0]
+	kw.turnQueue[0] = nil
+	kw.turnQueue = kw.turnQueue[1:]
+	close(next)
 }
 
 func (h *hub) leave(kw *keyWaiters) {
