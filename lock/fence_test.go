@@ -82,7 +82,9 @@ func TestFencingNodeRestartsEmpty(t *testing.T) {
 		rs[i] = &redisClient{node: node, c: rdbs[i]}
 		universal[i] = rdbs[i]
 	}
-	c, err := lock.New(universal, &lock.Options{TTL: 2 * time.Second, KeyPrefix: prefix})
+	// NodeTimeout well above the default (20ms at this TTL): the test is
+	// about tokens, and a loaded CI machine can take longer to answer.
+	c, err := lock.New(universal, &lock.Options{TTL: 2 * time.Second, NodeTimeout: 300 * time.Millisecond, KeyPrefix: prefix})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -196,7 +198,7 @@ func TestFencingRejectsStaleWriter(t *testing.T) {
 		}
 		return n
 	}
-	a := locktest.Client(t, nodes, &lock.Options{TTL: 150 * time.Millisecond, RenewInterval: -1, KeyPrefix: prefix})
+	a := locktest.Client(t, nodes, &lock.Options{TTL: 150 * time.Millisecond, NodeTimeout: 50 * time.Millisecond, RenewInterval: -1, KeyPrefix: prefix})
 	b := locktest.Client(t, nodes, &lock.Options{KeyPrefix: prefix})
 
 	la := mustAcquire(t, a, "sku")

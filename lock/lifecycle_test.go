@@ -143,7 +143,7 @@ func TestCancelledWaiterLeavesNothing(t *testing.T) {
 	t.Parallel()
 	nodes := locktest.Nodes(t, 3)
 	prefix := locktest.Prefix(t)
-	opts := &lock.Options{TTL: 2 * time.Second, KeyPrefix: prefix}
+	opts := &lock.Options{TTL: 2 * time.Second, NodeTimeout: 200 * time.Millisecond, KeyPrefix: prefix}
 	holder := locktest.Client(t, nodes, opts)
 	waiter := locktest.Client(t, nodes, opts)
 	l := mustAcquire(t, holder, "k")
