@@ -313,6 +313,26 @@ func TestRecordFailed(t *testing.T) {
 	}
 }
 
+func TestOrdersReadsManyInOneCall(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := inventorytest.NewStore(t)
+	inventorytest.CreateProduct(t, s, "p", 1, 0)
+	if _, err := s.Apply(ctx, inventory.Batch{Orders: []inventory.OrderRequest{req("a", "p", "u1", 1, 1), req("b", "p", "u2", 1, 2)}, Tokens: map[string]int64{"p": 1}}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Orders(ctx, []string{"a", "b", "queued", "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got["a"].Status != inventory.StatusSucceeded || got["b"].Status != inventory.StatusSoldOut || got["b"].UserID != "u2" {
+		t.Fatalf("Orders = %+v, want a succeeded and b sold out, nothing else", got)
+	}
+	if got, err := s.Orders(ctx, nil); err != nil || len(got) != 0 {
+		t.Fatalf("Orders(nil) = %v, %v; want empty", got, err)
+	}
+}
+
 func TestProductsCRUD(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()

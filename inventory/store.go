@@ -192,6 +192,31 @@ func (s *Store) Order(ctx context.Context, id string) (Order, error) {
 	return o, nil
 }
 
+// Orders returns the decided orders among ids, by id, in one query; ids
+// with no recorded outcome are absent from the map.
+func (s *Store) Orders(ctx context.Context, ids []string) (map[string]Order, error) {
+	out := make(map[string]Order, len(ids))
+	if len(ids) == 0 {
+		return out, nil
+	}
+	rows, err := s.pool.Query(ctx, `SELECT `+orderColumns+` FROM orders WHERE id = ANY($1)`, ids)
+	if err != nil {
+		return nil, fmt.Errorf("orders: %w", translate(err))
+	}
+	defer rows.Close()
+	for rows.Next() {
+		o, err := scanOrder(rows)
+		if err != nil {
+			return nil, fmt.Errorf("orders: %w", translate(err))
+		}
+		out[o.ID] = o
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("orders: %w", translate(err))
+	}
+	return out, nil
+}
+
 func isUniqueViolation(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && pgErr.Code == "23505"

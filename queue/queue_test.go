@@ -127,7 +127,7 @@ func newEnv(t *testing.T) *env {
 	ai := asynq.NewInspectorFromRedisClient(rdb)
 	return &env{rdb: rdb, name: name, asynq: ai,
 		producer:  queue.NewProducer(asynq.NewClientFromRedisClient(rdb), opts),
-		inspector: queue.NewInspector(ai, opts)}
+		inspector: queue.NewInspector(rdb, opts)}
 }
 
 func TestEnqueueRefusesADuplicateID(t *testing.T) {
@@ -200,6 +200,9 @@ func TestLookupStates(t *testing.T) {
 		t.Fatal(err)
 	}
 	want("dead", queue.Dead)
+	if st, err := e.inspector.States(ctx, []string{"pending", "none", "dead", "run"}); err != nil || !reflect.DeepEqual(st, []queue.State{queue.Waiting, 0, queue.Dead, queue.Waiting}) {
+		t.Fatalf("States = %v, %v; want [Waiting 0 Dead Waiting]", st, err)
+	}
 
 	// Running and Done need a server. Only "run" and "done" are pending
 	// once "pending" is deleted.
@@ -229,6 +232,9 @@ func TestLookupStates(t *testing.T) {
 		}
 		return nil
 	})
+	if st, err := e.inspector.States(ctx, []string{"run"}); err != nil || st[0] != queue.Running {
+		t.Fatalf("States(run) = %v, %v; want Running", st, err)
+	}
 	close(release)
 	testenv.Eventually(t, 20*time.Second, func() error {
 		if _, err := e.inspector.Lookup(ctx, "run"); !errors.Is(err, queue.ErrNotFound) {
@@ -327,7 +333,7 @@ func TestUnavailableWhenRedisIsDown(t *testing.T) {
 	opts := queue.Options{Queue: "q"}
 	ctx := context.Background()
 	producer := queue.NewProducer(asynq.NewClientFromRedisClient(rdb), opts)
-	inspector := queue.NewInspector(asynq.NewInspectorFromRedisClient(rdb), opts)
+	inspector := queue.NewInspector(rdb, opts)
 	if err := producer.Enqueue(ctx, order("A")); !errors.Is(err, queue.ErrUnavailable) {
 		t.Errorf("Enqueue = %v, want ErrUnavailable", err)
 	}
@@ -336,6 +342,12 @@ func TestUnavailableWhenRedisIsDown(t *testing.T) {
 	}
 	if _, err := inspector.Stats(ctx); !errors.Is(err, queue.ErrUnavailable) {
 		t.Errorf("Stats = %v, want ErrUnavailable", err)
+	}
+	if _, err := inspector.States(ctx, []string{"A"}); !errors.Is(err, queue.ErrUnavailable) {
+		t.Errorf("States = %v, want ErrUnavailable", err)
+	}
+	if _, err := inspector.Active(ctx, 10); !errors.Is(err, queue.ErrUnavailable) {
+		t.Errorf("Active = %v, want ErrUnavailable", err)
 	}
 }
 

@@ -7,10 +7,12 @@ import (
 	"crypto/tls"
 	"errors"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/flashsale/flashsale/internal/testenv"
 )
@@ -64,8 +66,8 @@ func enqueueAndFind(t *testing.T, connOpt asynq.RedisConnOpt) {
 	t.Helper()
 	client := asynq.NewClient(connOpt)
 	defer client.Close()
-	in := asynq.NewInspector(connOpt)
-	defer in.Close()
+	rdb := connOpt.MakeRedisClient().(redis.UniversalClient)
+	defer rdb.Close()
 	opts := Options{Queue: "orders"}
 	o := Order{ID: "01KB0000000000000000000001", ProductID: "p", UserID: "u", Quantity: 1, AcceptedAt: time.Now().UTC()}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -76,10 +78,13 @@ func enqueueAndFind(t *testing.T, connOpt asynq.RedisConnOpt) {
 	if err := NewProducer(client, opts).Enqueue(ctx, o); !errors.Is(err, ErrDuplicate) {
 		t.Errorf("enqueue again: got %v, want ErrDuplicate", err)
 	}
-	inspector := NewInspector(in, opts)
+	inspector := NewInspector(rdb, opts)
 	ti, err := inspector.Lookup(ctx, o.ID)
 	if err != nil || ti.State != Waiting || ti.Order.ProductID != "p" {
 		t.Errorf("lookup: got %+v, %v; want the waiting order", ti, err)
+	}
+	if st, err := inspector.States(ctx, []string{"01KB0000000000000000000000", o.ID}); err != nil || !slices.Equal(st, []State{0, Waiting}) {
+		t.Errorf("states: got %v, %v; want [0 Waiting]", st, err)
 	}
 	st, err := inspector.Stats(ctx)
 	if err != nil || st.Size != 1 || st.Pending != 1 {

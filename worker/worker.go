@@ -214,18 +214,16 @@ func (w *Worker) Start(ctx context.Context) error {
 		return fmt.Errorf("worker: start: %w", err)
 	}
 	client := asynq.NewClient(w.connOpt)
-	inspector := asynq.NewInspector(w.connOpt)
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		w.runRescuer(rctx, queue.NewInspector(inspector, w.cfg.Queue), queue.NewProducer(client, w.cfg.Queue))
+		w.runRescuer(rctx, queue.NewInspector(w.rdb, w.cfg.Queue), queue.NewProducer(client, w.cfg.Queue))
 	}()
 	w.stopAux = func() {
 		cancel()
 		<-done
 		_ = client.Close()
-		_ = inspector.Close()
 	}
 	return nil
 }

@@ -390,7 +390,7 @@ func TestWorkerConsumesQueue(t *testing.T) {
 			t.Errorf("%s: got %+v %v, want %s", id, o, err, st)
 		}
 	}
-	in := queue.NewInspector(inspector, e.queue)
+	in := queue.NewInspector(e.rdb, e.queue)
 	testenv.Eventually(t, 10*time.Second, func() error {
 		st, err := in.Stats(context.Background())
 		if err != nil {

@@ -138,7 +138,7 @@ func serveAPI(ctx context.Context, cfg config, log *slog.Logger, ready func(addr
 		log.Info("per-user order rate limit", "limit", limiter.String())
 	}
 	qopts := queueOptions(cfg)
-	svc := sale.New(store, queue.NewProducer(client, qopts), queue.NewInspector(inspector, qopts),
+	svc := sale.New(store, queue.NewProducer(client, qopts), queue.NewInspector(rdb, qopts),
 		gate, hub, sopts)
 	reg := newRegistry()
 	// Queue size, latency and task counts of every queue on the queue's

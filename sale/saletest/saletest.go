@@ -106,7 +106,7 @@ func New(t testing.TB, opts *Options) *Env {
 	qopts := queue.Options{Queue: e.Queue}
 	client := asynq.NewClientFromRedisClient(e.Redis)
 	e.Asynq = asynq.NewInspectorFromRedisClient(e.Redis)
-	e.Inspector = queue.NewInspector(e.Asynq, qopts)
+	e.Inspector = queue.NewInspector(e.Redis, qopts)
 	e.Gate = soldout.New(e.Redis, soldout.Options{KeyPrefix: e.Prefix, CacheTTL: opts.CacheTTL, OpenTTL: opts.CacheTTL})
 	e.Publisher = notify.NewPublisher(e.Redis, e.Prefix)
 	e.Hub = notify.NewHub(e.Redis, e.Prefix)

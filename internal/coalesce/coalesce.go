@@ -1,0 +1,119 @@
+// Package coalesce merges concurrent point lookups into batch lookups: one
+// round trip (one SQL query with = ANY, one Redis pipeline) for the keys that
+// many goroutines ask for at about the same time.
+//
+// It batches while busy, not by a time window: a lookup that finds no batch
+// in flight starts one at once, and the lookups that arrive while it runs go
+// together into the next. So a lone request waits for nothing, and under
+// load the batches grow with the load, as the worker's group commit does.
+// Dataloader libraries (graph-gophers/dataloader, vikstrous/dataloadgen)
+// wait a fixed window (16ms by default) to gather a batch, which would add
+// that much to every order when traffic is light; hence this small package.
+package coalesce
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// Fetch looks up keys in one call (keys are distinct). Keys absent from the
+// result were not found. An error fails every lookup of the batch.
+type Fetch[K comparable, V any] func(ctx context.Context, keys []K) (map[K]V, error)
+
+// Loader coalesces lookups into calls of its Fetch, one at a time.
+type Loader[K comparable, V any] struct {
+	fetch   Fetch[K, V]
+	max     int
+	timeout time.Duration
+
+	mu      sync.Mutex
+	queue   []*call[K, V]
+	running bool
+}
+
+type call[K comparable, V any] struct {
+	key  K
+	done chan struct{}
+	v    V
+	ok   bool
+	err  error
+}
+
+// New returns a Loader. max bounds the keys of one Fetch (0: 256); timeout
+// bounds each Fetch (0: 5s), which runs under its own context so that one
+// caller giving up does not fail the others.
+func New[K comparable, V any](fetch Fetch[K, V], max int, timeout time.Duration) *Loader[K, V] {
+	if max <= 0 {
+		max = 256
+	}
+	if timeout <= 0 {
+		timeout = 5 * time.Second
+	}
+	return &Loader[K, V]{fetch: fetch, max: max, timeout: timeout}
+}
+
+// Load looks key up with the next batch. ok is false when it was not found;
+// err is the batch's error, or ctx's when ctx ends first.
+func (l *Loader[K, V]) Load(ctx context.Context, key K) (v V, ok bool, err error) {
+	c := &call[K, V]{key: key, done: make(chan struct{})}
+	l.mu.Lock()
+	l.queue = append(l.queue, c)
+	if !l.running {
+		l.running = true
+		go l.run()
+	}
+	l.mu.Unlock()
+	select {
+	case <-c.done:
+		return c.v, c.ok, c.err
+	case <-ctx.Done():
+		return v, false, ctx.Err()
+	}
+}
+
+// Pending is how many lookups wait for the next batch.
+func (l *Loader[K, V]) Pending() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.queue)
+}
+
+// run fetches batches until the queue is empty.
+func (l *Loader[K, V]) run() {
+	for {
+		l.mu.Lock()
+		if len(l.queue) == 0 {
+			l.running = false
+			l.mu.Unlock()
+			return
+		}
+		n := min(len(l.queue), l.max)
+		batch := make([]*call[K, V], n)
+		copy(batch, l.queue)
+		rest := copy(l.queue, l.queue[n:])
+		clear(l.queue[rest:]) // drop references to the calls taken
+		l.queue = l.queue[:rest]
+		l.mu.Unlock()
+
+		keys := make([]K, 0, len(batch))
+		seen := make(map[K]bool, len(batch))
+		for _, c := range batch {
+			if !seen[c.key] {
+				seen[c.key] = true
+				keys = append(keys, c.key)
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), l.timeout)
+		found, err := l.fetch(ctx, keys)
+		cancel()
+		for _, c := range batch {
+			if err != nil {
+				c.err = err
+			} else {
+				c.v, c.ok = found[c.key]
+			}
+			close(c.done)
+		}
+	}
+}

@@ -1,0 +1,169 @@
+package coalesce_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/flashsale/flashsale/internal/coalesce"
+)
+
+// recorder is a Fetch that records its batches and can be held.
+type recorder struct {
+	mu      sync.Mutex
+	batches [][]string
+	hold    chan struct{} // if set, the first fetch waits for it to close
+	entered chan struct{} // closed when the first fetch has started
+	once    sync.Once
+	err     error
+}
+
+func newRecorder(hold bool) *recorder {
+	r := &recorder{entered: make(chan struct{})}
+	if hold {
+		r.hold = make(chan struct{})
+	}
+	return r
+}
+
+func (r *recorder) fetch(ctx context.Context, keys []string) (map[string]int, error) {
+	r.mu.Lock()
+	first := len(r.batches) == 0
+	r.batches = append(r.batches, slices.Clone(keys))
+	r.mu.Unlock()
+	if first {
+		r.once.Do(func() { close(r.entered) })
+		if r.hold != nil {
+			<-r.hold
+		}
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	out := map[string]int{}
+	for _, k := range keys {
+		if k != "missing" {
+			out[k] = len(k)
+		}
+	}
+	return out, nil
+}
+
+func (r *recorder) sizes() []int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []int
+	for _, b := range r.batches {
+		out = append(out, len(b))
+	}
+	return out
+}
+
+func TestLoneLookupIsNotDelayed(t *testing.T) {
+	t.Parallel()
+	r := newRecorder(false)
+	l := coalesce.New(r.fetch, 0, 0)
+	for _, tt := range []struct {
+		key    string
+		want   int
+		wantOK bool
+	}{{"abc", 3, true}, {"missing", 0, false}} {
+		v, ok, err := l.Load(context.Background(), tt.key)
+		if err != nil || ok != tt.wantOK || v != tt.want {
+			t.Errorf("Load(%q) = %d, %v, %v; want %d, %v, nil", tt.key, v, ok, err, tt.want, tt.wantOK)
+		}
+	}
+	if got := r.sizes(); !slices.Equal(got, []int{1, 1}) {
+		t.Errorf("batches %v, want one per lookup", got)
+	}
+}
+
+// Lookups that arrive while a fetch runs go together into the next one,
+// in batches of at most max keys, each key once.
+func TestLookupsWhileBusyShareABatch(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		max   int
+		keys  []string
+		sizes []int // of the batches after the first
+	}{
+		{"all in one", 0, []string{"a", "bb", "ccc", "dddd", "bb"}, []int{4}},
+		{"bounded by max", 2, []string{"a", "bb", "ccc", "dddd", "eeeee"}, []int{2, 2, 1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			r := newRecorder(true)
+			l := coalesce.New(r.fetch, tt.max, 0)
+			var wg sync.WaitGroup
+			wg.Go(func() { _, _, _ = l.Load(context.Background(), "first") })
+			<-r.entered
+			errs := make(chan error, len(tt.keys))
+			var queued sync.WaitGroup
+			for _, k := range tt.keys {
+				queued.Add(1)
+				wg.Go(func() {
+					queued.Done()
+					v, ok, err := l.Load(context.Background(), k)
+					if err != nil || !ok || v != len(k) {
+						errs <- fmt.Errorf("Load(%q) = %d, %v, %v", k, v, ok, err)
+					}
+				})
+			}
+			queued.Wait()
+			// Wait until every lookup queues behind the held fetch.
+			deadline := time.Now().Add(5 * time.Second)
+			for l.Pending() < len(tt.keys) && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond)
+			}
+			close(r.hold)
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Error(err)
+			}
+			if got := r.sizes(); !slices.Equal(got[1:], tt.sizes) {
+				t.Errorf("batch sizes %v, want 1 then %v", got, tt.sizes)
+			}
+		})
+	}
+}
+
+func TestFetchErrorFailsTheBatch(t *testing.T) {
+	t.Parallel()
+	r := newRecorder(false)
+	r.err = errors.New("down")
+	l := coalesce.New(r.fetch, 0, 0)
+	if _, ok, err := l.Load(context.Background(), "a"); !errors.Is(err, r.err) || ok {
+		t.Fatalf("Load = %v, %v; want the fetch error", ok, err)
+	}
+}
+
+func TestCallerGivingUpDoesNotFailOthers(t *testing.T) {
+	t.Parallel()
+	r := newRecorder(true)
+	l := coalesce.New(r.fetch, 0, 0)
+	got := make(chan error, 1)
+	go func() {
+		_, ok, err := l.Load(context.Background(), "first")
+		if err == nil && !ok {
+			err = errors.New("not found")
+		}
+		got <- err
+	}()
+	<-r.entered
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, _, err := l.Load(ctx, "gone"); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled Load = %v, want context.Canceled", err)
+	}
+	close(r.hold)
+	if err := <-got; err != nil {
+		t.Errorf("other Load = %v, want found", err)
+	}
+}
