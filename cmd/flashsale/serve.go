@@ -104,9 +104,11 @@ func serveAPI(ctx context.Context, cfg config, log *slog.Logger, ready func(addr
 	if err := rdb.Ping(ctx).Err(); err != nil {
 		return fmt.Errorf("FLASHSALE_REDIS_URL: %w", err)
 	}
-	client := asynq.NewClient(connOpt)
+	// The producer and the inspector share rdb's pool (Close leaves a
+	// shared client open).
+	client := asynq.NewClientFromRedisClient(rdb)
 	defer client.Close()
-	inspector := asynq.NewInspector(connOpt)
+	inspector := asynq.NewInspectorFromRedisClient(rdb)
 	defer inspector.Close()
 
 	// Subscriptions: decided orders wake long polls; sold-out changes
