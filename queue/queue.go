@@ -131,20 +131,21 @@ func (p *Producer) Enqueue(ctx context.Context, o Order) error {
 }
 
 // RescueSuffix ends the task id of a rescue task: a second task for an
-// order whose first task was orphaned by a crashed worker.
+// order whose task was stranded (its worker crashed, or never got it).
 const RescueSuffix = ":rescue"
 
-// Rescue enqueues a second task for an order whose task is stuck with a
-// crashed worker, under the task id o.ID+RescueSuffix. It returns
-// [ErrDuplicate] when a rescue task is already queued. Deciding the order
-// twice is harmless: the second decision is a replay.
-func (p *Producer) Rescue(ctx context.Context, o Order) error {
+// Rescue enqueues another task for order o, whose task stranded is stuck,
+// under the task id stranded+RescueSuffix: derived from the stuck task, so
+// that rescuing it twice queues one task ([ErrDuplicate] the second time),
+// and a stuck rescue task can itself be rescued. Deciding the order twice
+// is harmless: the second decision is a replay.
+func (p *Producer) Rescue(ctx context.Context, stranded string, o Order) error {
 	task, err := Encode(o)
 	if err != nil {
 		return err
 	}
 	_, err = p.client.EnqueueContext(ctx, task,
-		asynq.TaskID(o.ID+RescueSuffix), asynq.Queue(p.opts.Queue),
+		asynq.TaskID(stranded+RescueSuffix), asynq.Queue(p.opts.Queue),
 		asynq.MaxRetry(p.opts.MaxRetry), asynq.Timeout(p.opts.Timeout))
 	switch {
 	case err == nil:

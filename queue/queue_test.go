@@ -163,6 +163,36 @@ func TestEnqueueRefusesADuplicateID(t *testing.T) {
 	}
 }
 
+// A rescue task's id derives from the stuck task's: one per stuck task, and
+// a stuck rescue task can be rescued in turn.
+func TestRescueIDs(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	steps := []struct {
+		stranded string
+		wantErr  error
+	}{
+		{"A", nil},
+		{"A", queue.ErrDuplicate},
+		{"A" + queue.RescueSuffix, nil},
+	}
+	for _, s := range steps {
+		if err := e.producer.Rescue(ctx, s.stranded, order("A")); !errors.Is(err, s.wantErr) {
+			t.Fatalf("Rescue(%q) = %v, want %v", s.stranded, err, s.wantErr)
+		}
+	}
+	for _, id := range []string{"A:rescue", "A:rescue:rescue"} {
+		info, err := e.asynq.GetTaskInfo(e.name, id)
+		if err != nil {
+			t.Fatalf("task %s: %v", id, err)
+		}
+		if o, err := queue.Decode(info.Payload); err != nil || o != order("A") {
+			t.Errorf("task %s carries %+v, %v; want order A", id, o, err)
+		}
+	}
+}
+
 func TestLookupStates(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)

@@ -82,7 +82,7 @@ func (w *Worker) rescue(ctx context.Context, in *queue.Inspector, prod *queue.Pr
 	if err != nil {
 		return nil, err
 	}
-	var stranded []queue.Order
+	var stranded []queue.ActiveTask
 	seen := make(map[string]bool, len(tasks))
 	for _, t := range tasks {
 		if !t.Held {
@@ -92,7 +92,7 @@ func (w *Worker) rescue(ctx context.Context, in *queue.Inspector, prod *queue.Pr
 			}
 		}
 		if t.Orphaned || (!t.Held && now.Sub(unheld[t.TaskID]) >= w.cfg.UnheldGrace) {
-			stranded = append(stranded, t.Order)
+			stranded = append(stranded, t)
 		}
 	}
 	for id := range unheld {
@@ -101,7 +101,8 @@ func (w *Worker) rescue(ctx context.Context, in *queue.Inspector, prod *queue.Pr
 		}
 	}
 	var ids []string
-	for _, o := range stranded {
+	for _, t := range stranded {
+		o := t.Order
 		_, err := w.store.Order(ctx, o.ID)
 		if err == nil {
 			continue // decided; asynq will retire the stranded task
@@ -109,7 +110,7 @@ func (w *Worker) rescue(ctx context.Context, in *queue.Inspector, prod *queue.Pr
 		if !errors.Is(err, inventory.ErrNotFound) {
 			return ids, err
 		}
-		switch err := prod.Rescue(ctx, o); {
+		switch err := prod.Rescue(ctx, t.TaskID, o); {
 		case err == nil:
 			ids = append(ids, o.ID)
 			w.metrics.rescued.Inc()
