@@ -424,107 +424,80 @@ func TestWakeUp(t *testing.T) {
 }
 
 // TestLocalQueueFIFO: goroutines of one client waiting for the same key
-// acquire it in arrival order.
+// acquire it in arrival order. A waiter that gives up leaves the queue; the
+// ones behind it keep their order, and one that gives up holding the turn
+// passes it on.
 func TestLocalQueueFIFO(t *testing.T) {
 	t.Parallel()
-	nodes := locktest.Nodes(t, 1)
-	c := locktest.Client(t, nodes, &lock.Options{KeyPrefix: locktest.Prefix(t)})
-	l := mustAcquire(t, c, "k")
-	const waiters = 5
-	var (
-		mu    sync.Mutex
-		order []int
-		wg    sync.WaitGroup
-	)
-	for i := range waiters {
-		wg.Go(func() {
-			l, err := c.Acquire(locktest.Ctx(t, 20*time.Second), "k")
-			if err != nil {
-				t.Errorf("waiter %d: %v", i, err)
-				return
-			}
-			mu.Lock()
-			order = append(order, i)
-			mu.Unlock()
-			l.Release(context.Background())
-		})
-		// Queue them one by one.
-		testenv.Eventually(t, 5*time.Second, func() error {
-			if c.Stats().Waiting != int64(i+1) {
-				return errors.New("waiter not queued yet")
-			}
-			return nil
-		})
+	tests := []struct {
+		name string
+		quit map[int]bool // waiters that give up (0 holds the turn)
+		want []int
+	}{
+		{"arrival order", nil, []int{0, 1, 2, 3, 4}},
+		{"waiters that give up", map[int]bool{0: true, 2: true}, []int{1, 3, 4}},
 	}
-	l.Release(context.Background())
-	wg.Wait()
-	for i, w := range order {
-		if w != i {
-			t.Fatalf("acquisition order %v, want 0..%d in order", order, waiters-1)
-		}
-	}
-}
-
-// A waiter that gives up leaves the local queue; the ones behind it keep
-// their order, and one that gives up holding the turn passes it on.
-func TestLocalQueueSkipsWaitersThatGiveUp(t *testing.T) {
-	t.Parallel()
-	nodes := locktest.Nodes(t, 1)
-	c := locktest.Client(t, nodes, &lock.Options{KeyPrefix: locktest.Prefix(t)})
-	l := mustAcquire(t, c, "k")
-	const waiters = 5
-	quit := map[int]bool{0: true, 2: true} // 0 holds the turn when it quits
-	var (
-		mu     sync.Mutex
-		order  []int
-		wg     sync.WaitGroup
-		cancel = make([]context.CancelFunc, waiters)
-	)
-	for i := range waiters {
-		ctx, stop := context.WithCancel(locktest.Ctx(t, 20*time.Second))
-		cancel[i] = stop
-		wg.Go(func() {
-			l, err := c.Acquire(ctx, "k")
-			if quit[i] {
-				if !errors.Is(err, lock.ErrNotObtained) || !errors.Is(err, context.Canceled) {
-					t.Errorf("waiter %d: got %v, want ErrNotObtained and context.Canceled", i, err)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			nodes := locktest.Nodes(t, 1)
+			c := locktest.Client(t, nodes, &lock.Options{KeyPrefix: locktest.Prefix(t)})
+			l := mustAcquire(t, c, "k")
+			const waiters = 5
+			var (
+				mu     sync.Mutex
+				order  []int
+				wg     sync.WaitGroup
+				cancel = make([]context.CancelFunc, waiters)
+			)
+			for i := range waiters {
+				ctx, stop := context.WithCancel(locktest.Ctx(t, 20*time.Second))
+				cancel[i] = stop
+				wg.Go(func() {
+					l, err := c.Acquire(ctx, "k")
+					if tt.quit[i] {
+						if !errors.Is(err, lock.ErrNotObtained) || !errors.Is(err, context.Canceled) {
+							t.Errorf("waiter %d: got %v, want ErrNotObtained and context.Canceled", i, err)
+						}
+						return
+					}
+					if err != nil {
+						t.Errorf("waiter %d: %v", i, err)
+						return
+					}
+					mu.Lock()
+					order = append(order, i)
+					mu.Unlock()
+					l.Release(context.Background())
+				})
+				// Queue them one by one.
+				testenv.Eventually(t, 5*time.Second, func() error {
+					if c.Stats().Waiting != int64(i+1) {
+						return errors.New("waiter not queued yet")
+					}
+					return nil
+				})
+			}
+			for i := range waiters {
+				if tt.quit[i] {
+					cancel[i]()
 				}
-				return
 			}
-			if err != nil {
-				t.Errorf("waiter %d: %v", i, err)
-				return
-			}
-			mu.Lock()
-			order = append(order, i)
-			mu.Unlock()
+			testenv.Eventually(t, 5*time.Second, func() error {
+				if w := c.Stats().Waiting; w != waiters-int64(len(tt.quit)) {
+					return fmt.Errorf("%d waiting", w)
+				}
+				return nil
+			})
 			l.Release(context.Background())
-		})
-		testenv.Eventually(t, 5*time.Second, func() error {
-			if c.Stats().Waiting != int64(i+1) {
-				return errors.New("waiter not queued yet")
+			wg.Wait()
+			for _, stop := range cancel {
+				stop()
 			}
-			return nil
+			if !slices.Equal(order, tt.want) {
+				t.Fatalf("acquisition order %v, want %v", order, tt.want)
+			}
 		})
-	}
-	for i := range waiters {
-		if quit[i] {
-			cancel[i]()
-		}
-	}
-	testenv.Eventually(t, 5*time.Second, func() error {
-		if w := c.Stats().Waiting; w != waiters-int64(len(quit)) {
-			return fmt.Errorf("%d waiting", w)
-		}
-		return nil
-	})
-	l.Release(context.Background())
-	wg.Wait()
-	for _, stop := range cancel {
-		stop()
-	}
-	if want := []int{1, 3, 4}; !slices.Equal(order, want) {
-		t.Fatalf("acquisition order %v, want %v", order, want)
 	}
 }
 
