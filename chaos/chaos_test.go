@@ -20,13 +20,14 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/flashsale/flashsale/internal/cluster"
 	"github.com/flashsale/flashsale/internal/localsvc"
 	"github.com/flashsale/flashsale/internal/testenv"
 	"github.com/flashsale/flashsale/inventory"
 	"github.com/flashsale/flashsale/loadtest"
+	"github.com/flashsale/flashsale/queue/queuetest"
 )
 
 const (
@@ -206,9 +207,9 @@ func runCase(t *testing.T, e *env, i int, name string, when trigger, fault func(
 		})
 		done <- outcome{rep, err}
 	}()
-	in := asynq.NewInspector(asynq.RedisClientOpt{Addr: e.queue.Addr()})
-	defer in.Close()
-	q := waitQueue(t, in, queueName, done, "queued", func(q *asynq.QueueInfo) bool { return q.Pending >= queuedFirst })
+	rdb := redis.NewClient(&redis.Options{Addr: e.queue.Addr()})
+	defer rdb.Close()
+	q := waitQueue(t, rdb, queueName, done, "queued", func(q depth) bool { return q.pending >= queuedFirst })
 	var faultAt time.Time
 	if when == submitting {
 		faultAt = inject(t, e, c, q, name, started, fault)
@@ -217,7 +218,7 @@ func runCase(t *testing.T, e *env, i int, name string, when trigger, fault func(
 		t.Fatal(err)
 	}
 	if when == workersBusy {
-		q = waitQueue(t, in, queueName, done, "active", func(q *asynq.QueueInfo) bool { return q.Active >= faultActive })
+		q = waitQueue(t, rdb, queueName, done, "active", func(q depth) bool { return q.active >= faultActive })
 		faultAt = inject(t, e, c, q, name, started, fault)
 	}
 	o := <-done
@@ -248,37 +249,48 @@ func runCase(t *testing.T, e *env, i int, name string, when trigger, fault func(
 	return res
 }
 
-// waitQueue polls the queue until cond holds, for up to 30s. The burst
-// ending first is a failure: the fault would not be mid-burst.
-func waitQueue[T any](t *testing.T, in *asynq.Inspector, queueName string, done <-chan T, what string, cond func(*asynq.QueueInfo) bool) *asynq.QueueInfo {
+// depth is the queue's pending and active task counts.
+type depth struct{ pending, active int64 }
+
+// waitQueue polls the queue until cond holds, for up to 30s. It reads the
+// counts with queuetest.Depth every millisecond: the moment the workers
+// hold many tasks can last well under a second, and asynq's
+// GetQueueInfo, at tens of milliseconds a call on a loaded machine, misses
+// it. The burst ending first is a failure: the fault would not be
+// mid-burst.
+func waitQueue[T any](t *testing.T, rdb *redis.Client, queueName string, done <-chan T, what string, cond func(depth) bool) depth {
 	t.Helper()
+	ctx := context.Background()
 	deadline := time.Now().Add(30 * time.Second)
-	var last *asynq.QueueInfo
+	var last depth
+	var lastErr error
 	for {
 		select {
 		case <-done:
-			t.Fatalf("burst ended while waiting for %s tasks (last: %+v)", what, last)
+			t.Fatalf("burst ended while waiting for %s tasks (last: %+v, error %v)", what, last, lastErr)
 		default:
 		}
-		if q, err := in.GetQueueInfo(queueName); err == nil {
-			last = q
-			if cond(q) {
-				return q
+		pending, active, err := queuetest.Depth(ctx, rdb, queueName)
+		if err == nil {
+			last = depth{pending, active}
+			if cond(last) {
+				return last
 			}
 		}
+		lastErr = err
 		if time.Now().After(deadline) {
-			t.Fatalf("not enough %s tasks within 30s (last: %+v)", what, last)
+			t.Fatalf("not enough %s tasks within 30s (last: %+v, error %v)", what, last, lastErr)
 		}
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(time.Millisecond)
 	}
 }
 
 // inject runs the fault and returns when it began; q is the queue as last
 // seen.
-func inject(t *testing.T, e *env, c *cluster.Cluster, q *asynq.QueueInfo, name string, started time.Time, fault func(*testing.T, *env, *cluster.Cluster)) time.Time {
+func inject(t *testing.T, e *env, c *cluster.Cluster, q depth, name string, started time.Time, fault func(*testing.T, *env, *cluster.Cluster)) time.Time {
 	t.Helper()
 	at := time.Now()
-	t.Logf("fault: %s (at %v, %d tasks queued, %d active)", name, at.Sub(started).Round(time.Millisecond), q.Pending, q.Active)
+	t.Logf("fault: %s (at %v, %d tasks queued, %d active)", name, at.Sub(started).Round(time.Millisecond), q.pending, q.active)
 	fault(t, e, c)
 	return at
 }

@@ -357,6 +357,31 @@ func TestActiveTellsHeldFromStranded(t *testing.T) {
 	}
 }
 
+// queuetest.Depth reads asynq's lists directly; it must agree with asynq.
+func TestDepthAgreesWithAsynq(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	for i := range 5 {
+		if err := e.producer.Enqueue(ctx, order(fmt.Sprintf("o%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	queuetest.Strand(t, e.rdb, e.name, time.Now().Add(time.Minute))
+	queuetest.Strand(t, e.rdb, e.name, time.Now().Add(time.Minute))
+	pending, active, err := queuetest.Depth(ctx, e.rdb, e.name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := e.asynq.GetQueueInfo(e.name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pending != 3 || active != 2 || int(pending) != q.Pending || int(active) != q.Active {
+		t.Fatalf("Depth = %d pending, %d active; asynq says %d, %d; want 3, 2", pending, active, q.Pending, q.Active)
+	}
+}
+
 func TestUnavailableWhenRedisIsDown(t *testing.T) {
 	t.Parallel()
 	rdb := testenv.UnreachableRedis(t)
