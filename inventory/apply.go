@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // OrderRequest is an accepted order waiting for its outcome.
@@ -81,18 +82,9 @@ func (s *Store) Apply(ctx context.Context, b Batch) (*Result, error) {
 	// redelivery is rare): that spares reading the orders table. If the
 	// insert meets an order that exists, the transaction is rolled back and
 	// run again, this time reading which orders were decided.
-	var res *Result
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		var err error
-		res, err = apply(ctx, tx, b, false)
-		return err
-	})
+	res, err := s.applyTx(ctx, b, false)
 	if errors.Is(err, errReplayed) {
-		err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-			var err error
-			res, err = apply(ctx, tx, b, true)
-			return err
-		})
+		res, err = s.applyTx(ctx, b, true)
 	}
 	if err != nil {
 		var stale *StaleFenceError
@@ -102,6 +94,26 @@ func (s *Store) Apply(ctx context.Context, b Batch) (*Result, error) {
 		return nil, fmt.Errorf("apply batch of %d: %w", len(b.Orders), translate(err))
 	}
 	return res, nil
+}
+
+// applyTx runs apply on a connection of its own and rolls back whatever it
+// left open. apply opens and ends the transaction itself (see there), so
+// the connection is used directly rather than through pgx.BeginFunc.
+func (s *Store) applyTx(ctx context.Context, b Batch, readDecided bool) (*Result, error) {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	// pgxpool closes, rather than reuses, a connection released while in a
+	// transaction: the rollback below is for a clean reuse, not for safety.
+	defer conn.Release()
+	res, err := apply(ctx, conn.Conn(), b, readDecided)
+	if err != nil && !conn.Conn().IsClosed() && conn.Conn().PgConn().TxStatus() != 'I' {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		_, _ = conn.Exec(rctx, "ROLLBACK")
+		cancel()
+	}
+	return res, err
 }
 
 type productRow struct {
@@ -114,10 +126,29 @@ type userKey struct{ product, user string }
 // errReplayed aborts an optimistic apply that met an already decided order.
 var errReplayed = errors.New("inventory: batch holds decided orders")
 
-// apply decides the batch in tx. With readDecided it first reads which
-// orders were decided before; without, it assumes none was and returns
-// errReplayed (having written nothing that will commit) if one was.
-func apply(ctx context.Context, tx pgx.Tx, b Batch, readDecided bool) (*Result, error) {
+// Codes of flashsale_assert (migration 00003) that apply's statements raise.
+const (
+	assertCode     = "FS001"
+	assertReplayed = "replayed"      // an order of the batch exists already
+	assertStock    = "stock_changed" // a stock update matched fewer products
+)
+
+// apply decides the batch in one transaction on conn, in two round trips:
+// BEGIN with the reads (products locked FOR UPDATE, purchases, and with
+// readDecided the orders decided before), then the writes with COMMIT.
+// Each pgx batch is one pipeline ending in one Sync; an explicit BEGIN
+// keeps the transaction open across the first one. pgx.BeginFunc would add
+// a round trip for BEGIN and one for COMMIT, and the product's lock is held
+// across all of them: on a loaded machine each round trip waits for two
+// processes to be scheduled, and the lock's hold time, not the work, bounds
+// a hot product. The checks that must hold before COMMIT run inside the
+// write statements (flashsale_assert): a failing one aborts the
+// transaction and PostgreSQL skips the COMMIT queued after it.
+//
+// Without readDecided, apply assumes no order was decided before and
+// returns errReplayed (having committed nothing) if one was. On error the
+// transaction may be left open (or aborted); the caller rolls it back.
+func apply(ctx context.Context, tx *pgx.Conn, b Batch, readDecided bool) (*Result, error) {
 	productIDs := make([]string, 0, len(b.Tokens))
 	orderIDs := make([]string, 0, len(b.Orders))
 	pairP := make([]string, 0, len(b.Orders))
@@ -134,8 +165,10 @@ func apply(ctx context.Context, tx pgx.Tx, b Batch, readDecided bool) (*Result, 
 	}
 	slices.Sort(productIDs) // lock rows in one global order: no deadlocks between batches
 
-	// Round trip 1: lock the products, read what was decided and bought.
+	// Round trip 1: begin, lock the products, read what was decided and
+	// bought.
 	rb := &pgx.Batch{}
+	rb.Queue(`BEGIN`)
 	rb.Queue(`SELECT now()`)
 	rb.Queue(`SELECT id, stock, per_user_limit, fence, restock_gen FROM products
 		WHERE id = ANY($1) ORDER BY id FOR UPDATE`, productIDs)
@@ -146,6 +179,10 @@ func apply(ctx context.Context, tx pgx.Tx, b Batch, readDecided bool) (*Result, 
 		JOIN unnest($1::text[], $2::text[]) AS q(product_id, user_id)
 		ON p.product_id = q.product_id AND p.user_id = q.user_id`, pairP, pairU)
 	br := tx.SendBatch(ctx, rb)
+	if _, err := br.Exec(); err != nil {
+		br.Close()
+		return nil, err
+	}
 	var now time.Time
 	if err := br.QueryRow().Scan(&now); err != nil {
 		br.Close()
@@ -276,19 +313,30 @@ func apply(ctx context.Context, tx pgx.Tx, b Batch, readDecided bool) (*Result, 
 		res.Products[id] = ProductState{Stock: p.stock, RestockGen: p.restockGen}
 	}
 	if len(ins.id) == 0 {
+		// Every order was a replay: nothing to write; end the transaction
+		// (and release the row locks).
+		if err := commit(ctx, tx); err != nil {
+			return nil, err
+		}
 		return res, nil
 	}
 
-	// Round trip 2: write orders, purchases and stock.
+	// Round trip 2: write orders, purchases and stock, and commit.
 	wb := &pgx.Batch{}
 	// ON CONFLICT DO NOTHING: an order decided meanwhile (or before, in an
-	// optimistic run) is not inserted; the row count tells.
-	wb.Queue(`INSERT INTO orders (id, product_id, user_id, quantity, idempotency_key, status, fence, created_at, updated_at)
-		SELECT id, product_id, user_id, quantity, NULLIF(idem, ''), status, fence, created_at, $9
-		FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::text[], $7::bigint[], $8::timestamptz[])
-		AS t(id, product_id, user_id, quantity, idem, status, fence, created_at)
-		ON CONFLICT (id) DO NOTHING`,
-		ins.id, ins.product, ins.user, ins.quantity, ins.idem, ins.status, ins.fence, ins.created, now)
+	// optimistic run) is not inserted, and the assertion on the count
+	// aborts the transaction: the stock and purchases below would count it
+	// again.
+	wb.Queue(`WITH ins AS (
+			INSERT INTO orders (id, product_id, user_id, quantity, idempotency_key, status, fence, created_at, updated_at)
+			SELECT id, product_id, user_id, quantity, NULLIF(idem, ''), status, fence, created_at, $9
+			FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::text[], $7::bigint[], $8::timestamptz[])
+			AS t(id, product_id, user_id, quantity, idem, status, fence, created_at)
+			ON CONFLICT (id) DO NOTHING
+			RETURNING 1
+		)
+		SELECT flashsale_assert(count(*) = $10, '`+assertReplayed+`') FROM ins`,
+		ins.id, ins.product, ins.user, ins.quantity, ins.idem, ins.status, ins.fence, ins.created, now, len(ins.id))
 	if len(buys) > 0 {
 		var bp, bu []string
 		var units, maxUnits []int
@@ -311,21 +359,34 @@ func apply(ctx context.Context, tx pgx.Tx, b Batch, readDecided bool) (*Result, 
 		succ, sold, lim = append(succ, d.succeeded), append(sold, d.soldOut), append(lim, d.limited)
 	}
 	// Compare-and-advance: the fence and the stock condition sit in the same
-	// statement as the decrement.
-	wb.Queue(`UPDATE products p SET
-			stock = p.stock - d.units, sold = p.sold + d.units, fence = d.token,
-			orders_succeeded = p.orders_succeeded + d.succ,
-			orders_sold_out = p.orders_sold_out + d.sold,
-			orders_limit_exceeded = p.orders_limit_exceeded + d.lim,
-			updated_at = $7
-		FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[])
-			AS d(id, units, token, succ, sold, lim)
-		WHERE p.id = d.id AND p.fence <= d.token AND p.stock >= d.units`,
-		uid, units, tokens, succ, sold, lim, now)
+	// statement as the decrement. With the rows locked FOR UPDATE it cannot
+	// match fewer products than it names; if it does, the assertion rolls
+	// back rather than record outcomes the stock does not match.
+	wb.Queue(`WITH upd AS (
+			UPDATE products p SET
+				stock = p.stock - d.units, sold = p.sold + d.units, fence = d.token,
+				orders_succeeded = p.orders_succeeded + d.succ,
+				orders_sold_out = p.orders_sold_out + d.sold,
+				orders_limit_exceeded = p.orders_limit_exceeded + d.lim,
+				updated_at = $7
+			FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[])
+				AS d(id, units, token, succ, sold, lim)
+			WHERE p.id = d.id AND p.fence <= d.token AND p.stock >= d.units
+			RETURNING 1
+		)
+		SELECT flashsale_assert(count(*) = $8, '`+assertStock+`') FROM upd`,
+		uid, units, tokens, succ, sold, lim, now, len(uid))
+	wb.Queue(`COMMIT`)
 	br = tx.SendBatch(ctx, wb)
-	inserted, err := br.Exec()
-	if err != nil {
+	if _, err := br.Exec(); err != nil {
 		br.Close()
+		if isAssert(err, assertReplayed) {
+			if !readDecided {
+				return nil, errReplayed
+			}
+			// Cannot happen with the orders read under the product row locks.
+			return nil, fmt.Errorf("inventory: an order of the batch was decided meanwhile: %w", err)
+		}
 		return nil, err
 	}
 	if len(buys) > 0 {
@@ -333,6 +394,10 @@ func apply(ctx context.Context, tx pgx.Tx, b Batch, readDecided bool) (*Result, 
 			br.Close()
 			return nil, err
 		}
+	}
+	if _, err := br.Exec(); err != nil {
+		br.Close()
+		return nil, err
 	}
 	tag, err := br.Exec()
 	if err != nil {
@@ -342,21 +407,28 @@ func apply(ctx context.Context, tx pgx.Tx, b Batch, readDecided bool) (*Result, 
 	if err := br.Close(); err != nil {
 		return nil, err
 	}
-	if inserted.RowsAffected() != int64(len(ins.id)) {
-		// Some order was decided already; the stock and purchases written
-		// above counted it again. Roll back.
-		if !readDecided {
-			return nil, errReplayed
-		}
-		// Cannot happen with the orders read under the product row locks.
-		return nil, fmt.Errorf("inventory: inserted %d of %d orders", inserted.RowsAffected(), len(ins.id))
-	}
-	if tag.RowsAffected() != int64(len(uid)) {
-		// Cannot happen while the rows are locked FOR UPDATE; if it does,
-		// roll back rather than record outcomes the stock does not match.
-		return nil, fmt.Errorf("inventory: stock update matched %d of %d products", tag.RowsAffected(), len(uid))
+	if tag.String() != "COMMIT" {
+		return nil, fmt.Errorf("inventory: the batch's transaction did not commit (%s)", tag)
 	}
 	return res, nil
+}
+
+// commit ends the transaction open on conn.
+func commit(ctx context.Context, conn *pgx.Conn) error {
+	tag, err := conn.Exec(ctx, `COMMIT`)
+	if err != nil {
+		return err
+	}
+	if tag.String() != "COMMIT" {
+		return fmt.Errorf("inventory: the transaction did not commit (%s)", tag)
+	}
+	return nil
+}
+
+// isAssert reports whether err is flashsale_assert's failure with code.
+func isAssert(err error, code string) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == assertCode && pgErr.Message == code
 }
 
 type purchaseDelta struct {

@@ -159,6 +159,41 @@ func TestApplyReplayChangesNothing(t *testing.T) {
 	}
 }
 
+// A batch mixing a decided order with new ones (a redelivered task joined
+// by fresh ones): the decided order is a replay and is not counted again,
+// the new ones are decided. Apply first tries without reading the orders
+// table; the insert meets the decided order and the transaction must roll
+// back before its COMMIT, which is queued in the same round trip.
+func TestApplyPartialReplayCountsOnce(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := inventorytest.NewStore(t)
+	inventorytest.CreateProduct(t, s, "p", 10, 0)
+	tokens := map[string]int64{"p": 1}
+	if _, err := s.Apply(ctx, inventory.Batch{Orders: []inventory.OrderRequest{req("a", "p", "u1", 2, 1)}, Tokens: tokens}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.Apply(ctx, inventory.Batch{Orders: []inventory.OrderRequest{
+		req("b", "p", "u2", 3, 2), req("a", "p", "u1", 2, 1), req("c", "p", "u3", 1, 3),
+	}, Tokens: tokens})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []bool{false, true, false} {
+		d := res.Decisions[i]
+		if d.Replay != want || d.Order.Status != inventory.StatusSucceeded {
+			t.Errorf("decision %d (%s): replay %v status %s, want replay %v succeeded", i, d.Order.ID, d.Replay, d.Order.Status, want)
+		}
+	}
+	p, err := s.Product(ctx, "p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Stock != 4 || p.Sold != 6 || p.Orders.Succeeded != 3 {
+		t.Errorf("got stock %d sold %d succeeded %d, want 4, 6 and 3", p.Stock, p.Sold, p.Orders.Succeeded)
+	}
+}
+
 func TestApplyStaleFenceWritesNothing(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
