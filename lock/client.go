@@ -464,6 +464,12 @@ func (c *Client) fanout(ctx context.Context, call func(ctx context.Context, rdb 
 	return replies
 }
 
+// cutByCaller reports whether a node call failed only because the caller's
+// context ended (rather than the node, or its NodeTimeout, failing).
+func cutByCaller(ctx context.Context, err error) bool {
+	return ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded))
+}
+
 // attemptResult describes a failed or successful attempt.
 type attemptResult struct {
 	latency  time.Duration
@@ -499,6 +505,7 @@ func (c *Client) attempt(ctx context.Context, key string, ks keyset) (*Lock, att
 		oks      []nodeReply
 		busy     []nodeReply // n is the holder's PTTL
 		errored  []int       // nodes that answered with an error
+		faults   int         // errors not caused by ctx ending
 		lastErr  error
 		got      int
 		timedOut bool
@@ -518,6 +525,9 @@ func (c *Client) attempt(ctx context.Context, key string, ks keyset) (*Lock, att
 			case r.err != nil:
 				errored = append(errored, r.idx)
 				lastErr = fmt.Errorf("node %d: %w", r.idx, r.err)
+				if !cutByCaller(ctx, r.err) {
+					faults++
+				}
 			case r.ok:
 				oks = append(oks, r)
 			default:
@@ -593,6 +603,12 @@ func (c *Client) attempt(ctx context.Context, key string, ks keyset) (*Lock, att
 				res.hint = time.Duration(p) * time.Millisecond
 			}
 		}
+		return nil, res
+	}
+	if faults == 0 && !timedOut && ctx.Err() != nil {
+		// The caller's context ended before enough nodes answered, and
+		// none failed on its own: the caller gave up, the nodes did not.
+		res.err = fmt.Errorf("%w: %w", ErrNotObtained, ctx.Err())
 		return nil, res
 	}
 	res.noQuorum = true

@@ -61,6 +61,8 @@ func newEnvWith(t *testing.T, cfg worker.Config, lockTTL time.Duration) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// locktest.Client's node timeout (TTL/4, at most 1s): a slow Redis call
+	// under a loaded test run must not fail an order the test expects decided.
 	e.locks = locktest.Client(t, []*localsvc.Redis{e.lockRDB}, &lock.Options{TTL: lockTTL, KeyPrefix: e.prefix + "lock:", Observer: obs})
 	connOpt, err := queue.ParseRedisURL(testenv.RedisURL(), 0)
 	if err != nil {

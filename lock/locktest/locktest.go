@@ -56,9 +56,26 @@ func URLs(nodes []*localsvc.Redis) []string {
 
 // Client returns a lock client for nodes (see [lock.NewFromURLs]); it is
 // closed at cleanup.
+//
+// Unless opts sets NodeTimeout, it is TTL/4, at most 1s, instead of the
+// package's default of TTL/100: tests run under the race detector beside
+// other packages' tests on a small machine, where one Redis call can take
+// longer than 50ms, and a test that is not about node timeouts must not
+// fail because of one. Tests about node timeouts set NodeTimeout.
 func Client(t testing.TB, nodes []*localsvc.Redis, opts *lock.Options) *lock.Client {
 	t.Helper()
-	c, err := lock.NewFromURLs(URLs(nodes), opts)
+	o := lock.Options{}
+	if opts != nil {
+		o = *opts
+	}
+	if o.NodeTimeout == 0 {
+		ttl := o.TTL
+		if ttl == 0 {
+			ttl = lock.DefaultTTL
+		}
+		o.NodeTimeout = min(ttl/4, time.Second)
+	}
+	c, err := lock.NewFromURLs(URLs(nodes), &o)
 	if err != nil {
 		t.Fatalf("locktest: new client: %v", err)
 	}
