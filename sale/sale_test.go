@@ -12,6 +12,7 @@ import (
 	"github.com/flashsale/flashsale/internal/testenv"
 	"github.com/flashsale/flashsale/inventory"
 	"github.com/flashsale/flashsale/notify"
+	"github.com/flashsale/flashsale/queue/queuetest"
 	"github.com/flashsale/flashsale/ratelimit"
 	"github.com/flashsale/flashsale/sale"
 	"github.com/flashsale/flashsale/sale/saletest"
@@ -530,5 +531,61 @@ func TestWaitOrderAnswersFromTheAnnouncement(t *testing.T) {
 	v, err := e.Service.WaitOrder(ctx, placed.OrderID, 20*time.Second)
 	if err != nil || v.Status != inventory.StatusSucceeded || !v.UpdatedAt.Equal(decidedAt) {
 		t.Fatalf("WaitOrder = %+v, %v; want the announced success", v, err)
+	}
+}
+
+// A waiter on an order whose task a worker holds (running) gets the
+// outcome: from PostgreSQL when the order was committed before the wait
+// began and its task not yet acknowledged (no announcement will come: it
+// was sent before the waiter listened), and from the announcement when the
+// decision comes later.
+func TestWaitOrderOnARunningTask(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name           string
+		committedFirst bool
+	}{{"committed before the wait", true}, {"decided during the wait", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := saletest.New(t, nil)
+			ctx := context.Background()
+			e.CreateProduct(t, "p", 5, 0)
+			placed := e.PlaceOrder(t, sale.PlaceOrderRequest{ProductID: "p", UserID: "u", Quantity: 1})
+			if id := queuetest.Strand(t, e.Redis, e.Queue, time.Now().Add(time.Minute)); id != placed.OrderID {
+				t.Fatalf("running task %q, want %q", id, placed.OrderID)
+			}
+			decide := func() inventory.Order {
+				res, err := e.Store.Apply(ctx, inventory.Batch{
+					Orders: []inventory.OrderRequest{{ID: placed.OrderID, ProductID: "p", UserID: "u", Quantity: 1, AcceptedAt: time.Now()}},
+					Tokens: map[string]int64{"p": 1},
+				})
+				if err != nil {
+					t.Error(err)
+					return inventory.Order{}
+				}
+				return res.Decisions[0].Order
+			}
+			if tc.committedFirst {
+				decide()
+			} else {
+				go func() {
+					testenv.Eventually(t, 10*time.Second, func() error {
+						if e.Hub.Waiting() == 0 {
+							return errors.New("no waiter yet")
+						}
+						return nil
+					})
+					o := decide()
+					if err := e.Publisher.Publish(ctx, notify.Outcome{OrderID: o.ID, ProductID: o.ProductID, UserID: o.UserID,
+						Quantity: o.Quantity, Status: string(o.Status), UpdatedAt: o.UpdatedAt}); err != nil {
+						t.Error(err)
+					}
+				}()
+			}
+			v, err := e.Service.WaitOrder(ctx, placed.OrderID, 20*time.Second)
+			if err != nil || v.Status != inventory.StatusSucceeded {
+				t.Fatalf("WaitOrder = %+v, %v; want succeeded", v, err)
+			}
+		})
 	}
 }
