@@ -295,3 +295,45 @@ func TestPausedNodeBoundedLatency(t *testing.T) {
 		}
 	}
 }
+
+// A node that hangs (SIGSTOP) is a fault of the node when it exhausts
+// NodeTimeout, reported as no quorum; when the caller's own context ends
+// first, the caller gave up and the error says so (deadline), not that the
+// nodes failed.
+func TestHungNodeCause(t *testing.T) {
+	t.Parallel()
+	nodes := locktest.Nodes(t, 1)
+	c := locktest.Client(t, nodes, &lock.Options{TTL: 5 * time.Second, NodeTimeout: 300 * time.Millisecond, KeyPrefix: locktest.Prefix(t)})
+	// Connect before the node hangs: the pool holds a live connection.
+	warm, err := c.TryAcquire(locktest.Ctx(t, 10*time.Second), "warm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := warm.Release(locktest.Ctx(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if err := nodes[0].Pause(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = nodes[0].Resume() })
+	for _, tc := range []struct {
+		name    string
+		timeout time.Duration
+		want    lock.Cause
+	}{
+		{"caller's deadline first", 50 * time.Millisecond, lock.CauseDeadline},
+		{"node timeout first", 5 * time.Second, lock.CauseNoQuorum},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), tc.timeout)
+			defer cancel()
+			_, err := c.TryAcquire(ctx, "k")
+			if !errors.Is(err, lock.ErrNotObtained) {
+				t.Fatalf("TryAcquire on a hung node = %v, want ErrNotObtained", err)
+			}
+			if got := lock.CauseOf(err); got != tc.want {
+				t.Errorf("CauseOf(%v) = %v, want %v", err, got, tc.want)
+			}
+		})
+	}
+}
