@@ -285,7 +285,7 @@ func (c *Client) wait(ctx context.Context, key string, ks keyset, begin time.Tim
 				return c.acquired(l, r.latency, begin)
 			}
 			if ctx.Err() != nil {
-				return nil, c.failed(key, ctxError(ctx, r), begin)
+				return nil, c.failed(key, ctxError(ctx, r.orEarlier(last)), begin)
 			}
 			last = r
 			if r.split {
@@ -464,6 +464,17 @@ func (c *Client) fanout(ctx context.Context, call func(ctx context.Context, rdb 
 	return replies
 }
 
+// orEarlier returns the earlier attempt's result when r was cut short by
+// the caller: a blocking Acquire whose context ends during an attempt is
+// explained by what the attempts before it met (no quorum, say), not by the
+// interrupted one.
+func (r attemptResult) orEarlier(earlier attemptResult) attemptResult {
+	if r.cut && earlier.err != nil {
+		return earlier
+	}
+	return r
+}
+
 // cutByCaller reports whether a node call failed only because the caller's
 // context ended (rather than the node, or its NodeTimeout, failing).
 func cutByCaller(ctx context.Context, err error) bool {
@@ -476,6 +487,7 @@ type attemptResult struct {
 	err      error         // why it failed
 	noQuorum bool          // failed because too few nodes answered
 	split    bool          // won some nodes but not a majority (split vote)
+	cut      bool          // cut short by the caller's context; no node failed
 	hint     time.Duration // time until enough holders expire; -1 unknown
 }
 
@@ -609,6 +621,7 @@ func (c *Client) attempt(ctx context.Context, key string, ks keyset) (*Lock, att
 		// The caller's context ended before enough nodes answered, and
 		// none failed on its own: the caller gave up, the nodes did not.
 		res.err = fmt.Errorf("%w: %w", ErrNotObtained, ctx.Err())
+		res.cut = true
 		return nil, res
 	}
 	res.noQuorum = true
