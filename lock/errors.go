@@ -92,7 +92,10 @@ func (c Cause) String() string {
 // CauseOf classifies an error returned by [Client.Acquire] or
 // [Client.TryAcquire]. When several apply, the most telling wins: closed,
 // then no_quorum (nodes unreachable is the root cause even if the context
-// then ran out), then deadline, canceled, busy, error.
+// then ran out), then deadline, canceled, busy, error. Nodes count as
+// unreachable when they failed or exceeded NodeTimeout on their own; an
+// attempt that the caller's context cut short first says deadline (or
+// canceled), unless an earlier attempt of the same Acquire met no quorum.
 func CauseOf(err error) Cause {
 	switch {
 	case err == nil:
