@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -130,6 +131,35 @@ func newEnv(t *testing.T) *env {
 		inspector: queue.NewInspector(rdb, opts)}
 }
 
+// serve runs an asynq server of concurrency 1 on the test's queue. Tasks
+// whose order id hold accepts are kept running until the returned release
+// is called (or the server shuts down); the others succeed at once. At
+// cleanup the held tasks are released and the server shut down.
+func (e *env) serve(t *testing.T, hold func(id string) bool) (release func()) {
+	t.Helper()
+	ch := make(chan struct{})
+	release = sync.OnceFunc(func() { close(ch) })
+	srv := asynq.NewServerFromRedisClient(e.rdb, asynq.Config{
+		Concurrency: 1, Queues: map[string]int{e.name: 1}, LogLevel: asynq.FatalLevel,
+	})
+	if err := srv.Start(asynq.HandlerFunc(func(ctx context.Context, task *asynq.Task) error {
+		if o, _ := queue.Decode(task.Payload()); hold(o.ID) {
+			select {
+			case <-ch:
+			case <-ctx.Done():
+			}
+		}
+		return nil
+	})); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		release()
+		srv.Shutdown()
+	})
+	return release
+}
+
 func TestEnqueueRefusesADuplicateID(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
@@ -239,22 +269,7 @@ func TestLookupStates(t *testing.T) {
 	if err := e.asynq.DeleteTask(e.name, "pending"); err != nil {
 		t.Fatal(err)
 	}
-	release := make(chan struct{})
-	srv := asynq.NewServerFromRedisClient(e.rdb, asynq.Config{
-		Concurrency: 1, Queues: map[string]int{e.name: 1}, LogLevel: asynq.FatalLevel,
-	})
-	if err := srv.Start(asynq.HandlerFunc(func(ctx context.Context, task *asynq.Task) error {
-		if o, _ := queue.Decode(task.Payload()); o.ID == "run" {
-			select {
-			case <-release:
-			case <-ctx.Done():
-			}
-		}
-		return nil
-	})); err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Shutdown()
+	release := e.serve(t, func(id string) bool { return id == "run" })
 	testenv.Eventually(t, 20*time.Second, func() error {
 		ti, err := e.inspector.Lookup(ctx, "run")
 		if err != nil || ti.State != queue.Running {
@@ -265,7 +280,7 @@ func TestLookupStates(t *testing.T) {
 	if st, err := e.inspector.States(ctx, []string{"run"}); err != nil || st[0] != queue.Running {
 		t.Fatalf("States(run) = %v, %v; want Running", st, err)
 	}
-	close(release)
+	release()
 	testenv.Eventually(t, 20*time.Second, func() error {
 		if _, err := e.inspector.Lookup(ctx, "run"); !errors.Is(err, queue.ErrNotFound) {
 			return fmt.Errorf("Lookup(run) after success = %v, want ErrNotFound", err)
@@ -312,23 +327,7 @@ func TestActiveTellsHeldFromStranded(t *testing.T) {
 	if id := queuetest.Strand(t, e.rdb, e.name, time.Now().Add(time.Minute)); id != "stranded" {
 		t.Fatalf("stranded %q, want stranded", id)
 	}
-	release := make(chan struct{})
-	srv := asynq.NewServerFromRedisClient(e.rdb, asynq.Config{
-		Concurrency: 1, Queues: map[string]int{e.name: 1}, LogLevel: asynq.FatalLevel,
-	})
-	if err := srv.Start(asynq.HandlerFunc(func(ctx context.Context, task *asynq.Task) error {
-		select {
-		case <-release:
-		case <-ctx.Done():
-		}
-		return nil
-	})); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		close(release)
-		srv.Shutdown()
-	}()
+	e.serve(t, func(string) bool { return true })
 	// The server lists "run" at its next heartbeat, within 5s.
 	testenv.Eventually(t, 3*queue.HeartbeatInterval, func() error {
 		got, err := e.inspector.Active(ctx, 10)

@@ -105,6 +105,24 @@ func task(t *testing.T, id, product, user string, qty int, seq int) *asynq.Task 
 	return tk
 }
 
+// producer enqueues on the test's queue through a client of its own; the
+// queue is deleted, then the client closed, at cleanup.
+func (e *env) producer(t *testing.T) *queue.Producer {
+	t.Helper()
+	connOpt, err := queue.ParseRedisURL(testenv.RedisURL(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := asynq.NewClient(connOpt)
+	inspector := asynq.NewInspector(connOpt)
+	t.Cleanup(func() {
+		_ = inspector.DeleteQueue(e.queue.Queue, true)
+		_ = inspector.Close()
+		_ = client.Close()
+	})
+	return queue.NewProducer(client, e.queue)
+}
+
 func counter(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
@@ -365,13 +383,7 @@ func TestWorkerConsumesQueue(t *testing.T) {
 		defer w.Stop()
 		woken = append(woken, w.C)
 	}
-	connOpt, _ := queue.ParseRedisURL(testenv.RedisURL(), 0)
-	client := asynq.NewClient(connOpt)
-	defer client.Close()
-	inspector := asynq.NewInspector(connOpt)
-	defer inspector.Close()
-	t.Cleanup(func() { _ = inspector.DeleteQueue(e.queue.Queue, true) })
-	prod := queue.NewProducer(client, e.queue)
+	prod := e.producer(t)
 	for i := range 3 {
 		if err := prod.Enqueue(context.Background(), queue.Order{ID: fmt.Sprintf("o%d", i), ProductID: "p", UserID: fmt.Sprintf("u%d", i), Quantity: 1, AcceptedAt: time.Now()}); err != nil {
 			t.Fatal(err)
@@ -431,13 +443,7 @@ func TestRescuerRequeuesStrandedOrders(t *testing.T) {
 			e := newEnvWith(t, worker.Config{RescueInterval: 100 * time.Millisecond, UnheldGrace: 300 * time.Millisecond}, 5*time.Second)
 			inventorytest.CreateProduct(t, e.store, "p", 5, 0)
 			ctx := context.Background()
-			connOpt, _ := queue.ParseRedisURL(testenv.RedisURL(), 0)
-			client := asynq.NewClient(connOpt)
-			defer client.Close()
-			inspector := asynq.NewInspector(connOpt)
-			defer inspector.Close()
-			t.Cleanup(func() { _ = inspector.DeleteQueue(e.queue.Queue, true) })
-			if err := queue.NewProducer(client, e.queue).Enqueue(ctx, queue.Order{ID: "o1", ProductID: "p", UserID: "u1", Quantity: 1, AcceptedAt: time.Now()}); err != nil {
+			if err := e.producer(t).Enqueue(ctx, queue.Order{ID: "o1", ProductID: "p", UserID: "u1", Quantity: 1, AcceptedAt: time.Now()}); err != nil {
 				t.Fatal(err)
 			}
 			queuetest.Strand(t, e.rdb, e.queue.Queue, time.Now().Add(tt.leaseUntil))
