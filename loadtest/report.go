@@ -74,6 +74,10 @@ type Report struct {
 	// SubmitLatency is from each send's intended time (its actual start in a
 	// closed burst) to its last answer, retries included; answered sends only.
 	SubmitLatency Latency `json:"submit_latency_ms"`
+	// SubmitLatencyByStatus splits SubmitLatency by the status code of the
+	// answer ("202", "409", ...; the keys of SubmitStatus that had a last
+	// answer): the accepted orders' latency apart from the fast path's.
+	SubmitLatencyByStatus map[string]Latency `json:"submit_latency_by_status_ms"`
 	// FinalLatency is from an order's first send (its intended time) to its
 	// final status being observed (or its 409 sold_out answer), once per order.
 	FinalLatency Latency `json:"final_latency_ms"`
@@ -217,24 +221,28 @@ func (r *runner) report(a *analysis, verified bool) *Report {
 			MaxQuantity: c.MaxQuantity, DupRate: c.DupRate, Rate: c.Rate, Seed: c.Seed,
 			TimeoutSeconds: c.Timeout.Seconds(), PollWaitSeconds: c.PollWait.Seconds(), MaxRetries: c.MaxRetries,
 		},
-		Orders:          len(r.plan.orders),
-		Duplicates:      r.plan.dups,
-		Sent:            r.sentN.Load(),
-		Answered:        r.answered,
-		TransportErrors: r.transportErrs,
-		Retries:         r.retries,
-		Settled:         a.outcomes.Final(),
-		Polls:           r.polls,
-		SubmitStatus:    maps.Clone(r.submitStatus),
-		PollStatus:      maps.Clone(r.pollStatus),
-		Outcomes:        a.outcomes,
-		SubmitLatency:   latencyOf(r.submitHist),
-		FinalLatency:    latencyOf(r.finalHist),
-		MaxSendLagMS:    ms(r.maxLag),
-		Queue:           r.queueInfo,
-		Verified:        verified,
-		ViolationCounts: map[ViolationCode]int{},
-		Violations:      []Violation{},
+		Orders:                len(r.plan.orders),
+		Duplicates:            r.plan.dups,
+		Sent:                  r.sentN.Load(),
+		Answered:              r.answered,
+		TransportErrors:       r.transportErrs,
+		Retries:               r.retries,
+		Settled:               a.outcomes.Final(),
+		Polls:                 r.polls,
+		SubmitStatus:          maps.Clone(r.submitStatus),
+		PollStatus:            maps.Clone(r.pollStatus),
+		Outcomes:              a.outcomes,
+		SubmitLatency:         latencyOf(r.submitHist),
+		SubmitLatencyByStatus: map[string]Latency{},
+		FinalLatency:          latencyOf(r.finalHist),
+		MaxSendLagMS:          ms(r.maxLag),
+		Queue:                 r.queueInfo,
+		Verified:              verified,
+		ViolationCounts:       map[ViolationCode]int{},
+		Violations:            []Violation{},
+	}
+	for k, h := range r.submitByStatus {
+		rep.SubmitLatencyByStatus[k] = latencyOf(h)
 	}
 	rep.Queue.SampleCount = len(r.queueInfo.Samples)
 	rep.Queue.Samples = thin(r.queueInfo.Samples, maxQueueSamples)
@@ -363,10 +371,18 @@ func (rep *Report) WriteText(w io.Writer) error {
 
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(tw, "latency ms\tcount\tp50\tp95\tp99\tmax\t\n")
-	for _, l := range []struct {
+	type row struct {
 		name string
 		l    Latency
-	}{{"submit", rep.SubmitLatency}, {"submit→final", rep.FinalLatency}} {
+	}
+	rows := []row{{"submit", rep.SubmitLatency}}
+	if len(rep.SubmitLatencyByStatus) > 1 {
+		for _, k := range slices.Sorted(maps.Keys(rep.SubmitLatencyByStatus)) {
+			rows = append(rows, row{"  answered " + k, rep.SubmitLatencyByStatus[k]})
+		}
+	}
+	rows = append(rows, row{"submit→final", rep.FinalLatency})
+	for _, l := range rows {
 		fmt.Fprintf(tw, "%s\t%d\t%.2f\t%.2f\t%.2f\t%.2f\t\n", l.name, l.l.Count, l.l.P50, l.l.P95, l.l.P99, l.l.Max)
 	}
 	if err := tw.Flush(); err != nil {

@@ -151,16 +151,20 @@ type runner struct {
 	submitStatus  map[string]int64
 	pollStatus    map[string]int64
 	submitHist    *hdrhistogram.Histogram
-	finalHist     *hdrhistogram.Histogram
-	firstSubmit   time.Time
-	lastAnswer    time.Time
-	lastFinal     time.Time
-	answered      int64
-	transportErrs int64
-	retries       int64
-	polls         int64
-	maxLag        time.Duration
-	queueInfo     QueueReport
+	// submitByStatus splits submitHist by the answer's status code: an
+	// accepted order (202) and a fast-path refusal (409) cost the system
+	// different work, and a tail usually belongs to one of them.
+	submitByStatus map[string]*hdrhistogram.Histogram
+	finalHist      *hdrhistogram.Histogram
+	firstSubmit    time.Time
+	lastAnswer     time.Time
+	lastFinal      time.Time
+	answered       int64
+	transportErrs  int64
+	retries        int64
+	polls          int64
+	maxLag         time.Duration
+	queueInfo      QueueReport
 
 	// progress counters
 	sentN   atomic.Int64
@@ -172,20 +176,21 @@ type runner struct {
 func newRunner(cfg Config) *runner {
 	p := newPlan(cfg)
 	r := &runner{
-		cfg:           cfg,
-		plan:          p,
-		cl:            newClient(cfg),
-		queue:         idQueue{ready: make(chan struct{}, 1)},
-		orders:        make([]OrderObservation, len(p.orders)),
-		firstIntended: make([]time.Time, len(p.orders)),
-		done:          make([]bool, len(p.orders)),
-		finalSeen:     make([]bool, len(p.orders)),
-		owner:         make(map[string]int, len(p.orders)),
-		states:        make(map[string]OrderState, len(p.orders)),
-		submitStatus:  map[string]int64{},
-		pollStatus:    map[string]int64{},
-		submitHist:    hdrhistogram.New(histMin, histMax, histDigits),
-		finalHist:     hdrhistogram.New(histMin, histMax, histDigits),
+		cfg:            cfg,
+		plan:           p,
+		cl:             newClient(cfg),
+		queue:          idQueue{ready: make(chan struct{}, 1)},
+		orders:         make([]OrderObservation, len(p.orders)),
+		firstIntended:  make([]time.Time, len(p.orders)),
+		done:           make([]bool, len(p.orders)),
+		finalSeen:      make([]bool, len(p.orders)),
+		owner:          make(map[string]int, len(p.orders)),
+		states:         make(map[string]OrderState, len(p.orders)),
+		submitStatus:   map[string]int64{},
+		pollStatus:     map[string]int64{},
+		submitHist:     hdrhistogram.New(histMin, histMax, histDigits),
+		submitByStatus: map[string]*hdrhistogram.Histogram{},
+		finalHist:      hdrhistogram.New(histMin, histMax, histDigits),
 	}
 	for i, o := range p.orders {
 		r.orders[i] = OrderObservation{Key: o.Key, UserID: o.UserID, ProductID: o.ProductID, Quantity: o.Quantity}
@@ -471,6 +476,13 @@ func (r *runner) recordSubmit(i int, a answer, intended time.Time, last bool) {
 		r.lastAnswer = now
 		if last {
 			record(r.submitHist, now.Sub(intended))
+			k := statusKey(a.Status)
+			h := r.submitByStatus[k]
+			if h == nil {
+				h = hdrhistogram.New(histMin, histMax, histDigits)
+				r.submitByStatus[k] = h
+			}
+			record(h, now.Sub(intended))
 		}
 	}
 	switch {

@@ -134,6 +134,26 @@ func TestRunCountsFastPathAsFinal(t *testing.T) {
 	if rep.SubmitStatus["409"] != 15 || rep.Settled != 20 || rep.FinalLatency.Count != 20 {
 		t.Fatalf("409s %d, settled %d, final latencies %d; want 15, 20, 20", rep.SubmitStatus["409"], rep.Settled, rep.FinalLatency.Count)
 	}
+	// The submit latency split by answer: the accepted orders apart from the
+	// fast path's refusals, together the whole.
+	by := rep.SubmitLatencyByStatus
+	if len(by) != 2 || by["202"].Count != 5 || by["409"].Count != 15 {
+		t.Fatalf("submit latency by status %+v, want 5 answered 202 and 15 answered 409", by)
+	}
+	for k, l := range by {
+		if l.Max > rep.SubmitLatency.Max || l.P50 <= 0 {
+			t.Errorf("answered %s: %+v, want a positive p50 and a max within the whole's %+v", k, l, rep.SubmitLatency)
+		}
+	}
+	var buf bytes.Buffer
+	if err := rep.WriteText(&buf); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"answered 202", "answered 409"} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("text report lacks %q:\n%s", want, buf.String())
+		}
+	}
 }
 
 func TestRunSettlesByLongPoll(t *testing.T) {

@@ -299,9 +299,9 @@ func Render(r Results) string {
 			worker = "-"
 		}
 		rows = append(rows, []string{sc.name, ms(res.Submit.P50), ms(res.Submit.P95), ms(res.Submit.P99),
-			ms(res.Final.P50), ms(res.Final.P99), depth, mb(res.APIPeakRSS), worker})
+			byAnswer(res.SubmitByStatus), ms(res.Final.P50), ms(res.Final.P99), depth, mb(res.APIPeakRSS), worker})
 	}
-	b.WriteString(table([]string{"run", "submit p50 ms", "submit p95 ms", "submit p99 ms", "submit→final p50 ms",
+	b.WriteString(table([]string{"run", "submit p50 ms", "submit p95 ms", "submit p99 ms", "submit p50 / p99 ms by answer", "submit→final p50 ms",
 		"submit→final p99 ms", "max queue depth", "API peak RSS", "worker peak RSS"}, rows))
 
 	b.WriteString("\n### CPU\n\n")
@@ -342,7 +342,7 @@ How to read it:
 - *backlog* submits every order with the workers stopped, then starts them; drain/s is the orders settled from the workers' start to the last final status loadtest observed; "last commit" is when, after the workers' start, the last deciding transaction began (orders.updated_at), i.e. the drain without the observation. Its submitted/s is what the APIs admit with nothing consuming.
 - *one-by-one* is the hot run with FLASHSALE_WORKER_MODE=single: one lock hold and one transaction per order.
 - *lock-in-request* is the design this system grew from, built inside the benchmark: an HTTP handler that takes the product's lock (TryAcquire of the lock package), decrements stock in PostgreSQL, releases, and answers 429 when the lock is busy, on the hot product. Its settled/s counts orders sold or answered 409 sold_out; 429s are turned away and are no outcome.
-- Submit latency is per POST /v1/orders under the closed burst (HdrHistogram); peak RSS is each process's VmHWM, the highest of any API (or lock-in-request server) and of any worker in that run.
+- Submit latency is per POST /v1/orders under the closed burst (HdrHistogram); *by answer* splits it by status code: 202 is an order accepted into the queue, 409 the sold-out fast path (lock-in-request: 429, lock busy). Under a closed burst a request's latency is mostly its wait for the CPU, so the mean is about the requests in flight divided by the rate of the phase it falls in. Peak RSS is each process's VmHWM, the highest of any API (or lock-in-request server) and of any worker in that run.
 - *CPU* is user+system time summed over the processes of each kind during the load test (wall s: create, submit, settle and verify), and the load generator's (this program's) own. What the machine had beyond these (cores × wall) went to Redis, PostgreSQL and anything else running. The ceiling's figure per order is per task.
 `)
 	return b.String()
@@ -514,6 +514,19 @@ func secs(v float64) string {
 		return "n/a"
 	}
 	return strconv.FormatFloat(v, 'f', 2, 64)
+}
+
+// byAnswer renders submit latencies by status code, "202: 4.0 / 20.0; 409:
+// 1.0 / 6.0", or "-" when the answers had a single status.
+func byAnswer(m map[string]loadtest.Latency) string {
+	if len(m) < 2 {
+		return "-"
+	}
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		parts = append(parts, fmt.Sprintf("%s: %s / %s", k, ms(m[k].P50), ms(m[k].P99)))
+	}
+	return strings.Join(parts, "; ")
 }
 
 func ms(v float64) string {

@@ -44,6 +44,7 @@ func sample() Results {
 			APIPeakRSS:   25 << 20, MaxQueueDepth: -1, Verified: true, OK: true},
 	}
 	r.Backlog.DrainPerSec, r.Backlog.DrainSeconds, r.Backlog.DrainCommitSeconds = 7_000, 20_000.0/7_000, 2.5
+	r.Hot.SubmitByStatus = map[string]loadtest.Latency{"409": {Count: 15_000, P50: 1, P99: 6}, "202": {Count: 5_000, P50: 4, P99: 20}}
 	r.Hot.APICPUSeconds, r.Hot.WorkerCPUSeconds, r.Hot.LoadGenCPUSeconds, r.Hot.WallSeconds = 20, 10, 5, 4
 	return r
 }
@@ -135,6 +136,8 @@ func TestRenderHasEveryTableAndFigure(t *testing.T) {
 		"| 19,850 ",
 		"6,000 / 8,000 = 0.75×",
 		"| hot | 4.00 | 20.0 | 10.0 | 5.0 | 1.50 |", // CPU: 30s / 20,000 orders
+		"| hot | 2.0 | 8.0 | 12.0 | 202: 4.0 / 20.0; 409: 1.0 / 6.0 | 100.0 |", // by answer, sorted by status
+		"| spread | 2.0 | 8.0 | 14.0 | - | 100.0 |",
 		"### CPU",
 	} {
 		if !strings.Contains(out, squeeze(want)) {

@@ -93,7 +93,10 @@ type ScenarioResult struct {
 	Outcomes     loadtest.Outcomes
 	SubmitStatus map[string]int64
 	Submit       loadtest.Latency
-	Final        loadtest.Latency
+	// SubmitByStatus splits Submit by the answer's status code ("202",
+	// "409", ...).
+	SubmitByStatus map[string]loadtest.Latency
+	Final          loadtest.Latency
 	// MaxQueueDepth is the deepest queue seen (-1: not sampled).
 	MaxQueueDepth int64
 

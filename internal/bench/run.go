@@ -383,6 +383,7 @@ func fromReport(res ScenarioResult, rep *loadtest.Report) ScenarioResult {
 	res.Outcomes = rep.Outcomes
 	res.SubmitStatus = maps.Clone(rep.SubmitStatus)
 	res.Submit, res.Final = rep.SubmitLatency, rep.FinalLatency
+	res.SubmitByStatus = maps.Clone(rep.SubmitLatencyByStatus)
 	res.MaxQueueDepth = -1
 	if rep.Queue.Available {
 		res.MaxQueueDepth = rep.Queue.MaxDepth
