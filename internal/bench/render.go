@@ -282,7 +282,7 @@ func Render(r Results) string {
 	b.WriteString("\n### Latency and memory\n\n")
 	rows = rows[:0]
 	if c.Ran {
-		rows = append(rows, []string{"queue ceiling", "-", "-", "-", "-", "-", "-",
+		rows = append(rows, []string{"queue ceiling", "-", "-", "-", "-", "-", "-", "-",
 			mb(c.ProducerPeakRSS) + " (producer)", mb(c.ConsumerPeakRSS) + " (consumer)"})
 	}
 	for _, sc := range scenarios(r) {

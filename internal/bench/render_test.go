@@ -138,6 +138,7 @@ func TestRenderHasEveryTableAndFigure(t *testing.T) {
 		"| hot | 4.00 | 20.0 | 10.0 | 5.0 | 1.50 |", // CPU: 30s / 20,000 orders
 		"| hot | 2.0 | 8.0 | 12.0 | 202: 4.0 / 20.0; 409: 1.0 / 6.0 | 100.0 |", // by answer, sorted by status
 		"| spread | 2.0 | 8.0 | 14.0 | - | 100.0 |",
+		"| queue ceiling | - | - | - | - | - | - | - | 20 MB (producer) | 22 MB (consumer) |", // RSS under its own headings
 		"### CPU",
 	} {
 		if !strings.Contains(out, squeeze(want)) {
