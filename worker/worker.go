@@ -173,14 +173,10 @@ func New(cfg Config, d Deps) (*Worker, error) {
 		w.batcher = newBatcher(w)
 	}
 	w.srv = asynq.NewServer(d.Queue, asynq.Config{
-		Concurrency: cfg.Concurrency,
-		Queues:      map[string]int{cfg.Queue.Queue: 1},
-		// asynq sleeps this long when the queue is empty; 1s by default,
-		// which would add up to a second to a lone order's latency.
-		TaskCheckInterval: 20 * time.Millisecond,
-		// Retried tasks are moved back to pending by a poller; 5s by
-		// default, longer than our whole backoff's first steps.
-		DelayedTaskCheckInterval: 200 * time.Millisecond,
+		Concurrency:              cfg.Concurrency,
+		Queues:                   map[string]int{cfg.Queue.Queue: 1},
+		TaskCheckInterval:        TaskCheckInterval,
+		DelayedTaskCheckInterval: DelayedTaskCheckInterval,
 		RetryDelayFunc:           RetryDelay,
 		ShutdownTimeout:          cfg.ShutdownTimeout,
 		Logger:                   asynqLogger{cfg.Logger},
@@ -227,6 +223,20 @@ func (w *Worker) Start(ctx context.Context) error {
 	}
 	return nil
 }
+
+// The worker's asynq server polls with these intervals. They are exported
+// for the benchmark's queue ceiling, whose no-op consumer must poll as the
+// worker does.
+const (
+	// TaskCheckInterval is how long asynq sleeps when the queue is empty;
+	// asynq's default of 1s would add up to a second to a lone order's
+	// latency.
+	TaskCheckInterval = 20 * time.Millisecond
+	// DelayedTaskCheckInterval is how often retried tasks are moved back
+	// to pending; asynq's default of 5s is longer than the first steps of
+	// RetryDelay.
+	DelayedTaskCheckInterval = 200 * time.Millisecond
+)
 
 // Shutdown stops taking tasks, waits up to ShutdownTimeout for the orders in
 // flight (their locks are released after their commit), and returns the

@@ -18,20 +18,13 @@ import (
 	"github.com/flashsale/flashsale/internal/cluster"
 	"github.com/flashsale/flashsale/queue"
 	"github.com/flashsale/flashsale/sale"
+	"github.com/flashsale/flashsale/worker"
 )
 
 // The queue ceiling: what asynq alone moves on this machine, with the
 // product's own enqueue call ([queue.Producer.Enqueue]: same task type,
 // payload, task id and options as the API) and the worker's server
 // settings, but a handler that does nothing.
-
-// Settings of the consumer that must match the worker's asynq server
-// (worker.New): how often an idle processor polls the queue, and how often
-// retried tasks are moved back.
-const (
-	workerTaskCheckInterval        = 20 * time.Millisecond
-	workerDelayedTaskCheckInterval = 200 * time.Millisecond
-)
 
 // apiRedisPoolSize is the API's pool of queue connections (cmd/flashsale).
 const apiRedisPoolSize = 128
@@ -154,10 +147,11 @@ func runConsumer(ctx context.Context, fs *flag.FlagSet, args []string) error {
 	}
 	var processed, first, last atomic.Int64
 	srv := asynq.NewServer(opt, asynq.Config{
-		Concurrency:              *concurrency,
-		Queues:                   map[string]int{*qname: 1},
-		TaskCheckInterval:        workerTaskCheckInterval,
-		DelayedTaskCheckInterval: workerDelayedTaskCheckInterval,
+		Concurrency: *concurrency,
+		Queues:      map[string]int{*qname: 1},
+		// As the worker's asynq server polls (worker.New).
+		TaskCheckInterval:        worker.TaskCheckInterval,
+		DelayedTaskCheckInterval: worker.DelayedTaskCheckInterval,
 		LogLevel:                 asynq.WarnLevel,
 	})
 	mux := asynq.NewServeMux()
