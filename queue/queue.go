@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -325,6 +326,33 @@ func (i *Inspector) Lookup(ctx context.Context, id string) (TaskInfo, error) {
 	return ti, nil
 }
 
+// sentinelOptions completes what asynq makes of a redis-sentinel:// URL: it
+// gives the URL's password to the sentinels only and ignores the database,
+// so a password-protected primary refused every command (NOAUTH) and /2
+// meant database 0.
+func sentinelOptions(o asynq.RedisFailoverClientOpt, u *url.URL) (asynq.RedisFailoverClientOpt, error) {
+	if u.User != nil {
+		o.SentinelUsername = u.User.Username()
+		o.Username = o.SentinelUsername
+		o.Password = o.SentinelPassword
+	}
+	q := u.Query()
+	if q.Has("username") {
+		o.Username = q.Get("username")
+	}
+	if q.Has("password") {
+		o.Password = q.Get("password")
+	}
+	if db := strings.Trim(u.Path, "/"); db != "" {
+		n, err := strconv.Atoi(db)
+		if err != nil || n < 0 {
+			return o, errors.New("queue: redis-sentinel URL: the path must be a database number")
+		}
+		o.DB = n
+	}
+	return o, nil
+}
+
 // Stats counts the queue's tasks by state.
 type Stats struct {
 	Queue     string        `json:"queue"`
@@ -373,6 +401,13 @@ func (i *Inspector) Stats(ctx context.Context) (Stats, error) {
 // redis-cluster://host1:port,host2:port for a Redis Cluster. poolSize, when
 // positive, sets the connection pool size. Errors never show the URL, which
 // may hold a password.
+//
+// A redis-sentinel:// URL reads as
+// redis-sentinel://[user:password@]s1:26379,s2:26379[/db]?master=name[&username=u][&password=p]:
+// the user and password before the hosts authenticate to the sentinels, as
+// asynq has it, and also to the Redis servers they name, unless username
+// and password parameters give those servers' own (go-redis's convention
+// for a failover URL). /db selects the database, as in redis://.
 func ParseRedisURL(raw string, poolSize int) (asynq.RedisConnOpt, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
@@ -412,6 +447,11 @@ func ParseRedisURL(raw string, poolSize int) (asynq.RedisConnOpt, error) {
 		case asynq.RedisClientOpt:
 			o.Username = u.User.Username()
 			opt = o
+		}
+	}
+	if o, ok := opt.(asynq.RedisFailoverClientOpt); ok {
+		if opt, err = sentinelOptions(o, u); err != nil {
+			return nil, err
 		}
 	}
 	if poolSize > 0 {

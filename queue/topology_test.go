@@ -26,12 +26,22 @@ func TestParseRedisURLOptions(t *testing.T) {
 		want asynq.RedisConnOpt
 	}{
 		{"redis://127.0.0.1:6379/0", 0, asynq.RedisClientOpt{Addr: "127.0.0.1:6379"}},
+		{"redis://127.0.0.1:6379", 16, asynq.RedisClientOpt{Addr: "127.0.0.1:6379", PoolSize: 16}},
 		{"redis://:secret@db.internal:6380/2", 64, asynq.RedisClientOpt{Addr: "db.internal:6380", Password: "secret", DB: 2, PoolSize: 64}},
 		{"redis://app:secret@db.internal:6379/0", 0, asynq.RedisClientOpt{Addr: "db.internal:6379", Username: "app", Password: "secret"}},
 		{"rediss://db.internal:6379/1", 0, asynq.RedisClientOpt{Addr: "db.internal:6379", DB: 1, TLSConfig: &tls.Config{ServerName: "db.internal"}}},
 		{"redis-socket:///run/redis.sock?db=3", 0, asynq.RedisClientOpt{Network: "unix", Addr: "/run/redis.sock", DB: 3}},
+		{"redis-sentinel://s1:26379?master=orders", 0,
+			asynq.RedisFailoverClientOpt{MasterName: "orders", SentinelAddrs: []string{"s1:26379"}}},
+		// One password for the sentinels and the servers they name.
 		{"redis-sentinel://:pw@s1:26379,s2:26379,s3:26379?master=orders", 32,
-			asynq.RedisFailoverClientOpt{MasterName: "orders", SentinelAddrs: []string{"s1:26379", "s2:26379", "s3:26379"}, SentinelPassword: "pw", PoolSize: 32}},
+			asynq.RedisFailoverClientOpt{MasterName: "orders", SentinelAddrs: []string{"s1:26379", "s2:26379", "s3:26379"}, SentinelPassword: "pw", Password: "pw", PoolSize: 32}},
+		// The servers' own credentials as parameters, and a database.
+		{"redis-sentinel://sent:spw@s1:26379,s2:26379/3?master=orders&username=app&password=apw", 0,
+			asynq.RedisFailoverClientOpt{MasterName: "orders", SentinelAddrs: []string{"s1:26379", "s2:26379"},
+				SentinelUsername: "sent", SentinelPassword: "spw", Username: "app", Password: "apw", DB: 3}},
+		{"redis-sentinel://s1:26379/?master=orders&password=apw", 0,
+			asynq.RedisFailoverClientOpt{MasterName: "orders", SentinelAddrs: []string{"s1:26379"}, Password: "apw"}},
 		{"redis-cluster://n1:7000,n2:7001,n3:7002", 16, asynq.RedisClusterClientOpt{Addrs: []string{"n1:7000", "n2:7001", "n3:7002"}}},
 		{"redis-cluster://app:pw@n1:7000", 0, asynq.RedisClusterClientOpt{Addrs: []string{"n1:7000"}, Username: "app", Password: "pw"}},
 	}
@@ -48,10 +58,11 @@ func TestParseRedisURLOptions(t *testing.T) {
 	for _, bad := range []string{
 		"http://127.0.0.1:6379",
 		"redis://127.0.0.1:6379/x",
-		"redis-sentinel://s1:26379,s2:26379", // no master name
-		"redis-cluster://",                   // no nodes
-		"redis-cluster://n1:7000,,n2:7001",   // an empty node
-		"redis-sentinel://s1:26379?master=",  // empty master name
+		"redis-sentinel://s1:26379,s2:26379",   // no master name
+		"redis-cluster://",                     // no nodes
+		"redis-cluster://n1:7000,,n2:7001",     // an empty node
+		"redis-sentinel://s1:26379?master=",    // empty master name
+		"redis-sentinel://s1:26379/x?master=m", // not a database number
 		"::not a url",
 	} {
 		if _, err := ParseRedisURL(bad, 0); err == nil {
@@ -103,13 +114,29 @@ func TestQueueOnRedisCluster(t *testing.T) {
 	enqueueAndFind(t, opt)
 }
 
-// A redis-sentinel:// URL finds the master through a real Sentinel.
+// A redis-sentinel:// URL finds the master through a real Sentinel, with
+// and without passwords.
 func TestQueueThroughRedisSentinel(t *testing.T) {
 	t.Parallel()
-	addr := testenv.PrivateSentinel(t)
-	opt, err := ParseRedisURL("redis-sentinel://"+addr+"?master=mymaster", 8)
-	if err != nil {
-		t.Fatal(err)
+	tests := []struct {
+		name                     string
+		sentinelPass, masterPass string
+		userinfo, params         string
+	}{
+		{"no passwords", "", "", "", ""},
+		{"one password for both", "pw", "pw", ":pw@", ""},
+		{"password of the server only", "", "node-pw", "", "&password=node-pw"},
+		{"a password each", "sentinel-pw", "node-pw", ":sentinel-pw@", "&password=node-pw"},
 	}
-	enqueueAndFind(t, opt)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			addr := testenv.PrivateSentinelWithPasswords(t, tc.sentinelPass, tc.masterPass)
+			opt, err := ParseRedisURL("redis-sentinel://"+tc.userinfo+addr+"?master=mymaster"+tc.params, 8)
+			if err != nil {
+				t.Fatal(err)
+			}
+			enqueueAndFind(t, opt)
+		})
+	}
 }

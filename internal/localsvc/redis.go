@@ -89,7 +89,8 @@ func (r *Redis) waitReady(timeout time.Duration) error {
 	return waitFor(timeout, func() bool { return !r.proc.Running() }, func() error { return Ping(r.Addr()) })
 }
 
-// Ping sends PING to the Redis server at addr and expects PONG.
+// Ping sends PING to the Redis server at addr and expects PONG, or NOAUTH
+// from a server that requires a password.
 func Ping(addr string) error {
 	c, err := net.DialTimeout("tcp", addr, time.Second)
 	if err != nil {
@@ -104,7 +105,8 @@ func Ping(addr string) error {
 	if err != nil {
 		return err
 	}
-	if !strings.HasPrefix(line, "+PONG") {
+	// NOAUTH is a server that is up and wants a password.
+	if !strings.HasPrefix(line, "+PONG") && !strings.HasPrefix(line, "-NOAUTH") {
 		return fmt.Errorf("unexpected reply %q", strings.TrimSpace(line))
 	}
 	return nil

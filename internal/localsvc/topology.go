@@ -18,6 +18,11 @@ type SentinelOptions struct {
 	// Master is the host:port of the Redis server it monitors, under the
 	// name MasterName (default "mymaster"), with a quorum of one.
 	Master, MasterName string
+	// MasterPassword is the monitored server's password (its requirepass),
+	// if it has one.
+	MasterPassword string
+	// Password, if set, is required of the sentinel's own clients.
+	Password string
 }
 
 // Sentinel is a private redis-server running as a Sentinel.
@@ -56,6 +61,12 @@ func StartSentinel(opts SentinelOptions) (*Sentinel, error) {
 		text := fmt.Sprintf("bind 127.0.0.1\nport %d\nprotected-mode no\ndir %s\n"+
 			"sentinel monitor %s %s %d 1\nsentinel down-after-milliseconds %s 2000\n",
 			p, opts.Dir, opts.MasterName, host, port, opts.MasterName)
+		if opts.MasterPassword != "" {
+			text += fmt.Sprintf("sentinel auth-pass %s %s\n", opts.MasterName, opts.MasterPassword)
+		}
+		if opts.Password != "" {
+			text += fmt.Sprintf("requirepass %s\n", opts.Password)
+		}
 		if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
 			return nil, fmt.Errorf("localsvc: sentinel config: %w", err)
 		}

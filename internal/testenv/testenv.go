@@ -251,8 +251,21 @@ func PrivateRedisCluster(t testing.TB, n int) []string {
 // killed at cleanup.
 func PrivateSentinel(t testing.TB) string {
 	t.Helper()
-	master := PrivateRedis(t, localsvc.RedisOptions{})
-	s, err := localsvc.StartSentinel(localsvc.SentinelOptions{Dir: t.TempDir(), Master: master.Addr()})
+	return PrivateSentinelWithPasswords(t, "", "")
+}
+
+// PrivateSentinelWithPasswords is [PrivateSentinel] with passwords: the
+// Redis server requires masterPassword and the Sentinel sentinelPassword
+// (empty: none).
+func PrivateSentinelWithPasswords(t testing.TB, sentinelPassword, masterPassword string) string {
+	t.Helper()
+	var ro localsvc.RedisOptions
+	if masterPassword != "" {
+		ro.Args = []string{"--requirepass", masterPassword}
+	}
+	master := PrivateRedis(t, ro)
+	s, err := localsvc.StartSentinel(localsvc.SentinelOptions{Dir: t.TempDir(), Master: master.Addr(),
+		MasterPassword: masterPassword, Password: sentinelPassword})
 	if err != nil {
 		t.Fatalf("testenv: %v", err)
 	}
