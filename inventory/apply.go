@@ -143,7 +143,9 @@ const (
 // processes to be scheduled, and the lock's hold time, not the work, bounds
 // a hot product. The checks that must hold before COMMIT run inside the
 // write statements (flashsale_assert): a failing one aborts the
-// transaction and PostgreSQL skips the COMMIT queued after it.
+// transaction and PostgreSQL skips the COMMIT queued after it. Measured
+// with BenchmarkApply, old and new alternated: one order 1.47-1.65 ms in
+// four round trips, 1.14-1.28 ms in two (BENCHMARKS.md).
 //
 // Without readDecided, apply assumes no order was decided before and
 // returns errReplayed (having committed nothing) if one was. On error the
