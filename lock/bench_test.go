@@ -278,3 +278,41 @@ func BenchmarkContended(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkTryAcquireMany: one client takes 24 distinct free keys with
+// TryAcquireMany and gives them back with ReleaseMany, as the worker does
+// for the products of a batch. One op = both calls.
+func BenchmarkTryAcquireMany(b *testing.B) {
+	const n = 24
+	for _, nodes := range []int{1, 3} {
+		b.Run(fmt.Sprintf("nodes=%d/keys=%d", nodes, n), func(b *testing.B) {
+			var urls []string
+			for _, r := range benchServers(b, nodes) {
+				urls = append(urls, r.URL(0))
+			}
+			c, err := lock.NewFromURLs(urls, &lock.Options{TTL: 10 * time.Second})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { c.Close() })
+			ctx := context.Background()
+			keys := make([]string, n)
+			for b.Loop() {
+				for i := range keys {
+					keys[i] = benchKey("m")
+				}
+				locks, errs := c.TryAcquireMany(ctx, keys)
+				for _, err := range errs {
+					if err != nil {
+						b.Fatalf("TryAcquireMany: %v", err)
+					}
+				}
+				for _, err := range c.ReleaseMany(ctx, locks) {
+					if err != nil {
+						b.Fatalf("ReleaseMany: %v", err)
+					}
+				}
+			}
+		})
+	}
+}

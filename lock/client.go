@@ -492,25 +492,37 @@ type attemptResult struct {
 }
 
 // attempt makes one acquisition round: SET NX + INCR on every node in
-// parallel, success on a majority, token raised to the maximum on a majority.
-// On failure every value it may have written is removed.
+// parallel, then [Client.decide].
 func (c *Client) attempt(ctx context.Context, key string, ks keyset) (*Lock, attemptResult) {
 	c.stats.attempts.Add(1)
 	value := rand.Text()
 	start := time.Now()
-	n, q := len(c.nodes), c.quorum
 	ttl := c.cfg.ttlMillis
 	replies := c.fanout(ctx, func(ctx context.Context, rdb redis.UniversalClient) nodeReply {
-		v, err := acquireScript.Run(ctx, rdb, ks.both, value, ttl).Int64Slice()
-		if err != nil {
-			return nodeReply{err: err}
-		}
-		if len(v) != 2 {
-			return nodeReply{err: fmt.Errorf("lock: unexpected acquire reply %v", v)}
-		}
-		return nodeReply{ok: v[0] == 1, n: v[1]}
+		return acquireReply(acquireScript.Run(ctx, rdb, ks.both, value, ttl))
 	})
+	return c.decide(ctx, key, ks, value, start, replies)
+}
 
+// acquireReply reads one node's answer to the acquire script.
+func acquireReply(cmd *redis.Cmd) nodeReply {
+	v, err := cmd.Int64Slice()
+	if err != nil {
+		return nodeReply{err: err}
+	}
+	if len(v) != 2 {
+		return nodeReply{err: fmt.Errorf("lock: unexpected acquire reply %v", v)}
+	}
+	return nodeReply{ok: v[0] == 1, n: v[1]}
+}
+
+// decide completes an acquisition of key with value, begun at start, from
+// the nodes' replies to the acquire script (one per node; the channel must
+// hold room for all of them): success on a majority, token raised to the
+// maximum on a majority, and on failure every value the attempt may have
+// written removed.
+func (c *Client) decide(ctx context.Context, key string, ks keyset, value string, start time.Time, replies chan nodeReply) (*Lock, attemptResult) {
+	n, q := len(c.nodes), c.quorum
 	timer := time.NewTimer(c.cfg.nodeTimeout)
 	defer timer.Stop()
 	var (
@@ -766,8 +778,15 @@ type tally struct {
 // and returns once a majority succeeded, success became impossible, all
 // answered, NodeTimeout passed or ctx ended.
 func (c *Client) ownerRound(ctx context.Context, call func(ctx context.Context, rdb redis.UniversalClient) nodeReply) tally {
+	return c.tallyOf(ctx, c.fanout(ctx, call))
+}
+
+// tallyOf counts the nodes' replies to an owner-checked script (one per
+// node; the channel must hold room for all of them) until a majority
+// succeeded, success became impossible, all answered, NodeTimeout passed or
+// ctx ended.
+func (c *Client) tallyOf(ctx context.Context, replies chan nodeReply) tally {
 	n, q := len(c.nodes), c.quorum
-	replies := c.fanout(ctx, call)
 	timer := time.NewTimer(c.cfg.nodeTimeout)
 	defer timer.Stop()
 	var t tally
@@ -807,7 +826,12 @@ func (c *Client) extendNodes(ctx context.Context, ks keyset, value string) tally
 
 func (c *Client) releaseNodes(ctx context.Context, ks keyset, value string) tally {
 	return c.ownerRound(ctx, func(ctx context.Context, rdb redis.UniversalClient) nodeReply {
-		v, err := releaseScript.Run(ctx, rdb, []string{ks.lock}, value, ks.channel).Int64()
-		return nodeReply{ok: v == 1, err: err}
+		return releaseReply(releaseScript.Run(ctx, rdb, []string{ks.lock}, value, ks.channel))
 	})
+}
+
+// releaseReply reads one node's answer to the release script.
+func releaseReply(cmd *redis.Cmd) nodeReply {
+	v, err := cmd.Int64()
+	return nodeReply{ok: v == 1, err: err}
 }

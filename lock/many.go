@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -12,73 +13,234 @@ import (
 
 // Batch operations: a caller that works on many keys at once (the flash-sale
 // worker locks every product of a batch transaction) would otherwise pay one
-// round trip per key and operation. With a single node, TryAcquireMany and
-// ReleaseMany send all keys in one pipelined round trip; with several nodes
-// they run the per-key operations in parallel. Each key keeps the exact
-// semantics of TryAcquire and Release: its own value, token, watchdog and
+// round trip per key, operation and node. TryAcquireMany and ReleaseMany
+// send every key's script to each node in one pipeline, the nodes in
+// parallel, and then decide each key from its nodes' replies exactly as
+// TryAcquire and Release do: its own value, token, majority, watchdog and
 // context.
 
 // TryAcquireMany tries each key once, as [Client.TryAcquire] does. locks[i]
 // is the lock of keys[i], or nil with errs[i] saying why (the errors of
 // TryAcquire). The keys must be distinct.
+//
+// Each node gets every key's acquire script in one pipeline, the nodes in
+// parallel; each key's replies then go through the same decision as
+// TryAcquire's ([Client.decide]: majority, token, clean-up on failure).
+// With three nodes and 24 keys this is one round trip per node instead of
+// one per key and node: BenchmarkTryAcquireMany (acquire and release 24
+// keys) took 0.64 ms instead of 2.44 (medians of 9, old and new test
+// binaries alternated), and a spread burst with three lock nodes cost the
+// workers 31-39% less CPU. A single node takes its own path, as before.
 func (c *Client) TryAcquireMany(ctx context.Context, keys []string) (locks []*Lock, errs []error) {
 	locks, errs = make([]*Lock, len(keys)), make([]error, len(keys))
-	if len(c.nodes) != 1 || len(keys) < 2 {
-		var wg sync.WaitGroup
+	if len(keys) < 2 {
 		for i, k := range keys {
-			wg.Go(func() { locks[i], errs[i] = c.TryAcquire(ctx, k) })
+			locks[i], errs[i] = c.TryAcquire(ctx, k)
 		}
-		wg.Wait()
+		return locks, errs
+	}
+	if len(c.nodes) == 1 {
+		c.tryAcquireManyOneNode(ctx, keys, locks, errs)
 		return locks, errs
 	}
 	begin := time.Now()
-	type try struct {
-		i     int
-		ks    keyset
-		value string
-		cmd   *redis.Cmd
-	}
-	tries := make([]try, 0, len(keys))
+	tries := make([]manyTry, 0, len(keys))
 	for i, k := range keys {
 		if err := c.precheck(k); err != nil {
 			errs[i] = c.failed(k, err, begin)
 			continue
 		}
 		c.stats.attempts.Add(1)
-		tries = append(tries, try{i: i, ks: c.keys(k), value: rand.Text()})
+		tries = append(tries, manyTry{i: i, ks: c.keys(k), value: rand.Text()})
 	}
 	if len(tries) == 0 {
 		return locks, errs
 	}
-	n := c.nodes[0]
 	start := time.Now()
-	send := func() error {
+	replies, complete := c.fanoutPipelined(ctx, acquireScript, len(tries),
+		func(ctx context.Context, pipe redis.Pipeliner, j int) *redis.Cmd {
+			return acquireScript.EvalSha(ctx, pipe, tries[j].ks.both, tries[j].value, c.cfg.ttlMillis)
+		}, acquireReply)
+	decide := func(t manyTry, replies chan nodeReply) {
+		key := keys[t.i]
+		l, r := c.decide(ctx, key, t.ks, t.value, start, replies)
+		switch {
+		case l != nil:
+			locks[t.i], errs[t.i] = c.acquired(l, r.latency, begin)
+		case ctx.Err() != nil:
+			errs[t.i] = c.failed(key, ctxError(ctx, r), begin)
+		default:
+			errs[t.i] = c.failed(key, r.err, begin)
+		}
+	}
+	if complete {
+		for j, t := range tries {
+			decide(t, replies[j])
+		}
+		return locks, errs
+	}
+	var wg sync.WaitGroup
+	for j, t := range tries {
+		wg.Go(func() { decide(t, replies[j]) })
+	}
+	wg.Wait()
+	return locks, errs
+}
+
+// manyTry is one key of TryAcquireMany: its index, keys and value.
+type manyTry struct {
+	i     int
+	ks    keyset
+	value string
+}
+
+// fanoutPipelined runs count calls of script on each node in one pipeline
+// (queue(pipe, j) queues the j-th), each node bounded by NodeTimeout, the
+// nodes in parallel, and returns per call a channel that receives one reply
+// per node (read makes it from the call's command). complete is true when
+// every reply is in already (one node whose client honours the deadline:
+// no goroutine).
+func (c *Client) fanoutPipelined(ctx context.Context, script *redis.Script, count int,
+	queue func(ctx context.Context, pipe redis.Pipeliner, j int) *redis.Cmd, read func(*redis.Cmd) nodeReply,
+) (replies []chan nodeReply, complete bool) {
+	replies = make([]chan nodeReply, count)
+	for j := range replies {
+		replies[j] = make(chan nodeReply, len(c.nodes))
+	}
+	send := func(n *node) {
 		cctx, cancel := context.WithTimeout(ctx, c.cfg.nodeTimeout)
 		defer cancel()
-		pipe := n.rdb.Pipeline()
-		for j := range tries {
-			tries[j].cmd = acquireScript.EvalSha(cctx, pipe, tries[j].ks.both, tries[j].value, c.cfg.ttlMillis)
-		}
-		_, err := pipe.Exec(cctx)
-		return err
-	}
-	err := send()
-	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-		// The node restarted or flushed its scripts: load and send again
-		// (a NOSCRIPT reply ran nothing).
-		lctx, cancel := context.WithTimeout(ctx, c.cfg.nodeTimeout)
-		lerr := acquireScript.Load(lctx, n.rdb).Err()
-		cancel()
-		if lerr == nil {
-			err = send()
+		for j, cmd := range runPipelined(cctx, n.rdb, script, count, queue) {
+			r := read(cmd)
+			r.idx = n.idx
+			replies[j] <- r
 		}
 	}
+	if len(c.nodes) == 1 && c.nodes[0].ctxTimeouts {
+		send(c.nodes[0])
+		return replies, true
+	}
+	for _, n := range c.nodes {
+		go send(n)
+	}
+	return replies, false
+}
+
+// runPipelined runs count calls of script on rdb in one pipeline and
+// returns their commands, each holding its reply or error. A node without
+// the script (restarted, SCRIPT FLUSH) gets it loaded and the pipeline
+// sent again: a NOSCRIPT reply ran nothing.
+func runPipelined(ctx context.Context, rdb redis.UniversalClient, script *redis.Script, count int,
+	queue func(ctx context.Context, pipe redis.Pipeliner, j int) *redis.Cmd,
+) []*redis.Cmd {
+	send := func() ([]*redis.Cmd, error) {
+		pipe := rdb.Pipeline()
+		cmds := make([]*redis.Cmd, count)
+		for j := range cmds {
+			cmds[j] = queue(ctx, pipe, j)
+		}
+		_, err := pipe.Exec(ctx)
+		return cmds, err
+	}
+	cmds, err := send()
+	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") && script.Load(ctx, rdb).Err() == nil {
+		cmds, _ = send()
+	}
+	return cmds
+}
+
+// ReleaseMany releases each lock, as [Lock.Release] does, and returns its
+// error in errs[i]. The locks must belong to c.
+func (c *Client) ReleaseMany(ctx context.Context, locks []*Lock) []error {
+	errs := make([]error, len(locks))
+	if len(locks) < 2 {
+		for i, l := range locks {
+			errs[i] = l.Release(ctx)
+		}
+		return errs
+	}
+	if len(c.nodes) == 1 {
+		c.releaseManyOneNode(ctx, locks, errs)
+		return errs
+	}
+	type rel struct {
+		i     int
+		l     *Lock
+		prev  lockState
+		cause error
+		t     tally
+	}
+	rels := make([]rel, 0, len(locks))
+	for i, l := range locks {
+		prev, cause, err := l.beginRelease()
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		rels = append(rels, rel{i: i, l: l, prev: prev, cause: cause})
+	}
+	// As in Release, a lock for which no node answered at all (a busy or
+	// briefly unreachable node) is tried again: a lock left behind blocks
+	// everyone until its TTL runs out.
+	rctx := context.WithoutCancel(ctx)
+	todo := make([]*rel, len(rels))
+	for j := range rels {
+		todo[j] = &rels[j]
+	}
+	for try := 0; try < releaseTries && len(todo) > 0; try++ {
+		round := todo // a slow node's pipeline may still read it after the tally
+		replies, _ := c.fanoutPipelined(rctx, releaseScript, len(round),
+			func(ctx context.Context, pipe redis.Pipeliner, j int) *redis.Cmd {
+				l := round[j].l
+				return releaseScript.EvalSha(ctx, pipe, []string{l.ks.lock}, l.value, l.ks.channel)
+			}, releaseReply)
+		var again []*rel
+		for j, r := range round {
+			r.t = c.tallyOf(rctx, replies[j])
+			if r.t.ok == 0 && r.t.notHeld == 0 {
+				again = append(again, r)
+			}
+		}
+		todo = again
+	}
+	for _, r := range rels {
+		errs[r.i] = r.l.finishRelease(r.prev, r.cause, r.t)
+	}
+	return errs
+}
+
+// tryAcquireManyOneNode is TryAcquireMany on a single node, where each
+// key's fate is its one reply: the same outcomes as the general path
+// without its per-key channels, timers and majority bookkeeping, which cost
+// the worker 5% more CPU on 1,000 products (spread bursts by hand, old and
+// new binaries alternated).
+func (c *Client) tryAcquireManyOneNode(ctx context.Context, keys []string, locks []*Lock, errs []error) {
+	begin := time.Now()
+	tries := make([]manyTry, 0, len(keys))
+	for i, k := range keys {
+		if err := c.precheck(k); err != nil {
+			errs[i] = c.failed(k, err, begin)
+			continue
+		}
+		c.stats.attempts.Add(1)
+		tries = append(tries, manyTry{i: i, ks: c.keys(k), value: rand.Text()})
+	}
+	if len(tries) == 0 {
+		return
+	}
+	n := c.nodes[0]
+	start := time.Now()
+	cctx, cancel := context.WithTimeout(ctx, c.cfg.nodeTimeout)
+	cmds := runPipelined(cctx, n.rdb, acquireScript, len(tries), func(ctx context.Context, pipe redis.Pipeliner, j int) *redis.Cmd {
+		return acquireScript.EvalSha(ctx, pipe, tries[j].ks.both, tries[j].value, c.cfg.ttlMillis)
+	})
+	cancel()
 	latency := time.Since(start)
 	validUntil := start.Add(c.cfg.ttl - c.cfg.drift)
-	var orphans []try // acquired too late, or maybe acquired: give back
-	for _, t := range tries {
+	var orphans []manyTry // acquired too late, or maybe acquired: give back
+	for j, t := range tries {
 		key := keys[t.i]
-		v, cerr := t.cmd.Int64Slice()
+		v, cerr := cmds[j].Int64Slice()
 		switch {
 		case cerr == nil && len(v) == 2 && v[0] == 1 && time.Now().Before(validUntil):
 			locks[t.i], errs[t.i] = c.acquired(newLock(c, key, t.ks, t.value, v[1], validUntil), latency, begin)
@@ -97,31 +259,19 @@ func (c *Client) TryAcquireMany(ctx context.Context, keys []string) (locks []*Lo
 			}
 		}
 	}
-	_ = err // per-command errors above carry what went wrong
 	for _, t := range orphans {
 		c.releaseOn(context.WithoutCancel(ctx), t.ks, t.value, []int{n.idx})
 	}
-	return locks, errs
 }
 
-// ReleaseMany releases each lock, as [Lock.Release] does, and returns its
-// error in errs[i]. The locks must belong to c.
-func (c *Client) ReleaseMany(ctx context.Context, locks []*Lock) []error {
-	errs := make([]error, len(locks))
-	if len(c.nodes) != 1 || len(locks) < 2 {
-		var wg sync.WaitGroup
-		for i, l := range locks {
-			wg.Go(func() { errs[i] = l.Release(ctx) })
-		}
-		wg.Wait()
-		return errs
-	}
+// releaseManyOneNode is ReleaseMany on a single node (see
+// tryAcquireManyOneNode).
+func (c *Client) releaseManyOneNode(ctx context.Context, locks []*Lock, errs []error) {
 	type rel struct {
 		i     int
 		l     *Lock
 		prev  lockState
 		cause error
-		cmd   *redis.Cmd
 	}
 	rels := make([]rel, 0, len(locks))
 	for i, l := range locks {
@@ -133,48 +283,27 @@ func (c *Client) ReleaseMany(ctx context.Context, locks []*Lock) []error {
 		rels = append(rels, rel{i: i, l: l, prev: prev, cause: cause})
 	}
 	if len(rels) == 0 {
-		return errs
+		return
 	}
 	n := c.nodes[0]
 	rctx := context.WithoutCancel(ctx)
-	send := func() error {
-		cctx, cancel := context.WithTimeout(rctx, c.cfg.nodeTimeout)
-		defer cancel()
-		pipe := n.rdb.Pipeline()
-		for j := range rels {
-			r := &rels[j]
-			r.cmd = releaseScript.EvalSha(cctx, pipe, []string{r.l.ks.lock}, r.l.value, r.l.ks.channel)
-		}
-		_, err := pipe.Exec(cctx)
-		return err
-	}
-	// As in Release, a round in which the node did not answer is tried
-	// again; NOSCRIPT (nothing ran) loads the script first.
+	// As in Release, a round in which the node did not answer at all is
+	// tried again.
+	var cmds []*redis.Cmd
 	for try := 0; try < releaseTries; try++ {
-		err := send()
-		if err == nil {
-			break
-		}
-		if redis.HasErrorPrefix(err, "NOSCRIPT") {
-			lctx, cancel := context.WithTimeout(rctx, c.cfg.nodeTimeout)
-			_ = releaseScript.Load(lctx, n.rdb).Err()
-			cancel()
-			continue
-		}
-		answered := false
-		for _, r := range rels {
-			if _, cerr := r.cmd.Int64(); cerr == nil {
-				answered = true
-				break
-			}
-		}
-		if answered {
+		cctx, cancel := context.WithTimeout(rctx, c.cfg.nodeTimeout)
+		cmds = runPipelined(cctx, n.rdb, releaseScript, len(rels), func(ctx context.Context, pipe redis.Pipeliner, j int) *redis.Cmd {
+			l := rels[j].l
+			return releaseScript.EvalSha(ctx, pipe, []string{l.ks.lock}, l.value, l.ks.channel)
+		})
+		cancel()
+		if slices.ContainsFunc(cmds, func(cmd *redis.Cmd) bool { return cmd.Err() == nil }) {
 			break
 		}
 	}
-	for _, r := range rels {
+	for j, r := range rels {
 		var t tally
-		v, cerr := r.cmd.Int64()
+		v, cerr := cmds[j].Int64()
 		switch {
 		case cerr != nil:
 			t.failed, t.lastErr = 1, fmt.Errorf("node 0: %w", cerr)
@@ -185,5 +314,4 @@ func (c *Client) ReleaseMany(ctx context.Context, locks []*Lock) []error {
 		}
 		errs[r.i] = r.l.finishRelease(r.prev, r.cause, t)
 	}
-	return errs
 }

@@ -28,12 +28,10 @@ func TestAcquireAndReleaseMany(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer held.Release(ctx)
-			if n == 1 {
-				// A node that lost its scripts (restart, SCRIPT FLUSH) is
-				// handled: the scripts are loaded again.
-				if err := locktest.Redis(t, nodes[0]).ScriptFlush(ctx).Err(); err != nil {
-					t.Fatal(err)
-				}
+			// A node that lost its scripts (restart, SCRIPT FLUSH) is
+			// handled: the scripts are loaded again.
+			if err := locktest.Redis(t, nodes[0]).ScriptFlush(ctx).Err(); err != nil {
+				t.Fatal(err)
 			}
 
 			keys := []string{"a", "b", "c", ""}
@@ -94,6 +92,59 @@ func TestAcquireAndReleaseMany(t *testing.T) {
 				t.Errorf("token after the batch: got %d, want more than %d", again.Token(), locks[0].Token())
 			}
 		})
+	}
+}
+
+// With one of three nodes down the batch operations still reach a majority,
+// within about NodeTimeout; with two down every key fails with no quorum
+// and leaves nothing behind on the node that answered.
+func TestManyWithNodesDown(t *testing.T) {
+	t.Parallel()
+	nodes := locktest.Nodes(t, 3)
+	prefix := locktest.Prefix(t)
+	const nodeTimeout = 100 * time.Millisecond
+	c := locktest.Client(t, nodes, &lock.Options{TTL: 5 * time.Second, NodeTimeout: nodeTimeout, KeyPrefix: prefix})
+	ctx := locktest.Ctx(t, 30*time.Second)
+	keys := []string{"a", "b", "c", "d", "e"}
+	const limit = nodeTimeout + 400*time.Millisecond
+
+	if err := nodes[2].Kill(); err != nil {
+		t.Fatalf("kill: %v", err)
+	}
+	start := time.Now()
+	locks, errs := c.TryAcquireMany(ctx, keys)
+	if d := time.Since(start); d > limit {
+		t.Errorf("TryAcquireMany with a node down took %v, want within %v", d, limit)
+	}
+	for i, err := range errs {
+		if err != nil || locks[i] == nil || locks[i].Token() <= 0 {
+			t.Fatalf("%s with 2 of 3 nodes: got %v, %v; want a lock", keys[i], locks[i], err)
+		}
+	}
+	start = time.Now()
+	for i, err := range c.ReleaseMany(ctx, locks) {
+		if err != nil {
+			t.Errorf("ReleaseMany[%s] with 2 of 3 nodes: %v", keys[i], err)
+		}
+	}
+	if d := time.Since(start); d > limit {
+		t.Errorf("ReleaseMany with a node down took %v, want within %v", d, limit)
+	}
+
+	if err := nodes[1].Kill(); err != nil {
+		t.Fatalf("kill: %v", err)
+	}
+	locks, errs = c.TryAcquireMany(ctx, keys)
+	for i, err := range errs {
+		if locks[i] != nil || !errors.Is(err, lock.ErrNoQuorum) || lock.CauseOf(err) != lock.CauseNoQuorum {
+			t.Errorf("%s with 1 of 3 nodes: got %v, %v; want no quorum", keys[i], locks[i], err)
+		}
+	}
+	r := locktest.Redis(t, nodes[0])
+	for _, k := range keys {
+		if locktest.Exists(t, r, locktest.LockKey(prefix, k)) {
+			t.Errorf("%s: a failed attempt left its value on the node that answered", k)
+		}
 	}
 }
 
