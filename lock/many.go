@@ -57,7 +57,7 @@ func (c *Client) TryAcquireMany(ctx context.Context, keys []string) (locks []*Lo
 		return locks, errs
 	}
 	start := time.Now()
-	replies, complete := c.fanoutPipelined(ctx, acquireScript, len(tries),
+	replies := c.fanoutPipelined(ctx, acquireScript, len(tries),
 		func(ctx context.Context, pipe redis.Pipeliner, j int) *redis.Cmd {
 			return acquireScript.EvalSha(ctx, pipe, tries[j].ks.both, tries[j].value, c.cfg.ttlMillis)
 		}, acquireReply)
@@ -73,12 +73,7 @@ func (c *Client) TryAcquireMany(ctx context.Context, keys []string) (locks []*Lo
 			errs[t.i] = c.failed(key, r.err, begin)
 		}
 	}
-	if complete {
-		for j, t := range tries {
-			decide(t, replies[j])
-		}
-		return locks, errs
-	}
+	// Each key waits for its majority, or its nodes' NodeTimeout, on its own.
 	var wg sync.WaitGroup
 	for j, t := range tries {
 		wg.Go(func() { decide(t, replies[j]) })
@@ -97,13 +92,11 @@ type manyTry struct {
 // fanoutPipelined runs count calls of script on each node in one pipeline
 // (queue(pipe, j) queues the j-th), each node bounded by NodeTimeout, the
 // nodes in parallel, and returns per call a channel that receives one reply
-// per node (read makes it from the call's command). complete is true when
-// every reply is in already (one node whose client honours the deadline:
-// no goroutine).
+// per node (read makes it from the call's command).
 func (c *Client) fanoutPipelined(ctx context.Context, script *redis.Script, count int,
 	queue func(ctx context.Context, pipe redis.Pipeliner, j int) *redis.Cmd, read func(*redis.Cmd) nodeReply,
-) (replies []chan nodeReply, complete bool) {
-	replies = make([]chan nodeReply, count)
+) []chan nodeReply {
+	replies := make([]chan nodeReply, count)
 	for j := range replies {
 		replies[j] = make(chan nodeReply, len(c.nodes))
 	}
@@ -116,14 +109,10 @@ func (c *Client) fanoutPipelined(ctx context.Context, script *redis.Script, coun
 			replies[j] <- r
 		}
 	}
-	if len(c.nodes) == 1 && c.nodes[0].ctxTimeouts {
-		send(c.nodes[0])
-		return replies, true
-	}
 	for _, n := range c.nodes {
 		go send(n)
 	}
-	return replies, false
+	return replies
 }
 
 // runPipelined runs count calls of script on rdb in one pipeline and
@@ -189,7 +178,7 @@ func (c *Client) ReleaseMany(ctx context.Context, locks []*Lock) []error {
 	}
 	for try := 0; try < releaseTries && len(todo) > 0; try++ {
 		round := todo // a slow node's pipeline may still read it after the tally
-		replies, _ := c.fanoutPipelined(rctx, releaseScript, len(round),
+		replies := c.fanoutPipelined(rctx, releaseScript, len(round),
 			func(ctx context.Context, pipe redis.Pipeliner, j int) *redis.Cmd {
 				l := round[j].l
 				return releaseScript.EvalSha(ctx, pipe, []string{l.ks.lock}, l.value, l.ks.channel)

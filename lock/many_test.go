@@ -148,6 +148,42 @@ func TestManyWithNodesDown(t *testing.T) {
 	}
 }
 
+// With one of three nodes paused (SIGSTOP: it takes the pipeline and never
+// answers) the batch operations return within about NodeTimeout, holding
+// every key on the two others.
+func TestManyWithPausedNode(t *testing.T) {
+	t.Parallel()
+	nodes := locktest.Nodes(t, 3)
+	const nodeTimeout = 100 * time.Millisecond
+	c := locktest.Client(t, nodes, &lock.Options{TTL: 5 * time.Second, NodeTimeout: nodeTimeout, KeyPrefix: locktest.Prefix(t)})
+	ctx := locktest.Ctx(t, 30*time.Second)
+	if err := nodes[2].Pause(); err != nil {
+		t.Fatalf("pause: %v", err)
+	}
+	t.Cleanup(func() { _ = nodes[2].Resume() })
+	const limit = nodeTimeout + 300*time.Millisecond
+	keys := []string{"a", "b", "c", "d"}
+	start := time.Now()
+	locks, errs := c.TryAcquireMany(ctx, keys)
+	if d := time.Since(start); d > limit {
+		t.Errorf("TryAcquireMany with a paused node took %v, want within %v", d, limit)
+	}
+	for i, err := range errs {
+		if err != nil || locks[i] == nil {
+			t.Fatalf("%s: got %v, %v; want a lock", keys[i], locks[i], err)
+		}
+	}
+	start = time.Now()
+	for i, err := range c.ReleaseMany(ctx, locks) {
+		if err != nil {
+			t.Errorf("ReleaseMany[%s]: %v", keys[i], err)
+		}
+	}
+	if d := time.Since(start); d > limit {
+		t.Errorf("ReleaseMany with a paused node took %v, want within %v", d, limit)
+	}
+}
+
 // A lock the batch holds that was taken over meanwhile is reported not held,
 // and the new owner's key survives.
 func TestReleaseManyStale(t *testing.T) {
