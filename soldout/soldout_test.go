@@ -3,9 +3,14 @@ package soldout_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
+	"github.com/flashsale/flashsale/internal/localsvc"
 	"github.com/flashsale/flashsale/internal/testenv"
 	"github.com/flashsale/flashsale/soldout"
 )
@@ -184,5 +189,41 @@ func TestFailsOpenWhenRedisIsDown(t *testing.T) {
 	}
 	if _, err := g.Reopen(ctx, "p", 0); err == nil {
 		t.Fatalf("Reopen with Redis down: got nil error, want one")
+	}
+}
+
+// MarkMany marks several products in one round trip, each as Mark would:
+// not one whose newer restock was announced. A Redis that lost its scripts
+// (restart, SCRIPT FLUSH; a private one here) gets them loaded again.
+func TestMarkMany(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	for _, flush := range []bool{false, true} {
+		rdb := testenv.Redis(t)
+		if flush {
+			r := testenv.PrivateRedis(t, localsvc.RedisOptions{})
+			rdb = redis.NewClient(&redis.Options{Addr: r.Addr()})
+			t.Cleanup(func() { _ = rdb.Close() })
+		}
+		prefix := "t:" + testenv.Namespace(t) + fmt.Sprintf(":%v:", flush)
+		testenv.DeleteKeys(t, rdb, prefix)
+		g := soldout.New(rdb, soldout.Options{KeyPrefix: prefix, CacheTTL: time.Nanosecond, OpenTTL: time.Nanosecond})
+		if _, err := g.Reopen(ctx, "b", 0); err != nil { // b's generation is 1 from now on
+			t.Fatal(err)
+		}
+		if flush {
+			if err := rdb.ScriptFlush(ctx).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		set, errs := g.MarkMany(ctx, []soldout.Sold{{Product: "a", Gen: 0}, {Product: "b", Gen: 0}, {Product: "c", Gen: 3}})
+		if want := []bool{true, false, true}; !slices.Equal(set, want) || errors.Join(errs...) != nil {
+			t.Fatalf("flush=%v: MarkMany = %v, %v; want %v and no errors", flush, set, errs, want)
+		}
+		for p, want := range map[string]bool{"a": true, "b": false, "c": true, "d": false} {
+			if got, err := g.SoldOut(ctx, p); err != nil || got != want {
+				t.Errorf("flush=%v: SoldOut(%s) = %v, %v; want %v", flush, p, got, err, want)
+			}
+		}
 	}
 }

@@ -347,11 +347,16 @@ func (w *Worker) afterCommit(ctx context.Context, res *inventory.Result, reqs []
 		}
 	}
 	w.announce(ctx, outcomes)
+	var sold []soldout.Sold
 	for id, st := range res.Products {
 		if st.Stock == 0 && w.shouldMark(id, st.RestockGen) {
-			if _, err := w.gate.Mark(ctx, id, st.RestockGen); err != nil {
-				w.cfg.Logger.Warn("could not flag sold-out product", "product_id", id, "err", err)
-			}
+			sold = append(sold, soldout.Sold{Product: id, Gen: st.RestockGen})
+		}
+	}
+	_, errs := w.gate.MarkMany(ctx, sold)
+	for i, err := range errs {
+		if err != nil {
+			w.cfg.Logger.Warn("could not flag sold-out product", "product_id", sold[i].Product, "err", err)
 		}
 	}
 }
