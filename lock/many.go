@@ -44,15 +44,7 @@ func (c *Client) TryAcquireMany(ctx context.Context, keys []string) (locks []*Lo
 		return locks, errs
 	}
 	begin := time.Now()
-	tries := make([]manyTry, 0, len(keys))
-	for i, k := range keys {
-		if err := c.precheck(k); err != nil {
-			errs[i] = c.failed(k, err, begin)
-			continue
-		}
-		c.stats.attempts.Add(1)
-		tries = append(tries, manyTry{i: i, ks: c.keys(k), value: rand.Text()})
-	}
+	tries := c.manyTries(keys, errs, begin)
 	if len(tries) == 0 {
 		return locks, errs
 	}
@@ -87,6 +79,46 @@ type manyTry struct {
 	i     int
 	ks    keyset
 	value string
+}
+
+// manyTries checks keys and makes a try of each valid one; an invalid key's
+// error goes to errs.
+func (c *Client) manyTries(keys []string, errs []error, begin time.Time) []manyTry {
+	tries := make([]manyTry, 0, len(keys))
+	for i, k := range keys {
+		if err := c.precheck(k); err != nil {
+			errs[i] = c.failed(k, err, begin)
+			continue
+		}
+		c.stats.attempts.Add(1)
+		tries = append(tries, manyTry{i: i, ks: c.keys(k), value: rand.Text()})
+	}
+	return tries
+}
+
+// manyRelease is one lock of ReleaseMany: its index, its state and context
+// cause before the release began, and what the nodes answered.
+type manyRelease struct {
+	i     int
+	l     *Lock
+	prev  lockState
+	cause error
+	t     tally
+}
+
+// beginReleases begins the release of each lock; a lock released before
+// gets its error in errs and no entry.
+func beginReleases(locks []*Lock, errs []error) []manyRelease {
+	rels := make([]manyRelease, 0, len(locks))
+	for i, l := range locks {
+		prev, cause, err := l.beginRelease()
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		rels = append(rels, manyRelease{i: i, l: l, prev: prev, cause: cause})
+	}
+	return rels
 }
 
 // fanoutPipelined runs count calls of script on each node in one pipeline
@@ -152,27 +184,12 @@ func (c *Client) ReleaseMany(ctx context.Context, locks []*Lock) []error {
 		c.releaseManyOneNode(ctx, locks, errs)
 		return errs
 	}
-	type rel struct {
-		i     int
-		l     *Lock
-		prev  lockState
-		cause error
-		t     tally
-	}
-	rels := make([]rel, 0, len(locks))
-	for i, l := range locks {
-		prev, cause, err := l.beginRelease()
-		if err != nil {
-			errs[i] = err
-			continue
-		}
-		rels = append(rels, rel{i: i, l: l, prev: prev, cause: cause})
-	}
+	rels := beginReleases(locks, errs)
 	// As in Release, a lock for which no node answered at all (a busy or
 	// briefly unreachable node) is tried again: a lock left behind blocks
 	// everyone until its TTL runs out.
 	rctx := context.WithoutCancel(ctx)
-	todo := make([]*rel, len(rels))
+	todo := make([]*manyRelease, len(rels))
 	for j := range rels {
 		todo[j] = &rels[j]
 	}
@@ -183,7 +200,7 @@ func (c *Client) ReleaseMany(ctx context.Context, locks []*Lock) []error {
 				l := round[j].l
 				return releaseScript.EvalSha(ctx, pipe, []string{l.ks.lock}, l.value, l.ks.channel)
 			}, releaseReply)
-		var again []*rel
+		var again []*manyRelease
 		for j, r := range round {
 			r.t = c.tallyOf(rctx, replies[j])
 			if r.t.ok == 0 && r.t.notHeld == 0 {
@@ -205,15 +222,7 @@ func (c *Client) ReleaseMany(ctx context.Context, locks []*Lock) []error {
 // new binaries alternated).
 func (c *Client) tryAcquireManyOneNode(ctx context.Context, keys []string, locks []*Lock, errs []error) {
 	begin := time.Now()
-	tries := make([]manyTry, 0, len(keys))
-	for i, k := range keys {
-		if err := c.precheck(k); err != nil {
-			errs[i] = c.failed(k, err, begin)
-			continue
-		}
-		c.stats.attempts.Add(1)
-		tries = append(tries, manyTry{i: i, ks: c.keys(k), value: rand.Text()})
-	}
+	tries := c.manyTries(keys, errs, begin)
 	if len(tries) == 0 {
 		return
 	}
@@ -256,21 +265,7 @@ func (c *Client) tryAcquireManyOneNode(ctx context.Context, keys []string, locks
 // releaseManyOneNode is ReleaseMany on a single node (see
 // tryAcquireManyOneNode).
 func (c *Client) releaseManyOneNode(ctx context.Context, locks []*Lock, errs []error) {
-	type rel struct {
-		i     int
-		l     *Lock
-		prev  lockState
-		cause error
-	}
-	rels := make([]rel, 0, len(locks))
-	for i, l := range locks {
-		prev, cause, err := l.beginRelease()
-		if err != nil {
-			errs[i] = err
-			continue
-		}
-		rels = append(rels, rel{i: i, l: l, prev: prev, cause: cause})
-	}
+	rels := beginReleases(locks, errs)
 	if len(rels) == 0 {
 		return
 	}
