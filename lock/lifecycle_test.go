@@ -170,11 +170,8 @@ func TestCancelledWaiterLeavesNothing(t *testing.T) {
 	if err := l.Release(context.Background()); err != nil {
 		t.Fatalf("Release: %v", err)
 	}
-	for i, node := range nodes {
-		if locktest.Exists(t, locktest.Redis(t, node), locktest.LockKey(prefix, "k")) {
-			t.Errorf("node %d: lock key exists after the holder released and the waiter gave up", i)
-		}
-	}
+	// Release returns once a majority answered; the last node follows.
+	locktest.WaitKey(t, nodes, locktest.LockKey(prefix, "k"), false, 5*time.Second)
 	if s := waiter.Stats(); s.Held != 0 || s.Waiting != 0 || s.Renewed != 0 {
 		t.Errorf("waiter stats: Held %d, Waiting %d, Renewed %d, want 0, 0, 0", s.Held, s.Waiting, s.Renewed)
 	}

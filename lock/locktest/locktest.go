@@ -5,6 +5,7 @@ package locktest
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"sync"
 	"testing"
@@ -187,4 +188,24 @@ func Exists(t testing.TB, r *redis.Client, key string) bool {
 		t.Fatalf("locktest: EXISTS %s: %v", key, err)
 	}
 	return n == 1
+}
+
+// WaitKey waits until key exists (want true) or is gone (want false) on
+// every node, failing the test after timeout. Acquire and Release return
+// once a majority answered, so a slower node (one that had to reload its
+// scripts, say) may get its write a moment later.
+func WaitKey(t testing.TB, nodes []*localsvc.Redis, key string, want bool, timeout time.Duration) {
+	t.Helper()
+	clients := make([]*redis.Client, len(nodes))
+	for i, n := range nodes {
+		clients[i] = Redis(t, n)
+	}
+	testenv.Eventually(t, timeout, func() error {
+		for i, r := range clients {
+			if Exists(t, r, key) != want {
+				return fmt.Errorf("%s: exists=%v on node %d, want %v", key, !want, i, want)
+			}
+		}
+		return nil
+	})
 }
