@@ -400,16 +400,7 @@ func (s *Service) PlaceOrder(ctx context.Context, r PlaceOrderRequest) (Placed, 
 	}
 	if sold {
 		if r.IdempotencyKey != "" {
-			// A re-sent order that was accepted before the sell-out answers
-			// for itself, not for the product. Queue first, then the
-			// database: a task is removed only after its outcome committed,
-			// so an accepted order is found in one or the other.
-			if ti, err := s.queuedTask(ctx, o.ID); err == nil {
-				return s.replay(o, ti.Order.ProductID, ti.Order.Quantity, taskStatus(ti))
-			}
-			if prev, err := s.decidedOrder(ctx, o.ID); err == nil {
-				return s.replay(o, prev.ProductID, prev.Quantity, prev.Status)
-			}
+			return s.soldOutKeyed(ctx, o)
 		}
 		return Placed{}, ErrSoldOut
 	}
@@ -452,6 +443,30 @@ func (s *Service) PlaceOrder(ctx context.Context, r PlaceOrderRequest) (Placed, 
 			return Placed{}, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
 		}
 	}
+}
+
+// soldOutKeyed answers a keyed order for a product flagged sold out. A
+// re-sent order that was accepted before the sell-out answers for itself,
+// not for the product. Queue first, then the database: a task is removed
+// only after its outcome committed, so an accepted order is found in one or
+// the other. Only when both say "not found" is the order new and refused;
+// if either could not be read, the order may have been accepted, and a 409
+// would be a final answer the buyer cannot take back: ErrUnavailable.
+func (s *Service) soldOutKeyed(ctx context.Context, o queue.Order) (Placed, error) {
+	ti, qerr := s.queuedTask(ctx, o.ID)
+	if qerr == nil {
+		return s.replay(o, ti.Order.ProductID, ti.Order.Quantity, taskStatus(ti))
+	}
+	prev, derr := s.decidedOrder(ctx, o.ID)
+	switch {
+	case derr == nil:
+		return s.replay(o, prev.ProductID, prev.Quantity, prev.Status)
+	case !errors.Is(derr, inventory.ErrNotFound):
+		return Placed{}, s.translate(derr)
+	case !errors.Is(qerr, queue.ErrNotFound):
+		return Placed{}, fmt.Errorf("%w: %w", ErrUnavailable, qerr)
+	}
+	return Placed{}, ErrSoldOut
 }
 
 // enqueueRetryBudget is how long PlaceOrder retries an unreachable queue.

@@ -589,3 +589,57 @@ func TestWaitOrderOnARunningTask(t *testing.T) {
 		})
 	}
 }
+
+// A keyed order re-sent while its product is flagged sold out is refused
+// (409) only when both the queue and the database say they do not know it.
+// If either cannot be read the order may have been accepted, and the answer
+// is ErrUnavailable (503, try again), never a final "sold out".
+func TestSoldOutKeyedReplayWhenALookupFails(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		// decide: the order is decided (its task gone) before the outage;
+		// otherwise it is still queued.
+		decide bool
+		// down stops what must be read: "redis" (the queue) or "postgres".
+		down string
+	}{
+		{name: "queued order, queue unreadable", decide: false, down: "redis"},
+		{name: "decided order, database unreadable", decide: true, down: "postgres"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := testenv.PrivateRedis(t, localsvc.RedisOptions{})
+			pg := testenv.PrivatePostgres(t)
+			// The gate trusts its "sold out" long enough to outlive the
+			// outage, as a cached answer does for CacheTTL in production.
+			e := saletest.New(t, &saletest.Options{RedisURL: r.URL(0), DatabaseURL: testenv.PrivateDatabase(t, pg), CacheTTL: time.Hour})
+			e.CreateProduct(t, "p1", 5, 0)
+			ctx := context.Background()
+			req := sale.PlaceOrderRequest{ProductID: "p1", UserID: "alice", Quantity: 1, IdempotencyKey: "k"}
+			placed := e.PlaceOrder(t, req)
+			if tc.decide {
+				e.Decide(t, placed.OrderID)
+			}
+			e.MarkSoldOut(t, "p1")
+			// Known: the queue or the database answers for it.
+			if again := e.PlaceOrder(t, req); again.OrderID != placed.OrderID || !again.Replay {
+				t.Fatalf("re-sent order before the outage = %+v; want its replay", again)
+			}
+			switch tc.down {
+			case "redis":
+				if err := r.Kill(); err != nil {
+					t.Fatal(err)
+				}
+			case "postgres":
+				if err := pg.Kill(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_, err := e.Service.PlaceOrder(ctx, req)
+			if !errors.Is(err, sale.ErrUnavailable) || errors.Is(err, sale.ErrSoldOut) {
+				t.Fatalf("re-sent accepted order with the %s down: err = %v, want ErrUnavailable", tc.down, err)
+			}
+		})
+	}
+}

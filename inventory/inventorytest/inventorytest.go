@@ -15,12 +15,18 @@ import (
 func NewDatabase(t testing.TB) string {
 	t.Helper()
 	url := testenv.NewDatabase(t)
+	Migrate(t, url)
+	return url
+}
+
+// Migrate applies the migrations to the database at url or fails the test.
+func Migrate(t testing.TB, url string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if _, err := inventory.Migrate(ctx, url); err != nil {
 		t.Fatalf("inventorytest: migrate: %v", err)
 	}
-	return url
 }
 
 // NewStore returns a Store on a fresh migrated database, closed at cleanup.

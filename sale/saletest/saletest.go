@@ -42,6 +42,10 @@ type Options struct {
 	// answers); default 20ms, so tests see flags quickly and restocks
 	// settle fast.
 	CacheTTL time.Duration
+	// DatabaseURL is an empty database that New migrates and uses (one on
+	// a private PostgreSQL the test stops, say); default a fresh database
+	// on the shared test PostgreSQL.
+	DatabaseURL string
 }
 
 // Env is a Service and everything under it.
@@ -77,7 +81,12 @@ func New(t testing.TB, opts *Options) *Env {
 	}
 	ns := testenv.Namespace(t)
 	e := &Env{Queue: "q_" + ns, Prefix: "t:" + ns + ":"}
-	e.DatabaseURL = inventorytest.NewDatabase(t)
+	if opts.DatabaseURL == "" {
+		e.DatabaseURL = inventorytest.NewDatabase(t)
+	} else {
+		e.DatabaseURL = opts.DatabaseURL
+		inventorytest.Migrate(t, e.DatabaseURL)
+	}
 	e.Store = inventorytest.Open(t, e.DatabaseURL, &inventory.Options{MaxConns: 4})
 
 	if opts.RedisURL == "" {
