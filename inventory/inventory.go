@@ -36,6 +36,10 @@ var (
 	// caller's lock is no longer the latest, and nothing was written.
 	// The error is a [*StaleFenceError].
 	ErrStaleFence = errors.New("inventory: stale fencing token")
+	// ErrRestockSuperseded is returned by [Store.Restock] when the product
+	// already holds a restock generation at least as new as the one given:
+	// a restock announced later committed first, and nothing was added.
+	ErrRestockSuperseded = errors.New("inventory: restock superseded by a newer one")
 	// ErrUnavailable wraps errors that are worth retrying: the database is
 	// unreachable, restarting, or the transaction was cancelled.
 	ErrUnavailable = errors.New("inventory: database unavailable")

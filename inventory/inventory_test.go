@@ -392,8 +392,26 @@ func TestProductsCRUD(t *testing.T) {
 	if err != nil || p.Stock != 110 || p.RestockGen != 3 {
 		t.Errorf("restock: got %+v %v, want stock 110 gen 3", p, err)
 	}
-	if p, _ = s.Restock(ctx, "sku-1", 1, 2); p.RestockGen != 3 {
-		t.Errorf("restock gen went backwards: got %d, want 3", p.RestockGen)
+	// A restock announced before the one that committed adds nothing.
+	for _, gen := range []int64{2, 3} {
+		if _, err := s.Restock(ctx, "sku-1", 1, gen); !errors.Is(err, inventory.ErrRestockSuperseded) {
+			t.Errorf("restock at generation %d after 3: got %v, want ErrRestockSuperseded", gen, err)
+		}
+	}
+	if p, _ = s.Product(ctx, "sku-1"); p.Stock != 110 || p.RestockGen != 3 {
+		t.Errorf("after superseded restocks: got stock %d gen %d, want 110 and 3", p.Stock, p.RestockGen)
+	}
+	// A failed restock's generation is stored without stock, never backwards.
+	for _, tc := range []struct{ gen, want int64 }{{5, 5}, {4, 5}, {5, 5}} {
+		if err := s.AdvanceRestockGen(ctx, "sku-1", tc.gen); err != nil {
+			t.Errorf("AdvanceRestockGen(%d): %v", tc.gen, err)
+		}
+		if p, _ = s.Product(ctx, "sku-1"); p.Stock != 110 || p.RestockGen != tc.want {
+			t.Errorf("AdvanceRestockGen(%d): got stock %d gen %d, want 110 and %d", tc.gen, p.Stock, p.RestockGen, tc.want)
+		}
+	}
+	if err := s.AdvanceRestockGen(ctx, "nope", 1); !errors.Is(err, inventory.ErrNotFound) {
+		t.Errorf("AdvanceRestockGen of an unknown product: got %v, want ErrNotFound", err)
 	}
 	list, err := s.Products(ctx, "", 10)
 	if err != nil || len(list) != 1 || list[0].ID != "sku-1" {

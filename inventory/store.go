@@ -153,9 +153,17 @@ func (s *Store) Products(ctx context.Context, after string, limit int) ([]Produc
 	return out, nil
 }
 
-// Restock adds quantity units to a product's stock and raises its restock
-// generation to at least gen. It returns [ErrNotFound] for an unknown product
-// and [ErrInvalid] for a quantity below 1.
+// Restock adds quantity units to a product's stock and stores gen as its
+// restock generation, provided the stored one is older. It returns
+// [ErrNotFound] for an unknown product, [ErrInvalid] for a quantity below 1,
+// and [ErrRestockSuperseded] (nothing added) when the stored generation is
+// already gen or newer.
+//
+// The generation is what keeps the sold-out flag honest (package soldout):
+// a worker flags a product at the generation it read with stock 0, and a
+// flag is refused once a newer restock was announced. If a restock announced
+// earlier could still add stock after a later one committed, a flag set in
+// between, at the later generation, would stay set over that stock.
 //
 // Restocking needs no lock or fencing token: adding stock is safe whatever
 // else runs, and the row lock orders it with concurrent sales.
@@ -164,12 +172,43 @@ func (s *Store) Restock(ctx context.Context, id string, quantity, gen int64) (Pr
 		return Product{}, fmt.Errorf("%w: restock quantity %d", ErrInvalid, quantity)
 	}
 	p, err := scanProduct(s.pool.QueryRow(ctx, `
-		UPDATE products SET stock = stock + $2, restock_gen = GREATEST(restock_gen, $3), updated_at = now()
-		WHERE id = $1 RETURNING `+productColumns, id, quantity, gen))
+		UPDATE products SET stock = stock + $2, restock_gen = $3, updated_at = now()
+		WHERE id = $1 AND restock_gen < $3 RETURNING `+productColumns, id, quantity, gen))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Product{}, s.whyNotRestocked(ctx, id, gen)
+	}
 	if err != nil {
 		return Product{}, fmt.Errorf("restock %q: %w", id, translate(err))
 	}
 	return p, nil
+}
+
+// AdvanceRestockGen stores gen as the product's restock generation if the
+// stored one is older, adding no stock: what a restock that announced gen
+// and then failed leaves behind, so that workers' sold-out flags (at the
+// stored generation) are not refused as older than the announcement. It
+// returns [ErrNotFound] for an unknown product; an equal or newer stored
+// generation is not an error.
+func (s *Store) AdvanceRestockGen(ctx context.Context, id string, gen int64) error {
+	tag, err := s.pool.Exec(ctx, `UPDATE products SET restock_gen = $2 WHERE id = $1 AND restock_gen < $2`, id, gen)
+	if err != nil {
+		return fmt.Errorf("advance restock generation of %q: %w", id, translate(err))
+	}
+	if tag.RowsAffected() == 0 {
+		if _, err := s.Product(ctx, id); err != nil {
+			return fmt.Errorf("advance restock generation: %w", err)
+		}
+	}
+	return nil
+}
+
+// whyNotRestocked tells an unknown product from a superseded restock.
+func (s *Store) whyNotRestocked(ctx context.Context, id string, gen int64) error {
+	p, err := s.Product(ctx, id)
+	if err != nil {
+		return fmt.Errorf("restock: %w", err)
+	}
+	return fmt.Errorf("restock %q at generation %d (stored %d): %w", id, gen, p.RestockGen, ErrRestockSuperseded)
 }
 
 const orderColumns = `id, product_id, user_id, quantity, coalesce(idempotency_key, ''), status, reason, fence, created_at, updated_at`

@@ -165,7 +165,8 @@ type Options struct {
 	Limiter Limiter
 	// OnFailOpen, when set, is told each time a check that may refuse an
 	// order early (the rate limiter, the sold-out flag) failed and the
-	// order was let through. It must not block; the caller logs it.
+	// order was let through, and when a failed restock leaves its
+	// product's sold-out flag off. It must not block; the caller logs it.
 	OnFailOpen func(ctx context.Context, err error)
 }
 
@@ -297,31 +298,61 @@ func (s *Service) Products(ctx context.Context, after string, limit int) ([]inve
 // Restock adds quantity units. It reopens the sold-out fast path first and
 // waits until no API process can still be refusing orders on an old flag,
 // so it takes a little longer than [soldout.Gate.Settle].
+//
+// Concurrent restocks of one product may commit in another order than they
+// announced themselves; one that finds a newer generation already stored
+// adds nothing, announces itself again and waits again (at most
+// restockTries times in all), so that no sold-out flag set before its stock
+// arrives can outlive it. A restock that fails after announcing stores its
+// generation anyway (no stock), or workers' flags would be refused until
+// the next restock.
 func (s *Service) Restock(ctx context.Context, id string, quantity int64) (inventory.Product, error) {
 	if quantity < 1 || quantity > MaxStock {
 		return inventory.Product{}, fmt.Errorf("%w: quantity must be 1-%d", ErrInvalid, MaxStock)
 	}
-	p, err := s.Product(ctx, id)
-	if err != nil {
-		return inventory.Product{}, err
-	}
-	if p.Stock+quantity > MaxStock {
-		return inventory.Product{}, fmt.Errorf("%w: stock would exceed %d", ErrInvalid, MaxStock)
-	}
-	gen, err := s.gate.Reopen(ctx, id, p.RestockGen)
-	if err != nil {
-		return inventory.Product{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
-	}
-	select {
-	case <-time.After(s.gate.Settle()):
-	case <-ctx.Done():
-		return inventory.Product{}, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
-	}
-	p, err = s.store.Restock(ctx, id, quantity, gen)
-	if err != nil {
+	for try := 1; ; try++ {
+		p, err := s.Product(ctx, id)
+		if err != nil {
+			return inventory.Product{}, err
+		}
+		if p.Stock+quantity > MaxStock {
+			return inventory.Product{}, fmt.Errorf("%w: stock would exceed %d", ErrInvalid, MaxStock)
+		}
+		gen, err := s.gate.Reopen(ctx, id, p.RestockGen)
+		if err != nil {
+			return inventory.Product{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
+		select {
+		case <-time.After(s.gate.Settle()):
+		case <-ctx.Done():
+			s.abandonRestock(ctx, id, gen)
+			return inventory.Product{}, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
+		}
+		p, err = s.store.Restock(ctx, id, quantity, gen)
+		switch {
+		case err == nil:
+			return p, nil
+		case errors.Is(err, inventory.ErrRestockSuperseded) && try < restockTries:
+			continue
+		case errors.Is(err, inventory.ErrRestockSuperseded):
+			return inventory.Product{}, fmt.Errorf("%w: %d restocks of %q overtaken by others: %w", ErrUnavailable, try, id, err)
+		}
+		s.abandonRestock(ctx, id, gen)
 		return inventory.Product{}, s.translate(err)
 	}
-	return p, nil
+}
+
+// restockTries bounds the announcements of one restock overtaken by others.
+const restockTries = 5
+
+// abandonRestock stores the generation gen of a restock that announced
+// itself and then failed, best effort (the database may be what failed).
+func (s *Service) abandonRestock(ctx context.Context, id string, gen int64) {
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := s.store.AdvanceRestockGen(actx, id, gen); err != nil {
+		s.failOpen(ctx, fmt.Errorf("sale: restock of %q failed after announcing generation %d, which the database did not store; its sold-out flag stays off until the next restock: %w", id, gen, err))
+	}
 }
 
 // PlaceOrderRequest is a buyer's order.

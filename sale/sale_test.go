@@ -3,10 +3,13 @@ package sale_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/flashsale/flashsale/internal/localsvc"
 	"github.com/flashsale/flashsale/internal/testenv"
@@ -642,4 +645,113 @@ func TestSoldOutKeyedReplayWhenALookupFails(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Two restocks that commit in another order than they announced
+// themselves: the earlier one must not add stock under a sold-out flag set,
+// between the two commits, at the later one's generation.
+func TestRestocksCommittingOutOfOrder(t *testing.T) {
+	t.Parallel()
+	// Settle = 2×CacheTTL+100ms = 2.1s: room for the rival restock and
+	// sale below (tens of milliseconds) while the first restock waits.
+	e := saletest.New(t, &saletest.Options{CacheTTL: time.Second})
+	e.CreateProduct(t, "p1", 0, 0)
+	ctx := context.Background()
+	announced := func() int64 {
+		n, err := e.Redis.Get(ctx, e.Prefix+"restock:{p1}").Int64()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			t.Fatal(err)
+		}
+		return n
+	}
+	type result struct {
+		p   inventory.Product
+		err error
+	}
+	first := make(chan result, 1)
+	go func() {
+		p, err := e.Service.Restock(ctx, "p1", 3)
+		first <- result{p, err}
+	}()
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if announced() < 1 {
+			return errors.New("first restock not announced yet")
+		}
+		return nil
+	})
+	// A second restock announces itself later and commits first (what
+	// Service.Restock does, without its wait), and its 2 units sell out:
+	// the worker flags the product at the second restock's generation.
+	gen, err := e.Gate.Reopen(ctx, "p1", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Store.Restock(ctx, "p1", 2, gen); err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range []string{"a", "b"} {
+		if d := e.Decide(t, e.PlaceOrder(t, sale.PlaceOrderRequest{ProductID: "p1", UserID: u, Quantity: 1}).OrderID); d.Status != inventory.StatusSucceeded {
+			t.Fatalf("order of %s: %s, want succeeded", u, d.Status)
+		}
+	}
+	if n, err := e.Redis.Exists(ctx, e.Prefix+"soldout:{p1}").Result(); err != nil || n != 1 {
+		t.Fatalf("after the second restock sold out: flag exists = %d, %v; want 1", n, err)
+	}
+	select {
+	case r := <-first:
+		t.Fatalf("the first restock ended (%+v, %v) before the second one's sale: the machine took longer than its wait", r.p, r.err)
+	default:
+	}
+
+	r := <-first
+	if r.err != nil || r.p.Stock != 3 {
+		t.Fatalf("first restock: %+v, %v; want stock 3", r.p, r.err)
+	}
+	// Its 3 units are on sale: the flag set before they arrived is gone.
+	placed, err := e.Service.PlaceOrder(ctx, sale.PlaceOrderRequest{ProductID: "p1", UserID: "c", Quantity: 1})
+	if err != nil {
+		t.Fatalf("order after the first restock: %v; want it accepted (3 units in stock)", err)
+	}
+	if d := e.Decide(t, placed.OrderID); d.Status != inventory.StatusSucceeded {
+		t.Fatalf("order after the first restock: %s, want succeeded", d.Status)
+	}
+}
+
+// A restock that fails after announcing itself (here: its caller gives up
+// during the wait) stores its generation, so that the next sell-out is
+// flagged and the fast path works again.
+func TestAbandonedRestockKeepsTheFastPath(t *testing.T) {
+	t.Parallel()
+	e := saletest.New(t, &saletest.Options{CacheTTL: 500 * time.Millisecond})
+	e.CreateProduct(t, "p1", 1, 0)
+	ctx := context.Background()
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		_, err := e.Service.Restock(rctx, "p1", 5)
+		done <- err
+	}()
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if n, _ := e.Redis.Get(ctx, e.Prefix+"restock:{p1}").Int64(); n < 1 {
+			return errors.New("restock not announced yet")
+		}
+		return nil
+	})
+	cancel()
+	if err := <-done; !errors.Is(err, sale.ErrUnavailable) {
+		t.Fatalf("abandoned restock: %v, want ErrUnavailable", err)
+	}
+	if p, err := e.Store.Product(ctx, "p1"); err != nil || p.Stock != 1 || p.RestockGen != 1 {
+		t.Fatalf("after the abandoned restock: %+v, %v; want stock 1 (nothing added), generation 1", p, err)
+	}
+	// The last unit sells: the product is flagged, and the next order is
+	// refused at once.
+	e.Decide(t, e.PlaceOrder(t, sale.PlaceOrderRequest{ProductID: "p1", UserID: "a", Quantity: 1}).OrderID)
+	testenv.Eventually(t, 5*time.Second, func() error {
+		_, err := e.Service.PlaceOrder(ctx, sale.PlaceOrderRequest{ProductID: "p1", UserID: "b", Quantity: 1})
+		if !errors.Is(err, sale.ErrSoldOut) {
+			return fmt.Errorf("order after the sell-out: %v, want ErrSoldOut", err)
+		}
+		return nil
+	})
 }

@@ -11,7 +11,11 @@
 //     announced ([Gate.Mark], mark.lua).
 //   - A restock first announces itself and clears the flag ([Gate.Reopen],
 //     reopen.lua), then waits [Gate.Settle], and only then adds the stock in
-//     PostgreSQL.
+//     PostgreSQL, storing its generation there, and only if no restock
+//     announced after it has committed first; otherwise it announces itself
+//     again (inventory.Store.Restock, sale.Service.Restock). A restock that
+//     fails after announcing stores its generation without stock, or every
+//     later mark would be refused.
 //   - An API process trusts a "sold out" it read for at most
 //     [Options.CacheTTL], which is less than Settle. So by the time restocked
 //     units exist, no API process still believes a flag read before the
