@@ -382,9 +382,19 @@ func (b *batcher) startWaiter(ctx context.Context, p string, delay time.Duration
 			acancel()
 			switch {
 			case err == nil:
+				// The orders it was for may have ended meanwhile (their
+				// task timed out), and a round dropped them: then no round
+				// would look at this lock again, and it would stay held,
+				// and renewed, until more orders for p came here.
 				b.mu.Lock()
-				b.held[p] = hold{product: p, l: l, since: time.Now()}
+				needed := len(b.pending[p]) > 0
+				if needed {
+					b.held[p] = hold{product: p, l: l, since: time.Now()}
+				}
 				b.mu.Unlock()
+				if !needed {
+					b.w.release(l)
+				}
 				return
 			case wctx.Err() != nil:
 				return

@@ -521,3 +521,53 @@ func TestFencingRejectsStalledHolder(t *testing.T) {
 		t.Errorf("A's order recorded: got %v, want ErrNotFound", err)
 	}
 }
+
+// A lock that a background waiter obtains after the orders it waited for
+// have ended (their tasks timed out) is given back, not kept and renewed.
+func TestWaiterReleasesALockNoLongerNeeded(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, worker.ModeBatch, 2*time.Second)
+	e.start(t)
+	inventorytest.CreateProduct(t, e.store, "p", 5, 0)
+	inventorytest.CreateProduct(t, e.store, "q", 5, 0)
+	ctx := context.Background()
+	rival := locktest.Client(t, []*localsvc.Redis{e.lockRDB}, &lock.Options{TTL: 10 * time.Second, KeyPrefix: e.prefix + "lock:"})
+	held, err := rival.TryAcquire(ctx, "product:p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An order for p waits for the rival's lock and gives up: the worker
+	// keeps waiting for the lock in the background.
+	tctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	err = e.w.ProcessTask(tctx, task(t, "o1", "p", "u1", 1, 1))
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("order for a busy product whose task timed out: %v, want DeadlineExceeded", err)
+	}
+	// A round for another product drops p's ended order.
+	if err := e.w.ProcessTask(ctx, task(t, "o2", "q", "u2", 1, 2)); err != nil {
+		t.Fatal(err)
+	}
+	// The rival lets go while the worker still waits: the worker gets the
+	// lock, has nothing to do with it, and must give it back. The rival
+	// can then take it again, with a token newer than the worker's (were
+	// its token the next after its first one, nobody took it between).
+	first := held.Token()
+	if err := held.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 5*time.Second, func() error {
+		l, err := rival.TryAcquire(ctx, "product:p")
+		if err != nil {
+			return fmt.Errorf("rival cannot take the lock back: %w", err)
+		}
+		defer l.Release(ctx)
+		if l.Token() == first+1 {
+			return errors.New("the worker has not taken the lock yet")
+		}
+		return nil
+	})
+	if o, err := e.store.Order(ctx, "o1"); !errors.Is(err, inventory.ErrNotFound) {
+		t.Errorf("the ended order: %+v, %v; want it undecided (asynq runs its task again)", o, err)
+	}
+}
