@@ -652,9 +652,9 @@ func TestSoldOutKeyedReplayWhenALookupFails(t *testing.T) {
 // between the two commits, at the later one's generation.
 func TestRestocksCommittingOutOfOrder(t *testing.T) {
 	t.Parallel()
-	// Settle = 2×CacheTTL+100ms = 2.1s: room for the rival restock and
+	// Settle = 2×CacheTTL+100ms = 4.1s: room for the rival restock and
 	// sale below (tens of milliseconds) while the first restock waits.
-	e := saletest.New(t, &saletest.Options{CacheTTL: time.Second})
+	e := saletest.New(t, &saletest.Options{CacheTTL: 2 * time.Second})
 	e.CreateProduct(t, "p1", 0, 0)
 	ctx := context.Background()
 	announced := func() int64 {

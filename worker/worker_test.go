@@ -550,9 +550,9 @@ func TestWaiterReleasesALockNoLongerNeeded(t *testing.T) {
 	}
 	// The rival lets go while the worker still waits: the worker gets the
 	// lock, has nothing to do with it, and must give it back. The rival
-	// can then take it again, with a token newer than the worker's (were
-	// its token the next after its first one, nobody took it between).
-	first := held.Token()
+	// can then take it again, with a token that skips one: the worker's.
+	// (A token just after the rival's previous one: nobody took it between.)
+	last := held.Token()
 	if err := held.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -562,7 +562,8 @@ func TestWaiterReleasesALockNoLongerNeeded(t *testing.T) {
 			return fmt.Errorf("rival cannot take the lock back: %w", err)
 		}
 		defer l.Release(ctx)
-		if l.Token() == first+1 {
+		if tok := l.Token(); tok == last+1 {
+			last = tok
 			return errors.New("the worker has not taken the lock yet")
 		}
 		return nil
