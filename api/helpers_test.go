@@ -36,8 +36,18 @@ type testDeps struct {
 // tests reach under it.
 func newService(t *testing.T) (*sale.Service, testDeps) {
 	t.Helper()
-	e := saletest.New(t, nil)
-	connOpt, err := queue.ParseRedisURL(testenv.RedisURL(), 8)
+	return newServiceOn(t, "")
+}
+
+// newServiceOn is newService on the Redis at redisURL (empty: the shared
+// one).
+func newServiceOn(t *testing.T, redisURL string) (*sale.Service, testDeps) {
+	t.Helper()
+	e := saletest.New(t, &saletest.Options{RedisURL: redisURL})
+	if redisURL == "" {
+		redisURL = testenv.RedisURL()
+	}
+	connOpt, err := queue.ParseRedisURL(redisURL, 8)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,9 @@ import (
 	"time"
 
 	"github.com/hibiken/asynqmon"
+
+	"github.com/flashsale/flashsale/internal/localsvc"
+	"github.com/flashsale/flashsale/internal/testenv"
 )
 
 func TestSessionValue(t *testing.T) {
@@ -166,7 +169,9 @@ func TestSignInRefusedWithoutAdminToken(t *testing.T) {
 // makes answer, through the admin check, and writes are refused.
 func TestAsynqmonMounted(t *testing.T) {
 	t.Parallel()
-	svc, deps := newService(t)
+	// A Redis of its own: asynqmon lists every queue it finds, and a queue
+	// another test removes meanwhile makes the listing answer 500.
+	svc, deps := newServiceOn(t, testenv.PrivateRedis(t, localsvc.RedisOptions{}).URL(0))
 	// Something in the queue, so that asynq knows it.
 	h0 := newHandler(t, svc, Config{})
 	if rec := do(t, h0, request{method: "POST", path: "/v1/products", header: bearer(testToken), body: `{"id":"m","name":"m","stock":3}`}); rec.Code != 201 {

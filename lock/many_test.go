@@ -134,11 +134,10 @@ func TestManyWithNodesDown(t *testing.T) {
 			t.Errorf("%s with 1 of 3 nodes: got %v, %v; want no quorum", keys[i], locks[i], err)
 		}
 	}
-	r := locktest.Redis(t, nodes[0])
+	// (Cleaned up at once, or in the background if the node answered
+	// after NodeTimeout.)
 	for _, k := range keys {
-		if locktest.Exists(t, r, locktest.LockKey(prefix, k)) {
-			t.Errorf("%s: a failed attempt left its value on the node that answered", k)
-		}
+		locktest.WaitKey(t, nodes[:1], locktest.LockKey(prefix, k), false, 5*time.Second)
 	}
 }
 

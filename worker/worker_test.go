@@ -56,6 +56,14 @@ func newEnvWith(t *testing.T, cfg worker.Config, lockTTL time.Duration) *env {
 	e.prefix = ns + ":"
 	testenv.DeleteKeys(t, e.rdb, e.prefix)
 	e.queue = queue.Options{Queue: "q_" + ns}
+	// At cleanup, after the worker stopped: asynq's DeleteQueue refuses a
+	// queue with an active (stranded) task, so remove its keys directly.
+	testenv.DeleteKeys(t, e.rdb, "asynq:{"+e.queue.Queue+"}")
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		e.rdb.SRem(ctx, "asynq:queues", e.queue.Queue)
+	})
 	e.lockRDB = testenv.PrivateRedis(t, localsvc.RedisOptions{})
 	obs, err := worker.NewLockObserver(e.reg)
 	if err != nil {
