@@ -145,6 +145,9 @@ type Service struct {
 
 	idMu    sync.Mutex
 	entropy *ulid.MonotonicEntropy
+
+	drain     chan struct{} // closed by Drain: waits end
+	drainOnce sync.Once
 }
 
 // Limiter limits how often one user may place orders;
@@ -179,6 +182,7 @@ func New(store *inventory.Store, producer *queue.Producer, inspector *queue.Insp
 		store: store, producer: producer, inspector: inspector, gate: gate, hub: hub,
 		limiter: opts.Limiter, onFailOpen: opts.OnFailOpen,
 		entropy: ulid.Monotonic(rand.Reader, 0),
+		drain:   make(chan struct{}),
 	}
 	// Point lookups of orders (keyed submits, long polls) share one query
 	// and one Redis pipeline while one is in flight: a hot burst by hand
@@ -634,20 +638,28 @@ func deadReason(ti queue.TaskInfo) string {
 // wait.
 func (s *Service) WaitOrder(ctx context.Context, id string, wait time.Duration) (OrderView, error) {
 	deadline := time.Now().Add(min(max(wait, 0), MaxWait))
+	until := func() time.Duration {
+		select {
+		case <-s.drain:
+			return 0 // draining: the wait has run out
+		default:
+			return time.Until(deadline)
+		}
+	}
 	for first := true; ; first = false {
 		var w *notify.Watch
 		if s.hub != nil {
 			w = s.hub.Watch(id)
 		}
 		var err error
-		left := time.Until(deadline)
+		left := until()
 		// A waiter that will be told of the decision need not read an order
 		// the queue holds as waiting: it is not decided yet. (A waiting task
 		// whose order another copy decided is caught by the re-check.)
 		if !(first && w != nil && left > 0 && s.waiting(ctx, id)) {
 			var v OrderView
 			v, err = s.Order(ctx, id)
-			left = time.Until(deadline)
+			left = until()
 			if (err != nil && !errors.Is(err, ErrUnavailable)) || (err == nil && v.Status.Final()) || left <= 0 || ctx.Err() != nil {
 				if w != nil {
 					w.Stop()
@@ -672,6 +684,7 @@ func (s *Service) WaitOrder(ctx context.Context, id string, wait time.Duration) 
 				return viewOf(o), nil
 			}
 		case <-t.C:
+		case <-s.drain:
 		case <-ctx.Done():
 		}
 		t.Stop()
@@ -680,6 +693,13 @@ func (s *Service) WaitOrder(ctx context.Context, id string, wait time.Duration) 
 		}
 	}
 }
+
+// Drain ends every wait of [Service.WaitOrder], running or to come: each
+// answers its order's state as it stands, as if its wait had run out. A
+// server calls it when it begins to shut down
+// ([net/http.Server.RegisterOnShutdown]), so that long polls answer at once
+// while other requests finish.
+func (s *Service) Drain() { s.drainOnce.Do(func() { close(s.drain) }) }
 
 // waiting reports whether the queue holds order id's task as waiting
 // (pending, scheduled, retrying): one coalesced read of its state.

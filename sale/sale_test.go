@@ -755,3 +755,42 @@ func TestAbandonedRestockKeepsTheFastPath(t *testing.T) {
 		return nil
 	})
 }
+
+// Drain (a server shutting down) ends running and later waits at once, each
+// with its order's current state: a long poll answers, it does not fail.
+func TestDrainEndsWaits(t *testing.T) {
+	t.Parallel()
+	e := saletest.New(t, nil)
+	e.CreateProduct(t, "p", 5, 0)
+	placed := e.PlaceOrder(t, sale.PlaceOrderRequest{ProductID: "p", UserID: "u", Quantity: 1})
+	ctx := context.Background()
+	type answer struct {
+		v   sale.OrderView
+		err error
+	}
+	got := make(chan answer, 1)
+	go func() {
+		v, err := e.Service.WaitOrder(ctx, placed.OrderID, sale.MaxWait)
+		got <- answer{v, err}
+	}()
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if e.Hub.Waiting() == 0 {
+			return errors.New("no waiter yet")
+		}
+		return nil
+	})
+	e.Service.Drain()
+	select {
+	case a := <-got:
+		if a.err != nil || a.v.ID != placed.OrderID || a.v.Status != inventory.StatusQueued {
+			t.Fatalf("drained wait = %+v, %v; want the order, queued", a.v, a.err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("wait still running 10s after Drain (MaxWait is 30s)")
+	}
+	start := time.Now()
+	v, err := e.Service.WaitOrder(ctx, placed.OrderID, sale.MaxWait)
+	if err != nil || v.Status != inventory.StatusQueued || time.Since(start) > 10*time.Second {
+		t.Fatalf("wait after Drain = %+v, %v after %v; want queued at once", v, err, time.Since(start))
+	}
+}

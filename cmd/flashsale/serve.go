@@ -170,14 +170,16 @@ func serveAPI(ctx context.Context, cfg config, log *slog.Logger, ready func(addr
 	}
 
 	// The server's timeouts are api's defaults (the write timeout exceeds
-	// the longest long poll); the base context ends at shutdown so long
-	// polls answer at once.
+	// the longest long poll). At shutdown, long polls answer at once with
+	// their order's current state (Drain) and other requests finish; the
+	// base context ends only if they outlast the shutdown's bound.
 	baseCtx, cancelBase := context.WithCancel(context.Background())
 	defer cancelBase()
 	srv := api.NewServer(handler, api.ServerOptions{
 		BaseContext: func(net.Listener) context.Context { return baseCtx },
 		Logger:      log,
 	})
+	srv.RegisterOnShutdown(svc.Drain)
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("FLASHSALE_HTTP_ADDR: %w", err)
@@ -194,10 +196,10 @@ func serveAPI(ctx context.Context, cfg config, log *slog.Logger, ready func(addr
 	case <-ctx.Done():
 	}
 	log.Info("api shutting down")
-	cancelBase()
 	sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
+		cancelBase()
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
