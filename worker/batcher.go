@@ -59,6 +59,7 @@ type batcher struct {
 	held      map[string]hold       // locks ready for the next round
 	acquiring map[string]bool       // background Acquire in progress
 	contended map[string]time.Time  // when a product's lock was last found busy or wanted
+	closed    bool                  // the runner has given its locks back: keep none
 
 	wake    chan struct{}
 	done    chan struct{}
@@ -133,6 +134,7 @@ func (b *batcher) releaseHeld() {
 		held = append(held, h)
 	}
 	b.held = map[string]hold{}
+	b.closed = true
 	b.mu.Unlock()
 	b.w.releaseAll(held)
 }
@@ -385,9 +387,10 @@ func (b *batcher) startWaiter(ctx context.Context, p string, delay time.Duration
 				// The orders it was for may have ended meanwhile (their
 				// task timed out), and a round dropped them: then no round
 				// would look at this lock again, and it would stay held,
-				// and renewed, until more orders for p came here.
+				// and renewed, until more orders for p came here. Nor
+				// would one after the runner stopped.
 				b.mu.Lock()
-				needed := len(b.pending[p]) > 0
+				needed := len(b.pending[p]) > 0 && !b.closed
 				if needed {
 					b.held[p] = hold{product: p, l: l, since: time.Now()}
 				}

@@ -289,11 +289,24 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	retried, _ := asynq.GetRetryCount(ctx)
 	maxRetry, _ := asynq.GetMaxRetry(ctx)
 	if retried >= maxRetry {
-		w.recordFailed(ctx, o, "gave up after retries: "+err.Error())
+		rctx := ctx
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			// The task's own time ran out (asynq archives it): the record
+			// needs a moment of its own, or it fails like the task did.
+			// (A cancelled context is a shutdown: asynq puts the task back
+			// whatever is returned, and it is no failure.)
+			var cancel context.CancelFunc
+			rctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+			defer cancel()
+		}
+		w.recordFailed(rctx, o, "gave up after retries: "+err.Error())
 		return fmt.Errorf("order %s: %w: %w", o.ID, err, asynq.SkipRetry)
 	}
 	return fmt.Errorf("order %s: %w", o.ID, err)
 }
+
+// recordTimeout bounds recording a failure once the task's own time ran out.
+const recordTimeout = 5 * time.Second
 
 func (w *Worker) recordFailed(ctx context.Context, o queue.Order, reason string) {
 	ds, err := w.store.RecordFailed(ctx, []inventory.OrderRequest{{

@@ -576,7 +576,33 @@ func TestWaiterReleasesALockNoLongerNeeded(t *testing.T) {
 		}
 		return nil
 	})
-	if o, err := e.store.Order(ctx, "o1"); !errors.Is(err, inventory.ErrNotFound) {
-		t.Errorf("the ended order: %+v, %v; want it undecided (asynq runs its task again)", o, err)
+}
+
+// A task whose time runs out on its last try (outside asynq, every call of
+// ProcessTask is a last try) ends recorded failed: the buyer gets a final
+// answer, although the task's context had ended.
+func TestLastTryTimedOutIsRecordedFailed(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, worker.ModeBatch, 2*time.Second)
+	e.start(t)
+	inventorytest.CreateProduct(t, e.store, "p", 5, 0)
+	ctx := context.Background()
+	rival := locktest.Client(t, []*localsvc.Redis{e.lockRDB}, &lock.Options{TTL: 10 * time.Second, KeyPrefix: e.prefix + "lock:"})
+	held, err := rival.TryAcquire(ctx, "product:p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Release(ctx)
+	tctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	if err := e.w.ProcessTask(tctx, task(t, "o1", "p", "u1", 1, 1)); !errors.Is(err, asynq.SkipRetry) {
+		t.Fatalf("last try timed out: %v, want SkipRetry", err)
+	}
+	o, err := e.store.Order(ctx, "o1")
+	if err != nil || o.Status != inventory.StatusFailed {
+		t.Fatalf("order after its last try timed out: %+v, %v; want failed", o, err)
+	}
+	if p, _ := e.store.Product(ctx, "p"); p.Stock != 5 {
+		t.Errorf("stock = %d, want 5 (nothing sold)", p.Stock)
 	}
 }
