@@ -10,6 +10,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/flashsale/flashsale/internal/redact"
 )
 
 // Store reads and writes products and orders. It is safe for concurrent use.
@@ -56,7 +58,7 @@ func Open(ctx context.Context, databaseURL string, opts *Options) (*Store, error
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("inventory: open %s: %w", redact(databaseURL), translate(err))
+		return nil, fmt.Errorf("inventory: open %s: %w", redact.URL(databaseURL), translate(err))
 	}
 	s := &Store{pool: pool}
 	if err := s.Ping(ctx); err != nil {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/flashsale/flashsale/internal/logging"
+	"github.com/flashsale/flashsale/internal/redact"
 	"github.com/flashsale/flashsale/worker"
 )
 
@@ -59,7 +60,7 @@ var settings = []setting{
 					continue
 				}
 				if pu, err := url.Parse(u); err != nil || (pu.Scheme != "redis" && pu.Scheme != "rediss") || pu.Host == "" {
-					return fmt.Errorf("%s is not a redis:// URL", redactURL(u))
+					return fmt.Errorf("%s is not a redis:// URL", redact.URL(u))
 				}
 				c.LockRedisURLs = append(c.LockRedisURLs, u)
 			}
@@ -208,11 +209,7 @@ func shown(env, v string) string {
 	if env == "FLASHSALE_ADMIN_TOKEN" {
 		return "(hidden)"
 	}
-	parts := strings.Split(v, ",")
-	for i, p := range parts {
-		parts[i] = redactURL(strings.TrimSpace(p))
-	}
-	return strings.Join(parts, ",")
+	return redact.URLs(v)
 }
 
 // rate is a number of events per period.

@@ -39,8 +39,11 @@ func TestConfigErrorsHideSecrets(t *testing.T) {
 		args       []string
 	}{
 		{"FLASHSALE_DATABASE_URL", "mysql://app:" + secret + "@db:3306/flashsale", nil},
-		{"FLASHSALE_DATABASE_URL", "postgres://app:" + secret + "@db:5432", nil}, // no database
-		{"FLASHSALE_DATABASE_URL", "postgres://app:" + secret + "@d b/x", nil},   // does not parse
+		{"FLASHSALE_DATABASE_URL", "postgres://app:" + secret + "@db:5432", nil},             // no database
+		{"FLASHSALE_DATABASE_URL", "postgres://app:" + secret + "@d b/x", nil},               // does not parse
+		{"FLASHSALE_DATABASE_URL", "host=db user=app password=" + secret + " dbname=x", nil}, // libpq form
+		{"FLASHSALE_DATABASE_URL", "mysql://app@db:3306/x?password=" + secret, nil},
+		{"FLASHSALE_REDIS_URL", "http://cache:6379/0?password=" + secret, nil},
 		{"FLASHSALE_REDIS_URL", "http://:" + secret + "@cache:6379/0", nil},
 		{"FLASHSALE_REDIS_URL", "redis://:" + secret + "%zz@cache:6379/0", nil},
 		{"FLASHSALE_LOCK_REDIS_URLS", "redis://:a@n1:6379,http://:" + secret + "@n2:6379", nil},

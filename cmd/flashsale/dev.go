@@ -25,6 +25,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/flashsale/flashsale/internal/localsvc"
+	"github.com/flashsale/flashsale/internal/redact"
 	"github.com/flashsale/flashsale/inventory"
 )
 
@@ -64,7 +65,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		if _, err := localsvc.FindBinary("redis-server"); err != nil {
 			return fmt.Errorf("nothing answers at FLASHSALE_REDIS_URL=%s and redis-server is not installed: "+
 				"install it (Debian/Ubuntu: apt-get install redis-server; macOS: brew install redis) "+
-				"or point FLASHSALE_REDIS_URL at a running Redis 6.2+", cfg.RedisURL)
+				"or point FLASHSALE_REDIS_URL at a running Redis 6.2+", redact.URL(cfg.RedisURL))
 		}
 		r, err := startDevRedis(filepath.Join(dataDir, "redis"))
 		if err != nil {
@@ -81,7 +82,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		if _, err := localsvc.FindBinary("initdb"); err != nil {
 			return fmt.Errorf("nothing answers at FLASHSALE_DATABASE_URL=%s and PostgreSQL's initdb is not installed: "+
 				"install PostgreSQL 13+ (Debian/Ubuntu: apt-get install postgresql; macOS: brew install postgresql) "+
-				"or point FLASHSALE_DATABASE_URL at a running server", redactURL(cfg.DatabaseURL))
+				"or point FLASHSALE_DATABASE_URL at a running server", redact.URL(cfg.DatabaseURL))
 		}
 		p, err := startDevPostgres(filepath.Join(dataDir, "postgres"))
 		if err != nil {
@@ -341,15 +342,4 @@ func (p *prefixWriter) Write(b []byte) (int, error) {
 		p.buf = p.buf[i+1:]
 	}
 	return len(b), nil
-}
-
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(unparsable)"
-	}
-	if _, ok := u.User.Password(); ok {
-		u.User = url.UserPassword(u.User.Username(), "***")
-	}
-	return u.String()
 }
