@@ -178,6 +178,11 @@ const (
 	// products). GET /v1/queue is the operator's view: its failed samples
 	// are counted in [QueueReport.Missed] instead.
 	CodeServerError ViolationCode = "server_error"
+	// CodeUnexpectedRefusal: POST /v1/orders answered a 4xx other than 409
+	// sold_out, 422 idempotency_mismatch (its own violation) and 429 (a
+	// rate limit). The load test sends well-formed orders for products it
+	// created, so a 400 or 404 refused an order the API should have taken.
+	CodeUnexpectedRefusal ViolationCode = "unexpected_refusal"
 	// CodeProductUnverified: a product could not be read after settling.
 	CodeProductUnverified ViolationCode = "product_unverified"
 	// CodeIncomplete: the run did not finish (e.g. its timeout passed).
@@ -329,6 +334,9 @@ func analyze(obs Observations) *analysis {
 				unknownFate = true
 				add(Violation{Code: CodeServerError, ProductID: o.ProductID, Key: o.Key, UserID: o.UserID,
 					Message: fmt.Sprintf("POST /v1/orders key %s send %d: %d %s", o.Key, n+1, r.Status, r.ErrorCode)})
+			case r.Status >= 400 && r.Status != http.StatusTooManyRequests:
+				add(Violation{Code: CodeUnexpectedRefusal, ProductID: o.ProductID, Key: o.Key, UserID: o.UserID,
+					Message: fmt.Sprintf("POST /v1/orders key %s send %d: %d %s (a well-formed order for a product of the run)", o.Key, n+1, r.Status, r.ErrorCode)})
 			}
 		}
 		if len(ids) > 1 {

@@ -187,6 +187,15 @@ func TestVerify(t *testing.T) {
 			want: map[ViolationCode]int{CodeServerError: 1},
 		},
 		{
+			name: "4xx refusals on submit: 404 and 400 are violations, 429 is not",
+			plant: func(o *Observations) {
+				o.Orders[0].Responses = append([]SubmitResponse{{Status: 404, ErrorCode: "product_not_found"}}, o.Orders[0].Responses...)
+				o.Orders[1].Responses = append([]SubmitResponse{{Status: 400, ErrorCode: "invalid_request"}}, o.Orders[1].Responses...)
+				o.Orders[2].Responses = append([]SubmitResponse{{Status: 429, ErrorCode: "rate_limited"}}, o.Orders[2].Responses...)
+			},
+			want: map[ViolationCode]int{CodeUnexpectedRefusal: 2},
+		},
+		{
 			name: "5xx on another endpoint",
 			plant: func(o *Observations) {
 				o.ServerErrors = append(o.ServerErrors, ServerError{Method: "GET", Path: "/v1/orders/{id}", Status: 500})
