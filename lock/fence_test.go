@@ -216,3 +216,29 @@ func TestFencingRejectsStaleWriter(t *testing.T) {
 		t.Errorf("stock = %d, %v, want 0 (never oversold)", stock, err)
 	}
 }
+
+// acquire.lua run twice with the same owner value (a client resending it
+// after a lost reply) succeeds twice with the same token, instead of
+// reading its own value as busy.
+func TestAcquireScriptRunTwice(t *testing.T) {
+	t.Parallel()
+	nodes := locktest.Nodes(t, 1)
+	r := locktest.Redis(t, nodes[0])
+	ctx := locktest.Ctx(t, 10*time.Second)
+	keys := []string{"k", "k:fence"}
+	var got [][]int64
+	for range 2 {
+		v, err := lock.AcquireScript.Run(ctx, r, keys, "owner-1", 10_000).Int64Slice()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, v)
+	}
+	if got[0][0] != 1 || got[1][0] != 1 || got[1][1] != got[0][1] {
+		t.Fatalf("two runs with one owner value: %v; want both acquired with the same token", got)
+	}
+	v, err := lock.AcquireScript.Run(ctx, r, keys, "owner-2", 10_000).Int64Slice()
+	if err != nil || v[0] != 0 || v[1] <= 0 {
+		t.Fatalf("another owner: %v, %v; want busy with the holder's PTTL", v, err)
+	}
+}
