@@ -275,6 +275,7 @@ func (c *Client) wait(ctx context.Context, key string, ks keyset, begin time.Tim
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
+	splits := 0 // split rounds in a row
 	for {
 		delay := c.pollDelay(-1)
 		// While a goroutine of this client holds the lock, its release (or
@@ -289,6 +290,11 @@ func (c *Client) wait(ctx context.Context, key string, ks keyset, begin time.Tim
 			}
 			last = r
 			if r.split {
+				splits++
+			} else {
+				splits = 0
+			}
+			if r.split && splits <= maxSplitRetries {
 				// Several contenders split the nodes between them. Retry
 				// after a short random delay, ignoring the wake-ups that
 				// the other losers' clean-ups publish, so that the next
@@ -301,6 +307,15 @@ func (c *Client) wait(ctx context.Context, key string, ks keyset, begin time.Tim
 				}
 				drain(wake)
 				continue
+			}
+			if r.split {
+				// Split again and again: most likely a holder with just a
+				// majority (a node restarted empty, or was down when it
+				// acquired), whose free node we win each time. Wait for
+				// its release like any waiter, ignoring the wake-up our
+				// own clean-up published, instead of spinning on that node
+				// for as long as it holds the lock.
+				drain(wake)
 			}
 			delay = c.pollDelay(r.hint)
 		}
@@ -318,6 +333,10 @@ func (c *Client) wait(ctx context.Context, key string, ks keyset, begin time.Tim
 		}
 	}
 }
+
+// maxSplitRetries is how many split rounds in a row a waiter retries at once
+// (after a short random delay) before it waits as for a busy lock.
+const maxSplitRetries = 3
 
 // pollDelay is a random delay in [PollMin, PollMax], shortened to just past
 // hint (the time until enough holders' keys expire) when that is known (>= 0).

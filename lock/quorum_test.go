@@ -342,3 +342,43 @@ func TestHungNodeCause(t *testing.T) {
 		})
 	}
 }
+
+// A holder with just a majority (its key gone from one node of three): a
+// waiter wins that node in every round and loses the vote. It must wait for
+// the release like any waiter, not retry at once for as long as the lock is
+// held. Its rounds are counted by the fencing counter of the free node,
+// which each of them raises.
+func TestWaiterDoesNotSpinOnAMajorityHolder(t *testing.T) {
+	t.Parallel()
+	nodes := locktest.Nodes(t, 3)
+	prefix := locktest.Prefix(t)
+	opts := &lock.Options{TTL: 5 * time.Second, KeyPrefix: prefix}
+	holder := locktest.Client(t, nodes, opts)
+	waiter := locktest.Client(t, nodes, opts)
+	l := mustAcquire(t, holder, "k")
+	defer l.Release(context.Background())
+	free := locktest.Redis(t, nodes[2])
+	ctx := context.Background()
+	// Acquire returns at quorum: the third node may get the key a moment
+	// later. Then take it away.
+	locktest.WaitKey(t, nodes, locktest.LockKey(prefix, "k"), true, 5*time.Second)
+	if err := free.Del(ctx, locktest.LockKey(prefix, "k")).Err(); err != nil {
+		t.Fatal(err)
+	}
+	before, err := free.Get(ctx, locktest.FenceKey(prefix, "k")).Int64()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const wait = time.Second
+	if _, err := waiter.Acquire(locktest.Ctx(t, wait), "k"); !errors.Is(err, lock.ErrNotObtained) {
+		t.Fatalf("waiter Acquire: %v, want ErrNotObtained after %v", err, wait)
+	}
+	after, err := free.Get(ctx, locktest.FenceKey(prefix, "k")).Int64()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 3 quick retries, then one round per poll (at least 50ms) or release.
+	if rounds := after - before; rounds > 40 {
+		t.Errorf("waiter made %d rounds in %v against a holder of a majority, want a few (polling)", rounds, wait)
+	}
+}
