@@ -688,3 +688,34 @@ func TestOptions(t *testing.T) {
 		t.Errorf("NewFromURLs with a bad URL: got nil error")
 	}
 }
+
+// Once idle channels are unsubscribed, nothing of them is kept: a client
+// that waited for many keys does not grow with them.
+func TestIdleSubscriptionsAreForgotten(t *testing.T) {
+	t.Parallel()
+	nodes := locktest.Nodes(t, 1)
+	opts := &lock.Options{TTL: 5 * time.Second, KeyPrefix: locktest.Prefix(t)}
+	holder := locktest.Client(t, nodes, opts)
+	waiter := locktest.Client(t, nodes, opts)
+	for i := range 5 {
+		key := fmt.Sprintf("k%d", i)
+		l := mustAcquire(t, holder, key)
+		// Waits (so subscribes) until its context ends.
+		if _, err := waiter.Acquire(locktest.Ctx(t, 100*time.Millisecond), key); !errors.Is(err, lock.ErrNotObtained) {
+			t.Fatalf("Acquire(%s) of a held key: %v, want ErrNotObtained", key, err)
+		}
+		if err := l.Release(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := lock.SubscriptionStates(waiter); n == 0 {
+		t.Fatal("no subscription state after waiting for 5 keys: the test sees nothing")
+	}
+	// Unsubscribed after 2s idle, swept every second.
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if n := lock.SubscriptionStates(waiter); n != 0 {
+			return fmt.Errorf("%d channel states kept", n)
+		}
+		return nil
+	})
+}

@@ -381,9 +381,19 @@ func (s *nodeSub) send(chs []string, timeout time.Duration, cmd func(context.Con
 		for _, ch := range chs {
 			if st := s.state[ch]; st != nil && st.outstanding > 0 {
 				st.outstanding--
+				s.forgetIfDone(ch, st)
 			}
 		}
 		s.mu.Unlock()
+	}
+}
+
+// forgetIfDone drops the state of a channel unsubscribed and confirmed:
+// otherwise every key ever waited for would keep an entry for the client's
+// life. Callers hold s.mu.
+func (s *nodeSub) forgetIfDone(ch string, st *subState) {
+	if !st.subscribed && st.outstanding == 0 {
+		delete(s.state, ch)
 	}
 }
 
@@ -401,6 +411,7 @@ func (s *nodeSub) read(msgs <-chan interface{}) {
 					st.outstanding--
 				}
 				ready = st.subscribed && st.outstanding == 0
+				s.forgetIfDone(m.Channel, st)
 			}
 			s.mu.Unlock()
 			if ready {
