@@ -476,8 +476,15 @@ func TestRescuerRequeuesStrandedOrders(t *testing.T) {
 				}
 				return nil
 			})
-			if got := counter(t, e.reg, "flashsale_worker_rescued_orders_total", nil); got != 1 {
-				t.Errorf("rescued: got %v, want 1", got)
+			// At least once: with a grace below asynq's heartbeat (5s), the
+			// rescue task itself may look unheld and be rescued again if
+			// deciding it takes longer than the grace; the order is still
+			// decided once.
+			if got := counter(t, e.reg, "flashsale_worker_rescued_orders_total", nil); got < 1 {
+				t.Errorf("rescued: got %v, want at least 1", got)
+			}
+			if p, err := e.store.Product(ctx, "p"); err != nil || p.Sold != 1 || p.Stock != 4 {
+				t.Errorf("product after the rescue: %+v, %v; want 1 sold, 4 left", p, err)
 			}
 		})
 	}

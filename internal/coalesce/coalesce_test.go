@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/flashsale/flashsale/internal/coalesce"
+	"github.com/flashsale/flashsale/internal/testenv"
 )
 
 // recorder is a Fetch that records its batches and can be held.
@@ -117,10 +118,12 @@ func TestLookupsWhileBusyShareABatch(t *testing.T) {
 			}
 			queued.Wait()
 			// Wait until every lookup queues behind the held fetch.
-			deadline := time.Now().Add(5 * time.Second)
-			for l.Pending() < len(tt.keys) && time.Now().Before(deadline) {
-				time.Sleep(time.Millisecond)
-			}
+			testenv.Eventually(t, 5*time.Second, func() error {
+				if n := l.Pending(); n < len(tt.keys) {
+					return fmt.Errorf("%d of %d lookups queued", n, len(tt.keys))
+				}
+				return nil
+			})
 			close(r.hold)
 			wg.Wait()
 			close(errs)
