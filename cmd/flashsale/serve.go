@@ -68,14 +68,14 @@ func runAPI(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 }
 
 // servePprof serves net/http/pprof on FLASHSALE_PPROF_ADDR, if set, for the
-// life of the process.
+// life of the process. Not /debug/pprof/cmdline: the command line may carry
+// secrets (-admin-token, -database-url), and the endpoint has no auth.
 func servePprof(cfg config, log *slog.Logger) error {
 	if cfg.PprofAddr == "" {
 		return nil
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
