@@ -76,6 +76,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	gin.SetMode(gin.ReleaseMode)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// The first signal starts a graceful shutdown; a second one, with the
+	// default behaviour restored, ends the process at once.
+	go func() {
+		<-ctx.Done()
+		stop()
+	}()
 	for _, c := range commands() {
 		if c.name != args[0] {
 			continue
