@@ -64,7 +64,13 @@ func (w *Worker) runRescuer(ctx context.Context, in *queue.Inspector, prod *queu
 		if err != nil {
 			continue // another worker scans this time, or the lock is down
 		}
-		ids, err := w.rescue(l.Context(), in, prod, unheld, time.Now())
+		// The scan ends with the lock (lost) or with the worker (shutdown,
+		// which waits for it before asynq stops taking tasks).
+		sctx, cancel := context.WithCancel(l.Context())
+		stop := context.AfterFunc(ctx, cancel)
+		ids, err := w.rescue(sctx, in, prod, unheld, time.Now())
+		stop()
+		cancel()
 		w.release(l)
 		if err != nil && ctx.Err() == nil {
 			w.cfg.Logger.Warn("rescue scan failed", "err", err)
