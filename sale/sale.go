@@ -626,7 +626,9 @@ func deadReason(ti queue.TaskInfo) string {
 	if ti.State != queue.Dead {
 		return ""
 	}
-	return "processing failed: " + ti.LastErr
+	// Not ti.LastErr: this is public (GET /v1/orders/{id}), and the
+	// handler's error may name hosts, users and driver messages.
+	return "processing failed"
 }
 
 // WaitOrder returns the order once it is final or wait has passed

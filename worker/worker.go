@@ -260,7 +260,7 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if err != nil {
 		w.metrics.orders.WithLabelValues("bad_payload").Inc()
 		if o.ID != "" && o.ProductID != "" {
-			w.recordFailed(ctx, o, "malformed order: "+err.Error())
+			w.recordFailed(ctx, o, "malformed order", err)
 		}
 		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
 	}
@@ -281,7 +281,7 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	case err == nil:
 		return nil
 	case errors.Is(err, errPermanent):
-		w.recordFailed(ctx, o, err.Error())
+		w.recordFailed(ctx, o, permanentReason(err), err)
 		return fmt.Errorf("order %s: %w: %w", o.ID, err, asynq.SkipRetry)
 	}
 	// Retryable. On the last try, record the failure so the buyer gets a
@@ -299,7 +299,7 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 			rctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 			defer cancel()
 		}
-		w.recordFailed(rctx, o, "gave up after retries: "+err.Error())
+		w.recordFailed(rctx, o, "gave up after retries: the service was unavailable", err)
 		return fmt.Errorf("order %s: %w: %w", o.ID, err, asynq.SkipRetry)
 	}
 	return fmt.Errorf("order %s: %w", o.ID, err)
@@ -308,18 +308,30 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 // recordTimeout bounds recording a failure once the task's own time ran out.
 const recordTimeout = 5 * time.Second
 
-func (w *Worker) recordFailed(ctx context.Context, o queue.Order, reason string) {
+// permanentReason is the reason buyers read for an order that cannot be
+// decided.
+func permanentReason(err error) string {
+	if errors.Is(err, inventory.ErrNotFound) {
+		return "unknown product"
+	}
+	return "the order cannot be decided"
+}
+
+// recordFailed records order o failed. reason is what the buyer reads
+// (GET /v1/orders/{id} is public), so it names the kind of failure only;
+// cause, which may carry hosts, users and driver messages, is logged.
+func (w *Worker) recordFailed(ctx context.Context, o queue.Order, reason string, cause error) {
 	ds, err := w.store.RecordFailed(ctx, []inventory.OrderRequest{{
 		ID: o.ID, ProductID: o.ProductID, UserID: o.UserID, Quantity: o.Quantity,
 		IdempotencyKey: o.IdempotencyKey, AcceptedAt: o.AcceptedAt,
 	}}, reason)
 	if err != nil {
-		w.cfg.Logger.Error("could not record failed order", "order_id", o.ID, "product_id", o.ProductID, "err", err)
+		w.cfg.Logger.Error("could not record failed order", "order_id", o.ID, "product_id", o.ProductID, "err", err, "cause", cause)
 		return
 	}
 	if ds[0].Err == nil && !ds[0].Replay {
 		w.metrics.orders.WithLabelValues(string(inventory.StatusFailed)).Inc()
-		w.cfg.Logger.Warn("order failed", "order_id", o.ID, "product_id", o.ProductID, "reason", reason)
+		w.cfg.Logger.Warn("order failed", "order_id", o.ID, "product_id", o.ProductID, "reason", reason, "cause", cause)
 		w.announce(ctx, []notify.Outcome{outcome(ds[0].Order)})
 	}
 }
