@@ -284,9 +284,15 @@ func (i *Inspector) States(ctx context.Context, ids []string) ([]State, error) {
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("task states: %w: %w", ErrUnavailable, err)
 	}
+	// The pipeline's error is only its first command's: a missing task
+	// (redis.Nil) there may hide a dropped connection further on, whose
+	// commands must not read as "no task".
 	for k, c := range cmds {
-		if c.Err() != nil {
-			continue // redis.Nil: no such task
+		switch err := c.Err(); {
+		case errors.Is(err, redis.Nil):
+			continue // no such task
+		case err != nil:
+			return nil, fmt.Errorf("task state of %q: %w: %w", ids[k], ErrUnavailable, err)
 		}
 		out[k] = stateOf(c.Val())
 	}

@@ -387,3 +387,21 @@ func TestOptionsDefaults(t *testing.T) {
 		t.Fatalf("WithDefaults() of set options = %+v, want them unchanged", got)
 	}
 }
+
+// A command of the States pipeline that fails for another reason than "no
+// such task" fails the call, even when the pipeline's first error is a
+// missing task: an id must not read as "not queued" because its reply was
+// lost.
+func TestStatesReportsErrorsBehindAMissingTask(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	// A key of the wrong type answers HGET with WRONGTYPE: an error that
+	// is not redis.Nil, after the first id's redis.Nil.
+	if err := e.rdb.Set(ctx, "asynq:{"+e.name+"}:t:broken", "x", time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := e.inspector.States(ctx, []string{"none", "broken"}); !errors.Is(err, queue.ErrUnavailable) {
+		t.Fatalf("States(none, broken) = %v, %v; want ErrUnavailable", st, err)
+	}
+}
