@@ -129,12 +129,17 @@ func (g *Gate) SoldOut(ctx context.Context, product string) (bool, error) {
 			return e.soldOut, nil
 		}
 	}
-	v, err, _ := g.sf.Do(product, func() (any, error) {
+	// One read per product at a time, shared by the callers meanwhile: on
+	// a context of its own, so that the first caller giving up does not
+	// fail the others; each caller still stops waiting when its own ends.
+	ch := g.sf.DoChan(product, func() (any, error) {
 		g.mu.Lock()
 		epoch := g.epoch[product]
 		g.mu.Unlock()
 		fetched := time.Now()
-		n, err := g.rdb.Exists(ctx, g.keys(product)[0]).Result()
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), readTimeout)
+		defer cancel()
+		n, err := g.rdb.Exists(rctx, g.keys(product)[0]).Result()
 		if err != nil {
 			return false, fmt.Errorf("soldout: read flag of %q: %w", product, err)
 		}
@@ -145,11 +150,19 @@ func (g *Gate) SoldOut(ctx context.Context, product string) (bool, error) {
 		g.mu.Unlock()
 		return n == 1, nil
 	})
-	if err != nil {
-		return false, err
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return false, r.Err
+		}
+		return r.Val.(bool), nil
+	case <-ctx.Done():
+		return false, fmt.Errorf("soldout: read flag of %q: %w", product, ctx.Err())
 	}
-	return v.(bool), nil
 }
+
+// readTimeout bounds one shared read of a flag.
+const readTimeout = 2 * time.Second
 
 // channel is the pub/sub channel of flag changes.
 func (g *Gate) channel() string { return g.opts.KeyPrefix + "soldout:changes" }

@@ -227,3 +227,51 @@ func TestMarkMany(t *testing.T) {
 		}
 	}
 }
+
+// Concurrent callers share one read of a flag; the first caller giving up
+// (its context ends while Redis is slow) does not fail the others.
+func TestSharedReadOutlivesTheFirstCaller(t *testing.T) {
+	t.Parallel()
+	r := testenv.PrivateRedis(t, localsvc.RedisOptions{})
+	rdb := redis.NewClient(&redis.Options{Addr: r.Addr(), ContextTimeoutEnabled: true})
+	t.Cleanup(func() { _ = rdb.Close() })
+	g := soldout.New(rdb, soldout.Options{})
+	ctx := context.Background()
+	if ok, err := g.Mark(ctx, "p", 0); !ok || err != nil {
+		t.Fatalf("Mark = %v, %v", ok, err)
+	}
+	if err := r.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Resume() })
+	first, cancel := context.WithCancel(ctx)
+	firstDone := make(chan error, 1)
+	go func() {
+		_, err := g.SoldOut(first, "p")
+		firstDone <- err
+	}()
+	type answer struct {
+		sold bool
+		err  error
+	}
+	second := make(chan answer, 1)
+	go func() {
+		sold, err := g.SoldOut(ctx, "p")
+		second <- answer{sold, err}
+	}()
+	cancel()
+	if err := <-firstDone; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the caller that gave up: %v, want context.Canceled", err)
+	}
+	if err := r.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case a := <-second:
+		if a.err != nil || !a.sold {
+			t.Fatalf("the caller still waiting: %v, %v; want sold out", a.sold, a.err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the caller still waiting got no answer")
+	}
+}
