@@ -464,7 +464,21 @@ func (c *insertOrders) add(o Order) {
 // of an unknown product comes back with Err set to ErrNotFound.
 func (s *Store) RecordFailed(ctx context.Context, orders []OrderRequest, reason string) ([]Decision, error) {
 	out := make([]Decision, len(orders))
+	products := make([]string, 0, len(orders))
+	for _, o := range orders {
+		products = append(products, o.ProductID)
+	}
+	slices.Sort(products)
+	products = slices.Compact(products)
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		// The product rows first, in id order, as Apply takes them: a
+		// batch deciding one of these orders at the same time then waits
+		// for this transaction (or this one for it) instead of each
+		// holding what the other needs (Apply: product row, then order
+		// row; the insert below alone: order row, then product row).
+		if _, err := tx.Exec(ctx, `SELECT 1 FROM products WHERE id = ANY($1) ORDER BY id FOR UPDATE`, products); err != nil {
+			return err
+		}
 		for i, o := range orders {
 			var ord Order
 			ord, err := scanOrder(tx.QueryRow(ctx, `

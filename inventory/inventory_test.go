@@ -494,3 +494,36 @@ func TestMigrateAcceptsPoolSettings(t *testing.T) {
 		t.Errorf("pool size: got %d, want 3 from the URL", got)
 	}
 }
+
+// RecordFailed and Apply on the same orders at the same time (a task given
+// up on while its batch commits): one outcome each, and never a deadlock,
+// since both take the product row before the order row.
+func TestRecordFailedRacingApply(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := inventorytest.NewStore(t)
+	inventorytest.CreateProduct(t, s, "p", 1000, 0)
+	const rounds = 100
+	for i := range rounds {
+		id := fmt.Sprintf("o%03d", i)
+		var wg sync.WaitGroup
+		var applyErr, failErr error
+		wg.Go(func() {
+			_, applyErr = s.Apply(ctx, inventory.Batch{Orders: []inventory.OrderRequest{req(id, "p", "u"+id, 1, i)}, Tokens: map[string]int64{"p": int64(i + 1)}})
+		})
+		wg.Go(func() {
+			_, failErr = s.RecordFailed(ctx, []inventory.OrderRequest{req(id, "p", "u"+id, 1, i)}, "gave up")
+		})
+		wg.Wait()
+		if applyErr != nil || failErr != nil {
+			t.Fatalf("round %d: Apply: %v; RecordFailed: %v; want both to succeed", i, applyErr, failErr)
+		}
+	}
+	p, err := s.Product(ctx, "p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := p.Orders.Succeeded + p.Orders.Failed; got != rounds || p.Sold != p.Orders.Succeeded || p.Stock+p.Sold != 1000 {
+		t.Errorf("after %d rounds: %+v; want one outcome per order and stock+sold = 1000", rounds, p)
+	}
+}
