@@ -229,8 +229,8 @@ func (c Config) withDefaults() (Config, error) {
 	if c.MaxQuantity == 0 {
 		c.MaxQuantity = 1
 	}
-	if c.MaxQuantity < 1 || c.MaxQuantity > 1_000_000 {
-		return bad("max quantity %d outside 1..1000000", c.MaxQuantity)
+	if c.MaxQuantity < 1 || c.MaxQuantity > APIMaxQuantity {
+		return bad("max quantity %d outside 1..%d (the API refuses larger orders)", c.MaxQuantity, APIMaxQuantity)
 	}
 	if c.DupRate < 0 || c.DupRate > 1 || c.DupRate != c.DupRate {
 		return bad("dup rate %v outside 0..1", c.DupRate)
@@ -311,3 +311,8 @@ func newRunID(now time.Time) string {
 	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go ≥ 1.24).
 	return "lt" + now.UTC().Format("20060102t150405") + "-" + hex.EncodeToString(b[:])
 }
+
+// APIMaxQuantity is the largest quantity of one order the API accepts
+// (sale.MaxQuantity, in the API's contract): the load test sends only
+// orders the API should take, so that any other refusal is a violation.
+const APIMaxQuantity = 100

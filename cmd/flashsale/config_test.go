@@ -6,6 +6,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/flashsale/flashsale/loadtest"
+	"github.com/flashsale/flashsale/sale"
 )
 
 func TestParseRate(t *testing.T) {
@@ -83,5 +86,14 @@ func TestConfigRateLimit(t *testing.T) {
 	t.Setenv("FLASHSALE_RATE_LIMIT", "")
 	if c, err := load(t); err != nil || c.RateLimit != "" {
 		t.Fatalf("FLASHSALE_RATE_LIMIT empty: %+v, %v; want off", c.RateLimit, err)
+	}
+}
+
+// The load test sends only orders the API takes: its quantity bound is the
+// API's.
+func TestLoadtestQuantityBoundIsTheAPIs(t *testing.T) {
+	t.Parallel()
+	if loadtest.APIMaxQuantity != sale.MaxQuantity {
+		t.Errorf("loadtest.APIMaxQuantity = %d, sale.MaxQuantity = %d; want them equal", loadtest.APIMaxQuantity, sale.MaxQuantity)
 	}
 }
