@@ -543,46 +543,68 @@ func TestWaiterReleasesALockNoLongerNeeded(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, worker.ModeBatch, 2*time.Second)
 	e.start(t)
-	inventorytest.CreateProduct(t, e.store, "p", 5, 0)
-	inventorytest.CreateProduct(t, e.store, "q", 5, 0)
+	inventorytest.CreateProduct(t, e.store, "p", 50, 0)
+	inventorytest.CreateProduct(t, e.store, "q", 50, 0)
 	ctx := context.Background()
 	rival := locktest.Client(t, []*localsvc.Redis{e.lockRDB}, &lock.Options{TTL: 10 * time.Second, KeyPrefix: e.prefix + "lock:"})
-	held, err := rival.TryAcquire(ctx, "product:p")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// An order for p waits for the rival's lock and gives up: the worker
-	// keeps waiting for the lock in the background.
-	tctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
-	err = e.w.ProcessTask(tctx, task(t, "o1", "p", "u1", 1, 1))
-	cancel()
-	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("order for a busy product whose task timed out: %v, want DeadlineExceeded", err)
-	}
-	// A round for another product drops p's ended order.
-	if err := e.w.ProcessTask(ctx, task(t, "o2", "q", "u2", 1, 2)); err != nil {
-		t.Fatal(err)
-	}
-	// The rival lets go while the worker still waits: the worker gets the
-	// lock, has nothing to do with it, and must give it back. The rival
-	// can then take it again, with a token that skips one: the worker's.
-	// (A token just after the rival's previous one: nobody took it between.)
-	last := held.Token()
-	if err := held.Release(ctx); err != nil {
-		t.Fatal(err)
-	}
-	testenv.Eventually(t, 5*time.Second, func() error {
-		l, err := rival.TryAcquire(ctx, "product:p")
+	// The race needs the rival's release to come while the worker's
+	// waiter is still inside its current one-second Acquire; on a very
+	// slow machine it may not, and then nothing is shown: try again.
+	for attempt := range 3 {
+		held, err := rival.TryAcquire(ctx, "product:p")
 		if err != nil {
-			return fmt.Errorf("rival cannot take the lock back: %w", err)
+			t.Fatal(err)
 		}
-		defer l.Release(ctx)
-		if tok := l.Token(); tok == last+1 {
+		// An order for p waits for the rival's lock and gives up: the
+		// worker keeps waiting for the lock in the background.
+		tctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		err = e.w.ProcessTask(tctx, task(t, fmt.Sprintf("o1-%d", attempt), "p", "u1", 1, 1))
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("order for a busy product whose task timed out: %v, want DeadlineExceeded", err)
+		}
+		// A round for another product drops p's ended order.
+		if err := e.w.ProcessTask(ctx, task(t, fmt.Sprintf("o2-%d", attempt), "q", "u2", 1, 2)); err != nil {
+			t.Fatal(err)
+		}
+		// The rival lets go while the worker still waits: the worker gets
+		// the lock, has nothing to do with it, and must give it back. The
+		// rival can then take it again with a token that skips one: the
+		// worker's. A token just after the rival's previous one means
+		// nobody took it between; if that goes on, the waiter had given
+		// up. A lock the rival cannot take back for 5s: the worker kept it.
+		last := held.Token()
+		if err := held.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+		busySince, freeSince := time.Time{}, time.Now()
+		for {
+			time.Sleep(20 * time.Millisecond) // the rival's pace: room for the waiter
+			l, err := rival.TryAcquire(ctx, "product:p")
+			if err != nil {
+				if busySince.IsZero() {
+					busySince = time.Now()
+				}
+				if time.Since(busySince) > 5*time.Second {
+					t.Fatalf("the worker has kept the lock for 5s with no order to decide: %v", err)
+				}
+				continue
+			}
+			busySince = time.Time{}
+			tok := l.Token()
+			if err := l.Release(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if tok != last+1 {
+				return // the worker took the lock and gave it back
+			}
 			last = tok
-			return errors.New("the worker has not taken the lock yet")
+			if time.Since(freeSince) > 2*time.Second {
+				break // the waiter had given up: the race did not happen
+			}
 		}
-		return nil
-	})
+	}
+	t.Fatal("in 3 tries the worker's waiter never took the released lock: the race this test needs did not happen")
 }
 
 // A task whose time runs out on its last try (outside asynq, every call of
