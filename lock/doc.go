@@ -32,8 +32,10 @@
 // one of them contends at the nodes, and while another goroutine of the
 // same Client holds the key the queue waits for its release without asking
 // the nodes. When contenders split the nodes so that none has a majority,
-// each backs off a random few milliseconds. Waiting is not fair across
-// clients. [Client.TryAcquire] makes one attempt.
+// each backs off a random few milliseconds; after three such rounds in a
+// row (most likely a holder with just a majority, whose free node the
+// waiter wins every time) it waits as for a busy lock. Waiting is not fair
+// across clients. [Client.TryAcquire] makes one attempt.
 //
 // # Errors
 //
