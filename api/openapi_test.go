@@ -151,6 +151,8 @@ func TestOpenAPIMatchesAnswers(t *testing.T) {
 		{"order sold out", request{method: "POST", path: "/v1/orders", body: `{"product_id":"gone","user_id":"alice","quantity":1}`}, 409},
 		{"order bad", request{method: "POST", path: "/v1/orders", body: `{"product_id":"p1","user_id":"alice","quantity":101}`}, 400},
 		{"order too big", request{method: "POST", path: "/v1/orders", body: big}, 413},
+		{"order not JSON", request{method: "POST", path: "/v1/orders", header: map[string]string{"Content-Type": "application/xml"},
+			body: `{"product_id":"p1","user_id":"alice","quantity":1}`}, 415},
 		{"get order", request{method: "GET", path: "/v1/orders/{order}"}, 200},
 		{"get order bad wait", request{method: "GET", path: "/v1/orders/{order}?wait=soon"}, 400},
 		{"get order unknown", request{method: "GET", path: "/v1/orders/01ARZ3NDEKTSV4RRFFQ69G5FAV"}, 404},

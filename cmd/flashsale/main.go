@@ -5,6 +5,7 @@
 //	flashsale migrate    create or upgrade the database schema
 //	flashsale dev        everything on one machine, for trying it out
 //	flashsale loadtest   drive running APIs with a burst and check the result
+//	flashsale healthcheck  exit 0 when a URL answers 200 (container health checks)
 //
 // Configuration comes from FLASHSALE_* environment variables; flags of the
 // same meaning override them (`flashsale <command> -h` lists both).
