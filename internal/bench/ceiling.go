@@ -39,7 +39,8 @@ type producerResult struct {
 	// PeakRSS is the process's own VmHWM at exit, in bytes: a process this
 	// short-lived can end between two samples of its parent.
 	PeakRSS int64 `json:"peak_rss"`
-	// CPUNS is the CPU time the process used, in nanoseconds.
+	// CPUNS is the CPU time the process used for the run (not its
+	// start-up), in nanoseconds.
 	CPUNS int64 `json:"cpu_ns"`
 }
 
@@ -83,6 +84,7 @@ func runProducer(ctx context.Context, fs *flag.FlagSet, args []string) error {
 		end      time.Time
 		firstErr string
 	)
+	cpu0 := selfCPU() // the run's CPU, not the start-up's
 	begin := time.Now()
 	var wg sync.WaitGroup
 	for range *concurrency {
@@ -122,7 +124,7 @@ func runProducer(ctx context.Context, fs *flag.FlagSet, args []string) error {
 	return writeJSON(*result, producerResult{
 		Enqueued: enqueued.Load(), Errors: failed.Load(), FirstError: firstErr,
 		BeginNS: begin.UnixNano(), EndNS: end.UnixNano(), PeakRSS: selfPeakRSS(),
-		CPUNS: int64(selfCPU()),
+		CPUNS: int64(selfCPU() - cpu0),
 	})
 }
 
@@ -169,6 +171,9 @@ func runConsumer(ctx context.Context, fs *flag.FlagSet, args []string) error {
 	if err := srv.Start(mux); err != nil {
 		return err
 	}
+	// From ready on, as the product parts count their workers' CPU from
+	// the start of the load test: not the start-up's.
+	cpu0 := selfCPU()
 	if err := os.WriteFile(*ready, nil, 0o644); err != nil {
 		srv.Shutdown()
 		return err
@@ -176,7 +181,7 @@ func runConsumer(ctx context.Context, fs *flag.FlagSet, args []string) error {
 	<-ctx.Done()
 	srv.Shutdown()
 	return writeJSON(*result, consumerResult{Processed: processed.Load(), FirstNS: first.Load(), LastNS: last.Load(),
-		PeakRSS: selfPeakRSS(), CPUNS: int64(selfCPU())})
+		PeakRSS: selfPeakRSS(), CPUNS: int64(selfCPU() - cpu0)})
 }
 
 // ceiling measures the queue ceiling: Workers consumer processes, then

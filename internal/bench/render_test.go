@@ -70,7 +70,7 @@ func TestChecksComputesRatiosAndGoals(t *testing.T) {
 		{"backlog drain/s ÷ queue ceiling end-to-end/s", "7,000 / 8,000 = 0.88×", Met},
 		{"spread settled/s ÷ hot settled/s", "6,600 / 6,000 = 1.10×", Met},
 		{"hot settled/s ÷ one-by-one settled/s", "6,000 / 1,000 = 6.00×", Met},
-		{"hot settled/s ÷ lock-in-request settled/s", "6,000 / 50 = 120.00×", NoGoal},
+		{"units sold/s: hot ÷ lock-in-request", "1,500 / 50 = 30.00×", NoGoal},
 		{"units sold of the hot stock: hot vs lock-in-request", "5,000 of 5,000 vs 150 of 5,000 (19,850 turned away with 429)", NoGoal},
 		{"submit p99 under the burst (hot, spread, backlog)", "hot 12.0 ms, spread 14.0 ms, backlog 10.0 ms", Met},
 		{"peak RSS of any API process", "42 MB", Met},
@@ -92,6 +92,8 @@ func TestChecksReportMissedAndUnmeasured(t *testing.T) {
 	r.Backlog = ScenarioResult{Err: "cluster did not start"}
 	r.LockInRequest.OK = false
 	r.LockInRequest.Violations = map[loadtest.ViolationCode]int{loadtest.CodeOversell: 1, loadtest.CodeServerError: 2}
+	r.Spread.OK = false // fast, but it broke an invariant: its ratio is no measurement
+	r.Spread.Violations = map[loadtest.ViolationCode]int{loadtest.CodeOrderLost: 1}
 	checks := Checks(r)
 	for _, tc := range []struct {
 		name    string
@@ -101,6 +103,8 @@ func TestChecksReportMissedAndUnmeasured(t *testing.T) {
 		{"hot settled/s ÷ queue ceiling end-to-end/s", Missed, "0.50×"},
 		{"hot settled/s ÷ one-by-one settled/s", Missed, "4.00×"},
 		{"backlog drain/s ÷ queue ceiling end-to-end/s", Unknown, "not measured"},
+		{"spread settled/s ÷ hot settled/s", Unknown, "not measured"},
+		{"units sold/s: hot ÷ lock-in-request", Unknown, "not measured"},
 		{"submit p99 under the burst (hot, spread, backlog)", Missed, "spread 30.0 ms, backlog n/a"},
 		{"peak RSS of any worker process", Missed, "120 MB"},
 		{"loadtest invariants held", Missed, "lock-in-request oversell×1 server_error×2"},
@@ -278,5 +282,14 @@ func TestCPUReadsAreSane(t *testing.T) {
 	}
 	if got := procCPU(-1); got != 0 {
 		t.Errorf("procCPU(-1): got %v, want 0", got)
+	}
+}
+
+// The section names the source it measured.
+func TestRenderNamesTheCommit(t *testing.T) {
+	r := sample()
+	r.Commit = "0123abcd4567 + changes"
+	if out := Render(r); !strings.Contains(out, "with `make bench` at commit 0123abcd4567 + changes (took 4m20s).") {
+		t.Errorf("no commit in the header:\n%.300s", out)
 	}
 }

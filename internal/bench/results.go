@@ -21,6 +21,9 @@ type Results struct {
 	// Invocation the program's command line when it says more.
 	Command    string
 	Invocation string
+	// Commit is the source measured: the git commit, with "+ changes"
+	// when the checkout had uncommitted changes (empty: unknown).
+	Commit string
 	// Note, when not empty, is printed under the machine line (e.g. that
 	// the machine was shared).
 	Note    string

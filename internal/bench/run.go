@@ -215,6 +215,12 @@ func (b *bencher) product(ctx context.Context, part string) ScenarioResult {
 	var rep *loadtest.Report
 	var workersStart time.Time
 	apiCPU0, genCPU0 := cpuOf(cl.APIs), selfCPU()
+	// The workers' start-up and idle polling before the load test are not
+	// the part's; in backlog they are started during it, as new processes.
+	var workerCPU0 time.Duration
+	if part != PartBacklog {
+		workerCPU0 = cpuOf(cl.Workers)
+	}
 	if part == PartBacklog {
 		rep, workersStart, err = b.backlog(ctx, cl, lcfg)
 	} else {
@@ -225,9 +231,7 @@ func (b *bencher) product(ctx context.Context, part string) ScenarioResult {
 	}
 	res.LoadGenCPUSeconds = (selfCPU() - genCPU0).Seconds()
 	res.APICPUSeconds = (cpuOf(cl.APIs) - apiCPU0).Seconds()
-	// The workers were idle before the load test (and, in backlog, are
-	// new processes): all their CPU time is the part's.
-	res.WorkerCPUSeconds = cpuOf(cl.Workers).Seconds()
+	res.WorkerCPUSeconds = (cpuOf(cl.Workers) - workerCPU0).Seconds()
 	for _, p := range cl.APIs {
 		res.APIPeakRSS = max(res.APIPeakRSS, p.PeakRSS())
 	}

@@ -9,12 +9,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"slices"
@@ -145,6 +147,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	res.Command, res.Invocation, res.Note, res.Elapsed = *command, invocation, *note, time.Since(began)
+	res.Commit = sourceCommit(ctx)
 	section := bench.Render(*res)
 	fmt.Fprintf(stdout, "\n%s\n", section)
 
@@ -159,6 +162,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "bench: -quick and -only runs are not written to %s\n", *out)
 	case ctx.Err() != nil || !allRan(*res):
 		fmt.Fprintf(stderr, "bench: not every part was measured; %s left as it was\n", *out)
+	case len(failed) > 0:
+		fmt.Fprintf(stderr, "bench: a part failed; %s left as it was\n", *out)
 	default:
 		if err := writeSection(*out, section); err != nil {
 			fmt.Fprintf(stderr, "bench: %v\n", err)
@@ -261,4 +266,19 @@ func withoutFlag(args []string, name string) []string {
 		}
 	}
 	return out
+}
+
+// sourceCommit names the source being measured: the checkout's commit,
+// with "+ changes" when tracked files differ from it; empty when git cannot
+// tell (not a checkout, no git).
+func sourceCommit(ctx context.Context) string {
+	out, err := exec.CommandContext(ctx, "git", "rev-parse", "--short=12", "HEAD").Output()
+	if err != nil {
+		return ""
+	}
+	commit := strings.TrimSpace(string(out))
+	if st, err := exec.CommandContext(ctx, "git", "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(bytes.TrimSpace(st)) > 0 {
+		commit += " + changes"
+	}
+	return commit
 }
