@@ -374,10 +374,20 @@ func scenarios(r Results) []namedScenario {
 	return []namedScenario{
 		{"hot", fmt.Sprintf("1 product, stock %s", count(s.HotStock)), r.Hot},
 		{"spread", fmt.Sprintf("%s products, stock %s each", count(s.SpreadProducts), count(s.SpreadStock)), r.Spread},
-		{"backlog", "hot, all queued before the workers start", r.Backlog},
+		{"backlog", backlogSetup(r.Backlog, s.Orders), r.Backlog},
 		{"one-by-one", "hot, FLASHSALE_WORKER_MODE=single", r.OneByOne},
 		{"lock-in-request", fmt.Sprintf("hot; lock, decrement, release in the handler; %d servers", s.APIs), r.LockInRequest},
 	}
+}
+
+// backlogSetup says what the backlog part queued before its workers
+// started: all the orders, or as many as were queued when the queue stopped
+// growing.
+func backlogSetup(s ScenarioResult, orders int) string {
+	if s.QueuedAtStart > 0 && s.QueuedAtStart < orders {
+		return fmt.Sprintf("hot, %s of %s queued before the workers start (the queue stopped growing)", count(s.QueuedAtStart), count(orders))
+	}
+	return "hot, all queued before the workers start"
 }
 
 func invariantText(s ScenarioResult) string {

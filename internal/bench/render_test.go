@@ -293,3 +293,16 @@ func TestRenderNamesTheCommit(t *testing.T) {
 		t.Errorf("no commit in the header:\n%.300s", out)
 	}
 }
+
+// A backlog whose workers started before every order was queued says so.
+func TestRenderSaysWhatTheBacklogQueued(t *testing.T) {
+	r := sample()
+	r.Backlog.QueuedAtStart = 19_500
+	if out := squeeze(Render(r)); !strings.Contains(out, "hot, 19,500 of 20,000 queued before the workers start (the queue stopped growing)") {
+		t.Errorf("backlog setup not told:\n%s", out)
+	}
+	r.Backlog.QueuedAtStart = 20_000
+	if out := squeeze(Render(r)); !strings.Contains(out, "hot, all queued before the workers start") {
+		t.Errorf("backlog setup with every order queued not told:\n%s", out)
+	}
+}

@@ -92,6 +92,10 @@ type ScenarioResult struct {
 	// start to the start of the last transaction that decided an order:
 	// how long the workers took, without loadtest's observation of it.
 	DrainCommitSeconds float64
+	// QueuedAtStart (backlog only) is how many orders the queue held when
+	// the workers started: all of them, unless the queue stopped growing
+	// first (some submits failed).
+	QueuedAtStart int
 
 	Outcomes     loadtest.Outcomes
 	SubmitStatus map[string]int64

@@ -222,7 +222,7 @@ func (b *bencher) product(ctx context.Context, part string) ScenarioResult {
 		workerCPU0 = cpuOf(cl.Workers)
 	}
 	if part == PartBacklog {
-		rep, workersStart, err = b.backlog(ctx, cl, lcfg)
+		rep, workersStart, res.QueuedAtStart, err = b.backlog(ctx, cl, lcfg)
 	} else {
 		rep, err = loadtest.Run(ctx, lcfg)
 	}
@@ -298,7 +298,7 @@ func lastDecision(ctx context.Context, dbURL string) (time.Time, error) {
 // backlog stops the workers, runs the load test, and starts the workers
 // once every order is queued; it returns the report and when the workers
 // were started.
-func (b *bencher) backlog(ctx context.Context, cl *cluster.Cluster, lcfg loadtest.Config) (*loadtest.Report, time.Time, error) {
+func (b *bencher) backlog(ctx context.Context, cl *cluster.Cluster, lcfg loadtest.Config) (*loadtest.Report, time.Time, int, error) {
 	var wg sync.WaitGroup
 	for _, w := range cl.Workers {
 		wg.Go(func() { _ = w.Stop(30 * time.Second) })
@@ -317,10 +317,10 @@ func (b *bencher) backlog(ctx context.Context, cl *cluster.Cluster, lcfg loadtes
 		rep, err := loadtest.Run(runCtx, lcfg)
 		done <- outcome{rep, err}
 	}()
-	abort := func(err error) (*loadtest.Report, time.Time, error) {
+	abort := func(err error) (*loadtest.Report, time.Time, int, error) {
 		cancel()
 		o := <-done
-		return o.rep, time.Time{}, err
+		return o.rep, time.Time{}, 0, err
 	}
 
 	// Every order is accepted while no worker runs (nothing is sold out
@@ -348,7 +348,7 @@ func (b *bencher) backlog(ctx context.Context, cl *cluster.Cluster, lcfg loadtes
 		return q.Pending >= lcfg.Orders || (queued > 0 && time.Since(lastChange) > 3*time.Second), nil
 	})
 	if early != nil {
-		return early.rep, time.Time{}, fmt.Errorf("backlog: the load test ended before the workers started: %v", early.err)
+		return early.rep, time.Time{}, 0, fmt.Errorf("backlog: the load test ended before the workers started: %v", early.err)
 	}
 	if err != nil {
 		return abort(fmt.Errorf("backlog: orders not queued: %w", err))
@@ -361,7 +361,7 @@ func (b *bencher) backlog(ctx context.Context, cl *cluster.Cluster, lcfg loadtes
 	}
 	b.logf("backlog: %d orders queued; %d workers started", queued, len(cl.Workers))
 	o := <-done
-	return o.rep, start, o.err
+	return o.rep, start, queued, o.err
 }
 
 func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
