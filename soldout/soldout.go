@@ -161,7 +161,9 @@ func (g *Gate) SoldOut(ctx context.Context, product string) (bool, error) {
 	}
 }
 
-// readTimeout bounds one shared read of a flag.
+// readTimeout bounds one shared read of a flag, on a client that honours
+// context deadlines (ContextTimeoutEnabled); others bound it by their own
+// read timeout.
 const readTimeout = 2 * time.Second
 
 // channel is the pub/sub channel of flag changes.

@@ -299,7 +299,7 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 			rctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 			defer cancel()
 		}
-		w.recordFailed(rctx, o, "gave up after retries: the service was unavailable", err)
+		w.recordFailed(rctx, o, "gave up after retries: the order could not be decided", err)
 		return fmt.Errorf("order %s: %w: %w", o.ID, err, asynq.SkipRetry)
 	}
 	return fmt.Errorf("order %s: %w", o.ID, err)

@@ -628,7 +628,7 @@ func TestLastTryTimedOutIsRecordedFailed(t *testing.T) {
 		t.Fatalf("last try timed out: %v, want SkipRetry", err)
 	}
 	o, err := e.store.Order(ctx, "o1")
-	if err != nil || o.Status != inventory.StatusFailed || o.Reason != "gave up after retries: the service was unavailable" {
+	if err != nil || o.Status != inventory.StatusFailed || o.Reason != "gave up after retries: the order could not be decided" {
 		t.Fatalf("order after its last try timed out: %+v, %v; want failed, with the public reason", o, err)
 	}
 	if p, _ := e.store.Product(ctx, "p"); p.Stock != 5 {

@@ -141,13 +141,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	cfg.Helper = []string{self}
 
+	commit := sourceCommit(ctx) // before the run: what was built
 	res, err := bench.Run(ctx, cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "bench: %v\n", err)
 		return 1
 	}
 	res.Command, res.Invocation, res.Note, res.Elapsed = *command, invocation, *note, time.Since(began)
-	res.Commit = sourceCommit(ctx)
+	res.Commit = commit
 	section := bench.Render(*res)
 	fmt.Fprintf(stdout, "\n%s\n", section)
 
@@ -277,7 +278,8 @@ func sourceCommit(ctx context.Context) string {
 		return ""
 	}
 	commit := strings.TrimSpace(string(out))
-	if st, err := exec.CommandContext(ctx, "git", "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(bytes.TrimSpace(st)) > 0 {
+	// BENCHMARKS.md itself (an earlier run's output) is not source.
+	if st, err := exec.CommandContext(ctx, "git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!BENCHMARKS.md").Output(); err == nil && len(bytes.TrimSpace(st)) > 0 {
 		commit += " + changes"
 	}
 	return commit
