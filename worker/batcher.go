@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -213,15 +214,27 @@ func (b *batcher) round(ctx context.Context) bool {
 		return false
 	}
 
-	// Take the pending orders of the locked products, oldest products'
-	// queues first, up to MaxBatch.
+	// Take the pending orders of the locked products, up to MaxBatch: the
+	// product whose first order came first goes first, so that a product
+	// left out of a full round is first in the next.
 	b.mu.Lock()
 	var reqs []*request
 	products := make([]string, 0, len(locks))
 	for p := range locks {
 		products = append(products, p)
 	}
-	slices.Sort(products)
+	oldest := func(p string) time.Time {
+		if rs := b.pending[p]; len(rs) > 0 {
+			return rs[0].order.AcceptedAt
+		}
+		return time.Time{}
+	}
+	slices.SortFunc(products, func(x, y string) int {
+		if c := oldest(x).Compare(oldest(y)); c != 0 {
+			return c
+		}
+		return strings.Compare(x, y)
+	})
 	tokens := make(map[string]int64, len(locks))
 	for _, p := range products {
 		rs := b.pending[p]
@@ -298,9 +311,11 @@ func (b *batcher) afterRound(ctx context.Context, tokens map[string]int64, round
 		for _, p := range wanted {
 			release = append(release, b.held[p])
 			delete(b.held, p)
-			b.contended[p] = time.Now()
 		}
 		b.mu.Unlock()
+		for _, p := range wanted {
+			b.noteContended(p) // bounded, as everywhere
+		}
 	}
 	b.w.releaseAll(release)
 	// Products whose lock was released with orders still pending here.
