@@ -655,10 +655,29 @@ func (s *Service) WaitOrder(ctx context.Context, id string, wait time.Duration) 
 		}
 		var err error
 		left := until()
-		// A waiter that will be told of the decision need not read an order
-		// the queue holds as waiting: it is not decided yet. (A waiting task
-		// whose order another copy decided is caught by the re-check.)
-		if !(first && w != nil && left > 0 && s.waiting(ctx, id)) {
+		// A waiter that will be told of the decision need not read the
+		// order in full while it is not decided: at first, when the queue
+		// holds its task as waiting; at a re-check (a lost announcement, or
+		// a copy of the task deciding it), when the database does not have
+		// it and the queue still holds its task. Both reads are coalesced
+		// across waiters; the full read looks the task up on its own. In
+		// one backlog run each (`bench -only backlog`, INFO commandstats)
+		// the task lookups (HMGET) went from 3,669 to 1,806 and scripts
+		// from 67,879 to 66,228; the drain did not change measurably.
+		skip := false
+		if w != nil && left > 0 {
+			if first {
+				skip = s.waiting(ctx, id)
+			} else {
+				v, derr := s.decided(ctx, id)
+				if derr == nil {
+					w.Stop()
+					return v, nil
+				}
+				skip = errors.Is(derr, ErrNotFound) && s.held(ctx, id)
+			}
+		}
+		if !skip {
 			var v OrderView
 			v, err = s.Order(ctx, id)
 			left = until()
@@ -694,6 +713,16 @@ func (s *Service) WaitOrder(ctx context.Context, id string, wait time.Duration) 
 			w.Stop()
 		}
 	}
+}
+
+// held reports whether the queue holds order id's task, waiting or
+// running: one coalesced read of its state.
+func (s *Service) held(ctx context.Context, id string) bool {
+	if !ValidOrderID(id) {
+		return false
+	}
+	st, err := s.taskState(ctx, id)
+	return err == nil && (st == queue.Waiting || st == queue.Running)
 }
 
 // Drain ends every wait of [Service.WaitOrder], running or to come: each
