@@ -794,3 +794,48 @@ func TestDrainEndsWaits(t *testing.T) {
 		t.Fatalf("wait after Drain = %+v, %v after %v; want queued at once", v, err, time.Since(start))
 	}
 }
+
+// A decision whose announcement is lost (here: recorded in PostgreSQL only,
+// its task still queued, as when a copy of the task decided it) is found by
+// the wait's periodic re-check.
+func TestWaitOrderRecheckFindsAnUnannouncedDecision(t *testing.T) {
+	t.Parallel()
+	e := saletest.New(t, nil)
+	e.CreateProduct(t, "p", 5, 0)
+	placed := e.PlaceOrder(t, sale.PlaceOrderRequest{ProductID: "p", UserID: "u", Quantity: 1})
+	ctx := context.Background()
+	type answer struct {
+		v   sale.OrderView
+		err error
+	}
+	got := make(chan answer, 1)
+	go func() {
+		v, err := e.Service.WaitOrder(ctx, placed.OrderID, 20*time.Second)
+		got <- answer{v, err}
+	}()
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if e.Hub.Waiting() == 0 {
+			return errors.New("no waiter yet")
+		}
+		return nil
+	})
+	ti, err := e.Inspector.Lookup(ctx, placed.OrderID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := ti.Order
+	if _, err := e.Store.Apply(ctx, inventory.Batch{
+		Orders: []inventory.OrderRequest{{ID: o.ID, ProductID: o.ProductID, UserID: o.UserID, Quantity: o.Quantity, AcceptedAt: o.AcceptedAt}},
+		Tokens: map[string]int64{"p": 1},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case a := <-got:
+		if a.err != nil || a.v.Status != inventory.StatusSucceeded {
+			t.Fatalf("WaitOrder = %+v, %v; want succeeded", a.v, a.err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the re-check (about every second) did not find the decision within 10s")
+	}
+}
