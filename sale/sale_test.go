@@ -369,12 +369,7 @@ func TestWaitOrder(t *testing.T) {
 	// A cancelled wait answers with what it has.
 	cctx, cancel := context.WithCancel(ctx)
 	go func() {
-		testenv.Eventually(t, 10*time.Second, func() error {
-			if e.Hub.Waiting() == 0 {
-				return errors.New("no waiter yet")
-			}
-			return nil
-		})
+		waitForWaiter(t, e)
 		cancel()
 	}()
 	start = time.Now()
@@ -391,12 +386,7 @@ func TestWaitOrder(t *testing.T) {
 	// A long wait returns when the order is decided.
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		testenv.Eventually(t, 10*time.Second, func() error {
-			if e.Hub.Waiting() == 0 {
-				return errors.New("no waiter yet")
-			}
-			return nil
-		})
+		waitForWaiter(t, e)
 		e.Decide(t, a.OrderID)
 	})
 	start = time.Now()
@@ -519,12 +509,7 @@ func TestWaitOrderAnswersFromTheAnnouncement(t *testing.T) {
 	placed := e.PlaceOrder(t, sale.PlaceOrderRequest{ProductID: "p", UserID: "u", Quantity: 1})
 	decidedAt := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 	go func() {
-		testenv.Eventually(t, 10*time.Second, func() error {
-			if e.Hub.Waiting() == 0 {
-				return errors.New("no waiter yet")
-			}
-			return nil
-		})
+		waitForWaiter(t, e)
 		// Not recorded in PostgreSQL: only the announcement knows it.
 		if err := e.Publisher.Publish(ctx, notify.Outcome{OrderID: placed.OrderID, ProductID: "p", UserID: "u",
 			Quantity: 1, Status: "succeeded", UpdatedAt: decidedAt}); err != nil {
@@ -572,12 +557,7 @@ func TestWaitOrderOnARunningTask(t *testing.T) {
 				decide()
 			} else {
 				go func() {
-					testenv.Eventually(t, 10*time.Second, func() error {
-						if e.Hub.Waiting() == 0 {
-							return errors.New("no waiter yet")
-						}
-						return nil
-					})
+					waitForWaiter(t, e)
 					o := decide()
 					if err := e.Publisher.Publish(ctx, notify.Outcome{OrderID: o.ID, ProductID: o.ProductID, UserID: o.UserID,
 						Quantity: o.Quantity, Status: string(o.Status), UpdatedAt: o.UpdatedAt}); err != nil {
@@ -764,21 +744,8 @@ func TestDrainEndsWaits(t *testing.T) {
 	e.CreateProduct(t, "p", 5, 0)
 	placed := e.PlaceOrder(t, sale.PlaceOrderRequest{ProductID: "p", UserID: "u", Quantity: 1})
 	ctx := context.Background()
-	type answer struct {
-		v   sale.OrderView
-		err error
-	}
-	got := make(chan answer, 1)
-	go func() {
-		v, err := e.Service.WaitOrder(ctx, placed.OrderID, sale.MaxWait)
-		got <- answer{v, err}
-	}()
-	testenv.Eventually(t, 10*time.Second, func() error {
-		if e.Hub.Waiting() == 0 {
-			return errors.New("no waiter yet")
-		}
-		return nil
-	})
+	got := waitInBackground(ctx, e, placed.OrderID, sale.MaxWait)
+	waitForWaiter(t, e)
 	e.Service.Drain()
 	select {
 	case a := <-got:
@@ -804,21 +771,8 @@ func TestWaitOrderRecheckFindsAnUnannouncedDecision(t *testing.T) {
 	e.CreateProduct(t, "p", 5, 0)
 	placed := e.PlaceOrder(t, sale.PlaceOrderRequest{ProductID: "p", UserID: "u", Quantity: 1})
 	ctx := context.Background()
-	type answer struct {
-		v   sale.OrderView
-		err error
-	}
-	got := make(chan answer, 1)
-	go func() {
-		v, err := e.Service.WaitOrder(ctx, placed.OrderID, 20*time.Second)
-		got <- answer{v, err}
-	}()
-	testenv.Eventually(t, 10*time.Second, func() error {
-		if e.Hub.Waiting() == 0 {
-			return errors.New("no waiter yet")
-		}
-		return nil
-	})
+	got := waitInBackground(ctx, e, placed.OrderID, 20*time.Second)
+	waitForWaiter(t, e)
 	ti, err := e.Inspector.Lookup(ctx, placed.OrderID)
 	if err != nil {
 		t.Fatal(err)
@@ -838,4 +792,31 @@ func TestWaitOrderRecheckFindsAnUnannouncedDecision(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the re-check (about every second) did not find the decision within 10s")
 	}
+}
+
+// waitForWaiter waits until a long poll is registered with e's hub.
+func waitForWaiter(t *testing.T, e *saletest.Env) {
+	t.Helper()
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if e.Hub.Waiting() == 0 {
+			return errors.New("no waiter yet")
+		}
+		return nil
+	})
+}
+
+// waitAnswer is what WaitOrder returned.
+type waitAnswer struct {
+	v   sale.OrderView
+	err error
+}
+
+// waitInBackground runs WaitOrder(id, wait) and delivers its answer.
+func waitInBackground(ctx context.Context, e *saletest.Env, id string, wait time.Duration) <-chan waitAnswer {
+	got := make(chan waitAnswer, 1)
+	go func() {
+		v, err := e.Service.WaitOrder(ctx, id, wait)
+		got <- waitAnswer{v, err}
+	}()
+	return got
 }

@@ -90,6 +90,13 @@ func newEnvWith(t *testing.T, cfg worker.Config, lockTTL time.Duration) *env {
 	return e
 }
 
+// rival is another lock client on the worker's lock node and key prefix,
+// to hold a product's lock from outside the worker.
+func (e *env) rival(t *testing.T) *lock.Client {
+	t.Helper()
+	return locktest.Client(t, []*localsvc.Redis{e.lockRDB}, &lock.Options{TTL: 10 * time.Second, KeyPrefix: e.prefix + "lock:"})
+}
+
 // start runs the worker's asynq server and batcher until cleanup.
 func (e *env) start(t *testing.T) {
 	t.Helper()
@@ -546,7 +553,7 @@ func TestWaiterReleasesALockNoLongerNeeded(t *testing.T) {
 	inventorytest.CreateProduct(t, e.store, "p", 50, 0)
 	inventorytest.CreateProduct(t, e.store, "q", 50, 0)
 	ctx := context.Background()
-	rival := locktest.Client(t, []*localsvc.Redis{e.lockRDB}, &lock.Options{TTL: 10 * time.Second, KeyPrefix: e.prefix + "lock:"})
+	rival := e.rival(t)
 	// The race needs the rival's release to come while the worker's
 	// waiter is still inside its current one-second Acquire; on a very
 	// slow machine it may not, and then nothing is shown: try again.
@@ -616,7 +623,7 @@ func TestLastTryTimedOutIsRecordedFailed(t *testing.T) {
 	e.start(t)
 	inventorytest.CreateProduct(t, e.store, "p", 5, 0)
 	ctx := context.Background()
-	rival := locktest.Client(t, []*localsvc.Redis{e.lockRDB}, &lock.Options{TTL: 10 * time.Second, KeyPrefix: e.prefix + "lock:"})
+	rival := e.rival(t)
 	held, err := rival.TryAcquire(ctx, "product:p")
 	if err != nil {
 		t.Fatal(err)
