@@ -423,7 +423,7 @@ func (b *bencher) dbName(part string) string {
 // helperProc describes a helper program process logging into dir.
 func (b *bencher) helperProc(name, addr, dir string, args ...string) *cluster.Proc {
 	full := append(append([]string{}, b.cfg.Helper[1:]...), args...)
-	return cluster.NewProc(name, addr, filepath.Join(dir, name+".log"), full, os.Environ())
+	return cluster.NewProc(name, addr, filepath.Join(dir, name+".log"), full, cluster.BaseEnv())
 }
 
 func (b *bencher) logf(format string, args ...any) {

@@ -31,7 +31,10 @@ type Config struct {
 	// APIs and Workers are how many processes of each to run.
 	APIs, Workers int
 	// Env is the FLASHSALE_* configuration shared by every process
-	// (FLASHSALE_HTTP_ADDR is set per API).
+	// (FLASHSALE_HTTP_ADDR is set per API). It is the whole of it: the
+	// processes get this program's environment without its FLASHSALE_*
+	// variables ([BaseEnv]), so the shell a test runs from cannot change
+	// what the test runs.
 	Env map[string]string
 	// WorkerEnv, if set, adds per-worker settings (index from 0).
 	WorkerEnv func(i int) map[string]string
@@ -70,13 +73,26 @@ type Cluster struct {
 	Workers []*Proc
 }
 
+// BaseEnv is this program's environment without its FLASHSALE_* variables:
+// what a process of a cluster starts from before its own configuration.
+func BaseEnv() []string {
+	env := os.Environ()
+	out := env[:0]
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, "FLASHSALE_") {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
 // Start launches the processes and waits until every API answers /readyz.
 func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	if err := os.MkdirAll(cfg.LogDir, 0o755); err != nil {
 		return nil, err
 	}
 	c := &Cluster{cfg: cfg}
-	base := os.Environ()
+	base := BaseEnv()
 	for k, v := range cfg.Env {
 		base = append(base, k+"="+v)
 	}

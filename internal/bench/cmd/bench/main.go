@@ -89,14 +89,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 		*command = invocation
 	}
 	cfg.Progress = stderr
-	// The processes the run starts inherit this environment: they must get
-	// only the configuration the run gives them, not the FLASHSALE_*
-	// settings of the shell it was started from.
-	for _, kv := range os.Environ() {
-		if k, _, _ := strings.Cut(kv, "="); strings.HasPrefix(k, "FLASHSALE_") {
-			_ = os.Unsetenv(k) // cannot fail for a name read from the environment
-		}
-	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
