@@ -20,6 +20,7 @@ type metrics struct {
 	roundSeconds  prometheus.Histogram
 	staleFences   prometheus.Counter
 	rescued       prometheus.Counter
+	inFlight      prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer, store *inventory.Store) (*metrics, error) {
@@ -55,11 +56,15 @@ func newMetrics(reg prometheus.Registerer, store *inventory.Store) (*metrics, er
 			Name: "flashsale_worker_rescued_orders_total",
 			Help: "Orders re-queued because the worker holding them stopped (lease expired).",
 		}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "flashsale_worker_tasks_in_flight",
+			Help: "Order tasks this worker is handling now (at most FLASHSALE_WORKER_CONCURRENCY).",
+		}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	cs := []prometheus.Collector{m.orders, m.rounds, m.batchOrders, m.batchProducts, m.roundSeconds, m.staleFences, m.rescued}
+	cs := []prometheus.Collector{m.orders, m.rounds, m.batchOrders, m.batchProducts, m.roundSeconds, m.staleFences, m.rescued, m.inFlight}
 	if store != nil {
 		cs = append(cs, obs.NewPoolCollector(store))
 	}

@@ -256,6 +256,8 @@ var errPermanent = errors.New("permanent")
 
 // ProcessTask is the asynq handler for one order task.
 func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	w.metrics.inFlight.Inc()
+	defer w.metrics.inFlight.Dec()
 	o, err := queue.Decode(t.Payload())
 	if err != nil {
 		w.metrics.orders.WithLabelValues("bad_payload").Inc()

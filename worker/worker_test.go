@@ -161,6 +161,8 @@ func counter(t *testing.T, reg *prometheus.Registry, name string, labels map[str
 				sum += m.GetCounter().GetValue()
 			case m.GetHistogram() != nil:
 				sum += float64(m.GetHistogram().GetSampleCount())
+			case m.GetGauge() != nil:
+				sum += m.GetGauge().GetValue()
 			}
 		}
 	}
@@ -640,5 +642,43 @@ func TestLastTryTimedOutIsRecordedFailed(t *testing.T) {
 	}
 	if p, _ := e.store.Product(ctx, "p"); p.Stock != 5 {
 		t.Errorf("stock = %d, want 5 (nothing sold)", p.Stock)
+	}
+}
+
+// The in-flight gauge counts the tasks a worker has in hand, waiting for a
+// lock included, and returns to zero when they are done.
+func TestTasksInFlightGauge(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, worker.ModeBatch, 5*time.Second)
+	e.start(t)
+	inventorytest.CreateProduct(t, e.store, "p", 5, 0)
+	ctx := context.Background()
+	held, err := e.rival(t).TryAcquire(ctx, "product:p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const tasks = 3
+	var wg sync.WaitGroup
+	for i := range tasks {
+		wg.Go(func() {
+			if err := e.w.ProcessTask(ctx, task(t, fmt.Sprintf("o%d", i), "p", fmt.Sprintf("u%d", i), 1, i)); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	inFlight := func() float64 { return counter(t, e.reg, "flashsale_worker_tasks_in_flight", nil) }
+	deadline := time.Now().Add(10 * time.Second)
+	for inFlight() != tasks {
+		if time.Now().After(deadline) {
+			t.Fatalf("in flight = %v while %d tasks wait for the lock, want %d", inFlight(), tasks, tasks)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := held.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	if got := inFlight(); got != 0 {
+		t.Errorf("in flight = %v once every task returned, want 0", got)
 	}
 }
