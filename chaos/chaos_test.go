@@ -8,12 +8,16 @@
 package chaos
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -300,8 +304,56 @@ func inject(t *testing.T, e *env, c *cluster.Cluster, q depth, name string, star
 	return at
 }
 
+// holding waits until worker w has order tasks in hand (its
+// flashsale_worker_tasks_in_flight gauge), so that killing or pausing it
+// strands orders, and returns how many it had.
+func holding(t *testing.T, w *cluster.Proc) float64 {
+	t.Helper()
+	client := &http.Client{Timeout: 2 * time.Second}
+	deadline := time.Now().Add(10 * time.Second)
+	var last error
+	for time.Now().Before(deadline) {
+		n, err := inFlight(client, w.Addr)
+		if err == nil && n > 0 {
+			return n
+		}
+		last = err
+		time.Sleep(time.Millisecond)
+	}
+	t.Fatalf("%s held no order task within 10s (last error: %v): the fault would strand nothing", w.Name, last)
+	return 0
+}
+
+// inFlight reads a worker's flashsale_worker_tasks_in_flight gauge.
+func inFlight(client *http.Client, addr string) (float64, error) {
+	req, err := http.NewRequest(http.MethodGet, "http://"+addr+"/metrics", nil)
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("GET /metrics: %s", resp.Status)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "flashsale_worker_tasks_in_flight "); ok {
+			return strconv.ParseFloat(v, 64)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return 0, err
+	}
+	return 0, errors.New("no flashsale_worker_tasks_in_flight in /metrics")
+}
+
 func killWorker(t *testing.T, e *env, c *cluster.Cluster) {
 	w := c.Workers[0]
+	t.Logf("%s holds %v order tasks", w.Name, holding(t, w))
 	if err := w.Kill(); err != nil {
 		t.Fatal(err)
 	}
@@ -313,6 +365,7 @@ func killWorker(t *testing.T, e *env, c *cluster.Cluster) {
 
 func pauseWorker(t *testing.T, e *env, c *cluster.Cluster) {
 	w := c.Workers[0]
+	t.Logf("%s holds %v order tasks", w.Name, holding(t, w))
 	if err := w.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
