@@ -33,6 +33,7 @@ type Client struct {
 	done      chan struct{} // closed by Close
 	active    map[*Lock]struct{}
 	heldByKey map[string]int
+	bg        sync.WaitGroup // background clean-ups; Close waits for them
 }
 
 type node struct {
@@ -132,8 +133,9 @@ func NewFromURLs(urls []string, opts *Options) (*Client, error) {
 // [ErrClosed] and [ErrNotObtained], and later calls fail with ErrClosed. Locks
 // still held are not released (they expire after at most TTL); their
 // watchdogs stop and their contexts are cancelled with a cause matching both
-// [ErrLost] and [ErrClosed]. Nodes created by [NewFromURLs] are closed.
-// Closing twice is a no-op.
+// [ErrLost] and [ErrClosed]. Close waits for the clean-ups already running
+// in the background (each bounded by NodeTimeout), then closes the nodes
+// created by [NewFromURLs]. Closing twice is a no-op.
 func (c *Client) Close() error {
 	c.mu.Lock()
 	if c.closed {
@@ -152,6 +154,7 @@ func (c *Client) Close() error {
 	for _, l := range locks {
 		l.abandon(stateClosed, cause)
 	}
+	c.bg.Wait() // no new ones: background refuses once closed is set
 	c.hub.close()
 	var errs []error
 	for _, r := range c.owned {
@@ -613,7 +616,7 @@ func (c *Client) decide(ctx context.Context, key string, ks keyset, value string
 					idx = append(idx, r.idx)
 				}
 				idx = append(idx, errored...)
-				go c.propagateFence(ks.fence, token, replies, pending, idx)
+				c.background(func() { c.propagateFence(ks.fence, token, replies, pending, idx) })
 			}
 			l := newLock(c, key, ks, value, token, validUntil)
 			return l, attemptResult{latency: now.Sub(start)}
@@ -660,6 +663,19 @@ func (c *Client) decide(ctx context.Context, key string, ks keyset, value string
 	return nil, res
 }
 
+// background runs f in a goroutine that Close waits for, unless the client
+// is closed: then it runs nothing (what f would have cleaned up expires
+// after at most TTL) and returns false.
+func (c *Client) background(f func()) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return false
+	}
+	c.bg.Go(f)
+	return true
+}
+
 // cleanup removes value from every node a failed attempt may have written:
 // synchronously from nodes that answered OK (so that the next attempt finds
 // them free), in the background from nodes that errored or have not answered
@@ -675,7 +691,7 @@ func (c *Client) cleanup(ks keyset, value string, oks []nodeReply, errored []int
 	if pending == 0 && len(errored) == 0 {
 		return
 	}
-	go func() {
+	c.background(func() {
 		idx := errored
 		for range pending {
 			if r := <-replies; r.err != nil || r.ok {
@@ -683,7 +699,16 @@ func (c *Client) cleanup(ks keyset, value string, oks []nodeReply, errored []int
 			}
 		}
 		c.releaseOn(context.Background(), ks, value, idx)
-	}()
+	})
+}
+
+// allNodes is every node's index.
+func (c *Client) allNodes() []int {
+	idx := make([]int, len(c.nodes))
+	for i := range idx {
+		idx[i] = i
+	}
+	return idx
 }
 
 // releaseOn runs the release script on the given nodes, in parallel, and

@@ -56,7 +56,9 @@
 // cancelled immediately when an extension finds the key gone or owned by
 // someone else on enough nodes that a majority is impossible. Run the
 // guarded work under Lock.Context so that it stops when the lock may be
-// gone. Release, loss and [Client.Close] stop the timers. [Observer] and
+// gone. Release, loss and [Client.Close] stop the timers. A lost lock's
+// value is then removed, in the background, from the nodes that may still
+// hold it, so that the key frees before its TTL. [Observer] and
 // [Client.Stats] report acquisitions, wait time, failures by cause,
 // renewals, losses and releases; the package never logs.
 //

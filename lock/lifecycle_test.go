@@ -295,6 +295,27 @@ func TestLostLock(t *testing.T) {
 			t.Errorf("Release of a lost lock: got %v, want ErrNotHeld and ErrLost", err)
 		}
 	})
+	t.Run("value left on a minority is removed", func(t *testing.T) {
+		t.Parallel()
+		nodes := locktest.Nodes(t, 3)
+		prefix := locktest.Prefix(t)
+		// A TTL far longer than the test: the key can only go by release.
+		c := locktest.Client(t, nodes, &lock.Options{TTL: time.Minute, KeyPrefix: prefix})
+		l := mustAcquire(t, c, "k")
+		key := locktest.LockKey(prefix, "k")
+		locktest.WaitKey(t, nodes, key, true, 2*time.Second)
+		for _, n := range nodes[:2] {
+			if err := locktest.Redis(t, n).Del(context.Background(), key).Err(); err != nil {
+				t.Fatalf("DEL: %v", err)
+			}
+		}
+		if err := l.Extend(context.Background()); !errors.Is(err, lock.ErrNotHeld) {
+			t.Fatalf("Extend with the key gone from a majority: %v, want ErrNotHeld", err)
+		}
+		locktest.WaitDone(t, l, 2*time.Second)
+		// The third node kept the value: the lost lock removes it.
+		locktest.WaitKey(t, nodes[2:], key, false, 3*time.Second)
+	})
 	t.Run("node paused past validity", func(t *testing.T) {
 		t.Parallel()
 		nodes := locktest.Nodes(t, 1)

@@ -252,6 +252,14 @@ func (l *Lock) finishAbandon(st lockState, cause error) {
 	l.cancel(cause)
 	l.c.unregister(l)
 	l.c.hub.notify(l.ks.channel)
+	if st == stateLost {
+		// A lost lock may still hold its value on some nodes (a minority
+		// that kept it, or one where a late extension landed): remove it
+		// there, so that others need not wait out its TTL. The release
+		// script deletes only this lock's own value, and an extension
+		// arriving after it finds nothing to extend.
+		l.c.background(func() { l.c.releaseOn(context.Background(), l.ks, l.value, l.c.allNodes()) })
+	}
 }
 
 // expire runs at validUntil: unless an extension moved it, the lock is lost.
