@@ -97,3 +97,26 @@ func TestLoadtestQuantityBoundIsTheAPIs(t *testing.T) {
 		t.Errorf("loadtest.APIMaxQuantity = %d, sale.MaxQuantity = %d; want them equal", loadtest.APIMaxQuantity, sale.MaxQuantity)
 	}
 }
+
+// The worker's lock nodes end each call at the lock's NodeTimeout (the
+// call's context deadline), as the lock package asks of its nodes.
+func TestLockClientsHonorContextDeadlines(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		url  string
+		pool int
+	}{
+		{"redis://127.0.0.1:6379/0", 96},
+		{"redis://127.0.0.1:6380/0?pool_size=7", 7},
+	} {
+		nodes, err := lockClients([]string{tc.url}, 96)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o := nodes[0].Options()
+		if !o.ContextTimeoutEnabled || o.PoolSize != tc.pool {
+			t.Errorf("%s: ContextTimeoutEnabled %v, PoolSize %d; want true, %d", tc.url, o.ContextTimeoutEnabled, o.PoolSize, tc.pool)
+		}
+		_ = nodes[0].Close()
+	}
+}

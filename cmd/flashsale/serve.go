@@ -220,9 +220,13 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 }
 
 // lockClients opens one go-redis client per lock URL, with a pool large
-// enough for the worker's concurrency unless the URL sets pool_size.
-func lockClients(urls []string, poolSize int) ([]redis.UniversalClient, error) {
-	var out []redis.UniversalClient
+// enough for the worker's concurrency unless the URL sets pool_size. As
+// lock.NewFromURLs does, calls end at their context's deadline (the lock's
+// NodeTimeout; otherwise a call to a paused node holds its connection for
+// go-redis's ReadTimeout, 3s, and a stalled node drains the pool), and a
+// node that refuses connections fails at the first dial.
+func lockClients(urls []string, poolSize int) ([]*redis.Client, error) {
+	var out []*redis.Client
 	for _, u := range urls {
 		opt, err := redis.ParseURL(u)
 		if err != nil {
@@ -234,6 +238,8 @@ func lockClients(urls []string, poolSize int) ([]redis.UniversalClient, error) {
 		if !strings.Contains(u, "pool_size") {
 			opt.PoolSize = poolSize
 		}
+		opt.ContextTimeoutEnabled = true
+		opt.DialerRetries = 1
 		out = append(out, redis.NewClient(opt))
 	}
 	return out, nil
@@ -279,7 +285,11 @@ func serveWorker(ctx context.Context, cfg config, log *slog.Logger) error {
 			_ = n.Close()
 		}
 	}()
-	locks, err := lock.New(nodes, &lock.Options{
+	lockNodes := make([]redis.UniversalClient, len(nodes))
+	for i, n := range nodes {
+		lockNodes[i] = n
+	}
+	locks, err := lock.New(lockNodes, &lock.Options{
 		TTL: cfg.LockTTL, KeyPrefix: cfg.KeyPrefix + "lock:", Observer: obs,
 		// The lock's default (TTL/100) is tight for a loaded two-core
 		// machine; a paused node costs no more than this per round, since
