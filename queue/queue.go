@@ -316,11 +316,29 @@ func stateOf(asynqState string) State {
 // Lookup returns the task of order id, [ErrNotFound] when the queue holds
 // none, or [ErrUnavailable].
 func (i *Inspector) Lookup(ctx context.Context, id string) (TaskInfo, error) {
-	if err := ctx.Err(); err != nil {
+	err := ctx.Err()
+	if err != nil {
 		return TaskInfo{}, err
 	}
-	// asynq's Inspector takes no context; its calls are single round trips.
-	info, err := i.in.GetTaskInfo(i.queue, id)
+	// asynq's Inspector takes no context: the lookup runs on its own,
+	// bounded by the Redis client's ReadTimeout, and the caller stops
+	// waiting for it when ctx ends (a long poll's reads are bounded).
+	type reply struct {
+		info *asynq.TaskInfo
+		err  error
+	}
+	ch := make(chan reply, 1)
+	go func() {
+		info, err := i.in.GetTaskInfo(i.queue, id)
+		ch <- reply{info, err}
+	}()
+	var info *asynq.TaskInfo
+	select {
+	case r := <-ch:
+		info, err = r.info, r.err
+	case <-ctx.Done():
+		return TaskInfo{}, fmt.Errorf("look up order %q: %w: %w", id, ErrUnavailable, ctx.Err())
+	}
 	switch {
 	case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
 		return TaskInfo{}, ErrNotFound
@@ -471,4 +489,35 @@ func ParseRedisURL(raw string, poolSize int) (asynq.RedisConnOpt, error) {
 		}
 	}
 	return opt, nil
+}
+
+// NewRedisClient returns a go-redis client for opt, as opt's MakeRedisClient
+// does, but whose calls also end at their context's deadline
+// (ContextTimeoutEnabled; the deadline never extends go-redis's own
+// ReadTimeout): a request that bounds its reads, as a long poll does, is
+// answered in time even when Redis hangs. Close it when done.
+func NewRedisClient(opt asynq.RedisConnOpt) (redis.UniversalClient, error) {
+	switch o := opt.(type) {
+	case asynq.RedisClientOpt:
+		return redis.NewClient(&redis.Options{
+			Network: o.Network, Addr: o.Addr, Username: o.Username, Password: o.Password, DB: o.DB,
+			DialTimeout: o.DialTimeout, ReadTimeout: o.ReadTimeout, WriteTimeout: o.WriteTimeout,
+			PoolSize: o.PoolSize, TLSConfig: o.TLSConfig, ContextTimeoutEnabled: true,
+		}), nil
+	case asynq.RedisFailoverClientOpt:
+		return redis.NewFailoverClient(&redis.FailoverOptions{
+			MasterName: o.MasterName, SentinelAddrs: o.SentinelAddrs,
+			SentinelUsername: o.SentinelUsername, SentinelPassword: o.SentinelPassword,
+			Username: o.Username, Password: o.Password, DB: o.DB,
+			DialTimeout: o.DialTimeout, ReadTimeout: o.ReadTimeout, WriteTimeout: o.WriteTimeout,
+			PoolSize: o.PoolSize, TLSConfig: o.TLSConfig, ContextTimeoutEnabled: true,
+		}), nil
+	case asynq.RedisClusterClientOpt:
+		return redis.NewClusterClient(&redis.ClusterOptions{
+			Addrs: o.Addrs, MaxRedirects: o.MaxRedirects, Username: o.Username, Password: o.Password,
+			DialTimeout: o.DialTimeout, ReadTimeout: o.ReadTimeout, WriteTimeout: o.WriteTimeout,
+			TLSConfig: o.TLSConfig, ContextTimeoutEnabled: true,
+		}), nil
+	}
+	return nil, fmt.Errorf("queue: unsupported Redis connection options %T", opt)
 }

@@ -405,3 +405,46 @@ func TestStatesReportsErrorsBehindAMissingTask(t *testing.T) {
 		t.Fatalf("States(none, broken) = %v, %v; want ErrUnavailable", st, err)
 	}
 }
+
+// NewRedisClient keeps what ParseRedisURL read (address, database, pool,
+// password) and ends calls at their context's deadline, for every kind of
+// URL.
+func TestNewRedisClientHonorsContextDeadlines(t *testing.T) {
+	t.Parallel()
+	single := func(c redis.UniversalClient) (bool, string) {
+		o := c.(*redis.Client).Options()
+		return o.ContextTimeoutEnabled, fmt.Sprintf("%s %s db %d pool %d password %q", o.Network, o.Addr, o.DB, o.PoolSize, o.Password)
+	}
+	for _, tc := range []struct {
+		url  string
+		read func(redis.UniversalClient) (timeouts bool, desc string)
+		want string
+	}{
+		{"redis://:pw@127.0.0.1:6399/3", single, `tcp 127.0.0.1:6399 db 3 pool 17 password "pw"`},
+		{"redis-socket:///tmp/r.sock?db=2", single, `unix /tmp/r.sock db 2 pool 17 password ""`},
+		// A failover client is a *redis.Client dialing through the
+		// sentinels: its options name no fixed address.
+		{"redis-sentinel://127.0.0.1:26399/4?master=m", single, `tcp FailoverClient db 4 pool 17 password ""`},
+		{"redis-cluster://127.0.0.1:7001,127.0.0.1:7002", func(c redis.UniversalClient) (bool, string) {
+			o := c.(*redis.ClusterClient).Options()
+			return o.ContextTimeoutEnabled, strings.Join(o.Addrs, ",")
+		}, "127.0.0.1:7001,127.0.0.1:7002"},
+	} {
+		opt, err := queue.ParseRedisURL(tc.url, 17)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.url, err)
+		}
+		c, err := queue.NewRedisClient(opt)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.url, err)
+		}
+		timeouts, desc := tc.read(c)
+		_ = c.Close()
+		if !timeouts {
+			t.Errorf("%s: ContextTimeoutEnabled is off", tc.url)
+		}
+		if desc != tc.want {
+			t.Errorf("%s: client options %s, want %s", tc.url, desc, tc.want)
+		}
+	}
+}

@@ -45,6 +45,10 @@ const (
 	MaxIdempotencyKeyLength = 255
 	// MaxWait is the longest long-poll on an order.
 	MaxWait = 30 * time.Second
+	// WaitReadBudget bounds the reads of a [Service.WaitOrder] past the end
+	// of its wait: with Redis or PostgreSQL hanging, a long poll answers
+	// ErrUnavailable by then, within the API's write timeout (MaxWait+15s).
+	WaitReadBudget = 5 * time.Second
 )
 
 var (
@@ -637,9 +641,12 @@ func deadReason(ti queue.TaskInfo) string {
 // database; a jittered re-check every second covers a lost announcement.
 // While the database or Redis is unreachable (a restart) it keeps waiting,
 // re-checking every 250ms, and reports the error only if it lasts the whole
-// wait.
+// wait. Its reads end by the wait's end plus [WaitReadBudget], even if
+// Redis or PostgreSQL hangs.
 func (s *Service) WaitOrder(ctx context.Context, id string, wait time.Duration) (OrderView, error) {
 	deadline := time.Now().Add(min(max(wait, 0), MaxWait))
+	ctx, cancel := context.WithDeadline(ctx, deadline.Add(WaitReadBudget))
+	defer cancel()
 	until := func() time.Duration {
 		select {
 		case <-s.drain:

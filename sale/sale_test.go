@@ -820,3 +820,29 @@ func waitInBackground(ctx context.Context, e *saletest.Env, id string, wait time
 	}()
 	return got
 }
+
+// A long poll answers by the end of its wait plus sale.WaitReadBudget even
+// when Redis hangs (paused): every read it makes, the last one included, is
+// bounded, so the answer (503) comes before the server's write timeout.
+func TestWaitOrderIsBoundedWhenRedisHangs(t *testing.T) {
+	t.Parallel()
+	r := testenv.PrivateRedis(t, localsvc.RedisOptions{})
+	e := saletest.New(t, &saletest.Options{RedisURL: r.URL(0)})
+	e.CreateProduct(t, "p", 5, 0)
+	placed := e.PlaceOrder(t, sale.PlaceOrderRequest{ProductID: "p", UserID: "u", Quantity: 1})
+	if err := r.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Resume() })
+	const wait = 500 * time.Millisecond
+	start := time.Now()
+	_, err := e.Service.WaitOrder(context.Background(), placed.OrderID, wait)
+	took := time.Since(start)
+	if !errors.Is(err, sale.ErrUnavailable) {
+		t.Errorf("wait with Redis paused: err = %v, want ErrUnavailable", err)
+	}
+	// One second of slack for a loaded machine.
+	if bound := wait + sale.WaitReadBudget + time.Second; took > bound {
+		t.Errorf("wait with Redis paused answered after %v, want within %v", took.Round(time.Millisecond), bound)
+	}
+}

@@ -47,9 +47,9 @@ func queueRedis(cfg config, poolSize int) (asynq.RedisConnOpt, redis.UniversalCl
 	if err != nil {
 		return nil, nil, fmt.Errorf("FLASHSALE_REDIS_URL: %w", err)
 	}
-	rdb, ok := opt.MakeRedisClient().(redis.UniversalClient)
-	if !ok {
-		return nil, nil, fmt.Errorf("FLASHSALE_REDIS_URL: unsupported connection type")
+	rdb, err := queue.NewRedisClient(opt)
+	if err != nil {
+		return nil, nil, fmt.Errorf("FLASHSALE_REDIS_URL: %w", err)
 	}
 	return opt, rdb, nil
 }

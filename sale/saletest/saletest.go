@@ -96,9 +96,12 @@ func New(t testing.TB, opts *Options) *Env {
 		if err != nil {
 			t.Fatalf("saletest: redis URL: %v", err)
 		}
-		// Fail fast once the test has killed the server.
+		// Fail fast once the test has killed the server; end calls at
+		// their context's deadline, as the API's client does
+		// (queue.NewRedisClient).
 		ropt.MaxRetries = -1
 		ropt.DialTimeout = time.Second
+		ropt.ContextTimeoutEnabled = true
 		e.Redis = redis.NewClient(ropt)
 		t.Cleanup(func() { _ = e.Redis.Close() })
 	}
