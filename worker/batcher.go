@@ -93,10 +93,28 @@ func (b *batcher) submit(ctx context.Context, o inventory.OrderRequest) (invento
 	case res := <-r.res:
 		return res.d, res.err
 	case <-ctx.Done():
+		b.withdraw(r)
 		return inventory.Decision{}, ctx.Err()
 	case <-b.stopped:
 		return inventory.Decision{}, errors.New("worker stopped")
 	}
+}
+
+// withdraw takes an ended order out of its product's pending list, unless a
+// round took it already, so that a waiter for the product's lock stops
+// waiting, and announcing that it wants the lock, once no live order needs
+// it (before, that lasted until the next round, which a lock held elsewhere
+// could put off indefinitely).
+func (b *batcher) withdraw(r *request) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	p := r.order.ProductID
+	rs := slices.DeleteFunc(b.pending[p], func(x *request) bool { return x == r })
+	if len(rs) == 0 {
+		delete(b.pending, p)
+		return
+	}
+	b.pending[p] = rs
 }
 
 func (b *batcher) stop() {

@@ -682,3 +682,41 @@ func TestTasksInFlightGauge(t *testing.T) {
 		t.Errorf("in flight = %v once every task returned, want 0", got)
 	}
 }
+
+// An order that ends while its product's lock is held elsewhere is
+// withdrawn: the process stops waiting for the lock and withdraws its
+// "want" announcement, though the lock stays held and no round runs.
+func TestEndedOrderWithdrawsItsWait(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, worker.ModeBatch, 5*time.Second)
+	e.start(t)
+	inventorytest.CreateProduct(t, e.store, "p", 5, 0)
+	ctx := context.Background()
+	held, err := e.rival(t).TryAcquire(ctx, "product:p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Release(ctx)
+	wantKey := e.prefix + "want:p"
+	tctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- e.w.ProcessTask(tctx, task(t, "o1", "p", "u1", 1, 1)) }()
+	// While the order waits, the process says it wants the lock.
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if n := e.rdb.ZCard(ctx, wantKey).Val(); n != 1 {
+			return fmt.Errorf("%d announcements while the order waits, want 1", n)
+		}
+		return nil
+	})
+	if err := <-errc; err == nil {
+		t.Fatal("order decided while its product's lock was held elsewhere")
+	}
+	// The wait re-checks its orders at least once a second.
+	testenv.Eventually(t, 3*time.Second, func() error {
+		if n := e.rdb.ZCard(ctx, wantKey).Val(); n != 0 {
+			return fmt.Errorf("%d announcements after the only order ended, want 0", n)
+		}
+		return nil
+	})
+}
