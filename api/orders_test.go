@@ -464,6 +464,35 @@ func TestReadyzWhenPostgresIsDown(t *testing.T) {
 	}
 }
 
+// A check that hangs (a stalled server) does not use up the others' time:
+// each is reported for itself.
+func TestReadyzWhenOneCheckHangs(t *testing.T) {
+	t.Parallel()
+	e := apitest.New(t, nil)
+	// Map order is random: run it a few times so that the hanging check
+	// comes first at least once, as it would have to for a serial run to
+	// starve the other.
+	for range 4 {
+		h, err := api.New(e.Service, api.Config{Logger: discardLogger(), ReadyChecks: map[string]func(context.Context) error{
+			"hangs": func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() },
+			"redis": func(ctx context.Context) error {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				return e.Redis.Ping(ctx).Err()
+			},
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequest("GET", "/readyz", nil))
+		if w.Code != 503 || !strings.Contains(w.Body.String(), `"hangs":"unavailable"`) || !strings.Contains(w.Body.String(), `"redis":"ok"`) {
+			t.Fatalf("/readyz with one check hanging: %d %s", w.Code, w.Body)
+		}
+	}
+}
+
 func TestManyConcurrentOrdersGetDistinctIDs(t *testing.T) {
 	t.Parallel()
 	e := apitest.New(t, nil)

@@ -134,8 +134,11 @@ func NewFromURLs(urls []string, opts *Options) (*Client, error) {
 // still held are not released (they expire after at most TTL); their
 // watchdogs stop and their contexts are cancelled with a cause matching both
 // [ErrLost] and [ErrClosed]. Close waits for the clean-ups already running
-// in the background (each bounded by NodeTimeout), then closes the nodes
-// created by [NewFromURLs]. Closing twice is a no-op.
+// in the background (each bounded by NodeTimeout on nodes that honor
+// context deadlines, as [New] asks; by the node client's ReadTimeout on
+// others), then closes the nodes created by [NewFromURLs]; clean-ups due
+// after that are not run (what they would remove expires within TTL).
+// Closing twice is a no-op.
 func (c *Client) Close() error {
 	c.mu.Lock()
 	if c.closed {

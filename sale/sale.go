@@ -45,10 +45,11 @@ const (
 	MaxIdempotencyKeyLength = 255
 	// MaxWait is the longest long-poll on an order.
 	MaxWait = 30 * time.Second
-	// WaitReadBudget bounds the reads of a [Service.WaitOrder] past the end
-	// of its wait: with Redis or PostgreSQL hanging, a long poll answers
-	// ErrUnavailable by then, within the API's write timeout (MaxWait+15s).
-	WaitReadBudget = 5 * time.Second
+	// ReadBudget bounds the reads of [Service.Order], and those of a
+	// [Service.WaitOrder] past the end of its wait: with Redis or
+	// PostgreSQL hanging, a read of an order answers ErrUnavailable by
+	// then, a long poll within the API's write timeout (MaxWait+15s).
+	ReadBudget = 5 * time.Second
 )
 
 var (
@@ -581,11 +582,14 @@ type OrderView struct {
 	UpdatedAt time.Time
 }
 
-// Order returns an order's current state, or [ErrNotFound].
+// Order returns an order's current state, or [ErrNotFound]. Its reads end
+// within [ReadBudget].
 func (s *Service) Order(ctx context.Context, id string) (OrderView, error) {
 	if !ValidOrderID(id) {
 		return OrderView{}, ErrNotFound
 	}
+	ctx, cancel := context.WithTimeout(ctx, ReadBudget)
+	defer cancel()
 	v, dbErr := s.decided(ctx, id)
 	dbDown := errors.Is(dbErr, ErrUnavailable)
 	if dbErr == nil || (!errors.Is(dbErr, ErrNotFound) && !dbDown) {
@@ -641,11 +645,11 @@ func deadReason(ti queue.TaskInfo) string {
 // database; a jittered re-check every second covers a lost announcement.
 // While the database or Redis is unreachable (a restart) it keeps waiting,
 // re-checking every 250ms, and reports the error only if it lasts the whole
-// wait. Its reads end by the wait's end plus [WaitReadBudget], even if
+// wait. Its reads end by the wait's end plus [ReadBudget], even if
 // Redis or PostgreSQL hangs.
 func (s *Service) WaitOrder(ctx context.Context, id string, wait time.Duration) (OrderView, error) {
 	deadline := time.Now().Add(min(max(wait, 0), MaxWait))
-	ctx, cancel := context.WithDeadline(ctx, deadline.Add(WaitReadBudget))
+	ctx, cancel := context.WithDeadline(ctx, deadline.Add(ReadBudget))
 	defer cancel()
 	until := func() time.Duration {
 		select {
