@@ -74,6 +74,9 @@ const (
 	// submitting: once queuedFirst orders are queued, before the workers
 	// start, while the buyers' requests are in flight.
 	submitting
+	// victimBusy: as workersBusy, and once the first worker (the victim of
+	// the fault) has order tasks in hand, so that the fault strands some.
+	victimBusy
 )
 
 type result struct {
@@ -93,8 +96,8 @@ func TestFaults(t *testing.T) {
 		// before, if set, runs before the case's cluster starts.
 		before func(t *testing.T, e *env)
 	}{
-		{"SIGKILL a worker, restart it 2s later", killWorker, workersBusy, recoveryBound, nil},
-		{"SIGSTOP a worker for 2×TTL, then SIGCONT", pauseWorker, workersBusy, 0, nil},
+		{"SIGKILL a worker, restart it 2s later", killWorker, victimBusy, recoveryBound, nil},
+		{"SIGSTOP a worker for 2×TTL, then SIGCONT", pauseWorker, victimBusy, 0, nil},
 		{"SIGKILL one of three lock nodes", killLockNode, workersBusy, 0, nil},
 		{"restart PostgreSQL (fast shutdown)", restartPostgres, workersBusy, 0, nil},
 		{"SIGKILL an API, clients retry on the other", killAPI, submitting, 0, nil},
@@ -226,8 +229,12 @@ func runCase(t *testing.T, e *env, i int, name string, when trigger, fault func(
 	if err := c.StartWorkers(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if when == workersBusy {
+	if when == workersBusy || when == victimBusy {
 		q = waitQueue(t, rdb, queueName, done, "active", func(q depth) bool { return q.active >= faultActive })
+		if when == victimBusy {
+			w := c.Workers[0]
+			t.Logf("%s holds %v order tasks", w.Name, holding(t, w, done))
+		}
 		faultAt = inject(t, e, c, q, name, started, fault)
 	}
 	o := <-done
@@ -306,13 +313,19 @@ func inject(t *testing.T, e *env, c *cluster.Cluster, q depth, name string, star
 
 // holding waits until worker w has order tasks in hand (its
 // flashsale_worker_tasks_in_flight gauge), so that killing or pausing it
-// strands orders, and returns how many it had.
-func holding(t *testing.T, w *cluster.Proc) float64 {
+// strands orders, and returns how many it had. The burst ending first is a
+// failure, as in waitQueue.
+func holding[T any](t *testing.T, w *cluster.Proc, done <-chan T) float64 {
 	t.Helper()
 	client := &http.Client{Timeout: 2 * time.Second}
 	deadline := time.Now().Add(10 * time.Second)
 	var last error
 	for time.Now().Before(deadline) {
+		select {
+		case <-done:
+			t.Fatalf("burst ended while waiting for %s to hold order tasks", w.Name)
+		default:
+		}
 		n, err := inFlight(client, w.Addr)
 		if err == nil && n > 0 {
 			return n
@@ -353,7 +366,6 @@ func inFlight(client *http.Client, addr string) (float64, error) {
 
 func killWorker(t *testing.T, e *env, c *cluster.Cluster) {
 	w := c.Workers[0]
-	t.Logf("%s holds %v order tasks", w.Name, holding(t, w))
 	if err := w.Kill(); err != nil {
 		t.Fatal(err)
 	}
@@ -365,7 +377,6 @@ func killWorker(t *testing.T, e *env, c *cluster.Cluster) {
 
 func pauseWorker(t *testing.T, e *env, c *cluster.Cluster) {
 	w := c.Workers[0]
-	t.Logf("%s holds %v order tasks", w.Name, holding(t, w))
 	if err := w.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
