@@ -33,6 +33,10 @@ type config struct {
 	RateLimit         string
 	LogLevel          string
 	LogFormat         string
+
+	// raw is every setting as given (flag, else variable, else default),
+	// by variable name: what `flashsale dev` passes on to its processes.
+	raw map[string]string
 }
 
 // setting describes one configuration variable.
@@ -251,6 +255,12 @@ func loadConfig(fs *flag.FlagSet, args []string) (config, error) {
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
+	if fs.NArg() > 0 {
+		// The flag package stops at the first word that is not a flag:
+		// any flag after it would be ignored without a word.
+		return c, fmt.Errorf("unexpected argument %q: this command takes flags only (see -h)", fs.Arg(0))
+	}
+	c.raw = make(map[string]string, len(settings))
 	for _, s := range settings {
 		v, ok := os.LookupEnv(s.env)
 		src := s.env
@@ -264,7 +274,9 @@ func loadConfig(fs *flag.FlagSet, args []string) (config, error) {
 			if err := s.set(&c, fv); err != nil {
 				return c, fmt.Errorf("bad -%s=%q: %v", s.flag, shown(s.env, fv), err)
 			}
+			v = fv
 		}
+		c.raw[s.env] = v
 	}
 	if len(c.LockRedisURLs) == 0 {
 		if u, _ := url.Parse(c.RedisURL); u != nil && (u.Scheme == "redis" || u.Scheme == "rediss") {

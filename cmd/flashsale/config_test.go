@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 	"io"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -118,5 +119,69 @@ func TestLockClientsHonorContextDeadlines(t *testing.T) {
 			t.Errorf("%s: ContextTimeoutEnabled %v, PoolSize %d; want true, %d", tc.url, o.ContextTimeoutEnabled, o.PoolSize, tc.pool)
 		}
 		_ = nodes[0].Close()
+	}
+}
+
+// A word that is not a flag must be refused: the flag package stops there
+// and would ignore every flag after it.
+func TestConfigRefusesStrayArguments(t *testing.T) {
+	t.Parallel()
+	_, err := load(t, "stray", "-log-level", "bogus")
+	if err == nil || !strings.Contains(err.Error(), `unexpected argument "stray"`) {
+		t.Fatalf("stray argument: err = %v, want it named", err)
+	}
+	if _, err := load(t, "-log-level", "debug"); err != nil {
+		t.Fatalf("flags only: %v", err)
+	}
+}
+
+// `flashsale dev` passes every setting on to its processes, its flags
+// included, gives each its own pprof and metrics port, and keeps none of
+// the shell's FLASHSALE_* variables it did not resolve itself.
+func TestDevEnvPassesEverySetting(t *testing.T) {
+	t.Setenv("FLASHSALE_QUEUE", "from-env")
+	cfg, err := load(t, "-mode", "single", "-concurrency", "3", "-rate-limit", "1/h",
+		"-pprof-addr", "127.0.0.1:6060", "-metrics-addr", "127.0.0.1:9100", "-log-level", "debug")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.RedisURL, cfg.AdminToken = "redis://127.0.0.1:16379/0", "dev-token"
+	cfg.LockRedisURLs = []string{cfg.RedisURL}
+	tests := []struct {
+		proc int
+		want map[string]string
+	}{
+		{0, map[string]string{"FLASHSALE_PPROF_ADDR": "127.0.0.1:6060"}},
+		{1, map[string]string{"FLASHSALE_PPROF_ADDR": "127.0.0.1:6061", "FLASHSALE_METRICS_ADDR": "127.0.0.1:9100"}},
+		{3, map[string]string{"FLASHSALE_PPROF_ADDR": "127.0.0.1:6063", "FLASHSALE_METRICS_ADDR": "127.0.0.1:9102"}},
+	}
+	for _, tc := range tests {
+		env, err := devEnv(cfg, tc.proc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]string{}
+		for _, kv := range env {
+			if k, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, "FLASHSALE_") {
+				if _, dup := got[k]; dup {
+					t.Errorf("process %d: %s given twice", tc.proc, k)
+				}
+				got[k] = v
+			}
+		}
+		want := map[string]string{
+			"FLASHSALE_WORKER_MODE": "single", "FLASHSALE_WORKER_CONCURRENCY": "3", "FLASHSALE_RATE_LIMIT": "1/h",
+			"FLASHSALE_QUEUE": "from-env", "FLASHSALE_LOG_LEVEL": "debug", "FLASHSALE_LOG_FORMAT": "text",
+			"FLASHSALE_REDIS_URL": cfg.RedisURL, "FLASHSALE_LOCK_REDIS_URLS": cfg.RedisURL, "FLASHSALE_ADMIN_TOKEN": "dev-token",
+		}
+		maps.Copy(want, tc.want)
+		for k, v := range want {
+			if got[k] != v {
+				t.Errorf("process %d: %s=%q, want %q", tc.proc, k, got[k], v)
+			}
+		}
+		if len(got) != len(settings) {
+			t.Errorf("process %d: %d FLASHSALE_* variables, want one per setting (%d)", tc.proc, len(got), len(settings))
+		}
 	}
 }

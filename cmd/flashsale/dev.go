@@ -10,12 +10,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -24,6 +27,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/flashsale/flashsale/internal/cluster"
 	"github.com/flashsale/flashsale/internal/localsvc"
 	"github.com/flashsale/flashsale/internal/redact"
 	"github.com/flashsale/flashsale/inventory"
@@ -108,24 +112,23 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	env := append(os.Environ(),
-		"FLASHSALE_REDIS_URL="+cfg.RedisURL,
-		"FLASHSALE_LOCK_REDIS_URLS="+strings.Join(cfg.LockRedisURLs, ","),
-		"FLASHSALE_DATABASE_URL="+cfg.DatabaseURL,
-		"FLASHSALE_HTTP_ADDR="+cfg.HTTPAddr,
-		"FLASHSALE_ADMIN_TOKEN="+cfg.AdminToken,
-		"FLASHSALE_LOG_FORMAT=text",
-	)
 	out := &lockedWriter{w: stderr}
 	var procs []*exec.Cmd
 	cleanups = append(cleanups, func() { stopChildren(procs, log) })
 	exited := make(chan string, workers+1)
-	start := func(name string, args ...string) error {
+	start := func(name string, i int, args ...string) error {
+		env, err := devEnv(cfg, i)
+		if err != nil {
+			return err
+		}
 		cmd := exec.Command(exe, args...)
 		cmd.Env = env
 		cmd.Stdout = &prefixWriter{prefix: "[" + name + "] ", w: out}
 		cmd.Stderr = cmd.Stdout
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		// Own process group: a Ctrl-C reaches only this process, which
+		// then stops the children with one SIGTERM each (a second signal
+		// would end them at once, leaving orders in flight).
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 		if err := cmd.Start(); err != nil {
 			return fmt.Errorf("start %s: %w", name, err)
 		}
@@ -133,11 +136,11 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		go func() { _ = cmd.Wait(); exited <- name }()
 		return nil
 	}
-	if err := start("api", "api"); err != nil {
+	if err := start("api", 0, "api"); err != nil {
 		return err
 	}
 	for i := 1; i <= workers; i++ {
-		if err := start(fmt.Sprintf("worker-%d", i), "worker"); err != nil {
+		if err := start(fmt.Sprintf("worker-%d", i), i, "worker"); err != nil {
 			return err
 		}
 	}
@@ -180,6 +183,62 @@ flashsale is running: API %s, %d workers. Ctrl-C stops everything.
 	case name := <-exited:
 		return fmt.Errorf("%s exited unexpectedly; see its log above", name)
 	}
+}
+
+// devEnv is the environment of dev's process i (0: the API; 1..n: the
+// workers): this process's environment without its FLASHSALE_* variables,
+// then every setting as dev resolved it (its flags included) with the
+// servers and token it chose. The log format "auto" becomes text (the
+// children write to a pipe, not a terminal). Listeners the processes would
+// otherwise share get one port each: the pprof address serves the API, and
+// worker i its port + i; the metrics address (workers only) serves worker 1,
+// and worker i its port + i - 1. Port 0 stays 0 (any free port).
+func devEnv(cfg config, i int) ([]string, error) {
+	vals := maps.Clone(cfg.raw)
+	vals["FLASHSALE_REDIS_URL"] = cfg.RedisURL
+	vals["FLASHSALE_LOCK_REDIS_URLS"] = strings.Join(cfg.LockRedisURLs, ",")
+	vals["FLASHSALE_DATABASE_URL"] = cfg.DatabaseURL
+	vals["FLASHSALE_ADMIN_TOKEN"] = cfg.AdminToken
+	if f := vals["FLASHSALE_LOG_FORMAT"]; f == "" || f == "auto" {
+		vals["FLASHSALE_LOG_FORMAT"] = "text"
+	}
+	var err error
+	if i > 0 {
+		if vals["FLASHSALE_PPROF_ADDR"], err = offsetAddr(cfg.PprofAddr, i); err != nil {
+			return nil, fmt.Errorf("FLASHSALE_PPROF_ADDR for worker %d: %w", i, err)
+		}
+		if vals["FLASHSALE_METRICS_ADDR"], err = offsetAddr(cfg.MetricsAddr, i-1); err != nil {
+			return nil, fmt.Errorf("FLASHSALE_METRICS_ADDR for worker %d: %w", i, err)
+		}
+	}
+	env := cluster.BaseEnv()
+	for _, k := range slices.Sorted(maps.Keys(vals)) {
+		env = append(env, k+"="+vals[k])
+	}
+	return env, nil
+}
+
+// offsetAddr is host:port with port moved up by n; "" and port 0 stay as
+// they are.
+func offsetAddr(addr string, n int) (string, error) {
+	if addr == "" || n == 0 {
+		return addr, nil
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", err
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		return "", fmt.Errorf("port %q: %w", port, err)
+	}
+	if p == 0 {
+		return addr, nil
+	}
+	if p+n > 65535 {
+		return "", fmt.Errorf("port %d + %d is past 65535", p, n)
+	}
+	return net.JoinHostPort(host, strconv.Itoa(p+n)), nil
 }
 
 // setupWith is setup with extra flags registered by add.
