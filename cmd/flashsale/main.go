@@ -48,7 +48,7 @@ func commands() []command {
 func usage(w io.Writer) {
 	fmt.Fprintf(w, "usage: flashsale <command> [flags]\n\ncommands:\n")
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-12s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintf(w, "\nenvironment:\n%s", envHelp())
 }
