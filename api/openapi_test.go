@@ -11,12 +11,18 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/getkin/kin-openapi/routers"
 	"github.com/getkin/kin-openapi/routers/gorillamux"
 	"github.com/gin-gonic/gin"
+
+	"github.com/flashsale/flashsale/internal/localsvc"
+	"github.com/flashsale/flashsale/internal/testenv"
+	"github.com/flashsale/flashsale/ratelimit"
+	"github.com/flashsale/flashsale/sale/saletest"
 )
 
 // notInDocument are the routes of the handler that are not part of the v1
@@ -208,5 +214,61 @@ func validateAnswer(router routers.Router, r request, status int, header http.He
 		},
 		Status: status, Header: header, Body: io.NopCloser(bytes.NewReader(body)),
 		Options: &openapi3filter.Options{IncludeResponseStatus: true},
+	})
+}
+
+// The answers of failure, throttling and admin-body checks match the
+// document too: 429 with Retry-After, 503 (dependencies down), and 401,
+// 413 and 415 on restock.
+func TestOpenAPIMatchesFailureAnswers(t *testing.T) {
+	t.Parallel()
+	doc := loadDoc(t)
+	router, err := gorillamux.NewRouter(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := testenv.PrivateRedis(t, localsvc.RedisOptions{})
+	e := saletest.New(t, &saletest.Options{RedisURL: r.URL(0), RateLimit: &ratelimit.Options{Rate: 1, Per: time.Hour}})
+	e.CreateProduct(t, "p1", 5, 0)
+	h := newHandler(t, e.Service, Config{ReadyChecks: map[string]func(context.Context) error{
+		"redis": func(ctx context.Context) error { return e.Redis.Ping(ctx).Err() },
+	}})
+	admin := bearer(testToken)
+	big := `{"quantity":1,"pad":"` + strings.Repeat("n", DefaultBodyLimit) + `"}`
+	order := func(key string) request {
+		return request{method: "POST", path: "/v1/orders", header: map[string]string{"Idempotency-Key": key},
+			body: `{"product_id":"p1","user_id":"bob","quantity":1}`}
+	}
+	type step struct {
+		name string
+		req  request
+		want int
+	}
+	run := func(steps []step) {
+		for _, st := range steps {
+			rec := do(t, h, st.req)
+			if rec.Code != st.want {
+				t.Errorf("%s: %s %s: got %d %s, want %d", st.name, st.req.method, st.req.path, rec.Code, rec.Body, st.want)
+				continue
+			}
+			if err := validateAnswer(router, st.req, rec.Code, rec.Header(), rec.Body.Bytes()); err != nil {
+				t.Errorf("%s: %s %s answered %d: %v", st.name, st.req.method, st.req.path, rec.Code, err)
+			}
+		}
+	}
+	run([]step{
+		{"order", order("k1"), 202},
+		{"order over the rate", order("k2"), 429},
+		{"restock no token", request{method: "POST", path: "/v1/products/p1/restock", body: `{"quantity":1}`}, 401},
+		{"restock too big", request{method: "POST", path: "/v1/products/p1/restock", header: admin, body: big}, 413},
+		{"restock not JSON", request{method: "POST", path: "/v1/products/p1/restock",
+			header: map[string]string{"Authorization": admin["Authorization"], "Content-Type": "application/xml"}, body: `{"quantity":1}`}, 415},
+	})
+	if err := r.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	run([]step{
+		{"readyz, Redis down", request{method: "GET", path: "/readyz"}, 503},
+		{"get order, Redis down", request{method: "GET", path: "/v1/orders/01ARZ3NDEKTSV4RRFFQ69G5FAV"}, 503},
 	})
 }
