@@ -232,6 +232,39 @@ func TestVerify(t *testing.T) {
 			want: map[ViolationCode]int{},
 		},
 		{
+			name: "202 without an order id",
+			plant: func(o *Observations) {
+				delete(o.States, "o3")
+				o.Orders[3].Responses[0].OrderID = ""
+			},
+			want: map[ViolationCode]int{CodeOrderLost: 1},
+		},
+		{
+			name: "409 sold_out first, then a 202 whose order succeeded",
+			plant: func(o *Observations) {
+				o.Orders[0].Responses = append([]SubmitResponse{{Status: 409, ErrorCode: ErrorCodeSoldOut}}, o.Orders[0].Responses...)
+			},
+			want: map[ViolationCode]int{CodeIdempotencyConflict: 1},
+		},
+		{
+			name: "sold above the succeeded units, every fate known",
+			plant: func(o *Observations) {
+				o.Products[0].Stocked = 4
+				o.Products[0].Final.Sold = 4
+			},
+			want: map[ViolationCode]int{CodeSoldMismatch: 1},
+		},
+		{
+			name: "sold above the succeeded units plus the units of unknown fate",
+			plant: func(o *Observations) {
+				delete(o.States, "o0")
+				o.Orders[0].Responses = []SubmitResponse{{Err: "connection reset"}}
+				o.Products[0].Stocked = 4
+				o.Products[0].Final.Sold = 4
+			},
+			want: map[ViolationCode]int{CodeSoldMismatch: 1},
+		},
+		{
 			name: "409 sold_out to a resend of an accepted key",
 			plant: func(o *Observations) {
 				o.Orders[0].Responses = append(o.Orders[0].Responses, SubmitResponse{Status: 409, ErrorCode: ErrorCodeSoldOut})
