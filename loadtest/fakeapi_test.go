@@ -50,6 +50,7 @@ type fakeAPI struct {
 	oversellBug bool           // the worker ignores stock (a planted bug)
 	fail500     map[string]int // Idempotency-Key → number of 500s before serving it normally
 	ignoreWait  bool           // GET /v1/orders ignores ?wait=
+	omitUser    bool           // GET /v1/orders/{id} leaves user_id out of the view
 
 	mu       sync.Mutex
 	products map[string]*fakeProduct
@@ -282,7 +283,14 @@ func (f *fakeAPI) getOrder(w http.ResponseWriter, r *http.Request) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	writeJSON(w, http.StatusOK, o)
+	view := map[string]any{
+		"order_id": o.ID, "product_id": o.ProductID, "user_id": o.UserID,
+		"quantity": o.Quantity, "status": o.Status, "reason": o.Reason,
+	}
+	if f.omitUser {
+		delete(view, "user_id")
+	}
+	writeJSON(w, http.StatusOK, view)
 }
 
 func (f *fakeAPI) queue(w http.ResponseWriter, r *http.Request) {

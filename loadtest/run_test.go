@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -221,18 +222,36 @@ func TestRunRetriesAreBounded(t *testing.T) {
 	}
 }
 
+// TestRunCatchesBuggyServer drives a misbehaving fake through Run, end to
+// end: each planted bug must fail the run with the violations it causes.
 func TestRunCatchesBuggyServer(t *testing.T) {
-	f := newFakeAPI()
-	f.oversellBug = true
-	urls, _ := f.serve(t, 1)
-	rep := run(t, testConfig(urls))
-	if rep.OK {
-		t.Fatal("report OK for a server that oversells, want violations")
+	tests := []struct {
+		name  string
+		plant func(*fakeAPI)
+		want  map[ViolationCode]int
+	}{
+		{
+			name:  "the worker ignores stock",
+			plant: func(f *fakeAPI) { f.oversellBug = true },
+			want:  map[ViolationCode]int{CodeOversell: 1, CodeNegativeStock: 1},
+		},
+		{
+			name:  "order views without user_id",
+			plant: func(f *fakeAPI) { f.omitUser = true },
+			want:  map[ViolationCode]int{CodeOrderMismatch: 20},
+		},
 	}
-	for _, code := range []ViolationCode{CodeOversell, CodeNegativeStock} {
-		if rep.ViolationCounts[code] == 0 {
-			t.Errorf("no %s violation, want one; got %v", code, rep.ViolationCounts)
-		}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFakeAPI()
+			tt.plant(f)
+			urls, _ := f.serve(t, 1)
+			rep := run(t, testConfig(urls))
+			if rep.OK || !maps.Equal(rep.ViolationCounts, tt.want) {
+				t.Fatalf("OK=%v, violations %v, want %v:\n%s", rep.OK, rep.ViolationCounts, tt.want, list(rep.Violations))
+			}
+		})
 	}
 }
 

@@ -169,8 +169,8 @@ const (
 	CodeOrderLost ViolationCode = "order_lost"
 	// CodeOrderNotFinal: an accepted order never reached a final status.
 	CodeOrderNotFinal ViolationCode = "order_not_final"
-	// CodeOrderMismatch: a polled order's product, user or quantity differs
-	// from what was sent.
+	// CodeOrderMismatch: a polled final order's product, user or quantity
+	// differs from what was sent, or is missing from the order view.
 	CodeOrderMismatch ViolationCode = "order_mismatch"
 	// CodeUnknownStatus: an order status outside the six known ones.
 	CodeUnknownStatus ViolationCode = "unknown_status"
@@ -218,8 +218,9 @@ func (v Violation) String() string { return string(v.Code) + ": " + v.Message }
 // succeeded, sold_out or failed or were answered 409 sold_out); no buyer above
 // the per-user limit (the configured one, else the one the API reports).
 // Checked per order: one order id per key and one key per order id; every
-// accepted order final and known to the API; polled orders match what was
-// sent; statuses from the known set; no 5xx anywhere.
+// accepted order final and known to the API; polled final orders carry the
+// product, user and quantity that were sent; statuses from the known set; no
+// 5xx anywhere.
 func Verify(obs Observations) []Violation {
 	return analyze(obs).violations
 }
@@ -430,10 +431,11 @@ func analyze(obs Observations) *analysis {
 			add(Violation{Code: CodeOrderNotFinal, ProductID: o.ProductID, OrderID: id, Key: o.Key, UserID: o.UserID, Message: msg})
 			continue
 		}
-		if (st.ProductID != "" && st.ProductID != o.ProductID) || (st.UserID != "" && st.UserID != o.UserID) ||
-			(st.Quantity != 0 && st.Quantity != o.Quantity) {
+		// A final order view must carry what was ordered: a missing field
+		// (empty, or quantity 0) is a mismatch, not a pass.
+		if st.ProductID != o.ProductID || st.UserID != o.UserID || st.Quantity != o.Quantity {
 			add(Violation{Code: CodeOrderMismatch, ProductID: o.ProductID, OrderID: id, Key: o.Key, UserID: o.UserID,
-				Message: fmt.Sprintf("order %s reads product %s user %s quantity %d, but was sent as product %s user %s quantity %d",
+				Message: fmt.Sprintf("order %s reads product %q user %q quantity %d, but was sent as product %q user %q quantity %d",
 					id, st.ProductID, st.UserID, st.Quantity, o.ProductID, o.UserID, o.Quantity)})
 		}
 		switch st.Status {

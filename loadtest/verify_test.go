@@ -288,6 +288,18 @@ func TestVerify(t *testing.T) {
 			want: map[ViolationCode]int{CodeOrderMismatch: 1},
 		},
 		{
+			name: "final order view without user_id, product_id or quantity",
+			plant: func(o *Observations) {
+				st := o.States["o0"]
+				st.UserID = ""
+				o.States["o0"] = st
+				st = o.States["o3"]
+				st.ProductID, st.Quantity = "", 0
+				o.States["o3"] = st
+			},
+			want: map[ViolationCode]int{CodeOrderMismatch: 2},
+		},
+		{
 			name: "product could not be read back",
 			plant: func(o *Observations) {
 				o.Products[0].Final, o.Products[0].ReadError = nil, "connection refused"
