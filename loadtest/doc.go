@@ -13,7 +13,10 @@
 //     [Config.APIs], each with an Idempotency-Key;
 //  3. settle: every accepted order is long-polled with GET /v1/orders/{id}?wait=
 //     until it is final; settling runs concurrently with submission, with its
-//     own bounded pool;
+//     own bounded pool. Then each key whose every send got no answer or a 5xx
+//     (its fate unknown: the server may have created the order) is re-sent
+//     once with the same Idempotency-Key and body, and the order it is
+//     answered with is settled too;
 //  4. verify: the products are read back and [Verify] checks the collected
 //     [Observations] (a pure function, so tests can plant violations);
 //  5. report: a [Report] with throughput, status and outcome mixes, HdrHistogram

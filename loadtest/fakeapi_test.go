@@ -8,6 +8,7 @@ package loadtest
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -51,6 +52,13 @@ type fakeAPI struct {
 	fail500     map[string]int // Idempotency-Key → number of 500s before serving it normally
 	ignoreWait  bool           // GET /v1/orders ignores ?wait=
 	omitUser    bool           // GET /v1/orders/{id} leaves user_id out of the view
+	// stall: Idempotency-Key → number of POST /v1/orders that are never
+	// answered (nothing is created; the client's request timeout ends them).
+	stall map[string]int
+	// dupOnRetry: keys whose first POST /v1/orders creates an order, forgets
+	// the key and is never answered, so the retry creates a second order (a
+	// planted double charge).
+	dupOnRetry map[string]bool
 
 	mu       sync.Mutex
 	products map[string]*fakeProduct
@@ -69,15 +77,17 @@ type fakeAPI struct {
 
 func newFakeAPI() *fakeAPI {
 	return &fakeAPI{
-		fail500:  map[string]int{},
-		products: map[string]*fakeProduct{},
-		orders:   map[string]*fakeOrder{},
-		keys:     map[string]string{},
-		posts:    map[string]int{},
-		waits:    map[string]int{},
-		work:     make(chan string, 1<<16),
-		quit:     make(chan struct{}),
-		polled:   make(chan struct{}),
+		fail500:    map[string]int{},
+		stall:      map[string]int{},
+		dupOnRetry: map[string]bool{},
+		products:   map[string]*fakeProduct{},
+		orders:     map[string]*fakeOrder{},
+		keys:       map[string]string{},
+		posts:      map[string]int{},
+		waits:      map[string]int{},
+		work:       make(chan string, 1<<16),
+		quit:       make(chan struct{}),
+		polled:     make(chan struct{}),
 	}
 }
 
@@ -178,8 +188,23 @@ func (f *fakeAPI) createOrder(w http.ResponseWriter, r *http.Request) {
 	canon, _ := json.Marshal(body)
 
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	f.posts[key]++
+	hang := f.stall[key] > 0
+	if hang {
+		f.stall[key]--
+	} else if _, ok := f.products[body.ProductID]; ok && f.dupOnRetry[key] {
+		delete(f.dupOnRetry, key)
+		f.newOrder(body.ProductID, body.UserID, body.Quantity, string(canon)) // the key is not remembered
+		hang = true
+	}
+	f.mu.Unlock()
+	if hang {
+		f.hang(r)
+		return
+	}
+
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	if f.fail500[key] > 0 {
 		f.fail500[key]--
 		writeError(w, http.StatusInternalServerError, "internal")
@@ -206,22 +231,39 @@ func (f *fakeAPI) createOrder(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusConflict, ErrorCodeSoldOut)
 		return
 	}
-	f.seq++
-	o := &fakeOrder{
-		ID: "ord-" + strconv.Itoa(f.seq), ProductID: body.ProductID, UserID: body.UserID,
-		Quantity: body.Quantity, Status: StatusQueued, body: string(canon), done: make(chan struct{}),
-	}
-	f.orders[o.ID] = o
+	o := f.newOrder(body.ProductID, body.UserID, body.Quantity, string(canon))
 	if key != "" {
 		f.keys[body.UserID+"\x00"+key] = o.ID
 	}
+	w.Header().Set("Location", "/v1/orders/"+o.ID)
+	writeJSON(w, http.StatusAccepted, map[string]string{"order_id": o.ID, "status": StatusQueued})
+}
+
+// newOrder creates an order and processes it inline or queues it. Callers
+// hold f.mu.
+func (f *fakeAPI) newOrder(productID, userID string, quantity int, canon string) *fakeOrder {
+	f.seq++
+	o := &fakeOrder{
+		ID: "ord-" + strconv.Itoa(f.seq), ProductID: productID, UserID: userID,
+		Quantity: quantity, Status: StatusQueued, body: canon, done: make(chan struct{}),
+	}
+	f.orders[o.ID] = o
 	if f.inline {
 		f.process(o)
 	} else {
 		f.work <- o.ID
 	}
-	w.Header().Set("Location", "/v1/orders/"+o.ID)
-	writeJSON(w, http.StatusAccepted, map[string]string{"order_id": o.ID, "status": StatusQueued})
+	return o
+}
+
+// hang never answers r: it waits until the client gives up (its request
+// timeout closes the connection) or the fake stops.
+func (f *fakeAPI) hang(r *http.Request) {
+	_, _ = io.Copy(io.Discard, r.Body) // a fully read body lets the server see the client go
+	select {
+	case <-r.Context().Done():
+	case <-f.quit:
+	}
 }
 
 // process decides one order. Callers hold f.mu.

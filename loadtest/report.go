@@ -53,6 +53,10 @@ type Report struct {
 	TransportErrors int64 `json:"transport_errors"`
 	// Retries counts re-sends after a connection error or a 5xx.
 	Retries int64 `json:"retries"`
+	// Resends counts the keys re-sent once after settling because every
+	// earlier send got no answer or a 5xx (their fate was unknown). Their
+	// answers count in no figure above, only in the verification.
+	Resends int64 `json:"resends"`
 	// SubmittedPerSec is Answered divided by the submit duration (first send
 	// to last answer).
 	SubmittedPerSec float64 `json:"submitted_per_sec"`
@@ -227,6 +231,7 @@ func (r *runner) report(a *analysis, verified bool) *Report {
 		Answered:              r.answered,
 		TransportErrors:       r.transportErrs,
 		Retries:               r.retries,
+		Resends:               r.resends,
 		Settled:               a.outcomes.Final(),
 		Polls:                 r.polls,
 		SubmitStatus:          maps.Clone(r.submitStatus),
@@ -363,7 +368,11 @@ func (rep *Report) WriteText(w io.Writer) error {
 	if s.Rate > 0 {
 		fmt.Fprintf(&b, "  max send lag behind schedule: %.1f ms\n", rep.MaxSendLagMS)
 	}
-	fmt.Fprintf(&b, "submit status: %s   retries: %d\n", mix(rep.SubmitStatus), rep.Retries)
+	fmt.Fprintf(&b, "submit status: %s   retries: %d", mix(rep.SubmitStatus), rep.Retries)
+	if rep.Resends > 0 {
+		fmt.Fprintf(&b, ", re-sent after settling (fate unknown): %d", rep.Resends)
+	}
+	b.WriteString("\n")
 	fmt.Fprintf(&b, "poll status:   %s   (%d polls)\n", mix(rep.PollStatus), rep.Polls)
 	o := rep.Outcomes
 	fmt.Fprintf(&b, "outcomes: succeeded %d, sold_out %d, sold_out_fast_path(409) %d, limit_exceeded %d, failed %d, unsettled %d, rejected %d, unsent %d\n",

@@ -88,6 +88,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	r.submit(runCtx)
 	r.queue.close()
 	settlers.Wait()
+	r.resendUnknown(runCtx)
 	r.settledAt = time.Now()
 	close(stopSide)
 	side.Wait()
@@ -162,6 +163,7 @@ type runner struct {
 	answered       int64
 	transportErrs  int64
 	retries        int64
+	resends        int64
 	polls          int64
 	maxLag         time.Duration
 	queueInfo      QueueReport
@@ -409,11 +411,27 @@ func (r *runner) submit(ctx context.Context) {
 	wg.Wait()
 }
 
+// bodyOf is the POST /v1/orders body of order i: the same bytes on every
+// send, re-sends included.
+func (r *runner) bodyOf(i int) ([]byte, error) {
+	o := r.plan.orders[i]
+	return json.Marshal(orderBody{ProductID: o.ProductID, UserID: o.UserID, Quantity: o.Quantity})
+}
+
+// sendKind says what an answer to POST /v1/orders was the answer to.
+type sendKind int
+
+const (
+	sendRetrying sendKind = iota // a send of a job that is retried next
+	sendLast                     // a job's last send
+	sendResend                   // the re-send after settling (see resendUnknown)
+)
+
 // send sends one job, re-sending it with the same Idempotency-Key after a
 // connection error or a 5xx, at most MaxRetries times.
 func (r *runner) send(ctx context.Context, j job, intended time.Time) {
 	o := r.plan.orders[j.order]
-	body, err := json.Marshal(orderBody{ProductID: o.ProductID, UserID: o.UserID, Quantity: o.Quantity})
+	body, err := r.bodyOf(j.order)
 	start := time.Now()
 	r.mu.Lock()
 	if r.firstSubmit.IsZero() {
@@ -426,7 +444,7 @@ func (r *runner) send(ctx context.Context, j job, intended time.Time) {
 	r.mu.Unlock()
 	r.sentN.Add(1)
 	if err != nil { // cannot happen for these field types
-		r.recordSubmit(j.order, answer{Err: fmt.Errorf("encode order: %w", err)}, intended, true)
+		r.recordSubmit(j.order, answer{Err: fmt.Errorf("encode order: %w", err)}, intended, sendLast)
 		return
 	}
 
@@ -437,7 +455,11 @@ func (r *runner) send(ctx context.Context, j job, intended time.Time) {
 		}
 		a := r.cl.postOrder(ctx, api, o.Key, body)
 		retry := (a.Status == 0 || a.Status >= 500) && attempt < r.cfg.MaxRetries && ctx.Err() == nil
-		r.recordSubmit(j.order, a, intended, !retry)
+		kind := sendLast
+		if retry {
+			kind = sendRetrying
+		}
+		r.recordSubmit(j.order, a, intended, kind)
 		if !retry {
 			return
 		}
@@ -450,8 +472,60 @@ func (r *runner) send(ctx context.Context, j job, intended time.Time) {
 	}
 }
 
-// recordSubmit keeps one answer to POST /v1/orders; last says no retry follows.
-func (r *runner) recordSubmit(i int, a answer, intended time.Time, last bool) {
+// resendUnknown re-sends, once, every key whose fate is unknown after
+// settling (see fateUnknown: each send got no answer or a 5xx, so the server
+// may have created the order), with the same Idempotency-Key and body. An
+// idempotent server answers with the order it created, or creates it now;
+// either way the order is then settled like any other. Without this, the
+// units of such keys widen the range Verify accepts for sold, and a double
+// charge elsewhere could hide in it.
+func (r *runner) resendUnknown(ctx context.Context) {
+	r.mu.Lock()
+	var unknown []int
+	for i, o := range r.orders {
+		if fateUnknown(o) {
+			unknown = append(unknown, i)
+		}
+	}
+	r.mu.Unlock()
+	work := make(chan int)
+	var wg sync.WaitGroup
+	for range min(len(unknown), r.cfg.Concurrency) {
+		wg.Go(func() {
+			for i := range work {
+				r.resendOne(ctx, i)
+			}
+		})
+	}
+	for _, i := range unknown {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+}
+
+// resendOne re-sends order i once and settles the order it is answered with.
+func (r *runner) resendOne(ctx context.Context, i int) {
+	if ctx.Err() != nil {
+		r.aborted.Store(true)
+		return
+	}
+	body, err := r.bodyOf(i)
+	if err != nil { // cannot happen for these field types
+		return
+	}
+	a := r.cl.postOrder(ctx, r.cl.next(&r.cl.submitRR), r.plan.orders[i].Key, body)
+	if id := r.recordSubmit(i, a, time.Time{}, sendResend); id != "" {
+		r.settleOne(ctx, id)
+	}
+}
+
+// recordSubmit keeps one answer to POST /v1/orders. The answer to a re-send
+// after settling is kept with the order's answers (Verify judges it) but is
+// left out of the submit counts and latencies; recordSubmit returns the
+// order id it accepted when that id is new, for the caller to settle.
+func (r *runner) recordSubmit(i int, a answer, intended time.Time, kind sendKind) (newID string) {
+	last := kind != sendRetrying
 	now := time.Now()
 	resp := SubmitResponse{Status: a.Status, ErrorCode: a.ErrorCode}
 	if a.Err != nil {
@@ -468,6 +542,20 @@ func (r *runner) recordSubmit(i int, a answer, intended time.Time, last bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.orders[i].Responses = append(r.orders[i].Responses, resp)
+	if kind == sendResend {
+		r.resends++
+		switch {
+		case a.Status == http.StatusAccepted && resp.OrderID != "":
+			if _, seen := r.owner[resp.OrderID]; !seen {
+				r.owner[resp.OrderID] = i
+				r.acceptN.Add(1)
+				return resp.OrderID
+			}
+		case a.Status == http.StatusConflict && a.ErrorCode == ErrorCodeSoldOut:
+			r.observeFinal(i, now)
+		}
+		return ""
+	}
 	r.submitStatus[statusKey(a.Status)]++
 	if a.Status == 0 {
 		r.transportErrs++
@@ -498,6 +586,7 @@ func (r *runner) recordSubmit(i int, a answer, intended time.Time, last bool) {
 	case last && a.Status != http.StatusAccepted:
 		r.markDone(i) // rejected
 	}
+	return ""
 }
 
 // observeFinal notes that order i's final outcome was seen at now: once per

@@ -207,18 +207,18 @@ func TestRunRetriesAreBounded(t *testing.T) {
 	f.mu.Lock()
 	k3, k7 := f.posts["t-k3"], f.posts["t-k7"]
 	f.mu.Unlock()
-	if k3 != 3 || k7 != 3 {
-		t.Fatalf("sends of t-k3 %d, t-k7 %d; want 3 and 3 (1 + MaxRetries, same key)", k3, k7)
+	if k3 != 3 || k7 != 4 {
+		t.Fatalf("sends of t-k3 %d, t-k7 %d; want 3 (1 + MaxRetries, same key) and 4 (and one re-send after settling)", k3, k7)
 	}
-	if rep.Retries != 4 || rep.SubmitStatus["500"] != 5 {
-		t.Fatalf("retries %d, 500s %d; want 4 and 5", rep.Retries, rep.SubmitStatus["500"])
+	if rep.Retries != 4 || rep.Resends != 1 || rep.SubmitStatus["500"] != 5 {
+		t.Fatalf("retries %d, resends %d, 500s %d; want 4, 1 and 5 (the re-send is not in the submit mix)", rep.Retries, rep.Resends, rep.SubmitStatus["500"])
 	}
 	if rep.Outcomes.Rejected != 1 || rep.Outcomes.Succeeded+rep.Outcomes.SoldOut != 19 {
 		t.Fatalf("outcomes %+v, want 1 rejected and 19 decided", rep.Outcomes)
 	}
-	// Every 5xx is a violation, and nothing else is.
-	if len(rep.ViolationCounts) != 1 || rep.ViolationCounts[CodeServerError] != 5 {
-		t.Fatalf("violations %v, want only 5 server_error:\n%s", rep.ViolationCounts, list(rep.Violations))
+	// Every 5xx is a violation, the re-send's too, and nothing else is.
+	if len(rep.ViolationCounts) != 1 || rep.ViolationCounts[CodeServerError] != 6 {
+		t.Fatalf("violations %v, want only 6 server_error:\n%s", rep.ViolationCounts, list(rep.Violations))
 	}
 }
 
@@ -226,9 +226,10 @@ func TestRunRetriesAreBounded(t *testing.T) {
 // end: each planted bug must fail the run with the violations it causes.
 func TestRunCatchesBuggyServer(t *testing.T) {
 	tests := []struct {
-		name  string
-		plant func(*fakeAPI)
-		want  map[ViolationCode]int
+		name   string
+		plant  func(*fakeAPI)
+		config func(*Config) // nil: testConfig as is
+		want   map[ViolationCode]int
 	}{
 		{
 			name:  "the worker ignores stock",
@@ -240,6 +241,20 @@ func TestRunCatchesBuggyServer(t *testing.T) {
 			plant: func(f *fakeAPI) { f.omitUser = true },
 			want:  map[ViolationCode]int{CodeOrderMismatch: 20},
 		},
+		{
+			// t-k1 is charged twice: its first send creates an order and
+			// hangs, its retry creates another. t-k7's sends all hang
+			// without creating anything: without the re-send after
+			// settling, its unknown fate would cover the extra unit sold.
+			name: "a retry creates a second order while another key's fate is unknown",
+			plant: func(f *fakeAPI) {
+				f.inline = true
+				f.dupOnRetry["t-k1"] = true
+				f.stall["t-k7"] = 2 // both sends of the submit phase
+			},
+			config: unknownFateConfig,
+			want:   map[ViolationCode]int{CodeSoldMismatch: 1},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -247,9 +262,60 @@ func TestRunCatchesBuggyServer(t *testing.T) {
 			f := newFakeAPI()
 			tt.plant(f)
 			urls, _ := f.serve(t, 1)
-			rep := run(t, testConfig(urls))
+			cfg := testConfig(urls)
+			if tt.config != nil {
+				tt.config(&cfg)
+			}
+			rep := run(t, cfg)
 			if rep.OK || !maps.Equal(rep.ViolationCounts, tt.want) {
 				t.Fatalf("OK=%v, violations %v, want %v:\n%s", rep.OK, rep.ViolationCounts, tt.want, list(rep.Violations))
+			}
+		})
+	}
+}
+
+// unknownFateConfig makes a run in which an unanswered send costs little:
+// one sender (the fake's order of events is the plan's), one retry, and a
+// short request timeout.
+func unknownFateConfig(c *Config) {
+	c.Concurrency, c.MaxRetries = 1, 1
+	c.RequestTimeout = 300 * time.Millisecond
+	c.QueueSampleInterval = -1
+}
+
+// A key whose every send got no answer is re-sent once after settling, with
+// the same key and body; an order created by that re-send is settled like
+// any other, and only a key still unanswered stays of unknown fate.
+func TestRunResendsKeysOfUnknownFate(t *testing.T) {
+	tests := []struct {
+		name     string
+		stalls   int   // unanswered sends of t-k7
+		rejected int64 // orders never accepted
+	}{
+		{name: "the re-send is accepted and settled", stalls: 2, rejected: 0},
+		{name: "the re-send is not answered either", stalls: 3, rejected: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFakeAPI()
+			f.inline = true
+			f.stall["t-k7"] = tt.stalls
+			urls, _ := f.serve(t, 1)
+			cfg := testConfig(urls)
+			unknownFateConfig(&cfg)
+			rep := run(t, cfg)
+			wantOK(t, rep)
+
+			f.mu.Lock()
+			posts, created := f.posts["t-k7"], len(f.orders)
+			f.mu.Unlock()
+			if posts != 3 || rep.Resends != 1 || rep.Retries != 1 || rep.TransportErrors != 2 {
+				t.Errorf("t-k7 posted %d times, resends %d, retries %d, transport errors %d; want 3 (1 + MaxRetries + 1 re-send), 1, 1, 2",
+					posts, rep.Resends, rep.Retries, rep.TransportErrors)
+			}
+			if rep.Outcomes.Rejected != tt.rejected || rep.Outcomes.Final() != 20-tt.rejected || created != 20-int(tt.rejected) {
+				t.Errorf("outcomes %+v, %d orders created; want %d rejected and the rest final", rep.Outcomes, created, tt.rejected)
 			}
 		})
 	}

@@ -209,8 +209,9 @@ func (v Violation) String() string { return string(v.Code) + ": " + v.Message }
 // is none. It is a pure function of obs.
 //
 // Checked per product: stock ≥ 0; stock + sold = stocked; sold = units of
-// succeeded orders (when some orders' fate is unknown, sold must lie between
-// the known succeeded units and that plus the unknown units); succeeded units
+// succeeded orders (when some orders' fate is unknown — every send, the
+// re-send after settling included, got no answer or a 5xx — sold must lie
+// between the known succeeded units and that plus the unknown units); succeeded units
 // and sold ≤ stocked; no undersell (any order that ended sold_out, or was
 // answered 409 sold_out, with quantity ≤ the final stock — stock only falls
 // during a run — and, for single-unit products with every order's fate known,
@@ -223,6 +224,26 @@ func (v Violation) String() string { return string(v.Code) + ": " + v.Message }
 // 5xx anywhere.
 func Verify(obs Observations) []Violation {
 	return analyze(obs).violations
+}
+
+// fateUnknown reports whether the server may have created order o without
+// the run learning its id: no 202 carried an order id, no 409 sold_out
+// decided it, and some send got no answer or a 5xx. Run re-sends each such
+// key once after settling, so only the keys still unknown after that re-send
+// widen the range Verify accepts for sold.
+func fateUnknown(o OrderObservation) bool {
+	unknown := false
+	for _, r := range o.Responses {
+		switch {
+		case r.Status == http.StatusAccepted && r.OrderID != "":
+			return false
+		case r.Status == http.StatusConflict && r.ErrorCode == ErrorCodeSoldOut:
+			return false
+		case r.Status == 0 || r.Status >= 500:
+			unknown = true
+		}
+	}
+	return unknown
 }
 
 // outcome is the fate of one logical order.
@@ -292,7 +313,7 @@ func analyze(obs Observations) *analysis {
 			t.multiUnit = true
 		}
 		var ids []string
-		accepted, fastPath, unknownFate := false, false, false
+		accepted, fastPath := false, false
 		conflictReported := false
 		for n, r := range o.Responses {
 			switch {
@@ -330,9 +351,8 @@ func analyze(obs Observations) *analysis {
 				add(Violation{Code: CodeIdempotencyConflict, ProductID: o.ProductID, Key: o.Key, UserID: o.UserID,
 					Message: fmt.Sprintf("key %s: send %d answered 422 idempotency_mismatch although every send carried the same body", o.Key, n+1)})
 			case r.Status == 0:
-				unknownFate = true
+				// No answer: see fateUnknown.
 			case r.Status >= 500:
-				unknownFate = true
 				add(Violation{Code: CodeServerError, ProductID: o.ProductID, Key: o.Key, UserID: o.UserID,
 					Message: fmt.Sprintf("POST /v1/orders key %s send %d: %d %s", o.Key, n+1, r.Status, r.ErrorCode)})
 			case r.Status >= 400 && r.Status != http.StatusTooManyRequests:
@@ -375,7 +395,7 @@ func analyze(obs Observations) *analysis {
 		case outcomeSucceeded, outcomeSoldOut, outcomeFastPath, outcomeFailed:
 			t.demandUnits += int64(o.Quantity)
 		}
-		if len(ids) == 0 && !fastPath && unknownFate {
+		if fateUnknown(o) {
 			// The server may have created it without us learning the id.
 			t.uncertainUnits += int64(o.Quantity)
 		}
