@@ -52,6 +52,7 @@ type fakeAPI struct {
 	fail500     map[string]int // Idempotency-Key → number of 500s before serving it normally
 	ignoreWait  bool           // GET /v1/orders ignores ?wait=
 	omitUser    bool           // GET /v1/orders/{id} leaves user_id out of the view
+	soldOutLie  int            // the first soldOutLie new orders are answered 409 sold_out, stock or not
 	// stall: Idempotency-Key → number of POST /v1/orders that are never
 	// answered (nothing is created; the client's request timeout ends them).
 	stall map[string]int
@@ -228,6 +229,11 @@ func (f *fakeAPI) createOrder(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if f.fastPath && p.Stock == 0 {
+		writeError(w, http.StatusConflict, ErrorCodeSoldOut)
+		return
+	}
+	if f.soldOutLie > 0 {
+		f.soldOutLie--
 		writeError(w, http.StatusConflict, ErrorCodeSoldOut)
 		return
 	}

@@ -440,6 +440,9 @@ func (r *runner) send(ctx context.Context, j job, intended time.Time) {
 	if r.firstIntended[j.order].IsZero() {
 		r.firstIntended[j.order] = intended
 	}
+	if fs := r.orders[j.order].FirstSent; fs.IsZero() || start.Before(fs) {
+		r.orders[j.order].FirstSent = start // the earliest start of any send of the key
+	}
 	r.maxLag = max(r.maxLag, start.Sub(intended))
 	r.mu.Unlock()
 	r.sentN.Add(1)
@@ -527,7 +530,7 @@ func (r *runner) resendOne(ctx context.Context, i int) {
 func (r *runner) recordSubmit(i int, a answer, intended time.Time, kind sendKind) (newID string) {
 	last := kind != sendRetrying
 	now := time.Now()
-	resp := SubmitResponse{Status: a.Status, ErrorCode: a.ErrorCode}
+	resp := SubmitResponse{Status: a.Status, ErrorCode: a.ErrorCode, At: now}
 	if a.Err != nil {
 		resp.Err = a.Err.Error()
 	}

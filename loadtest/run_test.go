@@ -255,6 +255,17 @@ func TestRunCatchesBuggyServer(t *testing.T) {
 			config: unknownFateConfig,
 			want:   map[ViolationCode]int{CodeSoldMismatch: 1},
 		},
+		{
+			// The stock is sold out in the end, but by orders sent after
+			// the 409s were answered.
+			name: "409 sold_out while stock remained",
+			plant: func(f *fakeAPI) {
+				f.inline = true
+				f.soldOutLie = 3
+			},
+			config: func(c *Config) { c.Concurrency = 1 },
+			want:   map[ViolationCode]int{CodeUndersell: 3},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

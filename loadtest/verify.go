@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"time"
 )
 
 // Order statuses of the API (GET /v1/orders/{id}). The last four are final.
@@ -91,6 +92,9 @@ type OrderObservation struct {
 	UserID    string
 	ProductID string
 	Quantity  int
+	// FirstSent is when the first send of this key started (zero when
+	// unknown): every request of the order left after it.
+	FirstSent time.Time
 	// Responses holds every answer to POST /v1/orders with this key, in the
 	// order they arrived (retries and duplicates included). Empty when the
 	// order was never sent.
@@ -109,6 +113,9 @@ type SubmitResponse struct {
 	ErrorCode string
 	// Err is the transport error, or why the body could not be read.
 	Err string
+	// At is when the answer (or the failure) was received; zero when
+	// unknown.
+	At time.Time
 }
 
 // OrderState is the last state polling saw for one order id.
@@ -150,7 +157,10 @@ const (
 	// CodeOversell: succeeded units (or sold) exceed the units stocked.
 	CodeOversell ViolationCode = "oversell"
 	// CodeUndersell: an order ended sold out (or was answered 409 sold_out)
-	// while the product still had enough stock at the end, or demand reached
+	// while the product still had enough stock at the end; or it was
+	// answered 409 sold_out, and orders first sent after that answer was
+	// received then bought at least its quantity (stock only falls during a
+	// run, so those units were there when it was refused); or demand reached
 	// the stock of a single-unit product and stock was left.
 	CodeUndersell ViolationCode = "undersell"
 	// CodeOverLimit: one buyer's succeeded units of a product exceed its
@@ -214,7 +224,9 @@ func (v Violation) String() string { return string(v.Code) + ": " + v.Message }
 // between the known succeeded units and that plus the unknown units); succeeded units
 // and sold ≤ stocked; no undersell (any order that ended sold_out, or was
 // answered 409 sold_out, with quantity ≤ the final stock — stock only falls
-// during a run — and, for single-unit products with every order's fate known,
+// during a run —; any order answered 409 sold_out although orders first sent
+// after that answer arrived then succeeded with at least its quantity; and,
+// for single-unit products with every order's fate known,
 // demand ≥ stocked implies final stock 0; demand counts orders that ended
 // succeeded, sold_out or failed or were answered 409 sold_out); no buyer above
 // the per-user limit (the configured one, else the one the API reports).
@@ -305,6 +317,19 @@ func analyze(obs Observations) *analysis {
 	}
 	owners := map[string]*idOwner{}
 	var idOrder []string
+
+	// For the 409 check against later sales: per product, the succeeded
+	// orders and the refused ones not already found undersold.
+	type sale struct {
+		firstSent time.Time
+		units     int64
+	}
+	type refusal struct {
+		order int
+		at    time.Time // when the first 409 sold_out answer arrived
+	}
+	sales := map[string][]sale{}
+	refusals := map[string][]refusal{}
 
 	for i, o := range obs.Orders {
 		t := tally(o.ProductID)
@@ -405,11 +430,46 @@ func analyze(obs Observations) *analysis {
 		if fastPath && t.obs.Final != nil && int64(o.Quantity) <= t.obs.Final.Stock {
 			add(Violation{Code: CodeUndersell, ProductID: o.ProductID, Key: o.Key, UserID: o.UserID,
 				Message: fmt.Sprintf("key %s (quantity %d) was answered 409 sold_out but product %s still had %d units at the end", o.Key, o.Quantity, o.ProductID, t.obs.Final.Stock)})
+		} else if fastPath {
+			for _, r := range o.Responses {
+				if r.Status == http.StatusConflict && r.ErrorCode == ErrorCodeSoldOut && !r.At.IsZero() {
+					refusals[o.ProductID] = append(refusals[o.ProductID], refusal{order: i, at: r.At})
+					break
+				}
+			}
+		}
+		if out == outcomeSucceeded && !o.FirstSent.IsZero() {
+			sales[o.ProductID] = append(sales[o.ProductID], sale{o.FirstSent, int64(o.Quantity)})
 		}
 		// 409 sold_out first, then accepted and sold on a later send.
 		if fastPath && len(ids) > 0 && !conflictReported && obs.States[ids[0]].Status == StatusSucceeded {
 			add(Violation{Code: CodeIdempotencyConflict, ProductID: o.ProductID, OrderID: ids[0], Key: o.Key, UserID: o.UserID,
 				Message: fmt.Sprintf("key %s was answered 409 sold_out and also accepted as order %s, which succeeded (one request, two final outcomes)", o.Key, ids[0])})
+		}
+	}
+
+	// A 409 sold_out answered while stock remained, sold later: orders first
+	// sent after the answer arrived were decided after it, and stock only
+	// falls, so the units they bought were there when it was refused.
+	for pid, rs := range refusals {
+		ss := sales[pid]
+		slices.SortFunc(ss, func(x, y sale) int { return x.firstSent.Compare(y.firstSent) })
+		after := make([]int64, len(ss)+1) // after[k]: units of ss[k:]
+		for k := len(ss) - 1; k >= 0; k-- {
+			after[k] = after[k+1] + ss[k].units
+		}
+		for _, rf := range rs {
+			k, _ := slices.BinarySearchFunc(ss, rf.at, func(x sale, at time.Time) int {
+				if x.firstSent.After(at) {
+					return 1
+				}
+				return -1
+			})
+			o := obs.Orders[rf.order]
+			if units := after[k]; units >= int64(o.Quantity) {
+				add(Violation{Code: CodeUndersell, ProductID: pid, Key: o.Key, UserID: o.UserID,
+					Message: fmt.Sprintf("key %s (quantity %d) was answered 409 sold_out, but orders first sent after that answer then bought %d units of product %s (stock only falls: they were there)", o.Key, o.Quantity, units, pid)})
+			}
 		}
 	}
 

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // cleanSale is a correct sale: product p1 with 3 units and a per-user limit
@@ -32,6 +33,30 @@ func cleanSale() Observations {
 		obs.States[id] = OrderState{OrderID: id, ProductID: "p1", UserID: fmt.Sprintf("u%d", i), Quantity: 1, Status: status}
 	}
 	return obs
+}
+
+// at is a point of cleanSale's timeline: order ki is first sent at at(i+1)
+// once sentInTurn is applied.
+func at(n int) time.Time {
+	return time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).Add(time.Duration(n) * time.Millisecond)
+}
+
+// sentInTurn dates cleanSale's orders: ki first sent at at(i+1), answered
+// 1µs later.
+func sentInTurn(obs *Observations) {
+	for i := range obs.Orders {
+		obs.Orders[i].FirstSent = at(i + 1)
+		for n := range obs.Orders[i].Responses {
+			obs.Orders[i].Responses[n].At = at(i + 1).Add(time.Microsecond)
+		}
+	}
+}
+
+// refused is an order for p1 answered 409 sold_out at answered.
+func refused(key, user string, quantity int, answered time.Time) OrderObservation {
+	return OrderObservation{Key: key, UserID: user, ProductID: "p1", Quantity: quantity,
+		FirstSent: answered.Add(-time.Microsecond),
+		Responses: []SubmitResponse{{Status: 409, ErrorCode: ErrorCodeSoldOut, At: answered}}}
 }
 
 // setStatus sets the final status of order id.
@@ -129,6 +154,38 @@ func TestVerify(t *testing.T) {
 				o.Products[0].Final.Stock, o.Products[0].Final.Sold = 1, 2
 			},
 			want: map[ViolationCode]int{CodeUndersell: 4},
+		},
+		{
+			name: "undersell: 409 sold_out answered before orders that then bought the stock",
+			plant: func(o *Observations) {
+				sentInTurn(o)
+				o.Orders = append(o.Orders, refused("k5", "u5", 1, at(0)))
+			},
+			want: map[ViolationCode]int{CodeUndersell: 1},
+		},
+		{
+			name: "409 sold_out answered after the last order that succeeded was sent",
+			plant: func(o *Observations) {
+				sentInTurn(o)
+				o.Orders = append(o.Orders, refused("k5", "u5", 1, at(3)))
+			},
+			want: map[ViolationCode]int{},
+		},
+		{
+			name: "409 sold_out of 2 units with 1 unit sold after it",
+			plant: func(o *Observations) {
+				sentInTurn(o)
+				o.Orders = append(o.Orders, refused("k5", "u5", 2, at(2)))
+			},
+			want: map[ViolationCode]int{},
+		},
+		{
+			name: "undersell: 409 sold_out of 2 units with 2 units sold after it",
+			plant: func(o *Observations) {
+				sentInTurn(o)
+				o.Orders = append(o.Orders, refused("k5", "u5", 2, at(1)))
+			},
+			want: map[ViolationCode]int{CodeUndersell: 1},
 		},
 		{
 			name: "undersell: demand covered the stock but an order failed",
