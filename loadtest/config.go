@@ -124,8 +124,9 @@ type Config struct {
 	// a violation). Default DefaultTimeout.
 	Timeout time.Duration
 
-	// VerifyTimeout bounds the verify phase, which starts after Timeout may
-	// already have passed. Default DefaultVerifyTimeout.
+	// VerifyTimeout bounds the verify phase (reading the products and every
+	// settled order back), which starts after Timeout may already have
+	// passed. Default DefaultVerifyTimeout.
 	VerifyTimeout time.Duration
 
 	// PollWait is the ?wait= of each long-poll, at most MaxPollWait. Default

@@ -17,8 +17,10 @@
 //     (its fate unknown: the server may have created the order) is re-sent
 //     once with the same Idempotency-Key and body, and the order it is
 //     answered with is settled too;
-//  4. verify: the products are read back and [Verify] checks the collected
-//     [Observations] (a pure function, so tests can plant violations);
+//  4. verify: the products are read back, every order that settled final is
+//     read once more (a final order must not change), and [Verify] checks
+//     the collected [Observations] (a pure function, so tests can plant
+//     violations);
 //  5. report: a [Report] with throughput, status and outcome mixes, HdrHistogram
 //     latencies, queue depth and every [Violation].
 //

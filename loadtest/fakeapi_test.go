@@ -30,14 +30,15 @@ type fakeProduct struct {
 }
 
 type fakeOrder struct {
-	ID        string `json:"order_id"`
-	ProductID string `json:"product_id"`
-	UserID    string `json:"user_id"`
-	Quantity  int    `json:"quantity"`
-	Status    string `json:"status"`
-	Reason    string `json:"reason"`
-	body      string
-	done      chan struct{}
+	ID         string `json:"order_id"`
+	ProductID  string `json:"product_id"`
+	UserID     string `json:"user_id"`
+	Quantity   int    `json:"quantity"`
+	Status     string `json:"status"`
+	Reason     string `json:"reason"`
+	body       string
+	done       chan struct{}
+	finalReads int // GET /v1/orders/{id} answers with a final status
 }
 
 // fakeAPI is the shared state behind one or more httptest servers.
@@ -53,6 +54,7 @@ type fakeAPI struct {
 	ignoreWait  bool           // GET /v1/orders ignores ?wait=
 	omitUser    bool           // GET /v1/orders/{id} leaves user_id out of the view
 	soldOutLie  int            // the first soldOutLie new orders are answered 409 sold_out, stock or not
+	flipAfter   bool           // a succeeded order reads sold_out from its second final GET on
 	// stall: Idempotency-Key → number of POST /v1/orders that are never
 	// answered (nothing is created; the client's request timeout ends them).
 	stall map[string]int
@@ -331,9 +333,16 @@ func (f *fakeAPI) getOrder(w http.ResponseWriter, r *http.Request) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	status := o.Status
+	if IsFinal(status) {
+		o.finalReads++
+		if f.flipAfter && o.finalReads > 1 && status == StatusSucceeded {
+			status = StatusSoldOut
+		}
+	}
 	view := map[string]any{
 		"order_id": o.ID, "product_id": o.ProductID, "user_id": o.UserID,
-		"quantity": o.Quantity, "status": o.Status, "reason": o.Reason,
+		"quantity": o.Quantity, "status": status, "reason": o.Reason,
 	}
 	if f.omitUser {
 		delete(view, "user_id")

@@ -66,8 +66,12 @@ type Report struct {
 	// observed.
 	Settled       int64   `json:"settled"`
 	SettledPerSec float64 `json:"settled_per_sec"`
-	// Polls counts GET /v1/orders/{id} requests.
+	// Polls counts GET /v1/orders/{id} requests of the settle phase.
 	Polls int64 `json:"polls"`
+	// Rereads counts GET /v1/orders/{id} requests of the verify phase, which
+	// reads every order that settled final once more (not in Polls or
+	// PollStatus).
+	Rereads int64 `json:"rereads"`
 	// SubmitStatus and PollStatus are status-code mixes of POST /v1/orders
 	// and GET /v1/orders/{id}: "202" → count; "error" counts requests
 	// without an answer.
@@ -234,6 +238,7 @@ func (r *runner) report(a *analysis, verified bool) *Report {
 		Resends:               r.resends,
 		Settled:               a.outcomes.Final(),
 		Polls:                 r.polls,
+		Rereads:               r.rereadN,
 		SubmitStatus:          maps.Clone(r.submitStatus),
 		PollStatus:            maps.Clone(r.pollStatus),
 		Outcomes:              a.outcomes,
@@ -361,7 +366,7 @@ func (rep *Report) WriteText(w io.Writer) error {
 	fmt.Fprintf(&b, "loadtest %s: %d orders (+%d duplicates) from %d users on %d product(s)%s, stock %d each, max quantity %d\n",
 		rep.RunID, rep.Orders, rep.Duplicates, s.Users, s.Products, hot, s.Stock, s.MaxQuantity)
 	fmt.Fprintf(&b, "  %s, concurrency %d (settle %d), %d API(s): %s\n", mode, s.Concurrency, s.SettleConcurrency, len(s.APIs), strings.Join(s.APIs, ", "))
-	fmt.Fprintf(&b, "phases: create %.2fs, submit %.2fs, settle %.2fs (first send to last final), verify %.2fs, total %.2fs\n",
+	fmt.Fprintf(&b, "phases: create %.2fs, submit %.2fs, settle %.2fs (first send to last final), verify %.2fs (read back), total %.2fs\n",
 		rep.Phases.Create, rep.Phases.Submit, rep.Phases.Settle, rep.Phases.Verify, rep.Phases.Total)
 	fmt.Fprintf(&b, "throughput: submitted %.1f/s (%d answered), settled %.1f/s (%d final)\n",
 		rep.SubmittedPerSec, rep.Answered, rep.SettledPerSec, rep.Settled)
@@ -373,7 +378,7 @@ func (rep *Report) WriteText(w io.Writer) error {
 		fmt.Fprintf(&b, ", re-sent after settling (fate unknown): %d", rep.Resends)
 	}
 	b.WriteString("\n")
-	fmt.Fprintf(&b, "poll status:   %s   (%d polls)\n", mix(rep.PollStatus), rep.Polls)
+	fmt.Fprintf(&b, "poll status:   %s   (%d polls; %d re-reads after settling)\n", mix(rep.PollStatus), rep.Polls, rep.Rereads)
 	o := rep.Outcomes
 	fmt.Fprintf(&b, "outcomes: succeeded %d, sold_out %d, sold_out_fast_path(409) %d, limit_exceeded %d, failed %d, unsettled %d, rejected %d, unsent %d\n",
 		o.Succeeded, o.SoldOut, o.SoldOutFastPath, o.LimitExceeded, o.Failed, o.Unsettled, o.Rejected, o.Unsent)

@@ -40,7 +40,7 @@ func TestReportJSONFieldNames(t *testing.T) {
 		got  []string
 		want string
 	}{
-		{"report", slices.Sorted(maps.Keys(m)), "answered duplicates final_latency_ms max_send_lag_ms orders outcomes phases_seconds poll_status polls products queue resends retries run_id schema sent settings settled settled_per_sec started_at submit_latency_by_status_ms submit_latency_ms submit_status submitted_per_sec totals transport_errors verified ok violation_counts violations"},
+		{"report", slices.Sorted(maps.Keys(m)), "answered duplicates final_latency_ms max_send_lag_ms orders outcomes phases_seconds poll_status polls products queue rereads resends retries run_id schema sent settings settled settled_per_sec started_at submit_latency_by_status_ms submit_latency_ms submit_status submitted_per_sec totals transport_errors verified ok violation_counts violations"},
 		{"outcomes", keysOf(m["outcomes"]), "failed limit_exceeded rejected sold_out sold_out_fast_path succeeded unsent unsettled"},
 		{"latency", keysOf(m["submit_latency_ms"]), "count max mean p50 p95 p99"},
 		{"phases", keysOf(m["phases_seconds"]), "create settle submit total verify"},

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"sync"
@@ -105,6 +106,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	vctx, vcancel := context.WithTimeout(ctx, cfg.VerifyTimeout)
 	defer vcancel()
 	r.readProducts(vctx)
+	r.rereadOrders(vctx)
 	r.verified = time.Now()
 
 	rep := r.report(analyze(r.observations()), true)
@@ -165,6 +167,8 @@ type runner struct {
 	retries        int64
 	resends        int64
 	polls          int64
+	rereads        map[string]OrderState // nil until rereadOrders runs
+	rereadN        int64                 // its GET /v1/orders/{id} requests
 	maxLag         time.Duration
 	queueInfo      QueueReport
 
@@ -353,6 +357,72 @@ func (r *runner) readProducts(ctx context.Context) {
 	}
 	close(ids)
 	wg.Wait()
+}
+
+// rereadOrders reads every order that settled final once more, without
+// waiting, with at most SettleConcurrency requests in flight: a final order
+// must not change, and settling stopped at the first final answer. These
+// reads belong to the verify phase: they are not polls and observe no final
+// outcome.
+func (r *runner) rereadOrders(ctx context.Context) {
+	r.mu.Lock()
+	var ids []string
+	for id, st := range r.states {
+		if IsFinal(st.Status) {
+			ids = append(ids, id)
+		}
+	}
+	r.rereads = make(map[string]OrderState, len(ids))
+	r.mu.Unlock()
+	work := make(chan string)
+	var wg sync.WaitGroup
+	for range min(len(ids), r.cfg.SettleConcurrency) {
+		wg.Go(func() {
+			for id := range work {
+				st := r.rereadOrder(ctx, id)
+				r.mu.Lock()
+				r.rereads[id] = st
+				r.mu.Unlock()
+			}
+		})
+	}
+	for _, id := range ids {
+		work <- id
+	}
+	close(work)
+	wg.Wait()
+}
+
+// rereadOrder reads one order, retrying connection errors and 5xx on the
+// next server.
+func (r *runner) rereadOrder(ctx context.Context, id string) OrderState {
+	api := r.cl.next(&r.cl.pollRR)
+	for attempt := 0; ; attempt++ {
+		a := r.cl.getOrder(ctx, api, id, 0)
+		r.mu.Lock()
+		r.rereadN++
+		r.mu.Unlock()
+		r.noteServerError(http.MethodGet, "/v1/orders/{id}", a)
+		switch {
+		case a.Status == http.StatusOK:
+			var v orderView
+			if err := json.Unmarshal(a.Body, &v); err != nil {
+				return OrderState{OrderID: id, Err: "unreadable order body: " + err.Error()}
+			}
+			return OrderState{OrderID: id, ProductID: v.ProductID, UserID: v.UserID, Quantity: v.Quantity, Status: v.Status, Reason: v.Reason}
+		case a.Status == http.StatusNotFound:
+			return OrderState{OrderID: id, NotFound: true}
+		case (a.Status == 0 || a.Status >= 500) && attempt < r.cfg.MaxRetries && ctx.Err() == nil:
+			api = r.cl.after(api)
+			if !sleep(ctx, backoff(attempt, a.RetryAfter)) {
+				return OrderState{OrderID: id, Err: ctx.Err().Error()}
+			}
+		case a.Status == 0:
+			return OrderState{OrderID: id, Err: fmt.Sprintf("GET /v1/orders/%s: %v", id, a.Err)}
+		default:
+			return OrderState{OrderID: id, Err: fmt.Sprintf("GET /v1/orders/%s answered %d %s", id, a.Status, a.ErrorCode)}
+		}
+	}
 }
 
 // noteServerError keeps a 5xx answer of an endpoint other than POST /v1/orders.
@@ -878,6 +948,9 @@ func (r *runner) observations() Observations {
 	}
 	for k, v := range r.states {
 		obs.States[k] = v
+	}
+	if r.rereads != nil {
+		obs.Rereads = maps.Clone(r.rereads)
 	}
 	if r.aborted.Load() {
 		obs.Incomplete = fmt.Sprintf("the overall timeout of %v passed before every order was sent and settled", r.cfg.Timeout)

@@ -67,6 +67,9 @@ func TestRunRoundRobinAcrossTwoServers(t *testing.T) {
 	if rep.Outcomes != want {
 		t.Errorf("outcomes %+v, want %+v", rep.Outcomes, want)
 	}
+	if rep.Rereads != 20 || rep.Polls != 20 {
+		t.Errorf("%d polls and %d re-reads after settling, want 20 and 20 (one long poll and one re-read per order)", rep.Polls, rep.Rereads)
+	}
 	if rep.Settled != 20 || rep.SettledPerSec <= 0 || rep.SubmittedPerSec <= 0 {
 		t.Errorf("settled %d at %.1f/s, submitted %.1f/s; want 20 settled and positive rates", rep.Settled, rep.SettledPerSec, rep.SubmittedPerSec)
 	}
@@ -170,12 +173,13 @@ func TestRunSettlesByLongPoll(t *testing.T) {
 	f.mu.Lock()
 	waits := f.waits
 	f.mu.Unlock()
-	if len(waits) != 1 || waits["5s"] == 0 {
-		t.Fatalf("?wait= values seen %v, want only 5s", waits)
+	// Long-polling returns when the order is final: one poll per order,
+	// then one re-read per order after settling, which does not wait.
+	if len(waits) != 2 || waits["5s"] != 10 || waits[""] != 10 {
+		t.Fatalf("?wait= values seen %v, want 5s 10 times (settling) and none 10 times (re-reading)", waits)
 	}
-	// Long-polling returns when the order is final: one poll per order.
-	if got := f.polls.Load(); got != 10 {
-		t.Fatalf("%d polls for 10 orders, want 10", got)
+	if got := f.polls.Load(); got != 20 || rep.Polls != 10 || rep.Rereads != 10 {
+		t.Fatalf("%d GET /v1/orders/{id} for 10 orders (%d polls, %d re-reads), want 20 (10 and 10)", got, rep.Polls, rep.Rereads)
 	}
 	if rep.FinalLatency.P50 < 20 {
 		t.Fatalf("final latency p50 %.1fms, want ≥ 20ms (processing delay)", rep.FinalLatency.P50)
@@ -265,6 +269,13 @@ func TestRunCatchesBuggyServer(t *testing.T) {
 			},
 			config: func(c *Config) { c.Concurrency = 1 },
 			want:   map[ViolationCode]int{CodeUndersell: 3},
+		},
+		{
+			// Settling stops at the first final answer; the re-read after
+			// settling sees the change.
+			name:  "a succeeded order later reads sold_out",
+			plant: func(f *fakeAPI) { f.flipAfter = true },
+			want:  map[ViolationCode]int{CodeOrderChanged: 10},
 		},
 	}
 	for _, tt := range tests {

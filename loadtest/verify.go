@@ -53,6 +53,10 @@ type Observations struct {
 	// state polling saw for it. A missing entry means it was never polled
 	// successfully.
 	States map[string]OrderState
+	// Rereads maps each order id that settled final to what one more GET
+	// /v1/orders/{id}, in the verify phase, read for it: a final order must
+	// not change. Nil when that re-read did not run.
+	Rereads map[string]OrderState
 	// ServerErrors are the 5xx answers of every endpoint other than
 	// POST /v1/orders (whose answers are in OrderObservation.Responses).
 	ServerErrors []ServerError
@@ -182,6 +186,15 @@ const (
 	// CodeOrderMismatch: a polled final order's product, user or quantity
 	// differs from what was sent, or is missing from the order view.
 	CodeOrderMismatch ViolationCode = "order_mismatch"
+	// CodeOrderChanged: an order that was seen final read differently
+	// later: its status, product, user or quantity changed when it was read
+	// again after settling, or a 202 replay for its key carried another
+	// final status than polling saw.
+	CodeOrderChanged ViolationCode = "order_changed"
+	// CodeOrderUnverified: an order that settled final could not be read
+	// again after settling (no answer, a 5xx or an unreadable body, after
+	// retries).
+	CodeOrderUnverified ViolationCode = "order_unverified"
 	// CodeUnknownStatus: an order status outside the six known ones.
 	CodeUnknownStatus ViolationCode = "unknown_status"
 	// CodeServerError: a 5xx answer to a buyer's or the setup's request (orders,
@@ -232,8 +245,9 @@ func (v Violation) String() string { return string(v.Code) + ": " + v.Message }
 // the per-user limit (the configured one, else the one the API reports).
 // Checked per order: one order id per key and one key per order id; every
 // accepted order final and known to the API; polled final orders carry the
-// product, user and quantity that were sent; statuses from the known set; no
-// 5xx anywhere.
+// product, user and quantity that were sent; a final order reads the same
+// when read again after settling, and a 202 replay's final status is the
+// polled one; statuses from the known set; no 5xx anywhere.
 func Verify(obs Observations) []Violation {
 	return analyze(obs).violations
 }
@@ -385,6 +399,19 @@ func analyze(obs Observations) *analysis {
 					Message: fmt.Sprintf("POST /v1/orders key %s send %d: %d %s (a well-formed order for a product of the run)", o.Key, n+1, r.Status, r.ErrorCode)})
 			}
 		}
+		// A 202 replay that carries a final status must carry the one
+		// polling saw.
+		replayReported := map[string]bool{}
+		for _, r := range o.Responses {
+			st := obs.States[r.OrderID]
+			if r.Status != http.StatusAccepted || r.OrderID == "" || replayReported[r.OrderID] ||
+				!IsFinal(r.OrderStatus) || !IsFinal(st.Status) || r.OrderStatus == st.Status {
+				continue
+			}
+			replayReported[r.OrderID] = true
+			add(Violation{Code: CodeOrderChanged, ProductID: o.ProductID, OrderID: r.OrderID, Key: o.Key, UserID: o.UserID,
+				Message: fmt.Sprintf("order %s (key %s): a 202 replay said %s, but polling saw it final as %s", r.OrderID, o.Key, r.OrderStatus, st.Status)})
+		}
 		if len(ids) > 1 {
 			add(Violation{Code: CodeDuplicateOrder, ProductID: o.ProductID, Key: o.Key, UserID: o.UserID,
 				Message: fmt.Sprintf("key %s of user %s got %d order ids: %s (want one)", o.Key, o.UserID, len(ids), strings.Join(ids, ", "))})
@@ -517,6 +544,25 @@ func analyze(obs Observations) *analysis {
 			add(Violation{Code: CodeOrderMismatch, ProductID: o.ProductID, OrderID: id, Key: o.Key, UserID: o.UserID,
 				Message: fmt.Sprintf("order %s reads product %q user %q quantity %d, but was sent as product %q user %q quantity %d",
 					id, st.ProductID, st.UserID, st.Quantity, o.ProductID, o.UserID, o.Quantity)})
+		}
+		if obs.Rereads != nil {
+			rr, ok := obs.Rereads[id]
+			switch {
+			case !ok || rr.Err != "":
+				why := "it was not read again"
+				if ok {
+					why = rr.Err
+				}
+				add(Violation{Code: CodeOrderUnverified, ProductID: o.ProductID, OrderID: id, Key: o.Key, UserID: o.UserID,
+					Message: fmt.Sprintf("order %s (key %s) settled %s but could not be read again after settling: %s", id, o.Key, st.Status, why)})
+			case rr.NotFound:
+				add(Violation{Code: CodeOrderLost, ProductID: o.ProductID, OrderID: id, Key: o.Key, UserID: o.UserID,
+					Message: fmt.Sprintf("order %s (key %s) settled %s, then GET /v1/orders/%s answered 404 after settling", id, o.Key, st.Status, id)})
+			case rr.Status != st.Status || rr.ProductID != st.ProductID || rr.UserID != st.UserID || rr.Quantity != st.Quantity:
+				add(Violation{Code: CodeOrderChanged, ProductID: o.ProductID, OrderID: id, Key: o.Key, UserID: o.UserID,
+					Message: fmt.Sprintf("order %s (key %s) settled %s (product %q user %q quantity %d) but read %s (product %q user %q quantity %d) after settling (a final order must not change)",
+						id, o.Key, st.Status, st.ProductID, st.UserID, st.Quantity, rr.Status, rr.ProductID, rr.UserID, rr.Quantity)})
+			}
 		}
 		switch st.Status {
 		case StatusSucceeded:

@@ -357,6 +357,58 @@ func TestVerify(t *testing.T) {
 			want: map[ViolationCode]int{CodeOrderMismatch: 2},
 		},
 		{
+			name: "re-read after settling: the same order, no violation",
+			plant: func(o *Observations) {
+				o.Rereads = maps.Clone(o.States)
+			},
+			want: map[ViolationCode]int{},
+		},
+		{
+			name: "re-read after settling: a succeeded order reads sold_out",
+			plant: func(o *Observations) {
+				o.Rereads = maps.Clone(o.States)
+				st := o.Rereads["o0"]
+				st.Status = StatusSoldOut
+				o.Rereads["o0"] = st
+			},
+			want: map[ViolationCode]int{CodeOrderChanged: 1},
+		},
+		{
+			name: "re-read after settling: the quantity changed",
+			plant: func(o *Observations) {
+				o.Rereads = maps.Clone(o.States)
+				st := o.Rereads["o3"]
+				st.Quantity = 2
+				o.Rereads["o3"] = st
+			},
+			want: map[ViolationCode]int{CodeOrderChanged: 1},
+		},
+		{
+			name: "re-read after settling: 404, an error, and an order not re-read",
+			plant: func(o *Observations) {
+				o.Rereads = maps.Clone(o.States)
+				o.Rereads["o0"] = OrderState{OrderID: "o0", NotFound: true}
+				o.Rereads["o1"] = OrderState{OrderID: "o1", Err: "connection refused"}
+				delete(o.Rereads, "o2")
+			},
+			want: map[ViolationCode]int{CodeOrderLost: 1, CodeOrderUnverified: 2},
+		},
+		{
+			name: "a 202 replay says succeeded, polling saw sold_out",
+			plant: func(o *Observations) {
+				o.Orders[3].Responses = append(o.Orders[3].Responses, SubmitResponse{Status: 202, OrderID: "o3", OrderStatus: StatusSucceeded})
+			},
+			want: map[ViolationCode]int{CodeOrderChanged: 1},
+		},
+		{
+			name: "a 202 replay with the polled final status, or not final yet",
+			plant: func(o *Observations) {
+				o.Orders[3].Responses = append(o.Orders[3].Responses, SubmitResponse{Status: 202, OrderID: "o3", OrderStatus: StatusSoldOut})
+				o.Orders[0].Responses = append(o.Orders[0].Responses, SubmitResponse{Status: 202, OrderID: "o0", OrderStatus: StatusProcessing})
+			},
+			want: map[ViolationCode]int{},
+		},
+		{
 			name: "product could not be read back",
 			plant: func(o *Observations) {
 				o.Products[0].Final, o.Products[0].ReadError = nil, "connection refused"
