@@ -55,15 +55,17 @@ type Report struct {
 	Retries int64 `json:"retries"`
 	// Resends counts the keys re-sent once after settling because every
 	// earlier send got no answer or a 5xx (their fate was unknown). Their
-	// answers count in no figure above, only in the verification.
+	// answers count in no figure above, only in the verification; the
+	// orders they settle count in Settled and Outcomes, but not in the
+	// settle phase, SettledPerSec or the final latencies.
 	Resends int64 `json:"resends"`
 	// SubmittedPerSec is Answered divided by the submit duration (first send
 	// to last answer).
 	SubmittedPerSec float64 `json:"submitted_per_sec"`
 	// Settled counts the orders that reached a final outcome (accepted and
 	// seen final, or answered 409 sold_out): Outcomes.Final(). SettledPerSec
-	// divides it by the time from the first send to the last final status
-	// observed.
+	// divides the ones seen final before the re-sends after settling by the
+	// time from the first send to the last final status observed then.
 	Settled       int64   `json:"settled"`
 	SettledPerSec float64 `json:"settled_per_sec"`
 	// Polls counts GET /v1/orders/{id} requests of the settle phase.
@@ -278,7 +280,7 @@ func (r *runner) report(a *analysis, verified bool) *Report {
 		}
 	}
 	rep.SubmittedPerSec = perSec(rep.Answered, rep.Phases.Submit)
-	rep.SettledPerSec = perSec(rep.Settled, rep.Phases.Settle)
+	rep.SettledPerSec = perSec(rep.Settled-r.resentFinal, rep.Phases.Settle)
 
 	for _, t := range a.products {
 		pr := ProductReport{

@@ -166,6 +166,8 @@ type runner struct {
 	transportErrs  int64
 	retries        int64
 	resends        int64
+	resending      bool  // the re-sends after settling have begun (see observeFinal)
+	resentFinal    int64 // orders first seen final after that
 	polls          int64
 	rereads        map[string]OrderState // nil until rereadOrders runs
 	rereadN        int64                 // its GET /v1/orders/{id} requests
@@ -554,6 +556,7 @@ func (r *runner) send(ctx context.Context, j job, intended time.Time) {
 // charge elsewhere could hide in it.
 func (r *runner) resendUnknown(ctx context.Context) {
 	r.mu.Lock()
+	r.resending = true
 	var unknown []int
 	for i, o := range r.orders {
 		if fateUnknown(o) {
@@ -664,13 +667,22 @@ func (r *runner) recordSubmit(i int, a answer, intended time.Time, kind sendKind
 
 // observeFinal notes that order i's final outcome was seen at now: once per
 // order, whatever the number of answers or order ids. Callers hold r.mu.
+//
+// An order first seen final through the re-send after settling counts as
+// an outcome, but not in the settle phase, the settled rate or the final
+// latencies: its time is that of a lost request's timeouts, not of the
+// system under load.
 func (r *runner) observeFinal(i int, now time.Time) {
 	if r.finalSeen[i] {
 		return
 	}
 	r.finalSeen[i] = true
-	r.lastFinal = now
-	record(r.finalHist, now.Sub(r.firstIntended[i]))
+	if r.resending {
+		r.resentFinal++
+	} else {
+		r.lastFinal = now
+		record(r.finalHist, now.Sub(r.firstIntended[i]))
+	}
 	r.markDone(i)
 }
 

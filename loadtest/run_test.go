@@ -339,6 +339,14 @@ func TestRunResendsKeysOfUnknownFate(t *testing.T) {
 			if rep.Outcomes.Rejected != tt.rejected || rep.Outcomes.Final() != 20-tt.rejected || created != 20-int(tt.rejected) {
 				t.Errorf("outcomes %+v, %d orders created; want %d rejected and the rest final", rep.Outcomes, created, tt.rejected)
 			}
+			// The order the re-send settles is an outcome, but no part of
+			// the timing: not in the final latencies, nor in the settled rate.
+			if got := rep.FinalLatency.Count; got != 19 {
+				t.Errorf("final latencies: %d, want 19 (the order settled after the re-send left out)", got)
+			}
+			if want := perSec(19, rep.Phases.Settle); rep.SettledPerSec != want {
+				t.Errorf("settled/s = %v, want %v (19 orders over the settle phase)", rep.SettledPerSec, want)
+			}
 		})
 	}
 }
