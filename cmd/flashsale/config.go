@@ -244,6 +244,19 @@ func parseRate(v string) (rate, error) {
 	return out, nil
 }
 
+// parseFlags parses args into fs and refuses any word that is not a flag:
+// the flag package stops at the first one, so every flag after it would be
+// ignored without a word.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q: only flags are taken here (see -h)", fs.Arg(0))
+	}
+	return nil
+}
+
 // loadConfig reads the environment, then the flags of fs (which override
 // it). A bad value is an error naming the variable or flag.
 func loadConfig(fs *flag.FlagSet, args []string) (config, error) {
@@ -252,13 +265,8 @@ func loadConfig(fs *flag.FlagSet, args []string) (config, error) {
 	for _, s := range settings {
 		flagVals[s.flag] = fs.String(s.flag, "", fmt.Sprintf("%s (env %s, default %q)", s.help, s.env, s.def))
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return c, err
-	}
-	if fs.NArg() > 0 {
-		// The flag package stops at the first word that is not a flag:
-		// any flag after it would be ignored without a word.
-		return c, fmt.Errorf("unexpected argument %q: this command takes flags only (see -h)", fs.Arg(0))
 	}
 	c.raw = make(map[string]string, len(settings))
 	for _, s := range settings {

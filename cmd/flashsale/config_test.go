@@ -127,7 +127,7 @@ func TestLockClientsHonorContextDeadlines(t *testing.T) {
 func TestConfigRefusesStrayArguments(t *testing.T) {
 	t.Parallel()
 	_, err := load(t, "stray", "-log-level", "bogus")
-	if err == nil || !strings.Contains(err.Error(), `unexpected argument "stray"`) {
+	if err == nil || !strings.Contains(err.Error(), `unexpected argument "stray": only flags`) {
 		t.Fatalf("stray argument: err = %v, want it named", err)
 	}
 	if _, err := load(t, "-log-level", "debug"); err != nil {
@@ -182,6 +182,30 @@ func TestDevEnvPassesEverySetting(t *testing.T) {
 		}
 		if len(got) != len(settings) {
 			t.Errorf("process %d: %d FLASHSALE_* variables, want one per setting (%d)", tc.proc, len(got), len(settings))
+		}
+	}
+}
+
+// Settings under which two of dev's processes would listen on one port are
+// refused before anything starts.
+func TestDevEnvsRefuseSharedPorts(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		args []string
+		ok   bool
+	}{
+		{[]string{"-pprof-addr", "127.0.0.1:6060", "-metrics-addr", "127.0.0.1:9100"}, true},
+		{[]string{"-pprof-addr", "127.0.0.1:6060", "-metrics-addr", "127.0.0.1:6061"}, false}, // worker 1's pprof = its metrics
+		{[]string{"-http-addr", "127.0.0.1:8081", "-pprof-addr", "127.0.0.1:8080"}, false},    // worker 1's pprof = the API
+		{[]string{"-pprof-addr", "127.0.0.1:0", "-metrics-addr", "127.0.0.1:0"}, true},        // any free port, each
+	} {
+		cfg, err := load(t, tc.args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = devEnvs(cfg, 3)
+		if (err == nil) != tc.ok {
+			t.Errorf("%v: err = %v, want ok=%v", tc.args, err, tc.ok)
 		}
 	}
 }

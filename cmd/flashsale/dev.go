@@ -113,14 +113,15 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	out := &lockedWriter{w: stderr}
-	var procs []*exec.Cmd
+	var procs []*child
 	cleanups = append(cleanups, func() { stopChildren(procs, log) })
 	exited := make(chan string, workers+1)
+	envs, err := devEnvs(cfg, workers)
+	if err != nil {
+		return err
+	}
 	start := func(name string, i int, args ...string) error {
-		env, err := devEnv(cfg, i)
-		if err != nil {
-			return err
-		}
+		env := envs[i]
 		cmd := exec.Command(exe, args...)
 		cmd.Env = env
 		cmd.Stdout = &prefixWriter{prefix: "[" + name + "] ", w: out}
@@ -132,8 +133,9 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		if err := cmd.Start(); err != nil {
 			return fmt.Errorf("start %s: %w", name, err)
 		}
-		procs = append(procs, cmd)
-		go func() { _ = cmd.Wait(); exited <- name }()
+		c := &child{cmd: cmd, done: make(chan struct{})}
+		procs = append(procs, c)
+		go func() { _ = cmd.Wait(); close(c.done); exited <- name }()
 		return nil
 	}
 	if err := start("api", 0, "api"); err != nil {
@@ -216,6 +218,43 @@ func devEnv(cfg config, i int) ([]string, error) {
 		env = append(env, k+"="+vals[k])
 	}
 	return env, nil
+}
+
+// devEnvs is devEnv for the API (index 0) and each worker (1..workers). It
+// refuses settings under which two processes would listen on one port
+// (say, the metrics port right above the pprof port): the second would fail
+// to start.
+func devEnvs(cfg config, workers int) ([][]string, error) {
+	envs := make([][]string, workers+1)
+	owner := map[string]string{}
+	for i := range envs {
+		env, err := devEnv(cfg, i)
+		if err != nil {
+			return nil, err
+		}
+		envs[i] = env
+		name := "the API"
+		if i > 0 {
+			name = fmt.Sprintf("worker %d", i)
+		}
+		for _, kv := range env {
+			k, v, _ := strings.Cut(kv, "=")
+			if (i > 0 && k == "FLASHSALE_HTTP_ADDR") || (i == 0 && k == "FLASHSALE_METRICS_ADDR") {
+				continue // not listened on by this kind of process
+			}
+			if k != "FLASHSALE_HTTP_ADDR" && k != "FLASHSALE_PPROF_ADDR" && k != "FLASHSALE_METRICS_ADDR" {
+				continue
+			}
+			if _, port, err := net.SplitHostPort(v); v == "" || err != nil || port == "0" {
+				continue
+			}
+			if prev, ok := owner[v]; ok {
+				return nil, fmt.Errorf("%s and %s would both listen on %s: choose FLASHSALE_HTTP_ADDR, FLASHSALE_PPROF_ADDR and FLASHSALE_METRICS_ADDR further apart (dev gives the workers the ports above them)", prev, name+"'s "+k, v)
+			}
+			owner[v] = name + "'s " + k
+		}
+	}
+	return envs, nil
 }
 
 // offsetAddr is host:port with port moved up by n; "" and port 0 stay as
@@ -344,23 +383,28 @@ func createDemoProduct(ctx context.Context, base, token string) error {
 	return nil
 }
 
+// child is a process dev started; done is closed once it has exited.
+type child struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
 // stopChildren sends SIGTERM to every child, waits for them, and kills any
 // still running after 30s (workers finish their orders in flight first).
-func stopChildren(procs []*exec.Cmd, log *slog.Logger) {
+func stopChildren(procs []*child, log *slog.Logger) {
 	for _, p := range procs {
-		_ = p.Process.Signal(syscall.SIGTERM)
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	}
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.NewTimer(30 * time.Second)
+	defer deadline.Stop()
 	for _, p := range procs {
-		for p.ProcessState == nil && time.Now().Before(deadline) {
-			if err := p.Process.Signal(syscall.Signal(0)); err != nil {
-				break
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-		if p.Process.Signal(syscall.Signal(0)) == nil {
-			log.Warn("child did not stop in time; killing", "pid", p.Process.Pid)
-			_ = p.Process.Kill()
+		select {
+		case <-p.done:
+		case <-deadline.C:
+			deadline.Reset(0) // the others get no more time either
+			log.Warn("child did not stop in time; killing", "pid", p.cmd.Process.Pid)
+			_ = p.cmd.Process.Kill()
+			<-p.done
 		}
 	}
 }

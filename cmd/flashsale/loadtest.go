@@ -36,7 +36,7 @@ func runLoadtest(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs.DurationVar(&cfg.Timeout, "timeout", loadtest.DefaultTimeout, "bound on the whole run")
 	fs.BoolVar(&cfg.LoopbackOnly, "loopback-only", false, "refuse to send anything off this machine")
 	quiet := fs.Bool("quiet", false, "no progress output")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	for _, a := range strings.Split(apis, ",") {
