@@ -495,7 +495,7 @@ func (s *Service) PlaceOrder(ctx context.Context, r PlaceOrderRequest) (Placed, 
 func (s *Service) soldOutKeyed(ctx context.Context, o queue.Order) (Placed, error) {
 	ti, qerr := s.queuedTask(ctx, o.ID)
 	if qerr == nil {
-		return s.replay(o, ti.Order.ProductID, ti.Order.Quantity, taskStatus(ti))
+		return s.replayTask(ctx, o, ti)
 	}
 	prev, derr := s.decidedOrder(ctx, o.ID)
 	switch {
@@ -517,7 +517,7 @@ func (s *Service) replayQueued(ctx context.Context, o queue.Order) (Placed, erro
 	ti, err := s.inspector.Lookup(ctx, o.ID)
 	switch {
 	case err == nil:
-		return s.replay(o, ti.Order.ProductID, ti.Order.Quantity, taskStatus(ti))
+		return s.replayTask(ctx, o, ti)
 	case errors.Is(err, queue.ErrNotFound):
 		// Decided and acknowledged between the enqueue and the lookup.
 		prev, err := s.decidedOrder(ctx, o.ID)
@@ -528,6 +528,20 @@ func (s *Service) replayQueued(ctx context.Context, o queue.Order) (Placed, erro
 	default:
 		return Placed{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
+}
+
+// replayTask answers a keyed order from its task, unless the task is dead
+// (archived) and the database has the order decided: a task archived after
+// its outcome committed (its acknowledgement lost, its retries used up)
+// must not read as failed when GET /v1/orders/{id}, which reads the
+// database first, says otherwise.
+func (s *Service) replayTask(ctx context.Context, o queue.Order, ti queue.TaskInfo) (Placed, error) {
+	if ti.State == queue.Dead {
+		if prev, err := s.decidedOrder(ctx, o.ID); err == nil {
+			return s.replay(o, prev.ProductID, prev.Quantity, prev.Status)
+		}
+	}
+	return s.replay(o, ti.Order.ProductID, ti.Order.Quantity, taskStatus(ti))
 }
 
 func (s *Service) replay(o queue.Order, product string, quantity int, status inventory.Status) (Placed, error) {

@@ -853,3 +853,33 @@ func TestOrderReadsAreBoundedWhenRedisHangs(t *testing.T) {
 		}
 	}
 }
+
+// A keyed re-send after the sell-out whose task was archived (dead) after
+// its outcome committed answers with the database's outcome, not "failed".
+func TestSoldOutReplayOfADeadTaskReadsTheDecision(t *testing.T) {
+	t.Parallel()
+	e := saletest.New(t, nil)
+	e.CreateProduct(t, "p", 5, 0)
+	ctx := context.Background()
+	req := sale.PlaceOrderRequest{ProductID: "p", UserID: "u", Quantity: 1, IdempotencyKey: "k"}
+	placed := e.PlaceOrder(t, req)
+	ti, err := e.Inspector.Lookup(ctx, placed.OrderID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := ti.Order
+	if _, err := e.Store.Apply(ctx, inventory.Batch{
+		Orders: []inventory.OrderRequest{{ID: o.ID, ProductID: o.ProductID, UserID: o.UserID, Quantity: o.Quantity, IdempotencyKey: o.IdempotencyKey, AcceptedAt: o.AcceptedAt}},
+		Tokens: map[string]int64{"p": 1},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Asynq.ArchiveTask(e.Queue, placed.OrderID); err != nil {
+		t.Fatal(err)
+	}
+	e.MarkSoldOut(t, "p")
+	again := e.PlaceOrder(t, req)
+	if again.OrderID != placed.OrderID || !again.Replay || again.Status != inventory.StatusSucceeded {
+		t.Fatalf("re-send after the sell-out, task dead, order succeeded: %+v; want its replay, succeeded", again)
+	}
+}
