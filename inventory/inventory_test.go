@@ -19,6 +19,9 @@ import (
 
 var t0 = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 
+// maxStock is the bound on stock the tests restock under (sale.MaxStock).
+const maxStock = 1_000_000_000
+
 func req(id, product, user string, qty int, seq int) inventory.OrderRequest {
 	return inventory.OrderRequest{ID: id, ProductID: product, UserID: user, Quantity: qty,
 		IdempotencyKey: "k-" + id, AcceptedAt: t0.Add(time.Duration(seq) * time.Millisecond)}
@@ -138,7 +141,7 @@ func TestApplyReplayChangesNothing(t *testing.T) {
 	}
 	// Redelivery, even under a newer token, and even after a restock that
 	// would now let "b" succeed: the outcomes stand.
-	if _, err := s.Restock(ctx, "p", 5, 1); err != nil {
+	if _, err := s.Restock(ctx, "p", 5, 1, maxStock); err != nil {
 		t.Fatal(err)
 	}
 	b.Tokens["p"] = 8
@@ -407,32 +410,43 @@ func TestProductsCRUD(t *testing.T) {
 	if _, err := s.Product(ctx, "nope"); !errors.Is(err, inventory.ErrNotFound) {
 		t.Errorf("unknown: got %v, want ErrNotFound", err)
 	}
-	if _, err := s.Restock(ctx, "nope", 1, 0); !errors.Is(err, inventory.ErrNotFound) {
+	if _, err := s.Restock(ctx, "nope", 1, 0, maxStock); !errors.Is(err, inventory.ErrNotFound) {
 		t.Errorf("restock unknown: got %v, want ErrNotFound", err)
 	}
-	if _, err := s.Restock(ctx, "sku-1", 0, 0); !errors.Is(err, inventory.ErrInvalid) {
+	if _, err := s.Restock(ctx, "sku-1", 0, 0, maxStock); !errors.Is(err, inventory.ErrInvalid) {
 		t.Errorf("restock 0: got %v, want ErrInvalid", err)
 	}
-	p, err := s.Restock(ctx, "sku-1", 10, 3)
+	p, err := s.Restock(ctx, "sku-1", 10, 3, maxStock)
 	if err != nil || p.Stock != 110 || p.RestockGen != 3 {
 		t.Errorf("restock: got %+v %v, want stock 110 gen 3", p, err)
 	}
 	// A restock announced before the one that committed adds nothing.
 	for _, gen := range []int64{2, 3} {
-		if _, err := s.Restock(ctx, "sku-1", 1, gen); !errors.Is(err, inventory.ErrRestockSuperseded) {
+		if _, err := s.Restock(ctx, "sku-1", 1, gen, maxStock); !errors.Is(err, inventory.ErrRestockSuperseded) {
 			t.Errorf("restock at generation %d after 3: got %v, want ErrRestockSuperseded", gen, err)
 		}
 	}
 	if p, _ = s.Product(ctx, "sku-1"); p.Stock != 110 || p.RestockGen != 3 {
 		t.Errorf("after superseded restocks: got stock %d gen %d, want 110 and 3", p.Stock, p.RestockGen)
 	}
+	// The bound on stock is checked by the UPDATE itself: two restocks that
+	// each fit alone cannot pass it together.
+	if _, err := s.Restock(ctx, "sku-1", 11, 4, 120); !errors.Is(err, inventory.ErrInvalid) {
+		t.Errorf("restock past the bound: got %v, want ErrInvalid", err)
+	}
+	if p, err = s.Restock(ctx, "sku-1", 10, 4, 120); err != nil || p.Stock != 120 {
+		t.Errorf("restock up to the bound: got %+v %v, want stock 120", p, err)
+	}
+	if p, _ = s.Product(ctx, "sku-1"); p.Stock != 120 || p.RestockGen != 4 {
+		t.Errorf("after the bounded restocks: got stock %d gen %d, want 120 and 4", p.Stock, p.RestockGen)
+	}
 	// A failed restock's generation is stored without stock, never backwards.
 	for _, tc := range []struct{ gen, want int64 }{{5, 5}, {4, 5}, {5, 5}} {
 		if err := s.AdvanceRestockGen(ctx, "sku-1", tc.gen); err != nil {
 			t.Errorf("AdvanceRestockGen(%d): %v", tc.gen, err)
 		}
-		if p, _ = s.Product(ctx, "sku-1"); p.Stock != 110 || p.RestockGen != tc.want {
-			t.Errorf("AdvanceRestockGen(%d): got stock %d gen %d, want 110 and %d", tc.gen, p.Stock, p.RestockGen, tc.want)
+		if p, _ = s.Product(ctx, "sku-1"); p.Stock != 120 || p.RestockGen != tc.want {
+			t.Errorf("AdvanceRestockGen(%d): got stock %d gen %d, want 120 and %d", tc.gen, p.Stock, p.RestockGen, tc.want)
 		}
 	}
 	if err := s.AdvanceRestockGen(ctx, "nope", 1); !errors.Is(err, inventory.ErrNotFound) {

@@ -156,8 +156,10 @@ func (s *Store) Products(ctx context.Context, after string, limit int) ([]Produc
 }
 
 // Restock adds quantity units to a product's stock and stores gen as its
-// restock generation, provided the stored one is older. It returns
-// [ErrNotFound] for an unknown product, [ErrInvalid] for a quantity below 1,
+// restock generation, provided the stored one is older and the stock stays
+// at most max. It returns [ErrNotFound] for an unknown product,
+// [ErrInvalid] for a quantity below 1 or a stock that would pass max (both
+// checked in the UPDATE, so concurrent restocks cannot pass it together),
 // and [ErrRestockSuperseded] (nothing added) when the stored generation is
 // already gen or newer.
 //
@@ -169,15 +171,15 @@ func (s *Store) Products(ctx context.Context, after string, limit int) ([]Produc
 //
 // Restocking needs no lock or fencing token: adding stock is safe whatever
 // else runs, and the row lock orders it with concurrent sales.
-func (s *Store) Restock(ctx context.Context, id string, quantity, gen int64) (Product, error) {
-	if quantity < 1 {
+func (s *Store) Restock(ctx context.Context, id string, quantity, gen, max int64) (Product, error) {
+	if quantity < 1 || quantity > max {
 		return Product{}, fmt.Errorf("%w: restock quantity %d", ErrInvalid, quantity)
 	}
 	p, err := scanProduct(s.pool.QueryRow(ctx, `
 		UPDATE products SET stock = stock + $2, restock_gen = $3, updated_at = now()
-		WHERE id = $1 AND restock_gen < $3 RETURNING `+productColumns, id, quantity, gen))
+		WHERE id = $1 AND restock_gen < $3 AND stock <= $4::bigint - $2::bigint RETURNING `+productColumns, id, quantity, gen, max))
 	if errors.Is(err, pgx.ErrNoRows) {
-		return Product{}, s.whyNotRestocked(ctx, id, gen)
+		return Product{}, s.whyNotRestocked(ctx, id, quantity, gen, max)
 	}
 	if err != nil {
 		return Product{}, fmt.Errorf("restock %q: %w", id, translate(err))
@@ -205,12 +207,18 @@ func (s *Store) AdvanceRestockGen(ctx context.Context, id string, gen int64) err
 }
 
 // whyNotRestocked tells an unknown product from a superseded restock.
-func (s *Store) whyNotRestocked(ctx context.Context, id string, gen int64) error {
+func (s *Store) whyNotRestocked(ctx context.Context, id string, quantity, gen, max int64) error {
 	p, err := s.Product(ctx, id)
-	if err != nil {
+	switch {
+	case err != nil:
 		return fmt.Errorf("restock: %w", err)
+	case p.RestockGen >= gen:
+		return fmt.Errorf("restock %q at generation %d (stored %d): %w", id, gen, p.RestockGen, ErrRestockSuperseded)
+	case p.Stock > max-quantity:
+		return fmt.Errorf("%w: restock %q: stock %d + %d would exceed %d", ErrInvalid, id, p.Stock, quantity, max)
 	}
-	return fmt.Errorf("restock %q at generation %d (stored %d): %w", id, gen, p.RestockGen, ErrRestockSuperseded)
+	// Changed again since the UPDATE: whatever it was, nothing was added.
+	return fmt.Errorf("restock %q at generation %d: %w", id, gen, ErrRestockSuperseded)
 }
 
 const orderColumns = `id, product_id, user_id, quantity, coalesce(idempotency_key, ''), status, reason, fence, created_at, updated_at`

@@ -329,6 +329,10 @@ func (s *Service) Restock(ctx context.Context, id string, quantity int64) (inven
 		}
 		gen, err := s.gate.Reopen(ctx, id, p.RestockGen)
 		if err != nil {
+			// Reopen may have run without its answer arriving: then Redis
+			// announced a generation PostgreSQL does not have, and refuses
+			// every mark until the next restock.
+			s.abandonUnknownRestock(ctx, id, p.RestockGen)
 			return inventory.Product{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 		}
 		select {
@@ -337,9 +341,10 @@ func (s *Service) Restock(ctx context.Context, id string, quantity int64) (inven
 			s.abandonRestock(ctx, id, gen)
 			return inventory.Product{}, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
 		}
-		p, err = s.store.Restock(ctx, id, quantity, gen)
+		p, err = s.store.Restock(ctx, id, quantity, gen, MaxStock)
 		switch {
 		case err == nil:
+			s.confirmRestock(ctx, id, gen)
 			return p, nil
 		case errors.Is(err, inventory.ErrRestockSuperseded) && try < restockTries:
 			continue
@@ -353,6 +358,33 @@ func (s *Service) Restock(ctx context.Context, id string, quantity int64) (inven
 
 // restockTries bounds the announcements of one restock overtaken by others.
 const restockTries = 5
+
+// confirmRestock tells the gate that the restock at generation gen
+// committed (soldout.Gate.Confirm), best effort: a flag a late mark set
+// over the new stock, after Redis lost the announcement, goes now rather
+// than after FlagTTL.
+func (s *Service) confirmRestock(ctx context.Context, id string, gen int64) {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if _, err := s.gate.Confirm(cctx, id, gen); err != nil {
+		s.failOpen(ctx, fmt.Errorf("sale: restock of %q committed, but its confirmation to the sold-out flag failed; a flag set meanwhile would last until it expires: %w", id, err))
+	}
+}
+
+// abandonUnknownRestock stores, best effort, the generation Redis announced
+// for id if a Reopen that failed may have raised it above stored, the one in
+// PostgreSQL.
+func (s *Service) abandonUnknownRestock(ctx context.Context, id string, stored int64) {
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	gen, err := s.gate.Announced(actx, id)
+	switch {
+	case err != nil:
+		s.failOpen(ctx, fmt.Errorf("sale: restock of %q failed to announce itself, and whether it did cannot be read; if it did, its sold-out flag stays off until the next restock: %w", id, err))
+	case gen > stored:
+		s.abandonRestock(ctx, id, gen)
+	}
+}
 
 // abandonRestock stores the generation gen of a restock that announced
 // itself and then failed, best effort (the database may be what failed).

@@ -666,7 +666,7 @@ func TestRestocksCommittingOutOfOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.Store.Restock(ctx, "p1", 2, gen); err != nil {
+	if _, err := e.Store.Restock(ctx, "p1", 2, gen, sale.MaxStock); err != nil {
 		t.Fatal(err)
 	}
 	for _, u := range []string{"a", "b"} {
@@ -881,5 +881,78 @@ func TestSoldOutReplayOfADeadTaskReadsTheDecision(t *testing.T) {
 	again := e.PlaceOrder(t, req)
 	if again.OrderID != placed.OrderID || !again.Replay || again.Status != inventory.StatusSucceeded {
 		t.Fatalf("re-send after the sell-out, task dead, order succeeded: %+v; want its replay, succeeded", again)
+	}
+}
+
+// Redis losing a restock's announcement (eviction, a restart without
+// persistence, a failover) must not leave a worker's late mark, from before
+// the restock, set over the new stock: the restock confirms itself once
+// committed.
+func TestRestockOutlivesALostAnnouncement(t *testing.T) {
+	t.Parallel()
+	e := saletest.New(t, &saletest.Options{CacheTTL: 300 * time.Millisecond})
+	e.CreateProduct(t, "p1", 1, 0)
+	ctx := context.Background()
+	// A worker sells the last unit at generation 0 and has not marked yet.
+	res, err := e.Store.Apply(ctx, inventory.Batch{
+		Orders: []inventory.OrderRequest{{ID: "o1", ProductID: "p1", UserID: "u", Quantity: 1, AcceptedAt: time.Now()}},
+		Tokens: map[string]int64{"p1": 1},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gen := res.Products["p1"].RestockGen
+	done := make(chan error, 1)
+	go func() { _, err := e.Service.Restock(ctx, "p1", 5); done <- err }()
+	counter := e.Prefix + "restock:{p1}"
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if n, _ := e.Redis.Get(ctx, counter).Int64(); n < 1 {
+			return errors.New("restock not announced yet")
+		}
+		return nil
+	})
+	if err := e.Redis.Del(ctx, counter).Err(); err != nil { // the announcement is lost
+		t.Fatal(err)
+	}
+	if set, err := e.Gate.Mark(ctx, "p1", gen); err != nil || !set {
+		t.Fatalf("the late mark: set %v, %v; want it accepted (Redis forgot the restock)", set, err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := e.Store.Product(ctx, "p1"); p.Stock != 5 {
+		t.Fatalf("stock = %d, want 5", p.Stock)
+	}
+	// Past every cache of the flag: an order is let through, not refused.
+	testenv.Eventually(t, 5*time.Second, func() error {
+		_, err := e.Service.PlaceOrder(ctx, sale.PlaceOrderRequest{ProductID: "p1", UserID: "x", Quantity: 1})
+		if errors.Is(err, sale.ErrSoldOut) {
+			return fmt.Errorf("order refused sold out with 5 units in stock")
+		}
+		return err
+	})
+}
+
+// Two restocks that each fit under MaxStock cannot pass it together.
+func TestConcurrentRestocksStayUnderMaxStock(t *testing.T) {
+	t.Parallel()
+	e := saletest.New(t, nil)
+	e.CreateProduct(t, "p1", sale.MaxStock-10, 0)
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() { _, err := e.Service.Restock(context.Background(), "p1", 10); errs <- err }()
+	}
+	var ok int
+	for range 2 {
+		switch err := <-errs; {
+		case err == nil:
+			ok++
+		case !errors.Is(err, sale.ErrInvalid):
+			t.Errorf("the restock past MaxStock: %v, want ErrInvalid", err)
+		}
+	}
+	p, _ := e.Store.Product(context.Background(), "p1")
+	if ok != 1 || p.Stock != sale.MaxStock {
+		t.Errorf("%d restocks succeeded, stock %d; want 1 and %d", ok, p.Stock, int64(sale.MaxStock))
 	}
 }

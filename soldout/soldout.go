@@ -15,7 +15,9 @@
 //     announced after it has committed first; otherwise it announces itself
 //     again (inventory.Store.Restock, sale.Service.Restock). A restock that
 //     fails after announcing stores its generation without stock, or every
-//     later mark would be refused.
+//     later mark would be refused. One that committed confirms itself
+//     ([Gate.Confirm], confirm.lua): should Redis have lost the announcement
+//     meanwhile, a mark from before the restock goes with it.
 //   - An API process trusts a "sold out" it read for at most
 //     [Options.CacheTTL], which is less than Settle. So by the time restocked
 //     units exist, no API process still believes a flag read before the
@@ -34,6 +36,7 @@ package soldout
 import (
 	"context"
 	_ "embed"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -50,9 +53,13 @@ var markLua string
 //go:embed reopen.lua
 var reopenLua string
 
+//go:embed confirm.lua
+var confirmLua string
+
 var (
-	markScript   = redis.NewScript(markLua)
-	reopenScript = redis.NewScript(reopenLua)
+	markScript    = redis.NewScript(markLua)
+	reopenScript  = redis.NewScript(reopenLua)
+	confirmScript = redis.NewScript(confirmLua)
 )
 
 // Options configures a Gate. Zero fields take the defaults.
@@ -252,6 +259,43 @@ func (g *Gate) Reopen(ctx context.Context, product string, floor int64) (int64, 
 	return gen, nil
 }
 
+// Confirm is told that a restock of product committed its stock at
+// generation gen. Reopen's writes may have been lost since (Redis evicted or
+// restarted without persistence, or failed over), and a worker's late mark
+// from before the restock accepted: Confirm raises the announced generation
+// to gen and removes a flag set at an older one. It reports whether it
+// removed one. Best effort: the flag's own lifetime (FlagTTL) bounds what a
+// failed Confirm leaves.
+func (g *Gate) Confirm(ctx context.Context, product string, gen int64) (bool, error) {
+	n, err := confirmScript.Run(ctx, g.rdb, g.keys(product), gen, g.channel(), product).Int()
+	if err != nil {
+		return false, fmt.Errorf("soldout: confirm restock of %q: %w", product, err)
+	}
+	if n == 1 {
+		g.mu.Lock()
+		delete(g.cache, product)
+		g.epoch[product]++
+		g.mu.Unlock()
+	}
+	return n == 1, nil
+}
+
+// Announced returns the newest restock generation announced for product (0
+// if none), for a restock that cannot tell whether its Reopen ran.
+func (g *Gate) Announced(ctx context.Context, product string) (int64, error) {
+	n, err := g.rdb.Get(ctx, g.keys(product)[1]).Int64()
+	if errors.Is(err, redis.Nil) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("soldout: read restock generation of %q: %w", product, err)
+	}
+	return n, nil
+}
+
 // Settle is how long a restock waits after Reopen before adding stock: longer
-// than any API process trusts a flag.
+// than any API process trusts a flag. With the default CacheTTL (1s) it also
+// outlasts a shared read of a flag still in flight (readTimeout, 2s, on a
+// client that honours context deadlines), by 100ms; a CacheTTL below 1s
+// shortens Settle below that.
 func (g *Gate) Settle() time.Duration { return 2*g.opts.CacheTTL + 100*time.Millisecond }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -273,5 +274,50 @@ func TestSharedReadOutlivesTheFirstCaller(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the caller still waiting got no answer")
+	}
+}
+
+// Confirm removes a flag set at a generation older than the committed
+// restock's, keeps one set at it (the product sold out again since), and
+// raises a lost announcement to the committed generation.
+func TestConfirm(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	g, prefix := newGate(t, time.Nanosecond)
+	rdb := testenv.Redis(t)
+	for _, tc := range []struct {
+		name        string
+		flagGen     int64 // -1: no flag
+		confirm     int64
+		wantRemoved bool
+	}{
+		{"flag from before the restock", 0, 1, true},
+		{"flag at the restock's generation", 1, 1, false},
+		{"no flag", -1, 2, false},
+	} {
+		product := "p-" + strings.ReplaceAll(tc.name, " ", "-")
+		if tc.flagGen >= 0 {
+			if ok, err := g.Mark(ctx, product, tc.flagGen); err != nil || !ok {
+				t.Fatalf("%s: Mark = %v, %v", tc.name, ok, err)
+			}
+		}
+		// The announcement is lost: Redis holds no generation.
+		if err := rdb.Del(ctx, prefix+"restock:{"+product+"}").Err(); err != nil {
+			t.Fatal(err)
+		}
+		removed, err := g.Confirm(ctx, product, tc.confirm)
+		if err != nil || removed != tc.wantRemoved {
+			t.Errorf("%s: Confirm = %v, %v; want %v", tc.name, removed, err, tc.wantRemoved)
+		}
+		if got, err := g.SoldOut(ctx, product); err != nil || got != (tc.flagGen >= 0 && !tc.wantRemoved) {
+			t.Errorf("%s: SoldOut after Confirm = %v, %v", tc.name, got, err)
+		}
+		if n, err := g.Announced(ctx, product); err != nil || n != tc.confirm {
+			t.Errorf("%s: Announced = %d, %v; want %d", tc.name, n, err, tc.confirm)
+		}
+		// A mark from before the committed restock is refused again.
+		if ok, err := g.Mark(ctx, product, tc.confirm-1); err != nil || ok {
+			t.Errorf("%s: a mark at generation %d after Confirm(%d) = %v, %v; want refused", tc.name, tc.confirm-1, tc.confirm, ok, err)
+		}
 	}
 }
