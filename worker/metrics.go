@@ -54,7 +54,7 @@ func newMetrics(reg prometheus.Registerer, store *inventory.Store) (*metrics, er
 		}),
 		rescued: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "flashsale_worker_rescued_orders_total",
-			Help: "Orders re-queued because the worker holding them stopped (lease expired).",
+			Help: "Orders re-queued by the rescue scan: active tasks whose lease lapsed or that no live worker process held (a crashed worker, a lost dequeue reply).",
 		}),
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "flashsale_worker_tasks_in_flight",

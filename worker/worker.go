@@ -139,7 +139,9 @@ type Worker struct {
 	batcher   *batcher
 	srv       *asynq.Server
 	connOpt   asynq.RedisConnOpt
-	stopAux   func()
+	stopAux   func() // set by a successful Start
+	runner    bool   // Start launched the batch runner
+	shutdown  sync.Once
 
 	markMu sync.Mutex
 	marked map[string]markedAt // sold-out flags this process set recently
@@ -204,6 +206,7 @@ func RetryDelay(n int, _ error, _ *asynq.Task) time.Duration {
 // Shutdown returned.
 func (w *Worker) Start(ctx context.Context) error {
 	if w.batcher != nil {
+		w.runner = true
 		go w.batcher.run(ctx)
 	}
 	mux := asynq.NewServeMux()
@@ -242,13 +245,18 @@ const (
 
 // Shutdown stops taking tasks, waits up to ShutdownTimeout for the orders in
 // flight (their locks are released after their commit), and returns the
-// rest to the queue.
+// rest to the queue. Calling it again, or without Start, is a no-op
+// (Start must not run after it).
 func (w *Worker) Shutdown() {
-	w.stopAux()
-	w.srv.Shutdown()
-	if w.batcher != nil {
-		w.batcher.stop()
-	}
+	w.shutdown.Do(func() {
+		if w.stopAux != nil {
+			w.stopAux()
+			w.srv.Shutdown()
+		}
+		if w.runner {
+			w.batcher.stop()
+		}
+	})
 }
 
 // errPermanent marks errors that retrying cannot fix.

@@ -720,3 +720,109 @@ func TestEndedOrderWithdrawsItsWait(t *testing.T) {
 		return nil
 	})
 }
+
+// A lock a waiter handed to the runner while the runner was busy, whose only
+// order then ended, is given back: no round would otherwise look at it, and
+// it would be kept and renewed with no order needing it.
+func TestLockOfWithdrawnOrdersIsGivenBack(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, worker.ModeBatch, 2*time.Second)
+	e.start(t)
+	inventorytest.CreateProduct(t, e.store, "p", 50, 0)
+	inventorytest.CreateProduct(t, e.store, "q", 50, 0)
+	ctx := context.Background()
+	rival := e.rival(t)
+	held, err := rival.TryAcquire(ctx, "product:p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An order for p waits for the rival's lock in the background.
+	pctx, pcancel := context.WithCancel(ctx)
+	defer pcancel()
+	perr := make(chan error, 1)
+	go func() { perr <- e.w.ProcessTask(pctx, task(t, "op", "p", "u1", 1, 1)) }()
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if n := e.rdb.ZCard(ctx, e.prefix+"want:p").Val(); n != 1 {
+			return fmt.Errorf("%d waiters for p", n)
+		}
+		return nil
+	})
+	// The runner gets stuck in a transaction on q: its row is locked here.
+	blocker, err := pgx.Connect(ctx, e.dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer blocker.Close(ctx)
+	tx, err := blocker.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM products WHERE id = 'q' FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	qerr := make(chan error, 1)
+	go func() { qerr <- e.w.ProcessTask(ctx, task(t, "oq", "q", "u2", 1, 2)) }()
+	testenv.Eventually(t, 5*time.Second, func() error {
+		var waiting int
+		if err := blocker.QueryRow(ctx, `SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+			WHERE NOT l.granted AND a.datname = current_database()`).Scan(&waiting); err != nil {
+			return err
+		}
+		if waiting == 0 {
+			return errors.New("the runner's transaction is not blocked on q yet")
+		}
+		return nil
+	})
+	// The rival lets go: the waiter takes p's lock and hands it over.
+	if err := held.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if n := e.rdb.ZCard(ctx, e.prefix+"want:p").Val(); n != 0 {
+			return fmt.Errorf("%d waiters for p", n)
+		}
+		return nil
+	})
+	// p's only order ends while the runner is still busy; then the runner
+	// goes on.
+	pcancel()
+	if err := <-perr; err == nil {
+		t.Fatal("p's order was decided while the runner was stuck")
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-qerr; err != nil {
+		t.Fatal(err)
+	}
+	// Nobody here needs p's lock: the rival gets it back well within the
+	// time a renewed lock would keep it (TTL 2s).
+	testenv.Eventually(t, 6*time.Second, func() error {
+		l, err := rival.TryAcquire(ctx, "product:p")
+		if err != nil {
+			return fmt.Errorf("p's lock still held after its only order ended: %w", err)
+		}
+		return l.Release(ctx)
+	})
+}
+
+// Shutdown may be called without Start, and more than once.
+func TestShutdownIsIdempotent(t *testing.T) {
+	t.Parallel()
+	idle := newEnv(t, worker.ModeBatch, 5*time.Second)
+	idle.w.Shutdown() // never started: returns at once
+	e := newEnv(t, worker.ModeBatch, 5*time.Second)
+	e.start(t) // its cleanup shuts it down once more
+	done := make(chan struct{})
+	go func() {
+		e.w.Shutdown()
+		e.w.Shutdown()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Shutdown twice did not return within 30s")
+	}
+}
