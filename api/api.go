@@ -96,7 +96,7 @@ func New(svc Service, cfg Config) (*gin.Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	r.Use(requestID(), s.accessLog(), mw, s.recovery(), s.limitBody())
+	r.Use(requestID(), s.accessLog(), mw, s.recovery(), s.limitBody(), noSniff)
 	r.NoRoute(func(c *gin.Context) { abort(c, http.StatusNotFound, "not_found", "no such endpoint") })
 	r.NoMethod(func(c *gin.Context) {
 		abort(c, http.StatusMethodNotAllowed, "method_not_allowed", "method not allowed on this endpoint")
@@ -194,6 +194,13 @@ func (s *server) admin(c *gin.Context) {
 		abort(c, http.StatusUnauthorized, "unauthorized", "missing or wrong admin token")
 		return
 	}
+	c.Header("Cache-Control", "no-store") // admin answers stay out of caches
+	c.Next()
+}
+
+// noSniff tells browsers to take every answer as the type it says it is.
+func noSniff(c *gin.Context) {
+	c.Header("X-Content-Type-Options", "nosniff")
 	c.Next()
 }
 

@@ -74,6 +74,7 @@ func (s *server) adminRead(c *gin.Context) {
 		return
 	}
 	if v, err := c.Cookie(SessionCookie); err == nil && validSession(s.cfg.AdminToken, v, time.Now()) {
+		c.Header("Cache-Control", "no-store")
 		c.Next()
 		return
 	}
@@ -115,6 +116,10 @@ func (s *server) renderLogin(c *gin.Context, status int, next, problem string) {
 // login checks the admin token from the sign-in form and sets the session
 // cookie.
 func (s *server) login(c *gin.Context) {
+	if crossSite(c) {
+		abort(c, http.StatusForbidden, "cross_site", "sign-in from another site refused")
+		return
+	}
 	next := safeNext(c.PostForm("next"))
 	token := c.PostForm("token")
 	if s.cfg.AdminToken == "" {
@@ -141,11 +146,35 @@ func (s *server) login(c *gin.Context) {
 }
 
 func (s *server) logout(c *gin.Context) {
+	if crossSite(c) {
+		abort(c, http.StatusForbidden, "cross_site", "sign-out from another site refused")
+		return
+	}
 	http.SetCookie(c.Writer, &http.Cookie{
 		Name: SessionCookie, Value: "", Path: "/", MaxAge: -1,
 		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: secureRequest(c),
 	})
 	c.Redirect(http.StatusSeeOther, "/login")
+}
+
+// crossSite reports whether a form was posted from another site: the
+// browser says so in Sec-Fetch-Site, or, for browsers without it, the
+// Origin names another host than the request's. A request with neither
+// header (curl, a script) is not a browser's cross-site form.
+func crossSite(c *gin.Context) bool {
+	switch c.GetHeader("Sec-Fetch-Site") {
+	case "same-origin", "none":
+		return false
+	case "":
+	default:
+		return true
+	}
+	origin := c.GetHeader("Origin")
+	if origin == "" || origin == "null" {
+		return origin == "null"
+	}
+	u, err := url.Parse(origin)
+	return err != nil || !strings.EqualFold(u.Host, c.Request.Host)
 }
 
 // secureRequest reports whether the browser reached us over TLS, directly or

@@ -213,3 +213,63 @@ func TestAsynqmonMounted(t *testing.T) {
 		t.Errorf("DELETE a queue through the monitor: got %d, want 405", rec.Code)
 	}
 }
+
+// Sign-in and sign-out forms posted from another site are refused: a page
+// elsewhere could otherwise sign an admin out (or in with a token it knows).
+// A request without the browser's headers (curl) is not cross-site.
+func TestSessionFormsRefuseCrossSitePosts(t *testing.T) {
+	t.Parallel()
+	h := newHandler(t, nil, Config{})
+	form := url.Values{"token": {testToken}, "next": {"/"}}.Encode()
+	for _, tc := range []struct {
+		name   string
+		header map[string]string
+		want   int
+	}{
+		{"no browser headers", nil, 303},
+		{"same origin", map[string]string{"Sec-Fetch-Site": "same-origin"}, 303},
+		{"typed in", map[string]string{"Sec-Fetch-Site": "none"}, 303},
+		{"cross site", map[string]string{"Sec-Fetch-Site": "cross-site"}, 403},
+		{"same site, other origin", map[string]string{"Sec-Fetch-Site": "same-site"}, 403},
+		{"origin of this host", map[string]string{"Origin": "http://example.com"}, 303},
+		{"origin elsewhere", map[string]string{"Origin": "https://evil.example"}, 403},
+		{"opaque origin", map[string]string{"Origin": "null"}, 403},
+	} {
+		for _, path := range []string{"/login", "/logout"} {
+			header := map[string]string{"Content-Type": "application/x-www-form-urlencoded"}
+			for k, v := range tc.header {
+				header[k] = v
+			}
+			rec := do(t, h, request{method: "POST", path: path, body: form, header: header})
+			if rec.Code != tc.want {
+				t.Errorf("%s: POST %s = %d, want %d", tc.name, path, rec.Code, tc.want)
+			}
+			if tc.want == 403 && rec.Header().Get("Set-Cookie") != "" {
+				t.Errorf("%s: POST %s refused but set a cookie", tc.name, path)
+			}
+		}
+	}
+}
+
+// Every answer says nosniff; admin answers are not to be cached.
+func TestSecurityHeaders(t *testing.T) {
+	t.Parallel()
+	h := newHandler(t, nil, Config{})
+	for _, tc := range []struct {
+		req     request
+		noStore bool
+	}{
+		{request{method: "GET", path: "/healthz"}, false},
+		{request{method: "GET", path: "/openapi.json"}, false},
+		{request{method: "GET", path: "/v1/nope"}, false},
+		{request{method: "GET", path: "/v1/queue", header: bearer(testToken)}, true},
+	} {
+		rec := do(t, h, tc.req)
+		if got := rec.Header().Get("X-Content-Type-Options"); got != "nosniff" {
+			t.Errorf("%s %s: X-Content-Type-Options %q, want nosniff", tc.req.method, tc.req.path, got)
+		}
+		if got := rec.Header().Get("Cache-Control"); tc.noStore && got != "no-store" {
+			t.Errorf("%s %s: Cache-Control %q, want no-store", tc.req.method, tc.req.path, got)
+		}
+	}
+}

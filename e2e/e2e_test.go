@@ -46,7 +46,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-const adminToken = "e2e-admin-token"
+const adminToken = "e2e-admin-token-3f9a"
 
 // startCluster runs 2 APIs and 3 workers on a fresh database, a queue and
 // key prefix of the test's own on the shared Redis.

@@ -39,6 +39,9 @@ type config struct {
 	raw map[string]string
 }
 
+// minAdminTokenLength is the shortest admin token accepted.
+const minAdminTokenLength = 16
+
 // setting describes one configuration variable.
 type setting struct {
 	env, flag, def, help string
@@ -109,8 +112,16 @@ var settings = []setting{
 			c.PprofAddr = v
 			return nil
 		}},
-	{"FLASHSALE_ADMIN_TOKEN", "admin-token", "", "bearer token for admin endpoints; empty = admin endpoints refuse every call",
-		func(c *config, v string) error { c.AdminToken = v; return nil }},
+	{"FLASHSALE_ADMIN_TOKEN", "admin-token", "", "bearer token for admin endpoints, at least 16 characters; empty = admin endpoints refuse every call",
+		func(c *config, v string) error {
+			// Failed sign-ins are not throttled: the token's length is the
+			// defence against guessing (openssl rand -hex 16).
+			if v != "" && len(v) < minAdminTokenLength {
+				return fmt.Errorf("%d characters; use at least %d (a long random secret, e.g. openssl rand -hex 16)", len(v), minAdminTokenLength)
+			}
+			c.AdminToken = v
+			return nil
+		}},
 	{"FLASHSALE_LOCK_TTL", "lock-ttl", "10s", "lock time-to-live (a Go duration, 100ms to 10m)",
 		func(c *config, v string) error {
 			d, err := time.ParseDuration(v)

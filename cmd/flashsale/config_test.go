@@ -209,3 +209,16 @@ func TestDevEnvsRefuseSharedPorts(t *testing.T) {
 		}
 	}
 }
+
+// A short admin token is refused (sign-ins are not throttled: its length is
+// the defence against guessing), without the error showing it.
+func TestConfigRefusesAShortAdminToken(t *testing.T) {
+	t.Parallel()
+	_, err := load(t, "-admin-token", "short-secret")
+	if err == nil || strings.Contains(err.Error(), "short-secret") {
+		t.Fatalf("12-character token: err = %v, want a refusal that does not show it", err)
+	}
+	if _, err := load(t, "-admin-token", "a-long-enough-secret"); err != nil {
+		t.Fatalf("20-character token: %v", err)
+	}
+}

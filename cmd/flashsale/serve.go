@@ -84,7 +84,11 @@ func servePprof(cfg config, log *slog.Logger) error {
 		return fmt.Errorf("FLASHSALE_PPROF_ADDR: %w", err)
 	}
 	log.Info("pprof listening", "addr", ln.Addr().String())
-	go func() { _ = (&http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}).Serve(ln) }()
+	// Timeouts as on every listener, WriteTimeout long enough for a profile
+	// or trace of up to a minute (longer ones are refused by the handler).
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+		WriteTimeout: 90 * time.Second, IdleTimeout: 2 * time.Minute}
+	go func() { _ = srv.Serve(ln) }()
 	return nil
 }
 
@@ -326,7 +330,10 @@ func serveWorker(ctx context.Context, cfg config, log *slog.Logger) error {
 			w.Header().Set("Content-Type", "application/json")
 			_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
 		})
-		msrv := &http.Server{Addr: cfg.MetricsAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		// An idle keep-alive connection with no deadline would stay open
+		// for ever: each is dropped after IdleTimeout, as on the API.
+		msrv := &http.Server{Addr: cfg.MetricsAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second,
+			ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
 		ln, err := net.Listen("tcp", cfg.MetricsAddr)
 		if err != nil {
 			return fmt.Errorf("FLASHSALE_METRICS_ADDR: %w", err)
