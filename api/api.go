@@ -31,7 +31,7 @@ type Service interface {
 	CreateProduct(ctx context.Context, p inventory.NewProduct) (inventory.Product, error)
 	Product(ctx context.Context, id string) (inventory.Product, error)
 	Products(ctx context.Context, after string, limit int) ([]inventory.Product, error)
-	Restock(ctx context.Context, id string, quantity int64) (inventory.Product, error)
+	Restock(ctx context.Context, id string, quantity int64, key string) (p inventory.Product, replay bool, err error)
 	PlaceOrder(ctx context.Context, r sale.PlaceOrderRequest) (sale.Placed, error)
 	Order(ctx context.Context, id string) (sale.OrderView, error)
 	WaitOrder(ctx context.Context, id string, wait time.Duration) (sale.OrderView, error)

@@ -104,12 +104,16 @@ func (s *server) restock(c *gin.Context) {
 		abort(c, http.StatusBadRequest, "invalid_request", `field "quantity" is required`)
 		return
 	}
-	p, err := s.svc.Restock(c, c.Param("id"), *req.Quantity)
+	p, replay, err := s.svc.Restock(c, c.Param("id"), *req.Quantity, c.GetHeader("Idempotency-Key"))
 	if err != nil {
 		s.fail(c, err)
 		return
 	}
-	s.log.InfoContext(c, "product restocked", "product_id", p.ID, "quantity", *req.Quantity, "stock", p.Stock)
+	if replay {
+		c.Header("Idempotent-Replayed", "true")
+	} else {
+		s.log.InfoContext(c, "product restocked", "product_id", p.ID, "quantity", *req.Quantity, "stock", p.Stock)
+	}
 	c.JSON(http.StatusOK, toProduct(p))
 }
 

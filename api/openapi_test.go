@@ -147,6 +147,9 @@ func TestOpenAPIMatchesAnswers(t *testing.T) {
 		{"restock", request{method: "POST", path: "/v1/products/p1/restock", header: admin, body: `{"quantity":3}`}, 200},
 		{"restock unknown", request{method: "POST", path: "/v1/products/nope/restock", header: admin, body: `{"quantity":3}`}, 404},
 		{"restock bad", request{method: "POST", path: "/v1/products/p1/restock", header: admin, body: `{"quantity":0}`}, 400},
+		{"restock keyed", request{method: "POST", path: "/v1/products/p1/restock", header: withKey(admin, "r1"), body: `{"quantity":2}`}, 200},
+		{"restock keyed replay", request{method: "POST", path: "/v1/products/p1/restock", header: withKey(admin, "r1"), body: `{"quantity":2}`}, 200},
+		{"restock keyed mismatch", request{method: "POST", path: "/v1/products/p1/restock", header: withKey(admin, "r1"), body: `{"quantity":3}`}, 422},
 		{"order", request{method: "POST", path: "/v1/orders", header: map[string]string{"Idempotency-Key": "k1"},
 			body: `{"product_id":"p1","user_id":"alice","quantity":1}`}, 202},
 		{"order replay", request{method: "POST", path: "/v1/orders", header: map[string]string{"Idempotency-Key": "k1"},
@@ -271,4 +274,13 @@ func TestOpenAPIMatchesFailureAnswers(t *testing.T) {
 		{"readyz, Redis down", request{method: "GET", path: "/readyz"}, 503},
 		{"get order, Redis down", request{method: "GET", path: "/v1/orders/01ARZ3NDEKTSV4RRFFQ69G5FAV"}, 503},
 	})
+}
+
+// withKey is header with an Idempotency-Key added.
+func withKey(header map[string]string, key string) map[string]string {
+	out := map[string]string{"Idempotency-Key": key}
+	for k, v := range header {
+		out[k] = v
+	}
+	return out
 }

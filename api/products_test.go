@@ -153,6 +153,17 @@ func TestProductReadsAndRestock(t *testing.T) {
 	if p.Stock != 15 {
 		t.Fatalf("stock after refused restocks = %d, want 15", p.Stock)
 	}
+	// With an Idempotency-Key, a restock sent again adds nothing.
+	keyed := append(append([]string{}, admin...), "Idempotency-Key", "restock-7")
+	for i, want := range []string{"", "true"} {
+		r = restock("p1", `{"quantity":7}`, keyed...)
+		r.JSON(t, &p)
+		if r.Status != 200 || p.Stock != 22 || r.Header.Get("Idempotent-Replayed") != want {
+			t.Fatalf("keyed restock, send %d: %d %s, Idempotent-Replayed %q; want 200, stock 22, %q", i+1, r.Status, r.Body, r.Header.Get("Idempotent-Replayed"), want)
+		}
+	}
+	wantError(t, restock("p1", `{"quantity":8}`, keyed...), 422, "idempotency_mismatch")
+	wantError(t, restock("p1", `{"quantity":8}`, append(append([]string{}, admin...), "Idempotency-Key", "bad key")...), 400, "invalid_request")
 
 	// The queue's counts are admin-only.
 	wantError(t, e.Do(t, "GET", "/v1/queue", ""), 401, "unauthorized")

@@ -40,6 +40,9 @@ var (
 	// already holds a restock generation at least as new as the one given:
 	// a restock announced later committed first, and nothing was added.
 	ErrRestockSuperseded = errors.New("inventory: restock superseded by a newer one")
+	// ErrRestockReplayed is returned by [Store.Restock] when a restock with
+	// the same idempotency key was already applied: nothing was added.
+	ErrRestockReplayed = errors.New("inventory: restock already applied under this key")
 	// ErrUnavailable wraps errors that are worth retrying: the database is
 	// unreachable, restarting, or the transaction was cancelled.
 	ErrUnavailable = errors.New("inventory: database unavailable")

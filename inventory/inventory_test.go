@@ -141,7 +141,7 @@ func TestApplyReplayChangesNothing(t *testing.T) {
 	}
 	// Redelivery, even under a newer token, and even after a restock that
 	// would now let "b" succeed: the outcomes stand.
-	if _, err := s.Restock(ctx, "p", 5, 1, maxStock); err != nil {
+	if _, err := s.Restock(ctx, inventory.RestockRequest{ProductID: "p", Quantity: 5, Gen: 1, Max: maxStock}); err != nil {
 		t.Fatal(err)
 	}
 	b.Tokens["p"] = 8
@@ -410,19 +410,19 @@ func TestProductsCRUD(t *testing.T) {
 	if _, err := s.Product(ctx, "nope"); !errors.Is(err, inventory.ErrNotFound) {
 		t.Errorf("unknown: got %v, want ErrNotFound", err)
 	}
-	if _, err := s.Restock(ctx, "nope", 1, 0, maxStock); !errors.Is(err, inventory.ErrNotFound) {
+	if _, err := s.Restock(ctx, inventory.RestockRequest{ProductID: "nope", Quantity: 1, Gen: 0, Max: maxStock}); !errors.Is(err, inventory.ErrNotFound) {
 		t.Errorf("restock unknown: got %v, want ErrNotFound", err)
 	}
-	if _, err := s.Restock(ctx, "sku-1", 0, 0, maxStock); !errors.Is(err, inventory.ErrInvalid) {
+	if _, err := s.Restock(ctx, inventory.RestockRequest{ProductID: "sku-1", Quantity: 0, Gen: 0, Max: maxStock}); !errors.Is(err, inventory.ErrInvalid) {
 		t.Errorf("restock 0: got %v, want ErrInvalid", err)
 	}
-	p, err := s.Restock(ctx, "sku-1", 10, 3, maxStock)
+	p, err := s.Restock(ctx, inventory.RestockRequest{ProductID: "sku-1", Quantity: 10, Gen: 3, Max: maxStock})
 	if err != nil || p.Stock != 110 || p.RestockGen != 3 {
 		t.Errorf("restock: got %+v %v, want stock 110 gen 3", p, err)
 	}
 	// A restock announced before the one that committed adds nothing.
 	for _, gen := range []int64{2, 3} {
-		if _, err := s.Restock(ctx, "sku-1", 1, gen, maxStock); !errors.Is(err, inventory.ErrRestockSuperseded) {
+		if _, err := s.Restock(ctx, inventory.RestockRequest{ProductID: "sku-1", Quantity: 1, Gen: gen, Max: maxStock}); !errors.Is(err, inventory.ErrRestockSuperseded) {
 			t.Errorf("restock at generation %d after 3: got %v, want ErrRestockSuperseded", gen, err)
 		}
 	}
@@ -431,22 +431,41 @@ func TestProductsCRUD(t *testing.T) {
 	}
 	// The bound on stock is checked by the UPDATE itself: two restocks that
 	// each fit alone cannot pass it together.
-	if _, err := s.Restock(ctx, "sku-1", 11, 4, 120); !errors.Is(err, inventory.ErrInvalid) {
+	if _, err := s.Restock(ctx, inventory.RestockRequest{ProductID: "sku-1", Quantity: 11, Gen: 4, Max: 120}); !errors.Is(err, inventory.ErrInvalid) {
 		t.Errorf("restock past the bound: got %v, want ErrInvalid", err)
 	}
-	if p, err = s.Restock(ctx, "sku-1", 10, 4, 120); err != nil || p.Stock != 120 {
+	if p, err = s.Restock(ctx, inventory.RestockRequest{ProductID: "sku-1", Quantity: 10, Gen: 4, Max: 120}); err != nil || p.Stock != 120 {
 		t.Errorf("restock up to the bound: got %+v %v, want stock 120", p, err)
 	}
 	if p, _ = s.Product(ctx, "sku-1"); p.Stock != 120 || p.RestockGen != 4 {
 		t.Errorf("after the bounded restocks: got stock %d gen %d, want 120 and 4", p.Stock, p.RestockGen)
 	}
+	// With an idempotency key, a restock sent again adds nothing, whatever
+	// its generation.
+	keyed := inventory.RestockRequest{ProductID: "sku-1", Quantity: 5, Gen: 10, Max: maxStock, Key: "r-1"}
+	if p, err = s.Restock(ctx, keyed); err != nil || p.Stock != 125 {
+		t.Errorf("keyed restock: got %+v %v, want stock 125", p, err)
+	}
+	keyed.Gen = 11
+	if _, err := s.Restock(ctx, keyed); !errors.Is(err, inventory.ErrRestockReplayed) {
+		t.Errorf("keyed restock sent again: got %v, want ErrRestockReplayed", err)
+	}
+	if q, err := s.RestockQuantity(ctx, "sku-1", "r-1"); err != nil || q != 5 {
+		t.Errorf("RestockQuantity(r-1) = %d, %v; want 5", q, err)
+	}
+	if _, err := s.RestockQuantity(ctx, "sku-1", "r-2"); !errors.Is(err, inventory.ErrNotFound) {
+		t.Errorf("RestockQuantity(r-2) = %v, want ErrNotFound", err)
+	}
+	if p, _ = s.Product(ctx, "sku-1"); p.Stock != 125 || p.RestockGen != 10 {
+		t.Errorf("after the keyed restocks: got stock %d gen %d, want 125 and 10 (the replay rolled back)", p.Stock, p.RestockGen)
+	}
 	// A failed restock's generation is stored without stock, never backwards.
-	for _, tc := range []struct{ gen, want int64 }{{5, 5}, {4, 5}, {5, 5}} {
+	for _, tc := range []struct{ gen, want int64 }{{15, 15}, {14, 15}, {15, 15}} {
 		if err := s.AdvanceRestockGen(ctx, "sku-1", tc.gen); err != nil {
 			t.Errorf("AdvanceRestockGen(%d): %v", tc.gen, err)
 		}
-		if p, _ = s.Product(ctx, "sku-1"); p.Stock != 120 || p.RestockGen != tc.want {
-			t.Errorf("AdvanceRestockGen(%d): got stock %d gen %d, want 120 and %d", tc.gen, p.Stock, p.RestockGen, tc.want)
+		if p, _ = s.Product(ctx, "sku-1"); p.Stock != 125 || p.RestockGen != tc.want {
+			t.Errorf("AdvanceRestockGen(%d): got stock %d gen %d, want 125 and %d", tc.gen, p.Stock, p.RestockGen, tc.want)
 		}
 	}
 	if err := s.AdvanceRestockGen(ctx, "nope", 1); !errors.Is(err, inventory.ErrNotFound) {

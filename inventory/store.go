@@ -155,13 +155,29 @@ func (s *Store) Products(ctx context.Context, after string, limit int) ([]Produc
 	return out, nil
 }
 
-// Restock adds quantity units to a product's stock and stores gen as its
-// restock generation, provided the stored one is older and the stock stays
-// at most max. It returns [ErrNotFound] for an unknown product,
-// [ErrInvalid] for a quantity below 1 or a stock that would pass max (both
-// checked in the UPDATE, so concurrent restocks cannot pass it together),
-// and [ErrRestockSuperseded] (nothing added) when the stored generation is
-// already gen or newer.
+// RestockRequest is one restock for [Store.Restock].
+type RestockRequest struct {
+	ProductID string
+	// Quantity is the units to add, 1 to Max.
+	Quantity int64
+	// Gen is the restock generation to store; the stored one must be older.
+	Gen int64
+	// Max bounds the stock after the restock.
+	Max int64
+	// Key, if not empty, is the restock's idempotency key: it is stored
+	// with the stock, in the same transaction, and a restock whose key is
+	// already stored for the product adds nothing ([ErrRestockReplayed]).
+	Key string
+}
+
+// Restock adds r.Quantity units to a product's stock and stores r.Gen as
+// its restock generation, provided the stored one is older and the stock
+// stays at most r.Max. It returns [ErrNotFound] for an unknown product,
+// [ErrInvalid] for a quantity below 1 or a stock that would pass the bound
+// (both checked in the UPDATE, so concurrent restocks cannot pass it
+// together), [ErrRestockSuperseded] (nothing added) when the stored
+// generation is already r.Gen or newer, and [ErrRestockReplayed] (nothing
+// added) when r.Key was stored by an earlier restock of the product.
 //
 // The generation is what keeps the sold-out flag honest (package soldout):
 // a worker flags a product at the generation it read with stock 0, and a
@@ -170,21 +186,59 @@ func (s *Store) Products(ctx context.Context, after string, limit int) ([]Produc
 // between, at the later generation, would stay set over that stock.
 //
 // Restocking needs no lock or fencing token: adding stock is safe whatever
-// else runs, and the row lock orders it with concurrent sales.
-func (s *Store) Restock(ctx context.Context, id string, quantity, gen, max int64) (Product, error) {
-	if quantity < 1 || quantity > max {
-		return Product{}, fmt.Errorf("%w: restock quantity %d", ErrInvalid, quantity)
+// else runs, and the row lock orders it with concurrent sales (and two
+// restocks with one key: the second finds the first's key).
+func (s *Store) Restock(ctx context.Context, r RestockRequest) (Product, error) {
+	if r.Quantity < 1 || r.Quantity > r.Max {
+		return Product{}, fmt.Errorf("%w: restock quantity %d", ErrInvalid, r.Quantity)
 	}
-	p, err := scanProduct(s.pool.QueryRow(ctx, `
+	const update = `
 		UPDATE products SET stock = stock + $2, restock_gen = $3, updated_at = now()
-		WHERE id = $1 AND restock_gen < $3 AND stock <= $4::bigint - $2::bigint RETURNING `+productColumns, id, quantity, gen, max))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return Product{}, s.whyNotRestocked(ctx, id, quantity, gen, max)
+		WHERE id = $1 AND restock_gen < $3 AND stock <= $4::bigint - $2::bigint RETURNING ` + productColumns
+	var p Product
+	var err error
+	if r.Key == "" {
+		p, err = scanProduct(s.pool.QueryRow(ctx, update, r.ProductID, r.Quantity, r.Gen, r.Max))
+	} else {
+		err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			var err error
+			if p, err = scanProduct(tx.QueryRow(ctx, update, r.ProductID, r.Quantity, r.Gen, r.Max)); err != nil {
+				return err
+			}
+			tag, err := tx.Exec(ctx, `INSERT INTO restocks (product_id, key, quantity) VALUES ($1, $2, $3)
+				ON CONFLICT (product_id, key) DO NOTHING`, r.ProductID, r.Key, r.Quantity)
+			switch {
+			case err != nil:
+				return err
+			case tag.RowsAffected() == 0:
+				return ErrRestockReplayed // rolls the stock back
+			}
+			return nil
+		})
 	}
-	if err != nil {
-		return Product{}, fmt.Errorf("restock %q: %w", id, translate(err))
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return Product{}, s.whyNotRestocked(ctx, r.ProductID, r.Quantity, r.Gen, r.Max)
+	case errors.Is(err, ErrRestockReplayed):
+		return Product{}, fmt.Errorf("restock %q with key %q: %w", r.ProductID, r.Key, ErrRestockReplayed)
+	case err != nil:
+		return Product{}, fmt.Errorf("restock %q: %w", r.ProductID, translate(err))
 	}
 	return p, nil
+}
+
+// RestockQuantity returns the quantity of the restock of product id stored
+// under idempotency key, or [ErrNotFound] when none is.
+func (s *Store) RestockQuantity(ctx context.Context, id, key string) (int64, error) {
+	var q int64
+	err := s.pool.QueryRow(ctx, `SELECT quantity FROM restocks WHERE product_id = $1 AND key = $2`, id, key).Scan(&q)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, fmt.Errorf("restock %q with key %q: %w", id, key, ErrNotFound)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("restock %q with key %q: %w", id, key, translate(err))
+	}
+	return q, nil
 }
 
 // AdvanceRestockGen stores gen as the product's restock generation if the
@@ -206,7 +260,6 @@ func (s *Store) AdvanceRestockGen(ctx context.Context, id string, gen int64) err
 	return nil
 }
 
-// whyNotRestocked tells an unknown product from a superseded restock.
 func (s *Store) whyNotRestocked(ctx context.Context, id string, quantity, gen, max int64) error {
 	p, err := s.Product(ctx, id)
 	switch {

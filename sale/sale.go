@@ -315,10 +315,52 @@ func (s *Service) Products(ctx context.Context, after string, limit int) ([]inve
 // arrives can outlive it. A restock that fails after announcing stores its
 // generation anyway (no stock), or workers' flags would be refused until
 // the next restock.
-func (s *Service) Restock(ctx context.Context, id string, quantity int64) (inventory.Product, error) {
+//
+// With an idempotency key (1 to MaxIdempotencyKeyLength printable ASCII
+// characters), a restock sent again with the same key and quantity adds
+// nothing and returns the product as it is, with replay true; with another
+// quantity it returns [ErrIdempotencyMismatch]. The key is stored with the
+// stock, in one transaction.
+func (s *Service) Restock(ctx context.Context, id string, quantity int64, key string) (p inventory.Product, replay bool, err error) {
 	if quantity < 1 || quantity > MaxStock {
-		return inventory.Product{}, fmt.Errorf("%w: quantity must be 1-%d", ErrInvalid, MaxStock)
+		return inventory.Product{}, false, fmt.Errorf("%w: quantity must be 1-%d", ErrInvalid, MaxStock)
 	}
+	if key != "" && (len(key) > MaxIdempotencyKeyLength || !keyPattern.MatchString(key)) {
+		return inventory.Product{}, false, fmt.Errorf("%w: Idempotency-Key must be 1-%d printable ASCII characters", ErrInvalid, MaxIdempotencyKeyLength)
+	}
+	if key != "" {
+		// A retry of a restock that went through: answer it without
+		// announcing anything.
+		if p, err := s.restockReplay(ctx, id, quantity, key); !errors.Is(err, inventory.ErrNotFound) {
+			return p, err == nil, err
+		}
+	}
+	p, err = s.restock(ctx, id, quantity, key)
+	if errors.Is(err, inventory.ErrRestockReplayed) {
+		// The same key committed meanwhile (two sends at once).
+		p, err = s.restockReplay(ctx, id, quantity, key)
+		return p, err == nil, err
+	}
+	return p, false, err
+}
+
+// restockReplay answers a restock whose key is stored: the product as it
+// is, or ErrIdempotencyMismatch for another quantity. It returns
+// inventory.ErrNotFound when the key is not stored.
+func (s *Service) restockReplay(ctx context.Context, id string, quantity int64, key string) (inventory.Product, error) {
+	q, err := s.store.RestockQuantity(ctx, id, key)
+	switch {
+	case errors.Is(err, inventory.ErrNotFound):
+		return inventory.Product{}, err
+	case err != nil:
+		return inventory.Product{}, s.translate(err)
+	case q != quantity:
+		return inventory.Product{}, ErrIdempotencyMismatch
+	}
+	return s.Product(ctx, id)
+}
+
+func (s *Service) restock(ctx context.Context, id string, quantity int64, key string) (inventory.Product, error) {
 	for try := 1; ; try++ {
 		p, err := s.Product(ctx, id)
 		if err != nil {
@@ -341,11 +383,14 @@ func (s *Service) Restock(ctx context.Context, id string, quantity int64) (inven
 			s.abandonRestock(ctx, id, gen)
 			return inventory.Product{}, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
 		}
-		p, err = s.store.Restock(ctx, id, quantity, gen, MaxStock)
+		p, err = s.store.Restock(ctx, inventory.RestockRequest{ProductID: id, Quantity: quantity, Gen: gen, Max: MaxStock, Key: key})
 		switch {
 		case err == nil:
 			s.confirmRestock(ctx, id, gen)
 			return p, nil
+		case errors.Is(err, inventory.ErrRestockReplayed):
+			s.abandonRestock(ctx, id, gen)
+			return inventory.Product{}, err
 		case errors.Is(err, inventory.ErrRestockSuperseded) && try < restockTries:
 			continue
 		case errors.Is(err, inventory.ErrRestockSuperseded):

@@ -251,7 +251,7 @@ func TestSoldOutFastPath(t *testing.T) {
 	}
 
 	// A restock reopens the product.
-	if _, err := e.Service.Restock(ctx, "p1", 3); err != nil {
+	if _, _, err := e.Service.Restock(ctx, "p1", 3, ""); err != nil {
 		t.Fatal(err)
 	}
 	e.PlaceOrder(t, sale.PlaceOrderRequest{ProductID: "p1", UserID: "bob", Quantity: 1})
@@ -294,14 +294,14 @@ func TestPlaceOrderErrors(t *testing.T) {
 		t.Errorf("CreateProduct of an existing id: err = %v, want ErrProductExists", err)
 	}
 	for _, q := range []int64{0, -1, sale.MaxStock + 1} {
-		if _, err := e.Service.Restock(ctx, "p1", q); !errors.Is(err, sale.ErrInvalid) {
+		if _, _, err := e.Service.Restock(ctx, "p1", q, ""); !errors.Is(err, sale.ErrInvalid) {
 			t.Errorf("Restock(%d): err = %v, want ErrInvalid", q, err)
 		}
 	}
-	if _, err := e.Service.Restock(ctx, "p1", sale.MaxStock); !errors.Is(err, sale.ErrInvalid) {
+	if _, _, err := e.Service.Restock(ctx, "p1", sale.MaxStock, ""); !errors.Is(err, sale.ErrInvalid) {
 		t.Errorf("Restock past MaxStock: err = %v, want ErrInvalid", err)
 	}
-	if _, err := e.Service.Restock(ctx, "nope", 1); !errors.Is(err, sale.ErrNotFound) {
+	if _, _, err := e.Service.Restock(ctx, "nope", 1, ""); !errors.Is(err, sale.ErrNotFound) {
 		t.Errorf("Restock of an unknown product: err = %v, want ErrNotFound", err)
 	}
 }
@@ -650,7 +650,7 @@ func TestRestocksCommittingOutOfOrder(t *testing.T) {
 	}
 	first := make(chan result, 1)
 	go func() {
-		p, err := e.Service.Restock(ctx, "p1", 3)
+		p, _, err := e.Service.Restock(ctx, "p1", 3, "")
 		first <- result{p, err}
 	}()
 	testenv.Eventually(t, 10*time.Second, func() error {
@@ -666,7 +666,7 @@ func TestRestocksCommittingOutOfOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.Store.Restock(ctx, "p1", 2, gen, sale.MaxStock); err != nil {
+	if _, err := e.Store.Restock(ctx, inventory.RestockRequest{ProductID: "p1", Quantity: 2, Gen: gen, Max: sale.MaxStock}); err != nil {
 		t.Fatal(err)
 	}
 	for _, u := range []string{"a", "b"} {
@@ -708,7 +708,7 @@ func TestAbandonedRestockKeepsTheFastPath(t *testing.T) {
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
-		_, err := e.Service.Restock(rctx, "p1", 5)
+		_, _, err := e.Service.Restock(rctx, "p1", 5, "")
 		done <- err
 	}()
 	testenv.Eventually(t, 10*time.Second, func() error {
@@ -903,7 +903,7 @@ func TestRestockOutlivesALostAnnouncement(t *testing.T) {
 	}
 	gen := res.Products["p1"].RestockGen
 	done := make(chan error, 1)
-	go func() { _, err := e.Service.Restock(ctx, "p1", 5); done <- err }()
+	go func() { _, _, err := e.Service.Restock(ctx, "p1", 5, ""); done <- err }()
 	counter := e.Prefix + "restock:{p1}"
 	testenv.Eventually(t, 5*time.Second, func() error {
 		if n, _ := e.Redis.Get(ctx, counter).Int64(); n < 1 {
@@ -940,7 +940,7 @@ func TestConcurrentRestocksStayUnderMaxStock(t *testing.T) {
 	e.CreateProduct(t, "p1", sale.MaxStock-10, 0)
 	errs := make(chan error, 2)
 	for range 2 {
-		go func() { _, err := e.Service.Restock(context.Background(), "p1", 10); errs <- err }()
+		go func() { _, _, err := e.Service.Restock(context.Background(), "p1", 10, ""); errs <- err }()
 	}
 	var ok int
 	for range 2 {
@@ -954,5 +954,53 @@ func TestConcurrentRestocksStayUnderMaxStock(t *testing.T) {
 	p, _ := e.Store.Product(context.Background(), "p1")
 	if ok != 1 || p.Stock != sale.MaxStock {
 		t.Errorf("%d restocks succeeded, stock %d; want 1 and %d", ok, p.Stock, int64(sale.MaxStock))
+	}
+}
+
+// A restock sent again with its Idempotency-Key (a retry after a lost
+// answer) adds nothing; with another quantity it is refused.
+func TestRestockWithAKeyIsAppliedOnce(t *testing.T) {
+	t.Parallel()
+	e := saletest.New(t, nil)
+	e.CreateProduct(t, "p1", 0, 0)
+	ctx := context.Background()
+	p, replay, err := e.Service.Restock(ctx, "p1", 5, "restock-1")
+	if err != nil || replay || p.Stock != 5 {
+		t.Fatalf("first restock: %+v replay %v, %v; want stock 5", p, replay, err)
+	}
+	// Sent again, one after the other and two at once.
+	p, replay, err = e.Service.Restock(ctx, "p1", 5, "restock-1")
+	if err != nil || !replay || p.Stock != 5 {
+		t.Fatalf("restock sent again: %+v replay %v, %v; want its replay, stock 5", p, replay, err)
+	}
+	type answer struct {
+		replay bool
+		err    error
+	}
+	got := make(chan answer, 2)
+	for range 2 {
+		go func() {
+			_, replay, err := e.Service.Restock(ctx, "p1", 7, "restock-2")
+			got <- answer{replay, err}
+		}()
+	}
+	var applied int
+	for range 2 {
+		a := <-got
+		if a.err != nil {
+			t.Fatalf("restock-2: %v", a.err)
+		}
+		if !a.replay {
+			applied++
+		}
+	}
+	if applied != 1 {
+		t.Errorf("restock-2 sent twice at once: applied %d times, want 1", applied)
+	}
+	if _, _, err := e.Service.Restock(ctx, "p1", 6, "restock-1"); !errors.Is(err, sale.ErrIdempotencyMismatch) {
+		t.Errorf("restock-1 with another quantity: %v, want ErrIdempotencyMismatch", err)
+	}
+	if p, _ := e.Store.Product(ctx, "p1"); p.Stock != 12 {
+		t.Errorf("stock = %d, want 12 (5 + 7, each once)", p.Stock)
 	}
 }

@@ -171,7 +171,7 @@ flashsale is running: API %s, %d workers. Ctrl-C stops everything.
   # admin: create and restock products (token of this run)
   curl -s -X POST %s/v1/products -H 'Authorization: Bearer %s' \
        -d '{"id":"sku-1","name":"Phone","stock":100,"per_user_limit":1}'
-  curl -s -X POST %s/v1/products/sku-1/restock -H 'Authorization: Bearer %s' -d '{"quantity":10}'
+  curl -s -X POST %s/v1/products/sku-1/restock -H 'Authorization: Bearer %s' -H 'Idempotency-Key: restock-1' -d '{"quantity":10}'
 
   # a load test against it; watch it live on the dashboard, %s/
   # (sign in with the admin token), or in the queue monitor, %s/monitoring/
