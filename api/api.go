@@ -96,7 +96,7 @@ func New(svc Service, cfg Config) (*gin.Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	r.Use(requestID(), s.accessLog(), mw, s.recovery(), s.limitBody(), noSniff)
+	r.Use(noSniff, requestID(), s.accessLog(), mw, s.recovery(), s.limitBody())
 	r.NoRoute(func(c *gin.Context) { abort(c, http.StatusNotFound, "not_found", "no such endpoint") })
 	r.NoMethod(func(c *gin.Context) {
 		abort(c, http.StatusMethodNotAllowed, "method_not_allowed", "method not allowed on this endpoint")

@@ -357,7 +357,13 @@ func (s *Service) restockReplay(ctx context.Context, id string, quantity int64, 
 	case q != quantity:
 		return inventory.Product{}, ErrIdempotencyMismatch
 	}
-	return s.Product(ctx, id)
+	p, err := s.Product(ctx, id)
+	if err == nil {
+		// The first send may have committed without confirming (its
+		// answer lost): confirming again only removes a stale flag.
+		s.confirmRestock(ctx, id, p.RestockGen)
+	}
+	return p, err
 }
 
 func (s *Service) restock(ctx context.Context, id string, quantity int64, key string) (inventory.Product, error) {
@@ -394,6 +400,9 @@ func (s *Service) restock(ctx context.Context, id string, quantity int64, key st
 		case errors.Is(err, inventory.ErrRestockSuperseded) && try < restockTries:
 			continue
 		case errors.Is(err, inventory.ErrRestockSuperseded):
+			// Stores gen if the stored generation is still older (the
+			// product changed under a restock refused by its bound).
+			s.abandonRestock(ctx, id, gen)
 			return inventory.Product{}, fmt.Errorf("%w: %d restocks of %q overtaken by others: %w", ErrUnavailable, try, id, err)
 		}
 		s.abandonRestock(ctx, id, gen)

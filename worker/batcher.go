@@ -290,6 +290,15 @@ func (b *batcher) round(ctx context.Context) bool {
 		b.pending[p] = rs[n:]
 		tokens[p] = locks[p].Token()
 	}
+	// A lock got during this round whose orders all ended meanwhile (while
+	// its acquisition was in flight, when no held lock told withdraw to
+	// wake the runner): give it back now, or no round would.
+	for p, l := range locks {
+		if _, ok := tokens[p]; !ok && len(b.pending[p]) == 0 {
+			delete(b.held, p)
+			b.releaseLater(l)
+		}
+	}
 	b.mu.Unlock()
 	if len(reqs) == 0 {
 		return false
