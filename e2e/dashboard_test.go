@@ -110,6 +110,16 @@ func TestDashboardFollowsABurstInChromium(t *testing.T) {
 	browser := newBrowser(t) // first: fail at once when Chromium is missing
 	ns := testenv.Namespace(t)
 	queueName := "q_" + ns
+	// The queue is the test's own, not startCluster's: its keys (asynq's
+	// counters outlive the tasks) and its entry in asynq's list go at
+	// cleanup, after the cluster stopped.
+	rdb := testenv.Redis(t)
+	testenv.DeleteKeys(t, rdb, "asynq:{"+queueName+"}")
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		rdb.SRem(ctx, "asynq:queues", queueName)
+	})
 	c := startCluster(t, map[string]string{"FLASHSALE_QUEUE": queueName})
 	base := c.URLs()[0]
 	ctx, cancel := context.WithTimeout(browser, 3*time.Minute)
