@@ -175,6 +175,29 @@ type ActiveTask struct {
 	Held bool
 }
 
+// Archived lists up to limit orders whose tasks asynq archived (dead: out
+// of retries, or refused as permanent failures), the most recently archived
+// first.
+func (i *Inspector) Archived(ctx context.Context, limit int) ([]Order, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	tasks, err := i.in.ListArchivedTasks(i.queue, asynq.PageSize(limit))
+	if errors.Is(err, asynq.ErrQueueNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list archived tasks: %w: %w", ErrUnavailable, err)
+	}
+	out := make([]Order, 0, len(tasks))
+	for _, t := range tasks {
+		if o, err := Decode(t.Payload); err == nil {
+			out = append(out, o)
+		}
+	}
+	return out, nil
+}
+
 // HeartbeatInterval is how often an asynq v0.26 server renews its leases
 // and rewrites the list of tasks it runs (not configurable in asynq).
 const HeartbeatInterval = 5 * time.Second

@@ -44,6 +44,16 @@ import (
 // rescueLimit bounds the orphans handled per scan.
 const rescueLimit = 5000
 
+// Dead orders. A task whose last try failed is archived by asynq; its
+// handler records the order failed first, so that the buyer's answer
+// outlives the archive (which asynq trims). When that record failed too
+// (PostgreSQL down: often why the tries ran out), every archiveEvery-th
+// scan records the failure of the archived orders that have no outcome.
+const (
+	archiveEvery = 15 // scans: about 30s at the default RescueInterval
+	archiveLimit = 100
+)
+
 func (w *Worker) runRescuer(ctx context.Context, in *queue.Inspector, prod *queue.Producer) {
 	// unheld remembers when this worker's scans first saw each task held
 	// by no live server; a task it later sees held, or no longer active,
@@ -52,7 +62,7 @@ func (w *Worker) runRescuer(ctx context.Context, in *queue.Inspector, prod *queu
 	// holder has died since, and rescuing it is right. A wrong rescue (a
 	// holder's heartbeat late by more than 2s) costs a replay, not an order.
 	unheld := make(map[string]time.Time)
-	for {
+	for scan := 1; ; scan++ {
 		// Jitter spreads the workers' attempts at the rescuer lock.
 		d := time.Duration(float64(w.cfg.RescueInterval) * (0.8 + 0.4*rand.Float64()))
 		select {
@@ -69,6 +79,10 @@ func (w *Worker) runRescuer(ctx context.Context, in *queue.Inspector, prod *queu
 		sctx, cancel := context.WithCancel(l.Context())
 		stop := context.AfterFunc(ctx, cancel)
 		ids, err := w.rescue(sctx, in, prod, unheld, time.Now())
+		var dead []string
+		if err == nil && scan%archiveEvery == 0 {
+			dead, err = w.recordArchived(sctx, in)
+		}
 		stop()
 		cancel()
 		w.release(l)
@@ -78,7 +92,46 @@ func (w *Worker) runRescuer(ctx context.Context, in *queue.Inspector, prod *queu
 		if len(ids) > 0 {
 			w.cfg.Logger.Warn("re-queued orders of a crashed worker", "orders", len(ids), "order_ids", ids[:min(len(ids), 20)])
 		}
+		if len(dead) > 0 {
+			w.cfg.Logger.Warn("recorded archived orders failed", "orders", len(dead), "order_ids", dead[:min(len(dead), 20)])
+		}
 	}
+}
+
+// recordArchived records failed the archived orders that have no outcome
+// (see archiveEvery) and returns their ids.
+func (w *Worker) recordArchived(ctx context.Context, in *queue.Inspector) ([]string, error) {
+	orders, err := in.Archived(ctx, archiveLimit)
+	if err != nil || len(orders) == 0 {
+		return nil, err
+	}
+	ids := make([]string, len(orders))
+	for i, o := range orders {
+		ids[i] = o.ID
+	}
+	decided, err := w.store.Orders(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	var reqs []inventory.OrderRequest
+	for _, o := range orders {
+		if _, ok := decided[o.ID]; !ok {
+			reqs = append(reqs, inventory.OrderRequest{ID: o.ID, ProductID: o.ProductID, UserID: o.UserID,
+				Quantity: o.Quantity, IdempotencyKey: o.IdempotencyKey, AcceptedAt: o.AcceptedAt})
+		}
+	}
+	if len(reqs) == 0 {
+		return nil, nil
+	}
+	if _, err := w.store.RecordFailed(ctx, reqs, reasonGaveUp); err != nil {
+		return nil, err
+	}
+	out := make([]string, len(reqs))
+	for i, r := range reqs {
+		out[i] = r.ID
+	}
+	w.metrics.orders.WithLabelValues(string(inventory.StatusFailed)).Add(float64(len(reqs)))
+	return out, nil
 }
 
 // rescue re-queues the undecided orders of stranded tasks (see above) and

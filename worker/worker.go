@@ -309,11 +309,14 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 			rctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 			defer cancel()
 		}
-		w.recordFailed(rctx, o, "gave up after retries: the order could not be decided", err)
+		w.recordFailed(rctx, o, reasonGaveUp, err)
 		return fmt.Errorf("order %s: %w: %w", o.ID, err, asynq.SkipRetry)
 	}
 	return fmt.Errorf("order %s: %w", o.ID, err)
 }
+
+// reasonGaveUp is the public reason of an order whose tries ran out.
+const reasonGaveUp = "gave up after retries: the order could not be decided"
 
 // recordTimeout bounds recording a failure once the task's own time ran out.
 const recordTimeout = 5 * time.Second

@@ -826,3 +826,56 @@ func TestShutdownIsIdempotent(t *testing.T) {
 		t.Fatal("Shutdown twice did not return within 30s")
 	}
 }
+
+// An order whose task was archived without its failure recorded (the
+// record failed too, say with PostgreSQL down) is recorded failed by the
+// rescue scan, so that the buyer's answer outlives asynq's archive; an
+// archived order that has an outcome is left alone.
+func TestArchivedOrdersWithoutAnOutcomeAreRecordedFailed(t *testing.T) {
+	t.Parallel()
+	e := newEnvWith(t, worker.Config{RescueInterval: 20 * time.Millisecond}, 5*time.Second)
+	inventorytest.CreateProduct(t, e.store, "p", 5, 0)
+	ctx := context.Background()
+	prod := e.producer(t)
+	for _, id := range []string{"dead", "decided"} {
+		if err := prod.Enqueue(ctx, queue.Order{ID: id, ProductID: "p", UserID: "u-" + id, Quantity: 1, AcceptedAt: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// "decided" has its outcome already (its task archived after it
+	// committed); both tasks go to the archive before any worker runs.
+	if _, err := e.store.Apply(ctx, inventory.Batch{
+		Orders: []inventory.OrderRequest{{ID: "decided", ProductID: "p", UserID: "u-decided", Quantity: 1, AcceptedAt: time.Now()}},
+		Tokens: map[string]int64{"p": 1},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	connOpt, err := queue.ParseRedisURL(testenv.RedisURL(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := asynq.NewInspector(connOpt)
+	defer in.Close()
+	for _, id := range []string{"dead", "decided"} {
+		if err := in.ArchiveTask(e.queue.Queue, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.start(t)
+	testenv.Eventually(t, 20*time.Second, func() error {
+		o, err := e.store.Order(ctx, "dead")
+		if err != nil {
+			return err
+		}
+		if o.Status != inventory.StatusFailed || o.Reason != "gave up after retries: the order could not be decided" {
+			return fmt.Errorf("archived order is %s (%q)", o.Status, o.Reason)
+		}
+		return nil
+	})
+	if o, err := e.store.Order(ctx, "decided"); err != nil || o.Status != inventory.StatusSucceeded {
+		t.Errorf("archived order with an outcome: %+v, %v; want it succeeded still", o, err)
+	}
+	if p, _ := e.store.Product(ctx, "p"); p.Stock != 4 {
+		t.Errorf("stock = %d, want 4 (only the decided order sold)", p.Stock)
+	}
+}
