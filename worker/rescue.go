@@ -123,14 +123,19 @@ func (w *Worker) recordArchived(ctx context.Context, in *queue.Inspector) ([]str
 	if len(reqs) == 0 {
 		return nil, nil
 	}
-	if _, err := w.store.RecordFailed(ctx, reqs, reasonGaveUp); err != nil {
+	ds, err := w.store.RecordFailed(ctx, reqs, reasonGaveUp)
+	if err != nil {
 		return nil, err
 	}
-	out := make([]string, len(reqs))
-	for i, r := range reqs {
-		out[i] = r.ID
+	var out []string
+	for i, d := range ds {
+		// Not an unknown product's order (nothing to record it against),
+		// nor one decided meanwhile.
+		if d.Err == nil && !d.Replay {
+			out = append(out, reqs[i].ID)
+		}
 	}
-	w.metrics.orders.WithLabelValues(string(inventory.StatusFailed)).Add(float64(len(reqs)))
+	w.metrics.orders.WithLabelValues(string(inventory.StatusFailed)).Add(float64(len(out)))
 	return out, nil
 }
 
