@@ -175,27 +175,28 @@ type ActiveTask struct {
 	Held bool
 }
 
-// Archived lists up to limit orders whose tasks asynq archived (dead: out
-// of retries, or refused as permanent failures), the most recently archived
-// first.
-func (i *Inspector) Archived(ctx context.Context, limit int) ([]Order, error) {
+// Archived lists the orders whose tasks asynq archived (dead: out of
+// retries, or refused as permanent failures), page page (from 1) of
+// pageSize tasks in the archive's order, oldest first. last is true when
+// there is no page after this one.
+func (i *Inspector) Archived(ctx context.Context, page, pageSize int) (orders []Order, last bool, err error) {
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	tasks, err := i.in.ListArchivedTasks(i.queue, asynq.PageSize(limit))
+	tasks, err := i.in.ListArchivedTasks(i.queue, asynq.Page(page), asynq.PageSize(pageSize))
 	if errors.Is(err, asynq.ErrQueueNotFound) {
-		return nil, nil
+		return nil, true, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("list archived tasks: %w: %w", ErrUnavailable, err)
+		return nil, false, fmt.Errorf("list archived tasks: %w: %w", ErrUnavailable, err)
 	}
-	out := make([]Order, 0, len(tasks))
+	orders = make([]Order, 0, len(tasks))
 	for _, t := range tasks {
 		if o, err := Decode(t.Payload); err == nil {
-			out = append(out, o)
+			orders = append(orders, o)
 		}
 	}
-	return out, nil
+	return orders, len(tasks) < pageSize, nil
 }
 
 // HeartbeatInterval is how often an asynq v0.26 server renews its leases

@@ -49,9 +49,12 @@ const rescueLimit = 5000
 // outlives the archive (which asynq trims). When that record failed too
 // (PostgreSQL down: often why the tries ran out), every archiveEvery-th
 // scan records the failure of the archived orders that have no outcome.
+// Each sweep reads the next page of the archive (asynq keeps up to 10,000
+// tasks, oldest first), so the whole archive is covered in turn: 20 sweeps,
+// about 10 minutes, at the most.
 const (
 	archiveEvery = 15 // scans: about 30s at the default RescueInterval
-	archiveLimit = 100
+	archivePage  = 500
 )
 
 func (w *Worker) runRescuer(ctx context.Context, in *queue.Inspector, prod *queue.Producer) {
@@ -62,6 +65,7 @@ func (w *Worker) runRescuer(ctx context.Context, in *queue.Inspector, prod *queu
 	// holder has died since, and rescuing it is right. A wrong rescue (a
 	// holder's heartbeat late by more than 2s) costs a replay, not an order.
 	unheld := make(map[string]time.Time)
+	page := 1 // the archive's next page to sweep
 	for scan := 1; ; scan++ {
 		// Jitter spreads the workers' attempts at the rescuer lock.
 		d := time.Duration(float64(w.cfg.RescueInterval) * (0.8 + 0.4*rand.Float64()))
@@ -81,7 +85,15 @@ func (w *Worker) runRescuer(ctx context.Context, in *queue.Inspector, prod *queu
 		ids, err := w.rescue(sctx, in, prod, unheld, time.Now())
 		var dead []string
 		if err == nil && scan%archiveEvery == 0 {
-			dead, err = w.recordArchived(sctx, in)
+			var last bool
+			dead, last, err = w.recordArchived(sctx, in, page)
+			switch {
+			case err != nil:
+			case last:
+				page = 1
+			default:
+				page++
+			}
 		}
 		stop()
 		cancel()
@@ -98,45 +110,52 @@ func (w *Worker) runRescuer(ctx context.Context, in *queue.Inspector, prod *queu
 	}
 }
 
-// recordArchived records failed the archived orders that have no outcome
-// (see archiveEvery) and returns their ids.
-func (w *Worker) recordArchived(ctx context.Context, in *queue.Inspector) ([]string, error) {
-	orders, err := in.Archived(ctx, archiveLimit)
+// recordArchived records failed the orders of the archive's page page that
+// have no outcome and no live rescue copy (see archiveEvery), and returns
+// their ids and whether page was the last.
+func (w *Worker) recordArchived(ctx context.Context, in *queue.Inspector, page int) (ids []string, last bool, err error) {
+	orders, last, err := in.Archived(ctx, page, archivePage)
 	if err != nil || len(orders) == 0 {
-		return nil, err
+		return nil, last, err
 	}
-	ids := make([]string, len(orders))
+	orderIDs := make([]string, len(orders))
+	copies := make([]string, len(orders))
 	for i, o := range orders {
-		ids[i] = o.ID
+		orderIDs[i] = o.ID
+		copies[i] = o.ID + queue.RescueSuffix
 	}
-	decided, err := w.store.Orders(ctx, ids)
+	decided, err := w.store.Orders(ctx, orderIDs)
 	if err != nil {
-		return nil, err
+		return nil, last, err
+	}
+	// A rescue copy still queued or running will decide its order.
+	live, err := in.States(ctx, copies)
+	if err != nil {
+		return nil, last, err
 	}
 	var reqs []inventory.OrderRequest
-	for _, o := range orders {
-		if _, ok := decided[o.ID]; !ok {
+	for i, o := range orders {
+		if _, ok := decided[o.ID]; !ok && live[i] != queue.Waiting && live[i] != queue.Running {
 			reqs = append(reqs, inventory.OrderRequest{ID: o.ID, ProductID: o.ProductID, UserID: o.UserID,
 				Quantity: o.Quantity, IdempotencyKey: o.IdempotencyKey, AcceptedAt: o.AcceptedAt})
 		}
 	}
 	if len(reqs) == 0 {
-		return nil, nil
+		return nil, last, nil
 	}
 	ds, err := w.store.RecordFailed(ctx, reqs, reasonGaveUp)
 	if err != nil {
-		return nil, err
+		return nil, last, err
 	}
-	var out []string
 	for i, d := range ds {
 		// Not an unknown product's order (nothing to record it against),
 		// nor one decided meanwhile.
 		if d.Err == nil && !d.Replay {
-			out = append(out, reqs[i].ID)
+			ids = append(ids, reqs[i].ID)
 		}
 	}
-	w.metrics.orders.WithLabelValues(string(inventory.StatusFailed)).Add(float64(len(out)))
-	return out, nil
+	w.metrics.orders.WithLabelValues(string(inventory.StatusFailed)).Add(float64(len(ids)))
+	return ids, last, nil
 }
 
 // rescue re-queues the undecided orders of stranded tasks (see above) and

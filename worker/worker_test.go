@@ -829,41 +829,51 @@ func TestShutdownIsIdempotent(t *testing.T) {
 
 // An order whose task was archived without its failure recorded (the
 // record failed too, say with PostgreSQL down) is recorded failed by the
-// rescue scan, so that the buyer's answer outlives asynq's archive; an
-// archived order that has an outcome is left alone.
+// rescue scan, so that the buyer's answer outlives asynq's archive, even
+// behind a full page of older archived tasks; an archived order that has an
+// outcome is left alone.
 func TestArchivedOrdersWithoutAnOutcomeAreRecordedFailed(t *testing.T) {
 	t.Parallel()
 	e := newEnvWith(t, worker.Config{RescueInterval: 20 * time.Millisecond}, 5*time.Second)
 	inventorytest.CreateProduct(t, e.store, "p", 5, 0)
 	ctx := context.Background()
 	prod := e.producer(t)
-	for _, id := range []string{"dead", "decided"} {
-		if err := prod.Enqueue(ctx, queue.Order{ID: id, ProductID: "p", UserID: "u-" + id, Quantity: 1, AcceptedAt: time.Now()}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// "decided" has its outcome already (its task archived after it
-	// committed); both tasks go to the archive before any worker runs.
-	if _, err := e.store.Apply(ctx, inventory.Batch{
-		Orders: []inventory.OrderRequest{{ID: "decided", ProductID: "p", UserID: "u-decided", Quantity: 1, AcceptedAt: time.Now()}},
-		Tokens: map[string]int64{"p": 1},
-	}); err != nil {
-		t.Fatal(err)
-	}
 	connOpt, err := queue.ParseRedisURL(testenv.RedisURL(), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	in := asynq.NewInspector(connOpt)
 	defer in.Close()
-	for _, id := range []string{"dead", "decided"} {
-		if err := in.ArchiveTask(e.queue.Queue, id); err != nil {
+	archive := func(o queue.Order) {
+		t.Helper()
+		if err := prod.Enqueue(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+		if err := in.ArchiveTask(e.queue.Queue, o.ID); err != nil {
 			t.Fatal(err)
 		}
 	}
+	// More than a page of older archived orders that stay without an
+	// outcome (their product is unknown: nothing to record them against).
+	for i := range 520 {
+		archive(queue.Order{ID: fmt.Sprintf("old%03d", i), ProductID: "gone", UserID: "u", Quantity: 1, AcceptedAt: time.Now()})
+	}
+	// "decided" has its outcome already (its task archived after it
+	// committed); "zz-dead" has none. asynq orders its archive by the
+	// second of archiving, then by task id: "zz-dead" comes last, past the
+	// first page.
+	if _, err := e.store.Apply(ctx, inventory.Batch{
+		Orders: []inventory.OrderRequest{{ID: "decided", ProductID: "p", UserID: "u-decided", Quantity: 1, AcceptedAt: time.Now()}},
+		Tokens: map[string]int64{"p": 1},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"decided", "zz-dead"} {
+		archive(queue.Order{ID: id, ProductID: "p", UserID: "u-" + id, Quantity: 1, AcceptedAt: time.Now()})
+	}
 	e.start(t)
 	testenv.Eventually(t, 20*time.Second, func() error {
-		o, err := e.store.Order(ctx, "dead")
+		o, err := e.store.Order(ctx, "zz-dead")
 		if err != nil {
 			return err
 		}
