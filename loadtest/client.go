@@ -133,6 +133,13 @@ func (c *client) do(ctx context.Context, api, method, path string, body []byte, 
 	for k, v := range hdr {
 		req.Header.Set(k, v)
 	}
+	// net/http re-sends a request with a body silently, when a kept-alive
+	// connection turns out closed, if it can rewind the body and the
+	// request is idempotent, which an Idempotency-Key makes it. Such a send
+	// would be missing from the run's record of sends (retries, each
+	// answer): without GetBody the failure comes back here, and the run
+	// retries it itself, on the record.
+	req.GetBody = nil
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		a.Err = err
