@@ -316,7 +316,7 @@ func (i *Inspector) States(ctx context.Context, ids []string) ([]State, error) {
 		case errors.Is(err, redis.Nil):
 			continue // no such task
 		case err != nil:
-			return nil, fmt.Errorf("task state of %q: %w: %w", ids[k], ErrUnavailable, err)
+			return nil, fmt.Errorf("task states of %d orders: %w: %w", len(ids), ErrUnavailable, err)
 		}
 		out[k] = stateOf(c.Val())
 	}

@@ -499,6 +499,9 @@ func (s *Service) PlaceOrder(ctx context.Context, r PlaceOrderRequest) (Placed, 
 		// protects them too. A limiter failure fails open.
 		wait, err := s.limiter.Allow(ctx, r.UserID)
 		switch {
+		case err != nil && ctx.Err() != nil:
+			// The caller went away: no limiter failure to report.
+			return Placed{}, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
 		case err != nil:
 			s.failOpen(ctx, fmt.Errorf("sale: rate limiter failed, order let through: %w", err))
 		case wait > 0:

@@ -38,6 +38,9 @@ type call[K comparable, V any] struct {
 	v    V
 	ok   bool
 	err  error
+	// gone: the caller stopped waiting (its context ended) before a batch
+	// took the call; batches leave it out. Guarded by Loader.mu.
+	gone bool
 }
 
 // New returns a Loader. max bounds the keys of one Fetch (0: 256); timeout
@@ -56,6 +59,9 @@ func New[K comparable, V any](fetch Fetch[K, V], max int, timeout time.Duration)
 // Load looks key up with the next batch. ok is false when it was not found;
 // err is the batch's error, or ctx's when ctx ends first.
 func (l *Loader[K, V]) Load(ctx context.Context, key K) (v V, ok bool, err error) {
+	if err := ctx.Err(); err != nil {
+		return v, false, err
+	}
 	c := &call[K, V]{key: key, done: make(chan struct{})}
 	l.mu.Lock()
 	l.queue = append(l.queue, c)
@@ -68,6 +74,11 @@ func (l *Loader[K, V]) Load(ctx context.Context, key K) (v V, ok bool, err error
 	case <-c.done:
 		return c.v, c.ok, c.err
 	case <-ctx.Done():
+		// Not fetched for nobody: with a slow database, lookups whose
+		// callers gave up would otherwise pile up ahead of live ones.
+		l.mu.Lock()
+		c.gone = true
+		l.mu.Unlock()
 		return v, false, ctx.Err()
 	}
 }
@@ -88,13 +99,25 @@ func (l *Loader[K, V]) run() {
 			l.mu.Unlock()
 			return
 		}
-		n := min(len(l.queue), l.max)
-		batch := make([]*call[K, V], n)
-		copy(batch, l.queue)
-		rest := copy(l.queue, l.queue[n:])
+		// Up to max calls whose callers still wait, from the head.
+		batch := make([]*call[K, V], 0, min(len(l.queue), l.max))
+		taken := 0
+		for _, c := range l.queue {
+			if len(batch) == l.max {
+				break
+			}
+			taken++
+			if !c.gone {
+				batch = append(batch, c)
+			}
+		}
+		rest := copy(l.queue, l.queue[taken:])
 		clear(l.queue[rest:]) // drop references to the calls taken
 		l.queue = l.queue[:rest]
 		l.mu.Unlock()
+		if len(batch) == 0 {
+			continue
+		}
 
 		keys := make([]K, 0, len(batch))
 		seen := make(map[K]bool, len(batch))

@@ -170,3 +170,54 @@ func TestCallerGivingUpDoesNotFailOthers(t *testing.T) {
 		t.Errorf("other Load = %v, want found", err)
 	}
 }
+
+// Lookups whose callers gave up before their batch was taken are not
+// fetched: with a slow store they would pile up ahead of live callers.
+func TestAbandonedLookupsAreNotFetched(t *testing.T) {
+	t.Parallel()
+	r := newRecorder(true)
+	l := coalesce.New(r.fetch, 4, 0)
+	first := make(chan error, 1)
+	go func() {
+		_, _, err := l.Load(context.Background(), "first")
+		first <- err
+	}()
+	<-r.entered // the first batch is in flight, held
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for i := range 100 {
+		wg.Go(func() { _, _, _ = l.Load(ctx, fmt.Sprintf("gone%d", i)) })
+	}
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if n := l.Pending(); n != 100 {
+			return fmt.Errorf("%d lookups queued, want 100", n)
+		}
+		return nil
+	})
+	cancel() // every one of them gives up
+	wg.Wait()
+	live := make(chan error, 1)
+	go func() {
+		_, ok, err := l.Load(context.Background(), "live")
+		if err == nil && !ok {
+			err = errors.New("not found")
+		}
+		live <- err
+	}()
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if n := l.Pending(); n != 101 {
+			return fmt.Errorf("%d lookups queued, want 101", n)
+		}
+		return nil
+	})
+	close(r.hold)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-live; err != nil {
+		t.Fatalf("live lookup behind abandoned ones: %v", err)
+	}
+	if got := r.sizes(); !slices.Equal(got, []int{1, 1}) {
+		t.Errorf("batches fetched: %v keys, want [1 1] (the first, then only the live one)", got)
+	}
+}
