@@ -148,6 +148,11 @@ type Config struct {
 	// sampling.
 	QueueSampleInterval time.Duration
 
+	// OnSettled, if set, is called once, when the settle phase has ended
+	// and before the verify phase (which reads every product and final
+	// order once more): a caller measuring what the burst cost stops its
+	// clocks there.
+	OnSettled func()
 	// Progress receives progress output while the run goes: a progress bar
 	// when it is a terminal (an *os.File for which golang.org/x/term says
 	// so), plain periodic lines otherwise. Nil disables progress output.

@@ -91,6 +91,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	settlers.Wait()
 	r.resendUnknown(runCtx)
 	r.settledAt = time.Now()
+	if cfg.OnSettled != nil {
+		cfg.OnSettled()
+	}
 	close(stopSide)
 	side.Wait()
 

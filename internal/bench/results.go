@@ -114,8 +114,8 @@ type ScenarioResult struct {
 
 	// CPU seconds (user+system) used by all API (or lock-in-request)
 	// processes, all worker processes, and the load generator (the bench
-	// program itself) during the part; WallSeconds is the load test's
-	// duration, for scale.
+	// program itself) during the part's load test, up to the end of its
+	// settle phase; WallSeconds is that window, for scale.
 	APICPUSeconds     float64
 	WorkerCPUSeconds  float64
 	LoadGenCPUSeconds float64

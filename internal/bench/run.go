@@ -221,6 +221,13 @@ func (b *bencher) product(ctx context.Context, part string) ScenarioResult {
 	if part != PartBacklog {
 		workerCPU0 = cpuOf(cl.Workers)
 	}
+	// The CPU of the burst: up to the end of the settle phase, not the
+	// verify phase's reads of every order and product.
+	var apiCPU1, genCPU1, workerCPU1 time.Duration
+	settled := false
+	lcfg.OnSettled = func() {
+		apiCPU1, genCPU1, workerCPU1, settled = cpuOf(cl.APIs), selfCPU(), cpuOf(cl.Workers), true
+	}
 	if part == PartBacklog {
 		rep, workersStart, res.QueuedAtStart, err = b.backlog(ctx, cl, lcfg)
 	} else {
@@ -229,9 +236,12 @@ func (b *bencher) product(ctx context.Context, part string) ScenarioResult {
 	if rep != nil {
 		res = fromReport(res, rep)
 	}
-	res.LoadGenCPUSeconds = (selfCPU() - genCPU0).Seconds()
-	res.APICPUSeconds = (cpuOf(cl.APIs) - apiCPU0).Seconds()
-	res.WorkerCPUSeconds = (cpuOf(cl.Workers) - workerCPU0).Seconds()
+	if !settled {
+		apiCPU1, genCPU1, workerCPU1 = cpuOf(cl.APIs), selfCPU(), cpuOf(cl.Workers)
+	}
+	res.LoadGenCPUSeconds = (genCPU1 - genCPU0).Seconds()
+	res.APICPUSeconds = (apiCPU1 - apiCPU0).Seconds()
+	res.WorkerCPUSeconds = (workerCPU1 - workerCPU0).Seconds()
 	for _, p := range cl.APIs {
 		res.APIPeakRSS = max(res.APIPeakRSS, p.PeakRSS())
 	}
@@ -392,7 +402,7 @@ func fromReport(res ScenarioResult, rep *loadtest.Report) ScenarioResult {
 	if rep.Queue.Available {
 		res.MaxQueueDepth = rep.Queue.MaxDepth
 	}
-	res.WallSeconds = rep.Phases.Total
+	res.WallSeconds = rep.Phases.Total - rep.Phases.Verify // the CPU's window
 	res.Verified, res.OK = rep.Verified, rep.OK
 	res.Violations = maps.Clone(rep.ViolationCounts)
 	return res

@@ -262,7 +262,8 @@ func withoutFlag(args []string, name string) []string {
 }
 
 // sourceCommit names the source being measured: the checkout's commit,
-// with "+ changes" when tracked files differ from it; empty when git cannot
+// with "+ changes" when files differ from it (a new, untracked source file
+// too, which the build takes in); empty when git cannot
 // tell (not a checkout, no git).
 func sourceCommit(ctx context.Context) string {
 	out, err := exec.CommandContext(ctx, "git", "rev-parse", "--short=12", "HEAD").Output()
@@ -271,7 +272,7 @@ func sourceCommit(ctx context.Context) string {
 	}
 	commit := strings.TrimSpace(string(out))
 	// BENCHMARKS.md itself (an earlier run's output) is not source.
-	if st, err := exec.CommandContext(ctx, "git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!BENCHMARKS.md").Output(); err == nil && len(bytes.TrimSpace(st)) > 0 {
+	if st, err := exec.CommandContext(ctx, "git", "status", "--porcelain", "--", ".", ":!BENCHMARKS.md").Output(); err == nil && len(bytes.TrimSpace(st)) > 0 {
 		commit += " + changes"
 	}
 	return commit
