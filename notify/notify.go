@@ -124,11 +124,24 @@ func (h *Hub) Run(ctx context.Context, ready func()) error {
 		if json.Unmarshal([]byte(payload), &outcomes) == nil {
 			h.dispatch(outcomes)
 		} // else not ours; waiters fall back to re-reading
-	})
+	}, h.wakeAll)
 	if err != nil {
 		return fmt.Errorf("notify: %w", err)
 	}
 	return nil
+}
+
+// wakeAll wakes every waiter with no outcome, so that each reads its order
+// again: after a reconnect, announcements made meanwhile are lost.
+func (h *Hub) wakeAll() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for id, ws := range h.waiters {
+		for w := range ws {
+			close(w.c)
+		}
+		delete(h.waiters, id)
+	}
 }
 
 func (h *Hub) dispatch(outcomes []Outcome) {

@@ -6,6 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
+	"github.com/flashsale/flashsale/internal/localsvc"
 	"github.com/flashsale/flashsale/internal/testenv"
 	"github.com/flashsale/flashsale/notify"
 )
@@ -192,5 +195,34 @@ func TestWatchStopIsIdempotentAndConcurrent(t *testing.T) {
 	}
 	if got := hub.Waiting(); got != 0 {
 		t.Fatalf("Waiting() = %d, want 0", got)
+	}
+}
+
+// After the subscription reconnects (here: Redis restarted), announcements
+// made meanwhile may be lost: every waiter is woken, with no outcome, to
+// read its order again rather than wait for its next re-check.
+func TestReconnectWakesWaiters(t *testing.T) {
+	t.Parallel()
+	r := testenv.PrivateRedis(t, localsvc.RedisOptions{})
+	rdb := redis.NewClient(&redis.Options{Addr: r.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	hub := notify.NewHub(rdb, "x:")
+	run(t, hub)
+	w := hub.Watch("A")
+	defer w.Stop()
+	if err := r.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if isClosed(w.C) {
+		t.Fatal("woken by the outage alone")
+	}
+	if err := r.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if !closedWithin(w.C, 20*time.Second) {
+		t.Fatal("waiter not woken within 20s of Redis coming back")
+	}
+	if o, ok := w.Outcome(); ok {
+		t.Fatalf("woken with outcome %+v, want none (read the order again)", o)
 	}
 }

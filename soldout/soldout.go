@@ -87,6 +87,9 @@ type Gate struct {
 	// epoch counts announcements per product: a read that raced one is
 	// not cached.
 	epoch map[string]uint64
+	// resets counts the re-subscriptions after a reconnect, which forget
+	// every cached answer (announcements may have been lost meanwhile).
+	resets uint64
 }
 
 type entry struct {
@@ -141,7 +144,7 @@ func (g *Gate) SoldOut(ctx context.Context, product string) (bool, error) {
 	// fail the others; each caller still stops waiting when its own ends.
 	ch := g.sf.DoChan(product, func() (any, error) {
 		g.mu.Lock()
-		epoch := g.epoch[product]
+		epoch, resets := g.epoch[product], g.resets
 		g.mu.Unlock()
 		fetched := time.Now()
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), readTimeout)
@@ -151,7 +154,7 @@ func (g *Gate) SoldOut(ctx context.Context, product string) (bool, error) {
 			return false, fmt.Errorf("soldout: read flag of %q: %w", product, err)
 		}
 		g.mu.Lock()
-		if g.epoch[product] == epoch {
+		if g.epoch[product] == epoch && g.resets == resets {
 			g.cache[product] = entry{soldOut: n == 1, fetched: fetched}
 		}
 		g.mu.Unlock()
@@ -185,6 +188,13 @@ func (g *Gate) Run(ctx context.Context, ready func()) error {
 		g.mu.Lock()
 		delete(g.cache, product)
 		g.epoch[product]++
+		g.mu.Unlock()
+	}, func() {
+		// Announcements made while the subscription was down are lost:
+		// forget every cached answer, and any read in flight.
+		g.mu.Lock()
+		clear(g.cache)
+		g.resets++
 		g.mu.Unlock()
 	})
 	if err != nil {

@@ -321,3 +321,47 @@ func TestConfirm(t *testing.T) {
 		}
 	}
 }
+
+// After the subscription reconnects, announcements made meanwhile may be
+// lost: the gate forgets every cached answer. Here a flag set while no
+// announcement could arrive is seen at once, not after OpenTTL (an hour).
+func TestReconnectForgetsCachedAnswers(t *testing.T) {
+	t.Parallel()
+	r := testenv.PrivateRedis(t, localsvc.RedisOptions{})
+	rdb := redis.NewClient(&redis.Options{Addr: r.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	g := soldout.New(rdb, soldout.Options{KeyPrefix: "t:", CacheTTL: time.Hour, OpenTTL: time.Hour})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ready := make(chan struct{})
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx, func() { close(ready) }) }()
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("Run: %v", err)
+	}
+	if got, err := g.SoldOut(ctx, "p"); err != nil || got {
+		t.Fatalf("SoldOut before = %v, %v; want false (now cached for an hour)", got, err)
+	}
+	if err := r.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// The flag, set with no announcement (as if it were lost).
+	if err := rdb.Set(ctx, "t:soldout:{p}", "0", time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 20*time.Second, func() error {
+		got, err := g.SoldOut(ctx, "p")
+		if err != nil {
+			return err
+		}
+		if !got {
+			return errors.New("still the cached 'not sold out'")
+		}
+		return nil
+	})
+}

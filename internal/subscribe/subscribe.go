@@ -13,9 +13,10 @@ import (
 // Run subscribes rdb to channel, calls ready (if not nil) once the
 // subscription is confirmed, and hands every message's payload to handle
 // until ctx ends. The subscription reconnects by itself after a Redis
-// failure (messages published meanwhile are lost). It returns an error only
-// when the first subscription cannot be made.
-func Run(ctx context.Context, rdb redis.UniversalClient, channel string, ready func(), handle func(payload string)) error {
+// failure; messages published meanwhile are lost, so resubscribed (if not
+// nil) is called each time it is confirmed again, for the caller to catch
+// up. It returns an error only when the first subscription cannot be made.
+func Run(ctx context.Context, rdb redis.UniversalClient, channel string, ready func(), handle func(payload string), resubscribed func()) error {
 	sub := rdb.Subscribe(ctx, channel)
 	defer sub.Close()
 	if _, err := sub.Receive(ctx); err != nil { // the subscription confirmation
@@ -24,7 +25,10 @@ func Run(ctx context.Context, rdb redis.UniversalClient, channel string, ready f
 	if ready != nil {
 		ready()
 	}
-	msgs := sub.Channel()
+	// With the subscriptions: go-redis's Channel() drops the confirmation
+	// of a re-subscription after a reconnect, which is the only sign that
+	// messages may have been lost.
+	msgs := sub.ChannelWithSubscriptions()
 	for {
 		select {
 		case <-ctx.Done():
@@ -33,7 +37,14 @@ func Run(ctx context.Context, rdb redis.UniversalClient, channel string, ready f
 			if !ok {
 				return nil
 			}
-			handle(m.Payload)
+			switch m := m.(type) {
+			case *redis.Message:
+				handle(m.Payload)
+			case *redis.Subscription:
+				if m.Kind == "subscribe" && resubscribed != nil {
+					resubscribed()
+				}
+			}
 		}
 	}
 }
