@@ -83,7 +83,8 @@ func (l *Loader[K, V]) Load(ctx context.Context, key K) (v V, ok bool, err error
 	}
 }
 
-// Pending is how many lookups wait for the next batch.
+// Pending is how many lookups are queued for a next batch, those whose
+// callers gave up included (a batch drops them).
 func (l *Loader[K, V]) Pending() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
