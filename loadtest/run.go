@@ -379,20 +379,28 @@ func (r *runner) rereadOrders(ctx context.Context) {
 	}
 	r.rereads = make(map[string]OrderState, len(ids))
 	r.mu.Unlock()
-	work := make(chan string)
+	each(ids, r.cfg.SettleConcurrency, func(id string) {
+		st := r.rereadOrder(ctx, id)
+		r.mu.Lock()
+		r.rereads[id] = st
+		r.mu.Unlock()
+	})
+}
+
+// each calls f for every item, from at most workers goroutines at once, and
+// returns when every call has.
+func each[T any](items []T, workers int, f func(T)) {
+	work := make(chan T)
 	var wg sync.WaitGroup
-	for range min(len(ids), r.cfg.SettleConcurrency) {
+	for range min(len(items), workers) {
 		wg.Go(func() {
-			for id := range work {
-				st := r.rereadOrder(ctx, id)
-				r.mu.Lock()
-				r.rereads[id] = st
-				r.mu.Unlock()
+			for it := range work {
+				f(it)
 			}
 		})
 	}
-	for _, id := range ids {
-		work <- id
+	for _, it := range items {
+		work <- it
 	}
 	close(work)
 	wg.Wait()
@@ -567,20 +575,7 @@ func (r *runner) resendUnknown(ctx context.Context) {
 		}
 	}
 	r.mu.Unlock()
-	work := make(chan int)
-	var wg sync.WaitGroup
-	for range min(len(unknown), r.cfg.Concurrency) {
-		wg.Go(func() {
-			for i := range work {
-				r.resendOne(ctx, i)
-			}
-		})
-	}
-	for _, i := range unknown {
-		work <- i
-	}
-	close(work)
-	wg.Wait()
+	each(unknown, r.cfg.Concurrency, func(i int) { r.resendOne(ctx, i) })
 }
 
 // resendOne re-sends order i once and settles the order it is answered with.
