@@ -773,17 +773,7 @@ func TestWaitOrderRecheckFindsAnUnannouncedDecision(t *testing.T) {
 	ctx := context.Background()
 	got := waitInBackground(ctx, e, placed.OrderID, 20*time.Second)
 	waitForWaiter(t, e)
-	ti, err := e.Inspector.Lookup(ctx, placed.OrderID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	o := ti.Order
-	if _, err := e.Store.Apply(ctx, inventory.Batch{
-		Orders: []inventory.OrderRequest{{ID: o.ID, ProductID: o.ProductID, UserID: o.UserID, Quantity: o.Quantity, AcceptedAt: o.AcceptedAt}},
-		Tokens: map[string]int64{"p": 1},
-	}); err != nil {
-		t.Fatal(err)
-	}
+	e.Commit(t, placed.OrderID)
 	select {
 	case a := <-got:
 		if a.err != nil || a.v.Status != inventory.StatusSucceeded {
@@ -860,20 +850,9 @@ func TestSoldOutReplayOfADeadTaskReadsTheDecision(t *testing.T) {
 	t.Parallel()
 	e := saletest.New(t, nil)
 	e.CreateProduct(t, "p", 5, 0)
-	ctx := context.Background()
 	req := sale.PlaceOrderRequest{ProductID: "p", UserID: "u", Quantity: 1, IdempotencyKey: "k"}
 	placed := e.PlaceOrder(t, req)
-	ti, err := e.Inspector.Lookup(ctx, placed.OrderID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	o := ti.Order
-	if _, err := e.Store.Apply(ctx, inventory.Batch{
-		Orders: []inventory.OrderRequest{{ID: o.ID, ProductID: o.ProductID, UserID: o.UserID, Quantity: o.Quantity, IdempotencyKey: o.IdempotencyKey, AcceptedAt: o.AcceptedAt}},
-		Tokens: map[string]int64{"p": 1},
-	}); err != nil {
-		t.Fatal(err)
-	}
+	e.Commit(t, placed.OrderID)
 	if err := e.Asynq.ArchiveTask(e.Queue, placed.OrderID); err != nil {
 		t.Fatal(err)
 	}

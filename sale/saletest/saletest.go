@@ -171,13 +171,44 @@ func (e *Env) PlaceOrder(t testing.TB, r sale.PlaceOrderRequest) sale.Placed {
 }
 
 // Decide does what a worker does with the queued order id: decides it in
-// PostgreSQL with a fresh fencing token, flags its product sold out when
-// the stock reached 0, removes its task from the queue and announces it.
-// It fails the test when the order is not queued or cannot be decided.
+// PostgreSQL with a fresh fencing token ([Env.Commit]), flags its product
+// sold out when the stock reached 0, removes its task from the queue and
+// announces it. It fails the test when the order is not queued or cannot be
+// decided.
 func (e *Env) Decide(t testing.TB, id string) inventory.Order {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	d, res := e.commit(ctx, t, id)
+	o := d.Order
+	if ps, ok := res.Products[o.ProductID]; ok && ps.Stock == 0 {
+		if _, err := e.Gate.Mark(ctx, o.ProductID, ps.RestockGen); err != nil {
+			t.Fatalf("saletest: mark %s sold out: %v", o.ProductID, err)
+		}
+	}
+	if err := e.Asynq.DeleteTask(e.Queue, id); err != nil {
+		t.Fatalf("saletest: delete task %s: %v", id, err)
+	}
+	if err := e.Publisher.Publish(ctx, notify.Outcome{OrderID: id}); err != nil {
+		t.Fatalf("saletest: announce %s: %v", id, err)
+	}
+	return d.Order
+}
+
+// Commit decides the queued order id in PostgreSQL only, with a fresh
+// fencing token, and leaves its task queued and the decision unannounced:
+// a worker's run cut short after its commit. It fails the test when the
+// order is not queued or cannot be decided.
+func (e *Env) Commit(t testing.TB, id string) inventory.Order {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	d, _ := e.commit(ctx, t, id)
+	return d.Order
+}
+
+func (e *Env) commit(ctx context.Context, t testing.TB, id string) (inventory.Decision, inventory.Result) {
+	t.Helper()
 	ti, err := e.Inspector.Lookup(ctx, id)
 	if err != nil {
 		t.Fatalf("saletest: look up order %s: %v", id, err)
@@ -195,18 +226,7 @@ func (e *Env) Decide(t testing.TB, id string) inventory.Order {
 	if d.Err != nil {
 		t.Fatalf("saletest: decide order %s: %v", id, d.Err)
 	}
-	if ps, ok := res.Products[o.ProductID]; ok && ps.Stock == 0 {
-		if _, err := e.Gate.Mark(ctx, o.ProductID, ps.RestockGen); err != nil {
-			t.Fatalf("saletest: mark %s sold out: %v", o.ProductID, err)
-		}
-	}
-	if err := e.Asynq.DeleteTask(e.Queue, id); err != nil {
-		t.Fatalf("saletest: delete task %s: %v", id, err)
-	}
-	if err := e.Publisher.Publish(ctx, notify.Outcome{OrderID: id}); err != nil {
-		t.Fatalf("saletest: announce %s: %v", id, err)
-	}
-	return d.Order
+	return d, *res
 }
 
 // MarkSoldOut flags product sold out at its current restock generation, as
