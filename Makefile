@@ -29,7 +29,7 @@ fuzz:
 	done
 
 ## bench: the figures of BENCHMARKS.md: the product (hot, spread, backlog, one-by-one)
-## next to the queue ceiling and the lock-in-request design, 20,000 orders each
+## next to the queue ceiling, the HTTP front and the lock-in-request design, 20,000 orders each
 ## (a few minutes; uses Redis DB 13 and databases flashsale_bench_* on 127.0.0.1,
 ## and removes them). BENCH_FLAGS adds flags, e.g. BENCH_FLAGS='-note "shared machine"'.
 bench: build

@@ -244,9 +244,9 @@ func (r *runner) report(a *analysis, verified bool) *Report {
 		SubmitStatus:          maps.Clone(r.submitStatus),
 		PollStatus:            maps.Clone(r.pollStatus),
 		Outcomes:              a.outcomes,
-		SubmitLatency:         latencyOf(r.submitHist),
+		SubmitLatency:         LatencyOf(r.submitHist),
 		SubmitLatencyByStatus: map[string]Latency{},
-		FinalLatency:          latencyOf(r.finalHist),
+		FinalLatency:          LatencyOf(r.finalHist),
 		MaxSendLagMS:          ms(r.maxLag),
 		Queue:                 r.queueInfo,
 		Verified:              verified,
@@ -254,7 +254,7 @@ func (r *runner) report(a *analysis, verified bool) *Report {
 		Violations:            []Violation{},
 	}
 	for k, h := range r.submitByStatus {
-		rep.SubmitLatencyByStatus[k] = latencyOf(h)
+		rep.SubmitLatencyByStatus[k] = LatencyOf(h)
 	}
 	rep.Queue.SampleCount = len(r.queueInfo.Samples)
 	rep.Queue.Samples = thin(r.queueInfo.Samples, maxQueueSamples)
@@ -306,7 +306,8 @@ func (r *runner) report(a *analysis, verified bool) *Report {
 	return rep
 }
 
-func latencyOf(h *hdrhistogram.Histogram) Latency {
+// LatencyOf summarises h, whose values are microseconds.
+func LatencyOf(h *hdrhistogram.Histogram) Latency {
 	if h.TotalCount() == 0 {
 		return Latency{}
 	}

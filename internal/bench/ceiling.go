@@ -204,29 +204,9 @@ func (b *bencher) ceiling(ctx context.Context) (res CeilingResult) {
 
 	var consumers, producers []*cluster.Proc
 	defer func() { stopAll(append(consumers, producers...)) }()
-	for i := range c.Workers {
-		name := fmt.Sprintf("consumer-%d", i+1)
-		p := b.helperProc(name, "", dir, helperConsume, "-redis-url", b.redisURL, "-queue", qname,
-			"-concurrency", strconv.Itoa(c.WorkerConcurrency),
-			"-ready", filepath.Join(dir, name+".ready"), "-result", filepath.Join(dir, name+".json"))
-		if err := p.Start(c.Helper[0]); err != nil {
-			return fail(err)
-		}
-		consumers = append(consumers, p)
-	}
-	for i, p := range consumers {
-		ready := filepath.Join(dir, fmt.Sprintf("consumer-%d.ready", i+1))
-		if err := waitUntil(ctx, 30*time.Second, func() (bool, error) {
-			if _, err := os.Stat(ready); err == nil {
-				return true, nil
-			}
-			if !p.Running() {
-				return false, fmt.Errorf("%s exited during start: %s", p.Name, logTail(p.LogPath()))
-			}
-			return false, nil
-		}); err != nil {
-			return fail(err)
-		}
+	consumers, err := b.startConsumers(ctx, dir, qname)
+	if err != nil {
+		return fail(err)
 	}
 	b.logf("queue ceiling: %d consumers ready; %d producers enqueue %d tasks", c.Workers, c.APIs, c.Orders)
 
@@ -272,33 +252,12 @@ func (b *bencher) ceiling(ctx context.Context) (res CeilingResult) {
 	}
 	b.logf("queue ceiling: %d enqueued; waiting for the consumers to empty the queue", res.Enqueued)
 
-	insp := asynq.NewInspector(b.connOpt)
-	defer insp.Close()
-	if err := waitUntil(ctx, c.ScenarioTimeout, func() (bool, error) {
-		q, err := insp.GetQueueInfo(qname)
-		if err != nil {
-			return false, nil // transient, or the queue is not there yet
-		}
-		return q.Pending+q.Active+q.Scheduled+q.Retry == 0, nil
-	}); err != nil {
-		return fail(fmt.Errorf("queue not emptied: %w", err))
+	done, err := b.drainConsumers(ctx, dir, qname, consumers)
+	if err != nil {
+		return fail(err)
 	}
-
-	var last int64
-	for i, p := range consumers {
-		res.ConsumerPeakRSS = max(res.ConsumerPeakRSS, p.PeakRSS())
-		if err := p.Stop(30 * time.Second); err != nil {
-			return fail(err)
-		}
-		var cr consumerResult
-		if err := readJSON(filepath.Join(dir, fmt.Sprintf("consumer-%d.json", i+1)), &cr); err != nil {
-			return fail(fmt.Errorf("%s left no result (%v): %s", p.Name, err, logTail(p.LogPath())))
-		}
-		res.Processed += cr.Processed
-		res.ConsumerPeakRSS = max(res.ConsumerPeakRSS, cr.PeakRSS)
-		res.ConsumerCPUSeconds += time.Duration(cr.CPUNS).Seconds()
-		last = max(last, cr.LastNS)
-	}
+	res.Processed, res.ConsumerPeakRSS, res.ConsumerCPUSeconds = done.processed, done.peakRSS, done.cpuSeconds
+	last := done.lastNS
 	for _, p := range producers {
 		res.ProducerPeakRSS = max(res.ProducerPeakRSS, p.PeakRSS())
 	}
@@ -312,6 +271,80 @@ func (b *bencher) ceiling(ctx context.Context) (res CeilingResult) {
 	}
 	res.Ran = true
 	return res
+}
+
+// startConsumers starts Workers no-op consumer processes on qname, logging
+// into dir, and waits until each serves. The caller stops them (stopAll) if
+// it does not get to [bencher.drainConsumers].
+func (b *bencher) startConsumers(ctx context.Context, dir, qname string) ([]*cluster.Proc, error) {
+	c := b.cfg
+	var consumers []*cluster.Proc
+	for i := range c.Workers {
+		name := fmt.Sprintf("consumer-%d", i+1)
+		p := b.helperProc(name, "", dir, helperConsume, "-redis-url", b.redisURL, "-queue", qname,
+			"-concurrency", strconv.Itoa(c.WorkerConcurrency),
+			"-ready", filepath.Join(dir, name+".ready"), "-result", filepath.Join(dir, name+".json"))
+		if err := p.Start(c.Helper[0]); err != nil {
+			return consumers, err
+		}
+		consumers = append(consumers, p)
+	}
+	for i, p := range consumers {
+		ready := filepath.Join(dir, fmt.Sprintf("consumer-%d.ready", i+1))
+		if err := waitUntil(ctx, 30*time.Second, func() (bool, error) {
+			if _, err := os.Stat(ready); err == nil {
+				return true, nil
+			}
+			if !p.Running() {
+				return false, fmt.Errorf("%s exited during start: %s", p.Name, logTail(p.LogPath()))
+			}
+			return false, nil
+		}); err != nil {
+			return consumers, err
+		}
+	}
+	return consumers, nil
+}
+
+// consumed is what the consumer processes of a part did between them.
+type consumed struct {
+	processed  int64
+	peakRSS    int64
+	cpuSeconds float64
+	// lastNS is when the last task was done (Unix nanoseconds).
+	lastNS int64
+}
+
+// drainConsumers waits until qname holds no task, then stops the consumers
+// and sums up their results.
+func (b *bencher) drainConsumers(ctx context.Context, dir, qname string, consumers []*cluster.Proc) (consumed, error) {
+	var done consumed
+	insp := asynq.NewInspector(b.connOpt)
+	defer insp.Close()
+	if err := waitUntil(ctx, b.cfg.ScenarioTimeout, func() (bool, error) {
+		q, err := insp.GetQueueInfo(qname)
+		if err != nil {
+			return false, nil // transient, or the queue is not there yet
+		}
+		return q.Pending+q.Active+q.Scheduled+q.Retry == 0, nil
+	}); err != nil {
+		return done, fmt.Errorf("queue not emptied: %w", err)
+	}
+	for i, p := range consumers {
+		done.peakRSS = max(done.peakRSS, p.PeakRSS())
+		if err := p.Stop(30 * time.Second); err != nil {
+			return done, err
+		}
+		var cr consumerResult
+		if err := readJSON(filepath.Join(dir, fmt.Sprintf("consumer-%d.json", i+1)), &cr); err != nil {
+			return done, fmt.Errorf("%s left no result (%v): %s", p.Name, err, logTail(p.LogPath()))
+		}
+		done.processed += cr.Processed
+		done.peakRSS = max(done.peakRSS, cr.PeakRSS)
+		done.cpuSeconds += time.Duration(cr.CPUNS).Seconds()
+		done.lastNS = max(done.lastNS, cr.LastNS)
+	}
+	return done, nil
 }
 
 // selfPeakRSS is this process's VmHWM in bytes (0 when unreadable).

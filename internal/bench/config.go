@@ -32,6 +32,7 @@ const (
 // Part names, for Config.Only.
 const (
 	PartCeiling       = "ceiling"
+	PartFront         = "http-front"
 	PartHot           = "hot"
 	PartSpread        = "spread"
 	PartBacklog       = "backlog"
@@ -40,7 +41,7 @@ const (
 )
 
 // Parts lists every part in the order a run measures them.
-var Parts = []string{PartCeiling, PartHot, PartSpread, PartBacklog, PartOneByOne, PartLockInRequest}
+var Parts = []string{PartCeiling, PartFront, PartHot, PartSpread, PartBacklog, PartOneByOne, PartLockInRequest}
 
 // Config describes a run. Zero fields take the defaults above.
 type Config struct {

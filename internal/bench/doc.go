@@ -10,6 +10,10 @@
 //     producer processes as there are API servers and consumed by as many
 //     consumer processes as there are workers, with the worker's asynq
 //     settings (helper programs of this package, not the product);
+//   - the HTTP front: each order a POST to a gin server (a helper program)
+//     that enqueues it with the API's enqueue call for the same no-op
+//     consumers, then a GET answered from memory, sent by this package: the
+//     least an accepted order costs over HTTP and asynq;
 //   - hot, spread, backlog and one-by-one: the flashsale binary's API and
 //     worker processes ([cluster]), driven and verified by [loadtest];
 //   - lock-in-request: the design the system grew from, an HTTP handler that

@@ -6,11 +6,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"slices"
 	"syscall"
+	"time"
 )
 
 // Helper programs: the baselines' processes, run from the binary named by
@@ -18,10 +21,11 @@ import (
 const (
 	helperProduce = "noop-produce"
 	helperConsume = "noop-consume"
+	helperFront   = "noop-http-serve"
 	helperLIR     = "lock-in-request-serve"
 )
 
-var helpers = []string{helperProduce, helperConsume, helperLIR}
+var helpers = []string{helperProduce, helperConsume, helperFront, helperLIR}
 
 // IsHelper reports whether args (os.Args[1:]) ask for one of the helper
 // programs; main functions (and TestMain of tests that run the harness)
@@ -45,6 +49,8 @@ func HelperMain(args []string, stderr io.Writer) int {
 		err = runProducer(ctx, fs, args[1:])
 	case helperConsume:
 		err = runConsumer(ctx, fs, args[1:])
+	case helperFront:
+		err = runFrontServer(ctx, fs, args[1:], stderr)
 	case helperLIR:
 		err = runLIRServer(ctx, fs, args[1:], stderr)
 	}
@@ -74,4 +80,25 @@ func readJSON(path string, v any) error {
 		return err
 	}
 	return json.Unmarshal(b, v)
+}
+
+// serveUntilDone serves h on addr until ctx ends, then shuts down; it
+// says on stderr where name listens.
+func serveUntilDone(ctx context.Context, addr string, h http.Handler, stderr io.Writer, name string) error {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	fmt.Fprintf(stderr, "%s listening on %s\n", name, ln.Addr())
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return srv.Shutdown(sctx)
 }

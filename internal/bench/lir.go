@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -113,22 +112,7 @@ func runLIRServer(ctx context.Context, fs *flag.FlagSet, args []string, stderr i
 		}
 		writeJSONBody(w, http.StatusOK, map[string]string{"status": "ready"})
 	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	ln, err := net.Listen("tcp", *addr)
-	if err != nil {
-		return err
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	fmt.Fprintf(stderr, "lock-in-request server listening on %s\n", ln.Addr())
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	return srv.Shutdown(sctx)
+	return serveUntilDone(ctx, *addr, mux, stderr, "lock-in-request server")
 }
 
 type lirOrderBody struct {

@@ -69,6 +69,17 @@ func atLeast(name, formula string, a, b, goal float64) Check {
 	return c
 }
 
+// info builds a ratio with no goal.
+func info(name string, a, b float64) Check {
+	c := Check{Name: name, Goal: "-", Verdict: NoGoal}
+	if v, ok := ratio(a, b); ok {
+		c.Value = fmt.Sprintf("%s / %s = %.2f×", rate(a), rate(b), v)
+	} else {
+		c.Value, c.Verdict = "not measured", Unknown
+	}
+	return c
+}
+
 // Checks computes the ratios the issue asks for and checks the goals.
 func Checks(r Results) []Check {
 	// A rate counts only from a part that ran to the end with its
@@ -105,13 +116,18 @@ func Checks(r Results) []Check {
 		atLeast("hot settled/s ÷ one-by-one settled/s", "hot ÷ one-by-one", settled(r.Hot), settled(r.OneByOne), GoalHotVsOneByOne),
 	}
 
-	lir := Check{Name: "units sold/s: hot ÷ lock-in-request", Goal: "-", Verdict: NoGoal}
-	if v, ok := ratio(soldPerSec(r.Hot), soldPerSec(r.LockInRequest)); ok {
-		lir.Value = fmt.Sprintf("%s / %s = %.2f×", rate(soldPerSec(r.Hot)), rate(soldPerSec(r.LockInRequest)), v)
-	} else {
-		lir.Value, lir.Verdict = "not measured", Unknown
+	// The HTTP front is the floor of an accepted order's path: these say
+	// how much of the ceiling HTTP itself leaves, and how close the
+	// product comes to that floor.
+	front := 0.0
+	if r.Front.OK() {
+		front = r.Front.EndToEndPerSec
 	}
-	checks = append(checks, lir)
+	checks = append(checks,
+		info("HTTP front end-to-end/s ÷ queue ceiling end-to-end/s", front, ceiling),
+		info("hot settled/s ÷ HTTP front end-to-end/s", settled(r.Hot), front),
+		info("backlog drain/s ÷ HTTP front end-to-end/s", drain, front),
+		info("units sold/s: hot ÷ lock-in-request", soldPerSec(r.Hot), soldPerSec(r.LockInRequest)))
 	if r.Hot.Ran && r.LockInRequest.Ran {
 		checks = append(checks, Check{
 			Name: "units sold of the hot stock: hot vs lock-in-request",
@@ -204,6 +220,11 @@ func Checks(r Results) []Check {
 				count(r.Ceiling.Enqueued), count(r.Ceiling.Processed), count(r.Ceiling.EnqueueErrors))}
 		checks = append(checks, c)
 	}
+	if f := r.Front; f.Ran {
+		checks = append(checks, Check{Name: "HTTP front: every order accepted, answered and processed once", Goal: "-", Verdict: NoGoal,
+			Value: fmt.Sprintf("%s accepted, %s answered, %s processed, %s failed requests",
+				count(f.Accepted), count(f.Answered), count(f.Processed), count(f.Errors))})
+	}
 	return checks
 }
 
@@ -262,6 +283,14 @@ func Render(r Results) string {
 	} else {
 		rows = append(rows, []string{"queue ceiling", "not measured: " + c.Err, "", "", "", ""})
 	}
+	f := r.Front
+	if f.Ran {
+		rows = append(rows, []string{"HTTP front", fmt.Sprintf("%s orders, each a POST that enqueues a no-op task and a GET answered from memory; "+
+			"%d gin servers, %d no-op consumer processes × %d", count(f.Orders), f.Servers, f.Consumers, f.Concurrency),
+			rate(f.SubmittedPerSec), rate(f.EndToEndPerSec) + " (end to end)", secs(f.EndToEndSeconds), frontOKText(f)})
+	} else {
+		rows = append(rows, []string{"HTTP front", "not measured: " + f.Err, "", "", "", ""})
+	}
 	for _, sc := range scenarios(r) {
 		res := sc.res
 		if !res.Ran {
@@ -301,6 +330,10 @@ func Render(r Results) string {
 		rows = append(rows, []string{"queue ceiling", "-", "-", "-", "-", "-", "-", "-",
 			mb(c.ProducerPeakRSS) + " (producer)", mb(c.ConsumerPeakRSS) + " (consumer)"})
 	}
+	if f.Ran {
+		rows = append(rows, []string{"HTTP front", ms(f.Submit.P50), ms(f.Submit.P95), ms(f.Submit.P99), "-", "-", "-", "-",
+			mb(f.ServerPeakRSS) + " (server)", mb(f.ConsumerPeakRSS) + " (consumer)"})
+	}
 	for _, sc := range scenarios(r) {
 		res := sc.res
 		if !res.Ran {
@@ -325,6 +358,10 @@ func Render(r Results) string {
 	if c.Ran {
 		rows = append(rows, []string{"queue ceiling", secs(c.EndToEndSeconds), cpu(c.ProducerCPUSeconds) + " (producers)",
 			cpu(c.ConsumerCPUSeconds) + " (consumers)", "-", perOrder(c.ProducerCPUSeconds+c.ConsumerCPUSeconds, c.Processed)})
+	}
+	if f.Ran {
+		rows = append(rows, []string{"HTTP front", secs(f.EndToEndSeconds), cpu(f.ServerCPUSeconds) + " (servers)",
+			cpu(f.ConsumerCPUSeconds) + " (consumers)", cpu(f.LoadGenCPUSeconds), perOrder(f.ServerCPUSeconds+f.ConsumerCPUSeconds, f.Processed)})
 	}
 	for _, sc := range scenarios(r) {
 		res := sc.res
@@ -355,6 +392,7 @@ func Render(r Results) string {
 How to read it:
 - *settled/s* is loadtest's: orders that reached a final outcome (succeeded, sold_out, or answered 409 sold_out by the fast path) divided by the time from the first submit to the last final status observed. Orders answered 409 never enter the queue; the *Outcomes* table shows how many went through it.
 - *queue ceiling* is asynq alone on this machine: as many producer processes as API servers enqueue no-op tasks (the API's enqueue call, same payload size, task id and options) while as many consumer processes as workers, with the worker's concurrency and poll interval, acknowledge them; end to end is first enqueue to last task done.
+- *HTTP front* is the least an accepted order can cost in a design that takes it over HTTP, queues it in asynq and lets its buyer ask for it, built inside the benchmark: as many gin servers as API servers, whose POST /v1/orders enqueues the order with the API's enqueue call and answers 202, and whose GET /v1/orders/{id} answers "queued" from memory; the queue ceiling's consumers; this program sends each order's POST, then its GET, with the burst's requests in flight. No stock, lock, transaction or long poll. End to end is the first POST to the last GET answered or task done, whichever is later. Its ratios have no goal: they say how much of the ceiling HTTP leaves on this machine, and how near the product comes to that floor (hot refuses most of its orders with one request each, so it can go past it).
 - *backlog* submits every order with the workers stopped, then starts them; drain/s is the orders settled from the workers' start to the last final status loadtest observed; "last commit" is when, after the workers' start, the last deciding transaction began (orders.updated_at), i.e. the drain without the observation. Its submitted/s is what the APIs admit with nothing consuming.
 - *one-by-one* is the hot run with FLASHSALE_WORKER_MODE=single: one lock hold and one transaction per order.
 - *lock-in-request* is the design this system grew from, built inside the benchmark: an HTTP handler that takes the product's lock (TryAcquire of the lock package), decrements stock in PostgreSQL, releases, and answers 429 when the lock is busy, on the hot product. Its settled/s counts orders sold or answered 409 sold_out; 429s are turned away and are no outcome.
@@ -399,6 +437,13 @@ func invariantText(s ScenarioResult) string {
 	default:
 		return "VIOLATED: " + violationList(s.Violations)
 	}
+}
+
+func frontOKText(f FrontResult) string {
+	if f.OK() {
+		return "every order once"
+	}
+	return "ORDERS MISSING OR FAILED"
 }
 
 func okText(ok bool) string {

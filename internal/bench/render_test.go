@@ -32,6 +32,10 @@ func sample() Results {
 		Ceiling: CeilingResult{Ran: true, Tasks: 20_000, Producers: 2, Consumers: 3, Concurrency: 64,
 			Enqueued: 20_000, Processed: 20_000, EnqueuePerSec: 50_000, EndToEndPerSec: 8_000,
 			EndToEndSeconds: 2.5, ProducerPeakRSS: 20 << 20, ConsumerPeakRSS: 22 << 20},
+		Front: FrontResult{Ran: true, Orders: 20_000, Servers: 2, Consumers: 3, Concurrency: 64,
+			Accepted: 20_000, Answered: 20_000, Processed: 20_000, SubmittedPerSec: 10_000, EndToEndPerSec: 4_000,
+			EndToEndSeconds: 5, Submit: loadtest.Latency{Count: 20_000, P50: 3, P95: 9, P99: 15},
+			ServerPeakRSS: 18 << 20, ConsumerPeakRSS: 21 << 20, ServerCPUSeconds: 3, ConsumerCPUSeconds: 1, LoadGenCPUSeconds: 2},
 		Hot:      ok(9_000, 6_000, 12, 40, 30),
 		Spread:   ok(9_500, 6_600, 14, 42, 35),
 		Backlog:  ok(12_000, 3_000, 10, 41, 33),
@@ -71,6 +75,10 @@ func TestChecksComputesRatiosAndGoals(t *testing.T) {
 		{"spread settled/s ÷ hot settled/s", "6,600 / 6,000 = 1.10×", Met},
 		{"hot settled/s ÷ one-by-one settled/s", "6,000 / 1,000 = 6.00×", Met},
 		{"units sold/s: hot ÷ lock-in-request", "1,500 / 50 = 30.00×", NoGoal},
+		{"HTTP front end-to-end/s ÷ queue ceiling end-to-end/s", "4,000 / 8,000 = 0.50×", NoGoal},
+		{"hot settled/s ÷ HTTP front end-to-end/s", "6,000 / 4,000 = 1.50×", NoGoal},
+		{"backlog drain/s ÷ HTTP front end-to-end/s", "7,000 / 4,000 = 1.75×", NoGoal},
+		{"HTTP front: every order accepted, answered and processed once", "20,000 accepted, 20,000 answered, 20,000 processed, 0 failed requests", NoGoal},
 		{"units sold of the hot stock: hot vs lock-in-request", "5,000 of 5,000 vs 150 of 5,000 (19,850 turned away with 429)", NoGoal},
 		{"submit p99 under the burst (hot, spread, backlog)", "hot 12.0 ms, spread 14.0 ms, backlog 10.0 ms", Met},
 		{"peak RSS of any API process", "42 MB", Met},
@@ -94,6 +102,7 @@ func TestChecksReportMissedAndUnmeasured(t *testing.T) {
 	r.LockInRequest.Violations = map[loadtest.ViolationCode]int{loadtest.CodeOversell: 1, loadtest.CodeServerError: 2}
 	r.Spread.OK = false // fast, but it broke an invariant: its ratio is no measurement
 	r.Spread.Violations = map[loadtest.ViolationCode]int{loadtest.CodeOrderLost: 1}
+	r.Front.Processed-- // a task lost: its rate is no floor
 	checks := Checks(r)
 	for _, tc := range []struct {
 		name    string
@@ -105,6 +114,8 @@ func TestChecksReportMissedAndUnmeasured(t *testing.T) {
 		{"backlog drain/s ÷ queue ceiling end-to-end/s", Unknown, "not measured"},
 		{"spread settled/s ÷ hot settled/s", Unknown, "not measured"},
 		{"units sold/s: hot ÷ lock-in-request", Unknown, "not measured"},
+		{"hot settled/s ÷ HTTP front end-to-end/s", Unknown, "not measured"},
+		{"HTTP front: every order accepted, answered and processed once", NoGoal, "19,999 processed"},
 		{"submit p99 under the burst (hot, spread, backlog)", Missed, "spread 30.0 ms, backlog n/a"},
 		{"peak RSS of any worker process", Missed, "120 MB"},
 		{"loadtest invariants held", Missed, "lock-in-request oversell×1 server_error×2"},
@@ -143,6 +154,9 @@ func TestRenderHasEveryTableAndFigure(t *testing.T) {
 		"| hot | 2.0 | 8.0 | 12.0 | 202: 4.0 / 20.0; 409: 1.0 / 6.0 | 100.0 |", // by answer, sorted by status
 		"| spread | 2.0 | 8.0 | 14.0 | - | 100.0 |",
 		"| queue ceiling | - | - | - | - | - | - | - | 20 MB (producer) | 22 MB (consumer) |", // RSS under its own headings
+		"| HTTP front | 20,000 orders, each a POST that enqueues a no-op task and a GET answered from memory; 2 gin servers, 3 no-op consumer processes × 64 | 10,000 | 4,000 (end to end) | 5.00 | every order once |",
+		"| HTTP front | 3.0 | 9.0 | 15.0 | - | - | - | - | 18 MB (server) | 21 MB (consumer) |",
+		"| HTTP front | 5.00 | 3.0 (servers) | 1.0 (consumers) | 2.0 | 0.20 |",
 		"### CPU",
 	} {
 		if !strings.Contains(out, squeeze(want)) {
@@ -155,8 +169,9 @@ func TestRenderHasEveryTableAndFigure(t *testing.T) {
 	r := sample()
 	r.Note = "shared machine"
 	r.Spread = ScenarioResult{Err: "timeout"}
+	r.Front.Answered--
 	out = Render(r)
-	for _, want := range []string{"**Note:** shared machine", "1,000 products, stock 5 each; not measured: timeout"} {
+	for _, want := range []string{"**Note:** shared machine", "1,000 products, stock 5 each; not measured: timeout", "ORDERS MISSING OR FAILED"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("rendered section lacks %q:\n%s", want, out)
 		}

@@ -32,6 +32,7 @@ type Results struct {
 	Settings Settings
 
 	Ceiling       CeilingResult
+	Front         FrontResult
 	Hot           ScenarioResult
 	Spread        ScenarioResult
 	Backlog       ScenarioResult
@@ -166,4 +167,46 @@ type CeilingResult struct {
 // OK reports whether every task enqueued was processed exactly once.
 func (c CeilingResult) OK() bool {
 	return c.Ran && c.EnqueueErrors == 0 && c.Enqueued == int64(c.Tasks) && c.Processed == c.Enqueued
+}
+
+// FrontResult is the HTTP front baseline: each order a POST that enqueues a
+// no-op task and a GET answered without I/O (see front.go).
+type FrontResult struct {
+	Ran bool
+	Err string
+
+	Orders      int
+	Servers     int
+	Consumers   int
+	Concurrency int
+
+	// Accepted counts POSTs answered 202, Answered GETs answered 200,
+	// Errors the requests that failed (not retried); Processed the tasks
+	// the consumers did.
+	Accepted  int64
+	Answered  int64
+	Errors    int64
+	Processed int64
+	// SubmittedPerSec is Accepted over the first POST to the last POST's
+	// answer; EndToEndPerSec is Processed over the first POST to the last
+	// GET's answer or the last task done, whichever came later.
+	SubmittedPerSec float64
+	EndToEndPerSec  float64
+	EndToEndSeconds float64
+	// Submit is the latency of the POSTs.
+	Submit loadtest.Latency
+
+	ServerPeakRSS   int64
+	ConsumerPeakRSS int64
+	// CPU seconds of the servers and the load generator during the load,
+	// and of the consumers from ready to their end.
+	ServerCPUSeconds   float64
+	ConsumerCPUSeconds float64
+	LoadGenCPUSeconds  float64
+}
+
+// OK reports whether every order was accepted, answered, and processed
+// exactly once.
+func (f FrontResult) OK() bool {
+	return f.Ran && f.Errors == 0 && f.Accepted == int64(f.Orders) && f.Answered == f.Accepted && f.Processed == f.Accepted
 }

@@ -77,6 +77,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	}
 	const skipped = "not selected (-only)"
 	r.Ceiling = CeilingResult{Err: skipped}
+	r.Front = FrontResult{Err: skipped}
 	for _, s := range []*ScenarioResult{&r.Hot, &r.Spread, &r.Backlog, &r.OneByOne, &r.LockInRequest} {
 		s.Err = skipped
 	}
@@ -86,6 +87,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		run  func()
 	}{
 		{PartCeiling, func() { r.Ceiling = b.ceiling(ctx) }},
+		{PartFront, func() { r.Front = b.front(ctx) }},
 		{PartHot, func() { r.Hot = b.product(ctx, PartHot) }},
 		{PartSpread, func() { r.Spread = b.product(ctx, PartSpread) }},
 		{PartBacklog, func() { r.Backlog = b.product(ctx, PartBacklog) }},
@@ -123,6 +125,8 @@ func partErr(r *Results, part string) *string {
 	switch part {
 	case PartCeiling:
 		return &r.Ceiling.Err
+	case PartFront:
+		return &r.Front.Err
 	case PartHot:
 		return &r.Hot.Err
 	case PartSpread:
@@ -144,6 +148,14 @@ func summary(r *Results, part string) string {
 			return "FAILED: " + c.Err
 		}
 		return fmt.Sprintf("enqueue %s/s, end to end %s/s", rate(c.EnqueuePerSec), rate(c.EndToEndPerSec))
+	}
+	if part == PartFront {
+		f := r.Front
+		if !f.Ran {
+			return "FAILED: " + f.Err
+		}
+		return fmt.Sprintf("submitted %s/s, end to end %s/s, submit p99 %s ms, every order once: %v",
+			rate(f.SubmittedPerSec), rate(f.EndToEndPerSec), ms(f.Submit.P99), f.OK())
 	}
 	s := map[string]ScenarioResult{PartHot: r.Hot, PartSpread: r.Spread, PartBacklog: r.Backlog,
 		PartOneByOne: r.OneByOne, PartLockInRequest: r.LockInRequest}[part]

@@ -102,6 +102,9 @@ func TestRunEveryPartAtTinyScale(t *testing.T) {
 	if !c.OK() || c.Processed != orders || c.EndToEndPerSec <= 0 || c.EnqueuePerSec <= 0 {
 		t.Errorf("queue ceiling: got %+v, want %d tasks enqueued and processed once, with rates", c, orders)
 	}
+	if f := res.Front; !f.OK() || f.Processed != orders || f.EndToEndPerSec <= 0 || f.SubmittedPerSec <= 0 || f.Submit.P99 <= 0 || f.ServerPeakRSS <= 0 {
+		t.Errorf("HTTP front: got %+v, want %d orders accepted, answered and processed once, with rates, latency and RSS", f, orders)
+	}
 	for _, s := range []struct {
 		name  string
 		res   bench.ScenarioResult
@@ -140,7 +143,7 @@ func TestRunEveryPartAtTinyScale(t *testing.T) {
 	}
 
 	out := bench.Render(*res)
-	for _, want := range []string{bench.SectionHeading, "### Throughput", "| lock-in-request |", "### Ratios and goals"} {
+	for _, want := range []string{bench.SectionHeading, "### Throughput", "| HTTP front ", "| lock-in-request |", "### Ratios and goals"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("rendered section lacks %q:\n%s", want, out)
 		}

@@ -52,7 +52,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.Int64Var(&cfg.HotStock, "hot-stock", bench.DefaultHotStock, "stock of the hot product")
 	fs.IntVar(&cfg.SpreadProducts, "spread-products", bench.DefaultSpreadProducts, "products of the spread part")
 	fs.Int64Var(&cfg.SpreadStock, "spread-stock", bench.DefaultSpreadStock, "stock of each spread product")
-	fs.IntVar(&cfg.APIs, "apis", bench.DefaultAPIs, "API processes (and producers, and lock-in-request servers)")
+	fs.IntVar(&cfg.APIs, "apis", bench.DefaultAPIs, "API processes (and producers, HTTP front and lock-in-request servers)")
 	fs.IntVar(&cfg.Workers, "workers", bench.DefaultWorkers, "worker processes (and no-op consumers)")
 	fs.IntVar(&cfg.WorkerConcurrency, "worker-concurrency", bench.DefaultWorkerConcurrency, "FLASHSALE_WORKER_CONCURRENCY of workers and consumers")
 	fs.IntVar(&cfg.Concurrency, "concurrency", bench.DefaultConcurrency, "load generator's requests in flight")
