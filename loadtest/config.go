@@ -32,7 +32,9 @@ const (
 	DefaultMaxRetries          = 3
 	DefaultQueueSampleInterval = time.Second
 	DefaultVerifyTimeout       = 30 * time.Second
-	minSettleConcurrency       = 32
+	// MinSettleConcurrency is the fewest long-polls a run keeps in flight
+	// by default: SettleConcurrency defaults to max(Concurrency, this).
+	MinSettleConcurrency = 32
 )
 
 // ErrInvalidConfig is returned (wrapped, with the reason) by [Run] when the
@@ -209,7 +211,7 @@ func (c Config) withDefaults() (Config, error) {
 		return bad("concurrency %d outside 1..%d", c.Concurrency, MaxConcurrency)
 	}
 	if c.SettleConcurrency == 0 {
-		c.SettleConcurrency = max(c.Concurrency, minSettleConcurrency)
+		c.SettleConcurrency = max(c.Concurrency, MinSettleConcurrency)
 	}
 	if c.SettleConcurrency < 1 || c.SettleConcurrency > MaxConcurrency {
 		return bad("settle concurrency %d outside 1..%d", c.SettleConcurrency, MaxConcurrency)

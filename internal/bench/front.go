@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -86,10 +87,11 @@ func runFrontServer(ctx context.Context, fs *flag.FlagSet, args []string, stderr
 }
 
 // front measures the HTTP front: Workers no-op consumers, APIs front
-// servers, and Orders orders sent Concurrency at a time by this process.
+// servers, and Orders orders sent by this process ([frontLoad]).
 func (b *bencher) front(ctx context.Context) (res FrontResult) {
 	c := b.cfg
-	res = FrontResult{Orders: c.Orders, Servers: c.APIs, Consumers: c.Workers, Concurrency: c.WorkerConcurrency}
+	res = FrontResult{Orders: c.Orders, Servers: c.APIs, Consumers: c.Workers, ConsumerConcurrency: c.WorkerConcurrency,
+		Senders: c.Concurrency, Pollers: max(c.Concurrency, loadtest.MinSettleConcurrency)}
 	fail := func(err error) FrontResult {
 		res.Ran, res.Err = false, err.Error()
 		return res
@@ -128,7 +130,7 @@ func (b *bencher) front(ctx context.Context) (res FrontResult) {
 			return fail(err)
 		}
 	}
-	b.logf("HTTP front: %d consumers and %d servers up; %d orders, %d in flight", c.Workers, c.APIs, c.Orders, c.Concurrency)
+	b.logf("HTTP front: %d consumers and %d servers up; %d orders, %d senders, %d pollers", c.Workers, c.APIs, c.Orders, res.Senders, res.Pollers)
 
 	cpu0, genCPU0 := cpuOf(servers), selfCPU()
 	ld, err := frontLoad(ctx, urls, c.Orders, c.Concurrency, c.ScenarioTimeout)
@@ -175,40 +177,39 @@ type frontLoaded struct {
 	begin, lastPost, lastGet   int64
 }
 
-// frontLoad sends n orders, concurrency at a time, round robin over urls:
-// each a POST /v1/orders that must be answered 202, then a GET of the
-// order's id that must be answered 200. A failed request is counted, not
-// retried. It returns an error only when ctx ends or timeout passes.
+// frontLoad sends n orders round robin over urls as loadtest does:
+// concurrency senders each POST /v1/orders (which must be answered 202) and
+// hand the order's id to max(concurrency, loadtest.MinSettleConcurrency)
+// pollers, each sending a GET of one order at a time (which must be
+// answered 200), also round robin. A failed request is counted, not
+// retried; each is bounded by loadtest's default request timeout. It
+// returns an error only when ctx ends or timeout passes.
 func frontLoad(ctx context.Context, urls []string, n, concurrency int, timeout time.Duration) (frontLoaded, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	hc := &http.Client{Transport: &http.Transport{
-		Proxy:               nil,
-		MaxIdleConnsPerHost: concurrency,
-		DisableCompression:  true,
-	}}
+	pollers := max(concurrency, loadtest.MinSettleConcurrency)
+	hc := &http.Client{
+		Timeout: loadtest.DefaultRequestTimeout,
+		Transport: &http.Transport{
+			Proxy:               nil,
+			DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			MaxIdleConnsPerHost: concurrency + pollers,
+			DisableCompression:  true,
+		},
+	}
 	defer hc.CloseIdleConnections()
 	var (
-		out                frontLoaded
-		next               atomic.Int64
-		accepted, answered atomic.Int64
-		failed             atomic.Int64
-		mu                 sync.Mutex
-		hist               = hdrhistogram.New(1, int64(time.Hour/time.Microsecond), 3)
-		lastPost, lastGet  int64
-		firstErr           string
-		send               = func(req *http.Request, want int) ([]byte, error) {
-			resp, err := hc.Do(req)
-			if err != nil {
-				return nil, err
-			}
-			defer resp.Body.Close()
-			body, err := io.ReadAll(resp.Body)
-			if err == nil && resp.StatusCode != want {
-				err = fmt.Errorf("%s %s: %d %s", req.Method, req.URL.Path, resp.StatusCode, bytes.TrimSpace(body))
-			}
-			return body, err
-		}
+		out                 frontLoaded
+		next, postRR, getRR atomic.Uint64
+		accepted, answered  atomic.Int64
+		failed              atomic.Int64
+		mu                  sync.Mutex
+		hist                = hdrhistogram.New(1, int64(time.Hour/time.Microsecond), 3)
+		lastPost, lastGet   int64
+		firstErr            string
+		ids                 = make(chan string, n)
+		senders, getters    sync.WaitGroup
+		api                 = func(rr *atomic.Uint64) string { return urls[(rr.Add(1)-1)%uint64(len(urls))] }
 	)
 	fault := func(err error) {
 		failed.Add(1)
@@ -218,19 +219,50 @@ func frontLoad(ctx context.Context, urls []string, n, concurrency int, timeout t
 		}
 		mu.Unlock()
 	}
+	// send sends req and reads the answer, which must have status want.
+	// answered is false when no status came back.
+	send := func(req *http.Request, want int) (body []byte, answered bool, err error) {
+		resp, err := hc.Do(req)
+		if err != nil {
+			return nil, false, err
+		}
+		defer resp.Body.Close()
+		body, err = io.ReadAll(resp.Body)
+		if err == nil && resp.StatusCode != want {
+			err = fmt.Errorf("%s %s: %d %s", req.Method, req.URL.Path, resp.StatusCode, bytes.TrimSpace(body))
+		}
+		return body, true, err
+	}
 	out.begin = time.Now().UnixNano()
-	var wg sync.WaitGroup
+	for range pollers {
+		getters.Go(func() {
+			for id := range ids {
+				req, err := http.NewRequestWithContext(ctx, http.MethodGet, api(&getRR)+"/v1/orders/"+url.PathEscape(id), nil)
+				if err == nil {
+					_, _, err = send(req, http.StatusOK)
+				}
+				if err != nil {
+					fault(err)
+					continue
+				}
+				answered.Add(1)
+				now := time.Now().UnixNano()
+				mu.Lock()
+				lastGet = max(lastGet, now)
+				mu.Unlock()
+			}
+		})
+	}
 	for range concurrency {
-		wg.Go(func() {
+		senders.Go(func() {
 			for ctx.Err() == nil {
 				i := next.Add(1) - 1
-				if i >= int64(n) {
+				if i >= uint64(n) {
 					return
 				}
-				api := urls[i%int64(len(urls))]
-				s := strconv.FormatInt(i, 10)
+				s := strconv.FormatUint(i, 10)
 				body := []byte(`{"product_id":"front-product","user_id":"front-user-` + s + `","quantity":1}`)
-				req, err := http.NewRequestWithContext(ctx, http.MethodPost, api+"/v1/orders", bytes.NewReader(body))
+				req, err := http.NewRequestWithContext(ctx, http.MethodPost, api(&postRR)+"/v1/orders", bytes.NewReader(body))
 				if err != nil {
 					fault(err)
 					continue
@@ -239,12 +271,14 @@ func frontLoad(ctx context.Context, urls []string, n, concurrency int, timeout t
 				req.Header.Set("Idempotency-Key", "front-key-"+s)
 				req.GetBody = nil // no silent re-send (see loadtest's client)
 				t0 := time.Now()
-				answer, err := send(req, http.StatusAccepted)
-				t1 := time.Now()
-				mu.Lock()
-				_ = hist.RecordValue(max(t1.Sub(t0).Microseconds(), 1))
-				lastPost = max(lastPost, t1.UnixNano())
-				mu.Unlock()
+				answer, got, err := send(req, http.StatusAccepted)
+				if got { // as loadtest, the latency of answered requests only
+					t1 := time.Now()
+					mu.Lock()
+					_ = hist.RecordValue(max(t1.Sub(t0).Microseconds(), 1))
+					lastPost = max(lastPost, t1.UnixNano())
+					mu.Unlock()
+				}
 				if err != nil {
 					fault(err)
 					continue
@@ -257,24 +291,13 @@ func frontLoad(ctx context.Context, urls []string, n, concurrency int, timeout t
 					fault(fmt.Errorf("202 without an order id: %s", answer))
 					continue
 				}
-				req, err = http.NewRequestWithContext(ctx, http.MethodGet, api+"/v1/orders/"+url.PathEscape(placed.OrderID), nil)
-				if err != nil {
-					fault(err)
-					continue
-				}
-				if _, err := send(req, http.StatusOK); err != nil {
-					fault(err)
-					continue
-				}
-				answered.Add(1)
-				now := time.Now().UnixNano()
-				mu.Lock()
-				lastGet = max(lastGet, now)
-				mu.Unlock()
+				ids <- placed.OrderID // never blocks: room for every order
 			}
 		})
 	}
-	wg.Wait()
+	senders.Wait()
+	close(ids)
+	getters.Wait()
 	if err := ctx.Err(); err != nil {
 		return out, fmt.Errorf("HTTP front load: %w", err)
 	}

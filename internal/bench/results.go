@@ -175,10 +175,14 @@ type FrontResult struct {
 	Ran bool
 	Err string
 
-	Orders      int
-	Servers     int
-	Consumers   int
-	Concurrency int
+	Orders              int
+	Servers             int
+	Consumers           int
+	ConsumerConcurrency int
+	// Senders and Pollers are the load generator's POSTs and GETs in flight
+	// at most, as loadtest's Concurrency and default SettleConcurrency.
+	Senders int
+	Pollers int
 
 	// Accepted counts POSTs answered 202, Answered GETs answered 200,
 	// Errors the requests that failed (not retried); Processed the tasks
