@@ -133,6 +133,16 @@ func (s *Store) Product(ctx context.Context, id string) (Product, error) {
 	return p, nil
 }
 
+// RestockGen returns the generation of product id's last restock (0 if it
+// was never restocked); ErrNotFound if there is no such product.
+func (s *Store) RestockGen(ctx context.Context, id string) (int64, error) {
+	var gen int64
+	if err := s.pool.QueryRow(ctx, `SELECT restock_gen FROM products WHERE id = $1`, id).Scan(&gen); err != nil {
+		return 0, fmt.Errorf("restock generation of %q: %w", id, translate(err))
+	}
+	return gen, nil
+}
+
 // Products lists up to limit products ordered by id, starting after the id
 // `after` ("" = from the start).
 func (s *Store) Products(ctx context.Context, after string, limit int) ([]Product, error) {

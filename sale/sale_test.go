@@ -912,6 +912,44 @@ func TestRestockOutlivesALostAnnouncement(t *testing.T) {
 	})
 }
 
+// Redis goes back to a state from before a restock that committed and
+// confirmed (here a restart from a snapshot taken while the product was sold
+// out; a failover to a lagging replica does the same): the old flag comes
+// back with the old restock counter, and nothing in Redis says it is stale.
+// The gate checks it against PostgreSQL's restock generation, so orders are
+// let through again within a read of the flag, not after its 10 minutes.
+func TestRestockSurvivesARedisRollback(t *testing.T) {
+	t.Parallel()
+	r := testenv.PrivateRedis(t, localsvc.RedisOptions{})
+	e := saletest.New(t, &saletest.Options{RedisURL: r.URL(0), CacheTTL: 100 * time.Millisecond})
+	ctx := context.Background()
+	e.CreateProduct(t, "p1", 1, 0)
+	e.Decide(t, e.PlaceOrder(t, sale.PlaceOrderRequest{ProductID: "p1", UserID: "a", Quantity: 1}).OrderID)
+	e.MarkSoldOut(t, "p1")
+	if err := e.Redis.Save(ctx).Err(); err != nil { // the snapshot: sold out at generation 0
+		t.Fatal(err)
+	}
+	if _, _, err := e.Service.Restock(ctx, "p1", 5, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := e.Redis.Exists(ctx, e.Prefix+"soldout:{p1}").Result(); err != nil || n != 1 {
+		t.Fatalf("flag after the restart: %d, %v; want the snapshot's flag back", n, err)
+	}
+	testenv.Eventually(t, 5*time.Second, func() error {
+		_, err := e.Service.PlaceOrder(ctx, sale.PlaceOrderRequest{ProductID: "p1", UserID: "x", Quantity: 1})
+		if errors.Is(err, sale.ErrSoldOut) {
+			return errors.New("order refused sold out with 5 units in stock")
+		}
+		return err
+	})
+}
+
 // Two restocks that each fit under MaxStock cannot pass it together.
 func TestConcurrentRestocksStayUnderMaxStock(t *testing.T) {
 	t.Parallel()

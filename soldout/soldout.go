@@ -17,7 +17,11 @@
 //     fails after announcing stores its generation without stock, or every
 //     later mark would be refused. One that committed confirms itself
 //     ([Gate.Confirm], confirm.lua): should Redis have lost the announcement
-//     meanwhile, a mark from before the restock goes with it.
+//     meanwhile, a mark from before the restock goes with it. Should Redis
+//     go back later to a state from before the restock (a restart from an
+//     older snapshot, a failover to a lagging replica), the old flag
+//     returns with it; API processes check a flag they read against the
+//     committed generation ([Options.Committed]) and remove a stale one.
 //   - An API process trusts a "sold out" it read for at most
 //     [Options.CacheTTL], which is less than Settle. So by the time restocked
 //     units exist, no API process still believes a flag read before the
@@ -38,6 +42,7 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -75,6 +80,17 @@ type Options struct {
 	// FlagTTL bounds a flag's life in Redis, a safety net should Redis and
 	// PostgreSQL ever disagree (the next order past it re-marks); default 10m.
 	FlagTTL time.Duration
+	// Committed, when set, returns the restock generation the system of
+	// record (PostgreSQL) holds for a product. A flag set at an older
+	// generation is stale: Redis went back to a state from before a
+	// restock that committed and confirmed (a restart from an older
+	// snapshot, a failover to a lagging replica), and nothing else would
+	// clear it before FlagTTL. [Gate.SoldOut] then answers "not sold out"
+	// and removes the flag ([Gate.Confirm]). It is called once per read of
+	// a set flag from Redis (at most once per CacheTTL per product and
+	// process), within that read's time bound. When it fails, SoldOut
+	// answers "not sold out" with the error: the fast path fails open.
+	Committed func(ctx context.Context, product string) (int64, error)
 }
 
 // Gate reads and writes sold-out flags. It is safe for concurrent use.
@@ -149,16 +165,16 @@ func (g *Gate) SoldOut(ctx context.Context, product string) (bool, error) {
 		fetched := time.Now()
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), readTimeout)
 		defer cancel()
-		n, err := g.rdb.Exists(rctx, g.keys(product)[0]).Result()
+		sold, err := g.read(rctx, product)
 		if err != nil {
-			return false, fmt.Errorf("soldout: read flag of %q: %w", product, err)
+			return false, err
 		}
 		g.mu.Lock()
 		if g.epoch[product] == epoch && g.resets == resets {
-			g.cache[product] = entry{soldOut: n == 1, fetched: fetched}
+			g.cache[product] = entry{soldOut: sold, fetched: fetched}
 		}
 		g.mu.Unlock()
-		return n == 1, nil
+		return sold, nil
 	})
 	select {
 	case r := <-ch:
@@ -169,6 +185,37 @@ func (g *Gate) SoldOut(ctx context.Context, product string) (bool, error) {
 	case <-ctx.Done():
 		return false, fmt.Errorf("soldout: read flag of %q: %w", product, ctx.Err())
 	}
+}
+
+// read reads product's flag from Redis and, if it is set and
+// Options.Committed is, checks it against the committed restock generation;
+// a stale flag reads as "not sold out" and is removed.
+func (g *Gate) read(ctx context.Context, product string) (bool, error) {
+	v, err := g.rdb.Get(ctx, g.keys(product)[0]).Result()
+	if errors.Is(err, redis.Nil) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("soldout: read flag of %q: %w", product, err)
+	}
+	if g.opts.Committed == nil {
+		return true, nil
+	}
+	gen, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return false, fmt.Errorf("soldout: flag of %q holds %q, not a generation", product, v)
+	}
+	committed, err := g.opts.Committed(ctx, product)
+	if err != nil {
+		return false, fmt.Errorf("soldout: check flag of %q: %w", product, err)
+	}
+	if committed <= gen {
+		return true, nil
+	}
+	// Best effort: a failed Confirm leaves the flag, which the next read
+	// finds stale again.
+	_, _ = g.Confirm(ctx, product, committed)
+	return false, nil
 }
 
 // readTimeout bounds one shared read of a flag, on a client that honours

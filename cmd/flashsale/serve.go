@@ -118,7 +118,9 @@ func serveAPI(ctx context.Context, cfg config, log *slog.Logger, ready func(addr
 	// Subscriptions: decided orders wake long polls; sold-out changes
 	// refresh the fast path's cache.
 	hub := notify.NewHub(rdb, cfg.KeyPrefix)
-	gate := soldout.New(rdb, soldout.Options{KeyPrefix: cfg.KeyPrefix})
+	// PostgreSQL is the check on a flag Redis brought back from before a
+	// restock (a restart from a snapshot, a failover).
+	gate := soldout.New(rdb, soldout.Options{KeyPrefix: cfg.KeyPrefix, Committed: store.RestockGen})
 	subCtx, stopSubs := context.WithCancel(context.Background())
 	defer stopSubs()
 	for _, run := range []func(context.Context, func()) error{hub.Run, gate.Run} {

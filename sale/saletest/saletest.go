@@ -119,7 +119,8 @@ func New(t testing.TB, opts *Options) *Env {
 	client := asynq.NewClientFromRedisClient(e.Redis)
 	e.Asynq = asynq.NewInspectorFromRedisClient(e.Redis)
 	e.Inspector = queue.NewInspector(e.Redis, qopts)
-	e.Gate = soldout.New(e.Redis, soldout.Options{KeyPrefix: e.Prefix, CacheTTL: opts.CacheTTL, OpenTTL: opts.CacheTTL})
+	e.Gate = soldout.New(e.Redis, soldout.Options{KeyPrefix: e.Prefix, CacheTTL: opts.CacheTTL, OpenTTL: opts.CacheTTL,
+		Committed: e.Store.RestockGen}) // as cmd/flashsale wires it
 	e.Publisher = notify.NewPublisher(e.Redis, e.Prefix)
 	e.Hub = notify.NewHub(e.Redis, e.Prefix)
 	subscribe(t, "notify hub", e.Hub.Run)
