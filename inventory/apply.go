@@ -63,9 +63,10 @@ type Result struct {
 // The product rows are locked (FOR UPDATE, in id order) for the whole
 // transaction, and the final UPDATE only applies where the stored fence is
 // not newer than the batch's token and the stock covers the decrement.
-// Apply returns a [*StaleFenceError] (matching [ErrStaleFence]) when a
-// newer token has written a product, [ErrUnavailable] for retryable
-// database faults, and nothing is written in either case.
+// Apply returns a [*StaleFenceError] (matching [ErrStaleFence]) for each
+// product a newer token has written, joined ([errors.Join]; [StaleFences]
+// lists them), [ErrUnavailable] for retryable database faults, and nothing
+// is written in either case.
 func (s *Store) Apply(ctx context.Context, b Batch) (*Result, error) {
 	if len(b.Orders) == 0 {
 		return &Result{Products: map[string]ProductState{}}, nil
@@ -242,10 +243,16 @@ func apply(ctx context.Context, tx *pgx.Conn, b Batch, readDecided bool) (*Resul
 	if err := br.Close(); err != nil {
 		return nil, err
 	}
+	// Every stale product at once: a round with several (lock nodes that
+	// lost their counters) is repaired in one go, not one product a round.
+	var stale []error
 	for _, id := range productIDs {
 		if p, ok := products[id]; ok && p.fence > b.Tokens[id] {
-			return nil, &StaleFenceError{ProductID: id, Token: b.Tokens[id], Fence: p.fence}
+			stale = append(stale, &StaleFenceError{ProductID: id, Token: b.Tokens[id], Fence: p.fence})
 		}
+	}
+	if len(stale) > 0 {
+		return nil, errors.Join(stale...)
 	}
 
 	// Decide, product by product, in acceptance order.

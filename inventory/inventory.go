@@ -62,6 +62,25 @@ func (e *StaleFenceError) Error() string {
 // Is makes errors.Is(err, ErrStaleFence) true.
 func (e *StaleFenceError) Is(target error) bool { return target == ErrStaleFence }
 
+// StaleFences returns every [*StaleFenceError] in err's tree: one per stale
+// product of a batch [Store.Apply] refused.
+func StaleFences(err error) []*StaleFenceError {
+	switch e := err.(type) {
+	case nil:
+		return nil
+	case *StaleFenceError:
+		return []*StaleFenceError{e}
+	case interface{ Unwrap() []error }:
+		var out []*StaleFenceError
+		for _, u := range e.Unwrap() {
+			out = append(out, StaleFences(u)...)
+		}
+		return out
+	default:
+		return StaleFences(errors.Unwrap(err))
+	}
+}
+
 // Status is an order's state as buyers see it.
 type Status string
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -220,6 +221,23 @@ func TestApplyStaleFenceWritesNothing(t *testing.T) {
 	p, _ := s.Product(ctx, "p")
 	if p.Stock != 9 || p.Fence != 5 {
 		t.Errorf("got stock %d fence %d, want 9 and 5", p.Stock, p.Fence)
+	}
+
+	// Every stale product of a batch is named, not only the first.
+	inventorytest.CreateProduct(t, s, "q", 10, 0)
+	inventorytest.CreateProduct(t, s, "r", 10, 0)
+	if _, err := s.Apply(ctx, inventory.Batch{Orders: []inventory.OrderRequest{req("q1", "q", "u1", 1, 3)}, Tokens: map[string]int64{"q": 7}}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.Apply(ctx, inventory.Batch{
+		Orders: []inventory.OrderRequest{req("a", "p", "u3", 1, 4), req("b", "q", "u3", 1, 5), req("c", "r", "u3", 1, 6)},
+		Tokens: map[string]int64{"p": 4, "q": 6, "r": 1}})
+	var named []string
+	for _, st := range inventory.StaleFences(err) {
+		named = append(named, fmt.Sprintf("%s:%d<%d", st.ProductID, st.Token, st.Fence))
+	}
+	if !errors.Is(err, inventory.ErrStaleFence) || strings.Join(named, ",") != "p:4<5,q:6<7" {
+		t.Errorf("stale products: got %v (%v), want p:4<5,q:6<7", named, err)
 	}
 	// The same token again is fine: one lock hold may write several batches.
 	if _, err := s.Apply(ctx, inventory.Batch{Orders: []inventory.OrderRequest{req("again", "p", "u3", 1, 3)}, Tokens: map[string]int64{"p": 5}}); err != nil {

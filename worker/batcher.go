@@ -497,12 +497,21 @@ func (b *batcher) failProduct(p string, err error) {
 }
 
 // requeue puts orders of a round that lost its lock or fence back at the
-// head of their product's queue, up to maxRequeues times each.
+// head of their product's queue, up to maxRequeues times each. When only
+// some products' fences were stale, the orders of the others (whose locks
+// were good) go back without counting a try: one stale product must not use
+// up the tries of every order it shared a round with.
 func (b *batcher) requeue(reqs []*request, err error) {
+	stale := map[string]bool{}
+	for _, s := range inventory.StaleFences(err) {
+		stale[s.ProductID] = true
+	}
 	b.mu.Lock()
 	byProduct := map[string][]*request{}
 	for _, r := range reqs {
-		r.requeues++
+		if len(stale) == 0 || stale[r.order.ProductID] {
+			r.requeues++
+		}
 		if r.requeues > maxRequeues {
 			r.res <- result{err: err}
 			continue

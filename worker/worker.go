@@ -445,13 +445,11 @@ func outcome(o inventory.Order) notify.Outcome {
 // is below what PostgreSQL stored: raising the counters past the stored
 // fence repairs that, and is harmless in the first case.
 func (w *Worker) handleStale(ctx context.Context, err error) {
-	var stale *inventory.StaleFenceError
-	if !errors.As(err, &stale) {
-		return
-	}
-	w.metrics.staleFences.Inc()
-	if aerr := w.locks.AdvanceFence(ctx, lockKey(stale.ProductID), stale.Fence); aerr != nil {
-		w.cfg.Logger.Warn("could not advance fence", "product_id", stale.ProductID, "err", aerr)
+	for _, stale := range inventory.StaleFences(err) {
+		w.metrics.staleFences.Inc()
+		if aerr := w.locks.AdvanceFence(ctx, lockKey(stale.ProductID), stale.Fence); aerr != nil {
+			w.cfg.Logger.Warn("could not advance fence", "product_id", stale.ProductID, "err", aerr)
+		}
 	}
 }
 

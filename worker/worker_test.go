@@ -302,6 +302,41 @@ func TestStaleFenceIsRepaired(t *testing.T) {
 	}
 }
 
+// Several stale products in one round (lock nodes that lost every counter,
+// a spread sale): all are repaired at once, and the orders of a product
+// whose fence was good do not use up their tries on the others' refusals.
+func TestManyStaleProductsInOneRound(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, worker.ModeBatch, 5*time.Second)
+	e.start(t)
+	const products = 6
+	for i := range products {
+		inventorytest.CreateProduct(t, e.store, fmt.Sprintf("p%d", i), 5, 0)
+	}
+	conn, err := pgx.Connect(context.Background(), e.dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(context.Background(), `UPDATE products SET fence = 1000000 WHERE id <> 'p0'`); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, products)
+	for i := range products {
+		wg.Go(func() {
+			errs[i] = e.w.ProcessTask(context.Background(), task(t, fmt.Sprintf("o%d", i), fmt.Sprintf("p%d", i), "u", 1, i+1))
+		})
+	}
+	wg.Wait()
+	for i := range products {
+		o, err := e.store.Order(context.Background(), fmt.Sprintf("o%d", i))
+		if errs[i] != nil || err != nil || o.Status != inventory.StatusSucceeded {
+			t.Errorf("o%d: ProcessTask %v; order %+v %v; want succeeded", i, errs[i], o, err)
+		}
+	}
+}
+
 // When the lock is lost while the transaction waits (here: the product row
 // is held by another session and the lock key vanishes), the transaction is
 // aborted rather than committed outside the lock; the order is then decided
