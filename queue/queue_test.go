@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -372,6 +373,51 @@ func TestUnavailableWhenRedisIsDown(t *testing.T) {
 	}
 	if _, err := inspector.Active(ctx, 10); !errors.Is(err, queue.ErrUnavailable) {
 		t.Errorf("Active = %v, want ErrUnavailable", err)
+	}
+	if err := inspector.Bury(ctx, order("A")); !errors.Is(err, queue.ErrUnavailable) {
+		t.Errorf("Bury = %v, want ErrUnavailable", err)
+	}
+	if _, err := inspector.Buried(ctx, 10); !errors.Is(err, queue.ErrUnavailable) {
+		t.Errorf("Buried = %v, want ErrUnavailable", err)
+	}
+}
+
+// Buried orders stay until unburied, whole, under the queue's own keys.
+func TestBuryKeepsOrdersUntilUnburied(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	ids := func(os []queue.Order) []string {
+		var out []string
+		for _, o := range os {
+			out = append(out, o.ID)
+		}
+		slices.Sort(out)
+		return out
+	}
+	for _, id := range []string{"A", "B", "C"} {
+		if err := e.inspector.Bury(ctx, order(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.inspector.Bury(ctx, order("A")); err != nil { // twice: kept once
+		t.Fatal(err)
+	}
+	got, err := e.inspector.Buried(ctx, 10)
+	if err != nil || !slices.Equal(ids(got), []string{"A", "B", "C"}) {
+		t.Fatalf("Buried = %v, %v; want A, B and C", ids(got), err)
+	}
+	if want := order("B"); got[slices.IndexFunc(got, func(o queue.Order) bool { return o.ID == "B" })].ProductID != want.ProductID {
+		t.Errorf("buried B lost its fields: %+v", got)
+	}
+	if err := e.inspector.Unbury(ctx, "A", "C", "never"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := e.inspector.Buried(ctx, 10); err != nil || !slices.Equal(ids(got), []string{"B"}) {
+		t.Fatalf("Buried after unburying A and C = %v, %v; want B", ids(got), err)
+	}
+	if n, err := e.rdb.Exists(ctx, "asynq:{"+e.name+"}:flashsale:buried").Result(); err != nil || n != 1 {
+		t.Errorf("buried orders not under the queue's keys: %d, %v", n, err)
 	}
 }
 

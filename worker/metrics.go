@@ -20,6 +20,7 @@ type metrics struct {
 	roundSeconds  prometheus.Histogram
 	staleFences   prometheus.Counter
 	rescued       prometheus.Counter
+	buried        prometheus.Counter
 	inFlight      prometheus.Gauge
 }
 
@@ -56,6 +57,10 @@ func newMetrics(reg prometheus.Registerer, store *inventory.Store) (*metrics, er
 			Name: "flashsale_worker_rescued_orders_total",
 			Help: "Orders re-queued by the rescue scan: active tasks whose lease lapsed or that no live worker process held (a crashed worker, a lost dequeue reply).",
 		}),
+		buried: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "flashsale_worker_buried_orders_total",
+			Help: "Orders given up whose failure could not be recorded (PostgreSQL down), kept in Redis for the rescue scan to record.",
+		}),
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "flashsale_worker_tasks_in_flight",
 			Help: "Order tasks this worker is handling now (at most FLASHSALE_WORKER_CONCURRENCY).",
@@ -64,7 +69,7 @@ func newMetrics(reg prometheus.Registerer, store *inventory.Store) (*metrics, er
 	if reg == nil {
 		return m, nil
 	}
-	cs := []prometheus.Collector{m.orders, m.rounds, m.batchOrders, m.batchProducts, m.roundSeconds, m.staleFences, m.rescued, m.inFlight}
+	cs := []prometheus.Collector{m.orders, m.rounds, m.batchOrders, m.batchProducts, m.roundSeconds, m.staleFences, m.rescued, m.buried, m.inFlight}
 	if store != nil {
 		cs = append(cs, obs.NewPoolCollector(store))
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/flashsale/flashsale/inventory"
+	"github.com/flashsale/flashsale/notify"
 	"github.com/flashsale/flashsale/queue"
 )
 
@@ -46,12 +47,15 @@ const rescueLimit = 5000
 
 // Dead orders. A task whose last try failed is archived by asynq; its
 // handler records the order failed first, so that the buyer's answer
-// outlives the archive (which asynq trims). When that record failed too
-// (PostgreSQL down: often why the tries ran out), every archiveEvery-th
-// scan records the failure of the archived orders that have no outcome.
-// Each sweep reads the next page of the archive (asynq keeps up to 10,000
-// tasks, oldest first), so the whole archive is covered in turn: 20 sweeps,
-// about 10 minutes, at the most.
+// outlives the archive (which asynq trims to 10,000 tasks, deleting the
+// oldest). When that record failed too (PostgreSQL down: often why the
+// tries ran out), the handler buries the order (queue.Inspector.Bury) and
+// every scan records the failure of up to archivePage buried orders, then
+// unburies them: within a scan or two of PostgreSQL's return. As a backstop
+// for an order archived without being buried (Redis failed as well), every
+// archiveEvery-th scan does the same for the next page of the archive, so
+// the whole archive is covered in turn: 20 sweeps, about 10 minutes, at the
+// most.
 const (
 	archiveEvery = 15 // scans: about 30s at the default RescueInterval
 	archivePage  = 500
@@ -84,9 +88,14 @@ func (w *Worker) runRescuer(ctx context.Context, in *queue.Inspector, prod *queu
 		stop := context.AfterFunc(ctx, cancel)
 		ids, err := w.rescue(sctx, in, prod, unheld, time.Now())
 		var dead []string
+		if err == nil {
+			dead, err = w.recordBuried(sctx, in)
+		}
 		if err == nil && scan%archiveEvery == 0 {
+			var archived []string
 			var last bool
-			dead, last, err = w.recordArchived(sctx, in, page)
+			archived, last, err = w.recordArchived(sctx, in, page)
+			dead = append(dead, archived...)
 			switch {
 			case err != nil:
 			case last:
@@ -118,44 +127,84 @@ func (w *Worker) recordArchived(ctx context.Context, in *queue.Inspector, page i
 	if err != nil || len(orders) == 0 {
 		return nil, last, err
 	}
+	ids, _, err = w.recordDead(ctx, in, orders, false)
+	return ids, last, err
+}
+
+// recordBuried records failed the buried orders that have no outcome and
+// no live task, unburies those that now have one, and returns the ids it
+// recorded.
+func (w *Worker) recordBuried(ctx context.Context, in *queue.Inspector) ([]string, error) {
+	orders, err := in.Buried(ctx, archivePage)
+	if err != nil || len(orders) == 0 {
+		return nil, err
+	}
+	ids, settled, err := w.recordDead(ctx, in, orders, true)
+	if err != nil {
+		return nil, err
+	}
+	return ids, in.Unbury(ctx, settled...)
+}
+
+// recordDead records failed those of orders that have no outcome and no
+// live rescue copy (a copy queued or running will decide its order) nor,
+// when checkTask, a live task of their own (a buried order whose task was
+// put back by a shutdown). It returns the ids it recorded, and those that
+// have an outcome now (recorded here or before) or can have none (an
+// unknown product's).
+func (w *Worker) recordDead(ctx context.Context, in *queue.Inspector, orders []queue.Order, checkTask bool) (ids, settled []string, err error) {
 	orderIDs := make([]string, len(orders))
-	copies := make([]string, len(orders))
+	tasks := make([]string, 0, 2*len(orders))
 	for i, o := range orders {
 		orderIDs[i] = o.ID
-		copies[i] = o.ID + queue.RescueSuffix
+		tasks = append(tasks, o.ID+queue.RescueSuffix)
+	}
+	if checkTask {
+		tasks = append(tasks, orderIDs...)
 	}
 	decided, err := w.store.Orders(ctx, orderIDs)
 	if err != nil {
-		return nil, last, err
+		return nil, nil, err
 	}
-	// A rescue copy still queued or running will decide its order.
-	live, err := in.States(ctx, copies)
+	states, err := in.States(ctx, tasks)
 	if err != nil {
-		return nil, last, err
+		return nil, nil, err
 	}
+	live := func(s queue.State) bool { return s == queue.Waiting || s == queue.Running }
 	var reqs []inventory.OrderRequest
 	for i, o := range orders {
-		if _, ok := decided[o.ID]; !ok && live[i] != queue.Waiting && live[i] != queue.Running {
+		_, done := decided[o.ID]
+		switch {
+		case done:
+			settled = append(settled, o.ID)
+		case live(states[i]), checkTask && live(states[len(orders)+i]):
+		default:
 			reqs = append(reqs, inventory.OrderRequest{ID: o.ID, ProductID: o.ProductID, UserID: o.UserID,
 				Quantity: o.Quantity, IdempotencyKey: o.IdempotencyKey, AcceptedAt: o.AcceptedAt})
 		}
 	}
 	if len(reqs) == 0 {
-		return nil, last, nil
+		return nil, settled, nil
 	}
 	ds, err := w.store.RecordFailed(ctx, reqs, reasonGaveUp)
 	if err != nil {
-		return nil, last, err
+		return nil, nil, err
 	}
+	var outcomes []notify.Outcome
 	for i, d := range ds {
+		settled = append(settled, reqs[i].ID)
 		// Not an unknown product's order (nothing to record it against),
 		// nor one decided meanwhile.
 		if d.Err == nil && !d.Replay {
 			ids = append(ids, reqs[i].ID)
+			outcomes = append(outcomes, outcome(d.Order))
 		}
 	}
 	w.metrics.orders.WithLabelValues(string(inventory.StatusFailed)).Add(float64(len(ids)))
-	return ids, last, nil
+	if len(outcomes) > 0 { // long polls may still wait on them
+		w.announce(ctx, outcomes)
+	}
+	return ids, settled, nil
 }
 
 // rescue re-queues the undecided orders of stranded tasks (see above) and

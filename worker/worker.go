@@ -133,6 +133,7 @@ type Worker struct {
 	gate      *soldout.Gate
 	publisher *notify.Publisher
 	rdb       redis.UniversalClient
+	queue     *queue.Inspector
 	prefix    string
 	id        string // this process, in hand-off announcements
 	metrics   *metrics
@@ -166,7 +167,8 @@ func New(cfg Config, d Deps) (*Worker, error) {
 		return nil, fmt.Errorf("worker: unknown mode %q", cfg.Mode)
 	}
 	w := &Worker{cfg: cfg, store: d.Store, locks: d.Locks, gate: d.Gate, publisher: d.Publisher,
-		rdb: d.Redis, prefix: cfg.KeyPrefix, id: newProcessID(), connOpt: d.Queue, stopAux: func() {},
+		rdb: d.Redis, queue: queue.NewInspector(d.Redis, cfg.Queue), prefix: cfg.KeyPrefix, id: newProcessID(),
+		connOpt: d.Queue, stopAux: func() {},
 		marked: map[string]markedAt{}}
 	m, err := newMetrics(cfg.Registerer, d.Store)
 	if err != nil {
@@ -219,7 +221,7 @@ func (w *Worker) Start(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		w.runRescuer(rctx, queue.NewInspector(w.rdb, w.cfg.Queue), queue.NewProducer(client, w.cfg.Queue))
+		w.runRescuer(rctx, w.queue, queue.NewProducer(client, w.cfg.Queue))
 	}()
 	w.stopAux = func() {
 		cancel()
@@ -268,9 +270,14 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	defer w.metrics.inFlight.Dec()
 	o, err := queue.Decode(t.Payload())
 	if err != nil {
-		w.metrics.orders.WithLabelValues("bad_payload").Inc()
+		// One with an id and a product is recorded (and counted) failed;
+		// one that is not, counted as a bad payload: never both.
+		recorded := false
 		if o.ID != "" && o.ProductID != "" {
-			w.recordFailed(ctx, o, "malformed order", err)
+			_, recorded = w.recordFailed(ctx, o, "malformed order", err)
+		}
+		if !recorded {
+			w.metrics.orders.WithLabelValues("bad_payload").Inc()
 		}
 		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
 	}
@@ -291,7 +298,7 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	case err == nil:
 		return nil
 	case errors.Is(err, errPermanent):
-		w.recordFailed(ctx, o, permanentReason(err), err)
+		w.giveUp(ctx, o, permanentReason(err), err)
 		return fmt.Errorf("order %s: %w: %w", o.ID, err, asynq.SkipRetry)
 	}
 	// Retryable. On the last try, record the failure so the buyer gets a
@@ -299,26 +306,43 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	retried, _ := asynq.GetRetryCount(ctx)
 	maxRetry, _ := asynq.GetMaxRetry(ctx)
 	if retried >= maxRetry {
-		rctx := ctx
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			// The task's own time ran out (asynq archives it): the record
-			// needs a moment of its own, or it fails like the task did.
-			// (A cancelled context is a shutdown: asynq puts the task back
-			// whatever is returned, and it is no failure.)
-			var cancel context.CancelFunc
-			rctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
-			defer cancel()
-		}
-		w.recordFailed(rctx, o, reasonGaveUp, err)
+		w.giveUp(ctx, o, reasonGaveUp, err)
 		return fmt.Errorf("order %s: %w: %w", o.ID, err, asynq.SkipRetry)
 	}
 	return fmt.Errorf("order %s: %w", o.ID, err)
 }
 
+// giveUp records o failed for reason before asynq archives its task. When
+// that record fails too (PostgreSQL down), it buries the order
+// ([queue.Inspector.Bury]) for the rescue scan to record once PostgreSQL
+// answers: asynq's archive, which it trims, must not be the order's only
+// trace. A cancelled ctx is a shutdown, no give-up: asynq puts the task
+// back whatever is returned.
+func (w *Worker) giveUp(ctx context.Context, o queue.Order, reason string, cause error) {
+	if errors.Is(ctx.Err(), context.Canceled) {
+		return
+	}
+	// The task's own time may have run out (asynq archives it): each step
+	// needs a moment of its own, or it fails like the task did.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+	defer cancel()
+	if answered, _ := w.recordFailed(rctx, o, reason, cause); answered {
+		return
+	}
+	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+	defer cancel()
+	if err := w.queue.Bury(bctx, o); err != nil {
+		w.cfg.Logger.Error("could not keep an order whose failure is not recorded; it is left to asynq's archive",
+			"order_id", o.ID, "product_id", o.ProductID, "err", err)
+		return
+	}
+	w.metrics.buried.Inc()
+}
+
 // reasonGaveUp is the public reason of an order whose tries ran out.
 const reasonGaveUp = "gave up after retries: the order could not be decided"
 
-// recordTimeout bounds recording a failure once the task's own time ran out.
+// recordTimeout bounds recording (or burying) a failure.
 const recordTimeout = 5 * time.Second
 
 // permanentReason is the reason buyers read for an order that cannot be
@@ -332,21 +356,25 @@ func permanentReason(err error) string {
 
 // recordFailed records order o failed. reason is what the buyer reads
 // (GET /v1/orders/{id} is public), so it names the kind of failure only;
-// cause, which may carry hosts, users and driver messages, is logged.
-func (w *Worker) recordFailed(ctx context.Context, o queue.Order, reason string, cause error) {
+// cause, which may carry hosts, users and driver messages, is logged. It
+// reports whether PostgreSQL answered, and whether this call recorded the
+// order (not when it was decided before, nor for an unknown product).
+func (w *Worker) recordFailed(ctx context.Context, o queue.Order, reason string, cause error) (answered, recorded bool) {
 	ds, err := w.store.RecordFailed(ctx, []inventory.OrderRequest{{
 		ID: o.ID, ProductID: o.ProductID, UserID: o.UserID, Quantity: o.Quantity,
 		IdempotencyKey: o.IdempotencyKey, AcceptedAt: o.AcceptedAt,
 	}}, reason)
 	if err != nil {
 		w.cfg.Logger.Error("could not record failed order", "order_id", o.ID, "product_id", o.ProductID, "err", err, "cause", cause)
-		return
+		return false, false
 	}
-	if ds[0].Err == nil && !ds[0].Replay {
-		w.metrics.orders.WithLabelValues(string(inventory.StatusFailed)).Inc()
-		w.cfg.Logger.Warn("order failed", "order_id", o.ID, "product_id", o.ProductID, "reason", reason, "cause", cause)
-		w.announce(ctx, []notify.Outcome{outcome(ds[0].Order)})
+	if ds[0].Err != nil || ds[0].Replay {
+		return true, false
 	}
+	w.metrics.orders.WithLabelValues(string(inventory.StatusFailed)).Inc()
+	w.cfg.Logger.Warn("order failed", "order_id", o.ID, "product_id", o.ProductID, "reason", reason, "cause", cause)
+	w.announce(ctx, []notify.Outcome{outcome(ds[0].Order)})
+	return true, true
 }
 
 // decideOne is ModeSingle: one lock hold and one transaction for one order.

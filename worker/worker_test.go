@@ -420,6 +420,32 @@ func TestPermanentErrorsSkipRetry(t *testing.T) {
 			}
 		})
 	}
+	// The two malformed ones count as bad payloads: neither can be recorded
+	// failed (one names no order, the other a product that does not exist).
+	if got := counter(t, e.reg, "flashsale_worker_orders_total", map[string]string{"outcome": "bad_payload"}); got != 2 {
+		t.Errorf("bad payloads counted: %v, want 2", got)
+	}
+}
+
+// A malformed order that names a known product is recorded failed, and
+// counted once, as failed, not also as a bad payload.
+func TestMalformedOrderIsCountedOnce(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, worker.ModeBatch, 5*time.Second)
+	e.start(t)
+	inventorytest.CreateProduct(t, e.store, "p", 5, 0)
+	err := e.w.ProcessTask(context.Background(), asynq.NewTask(queue.TypeOrder, []byte(`{"id":"x","product_id":"p","user_id":"u"}`)))
+	if !errors.Is(err, asynq.SkipRetry) {
+		t.Fatalf("got %v, want SkipRetry", err)
+	}
+	if o, err := e.store.Order(context.Background(), "x"); err != nil || o.Status != inventory.StatusFailed {
+		t.Fatalf("order x: %+v, %v; want failed", o, err)
+	}
+	for outcome, want := range map[string]float64{"failed": 1, "bad_payload": 0} {
+		if got := counter(t, e.reg, "flashsale_worker_orders_total", map[string]string{"outcome": outcome}); got != want {
+			t.Errorf("%s counted: %v, want %v", outcome, got, want)
+		}
+	}
 }
 
 // Through the real queue: tasks enqueued by the producer are consumed,
@@ -859,6 +885,65 @@ func TestShutdownIsIdempotent(t *testing.T) {
 	case <-done:
 	case <-time.After(30 * time.Second):
 		t.Fatal("Shutdown twice did not return within 30s")
+	}
+}
+
+// An order whose last try cannot record its failure (the orders table is
+// locked past the record's time bound: PostgreSQL as good as down) is
+// buried in Redis, not left to asynq's archive, which trims; once the
+// database answers, the rescue scan records it failed and unburies it.
+// (Single mode: in batch mode the order's round, blocked on the same lock,
+// outlives its task and commits it once the lock goes.)
+func TestLastTryThatCannotRecordBuriesTheOrder(t *testing.T) {
+	t.Parallel()
+	e := newEnvWith(t, worker.Config{Mode: worker.ModeSingle, RescueInterval: 50 * time.Millisecond}, 5*time.Second)
+	e.start(t)
+	inventorytest.CreateProduct(t, e.store, "p", 5, 0)
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, e.dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(context.Background())
+	if _, err := tx.Exec(ctx, `LOCK TABLE orders IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	tctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	if err := e.w.ProcessTask(tctx, task(t, "o1", "p", "u1", 1, 1)); !errors.Is(err, asynq.SkipRetry) {
+		t.Fatalf("last try: %v, want SkipRetry", err)
+	}
+	in := queue.NewInspector(e.rdb, e.queue)
+	buried, err := in.Buried(ctx, 10)
+	if err != nil || len(buried) != 1 || buried[0].ID != "o1" || buried[0].ProductID != "p" {
+		t.Fatalf("buried orders while the database is locked: %+v, %v; want o1", buried, err)
+	}
+	if got := counter(t, e.reg, "flashsale_worker_buried_orders_total", nil); got != 1 {
+		t.Errorf("buried orders counted: %v, want 1", got)
+	}
+	if err := tx.Rollback(ctx); err != nil { // the database answers again
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, func() error {
+		o, err := e.store.Order(ctx, "o1")
+		if err != nil {
+			return err
+		}
+		if o.Status != inventory.StatusFailed || o.Reason != "gave up after retries: the order could not be decided" {
+			return fmt.Errorf("buried order is %s (%q)", o.Status, o.Reason)
+		}
+		if b, err := in.Buried(ctx, 10); err != nil || len(b) != 0 {
+			return fmt.Errorf("still buried: %+v, %v", b, err)
+		}
+		return nil
+	})
+	if p, _ := e.store.Product(ctx, "p"); p.Stock != 5 {
+		t.Errorf("stock = %d, want 5 (nothing sold)", p.Stock)
 	}
 }
 

@@ -1,0 +1,74 @@
+package queue
+
+import (
+	"context"
+	"fmt"
+)
+
+// Buried orders. asynq keeps at most 10,000 archived tasks, and none older
+// than 90 days: archiving one more deletes the oldest, payload and all. An
+// order whose last try could not record its outcome (PostgreSQL down, often
+// why its tries ran out) would then be in neither the queue nor the
+// database: accepted, and gone. The worker buries such an order first, in a
+// hash asynq does not trim, and its rescue scan records the order once
+// PostgreSQL answers, then unburies it.
+
+// buriedKey is the hash of buried orders, order id → payload. It lives
+// under the queue's asynq key prefix and hash tag: in the queue's Redis
+// Cluster slot, and removed with the queue's keys.
+func (i *Inspector) buriedKey() string { return "asynq:{" + i.queue + "}:flashsale:buried" }
+
+// Bury keeps o until [Inspector.Unbury]; see above.
+func (i *Inspector) Bury(ctx context.Context, o Order) error {
+	task, err := Encode(o)
+	if err != nil {
+		return err
+	}
+	if err := i.rdb.HSet(ctx, i.buriedKey(), o.ID, task.Payload()).Err(); err != nil {
+		return fmt.Errorf("bury order %q: %w: %w", o.ID, ErrUnavailable, err)
+	}
+	return nil
+}
+
+// Buried returns up to about limit buried orders, in no particular order.
+// A payload that does not decode is unburied (it cannot be recorded).
+func (i *Inspector) Buried(ctx context.Context, limit int) ([]Order, error) {
+	var out []Order
+	var bad []string
+	var cursor uint64
+	for {
+		kv, next, err := i.rdb.HScan(ctx, i.buriedKey(), cursor, "", int64(limit)).Result()
+		if err != nil {
+			return nil, fmt.Errorf("buried orders: %w: %w", ErrUnavailable, err)
+		}
+		for k := 0; k+1 < len(kv); k += 2 {
+			o, err := Decode([]byte(kv[k+1]))
+			if err != nil {
+				bad = append(bad, kv[k])
+				continue
+			}
+			out = append(out, o)
+		}
+		cursor = next
+		if cursor == 0 || len(out) >= limit {
+			break
+		}
+	}
+	if len(bad) > 0 {
+		if err := i.Unbury(ctx, bad...); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// Unbury forgets the buried orders ids (those not buried are ignored).
+func (i *Inspector) Unbury(ctx context.Context, ids ...string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	if err := i.rdb.HDel(ctx, i.buriedKey(), ids...).Err(); err != nil {
+		return fmt.Errorf("unbury %d orders: %w: %w", len(ids), ErrUnavailable, err)
+	}
+	return nil
+}
