@@ -70,7 +70,7 @@ type batcher struct {
 	done     chan struct{}
 	stopOnce sync.Once
 	stopped  chan struct{}
-	bg       sync.WaitGroup // releases in the background (releaseLater)
+	bg       sync.WaitGroup // lock waiters and background releases (startWaiter, releaseLater)
 }
 
 func newBatcher(w *Worker) *batcher {
@@ -427,7 +427,9 @@ func (b *batcher) startWaiter(ctx context.Context, p string, delay time.Duration
 	}
 	b.acquiring[p] = true
 	b.mu.Unlock()
-	go func() {
+	// In b.bg, as releases are: a lock it gets as the runner stops is
+	// released before stop returns, not left to its TTL on a closed client.
+	b.bg.Go(func() {
 		defer func() {
 			b.mu.Lock()
 			delete(b.acquiring, p)
@@ -481,7 +483,7 @@ func (b *batcher) startWaiter(ctx context.Context, p string, delay time.Duration
 				return
 			}
 		}
-	}()
+	})
 }
 
 // failProduct answers every pending order of p with err (retryable: asynq
