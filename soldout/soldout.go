@@ -85,11 +85,12 @@ type Options struct {
 	// generation is stale: Redis went back to a state from before a
 	// restock that committed and confirmed (a restart from an older
 	// snapshot, a failover to a lagging replica), and nothing else would
-	// clear it before FlagTTL. [Gate.SoldOut] then answers "not sold out"
-	// and removes the flag ([Gate.Confirm]). It is called once per read of
-	// a set flag from Redis (at most once per CacheTTL per product and
-	// process), within that read's time bound. When it fails, SoldOut
-	// answers "not sold out" with the error: the fast path fails open.
+	// clear it before FlagTTL. When [Gate.SoldOut] reads a set flag from
+	// Redis, it checks the flag in the background, at most once per
+	// CacheTTL per product and process, and removes a stale one
+	// ([Gate.Confirm]), which every process hears of. The check is off the
+	// orders' path: a slow or unreachable database delays the repair, and
+	// meanwhile the flag is trusted, as it is without Committed.
 	Committed func(ctx context.Context, product string) (int64, error)
 }
 
@@ -106,6 +107,10 @@ type Gate struct {
 	// resets counts the re-subscriptions after a reconnect, which forget
 	// every cached answer (announcements may have been lost meanwhile).
 	resets uint64
+	// checking and checked throttle the checks of flags against
+	// Options.Committed: one at a time per product, one per CacheTTL.
+	checking map[string]bool
+	checked  map[string]time.Time
 }
 
 type entry struct {
@@ -127,7 +132,8 @@ func New(rdb redis.UniversalClient, opts Options) *Gate {
 	if opts.FlagTTL <= 0 {
 		opts.FlagTTL = 10 * time.Minute
 	}
-	return &Gate{rdb: rdb, opts: opts, cache: map[string]entry{}, epoch: map[string]uint64{}}
+	return &Gate{rdb: rdb, opts: opts, cache: map[string]entry{}, epoch: map[string]uint64{},
+		checking: map[string]bool{}, checked: map[string]time.Time{}}
 }
 
 // keys are the product's flag and restock counter. The {product} hash tag
@@ -187,9 +193,8 @@ func (g *Gate) SoldOut(ctx context.Context, product string) (bool, error) {
 	}
 }
 
-// read reads product's flag from Redis and, if it is set and
-// Options.Committed is, checks it against the committed restock generation;
-// a stale flag reads as "not sold out" and is removed.
+// read reads product's flag from Redis; a set one is checked against
+// Options.Committed in the background (see there).
 func (g *Gate) read(ctx context.Context, product string) (bool, error) {
 	v, err := g.rdb.Get(ctx, g.keys(product)[0]).Result()
 	if errors.Is(err, redis.Nil) {
@@ -198,24 +203,39 @@ func (g *Gate) read(ctx context.Context, product string) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("soldout: read flag of %q: %w", product, err)
 	}
-	if g.opts.Committed == nil {
-		return true, nil
+	if gen, err := strconv.ParseInt(v, 10, 64); err == nil && g.opts.Committed != nil {
+		g.check(product, gen)
 	}
-	gen, err := strconv.ParseInt(v, 10, 64)
-	if err != nil {
-		return false, fmt.Errorf("soldout: flag of %q holds %q, not a generation", product, v)
+	return true, nil
+}
+
+// check removes product's flag, read at generation gen, if a newer restock
+// committed; see Options.Committed. It returns at once.
+func (g *Gate) check(product string, gen int64) {
+	g.mu.Lock()
+	if g.checking[product] || time.Since(g.checked[product]) < g.opts.CacheTTL {
+		g.mu.Unlock()
+		return
 	}
-	committed, err := g.opts.Committed(ctx, product)
-	if err != nil {
-		return false, fmt.Errorf("soldout: check flag of %q: %w", product, err)
-	}
-	if committed <= gen {
-		return true, nil
-	}
-	// Best effort: a failed Confirm leaves the flag, which the next read
-	// finds stale again.
-	_, _ = g.Confirm(ctx, product, committed)
-	return false, nil
+	g.checking[product] = true
+	g.mu.Unlock()
+	go func() {
+		defer func() {
+			g.mu.Lock()
+			delete(g.checking, product)
+			g.checked[product] = time.Now()
+			g.mu.Unlock()
+		}()
+		ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
+		defer cancel()
+		committed, err := g.opts.Committed(ctx, product)
+		if err != nil || committed <= gen {
+			return // the flag stands (or is trusted until the next check)
+		}
+		// Best effort: a failed Confirm leaves the flag, found stale again
+		// at the next check.
+		_, _ = g.Confirm(ctx, product, committed)
+	}()
 }
 
 // readTimeout bounds one shared read of a flag, on a client that honours
