@@ -30,16 +30,17 @@ func (i *Inspector) Bury(ctx context.Context, o Order) error {
 	return nil
 }
 
-// Buried returns up to about limit buried orders, in no particular order.
-// A payload that does not decode is unburied (it cannot be recorded).
-func (i *Inspector) Buried(ctx context.Context, limit int) ([]Order, error) {
+// Buried returns about limit buried orders from cursor on (0: from the
+// start), in no particular order, and the cursor to go on from (0: the end
+// was reached). A payload that does not decode is unburied (it cannot be
+// recorded).
+func (i *Inspector) Buried(ctx context.Context, cursor uint64, limit int) ([]Order, uint64, error) {
 	var out []Order
 	var bad []string
-	var cursor uint64
 	for {
 		kv, next, err := i.rdb.HScan(ctx, i.buriedKey(), cursor, "", int64(limit)).Result()
 		if err != nil {
-			return nil, fmt.Errorf("buried orders: %w: %w", ErrUnavailable, err)
+			return nil, 0, fmt.Errorf("buried orders: %w: %w", ErrUnavailable, err)
 		}
 		for k := 0; k+1 < len(kv); k += 2 {
 			o, err := Decode([]byte(kv[k+1]))
@@ -56,10 +57,10 @@ func (i *Inspector) Buried(ctx context.Context, limit int) ([]Order, error) {
 	}
 	if len(bad) > 0 {
 		if err := i.Unbury(ctx, bad...); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 	}
-	return out, nil
+	return out, cursor, nil
 }
 
 // Unbury forgets the buried orders ids (those not buried are ignored).

@@ -37,6 +37,9 @@ var (
 	ErrUnavailable = errors.New("queue: unavailable")
 	// ErrBadPayload is returned by [Decode] for a task that is not an order.
 	ErrBadPayload = errors.New("queue: bad order payload")
+	// ErrRescueDepth is returned by [Producer.Rescue] for a task that is
+	// itself the MaxRescueDepth-th rescue of its order.
+	ErrRescueDepth = errors.New("queue: order rescued too many times")
 )
 
 // Order is the task payload: everything a worker needs to decide the order.
@@ -135,12 +138,31 @@ func (p *Producer) Enqueue(ctx context.Context, o Order) error {
 // order whose task was stranded (its worker crashed, or never got it).
 const RescueSuffix = ":rescue"
 
+// MaxRescueDepth bounds a chain of rescues: a rescue task stranded in turn
+// is rescued as id+RescueSuffix+RescueSuffix, and so on, up to this many
+// suffixes; a deeper one is left to asynq's own recovery of its lease.
+const MaxRescueDepth = 4
+
+// TaskIDs returns every task id an order's task can have: the order's id,
+// then its chain of rescue tasks'.
+func TaskIDs(orderID string) []string {
+	ids := make([]string, MaxRescueDepth+1)
+	ids[0] = orderID
+	for k := 1; k <= MaxRescueDepth; k++ {
+		ids[k] = ids[k-1] + RescueSuffix
+	}
+	return ids
+}
+
 // Rescue enqueues another task for order o, whose task stranded is stuck,
 // under the task id stranded+RescueSuffix: derived from the stuck task, so
 // that rescuing it twice queues one task ([ErrDuplicate] the second time),
 // and a stuck rescue task can itself be rescued. Deciding the order twice
 // is harmless: the second decision is a replay.
 func (p *Producer) Rescue(ctx context.Context, stranded string, o Order) error {
+	if strings.Count(stranded, RescueSuffix) >= MaxRescueDepth {
+		return fmt.Errorf("rescue order %q: %w", o.ID, ErrRescueDepth)
+	}
 	task, err := Encode(o)
 	if err != nil {
 		return err

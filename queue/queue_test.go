@@ -177,13 +177,20 @@ func TestRescueIDs(t *testing.T) {
 		{"A", nil},
 		{"A", queue.ErrDuplicate},
 		{"A" + queue.RescueSuffix, nil},
+		// A chain is as deep as TaskIDs says, and no deeper.
+		{"A" + strings.Repeat(queue.RescueSuffix, queue.MaxRescueDepth-1), nil},
+		{"A" + strings.Repeat(queue.RescueSuffix, queue.MaxRescueDepth), queue.ErrRescueDepth},
 	}
 	for _, s := range steps {
 		if err := e.producer.Rescue(ctx, s.stranded, order("A")); !errors.Is(err, s.wantErr) {
 			t.Fatalf("Rescue(%q) = %v, want %v", s.stranded, err, s.wantErr)
 		}
 	}
-	for _, id := range []string{"A:rescue", "A:rescue:rescue"} {
+	ids := queue.TaskIDs("A")
+	if len(ids) != queue.MaxRescueDepth+1 || ids[0] != "A" || ids[2] != "A:rescue:rescue" {
+		t.Errorf("TaskIDs(A) = %v", ids)
+	}
+	for _, id := range []string{"A:rescue", "A:rescue:rescue", ids[queue.MaxRescueDepth]} {
 		info, err := e.asynq.GetTaskInfo(e.name, id)
 		if err != nil {
 			t.Fatalf("task %s: %v", id, err)
@@ -377,7 +384,7 @@ func TestUnavailableWhenRedisIsDown(t *testing.T) {
 	if err := inspector.Bury(ctx, order("A")); !errors.Is(err, queue.ErrUnavailable) {
 		t.Errorf("Bury = %v, want ErrUnavailable", err)
 	}
-	if _, err := inspector.Buried(ctx, 10); !errors.Is(err, queue.ErrUnavailable) {
+	if _, _, err := inspector.Buried(ctx, 0, 10); !errors.Is(err, queue.ErrUnavailable) {
 		t.Errorf("Buried = %v, want ErrUnavailable", err)
 	}
 }
@@ -403,8 +410,8 @@ func TestBuryKeepsOrdersUntilUnburied(t *testing.T) {
 	if err := e.inspector.Bury(ctx, order("A")); err != nil { // twice: kept once
 		t.Fatal(err)
 	}
-	got, err := e.inspector.Buried(ctx, 10)
-	if err != nil || !slices.Equal(ids(got), []string{"A", "B", "C"}) {
+	got, next, err := e.inspector.Buried(ctx, 0, 10)
+	if err != nil || next != 0 || !slices.Equal(ids(got), []string{"A", "B", "C"}) {
 		t.Fatalf("Buried = %v, %v; want A, B and C", ids(got), err)
 	}
 	if want := order("B"); got[slices.IndexFunc(got, func(o queue.Order) bool { return o.ID == "B" })].ProductID != want.ProductID {
@@ -413,7 +420,7 @@ func TestBuryKeepsOrdersUntilUnburied(t *testing.T) {
 	if err := e.inspector.Unbury(ctx, "A", "C", "never"); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := e.inspector.Buried(ctx, 10); err != nil || !slices.Equal(ids(got), []string{"B"}) {
+	if got, _, err := e.inspector.Buried(ctx, 0, 10); err != nil || !slices.Equal(ids(got), []string{"B"}) {
 		t.Fatalf("Buried after unburying A and C = %v, %v; want B", ids(got), err)
 	}
 	if n, err := e.rdb.Exists(ctx, "asynq:{"+e.name+"}:flashsale:buried").Result(); err != nil || n != 1 {

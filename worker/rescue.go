@@ -69,7 +69,8 @@ func (w *Worker) runRescuer(ctx context.Context, in *queue.Inspector, prod *queu
 	// holder has died since, and rescuing it is right. A wrong rescue (a
 	// holder's heartbeat late by more than 2s) costs a replay, not an order.
 	unheld := make(map[string]time.Time)
-	page := 1 // the archive's next page to sweep
+	page := 1         // the archive's next page to sweep
+	var buried uint64 // where the next sweep of buried orders starts
 	for scan := 1; ; scan++ {
 		// Jitter spreads the workers' attempts at the rescuer lock.
 		d := time.Duration(float64(w.cfg.RescueInterval) * (0.8 + 0.4*rand.Float64()))
@@ -89,7 +90,7 @@ func (w *Worker) runRescuer(ctx context.Context, in *queue.Inspector, prod *queu
 		ids, err := w.rescue(sctx, in, prod, unheld, time.Now())
 		var dead []string
 		if err == nil {
-			dead, err = w.recordBuried(sctx, in)
+			dead, buried, err = w.recordBuried(sctx, in, buried)
 		}
 		if err == nil && scan%archiveEvery == 0 {
 			var archived []string
@@ -120,47 +121,43 @@ func (w *Worker) runRescuer(ctx context.Context, in *queue.Inspector, prod *queu
 }
 
 // recordArchived records failed the orders of the archive's page page that
-// have no outcome and no live rescue copy (see archiveEvery), and returns
-// their ids and whether page was the last.
+// have no outcome and no live task (see archiveEvery), and returns their
+// ids and whether page was the last.
 func (w *Worker) recordArchived(ctx context.Context, in *queue.Inspector, page int) (ids []string, last bool, err error) {
 	orders, last, err := in.Archived(ctx, page, archivePage)
 	if err != nil || len(orders) == 0 {
 		return nil, last, err
 	}
-	ids, _, err = w.recordDead(ctx, in, orders, false)
+	ids, _, err = w.recordDead(ctx, in, orders)
 	return ids, last, err
 }
 
-// recordBuried records failed the buried orders that have no outcome and
-// no live task, unburies those that now have one, and returns the ids it
-// recorded.
-func (w *Worker) recordBuried(ctx context.Context, in *queue.Inspector) ([]string, error) {
-	orders, err := in.Buried(ctx, archivePage)
+// recordBuried records failed the buried orders from cursor on that have no
+// outcome and no live task, unburies those that have one now, and returns
+// the ids it recorded and the cursor of the next sweep.
+func (w *Worker) recordBuried(ctx context.Context, in *queue.Inspector, cursor uint64) ([]string, uint64, error) {
+	orders, next, err := in.Buried(ctx, cursor, archivePage)
 	if err != nil || len(orders) == 0 {
-		return nil, err
+		return nil, next, err
 	}
-	ids, settled, err := w.recordDead(ctx, in, orders, true)
+	ids, settled, err := w.recordDead(ctx, in, orders)
 	if err != nil {
-		return nil, err
+		return nil, cursor, err
 	}
-	return ids, in.Unbury(ctx, settled...)
+	return ids, next, in.Unbury(ctx, settled...)
 }
 
 // recordDead records failed those of orders that have no outcome and no
-// live rescue copy (a copy queued or running will decide its order) nor,
-// when checkTask, a live task of their own (a buried order whose task was
-// put back by a shutdown). It returns the ids it recorded, and those that
-// have an outcome now (recorded here or before) or can have none (an
-// unknown product's).
-func (w *Worker) recordDead(ctx context.Context, in *queue.Inspector, orders []queue.Order, checkTask bool) (ids, settled []string, err error) {
+// live task: neither their own (a buried order's task put back by a
+// shutdown) nor a rescue task (queued or running, it will decide its
+// order). It returns the ids it recorded, and those that have an outcome
+// now (recorded here or before) or can have none (an unknown product's).
+func (w *Worker) recordDead(ctx context.Context, in *queue.Inspector, orders []queue.Order) (ids, settled []string, err error) {
 	orderIDs := make([]string, len(orders))
-	tasks := make([]string, 0, 2*len(orders))
+	var tasks []string
 	for i, o := range orders {
 		orderIDs[i] = o.ID
-		tasks = append(tasks, o.ID+queue.RescueSuffix)
-	}
-	if checkTask {
-		tasks = append(tasks, orderIDs...)
+		tasks = append(tasks, queue.TaskIDs(o.ID)...)
 	}
 	decided, err := w.store.Orders(ctx, orderIDs)
 	if err != nil {
@@ -170,14 +167,22 @@ func (w *Worker) recordDead(ctx context.Context, in *queue.Inspector, orders []q
 	if err != nil {
 		return nil, nil, err
 	}
-	live := func(s queue.State) bool { return s == queue.Waiting || s == queue.Running }
+	per := len(tasks) / len(orders)
+	live := func(i int) bool {
+		for _, s := range states[i*per : (i+1)*per] {
+			if s == queue.Waiting || s == queue.Running {
+				return true
+			}
+		}
+		return false
+	}
 	var reqs []inventory.OrderRequest
 	for i, o := range orders {
 		_, done := decided[o.ID]
 		switch {
 		case done:
 			settled = append(settled, o.ID)
-		case live(states[i]), checkTask && live(states[len(orders)+i]):
+		case live(i):
 		default:
 			reqs = append(reqs, inventory.OrderRequest{ID: o.ID, ProductID: o.ProductID, UserID: o.UserID,
 				Quantity: o.Quantity, IdempotencyKey: o.IdempotencyKey, AcceptedAt: o.AcceptedAt})
@@ -246,7 +251,7 @@ func (w *Worker) rescue(ctx context.Context, in *queue.Inspector, prod *queue.Pr
 		case err == nil:
 			ids = append(ids, o.ID)
 			w.metrics.rescued.Inc()
-		case errors.Is(err, queue.ErrDuplicate):
+		case errors.Is(err, queue.ErrDuplicate), errors.Is(err, queue.ErrRescueDepth):
 		default:
 			return ids, err
 		}

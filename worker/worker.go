@@ -316,18 +316,19 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 // that record fails too (PostgreSQL down), it buries the order
 // ([queue.Inspector.Bury]) for the rescue scan to record once PostgreSQL
 // answers: asynq's archive, which it trims, must not be the order's only
-// trace. A cancelled ctx is a shutdown, no give-up: asynq puts the task
-// back whatever is returned.
+// trace. A cancelled ctx may be a shutdown (asynq puts the task back
+// whatever is returned) or a lapsed lease (asynq archives it): the order is
+// buried, not recorded, and the scan records it only once no task of it is
+// left to run.
 func (w *Worker) giveUp(ctx context.Context, o queue.Order, reason string, cause error) {
-	if errors.Is(ctx.Err(), context.Canceled) {
-		return
-	}
 	// The task's own time may have run out (asynq archives it): each step
 	// needs a moment of its own, or it fails like the task did.
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
-	defer cancel()
-	if answered, _ := w.recordFailed(rctx, o, reason, cause); answered {
-		return
+	if !errors.Is(ctx.Err(), context.Canceled) {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+		defer cancel()
+		if answered, _ := w.recordFailed(rctx, o, reason, cause); answered {
+			return
+		}
 	}
 	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 	defer cancel()

@@ -919,7 +919,7 @@ func TestLastTryThatCannotRecordBuriesTheOrder(t *testing.T) {
 		t.Fatalf("last try: %v, want SkipRetry", err)
 	}
 	in := queue.NewInspector(e.rdb, e.queue)
-	buried, err := in.Buried(ctx, 10)
+	buried, _, err := in.Buried(ctx, 0, 10)
 	if err != nil || len(buried) != 1 || buried[0].ID != "o1" || buried[0].ProductID != "p" {
 		t.Fatalf("buried orders while the database is locked: %+v, %v; want o1", buried, err)
 	}
@@ -937,13 +937,108 @@ func TestLastTryThatCannotRecordBuriesTheOrder(t *testing.T) {
 		if o.Status != inventory.StatusFailed || o.Reason != "gave up after retries: the order could not be decided" {
 			return fmt.Errorf("buried order is %s (%q)", o.Status, o.Reason)
 		}
-		if b, err := in.Buried(ctx, 10); err != nil || len(b) != 0 {
+		if b, _, err := in.Buried(ctx, 0, 10); err != nil || len(b) != 0 {
 			return fmt.Errorf("still buried: %+v, %v", b, err)
 		}
 		return nil
 	})
 	if p, _ := e.store.Product(ctx, "p"); p.Stock != 5 {
 		t.Errorf("stock = %d, want 5 (nothing sold)", p.Stock)
+	}
+}
+
+// A buried order is not recorded failed while any task of it may still run,
+// a rescue of a rescue included: once that one decides it, it is unburied.
+func TestBuriedOrderWaitsForALiveRescueChain(t *testing.T) {
+	t.Parallel()
+	e := newEnvWith(t, worker.Config{RescueInterval: 20 * time.Millisecond}, 5*time.Second)
+	inventorytest.CreateProduct(t, e.store, "p", 5, 0)
+	ctx := context.Background()
+	o := queue.Order{ID: "o1", ProductID: "p", UserID: "u1", Quantity: 1, AcceptedAt: time.Now()}
+	in := queue.NewInspector(e.rdb, e.queue)
+	if err := in.Bury(ctx, o); err != nil {
+		t.Fatal(err)
+	}
+	// The rescue task of the rescue task "o1:rescue", held up by a rival's
+	// lock on the product once a worker runs it.
+	if err := e.producer(t).Rescue(ctx, "o1"+queue.RescueSuffix, o); err != nil {
+		t.Fatal(err)
+	}
+	rival := e.rival(t)
+	held, err := rival.TryAcquire(ctx, "product:p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The rescuer lock's fencing token counts its acquisitions: every
+	// rescue scan takes that lock once, and so does each look here.
+	last := int64(-1)
+	scans := 0
+	countScans := func() error {
+		l, err := rival.TryAcquire(ctx, "rescuer:"+e.queue.Queue)
+		if err != nil {
+			return err // a scan holds it
+		}
+		defer l.Release(ctx)
+		if last >= 0 {
+			scans += int(l.Token() - last - 1)
+		}
+		last = l.Token()
+		return nil
+	}
+	e.start(t)
+	copyID := "o1" + queue.RescueSuffix + queue.RescueSuffix
+	testenv.Eventually(t, 10*time.Second, func() error {
+		st, err := in.States(ctx, []string{copyID})
+		if err != nil || st[0] != queue.Running {
+			return fmt.Errorf("rescue task state %v (%v), want running", st, err)
+		}
+		return nil
+	})
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if err := countScans(); err != nil {
+			return err
+		}
+		if scans < 3 {
+			return fmt.Errorf("%d rescue scans seen, want 3", scans)
+		}
+		return nil
+	})
+	if got, err := e.store.Order(ctx, "o1"); !errors.Is(err, inventory.ErrNotFound) {
+		t.Fatalf("order o1 with its rescue task running: %+v, %v; want it undecided", got, err)
+	}
+	if err := held.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, func() error {
+		got, err := e.store.Order(ctx, "o1")
+		if err != nil || got.Status != inventory.StatusSucceeded {
+			return fmt.Errorf("order o1: %+v, %v; want succeeded", got, err)
+		}
+		if b, _, err := in.Buried(ctx, 0, 10); err != nil || len(b) != 0 {
+			return fmt.Errorf("still buried: %+v, %v", b, err)
+		}
+		return nil
+	})
+}
+
+// A last try whose context was cancelled (a shutdown, or a lease asynq let
+// lapse, after which it archives the task) buries its order rather than
+// leave it to the archive; it records nothing itself.
+func TestCancelledLastTryBuriesTheOrder(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, worker.ModeSingle, 5*time.Second)
+	inventorytest.CreateProduct(t, e.store, "p", 5, 0)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := e.w.ProcessTask(ctx, task(t, "o1", "p", "u1", 1, 1)); err == nil {
+		t.Fatal("cancelled last try: got nil error")
+	}
+	buried, _, err := queue.NewInspector(e.rdb, e.queue).Buried(context.Background(), 0, 10)
+	if err != nil || len(buried) != 1 || buried[0].ID != "o1" {
+		t.Fatalf("buried after a cancelled last try: %+v, %v; want o1", buried, err)
+	}
+	if o, err := e.store.Order(context.Background(), "o1"); !errors.Is(err, inventory.ErrNotFound) {
+		t.Errorf("order o1: %+v, %v; want nothing recorded yet", o, err)
 	}
 }
 
