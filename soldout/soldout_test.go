@@ -367,32 +367,36 @@ func TestReconnectForgetsCachedAnswers(t *testing.T) {
 	})
 }
 
-// With Options.Committed, a flag set at a generation older than the
-// committed one (Redis went back to a state from before a restock) is
-// removed by a check in the background, after which the product reads open;
-// a flag at the committed generation stands, and so does one whose check
-// fails (the flag is trusted, as without Committed).
+// With Options.Committed, after a reconnect (a Redis restart here, which
+// could have brought back flags from before a restock), a flag set at a
+// generation older than the committed one is removed by a check in the
+// background, after which the product reads open; a flag at the committed
+// generation stands, and so does one whose check fails (it is trusted, as
+// without Committed). Without a reconnect nothing is checked.
 func TestStaleFlagIsCheckedAgainstTheCommittedGeneration(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
 	for _, tc := range []struct {
 		name      string
+		reconnect bool
 		flagGen   int64
 		committed int64
 		err       error
 		flagStays bool
 	}{
-		{"flag at the committed generation", 2, 2, nil, true},
-		{"flag from before a committed restock", 1, 2, nil, false},
-		{"committed generation unreadable", 1, 0, errors.New("database down"), true},
+		{"after a reconnect, flag at the committed generation", true, 2, 2, nil, true},
+		{"after a reconnect, flag from before a committed restock", true, 1, 2, nil, false},
+		{"after a reconnect, committed generation unreadable", true, 1, 0, errors.New("database down"), true},
+		{"no reconnect: no check", false, 1, 2, nil, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			rdb := testenv.Redis(t)
-			prefix := "t:" + testenv.Namespace(t) + ":"
-			testenv.DeleteKeys(t, rdb, prefix)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			r := testenv.PrivateRedis(t, localsvc.RedisOptions{})
+			rdb := redis.NewClient(&redis.Options{Addr: r.Addr()})
+			t.Cleanup(func() { _ = rdb.Close() })
 			var calls atomic.Int64
-			g := soldout.New(rdb, soldout.Options{KeyPrefix: prefix, CacheTTL: time.Nanosecond, OpenTTL: time.Nanosecond,
+			g := soldout.New(rdb, soldout.Options{KeyPrefix: "t:", CacheTTL: time.Nanosecond, OpenTTL: time.Nanosecond,
 				Committed: func(_ context.Context, product string) (int64, error) {
 					calls.Add(1)
 					if product != "p" {
@@ -400,29 +404,54 @@ func TestStaleFlagIsCheckedAgainstTheCommittedGeneration(t *testing.T) {
 					}
 					return tc.committed, tc.err
 				}})
+			ready := make(chan struct{})
+			go func() {
+				first := true
+				_ = g.Run(ctx, func() {
+					if first {
+						first = false
+						close(ready)
+					}
+				})
+			}()
+			<-ready
+			if tc.reconnect {
+				if err := r.Kill(); err != nil {
+					t.Fatal(err)
+				}
+				if err := r.Start(); err != nil {
+					t.Fatal(err)
+				}
+			}
 			if set, err := g.Mark(ctx, "p", tc.flagGen); err != nil || !set {
 				t.Fatalf("Mark = %v, %v", set, err)
 			}
-			// The first read answers from Redis; the check runs behind it.
-			if got, err := g.SoldOut(ctx, "p"); !got || err != nil {
-				t.Fatalf("first SoldOut = %v, %v; want true, nil", got, err)
-			}
-			testenv.Eventually(t, 5*time.Second, func() error {
-				if calls.Load() == 0 {
-					return errors.New("flag not checked yet")
-				}
+			// Reads answer from Redis; a check, once due, runs behind them.
+			testenv.Eventually(t, 20*time.Second, func() error {
 				got, err := g.SoldOut(ctx, "p")
 				if err != nil {
 					return err
+				}
+				if !tc.reconnect {
+					if !got {
+						return errors.New("SoldOut = false without a reconnect")
+					}
+					return nil
+				}
+				if calls.Load() == 0 {
+					return errors.New("flag not checked yet")
 				}
 				if got != tc.flagStays {
 					return fmt.Errorf("SoldOut = %v, want %v", got, tc.flagStays)
 				}
 				return nil
 			})
-			n, err := rdb.Exists(ctx, prefix+"soldout:{p}").Result()
+			if !tc.reconnect && calls.Load() != 0 {
+				t.Errorf("Committed called %d times without a reconnect, want 0", calls.Load())
+			}
+			n, err := rdb.Exists(ctx, "t:soldout:{p}").Result()
 			if err != nil || (n == 1) != tc.flagStays {
-				t.Errorf("flag in Redis after the check: %d (%v); want it there: %v", n, err, tc.flagStays)
+				t.Errorf("flag in Redis: %d (%v); want it there: %v", n, err, tc.flagStays)
 			}
 		})
 	}
