@@ -85,18 +85,23 @@ type Options struct {
 	// generation is stale: Redis went back to a state from before a
 	// restock that committed and confirmed (a restart from an older
 	// snapshot, a failover to a lagging replica), and nothing else would
-	// clear it before FlagTTL. Either comes with a reconnect, which
-	// [Gate.Run] notices: after one, the first read of each product's set
-	// flag starts a check of it in the background, which removes a stale
-	// flag ([Gate.Confirm]; every process hears of it). A check that fails
-	// is tried again at the next read from Redis. Between reconnects
-	// nothing is checked (checking every read cost spread bursts 6%: `bench
-	// -only spread`, 3 pairs, 6,561-6,770 orders/s against 7,063-7,213
-	// without), and the check is off the orders' path: a
+	// clear it before FlagTTL. A read of a set flag from Redis starts a
+	// check of it in the background, which removes a stale flag
+	// ([Gate.Confirm]; every process hears of it), when the product was
+	// not checked for CheckInterval (counted from the gate's creation at
+	// first), or not since [Gate.Run]'s subscription reconnected (a Redis
+	// restart or failover usually drops it). A check that fails is tried
+	// again at the next read from Redis. Checking at every read cost spread
+	// bursts 6% (`bench -only spread`, 3 pairs: 6,561-6,770 orders/s
+	// against 7,063-7,213 without). The check is off the orders' path: a
 	// slow or unreachable database delays the repair, and meanwhile the
-	// flag is trusted, as it is without Committed. Not covered: a rollback
-	// that every API process missed (all of them started after it).
+	// flag is trusted, as it is without Committed.
 	Committed func(ctx context.Context, product string) (int64, error)
+	// CheckInterval is how often a product's flag is checked against
+	// Committed at most, reconnects aside; default 30s: a rollback that no
+	// reconnect revealed (another shard of a Redis Cluster, an old master
+	// still reachable) refuses orders for at most about that long.
+	CheckInterval time.Duration
 }
 
 // Gate reads and writes sold-out flags. It is safe for concurrent use.
@@ -114,10 +119,17 @@ type Gate struct {
 	resets uint64
 	// checking and checked limit the checks of flags against
 	// Options.Committed to one at a time per product, and one per product
-	// per reconnect: checked holds the value of resets a product's last
-	// successful check saw.
+	// per CheckInterval or reconnect (see there).
 	checking map[string]bool
-	checked  map[string]uint64
+	checked  map[string]checkMark
+	created  time.Time
+}
+
+// checkMark is a product's last successful check: the value of resets it
+// saw, and when it started.
+type checkMark struct {
+	resets uint64
+	at     time.Time
 }
 
 type entry struct {
@@ -139,8 +151,11 @@ func New(rdb redis.UniversalClient, opts Options) *Gate {
 	if opts.FlagTTL <= 0 {
 		opts.FlagTTL = 10 * time.Minute
 	}
+	if opts.CheckInterval <= 0 {
+		opts.CheckInterval = 30 * time.Second
+	}
 	return &Gate{rdb: rdb, opts: opts, cache: map[string]entry{}, epoch: map[string]uint64{},
-		checking: map[string]bool{}, checked: map[string]uint64{}}
+		checking: map[string]bool{}, checked: map[string]checkMark{}, created: time.Now()}
 }
 
 // keys are the product's flag and restock counter. The {product} hash tag
@@ -217,12 +232,16 @@ func (g *Gate) read(ctx context.Context, product string) (bool, error) {
 }
 
 // check removes product's flag, read at generation gen, if a newer restock
-// committed, when it was not checked since the last reconnect; see
-// Options.Committed. It returns at once.
+// committed, when a check is due; see Options.Committed. It returns at once.
 func (g *Gate) check(product string, gen int64) {
+	now := time.Now()
 	g.mu.Lock()
-	resets := g.resets
-	if g.checking[product] || g.checked[product] >= resets {
+	resets, last := g.resets, g.checked[product]
+	since := last.at
+	if since.IsZero() {
+		since = g.created
+	}
+	if g.checking[product] || (last.resets >= resets && now.Sub(since) < g.opts.CheckInterval) {
 		g.mu.Unlock()
 		return
 	}
@@ -234,7 +253,7 @@ func (g *Gate) check(product string, gen int64) {
 			g.mu.Lock()
 			delete(g.checking, product)
 			if ok {
-				g.checked[product] = max(g.checked[product], resets)
+				g.checked[product] = checkMark{resets: resets, at: now}
 			}
 			g.mu.Unlock()
 		}()

@@ -368,25 +368,28 @@ func TestReconnectForgetsCachedAnswers(t *testing.T) {
 }
 
 // With Options.Committed, after a reconnect (a Redis restart here, which
-// could have brought back flags from before a restock), a flag set at a
-// generation older than the committed one is removed by a check in the
-// background, after which the product reads open; a flag at the committed
-// generation stands, and so does one whose check fails (it is trusted, as
-// without Committed). Without a reconnect nothing is checked.
+// could have brought back flags from before a restock) or once
+// CheckInterval has passed, a flag set at a generation older than the
+// committed one is removed by a check in the background, after which the
+// product reads open; a flag at the committed generation stands, and so
+// does one whose check fails (it is trusted, as without Committed). Before
+// either, nothing is checked.
 func TestStaleFlagIsCheckedAgainstTheCommittedGeneration(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name      string
 		reconnect bool
+		interval  time.Duration
 		flagGen   int64
 		committed int64
 		err       error
 		flagStays bool
 	}{
-		{"after a reconnect, flag at the committed generation", true, 2, 2, nil, true},
-		{"after a reconnect, flag from before a committed restock", true, 1, 2, nil, false},
-		{"after a reconnect, committed generation unreadable", true, 1, 0, errors.New("database down"), true},
-		{"no reconnect: no check", false, 1, 2, nil, true},
+		{"after a reconnect, flag at the committed generation", true, time.Hour, 2, 2, nil, true},
+		{"after a reconnect, flag from before a committed restock", true, time.Hour, 1, 2, nil, false},
+		{"after a reconnect, committed generation unreadable", true, time.Hour, 1, 0, errors.New("database down"), true},
+		{"no reconnect, within CheckInterval: no check", false, time.Hour, 1, 2, nil, true},
+		{"no reconnect, past CheckInterval: flag from before a committed restock", false, 200 * time.Millisecond, 1, 2, nil, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -397,6 +400,7 @@ func TestStaleFlagIsCheckedAgainstTheCommittedGeneration(t *testing.T) {
 			t.Cleanup(func() { _ = rdb.Close() })
 			var calls atomic.Int64
 			g := soldout.New(rdb, soldout.Options{KeyPrefix: "t:", CacheTTL: time.Nanosecond, OpenTTL: time.Nanosecond,
+				CheckInterval: tc.interval,
 				Committed: func(_ context.Context, product string) (int64, error) {
 					calls.Add(1)
 					if product != "p" {
@@ -432,9 +436,9 @@ func TestStaleFlagIsCheckedAgainstTheCommittedGeneration(t *testing.T) {
 				if err != nil {
 					return err
 				}
-				if !tc.reconnect {
+				if !tc.reconnect && tc.interval == time.Hour {
 					if !got {
-						return errors.New("SoldOut = false without a reconnect")
+						return errors.New("SoldOut = false with no check due")
 					}
 					return nil
 				}
@@ -446,8 +450,8 @@ func TestStaleFlagIsCheckedAgainstTheCommittedGeneration(t *testing.T) {
 				}
 				return nil
 			})
-			if !tc.reconnect && calls.Load() != 0 {
-				t.Errorf("Committed called %d times without a reconnect, want 0", calls.Load())
+			if !tc.reconnect && tc.interval == time.Hour && calls.Load() != 0 {
+				t.Errorf("Committed called %d times with no check due, want 0", calls.Load())
 			}
 			n, err := rdb.Exists(ctx, "t:soldout:{p}").Result()
 			if err != nil || (n == 1) != tc.flagStays {

@@ -59,7 +59,7 @@ func newMetrics(reg prometheus.Registerer, store *inventory.Store) (*metrics, er
 		}),
 		buried: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "flashsale_worker_buried_orders_total",
-			Help: "Orders given up whose failure could not be recorded (PostgreSQL down), kept in Redis for the rescue scan to record.",
+			Help: "Orders whose last try ended without a recorded outcome (PostgreSQL down, or the try cut short), kept in Redis for the rescue scan to record.",
 		}),
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "flashsale_worker_tasks_in_flight",
