@@ -2,7 +2,10 @@ package queue
 
 import (
 	"context"
+	"errors"
 	"fmt"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Buried orders. asynq keeps at most 10,000 archived tasks, and none older
@@ -15,8 +18,28 @@ import (
 
 // buriedKey is the hash of buried orders, order id → payload. It lives
 // under the queue's asynq key prefix and hash tag: in the queue's Redis
-// Cluster slot, and removed with the queue's keys.
+// Cluster slot, and deleted with keys by that prefix (asynq's DeleteQueue
+// does not know it). [Inspector.Lookup] and [Inspector.States] report a
+// buried order that has no task as Dead, as they would its archived task:
+// the API answers it failed.
 func (i *Inspector) buriedKey() string { return "asynq:{" + i.queue + "}:flashsale:buried" }
+
+// lookupBuried is [Inspector.Lookup] for an order with no task: a buried
+// one is Dead (its failure is yet to be recorded), any other ErrNotFound.
+func (i *Inspector) lookupBuried(ctx context.Context, id string) (TaskInfo, error) {
+	v, err := i.rdb.HGet(ctx, i.buriedKey(), id).Result()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return TaskInfo{}, ErrNotFound
+	case err != nil:
+		return TaskInfo{}, fmt.Errorf("look up order %q: %w: %w", id, ErrUnavailable, err)
+	}
+	o, err := Decode([]byte(v))
+	if err != nil {
+		return TaskInfo{}, ErrNotFound // Buried drops it
+	}
+	return TaskInfo{State: Dead, Order: o}, nil
+}
 
 // Bury keeps o until [Inspector.Unbury]; see above.
 func (i *Inspector) Bury(ctx context.Context, o Order) error {

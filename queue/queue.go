@@ -313,17 +313,20 @@ func NewInspector(rdb redis.UniversalClient, opts Options) *Inspector {
 // none, in one round trip for all of them. It reads the state field of
 // asynq v0.26's task hashes (asynq:{<queue>}:t:<id>) directly: asynq's
 // Inspector has no batch lookup, and one GetTaskInfo per order was a fifth
-// of an API's work on a sold-out product (see sale.Service). Use
-// [Inspector.Lookup] for the task itself.
+// of an API's work on a sold-out product (see sale.Service). A buried order
+// ([Inspector.Bury]) with no task is Dead. Use [Inspector.Lookup] for the
+// task itself.
 func (i *Inspector) States(ctx context.Context, ids []string) ([]State, error) {
 	out := make([]State, len(ids))
 	if len(ids) == 0 {
 		return out, nil
 	}
 	cmds := make([]*redis.StringCmd, len(ids))
+	buried := make([]*redis.BoolCmd, len(ids))
 	_, err := i.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for k, id := range ids {
 			cmds[k] = p.HGet(ctx, "asynq:{"+i.queue+"}:t:"+id, "state")
+			buried[k] = p.HExists(ctx, i.buriedKey(), id)
 		}
 		return nil
 	})
@@ -336,7 +339,14 @@ func (i *Inspector) States(ctx context.Context, ids []string) ([]State, error) {
 	for k, c := range cmds {
 		switch err := c.Err(); {
 		case errors.Is(err, redis.Nil):
-			continue // no such task
+			// No such task; buried, it is dead.
+			if err := buried[k].Err(); err != nil {
+				return nil, fmt.Errorf("task states of %d orders: %w: %w", len(ids), ErrUnavailable, err)
+			}
+			if buried[k].Val() {
+				out[k] = Dead
+			}
+			continue
 		case err != nil:
 			return nil, fmt.Errorf("task states of %d orders: %w: %w", len(ids), ErrUnavailable, err)
 		}
@@ -387,7 +397,7 @@ func (i *Inspector) Lookup(ctx context.Context, id string) (TaskInfo, error) {
 	}
 	switch {
 	case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
-		return TaskInfo{}, ErrNotFound
+		return i.lookupBuried(ctx, id)
 	case err != nil:
 		return TaskInfo{}, fmt.Errorf("look up order %q: %w: %w", id, ErrUnavailable, err)
 	}

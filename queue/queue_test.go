@@ -414,8 +414,22 @@ func TestBuryKeepsOrdersUntilUnburied(t *testing.T) {
 	if err != nil || next != 0 || !slices.Equal(ids(got), []string{"A", "B", "C"}) {
 		t.Fatalf("Buried = %v, %v; want A, B and C", ids(got), err)
 	}
-	if want := order("B"); got[slices.IndexFunc(got, func(o queue.Order) bool { return o.ID == "B" })].ProductID != want.ProductID {
-		t.Errorf("buried B lost its fields: %+v", got)
+	if b := got[slices.IndexFunc(got, func(o queue.Order) bool { return o.ID == "B" })]; b != order("B") {
+		t.Errorf("buried B = %+v, want %+v", b, order("B"))
+	}
+	// With no task, a buried order reads as dead, as its archived task
+	// would; with one, as its task.
+	if err := e.producer.Enqueue(ctx, order("C")); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := e.inspector.States(ctx, []string{"A", "C", "D"}); err != nil || !slices.Equal(st, []queue.State{queue.Dead, queue.Waiting, 0}) {
+		t.Errorf("States(A buried, C buried and queued, D unknown) = %v, %v; want dead, waiting, none", st, err)
+	}
+	if ti, err := e.inspector.Lookup(ctx, "A"); err != nil || ti.State != queue.Dead || ti.Order != order("A") {
+		t.Errorf("Lookup(buried A) = %+v, %v; want dead, with the order", ti, err)
+	}
+	if _, err := e.inspector.Lookup(ctx, "D"); !errors.Is(err, queue.ErrNotFound) {
+		t.Errorf("Lookup(D) = %v, want ErrNotFound", err)
 	}
 	if err := e.inspector.Unbury(ctx, "A", "C", "never"); err != nil {
 		t.Fatal(err)
