@@ -127,14 +127,7 @@ func TestAnnouncedMarkDropsTheCache(t *testing.T) {
 	g, prefix := newGate(t, time.Hour)
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
-	ready := make(chan struct{})
-	done := make(chan error, 1)
-	go func() { done <- g.Run(runCtx, func() { close(ready) }) }()
-	select {
-	case <-ready:
-	case err := <-done:
-		t.Fatalf("Run: %v", err)
-	}
+	done := run(runCtx, t, g)
 	if got, err := g.SoldOut(ctx, "p"); err != nil || got {
 		t.Fatalf("SoldOut = %v, %v; want false, nil", got, err)
 	}
@@ -326,6 +319,23 @@ func TestConfirm(t *testing.T) {
 // After the subscription reconnects, announcements made meanwhile may be
 // lost: the gate forgets every cached answer. Here a flag set while no
 // announcement could arrive is seen at once, not after OpenTTL (an hour).
+// run runs g's subscription until ctx ends and returns once it is
+// subscribed, with the channel that gets Run's error.
+func run(ctx context.Context, t *testing.T, g *soldout.Gate) <-chan error {
+	t.Helper()
+	ready := make(chan struct{})
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx, func() { close(ready) }) }()
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("Run: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run: not subscribed within 10s")
+	}
+	return done
+}
+
 func TestReconnectForgetsCachedAnswers(t *testing.T) {
 	t.Parallel()
 	r := testenv.PrivateRedis(t, localsvc.RedisOptions{})
@@ -334,14 +344,7 @@ func TestReconnectForgetsCachedAnswers(t *testing.T) {
 	g := soldout.New(rdb, soldout.Options{KeyPrefix: "t:", CacheTTL: time.Hour, OpenTTL: time.Hour})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	ready := make(chan struct{})
-	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx, func() { close(ready) }) }()
-	select {
-	case <-ready:
-	case err := <-done:
-		t.Fatalf("Run: %v", err)
-	}
+	run(ctx, t, g)
 	if got, err := g.SoldOut(ctx, "p"); err != nil || got {
 		t.Fatalf("SoldOut before = %v, %v; want false (now cached for an hour)", got, err)
 	}
@@ -408,17 +411,7 @@ func TestStaleFlagIsCheckedAgainstTheCommittedGeneration(t *testing.T) {
 					}
 					return tc.committed, tc.err
 				}})
-			ready := make(chan struct{})
-			go func() {
-				first := true
-				_ = g.Run(ctx, func() {
-					if first {
-						first = false
-						close(ready)
-					}
-				})
-			}()
-			<-ready
+			run(ctx, t, g)
 			if tc.reconnect {
 				if err := r.Kill(); err != nil {
 					t.Fatal(err)
