@@ -30,7 +30,9 @@ import (
 // Rescuing means: if the order has no outcome recorded, enqueue a rescue
 // task with the same order; asynq's own recovery of the stranded task later
 // runs it once more, and that run finds the order decided and changes
-// nothing.
+// nothing. A rescue task stranded in turn is rescued too, up to
+// queue.MaxRescueDepth (4) in a chain; one deeper is left to asynq's own
+// recovery (about two minutes).
 //
 // The bound for a SIGKILLed worker: its server entry expires at most 10s
 // after its last heartbeat, the next scan sees its tasks unheld within 2s,
@@ -50,8 +52,9 @@ const rescueLimit = 5000
 // outlives the archive (which asynq trims to 10,000 tasks, deleting the
 // oldest). When that record failed too (PostgreSQL down: often why the
 // tries ran out), the handler buries the order (queue.Inspector.Bury) and
-// every scan records the failure of up to archivePage buried orders, then
-// unburies them: within a scan or two of PostgreSQL's return. As a backstop
+// every scan records the failure of up to archivePage buried orders that no
+// task of theirs can still decide, then unburies them: archivePage orders
+// per scan (2s) once PostgreSQL answers. As a backstop
 // for an order archived without being buried (Redis failed as well), every
 // archiveEvery-th scan does the same for the next page of the archive, so
 // the whole archive is covered in turn: 20 sweeps, about 10 minutes, at the
@@ -115,7 +118,7 @@ func (w *Worker) runRescuer(ctx context.Context, in *queue.Inspector, prod *queu
 			w.cfg.Logger.Warn("re-queued orders of a crashed worker", "orders", len(ids), "order_ids", ids[:min(len(ids), 20)])
 		}
 		if len(dead) > 0 {
-			w.cfg.Logger.Warn("recorded archived orders failed", "orders", len(dead), "order_ids", dead[:min(len(dead), 20)])
+			w.cfg.Logger.Warn("recorded dead orders failed (buried or archived without an outcome)", "orders", len(dead), "order_ids", dead[:min(len(dead), 20)])
 		}
 	}
 }

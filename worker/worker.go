@@ -270,13 +270,18 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	defer w.metrics.inFlight.Dec()
 	o, err := queue.Decode(t.Payload())
 	if err != nil {
-		// One with an id and a product is recorded (and counted) failed;
-		// one that is not, counted as a bad payload: never both.
-		recorded := false
+		// One with an id and a product is recorded (and counted) failed,
+		// or, recorded before (a redelivery), counted a replay; one that is
+		// not, counted as a bad payload: once each.
+		var d inventory.Decision
+		rerr := errors.New("no order to record")
 		if o.ID != "" && o.ProductID != "" {
-			_, recorded = w.recordFailed(ctx, o, "malformed order", err)
+			d, rerr = w.recordFailed(ctx, o, "malformed order", err)
 		}
-		if !recorded {
+		switch {
+		case rerr == nil && d.Replay:
+			w.metrics.orders.WithLabelValues("replay").Inc()
+		case rerr != nil || d.Err != nil:
 			w.metrics.orders.WithLabelValues("bad_payload").Inc()
 		}
 		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
@@ -326,7 +331,7 @@ func (w *Worker) giveUp(ctx context.Context, o queue.Order, reason string, cause
 	if !errors.Is(ctx.Err(), context.Canceled) {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 		defer cancel()
-		if answered, _ := w.recordFailed(rctx, o, reason, cause); answered {
+		if _, err := w.recordFailed(rctx, o, reason, cause); err == nil {
 			return
 		}
 	}
@@ -358,24 +363,24 @@ func permanentReason(err error) string {
 // recordFailed records order o failed. reason is what the buyer reads
 // (GET /v1/orders/{id} is public), so it names the kind of failure only;
 // cause, which may carry hosts, users and driver messages, is logged. It
-// reports whether PostgreSQL answered, and whether this call recorded the
-// order (not when it was decided before, nor for an unknown product).
-func (w *Worker) recordFailed(ctx context.Context, o queue.Order, reason string, cause error) (answered, recorded bool) {
+// returns PostgreSQL's decision (a replay when the order was decided
+// before; Err for an unknown product's), or the error when PostgreSQL did
+// not answer.
+func (w *Worker) recordFailed(ctx context.Context, o queue.Order, reason string, cause error) (inventory.Decision, error) {
 	ds, err := w.store.RecordFailed(ctx, []inventory.OrderRequest{{
 		ID: o.ID, ProductID: o.ProductID, UserID: o.UserID, Quantity: o.Quantity,
 		IdempotencyKey: o.IdempotencyKey, AcceptedAt: o.AcceptedAt,
 	}}, reason)
 	if err != nil {
 		w.cfg.Logger.Error("could not record failed order", "order_id", o.ID, "product_id", o.ProductID, "err", err, "cause", cause)
-		return false, false
+		return inventory.Decision{}, err
 	}
-	if ds[0].Err != nil || ds[0].Replay {
-		return true, false
+	if d := ds[0]; d.Err == nil && !d.Replay {
+		w.metrics.orders.WithLabelValues(string(inventory.StatusFailed)).Inc()
+		w.cfg.Logger.Warn("order failed", "order_id", o.ID, "product_id", o.ProductID, "reason", reason, "cause", cause)
+		w.announce(ctx, []notify.Outcome{outcome(d.Order)})
 	}
-	w.metrics.orders.WithLabelValues(string(inventory.StatusFailed)).Inc()
-	w.cfg.Logger.Warn("order failed", "order_id", o.ID, "product_id", o.ProductID, "reason", reason, "cause", cause)
-	w.announce(ctx, []notify.Outcome{outcome(ds[0].Order)})
-	return true, true
+	return ds[0], nil
 }
 
 // decideOne is ModeSingle: one lock hold and one transaction for one order.

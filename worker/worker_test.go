@@ -337,6 +337,95 @@ func TestManyStaleProductsInOneRound(t *testing.T) {
 	}
 }
 
+// A product whose fence stays stale round after round (its lock's counter
+// cannot be raised past it) fails its own orders, not those of the products
+// whose locks were good that shared its rounds: theirs go back without
+// using a try, and succeed once the stale orders have given up.
+func TestGoodOrdersOutlastAStaleProduct(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, worker.ModeBatch, 5*time.Second)
+	e.start(t)
+	for _, p := range []string{"slow", "good", "stale"} {
+		inventorytest.CreateProduct(t, e.store, p, 10, 0)
+	}
+	bg := context.Background()
+	// A first round, on "slow", waits on its row: the orders for "good"
+	// and "stale" queue up behind it and share the rounds after it.
+	rowLock, err := pgx.Connect(bg, e.dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rowLock.Close(bg)
+	tx, err := rowLock.Begin(bg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(bg)
+	if _, err := tx.Exec(bg, `SELECT 1 FROM products WHERE id = 'slow' FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(bg)
+	raised := make(chan struct{})
+	go func() { // the stale product's fence keeps moving ahead of any token
+		defer close(raised)
+		conn, err := pgx.Connect(bg, e.dbURL)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer conn.Close(bg)
+		for ctx.Err() == nil {
+			if _, err := conn.Exec(ctx, `UPDATE products SET fence = fence + 1000000000 WHERE id = 'stale'`); err != nil && ctx.Err() == nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := e.w.ProcessTask(bg, task(t, "slow-1", "slow", "u", 1, 1)); err != nil {
+			t.Errorf("slow-1: %v", err)
+		}
+	})
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if n := counter(t, e.reg, "flashsale_worker_tasks_in_flight", nil); n != 1 {
+			return fmt.Errorf("%v tasks in flight, want the slow one", n)
+		}
+		return nil
+	})
+	const each = 4
+	errs := make([]error, 2*each)
+	for i := range 2 * each {
+		p := []string{"good", "stale"}[i%2]
+		wg.Go(func() {
+			errs[i] = e.w.ProcessTask(bg, task(t, fmt.Sprintf("o%d", i), p, fmt.Sprintf("u%d", i), 1, i+2))
+		})
+	}
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if n := counter(t, e.reg, "flashsale_worker_tasks_in_flight", nil); n != 1+2*each {
+			return fmt.Errorf("%v tasks in flight, want %d", n, 1+2*each)
+		}
+		return nil
+	})
+	if err := tx.Rollback(bg); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	stop()
+	<-raised
+	for i := 0; i < 2*each; i += 2 {
+		o, err := e.store.Order(bg, fmt.Sprintf("o%d", i))
+		if errs[i] != nil || err != nil || o.Status != inventory.StatusSucceeded {
+			t.Errorf("o%d (good): ProcessTask %v; order %+v %v; want succeeded", i, errs[i], o, err)
+		}
+	}
+	for i := 1; i < 2*each; i += 2 {
+		if errs[i] == nil {
+			t.Errorf("o%d (stale): ProcessTask succeeded, want an error", i)
+		}
+	}
+}
+
 // When the lock is lost while the transaction waits (here: the product row
 // is held by another session and the lock key vanishes), the transaction is
 // aborted rather than committed outside the lock; the order is then decided
@@ -428,20 +517,23 @@ func TestPermanentErrorsSkipRetry(t *testing.T) {
 }
 
 // A malformed order that names a known product is recorded failed, and
-// counted once, as failed, not also as a bad payload.
+// counted once, as failed, not also as a bad payload; delivered again, it
+// counts as a replay.
 func TestMalformedOrderIsCountedOnce(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, worker.ModeBatch, 5*time.Second)
 	e.start(t)
 	inventorytest.CreateProduct(t, e.store, "p", 5, 0)
-	err := e.w.ProcessTask(context.Background(), asynq.NewTask(queue.TypeOrder, []byte(`{"id":"x","product_id":"p","user_id":"u"}`)))
-	if !errors.Is(err, asynq.SkipRetry) {
-		t.Fatalf("got %v, want SkipRetry", err)
+	for range 2 {
+		err := e.w.ProcessTask(context.Background(), asynq.NewTask(queue.TypeOrder, []byte(`{"id":"x","product_id":"p","user_id":"u"}`)))
+		if !errors.Is(err, asynq.SkipRetry) {
+			t.Fatalf("got %v, want SkipRetry", err)
+		}
 	}
 	if o, err := e.store.Order(context.Background(), "x"); err != nil || o.Status != inventory.StatusFailed {
 		t.Fatalf("order x: %+v, %v; want failed", o, err)
 	}
-	for outcome, want := range map[string]float64{"failed": 1, "bad_payload": 0} {
+	for outcome, want := range map[string]float64{"failed": 1, "replay": 1, "bad_payload": 0} {
 		if got := counter(t, e.reg, "flashsale_worker_orders_total", map[string]string{"outcome": outcome}); got != want {
 			t.Errorf("%s counted: %v, want %v", outcome, got, want)
 		}
