@@ -12,8 +12,8 @@
 //     settings (helper programs of this package, not the product);
 //   - the HTTP front: each order a POST to a gin server (a helper program)
 //     that enqueues it with the API's enqueue call for the same no-op
-//     consumers, then a GET answered from memory, sent by this package: the
-//     least an accepted order costs over HTTP and asynq;
+//     consumers, then a GET answered from memory, sent by this package: a
+//     floor for an accepted order over gin and asynq;
 //   - hot, spread, backlog and one-by-one: the flashsale binary's API and
 //     worker processes ([cluster]), driven and verified by [loadtest];
 //   - lock-in-request: the design the system grew from, an HTTP handler that

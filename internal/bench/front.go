@@ -28,8 +28,10 @@ import (
 	"github.com/flashsale/flashsale/sale"
 )
 
-// The HTTP front: the least an accepted order costs in any design that
-// takes it over HTTP, queues it in asynq and lets its buyer ask for it.
+// The HTTP front: a floor for an accepted order in a design that takes it
+// over HTTP (gin), queues it in asynq one enqueue per order and lets its
+// buyer ask for it (a server without gin, or one that batched its enqueues,
+// could be cheaper).
 // Each order is one POST /v1/orders to a gin server that enqueues it with
 // the API's enqueue call ([queue.Producer.Enqueue], as the queue ceiling's
 // producers do) and answers 202 with its id, then one GET /v1/orders/{id}
@@ -111,24 +113,9 @@ func (b *bencher) front(ctx context.Context) (res FrontResult) {
 	if err != nil {
 		return fail(err)
 	}
-	var urls []string
-	for i := range c.APIs {
-		addr, err := cluster.FreeAddr()
-		if err != nil {
-			return fail(err)
-		}
-		p := b.helperProc(fmt.Sprintf("server-%d", i+1), addr, dir, helperFront, "-addr", addr,
-			"-redis-url", b.redisURL, "-queue", qname)
-		if err := p.Start(c.Helper[0]); err != nil {
-			return fail(err)
-		}
-		servers = append(servers, p)
-		urls = append(urls, "http://"+addr)
-	}
-	for i, p := range servers {
-		if err := waitHTTPReady(ctx, p, urls[i]+"/readyz"); err != nil {
-			return fail(err)
-		}
+	servers, urls, err := b.startServers(ctx, dir, helperFront, "-redis-url", b.redisURL, "-queue", qname)
+	if err != nil {
+		return fail(err)
 	}
 	b.logf("HTTP front: %d consumers and %d servers up; %d orders, %d senders, %d pollers", c.Workers, c.APIs, c.Orders, res.Senders, res.Pollers)
 

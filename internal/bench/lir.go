@@ -316,24 +316,10 @@ func (b *bencher) lockInRequest(ctx context.Context) ScenarioResult {
 	}
 	var servers []*cluster.Proc
 	defer func() { stopAll(servers) }()
-	var urls []string
-	for i := range c.APIs {
-		addr, err := cluster.FreeAddr()
-		if err != nil {
-			return fail(err)
-		}
-		p := b.helperProc(fmt.Sprintf("server-%d", i+1), addr, dir, helperLIR, "-addr", addr,
-			"-redis-url", b.redisURL, "-database-url", dbURL, "-admin-token", b.token, "-key-prefix", "lir:")
-		if err := p.Start(c.Helper[0]); err != nil {
-			return fail(err)
-		}
-		servers = append(servers, p)
-		urls = append(urls, "http://"+addr)
-	}
-	for i, p := range servers {
-		if err := waitHTTPReady(ctx, p, urls[i]+"/readyz"); err != nil {
-			return fail(err)
-		}
+	servers, urls, err := b.startServers(ctx, dir, helperLIR,
+		"-redis-url", b.redisURL, "-database-url", dbURL, "-admin-token", b.token, "-key-prefix", "lir:")
+	if err != nil {
+		return fail(err)
 	}
 	b.logf("lock-in-request: %d servers up; %d orders on 1 product, stock %d", c.APIs, c.Orders, c.HotStock)
 	cpu0, genCPU0 := cpuOf(servers), selfCPU()
@@ -353,6 +339,33 @@ func (b *bencher) lockInRequest(ctx context.Context) ScenarioResult {
 		return fail(err)
 	}
 	return res
+}
+
+// startServers starts APIs processes of the helper program helper, each
+// with -addr of a free port and args, logging into dir, and waits until
+// each answers GET /readyz. It returns the processes started (also on an
+// error: the caller stops them) and their base URLs.
+func (b *bencher) startServers(ctx context.Context, dir, helper string, args ...string) ([]*cluster.Proc, []string, error) {
+	var servers []*cluster.Proc
+	var urls []string
+	for i := range b.cfg.APIs {
+		addr, err := cluster.FreeAddr()
+		if err != nil {
+			return servers, nil, err
+		}
+		p := b.helperProc(fmt.Sprintf("server-%d", i+1), addr, dir, append([]string{helper, "-addr", addr}, args...)...)
+		if err := p.Start(b.cfg.Helper[0]); err != nil {
+			return servers, nil, err
+		}
+		servers = append(servers, p)
+		urls = append(urls, "http://"+addr)
+	}
+	for i, p := range servers {
+		if err := waitHTTPReady(ctx, p, urls[i]+"/readyz"); err != nil {
+			return servers, nil, err
+		}
+	}
+	return servers, urls, nil
 }
 
 // waitHTTPReady polls url until it answers 200, p exits, or 30s pass.
