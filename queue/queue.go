@@ -322,12 +322,14 @@ func (i *Inspector) States(ctx context.Context, ids []string) ([]State, error) {
 		return out, nil
 	}
 	cmds := make([]*redis.StringCmd, len(ids))
-	buried := make([]*redis.BoolCmd, len(ids))
+	var anyBuried *redis.IntCmd
 	_, err := i.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for k, id := range ids {
 			cmds[k] = p.HGet(ctx, "asynq:{"+i.queue+"}:t:"+id, "state")
-			buried[k] = p.HExists(ctx, i.buriedKey(), id)
 		}
+		// Almost always none: the ids without a task are asked about
+		// below only when some order is buried.
+		anyBuried = p.Exists(ctx, i.buriedKey())
 		return nil
 	})
 	if err != nil && !errors.Is(err, redis.Nil) {
@@ -336,21 +338,36 @@ func (i *Inspector) States(ctx context.Context, ids []string) ([]State, error) {
 	// The pipeline's error is only its first command's: a missing task
 	// (redis.Nil) there may hide a dropped connection further on, whose
 	// commands must not read as "no task".
+	var missing []int
 	for k, c := range cmds {
 		switch err := c.Err(); {
 		case errors.Is(err, redis.Nil):
-			// No such task; buried, it is dead.
-			if err := buried[k].Err(); err != nil {
-				return nil, fmt.Errorf("task states of %d orders: %w: %w", len(ids), ErrUnavailable, err)
-			}
-			if buried[k].Val() {
-				out[k] = Dead
-			}
+			missing = append(missing, k) // no such task
 			continue
 		case err != nil:
 			return nil, fmt.Errorf("task states of %d orders: %w: %w", len(ids), ErrUnavailable, err)
 		}
 		out[k] = stateOf(c.Val())
+	}
+	if err := anyBuried.Err(); err != nil {
+		return nil, fmt.Errorf("task states of %d orders: %w: %w", len(ids), ErrUnavailable, err)
+	}
+	if len(missing) == 0 || anyBuried.Val() == 0 {
+		return out, nil
+	}
+	buried := make([]*redis.BoolCmd, len(missing))
+	if _, err := i.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for n, k := range missing {
+			buried[n] = p.HExists(ctx, i.buriedKey(), ids[k])
+		}
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("task states of %d orders: %w: %w", len(ids), ErrUnavailable, err)
+	}
+	for n, k := range missing {
+		if buried[n].Val() {
+			out[k] = Dead // buried, with no task: as its archived task would be
+		}
 	}
 	return out, nil
 }
