@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -159,11 +160,49 @@ func (c *Cluster) start(ctx context.Context, procs []*Proc) error {
 		if p.Addr == "" {
 			continue
 		}
-		if err := p.WaitReady(ctx, 30*time.Second); err != nil {
-			return err
+		for attempt := 1; ; attempt++ {
+			err := p.WaitReady(ctx, 30*time.Second)
+			if err == nil {
+				break
+			}
+			if attempt == 3 {
+				return err
+			}
+			if ok, rerr := p.rebind(c.cfg.Binary); rerr != nil {
+				return rerr
+			} else if !ok {
+				return err
+			}
 		}
 	}
 	return nil
+}
+
+// rebind gives p another free address and starts it again, when it exited
+// at start because its address was taken (a free port can be bound by
+// another process between freeAddr and p's listen). It reports whether it
+// did.
+func (p *Proc) rebind(binary string) (bool, error) {
+	if p.Running() || !strings.Contains(tail(p.logPath), "address already in use") {
+		return false, nil
+	}
+	addr, err := freeAddr()
+	if err != nil {
+		return false, err
+	}
+	key := "FLASHSALE_METRICS_ADDR="
+	if p.api {
+		key = "FLASHSALE_HTTP_ADDR="
+	}
+	p.mu.Lock()
+	p.Addr = addr
+	env := slices.DeleteFunc(slices.Clone(p.env), func(kv string) bool { return strings.HasPrefix(kv, key) })
+	p.env = append(env, key+addr)
+	if p.proc != nil {
+		p.proc.Env = p.env
+	}
+	p.mu.Unlock()
+	return true, p.Start(binary)
 }
 
 // All returns every process, APIs first.
@@ -349,12 +388,11 @@ func tail(path string) string {
 }
 
 func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := localsvc.FreePort()
 	if err != nil {
 		return "", err
 	}
-	defer l.Close()
-	return l.Addr().String(), nil
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), nil
 }
 
 // Build compiles ./cmd/flashsale from the module at root into dir and

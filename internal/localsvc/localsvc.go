@@ -10,11 +10,14 @@ package localsvc
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -158,15 +161,49 @@ func (p *Process) Stop(sig syscall.Signal, grace time.Duration) error {
 	return nil
 }
 
-// FreePort asks the kernel for a free TCP port on 127.0.0.1. Another process
-// may take it before the caller binds it; callers retry on a bind failure.
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// Another process may take it before the caller binds it; callers retry on
+// a bind failure. It picks at random below the kernel's ephemeral range
+// (ip_local_port_range), where the kernel does not hand out the local ports
+// of outgoing connections: a port from that range, freed, was soon taken by
+// one of the many connections tests open in parallel (a worker's metrics
+// listener failed to bind in CI). It falls back to a kernel-chosen port.
 func FreePort() (int, error) {
+	lo, hi := 20000, ephemeralLow()-1
+	for range 50 {
+		if hi <= lo {
+			break
+		}
+		port := lo + rand.IntN(hi-lo+1)
+		if l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+			_ = l.Close()
+			return port, nil
+		}
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, fmt.Errorf("localsvc: free port: %w", err)
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// ephemeralLow is the first port of the kernel's ephemeral range (32768
+// when it cannot be read).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 1 {
+		return 32768
+	}
+	n, err := strconv.Atoi(f[0])
+	if err != nil || n < 1024 {
+		return 32768
+	}
+	return n
 }
 
 // FindBinary looks name up in PATH, then in the usual PostgreSQL install
