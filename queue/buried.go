@@ -38,7 +38,7 @@ func (i *Inspector) lookupBuried(ctx context.Context, id string) (TaskInfo, erro
 	if err != nil {
 		return TaskInfo{}, ErrNotFound // Buried drops it
 	}
-	return TaskInfo{State: Dead, Order: o}, nil
+	return TaskInfo{State: Dead, Order: o, Buried: true}, nil
 }
 
 // Bury keeps o until [Inspector.Unbury]; see above.

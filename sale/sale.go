@@ -547,6 +547,12 @@ func (s *Service) PlaceOrder(ctx context.Context, r PlaceOrderRequest) (Placed, 
 		case !errors.Is(err, inventory.ErrNotFound):
 			return Placed{}, s.translate(err)
 		}
+		// A buried order (its tries ran out while PostgreSQL was down; its
+		// archived task, which would refuse a new one, may be trimmed)
+		// answers for itself, failed, until the rescue scan records it.
+		if st, err := s.taskState(ctx, o.ID); err == nil && st == queue.Dead {
+			return s.replayQueued(ctx, o)
+		}
 	}
 	// Ride out a short outage of the queue's Redis (a restart or failover
 	// takes about a second) before answering 503.
@@ -626,8 +632,13 @@ func (s *Service) replayQueued(ctx context.Context, o queue.Order) (Placed, erro
 // database first, says otherwise.
 func (s *Service) replayTask(ctx context.Context, o queue.Order, ti queue.TaskInfo) (Placed, error) {
 	if ti.State == queue.Dead {
-		if prev, err := s.decidedOrder(ctx, o.ID); err == nil {
+		prev, err := s.decidedOrder(ctx, o.ID)
+		switch {
+		case err == nil:
 			return s.replay(o, prev.ProductID, prev.Quantity, prev.Status)
+		case ti.Buried && !errors.Is(err, inventory.ErrNotFound):
+			// A buried order may have been decided (see Order).
+			return Placed{}, s.translate(err)
 		}
 	}
 	return s.replay(o, ti.Order.ProductID, ti.Order.Quantity, taskStatus(ti))
@@ -701,7 +712,9 @@ func (s *Service) Order(ctx context.Context, id string) (OrderView, error) {
 	// Not decided, or the database is down: the queue may know the order.
 	ti, err := s.inspector.Lookup(ctx, id)
 	switch {
-	case dbDown && (err != nil || ti.State == queue.Done):
+	case dbDown && (err != nil || ti.State == queue.Done || ti.Buried):
+		// A buried order may have been decided by a run of its task that
+		// was put back: only PostgreSQL can say.
 		return OrderView{}, dbErr
 	case err == nil && ti.State != queue.Done:
 		return queuedView(id, ti), nil

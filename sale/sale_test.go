@@ -15,6 +15,7 @@ import (
 	"github.com/flashsale/flashsale/internal/testenv"
 	"github.com/flashsale/flashsale/inventory"
 	"github.com/flashsale/flashsale/notify"
+	"github.com/flashsale/flashsale/queue"
 	"github.com/flashsale/flashsale/queue/queuetest"
 	"github.com/flashsale/flashsale/ratelimit"
 	"github.com/flashsale/flashsale/sale"
@@ -948,6 +949,38 @@ func TestRestockSurvivesARedisRollback(t *testing.T) {
 		}
 		return err
 	})
+}
+
+// A keyed order whose tries ran out while PostgreSQL was down is buried,
+// and its archived task may be trimmed: a re-send with its key answers for
+// it (failed; a different body 422) and queues nothing new, and GET shows
+// it failed.
+func TestKeyedResendOfABuriedOrder(t *testing.T) {
+	t.Parallel()
+	e := saletest.New(t, nil)
+	ctx := context.Background()
+	e.CreateProduct(t, "p1", 10, 0)
+	id := sale.KeyedOrderID("alice", "k1")
+	if err := e.Inspector.Bury(ctx, queue.Order{ID: id, ProductID: "p1", UserID: "alice", Quantity: 1,
+		IdempotencyKey: "k1", AcceptedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := e.Service.PlaceOrder(ctx, sale.PlaceOrderRequest{ProductID: "p1", UserID: "alice", Quantity: 1, IdempotencyKey: "k1"})
+	if err != nil || got.OrderID != id || got.Status != inventory.StatusFailed || !got.Replay {
+		t.Fatalf("re-send of a buried order: %+v, %v; want a replay of %s, failed", got, err, id)
+	}
+	if _, err := e.Service.PlaceOrder(ctx, sale.PlaceOrderRequest{ProductID: "p1", UserID: "alice", Quantity: 2, IdempotencyKey: "k1"}); !errors.Is(err, sale.ErrIdempotencyMismatch) {
+		t.Fatalf("re-send with another body: %v, want ErrIdempotencyMismatch", err)
+	}
+	if _, err := e.Inspector.Lookup(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := e.Inspector.States(ctx, []string{id}); err != nil || st[0] != queue.Dead {
+		t.Fatalf("task state after the re-sends: %v, %v; want dead (buried, nothing queued)", st, err)
+	}
+	if v, err := e.Service.Order(ctx, id); err != nil || v.Status != inventory.StatusFailed {
+		t.Fatalf("GET of a buried order: %+v, %v; want failed", v, err)
+	}
 }
 
 // Two restocks that each fit under MaxStock cannot pass it together.
