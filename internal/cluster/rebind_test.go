@@ -38,28 +38,39 @@ func fakeWorker() int {
 }
 
 // A worker whose metrics port was taken between freeAddr and its listen is
-// given another port and started again, rather than failing the cluster.
+// given another port and started again, rather than failing the cluster,
+// also when what took the port answers its health check (another test's
+// flashsale would): the listener must be the worker's own.
 func TestStartRebindsATakenAddress(t *testing.T) {
-	taken, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer taken.Close()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &Proc{Name: "worker-1", Addr: taken.Addr().String(), args: []string{"worker"},
-		env:     append(os.Environ(), "FAKE_WORKER=1", "FLASHSALE_METRICS_ADDR="+taken.Addr().String()),
-		logPath: filepath.Join(t.TempDir(), "worker-1.log")}
-	c := &Cluster{cfg: Config{Binary: exe}, Workers: []*Proc{p}}
-	defer c.Stop()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := c.start(ctx, []*Proc{p}); err != nil {
-		t.Fatalf("start with a taken address: %v", err)
-	}
-	if p.Addr == taken.Addr().String() || !p.Running() {
-		t.Fatalf("worker at %s (taken: %s), running %v; want it moved and running", p.Addr, taken.Addr(), p.Running())
+	for _, answers := range []bool{false, true} {
+		t.Run(fmt.Sprintf("taker answers %v", answers), func(t *testing.T) {
+			taken, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer taken.Close()
+			if answers {
+				srv := &http.Server{Handler: http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}), ReadHeaderTimeout: time.Second}
+				go func() { _ = srv.Serve(taken) }()
+				defer srv.Close()
+			}
+			exe, err := os.Executable()
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := &Proc{Name: "worker-1", Addr: taken.Addr().String(), args: []string{"worker"},
+				env:     append(os.Environ(), "FAKE_WORKER=1", "FLASHSALE_METRICS_ADDR="+taken.Addr().String()),
+				logPath: filepath.Join(t.TempDir(), "worker-1.log")}
+			c := &Cluster{cfg: Config{Binary: exe}, Workers: []*Proc{p}}
+			defer c.Stop()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := c.start(ctx, []*Proc{p}); err != nil {
+				t.Fatalf("start with a taken address: %v", err)
+			}
+			if p.Addr == taken.Addr().String() || !p.Running() || !listensOn(p.PID(), p.Addr) {
+				t.Fatalf("worker at %s (taken: %s), running %v; want it moved, running and listening", p.Addr, taken.Addr(), p.Running())
+			}
+		})
 	}
 }
