@@ -41,6 +41,15 @@ func (i *Inspector) lookupBuried(ctx context.Context, id string) (TaskInfo, erro
 	return TaskInfo{State: Dead, Order: o, Buried: true}, nil
 }
 
+// AnyBuried reports whether any order is buried (almost never).
+func (i *Inspector) AnyBuried(ctx context.Context) (bool, error) {
+	n, err := i.rdb.Exists(ctx, i.buriedKey()).Result()
+	if err != nil {
+		return false, fmt.Errorf("buried orders: %w: %w", ErrUnavailable, err)
+	}
+	return n == 1, nil
+}
+
 // Bury keeps o until [Inspector.Unbury]; see above.
 func (i *Inspector) Bury(ctx context.Context, o Order) error {
 	task, err := Encode(o)

@@ -402,10 +402,16 @@ func TestBuryKeepsOrdersUntilUnburied(t *testing.T) {
 		slices.Sort(out)
 		return out
 	}
+	if some, err := e.inspector.AnyBuried(ctx); err != nil || some {
+		t.Fatalf("AnyBuried before burying = %v, %v; want false", some, err)
+	}
 	for _, id := range []string{"A", "B", "C"} {
 		if err := e.inspector.Bury(ctx, order(id)); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if some, err := e.inspector.AnyBuried(ctx); err != nil || !some {
+		t.Fatalf("AnyBuried after burying = %v, %v; want true", some, err)
 	}
 	if err := e.inspector.Bury(ctx, order("A")); err != nil { // twice: kept once
 		t.Fatal(err)

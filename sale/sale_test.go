@@ -981,6 +981,16 @@ func TestKeyedResendOfABuriedOrder(t *testing.T) {
 	if v, err := e.Service.Order(ctx, id); err != nil || v.Status != inventory.StatusFailed {
 		t.Fatalf("GET of a buried order: %+v, %v; want failed", v, err)
 	}
+	// An entry that does not read as an order answers for nothing: the
+	// order is queued.
+	bad := sale.KeyedOrderID("bob", "k2")
+	if err := e.Redis.HSet(ctx, "asynq:{"+e.Queue+"}:flashsale:buried", bad, "not json").Err(); err != nil {
+		t.Fatal(err)
+	}
+	got, err = e.Service.PlaceOrder(ctx, sale.PlaceOrderRequest{ProductID: "p1", UserID: "bob", Quantity: 1, IdempotencyKey: "k2"})
+	if err != nil || got.OrderID != bad || got.Status != inventory.StatusQueued || got.Replay {
+		t.Fatalf("keyed order with an unreadable buried entry: %+v, %v; want it queued", got, err)
+	}
 }
 
 // Two restocks that each fit under MaxStock cannot pass it together.

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -441,8 +442,11 @@ func listensOn(pid int, addr string) bool {
 		}
 	}
 	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-	if err != nil {
-		return false // gone (it exited), or not ours to read
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return false // it exited
+	case err != nil:
+		return true // not ours to read: cannot tell
 	}
 	for _, fd := range fds {
 		if target, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name())); err == nil && inodes[target] {
