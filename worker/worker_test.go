@@ -97,6 +97,26 @@ func (e *env) rival(t *testing.T) *lock.Client {
 	return locktest.Client(t, []*localsvc.Redis{e.lockRDB}, &lock.Options{TTL: 10 * time.Second, KeyPrefix: e.prefix + "lock:"})
 }
 
+// conn is a connection of the test's own to the worker's database, closed
+// at cleanup.
+func (e *env) conn(t *testing.T) *pgx.Conn {
+	t.Helper()
+	c, err := pgx.Connect(context.Background(), e.dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close(context.Background()) })
+	return c
+}
+
+// exec runs sql on the worker's database.
+func (e *env) exec(t *testing.T, sql string) {
+	t.Helper()
+	if _, err := e.conn(t).Exec(context.Background(), sql); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // start runs the worker's asynq server and batcher until cleanup.
 func (e *env) start(t *testing.T) {
 	t.Helper()
@@ -282,14 +302,7 @@ func TestStaleFenceIsRepaired(t *testing.T) {
 	e := newEnv(t, worker.ModeBatch, 5*time.Second)
 	e.start(t)
 	inventorytest.CreateProduct(t, e.store, "p", 5, 0)
-	conn, err := pgx.Connect(context.Background(), e.dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	if _, err := conn.Exec(context.Background(), `UPDATE products SET fence = 1000000 WHERE id = 'p'`); err != nil {
-		t.Fatal(err)
-	}
+	e.exec(t, `UPDATE products SET fence = 1000000 WHERE id = 'p'`)
 	if err := e.w.ProcessTask(context.Background(), task(t, "o1", "p", "u1", 1, 1)); err != nil {
 		t.Fatalf("ProcessTask: %v", err)
 	}
@@ -313,14 +326,7 @@ func TestManyStaleProductsInOneRound(t *testing.T) {
 	for i := range products {
 		inventorytest.CreateProduct(t, e.store, fmt.Sprintf("p%d", i), 5, 0)
 	}
-	conn, err := pgx.Connect(context.Background(), e.dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	if _, err := conn.Exec(context.Background(), `UPDATE products SET fence = 1000000 WHERE id <> 'p0'`); err != nil {
-		t.Fatal(err)
-	}
+	e.exec(t, `UPDATE products SET fence = 1000000 WHERE id <> 'p0'`)
 	var wg sync.WaitGroup
 	errs := make([]error, products)
 	for i := range products {
@@ -351,12 +357,7 @@ func TestGoodOrdersOutlastAStaleProduct(t *testing.T) {
 	bg := context.Background()
 	// A first round, on "slow", waits on its row: the orders for "good"
 	// and "stale" queue up behind it and share the rounds after it.
-	rowLock, err := pgx.Connect(bg, e.dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rowLock.Close(bg)
-	tx, err := rowLock.Begin(bg)
+	tx, err := e.conn(t).Begin(bg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -436,11 +437,7 @@ func TestLostLockAbortsTransaction(t *testing.T) {
 	e.start(t)
 	inventorytest.CreateProduct(t, e.store, "p", 5, 0)
 	ctx := context.Background()
-	blocker, err := pgx.Connect(ctx, e.dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer blocker.Close(ctx)
+	blocker := e.conn(t)
 	tx, err := blocker.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -901,11 +898,7 @@ func TestLockOfWithdrawnOrdersIsGivenBack(t *testing.T) {
 		return nil
 	})
 	// The runner gets stuck in a transaction on q: its row is locked here.
-	blocker, err := pgx.Connect(ctx, e.dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer blocker.Close(ctx)
+	blocker := e.conn(t)
 	tx, err := blocker.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -992,12 +985,7 @@ func TestLastTryThatCannotRecordBuriesTheOrder(t *testing.T) {
 	e.start(t)
 	inventorytest.CreateProduct(t, e.store, "p", 5, 0)
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, e.dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	tx, err := conn.Begin(ctx)
+	tx, err := e.conn(t).Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -193,18 +193,15 @@ func (b *bencher) ceiling(ctx context.Context) (res CeilingResult) {
 		res.Ran, res.Err = false, err.Error()
 		return res
 	}
-	if err := b.redis.reset(ctx); err != nil {
-		return fail(err)
-	}
-	dir := filepath.Join(c.LogDir, PartCeiling)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	dir, err := b.begin(ctx, PartCeiling)
+	if err != nil {
 		return fail(err)
 	}
 	const qname = productQueue // the worker's queue name, in a flushed DB
 
 	var consumers, producers []*cluster.Proc
 	defer func() { stopAll(append(consumers, producers...)) }()
-	consumers, err := b.startConsumers(ctx, dir, qname)
+	consumers, err = b.startConsumers(ctx, dir, qname)
 	if err != nil {
 		return fail(err)
 	}

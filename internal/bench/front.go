@@ -11,8 +11,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -98,18 +96,15 @@ func (b *bencher) front(ctx context.Context) (res FrontResult) {
 		res.Ran, res.Err = false, err.Error()
 		return res
 	}
-	if err := b.redis.reset(ctx); err != nil {
-		return fail(err)
-	}
-	dir := filepath.Join(c.LogDir, PartFront)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	dir, err := b.begin(ctx, PartFront)
+	if err != nil {
 		return fail(err)
 	}
 	const qname = productQueue
 
 	var consumers, servers []*cluster.Proc
 	defer func() { stopAll(append(consumers, servers...)) }()
-	consumers, err := b.startConsumers(ctx, dir, qname)
+	consumers, err = b.startConsumers(ctx, dir, qname)
 	if err != nil {
 		return fail(err)
 	}

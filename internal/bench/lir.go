@@ -12,8 +12,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -299,7 +297,8 @@ func (b *bencher) lockInRequest(ctx context.Context) ScenarioResult {
 		res.Ran, res.Err = false, err.Error()
 		return res
 	}
-	if err := b.redis.reset(ctx); err != nil {
+	dir, err := b.begin(ctx, PartLockInRequest)
+	if err != nil {
 		return fail(err)
 	}
 	dbURL, drop, err := b.database(ctx, PartLockInRequest)
@@ -308,10 +307,6 @@ func (b *bencher) lockInRequest(ctx context.Context) ScenarioResult {
 	}
 	defer drop()
 	if err := execSQL(ctx, dbURL, lirSchema); err != nil {
-		return fail(err)
-	}
-	dir := filepath.Join(c.LogDir, PartLockInRequest)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fail(err)
 	}
 	var servers []*cluster.Proc

@@ -442,6 +442,16 @@ func (b *bencher) dbName(part string) string {
 	return "flashsale_bench_" + b.runID + "_" + strings.ReplaceAll(part, "-", "_")
 }
 
+// begin prepares a baseline part: an empty Redis DB, and the folder of its
+// processes' logs, which it returns.
+func (b *bencher) begin(ctx context.Context, part string) (string, error) {
+	if err := b.redis.reset(ctx); err != nil {
+		return "", err
+	}
+	dir := filepath.Join(b.cfg.LogDir, part)
+	return dir, os.MkdirAll(dir, 0o755)
+}
+
 // helperProc describes a helper program process logging into dir.
 func (b *bencher) helperProc(name, addr, dir string, args ...string) *cluster.Proc {
 	full := append(append([]string{}, b.cfg.Helper[1:]...), args...)
