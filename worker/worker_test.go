@@ -367,18 +367,50 @@ func TestGoodOrdersOutlastAStaleProduct(t *testing.T) {
 	}
 	ctx, stop := context.WithCancel(bg)
 	raised := make(chan struct{})
-	go func() { // the stale product's fence keeps moving ahead of any token
-		defer close(raised)
-		conn, err := pgx.Connect(bg, e.dbURL)
-		if err != nil {
-			t.Error(err)
-			return
+	// The stale product's fence keeps moving ahead of any token, in lockstep
+	// with the rounds: the raiser always holds an uncommitted raise of the
+	// row, and commits it only once a round waits on the row, so that round
+	// reads a fence newer than its token. Until the next raise holds the row
+	// again, the lock node takes no writes (CLIENT PAUSE WRITE): the worker
+	// cannot advance its fence counter nor lock the product for the next
+	// round, so no round finds the row free. (A raiser that raced the rounds
+	// lost to them now and then on a loaded machine; CI failed so.)
+	raise := `UPDATE products SET fence = fence + 1000000000 WHERE id = 'stale'`
+	conn, watch, lockNode := e.conn(t), e.conn(t), locktest.Redis(t, e.lockRDB)
+	if _, err := conn.Exec(ctx, `BEGIN; `+raise); err != nil {
+		t.Fatal(err)
+	}
+	raiseAgain := func() error {
+		if err := lockNode.Do(ctx, "CLIENT", "PAUSE", 10_000, "WRITE").Err(); err != nil {
+			return err
 		}
-		defer conn.Close(bg)
-		for ctx.Err() == nil {
-			if _, err := conn.Exec(ctx, `UPDATE products SET fence = fence + 1000000000 WHERE id = 'stale'`); err != nil && ctx.Err() == nil {
+		defer lockNode.Do(bg, "CLIENT", "UNPAUSE")
+		_, err := conn.Exec(ctx, `COMMIT; BEGIN; `+raise)
+		return err
+	}
+	go func() {
+		defer close(raised)
+		defer conn.Exec(bg, `ROLLBACK`)
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for {
+			var waited bool
+			err := watch.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks l
+				WHERE NOT l.granted AND $1::int = ANY (pg_blocking_pids(l.pid)))`, int(conn.PgConn().PID())).Scan(&waited)
+			if err == nil && waited {
+				err = raiseAgain()
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			if err != nil {
 				t.Error(err)
 				return
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
 			}
 		}
 	}()
@@ -422,7 +454,8 @@ func TestGoodOrdersOutlastAStaleProduct(t *testing.T) {
 	}
 	for i := 1; i < 2*each; i += 2 {
 		if errs[i] == nil {
-			t.Errorf("o%d (stale): ProcessTask succeeded, want an error", i)
+			o, err := e.store.Order(bg, fmt.Sprintf("o%d", i))
+			t.Errorf("o%d (stale): ProcessTask succeeded (order %+v, %v), want an error", i, o, err)
 		}
 	}
 }
