@@ -72,6 +72,10 @@ func (w *Worker) runRescuer(ctx context.Context, in *queue.Inspector, prod *queu
 	// holder has died since, and rescuing it is right. A wrong rescue (a
 	// holder's heartbeat late by more than 2s) costs a replay, not an order.
 	unheld := make(map[string]time.Time)
+	// tooDeep holds the orders whose stranded task was found at the end of
+	// its rescue chain at the last scan, so each is logged once, not at
+	// every scan until asynq's own recovery runs it.
+	tooDeep := map[string]bool{}
 	page := 1         // the archive's next page to sweep
 	var buried uint64 // where the next sweep of buried orders starts
 	for scan := 1; ; scan++ {
@@ -90,7 +94,7 @@ func (w *Worker) runRescuer(ctx context.Context, in *queue.Inspector, prod *queu
 		// which waits for it before asynq stops taking tasks).
 		sctx, cancel := context.WithCancel(l.Context())
 		stop := context.AfterFunc(ctx, cancel)
-		ids, err := w.rescue(sctx, in, prod, unheld, time.Now())
+		ids, deep, err := w.rescue(sctx, in, prod, unheld, time.Now())
 		var dead []string
 		if err == nil {
 			dead, buried, err = w.recordBuried(sctx, in, buried)
@@ -116,6 +120,22 @@ func (w *Worker) runRescuer(ctx context.Context, in *queue.Inspector, prod *queu
 		}
 		if len(ids) > 0 {
 			w.cfg.Logger.Warn("re-queued orders of a crashed worker", "orders", len(ids), "order_ids", ids[:min(len(ids), 20)])
+		}
+		var newlyDeep []string
+		for _, id := range deep {
+			if !tooDeep[id] {
+				newlyDeep = append(newlyDeep, id)
+			}
+		}
+		if err == nil {
+			tooDeep = make(map[string]bool, len(deep))
+		}
+		for _, id := range deep {
+			tooDeep[id] = true
+		}
+		if len(newlyDeep) > 0 {
+			w.cfg.Logger.Warn("orders stranded at the end of their rescue chain, left to asynq's own recovery (about two minutes)",
+				"orders", len(newlyDeep), "order_ids", newlyDeep[:min(len(newlyDeep), 20)], "max_depth", queue.MaxRescueDepth)
 		}
 		if len(dead) > 0 {
 			w.cfg.Logger.Warn("recorded dead orders failed (buried or archived without an outcome)", "orders", len(dead), "order_ids", dead[:min(len(dead), 20)])
@@ -216,11 +236,13 @@ func (w *Worker) recordDead(ctx context.Context, in *queue.Inspector, orders []q
 }
 
 // rescue re-queues the undecided orders of stranded tasks (see above) and
-// returns their ids. unheld is updated to the tasks unheld at now.
-func (w *Worker) rescue(ctx context.Context, in *queue.Inspector, prod *queue.Producer, unheld map[string]time.Time, now time.Time) ([]string, error) {
+// returns their ids, and those of undecided orders whose stranded task is
+// the last rescue its chain allows (queue.ErrRescueDepth). unheld is
+// updated to the tasks unheld at now.
+func (w *Worker) rescue(ctx context.Context, in *queue.Inspector, prod *queue.Producer, unheld map[string]time.Time, now time.Time) (ids, deep []string, err error) {
 	tasks, err := in.Active(ctx, rescueLimit)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var stranded []queue.ActiveTask
 	seen := make(map[string]bool, len(tasks))
@@ -240,7 +262,6 @@ func (w *Worker) rescue(ctx context.Context, in *queue.Inspector, prod *queue.Pr
 			delete(unheld, id)
 		}
 	}
-	var ids []string
 	for _, t := range stranded {
 		o := t.Order
 		_, err := w.store.Order(ctx, o.ID)
@@ -248,16 +269,18 @@ func (w *Worker) rescue(ctx context.Context, in *queue.Inspector, prod *queue.Pr
 			continue // decided; asynq will retire the stranded task
 		}
 		if !errors.Is(err, inventory.ErrNotFound) {
-			return ids, err
+			return ids, deep, err
 		}
 		switch err := prod.Rescue(ctx, t.TaskID, o); {
 		case err == nil:
 			ids = append(ids, o.ID)
 			w.metrics.rescued.Inc()
-		case errors.Is(err, queue.ErrDuplicate), errors.Is(err, queue.ErrRescueDepth):
+		case errors.Is(err, queue.ErrRescueDepth):
+			deep = append(deep, o.ID)
+		case errors.Is(err, queue.ErrDuplicate):
 		default:
-			return ids, err
+			return ids, deep, err
 		}
 	}
-	return ids, nil
+	return ids, deep, nil
 }

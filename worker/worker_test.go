@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -77,7 +78,10 @@ func newEnvWith(t *testing.T, cfg worker.Config, lockTTL time.Duration) *env {
 		t.Fatal(err)
 	}
 	cfg.Concurrency, cfg.Queue, cfg.KeyPrefix = 32, e.queue, e.prefix
-	cfg.Logger, cfg.Registerer = slog.New(slog.DiscardHandler), e.reg
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	cfg.Registerer = e.reg
 	e.w, err = worker.New(cfg, worker.Deps{
 		Store: e.store, Locks: e.locks,
 		Gate:      soldout.New(e.rdb, soldout.Options{KeyPrefix: e.prefix}),
@@ -1133,6 +1137,90 @@ func TestBuriedOrderWaitsForALiveRescueChain(t *testing.T) {
 		return nil
 	})
 }
+
+// A stranded task at the end of its rescue chain (queue.MaxRescueDepth) is
+// left to asynq's own recovery; the rescuer says so once per order, not at
+// every scan.
+func TestRescueChainEndIsLoggedOnce(t *testing.T) {
+	t.Parallel()
+	logs := &lines{}
+	e := newEnvWith(t, worker.Config{RescueInterval: 20 * time.Millisecond, UnheldGrace: 100 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(logs, nil))}, 5*time.Second)
+	inventorytest.CreateProduct(t, e.store, "p", 5, 0)
+	ctx := context.Background()
+	o := queue.Order{ID: "o1", ProductID: "p", UserID: "u1", Quantity: 1, AcceptedAt: time.Now()}
+	prod := e.producer(t)
+	if err := prod.Enqueue(ctx, o); err != nil {
+		t.Fatal(err)
+	}
+	// The order's task and each rescue of it, stranded in turn with a valid
+	// lease (asynq's own recovery leaves them alone meanwhile).
+	id := queuetest.Strand(t, e.rdb, e.queue.Queue, time.Now().Add(time.Minute))
+	for range queue.MaxRescueDepth {
+		if err := prod.Rescue(ctx, id, o); err != nil {
+			t.Fatal(err)
+		}
+		id = queuetest.Strand(t, e.rdb, e.queue.Queue, time.Now().Add(time.Minute))
+	}
+	if want := "o1" + strings.Repeat(queue.RescueSuffix, queue.MaxRescueDepth); id != want {
+		t.Fatalf("last stranded task %q, want %q", id, want)
+	}
+	rival := e.rival(t)
+	last, scans := int64(-1), 0
+	countScans := func() error { // as in TestBuriedOrderWaitsForALiveRescueChain
+		l, err := rival.TryAcquire(ctx, "rescuer:"+e.queue.Queue)
+		if err != nil {
+			return err
+		}
+		defer l.Release(ctx)
+		if last >= 0 {
+			scans += int(l.Token() - last - 1)
+		}
+		last = l.Token()
+		return nil
+	}
+	const msg = "orders stranded at the end of their rescue chain"
+	e.start(t)
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if logs.count(msg) == 0 {
+			return fmt.Errorf("no warning yet")
+		}
+		return countScans()
+	})
+	scans = 0
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if err := countScans(); err != nil {
+			return err
+		}
+		if scans < 5 {
+			return fmt.Errorf("%d rescue scans since the warning, want 5", scans)
+		}
+		return nil
+	})
+	if n := logs.count(msg); n != 1 || logs.count("order_ids=[o1]") < 1 {
+		t.Errorf("warned %d times, want once, naming o1; log:\n%s", n, logs.String())
+	}
+}
+
+// lines is a log sink safe for concurrent use.
+type lines struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lines) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lines) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func (l *lines) count(sub string) int { return strings.Count(l.String(), sub) }
 
 // A last try whose context was cancelled (a shutdown, or a lease asynq let
 // lapse, after which it archives the task) buries its order rather than
