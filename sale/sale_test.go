@@ -557,7 +557,13 @@ func TestWaitOrderOnARunningTask(t *testing.T) {
 			if tc.committedFirst {
 				decide()
 			} else {
+				// Joined before the env's cleanup closes its Redis client:
+				// WaitOrder may see the commit on a re-read and return
+				// before the announcement is published.
+				done := make(chan struct{})
+				t.Cleanup(func() { <-done })
 				go func() {
+					defer close(done)
 					waitForWaiter(t, e)
 					o := decide()
 					if err := e.Publisher.Publish(ctx, notify.Outcome{OrderID: o.ID, ProductID: o.ProductID, UserID: o.UserID,

@@ -913,6 +913,8 @@ func TestEndedOrderWithdrawsItsWait(t *testing.T) {
 // it would be kept and renewed with no order needing it.
 func TestLockOfWithdrawnOrdersIsGivenBack(t *testing.T) {
 	t.Parallel()
+	// The waits below are for states, not speed: 30s each, so a loaded
+	// machine does not fail them (5s was overrun once).
 	e := newEnv(t, worker.ModeBatch, 2*time.Second)
 	e.start(t)
 	inventorytest.CreateProduct(t, e.store, "p", 50, 0)
@@ -928,7 +930,7 @@ func TestLockOfWithdrawnOrdersIsGivenBack(t *testing.T) {
 	defer pcancel()
 	perr := make(chan error, 1)
 	go func() { perr <- e.w.ProcessTask(pctx, task(t, "op", "p", "u1", 1, 1)) }()
-	testenv.Eventually(t, 5*time.Second, func() error {
+	testenv.Eventually(t, 30*time.Second, func() error {
 		if n := e.rdb.ZCard(ctx, e.prefix+"want:p").Val(); n != 1 {
 			return fmt.Errorf("%d waiters for p", n)
 		}
@@ -946,7 +948,7 @@ func TestLockOfWithdrawnOrdersIsGivenBack(t *testing.T) {
 	}
 	qerr := make(chan error, 1)
 	go func() { qerr <- e.w.ProcessTask(ctx, task(t, "oq", "q", "u2", 1, 2)) }()
-	testenv.Eventually(t, 5*time.Second, func() error {
+	testenv.Eventually(t, 30*time.Second, func() error {
 		var waiting int
 		if err := blocker.QueryRow(ctx, `SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
 			WHERE NOT l.granted AND a.datname = current_database()`).Scan(&waiting); err != nil {
@@ -961,7 +963,7 @@ func TestLockOfWithdrawnOrdersIsGivenBack(t *testing.T) {
 	if err := held.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
-	testenv.Eventually(t, 5*time.Second, func() error {
+	testenv.Eventually(t, 30*time.Second, func() error {
 		if n := e.rdb.ZCard(ctx, e.prefix+"want:p").Val(); n != 0 {
 			return fmt.Errorf("%d waiters for p", n)
 		}
