@@ -24,7 +24,11 @@ func TestFencingTokensIncrease(t *testing.T) {
 			t.Parallel()
 			nodes := locktest.Nodes(t, n)
 			prefix := locktest.Prefix(t)
-			c := locktest.Client(t, nodes, &lock.Options{TTL: 100 * time.Millisecond, RenewInterval: -1, KeyPrefix: prefix})
+			// The TTL outlasts the test: the expiry is made by the nodes
+			// at once (locktest.ExpireNow) instead of waiting out a short
+			// TTL, which on a loaded machine also ran out before a
+			// Release, and whose NodeTimeout (TTL/4) was too short.
+			c := locktest.Client(t, nodes, &lock.Options{TTL: 10 * time.Second, RenewInterval: -1, KeyPrefix: prefix})
 			var last int64
 			next := func(how string) *lock.Lock {
 				t.Helper()
@@ -46,7 +50,8 @@ func TestFencingTokensIncrease(t *testing.T) {
 				}
 			}
 			l = next("deletion of the lock key")
-			locktest.WaitDone(t, l, time.Second) // expires: no watchdog
+			// Every key with a TTL expires, as if it had run out.
+			locktest.ExpireNow(t, nodes, 5*time.Second, locktest.LockKey(prefix, "k"), locktest.FenceKey(prefix, "k"))
 			l = next("expiry")
 			l.Release(context.Background())
 		})

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -60,37 +61,57 @@ func TestHolderCrash(t *testing.T) {
 	}
 }
 
-// TestWatchdogKeepsLock: the watchdog keeps a lock with a 300ms TTL for five
-// TTLs while a rival keeps trying.
+// TestWatchdogKeepsLock: the watchdog keeps a lock past twice its first
+// validity while a rival keeps trying.
 func TestWatchdogKeepsLock(t *testing.T) {
 	t.Parallel()
 	for _, n := range []int{1, 3} {
 		t.Run(map[int]string{1: "nodes=1", 3: "nodes=3"}[n], func(t *testing.T) {
 			t.Parallel()
 			nodes := locktest.Nodes(t, n)
-			const ttl = 300 * time.Millisecond
-			opts := &lock.Options{TTL: ttl, NodeTimeout: 50 * time.Millisecond, KeyPrefix: locktest.Prefix(t)}
+			// A 2s TTL with the default NodeTimeout (500ms here) and a
+			// renewal every 200ms: the lock survives unless no renewal
+			// succeeds for about 1.8s. (With a 300ms TTL and a 50ms
+			// NodeTimeout one 200ms stall of a loaded machine lost it.)
+			// Without the watchdog it still ends at its first ValidUntil.
+			const ttl = 2 * time.Second
+			opts := &lock.Options{TTL: ttl, RenewInterval: 200 * time.Millisecond, KeyPrefix: locktest.Prefix(t)}
 			holder := locktest.Client(t, nodes, opts)
 			rival := locktest.Client(t, nodes, opts)
+			acquired := time.Now()
 			l := mustAcquire(t, holder, "k")
-			tick := time.NewTicker(ttl / 2)
+			first := l.ValidUntil()
+			// Hold it until twice its first validity has passed.
+			end := time.NewTimer(time.Until(first.Add(first.Sub(acquired))))
+			defer end.Stop()
+			tick := time.NewTicker(ttl / 4)
 			defer tick.Stop()
-			end := time.After(5 * ttl)
 		loop:
 			for {
 				select {
 				case <-l.Done():
 					t.Fatalf("lock lost while the watchdog should keep it: %v", context.Cause(l.Context()))
-				case <-end:
+				case <-end.C:
 					break loop
 				case <-tick.C:
-					if _, err := rival.TryAcquire(context.Background(), "k"); !errors.Is(err, lock.ErrNotObtained) {
+					if l2, err := rival.TryAcquire(context.Background(), "k"); !errors.Is(err, lock.ErrNotObtained) {
+						if l2 != nil {
+							l2.Release(context.Background())
+						}
 						t.Fatalf("rival TryAcquire: got %v, want ErrNotObtained", err)
 					}
 				}
 			}
-			if s := holder.Stats(); s.Renewed < 10 {
-				t.Errorf("renewals in 5 TTLs = %d, want >= 10 (every TTL/3)", s.Renewed)
+			if err := l.Context().Err(); err != nil {
+				t.Fatalf("lock lost after twice its first validity: %v", context.Cause(l.Context()))
+			}
+			if vu := l.ValidUntil(); !vu.After(first) {
+				t.Errorf("ValidUntil %v not moved past the first one %v", vu, first)
+			}
+			// The nodes agree: the rival finds the key held (busy), not
+			// merely unreachable.
+			if _, err := rival.TryAcquire(context.Background(), "k"); lock.CauseOf(err) != lock.CauseBusy {
+				t.Errorf("rival TryAcquire after twice the first validity: got %v, want busy", err)
 			}
 			if err := l.Release(context.Background()); err != nil {
 				t.Errorf("Release: %v", err)
@@ -192,6 +213,9 @@ func TestStaleReleaseAndExtend(t *testing.T) {
 	tests := []struct {
 		name string
 		opts lock.Options
+		// otherTTL, when set, is the TTL of the other client (the new
+		// owner); otherwise it uses opts.
+		otherTTL time.Duration
 		// takeOver makes the lock stale; the returned check verifies that
 		// the new owner is unharmed by the stale calls.
 		takeOver func(t *testing.T, e staleEnv) (check func(t *testing.T))
@@ -199,8 +223,12 @@ func TestStaleReleaseAndExtend(t *testing.T) {
 		{
 			name: "expired then acquired by another",
 			opts: lock.Options{TTL: 100 * time.Millisecond, RenewInterval: -1},
+			// The new owner's lock must outlast the stale calls and its
+			// own Extend: with the same 100ms TTL (and 25ms NodeTimeout)
+			// a loaded machine could let it expire first.
+			otherTTL: 10 * time.Second,
 			takeOver: func(t *testing.T, e staleEnv) func(t *testing.T) {
-				locktest.WaitDone(t, e.l, time.Second) // validity ran out: no watchdog
+				locktest.WaitDone(t, e.l, 5*time.Second) // validity ran out: no watchdog
 				l2 := mustAcquire(t, e.other, "k")
 				return func(t *testing.T) {
 					if err := l2.Extend(context.Background()); err != nil {
@@ -236,9 +264,13 @@ func TestStaleReleaseAndExtend(t *testing.T) {
 				opts := tt.opts
 				opts.KeyPrefix = prefix
 				c := locktest.Client(t, nodes, &opts)
+				otherOpts := opts
+				if tt.otherTTL != 0 {
+					otherOpts.TTL = tt.otherTTL
+				}
 				e := staleEnv{
 					l:       mustAcquire(t, c, "k"),
-					other:   locktest.Client(t, nodes, &opts),
+					other:   locktest.Client(t, nodes, &otherOpts),
 					rdb:     locktest.Redis(t, nodes[0]),
 					lockKey: locktest.LockKey(prefix, "k"),
 				}
@@ -265,8 +297,8 @@ func TestStaleReleaseAndExtend(t *testing.T) {
 }
 
 // TestLostLock: the holder's context is cancelled with ErrLost when the key
-// is deleted (at the next renewal) or when the only node is paused past the
-// validity (by the validity timer, at ValidUntil).
+// is deleted (by the next renewal, long before ValidUntil) or when the only
+// node is paused past the validity (by the validity timer, at ValidUntil).
 func TestLostLock(t *testing.T) {
 	t.Parallel()
 	t.Run("key deleted", func(t *testing.T) {
@@ -274,19 +306,27 @@ func TestLostLock(t *testing.T) {
 		nodes := locktest.Nodes(t, 1)
 		prefix := locktest.Prefix(t)
 		obs := &recorder{}
-		c := locktest.Client(t, nodes, &lock.Options{TTL: 600 * time.Millisecond, KeyPrefix: prefix, Observer: obs})
+		// A TTL far longer than the test, renewed every 100ms: only a
+		// renewal can notice the deletion before ValidUntil, so the test
+		// tells which path noticed it instead of timing it (a bound of
+		// 400ms after the deletion failed on a loaded machine).
+		c := locktest.Client(t, nodes, &lock.Options{TTL: time.Minute, RenewInterval: 100 * time.Millisecond, KeyPrefix: prefix, Observer: obs})
 		l := mustAcquire(t, c, "k")
 		if err := locktest.Redis(t, nodes[0]).Del(context.Background(), locktest.LockKey(prefix, "k")).Err(); err != nil {
 			t.Fatalf("DEL: %v", err)
 		}
-		deleted := time.Now()
-		done := locktest.WaitDone(t, l, 2*time.Second)
-		if cause := context.Cause(l.Context()); !errors.Is(cause, lock.ErrLost) {
+		done := locktest.WaitDone(t, l, 10*time.Second)
+		cause := context.Cause(l.Context())
+		if !errors.Is(cause, lock.ErrLost) {
 			t.Errorf("cause = %v, want ErrLost", cause)
 		}
-		// Detected by the next renewal, every TTL/3 = 200ms.
-		if d := done.Sub(deleted); d > 400*time.Millisecond {
-			t.Errorf("loss noticed after %v, want within about one renewal period (200ms)", d)
+		// Noticed by a renewal (the key is gone), not by the validity
+		// timer, which says "validity ran out" and fires at ValidUntil.
+		if vu := l.ValidUntil(); !done.Before(vu) {
+			t.Errorf("cancelled at %v, not before ValidUntil %v: by the validity timer, want by the next renewal", done, vu)
+		}
+		if !strings.Contains(cause.Error(), "key gone") {
+			t.Errorf("cause = %v, want the renewal's (key gone)", cause)
 		}
 		if got := obs.count("lost"); got != 1 {
 			t.Errorf("Observer.Lost calls = %d, want 1", got)
