@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -359,7 +358,7 @@ func (p *Proc) WaitReady(ctx context.Context, timeout time.Duration) error {
 			_ = resp.Body.Close()
 			// Another process that took the port (another test's
 			// flashsale) may answer too: the listener must be p's.
-			if resp.StatusCode == http.StatusOK && listensOn(p.PID(), p.Addr) {
+			if resp.StatusCode == http.StatusOK && localsvc.ListensOn(p.PID(), p.Addr) {
 				return nil
 			}
 		}
@@ -414,44 +413,4 @@ func Build(ctx context.Context, root, dir string, race bool) (string, error) {
 		return "", fmt.Errorf("cluster: go build: %w: %s", err, b)
 	}
 	return out, nil
-}
-
-// listensOn reports whether process pid has a TCP listener on addr
-// (127.0.0.1:port), from /proc/net/tcp's listening sockets and pid's file
-// descriptors. Without /proc/net/tcp it answers true: it cannot tell.
-func listensOn(pid int, addr string) bool {
-	_, port, err := net.SplitHostPort(addr)
-	if err != nil || pid <= 0 {
-		return false
-	}
-	n, err := strconv.Atoi(port)
-	if err != nil {
-		return false
-	}
-	table, err := os.ReadFile("/proc/net/tcp")
-	if err != nil {
-		return true
-	}
-	inodes := map[string]bool{}
-	want := fmt.Sprintf(":%04X", n)
-	for _, line := range strings.Split(string(table), "\n")[1:] {
-		f := strings.Fields(line)
-		// local_address, ..., st (0A: LISTEN), ..., inode
-		if len(f) > 9 && strings.HasSuffix(f[1], want) && f[3] == "0A" {
-			inodes["socket:["+f[9]+"]"] = true
-		}
-	}
-	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return false // it exited
-	case err != nil:
-		return true // not ours to read: cannot tell
-	}
-	for _, fd := range fds {
-		if target, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name())); err == nil && inodes[target] {
-			return true
-		}
-	}
-	return false
 }

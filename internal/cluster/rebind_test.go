@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/flashsale/flashsale/internal/localsvc"
 )
 
 // TestMain lets this test binary stand in for a flashsale worker: run as
@@ -68,7 +70,7 @@ func TestStartRebindsATakenAddress(t *testing.T) {
 			if err := c.start(ctx, []*Proc{p}); err != nil {
 				t.Fatalf("start with a taken address: %v", err)
 			}
-			if p.Addr == taken.Addr().String() || !p.Running() || !listensOn(p.PID(), p.Addr) {
+			if p.Addr == taken.Addr().String() || !p.Running() || !localsvc.ListensOn(p.PID(), p.Addr) {
 				t.Fatalf("worker at %s (taken: %s), running %v; want it moved, running and listening", p.Addr, taken.Addr(), p.Running())
 			}
 		})

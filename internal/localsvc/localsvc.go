@@ -10,6 +10,7 @@ package localsvc
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -241,4 +242,56 @@ func waitFor(timeout time.Duration, exited func() bool, check func() error) erro
 		time.Sleep(delay)
 		delay = min(delay*2, 100*time.Millisecond)
 	}
+}
+
+// owns returns an error unless the process listens on addr itself: a server
+// that answers there may be another process that took the port (after a
+// restart on the same port, or between FreePort and the bind).
+func (p *Process) owns(addr string) error {
+	if !ListensOn(p.PID(), addr) {
+		return fmt.Errorf("%s is answered by another process than %s (pid %d)", addr, filepath.Base(p.Path), p.PID())
+	}
+	return nil
+}
+
+// ListensOn reports whether process pid has a TCP listener on addr
+// (127.0.0.1:port), from /proc/net/tcp's listening sockets and pid's file
+// descriptors. Without /proc/net/tcp, or when pid's descriptors cannot be
+// read, it answers true: it cannot tell. A readiness check that only
+// connects to addr would accept another process that took the port.
+func ListensOn(pid int, addr string) bool {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil || pid <= 0 {
+		return false
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil {
+		return false
+	}
+	table, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		return true
+	}
+	inodes := map[string]bool{}
+	want := fmt.Sprintf(":%04X", n)
+	for _, line := range strings.Split(string(table), "\n")[1:] {
+		f := strings.Fields(line)
+		// local_address, ..., st (0A: LISTEN), ..., inode
+		if len(f) > 9 && strings.HasSuffix(f[1], want) && f[3] == "0A" {
+			inodes["socket:["+f[9]+"]"] = true
+		}
+	}
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return false // it exited
+	case err != nil:
+		return true // not ours to read: cannot tell
+	}
+	for _, fd := range fds {
+		if target, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name())); err == nil && inodes[target] {
+			return true
+		}
+	}
+	return false
 }

@@ -1,7 +1,9 @@
 package localsvc_test
 
 import (
+	"bufio"
 	"context"
+	"net"
 	"os"
 	"testing"
 
@@ -31,6 +33,49 @@ func TestRedisLifecycle(t *testing.T) {
 	}
 	if err := localsvc.Ping(r.Addr()); err != nil {
 		t.Fatalf("ping after restart: %v", err)
+	}
+}
+
+// A restart on a port that another process took meanwhile fails, though
+// that process answers PING: the start counts as ready only when the
+// server's own process listens there.
+func TestRedisRestartOnATakenPort(t *testing.T) {
+	t.Parallel()
+	r, err := localsvc.StartRedis(localsvc.RedisOptions{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatalf("StartRedis: %v", err)
+	}
+	t.Cleanup(func() { _ = r.Kill() })
+	if err := r.Kill(); err != nil {
+		t.Fatalf("Kill: %v", err)
+	}
+	taker, err := net.Listen("tcp", r.Addr())
+	if err != nil {
+		t.Fatalf("take the port: %v", err)
+	}
+	t.Cleanup(func() { _ = taker.Close() })
+	go func() { // answers every line with +PONG, as a Redis would
+		for {
+			c, err := taker.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				sc := bufio.NewScanner(c)
+				for sc.Scan() {
+					if _, err := c.Write([]byte("+PONG\r\n")); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	if err := localsvc.Ping(r.Addr()); err != nil {
+		t.Fatalf("the taker does not answer PING: %v", err)
+	}
+	if err := r.Start(); err == nil {
+		t.Fatal("Start on a port another process holds: got ready, want an error")
 	}
 }
 

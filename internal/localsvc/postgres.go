@@ -138,7 +138,10 @@ func (p *Postgres) waitReady(timeout time.Duration) error {
 			return err
 		}
 		defer conn.Close(ctx)
-		return conn.Ping(ctx)
+		if err := conn.Ping(ctx); err != nil {
+			return err
+		}
+		return p.proc.owns(p.Addr())
 	})
 }
 

@@ -86,7 +86,12 @@ func StartRedis(opts RedisOptions) (*Redis, error) {
 }
 
 func (r *Redis) waitReady(timeout time.Duration) error {
-	return waitFor(timeout, func() bool { return !r.proc.Running() }, func() error { return Ping(r.Addr()) })
+	return waitFor(timeout, func() bool { return !r.proc.Running() }, func() error {
+		if err := Ping(r.Addr()); err != nil {
+			return err
+		}
+		return r.proc.owns(r.Addr())
+	})
 }
 
 // Ping sends PING to the Redis server at addr and expects PONG, or NOAUTH
