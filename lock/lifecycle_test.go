@@ -50,7 +50,9 @@ func TestHolderCrash(t *testing.T) {
 		t.Fatalf("Acquire after the holder crashed: %v", err)
 	}
 	defer l2.Release(context.Background())
-	if d, limit := time.Since(start), ttl+300*time.Millisecond; d > limit {
+	// The margin is for a loaded machine (polls, scheduling); a lock that
+	// did not expire would fail the Acquire above after 5s.
+	if d, limit := time.Since(start), ttl+time.Second; d > limit {
 		t.Errorf("lock free after %v, want within TTL (%v, limit %v)", d, ttl, limit)
 	}
 	if err := l.Release(context.Background()); !errors.Is(err, lock.ErrNotHeld) {
@@ -422,7 +424,9 @@ func TestContextEnds(t *testing.T) {
 			if got := lock.CauseOf(err); got != tt.wantCause {
 				t.Errorf("CauseOf = %v, want %v", got, tt.wantCause)
 			}
-			if d := time.Since(start); d > 250*time.Millisecond {
+			// About 20ms; the bound leaves a loaded machine room, and is
+			// still far below the holder's hold (the whole test).
+			if d := time.Since(start); d > 2*time.Second {
 				t.Errorf("returned after %v, want about 20ms", d)
 			}
 		})
