@@ -664,18 +664,18 @@ func (s *Service) replayQueued(ctx context.Context, o queue.Order) (Placed, erro
 }
 
 // replayTask answers a keyed order from its task, unless the task is dead
-// (archived) and the database has the order decided: a task archived after
-// its outcome committed (its acknowledgement lost, its retries used up)
-// must not read as failed when GET /v1/orders/{id}, which reads the
-// database first, says otherwise.
+// (archived or buried) and the database has the order decided: a task
+// archived after its outcome committed (its acknowledgement lost, its last
+// try cut short) must not read otherwise than GET /v1/orders/{id}, which
+// reads the database first. If the database cannot be read, neither can
+// the answer (see Order).
 func (s *Service) replayTask(ctx context.Context, o queue.Order, ti queue.TaskInfo) (Placed, error) {
 	if ti.State == queue.Dead {
 		prev, err := s.decidedOrder(ctx, o.ID)
 		switch {
 		case err == nil:
 			return s.replay(o, prev.ProductID, prev.Quantity, prev.Status)
-		case ti.Buried && !errors.Is(err, inventory.ErrNotFound):
-			// A buried order may have been decided (see Order).
+		case !errors.Is(err, inventory.ErrNotFound):
 			return Placed{}, s.translate(err)
 		}
 	}
@@ -750,9 +750,10 @@ func (s *Service) Order(ctx context.Context, id string) (OrderView, error) {
 	// Not decided, or the database is down: the queue may know the order.
 	ti, err := s.inspector.Lookup(ctx, id)
 	switch {
-	case dbDown && (err != nil || ti.State == queue.Done || ti.Buried):
-		// A buried order may have been decided by a run of its task that
-		// was put back: only PostgreSQL can say.
+	case dbDown && (err != nil || ti.State == queue.Done || ti.State == queue.Dead):
+		// A done task's order is decided, and a dead one's may be (a run
+		// cut short, or put back, may have committed it): only PostgreSQL
+		// can say.
 		return OrderView{}, dbErr
 	case err == nil && ti.State != queue.Done:
 		return queuedView(id, ti), nil
@@ -774,23 +775,19 @@ func (s *Service) decided(ctx context.Context, id string) (OrderView, error) {
 		Status: o.Status, Reason: o.Reason, CreatedAt: o.CreatedAt, UpdatedAt: o.UpdatedAt}, nil
 }
 
+// taskStatus is the status of an order that PostgreSQL does not hold
+// decided, from its task. A dead task (archived, or its order buried) is
+// not a final answer: its last try may have been cut short while its order
+// sat in a round that still commits (asynq archives a task whose deadline
+// passed without waiting for the handler), so the order reads as
+// processing until PostgreSQL holds its outcome: that round's, or the
+// failure the rescue scan records once no run of it can decide it.
 func taskStatus(ti queue.TaskInfo) inventory.Status {
 	switch ti.State {
-	case queue.Running:
+	case queue.Running, queue.Dead:
 		return inventory.StatusProcessing
-	case queue.Dead:
-		return inventory.StatusFailed
 	}
 	return inventory.StatusQueued
-}
-
-func deadReason(ti queue.TaskInfo) string {
-	if ti.State != queue.Dead {
-		return ""
-	}
-	// Not ti.LastErr: this is public (GET /v1/orders/{id}), and the
-	// handler's error may name hosts, users and driver messages.
-	return "processing failed"
 }
 
 // WaitOrder returns the order once it is final or wait has passed
@@ -910,7 +907,7 @@ func (s *Service) waiting(ctx context.Context, id string) bool {
 func queuedView(id string, ti queue.TaskInfo) OrderView {
 	o := ti.Order
 	return OrderView{ID: id, ProductID: o.ProductID, UserID: o.UserID, Quantity: o.Quantity,
-		Status: taskStatus(ti), Reason: deadReason(ti), CreatedAt: o.AcceptedAt, UpdatedAt: o.AcceptedAt}
+		Status: taskStatus(ti), CreatedAt: o.AcceptedAt, UpdatedAt: o.AcceptedAt}
 }
 
 func viewOf(o notify.Outcome) OrderView {

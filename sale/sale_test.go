@@ -338,12 +338,28 @@ func TestOrderStates(t *testing.T) {
 	if v := state(b.OrderID); v.Status != inventory.StatusSoldOut {
 		t.Fatalf("b = %+v, want sold_out", v)
 	}
-	// A task asynq gave up on reads as failed, with a reason.
+	// A task asynq gave up on is no final answer while PostgreSQL does not
+	// hold the order's outcome (a round cut short may still commit it):
+	// processing, until the failure is recorded (by the worker's last try
+	// or the rescue scan); then failed, with a reason.
 	if err := e.Asynq.ArchiveTask(e.Queue, c.OrderID); err != nil {
 		t.Fatal(err)
 	}
-	if v := state(c.OrderID); v.Status != inventory.StatusFailed || !strings.HasPrefix(v.Reason, "processing failed") {
-		t.Fatalf("archived order = %+v, want failed with a reason", v)
+	if v := state(c.OrderID); v.Status != inventory.StatusProcessing || v.Reason != "" {
+		t.Fatalf("archived order = %+v, want processing", v)
+	}
+	if _, err := e.Store.RecordFailed(ctx, []inventory.OrderRequest{{ID: c.OrderID, ProductID: "p1", UserID: "carol",
+		Quantity: 1, AcceptedAt: time.Now()}}, "gave up"); err != nil {
+		t.Fatal(err)
+	}
+	if v := state(c.OrderID); v.Status != inventory.StatusFailed || v.Reason == "" {
+		t.Fatalf("archived order recorded failed = %+v, want failed with a reason", v)
+	}
+	// With PostgreSQL unreachable, an archived task's order cannot be told:
+	// it may have been decided before or after the archiving.
+	e.Store.Close()
+	if v, err := e.Service.Order(ctx, c.OrderID); !errors.Is(err, sale.ErrUnavailable) {
+		t.Fatalf("archived order with the database down = %+v, %v; want ErrUnavailable", v, err)
 	}
 }
 
@@ -960,8 +976,8 @@ func TestRestockSurvivesARedisRollback(t *testing.T) {
 
 // A keyed order whose tries ran out while PostgreSQL was down is buried,
 // and its archived task may be trimmed: a re-send with its key answers for
-// it (failed; a different body 422) and queues nothing new, and GET shows
-// it failed.
+// it (processing, until the rescue scan records it failed; a different body
+// 422) and queues nothing new, and GET shows it processing.
 func TestKeyedResendOfABuriedOrder(t *testing.T) {
 	t.Parallel()
 	e := saletest.New(t, nil)
@@ -973,8 +989,8 @@ func TestKeyedResendOfABuriedOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	got, err := e.Service.PlaceOrder(ctx, sale.PlaceOrderRequest{ProductID: "p1", UserID: "alice", Quantity: 1, IdempotencyKey: "k1"})
-	if err != nil || got.OrderID != id || got.Status != inventory.StatusFailed || !got.Replay {
-		t.Fatalf("re-send of a buried order: %+v, %v; want a replay of %s, failed", got, err, id)
+	if err != nil || got.OrderID != id || got.Status != inventory.StatusProcessing || !got.Replay {
+		t.Fatalf("re-send of a buried order: %+v, %v; want a replay of %s, processing", got, err, id)
 	}
 	if _, err := e.Service.PlaceOrder(ctx, sale.PlaceOrderRequest{ProductID: "p1", UserID: "alice", Quantity: 2, IdempotencyKey: "k1"}); !errors.Is(err, sale.ErrIdempotencyMismatch) {
 		t.Fatalf("re-send with another body: %v, want ErrIdempotencyMismatch", err)
@@ -985,8 +1001,8 @@ func TestKeyedResendOfABuriedOrder(t *testing.T) {
 	if st, err := e.Inspector.States(ctx, []string{id}); err != nil || st[0] != queue.Dead {
 		t.Fatalf("task state after the re-sends: %v, %v; want dead (buried, nothing queued)", st, err)
 	}
-	if v, err := e.Service.Order(ctx, id); err != nil || v.Status != inventory.StatusFailed {
-		t.Fatalf("GET of a buried order: %+v, %v; want failed", v, err)
+	if v, err := e.Service.Order(ctx, id); err != nil || v.Status != inventory.StatusProcessing {
+		t.Fatalf("GET of a buried order: %+v, %v; want processing", v, err)
 	}
 	// An entry that does not read as an order answers for nothing: the
 	// order is queued.

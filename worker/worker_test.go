@@ -24,6 +24,7 @@ import (
 	"github.com/flashsale/flashsale/notify"
 	"github.com/flashsale/flashsale/queue"
 	"github.com/flashsale/flashsale/queue/queuetest"
+	"github.com/flashsale/flashsale/sale"
 	"github.com/flashsale/flashsale/soldout"
 	"github.com/flashsale/flashsale/worker"
 )
@@ -1138,6 +1139,69 @@ func TestBuriedOrderWaitsForALiveRescueChain(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// asynq archives a task whose last try's deadline passed without waiting
+// for its handler, whose order may sit in a round that still commits. Until
+// PostgreSQL holds the order's outcome, GET and its long poll must not
+// answer a final one: they once said "failed" for an order that then
+// succeeded (a reviewer's reproduction).
+func TestDeadTaskWhoseRoundStillCommits(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, worker.ModeBatch, 10*time.Second)
+	e.start(t)
+	inventorytest.CreateProduct(t, e.store, "p", 5, 0)
+	ctx := context.Background()
+	svc := sale.New(e.store, nil, queue.NewInspector(e.rdb, e.queue), nil, nil, nil)
+	// The round waits on the product row, held here.
+	tx, err := e.conn(t).Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM products WHERE id = 'p' FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	const id = "01JDEADTASK0R0VND0C0MM1T5A"
+	tk, err := queue.Encode(queue.Order{ID: id, ProductID: "p", UserID: "u", Quantity: 1, AcceptedAt: time.Now().UTC()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := asynq.NewClientFromRedisClient(e.rdb)
+	if _, err := client.Enqueue(tk, asynq.TaskID(id), asynq.Queue(e.queue.Queue), asynq.MaxRetry(0), asynq.Timeout(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	in := queue.NewInspector(e.rdb, e.queue)
+	testenv.Eventually(t, 20*time.Second, func() error {
+		if st, err := in.States(ctx, []string{id}); err != nil || st[0] != queue.Dead {
+			return fmt.Errorf("task state %v, %v; want dead (archived)", st, err)
+		}
+		return nil
+	})
+	if _, err := e.store.Order(ctx, id); !errors.Is(err, inventory.ErrNotFound) {
+		t.Fatalf("order in PostgreSQL with its round blocked: %v, want none yet", err)
+	}
+	told, err := svc.Order(ctx, id)
+	if err != nil || told.Status.Final() {
+		t.Errorf("GET while the round is blocked: %s (%q), %v; want a status that is not final", told.Status, told.Reason, err)
+	}
+	waited, err := svc.WaitOrder(ctx, id, 200*time.Millisecond)
+	if err != nil || waited.Status.Final() {
+		t.Errorf("long poll while the round is blocked: %s, %v; want a status that is not final", waited.Status, err)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The round's outcome (or, had the rescue scan come first, the failure
+	// it records) is the one answer from then on.
+	var final inventory.Order
+	testenv.Eventually(t, 20*time.Second, func() error {
+		final, err = e.store.Order(ctx, id)
+		return err
+	})
+	if got, err := svc.Order(ctx, id); err != nil || got.Status != final.Status {
+		t.Errorf("GET once decided: %s, %v; want %s, as PostgreSQL holds", got.Status, err, final.Status)
+	}
 }
 
 // A stranded task at the end of its rescue chain (queue.MaxRescueDepth) is
