@@ -40,8 +40,24 @@ type client struct {
 // per host for every submitter and poller, so the tool is not the bottleneck.
 // It never uses a proxy and never follows redirects: it only talks to apis.
 func newClient(c Config) *client {
+	tr := NewTransport(c.Concurrency+c.SettleConcurrency+8, len(c.APIs), c.LoopbackOnly)
+	return &client{
+		hc: &http.Client{
+			Transport:     tr,
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
+		apis:       c.APIs,
+		token:      c.AdminToken,
+		reqTimeout: c.RequestTimeout,
+	}
+}
+
+// NewTransport is the load generator's HTTP transport: conns connections
+// kept per host for hosts hosts, keep-alive, no proxy, no compression, and
+// with loopbackOnly, dials refused to any address but a loopback one.
+func NewTransport(conns, hosts int, loopbackOnly bool) *http.Transport {
 	d := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
-	if c.LoopbackOnly {
+	if loopbackOnly {
 		d.Control = func(_, address string, _ syscall.RawConn) error {
 			host, _, err := net.SplitHostPort(address)
 			if err != nil {
@@ -53,25 +69,15 @@ func newClient(c Config) *client {
 			return nil
 		}
 	}
-	conns := c.Concurrency + c.SettleConcurrency + 8
-	tr := &http.Transport{
+	return &http.Transport{
 		Proxy:                 nil,
 		DialContext:           d.DialContext,
-		MaxIdleConns:          conns * len(c.APIs),
+		MaxIdleConns:          conns * hosts,
 		MaxIdleConnsPerHost:   conns,
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   5 * time.Second,
 		ExpectContinueTimeout: time.Second,
 		DisableCompression:    true,
-	}
-	return &client{
-		hc: &http.Client{
-			Transport:     tr,
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		},
-		apis:       c.APIs,
-		token:      c.AdminToken,
-		reqTimeout: c.RequestTimeout,
 	}
 }
 

@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -171,13 +170,8 @@ func frontLoad(ctx context.Context, urls []string, n, concurrency int, timeout t
 	defer cancel()
 	pollers := max(concurrency, loadtest.MinSettleConcurrency)
 	hc := &http.Client{
-		Timeout: loadtest.DefaultRequestTimeout,
-		Transport: &http.Transport{
-			Proxy:               nil,
-			DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-			MaxIdleConnsPerHost: concurrency + pollers,
-			DisableCompression:  true,
-		},
+		Timeout:   loadtest.DefaultRequestTimeout,
+		Transport: loadtest.NewTransport(concurrency+pollers, len(urls), true),
 	}
 	defer hc.CloseIdleConnections()
 	var (
