@@ -29,7 +29,8 @@ const (
 	// competing for it again, so the process it yielded to gets it.
 	yieldDelay = 2 * time.Millisecond
 	// maxRequeues bounds how often one order goes back to the batcher after
-	// a lost lock or a stale fence before its task is retried by asynq.
+	// a lost lock, a stale fence or a transient database error before its
+	// task is retried by asynq.
 	maxRequeues = 3
 )
 
@@ -327,7 +328,13 @@ func (b *batcher) round(ctx context.Context) bool {
 	b.afterRound(ctx, tokens, err)
 	if err != nil {
 		b.w.handleStale(ctx, err)
-		if errors.Is(err, inventory.ErrStaleFence) || errors.Is(err, lock.ErrLost) {
+		// A transient database error (a killed connection, a failover, the
+		// round's timeout) puts the round's orders back at the head of
+		// their products' queues too, a try each: handed back to asynq,
+		// they would return after its retry delay, behind orders accepted
+		// after them that the next round decides at once.
+		transient := errors.Is(err, inventory.ErrUnavailable) && ctx.Err() == nil
+		if errors.Is(err, inventory.ErrStaleFence) || errors.Is(err, lock.ErrLost) || transient {
 			b.requeue(reqs, err)
 		} else {
 			for _, r := range reqs {
@@ -498,10 +505,11 @@ func (b *batcher) failProduct(p string, err error) {
 	}
 }
 
-// requeue puts orders of a round that lost its lock or fence back at the
-// head of their product's queue, up to maxRequeues times each. When only
-// some products' fences were stale, the orders of the others (whose locks
-// were good) go back without counting a try: one stale product must not use
+// requeue puts orders of a round that lost its lock or fence, or met a
+// transient database error, back at the head of their product's queue, up
+// to maxRequeues times each. When only some products' fences were stale,
+// the orders of the others (whose locks were good) go back without
+// counting a try: one stale product must not use
 // up the tries of every order it shared a round with.
 func (b *batcher) requeue(reqs []*request, err error) {
 	stale := map[string]bool{}

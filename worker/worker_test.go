@@ -1141,6 +1141,63 @@ func TestBuriedOrderWaitsForALiveRescueChain(t *testing.T) {
 	})
 }
 
+// A round that fails for a transient database reason (here its connection
+// is killed, as in a failover) keeps its orders ahead of those accepted
+// after them: the earlier buyer gets the last unit. Handed back to asynq,
+// the round's orders came back after its retry delay, behind the later
+// order that the next round decided at once (a reviewer's reproduction).
+func TestTransientRoundErrorKeepsAcceptanceOrder(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, worker.ModeBatch, 10*time.Second)
+	e.start(t)
+	inventorytest.CreateProduct(t, e.store, "p", 1, 0)
+	ctx := context.Background()
+	p := e.producer(t)
+	blocker, err := e.conn(t).Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer blocker.Rollback(ctx)
+	if _, err := blocker.Exec(ctx, `SELECT 1 FROM products WHERE id = 'p' FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now().UTC()
+	if err := p.Enqueue(ctx, queue.Order{ID: "early", ProductID: "p", UserID: "u1", Quantity: 1, AcceptedAt: t0}); err != nil {
+		t.Fatal(err)
+	}
+	admin := e.conn(t)
+	var pid int
+	testenv.Eventually(t, 20*time.Second, func() error { // the round waits on the row
+		return admin.QueryRow(ctx, `SELECT pid FROM pg_stat_activity WHERE datname = current_database()
+			AND wait_event_type = 'Lock' LIMIT 1`).Scan(&pid)
+	})
+	if err := p.Enqueue(ctx, queue.Order{ID: "late", ProductID: "p", UserID: "u2", Quantity: 1, AcceptedAt: t0.Add(time.Millisecond)}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 20*time.Second, func() error { // the later order waits in the batcher
+		if n := counter(t, e.reg, "flashsale_worker_tasks_in_flight", nil); n != 2 {
+			return fmt.Errorf("%v tasks in flight, want 2", n)
+		}
+		return nil
+	})
+	if _, err := admin.Exec(ctx, `SELECT pg_terminate_backend($1)`, pid); err != nil {
+		t.Fatal(err)
+	}
+	if err := blocker.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var early, late inventory.Order
+	testenv.Eventually(t, 30*time.Second, func() error {
+		var err1, err2 error
+		early, err1 = e.store.Order(ctx, "early")
+		late, err2 = e.store.Order(ctx, "late")
+		return errors.Join(err1, err2)
+	})
+	if early.Status != inventory.StatusSucceeded || late.Status != inventory.StatusSoldOut {
+		t.Errorf("early buyer %s, later buyer %s; want the early one to get the last unit", early.Status, late.Status)
+	}
+}
+
 // asynq archives a task whose last try's deadline passed without waiting
 // for its handler, whose order may sit in a round that still commits. Until
 // PostgreSQL holds the order's outcome, GET and its long poll must not
