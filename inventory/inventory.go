@@ -46,6 +46,10 @@ var (
 	// ErrUnavailable wraps errors that are worth retrying: the database is
 	// unreachable, restarting, or the transaction was cancelled.
 	ErrUnavailable = errors.New("inventory: database unavailable")
+	// ErrSchemaOutdated is returned by [Store.CheckSchema] when the
+	// database lacks migrations of this build: run [Migrate] (`flashsale
+	// migrate`) first.
+	ErrSchemaOutdated = errors.New("inventory: database schema outdated")
 )
 
 // StaleFenceError tells which product refused which token.

@@ -578,3 +578,44 @@ func TestRecordFailedRacingApply(t *testing.T) {
 		t.Errorf("after %d rounds: %+v; want one outcome per order and stock+sold = 1000", rounds, p)
 	}
 }
+
+// A server refuses to start on a database that lacks this build's
+// migrations, instead of reporting ready and failing every request.
+func TestCheckSchema(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		prepare func(t *testing.T, url string)
+		want    error
+	}{
+		{"never migrated", func(*testing.T, string) {}, inventory.ErrSchemaOutdated},
+		{"migrated", func(t *testing.T, url string) { inventorytest.Migrate(t, url) }, nil},
+		{"a migration behind", func(t *testing.T, url string) {
+			inventorytest.Migrate(t, url)
+			conn, err := pgx.Connect(context.Background(), url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close(context.Background())
+			if _, err := conn.Exec(context.Background(),
+				`DELETE FROM goose_db_version WHERE version_id = (SELECT max(version_id) FROM goose_db_version)`); err != nil {
+				t.Fatal(err)
+			}
+		}, inventory.ErrSchemaOutdated},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			url := testenv.NewDatabase(t)
+			tt.prepare(t, url)
+			s := inventorytest.Open(t, url, nil)
+			err := s.CheckSchema(context.Background())
+			if tt.want == nil && err != nil || tt.want != nil && !errors.Is(err, tt.want) {
+				t.Fatalf("CheckSchema = %v, want %v", err, tt.want)
+			}
+			if err := s.Ping(context.Background()); err != nil {
+				t.Fatalf("the store after CheckSchema: %v", err)
+			}
+		})
+	}
+}

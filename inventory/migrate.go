@@ -2,6 +2,7 @@ package inventory
 
 import (
 	"context"
+	"database/sql"
 	"embed"
 	"errors"
 	"fmt"
@@ -45,14 +46,9 @@ func Migrate(ctx context.Context, databaseURL string) ([]MigrationResult, error)
 	if err != nil {
 		return nil, fmt.Errorf("inventory: migration lock: %w", err)
 	}
-	sub, err := fs.Sub(migrations, "migrations")
+	p, err := newProvider(db, goose.WithSessionLocker(locker))
 	if err != nil {
 		return nil, err
-	}
-	p, err := goose.NewProvider(goose.DialectPostgres, db, sub,
-		goose.WithSessionLocker(locker), goose.WithDisableGlobalRegistry(true))
-	if err != nil {
-		return nil, fmt.Errorf("inventory: migrations: %w", err)
 	}
 	res, err := p.Up(ctx)
 	if err != nil {
@@ -63,6 +59,53 @@ func Migrate(ctx context.Context, databaseURL string) ([]MigrationResult, error)
 		out = append(out, MigrationResult{Version: r.Source.Version, Name: r.Source.Path})
 	}
 	return out, nil
+}
+
+// newProvider is goose's provider of the embedded migrations on db.
+func newProvider(db *sql.DB, opts ...goose.ProviderOption) (*goose.Provider, error) {
+	sub, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		return nil, err
+	}
+	p, err := goose.NewProvider(goose.DialectPostgres, db, sub, append(opts, goose.WithDisableGlobalRegistry(true))...)
+	if err != nil {
+		return nil, fmt.Errorf("inventory: migrations: %w", err)
+	}
+	return p, nil
+}
+
+// CheckSchema returns an error matching [ErrSchemaOutdated] when the
+// database lacks migrations this build has (or was never migrated), and
+// one matching [ErrUnavailable] when its version cannot be read. It reads
+// goose's version table without taking the migration lock. Servers check
+// it at start: on an unmigrated database they would otherwise report ready
+// and fail every request.
+func (s *Store) CheckSchema(ctx context.Context) error {
+	db := stdlib.OpenDBFromPool(s.pool)
+	defer db.Close()
+	p, err := newProvider(db)
+	if err != nil {
+		return err
+	}
+	var target int64
+	if srcs := p.ListSources(); len(srcs) > 0 {
+		target = srcs[len(srcs)-1].Version
+	}
+	var exists bool
+	if err := s.pool.QueryRow(ctx, `SELECT to_regclass('goose_db_version') IS NOT NULL`).Scan(&exists); err != nil {
+		return fmt.Errorf("inventory: schema version: %w", translate(err))
+	}
+	if !exists {
+		return fmt.Errorf("%w: the database was never migrated (this build needs version %d)", ErrSchemaOutdated, target)
+	}
+	current, _, err := p.GetVersions(ctx)
+	if err != nil {
+		return fmt.Errorf("inventory: schema version: %w", translate(err))
+	}
+	if current < target {
+		return fmt.Errorf("%w: the database is at version %d, this build needs %d", ErrSchemaOutdated, current, target)
+	}
+	return nil
 }
 
 // ensureDatabase creates the URL's database if it is missing, connecting to

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"flag"
 	"io"
 	"maps"
@@ -8,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flashsale/flashsale/internal/testenv"
+	"github.com/flashsale/flashsale/inventory"
 	"github.com/flashsale/flashsale/loadtest"
 	"github.com/flashsale/flashsale/sale"
 )
@@ -220,5 +224,30 @@ func TestConfigRefusesAShortAdminToken(t *testing.T) {
 	}
 	if _, err := load(t, "-admin-token", "a-long-enough-secret"); err != nil {
 		t.Fatalf("20-character token: %v", err)
+	}
+}
+
+// api and worker refuse a database without this build's migrations, and
+// say what to run, instead of reporting ready and failing every request.
+func TestServersRefuseAnUnmigratedDatabase(t *testing.T) {
+	t.Parallel()
+	dbURL := testenv.NewDatabase(t)
+	for _, tc := range []struct {
+		name string
+		run  func(context.Context, []string, io.Writer, io.Writer) error
+	}{{"api", runAPI}, {"worker", runWorker}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			// Its own queue and key prefix, should it get as far as Redis.
+			ns := testenv.Namespace(t)
+			err := tc.run(ctx, []string{"-database-url", dbURL, "-redis-url", testenv.RedisURL(),
+				"-queue", "q_" + ns, "-key-prefix", ns + ":",
+				"-http-addr", "127.0.0.1:0", "-log-level", "error"}, io.Discard, io.Discard)
+			if !errors.Is(err, inventory.ErrSchemaOutdated) || !strings.Contains(err.Error(), "flashsale migrate") {
+				t.Fatalf("%s on an unmigrated database: %v; want ErrSchemaOutdated naming `flashsale migrate`", tc.name, err)
+			}
+		})
 	}
 }

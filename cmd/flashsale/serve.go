@@ -100,6 +100,9 @@ func serveAPI(ctx context.Context, cfg config, log *slog.Logger, ready func(addr
 		return fmt.Errorf("FLASHSALE_DATABASE_URL: %w", err)
 	}
 	defer store.Close()
+	if err := checkSchema(ctx, store); err != nil {
+		return err
+	}
 	connOpt, rdb, err := queueRedis(cfg, 128)
 	if err != nil {
 		return err
@@ -268,6 +271,9 @@ func serveWorker(ctx context.Context, cfg config, log *slog.Logger) error {
 		return fmt.Errorf("FLASHSALE_DATABASE_URL: %w", err)
 	}
 	defer store.Close()
+	if err := checkSchema(ctx, store); err != nil {
+		return err
+	}
 	connOpt, rdb, err := queueRedis(cfg, cfg.WorkerConcurrency+32)
 	if err != nil {
 		return err
@@ -355,6 +361,19 @@ func serveWorker(ctx context.Context, cfg config, log *slog.Logger) error {
 	log.Info("worker shutting down: finishing orders in flight")
 	w.Shutdown()
 	log.Info("worker stopped")
+	return nil
+}
+
+// checkSchema refuses to serve a database that lacks this build's
+// migrations, saying what to run.
+func checkSchema(ctx context.Context, store *inventory.Store) error {
+	err := store.CheckSchema(ctx)
+	if errors.Is(err, inventory.ErrSchemaOutdated) {
+		return fmt.Errorf("FLASHSALE_DATABASE_URL: %w; run `flashsale migrate` with the same settings first", err)
+	}
+	if err != nil {
+		return fmt.Errorf("FLASHSALE_DATABASE_URL: %w", err)
+	}
 	return nil
 }
 
