@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"io"
+	"log/slog"
 	"maps"
 	"strings"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"github.com/flashsale/flashsale/inventory"
 	"github.com/flashsale/flashsale/loadtest"
 	"github.com/flashsale/flashsale/sale"
+	"github.com/redis/go-redis/v9"
 )
 
 func TestParseRate(t *testing.T) {
@@ -247,6 +249,43 @@ func TestServersRefuseAnUnmigratedDatabase(t *testing.T) {
 				"-http-addr", "127.0.0.1:0", "-log-level", "error"}, io.Discard, io.Discard)
 			if !errors.Is(err, inventory.ErrSchemaOutdated) || !strings.Contains(err.Error(), "flashsale migrate") {
 				t.Fatalf("%s on an unmigrated database: %v; want ErrSchemaOutdated naming `flashsale migrate`", tc.name, err)
+			}
+		})
+	}
+}
+
+// A worker refuses to start when fewer than a majority of its lock nodes
+// answer, naming FLASHSALE_LOCK_REDIS_URLS, and warns of a minority down.
+func TestPingLockNodes(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name     string
+		up, down int
+		wantErr  bool
+	}{
+		{"the only node down", 0, 1, true},
+		{"two of three down", 1, 2, true},
+		{"one of three down", 2, 1, false},
+		{"all up", 3, 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var urls []string
+			var nodes []*redis.Client
+			for range tc.up {
+				urls, nodes = append(urls, testenv.RedisURL()), append(nodes, testenv.Redis(t))
+			}
+			for range tc.down {
+				n := testenv.UnreachableRedis(t)
+				urls, nodes = append(urls, "redis://"+n.Options().Addr), append(nodes, n)
+			}
+			var logs strings.Builder
+			err := pingLockNodes(context.Background(), urls, nodes, slog.New(slog.NewTextHandler(&logs, nil)))
+			if gotErr := err != nil; gotErr != tc.wantErr || gotErr && !strings.Contains(err.Error(), "FLASHSALE_LOCK_REDIS_URLS") {
+				t.Fatalf("pingLockNodes = %v, want an error naming FLASHSALE_LOCK_REDIS_URLS: %v", err, tc.wantErr)
+			}
+			if warned := strings.Count(logs.String(), "does not answer"); !tc.wantErr && warned != tc.down {
+				t.Errorf("warned of %d nodes down, want %d: %s", warned, tc.down, logs.String())
 			}
 		})
 	}

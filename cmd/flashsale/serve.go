@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/flashsale/flashsale/api"
 	"github.com/flashsale/flashsale/internal/obs"
+	"github.com/flashsale/flashsale/internal/redact"
 	"github.com/flashsale/flashsale/internal/subscribe"
 	"github.com/flashsale/flashsale/inventory"
 	"github.com/flashsale/flashsale/lock"
@@ -254,6 +256,37 @@ func lockClients(urls []string, poolSize int) ([]*redis.Client, error) {
 	return out, nil
 }
 
+// pingLockNodes checks at start that the lock nodes answer: fewer than a
+// majority is an error naming them, since no order could be decided; a
+// minority down is logged, since the quorum holds without it. (Otherwise a
+// mistyped URL showed only as go-redis's dial errors, the worker running.)
+func pingLockNodes(ctx context.Context, urls []string, nodes []*redis.Client, log *slog.Logger) error {
+	errs := make([]error, len(nodes))
+	var wg sync.WaitGroup
+	for i, n := range nodes {
+		wg.Go(func() {
+			pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			errs[i] = n.Ping(pctx).Err()
+		})
+	}
+	wg.Wait()
+	var down []string
+	for i, err := range errs {
+		if err != nil {
+			down = append(down, fmt.Sprintf("%s: %v", redact.URL(urls[i]), err))
+		}
+	}
+	if need := len(nodes)/2 + 1; len(nodes)-len(down) < need {
+		return fmt.Errorf("FLASHSALE_LOCK_REDIS_URLS: %d of %d lock nodes answer, %d needed: %s",
+			len(nodes)-len(down), len(nodes), need, strings.Join(down, "; "))
+	}
+	for _, d := range down {
+		log.Warn("a lock node does not answer; the quorum holds without it", "node", d)
+	}
+	return nil
+}
+
 func serveWorker(ctx context.Context, cfg config, log *slog.Logger) error {
 	// Batch mode runs one transaction at a time per process; single mode
 	// one per product lock held. Keep the footprint small: PostgreSQL's
@@ -297,6 +330,9 @@ func serveWorker(ctx context.Context, cfg config, log *slog.Logger) error {
 			_ = n.Close()
 		}
 	}()
+	if err := pingLockNodes(ctx, cfg.LockRedisURLs, nodes, log); err != nil {
+		return err
+	}
 	lockNodes := make([]redis.UniversalClient, len(nodes))
 	for i, n := range nodes {
 		lockNodes[i] = n
