@@ -290,3 +290,14 @@ func TestPingLockNodes(t *testing.T) {
 		})
 	}
 }
+
+// loadtest without an admin token says so (exit 2) before sending anything,
+// rather than report a token rejected.
+func TestLoadtestWithoutAToken(t *testing.T) {
+	t.Parallel()
+	err := runLoadtest(context.Background(), []string{"--admin-token", "", "--api", "http://127.0.0.1:1", "--orders", "1", "--quiet"}, io.Discard, io.Discard)
+	var ee *exitError
+	if !errors.As(err, &ee) || ee.code != 2 || !strings.Contains(err.Error(), "FLASHSALE_ADMIN_TOKEN") {
+		t.Fatalf("loadtest without a token: %v, want exit 2 naming FLASHSALE_ADMIN_TOKEN", err)
+	}
+}

@@ -44,6 +44,11 @@ func runLoadtest(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			cfg.APIs = append(cfg.APIs, a)
 		}
 	}
+	if cfg.AdminToken == "" {
+		// It creates its products first; without a token the API's 401 read
+		// as a token rejected.
+		return &exitError{code: 2, err: errors.New("no admin token: pass --admin-token or set FLASHSALE_ADMIN_TOKEN (the load test creates its products)")}
+	}
 	if !*quiet {
 		cfg.Progress = stderr
 	}
