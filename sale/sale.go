@@ -534,10 +534,16 @@ func (s *Service) PlaceOrder(ctx context.Context, r PlaceOrderRequest) (Placed, 
 		o.ID = s.newID()
 	}
 	if sold {
-		if r.IdempotencyKey != "" {
-			return s.soldOutKeyed(ctx, o)
+		if r.IdempotencyKey == "" {
+			return Placed{}, ErrSoldOut
 		}
-		return Placed{}, ErrSoldOut
+		p, err := s.soldOutKeyed(ctx, o)
+		if !errors.Is(err, errUndecidable) {
+			return p, err
+		}
+		// The database cannot say whether the key's order was decided:
+		// queue it, as below, and let a worker decide (sold out, or a
+		// replay of the decided order) rather than answer 503.
 	}
 	if r.IdempotencyKey != "" {
 		// A decided order with this key answers for itself.
@@ -624,7 +630,11 @@ func (s *Service) mayBeBuried(ctx context.Context) bool {
 // only after its outcome committed, so an accepted order is found in one or
 // the other. Only when both say "not found" is the order new and refused;
 // if either could not be read, the order may have been accepted, and a 409
-// would be a final answer the buyer cannot take back: ErrUnavailable.
+// would be a final answer the buyer cannot take back. When the queue says
+// "not found" but the database cannot be read (a restart), it returns
+// errUndecidable: the order can still be queued, and a worker decides it
+// (its task id refuses nothing then, and a worker meeting a decided order
+// changes nothing). When the queue cannot be read: ErrUnavailable.
 func (s *Service) soldOutKeyed(ctx context.Context, o queue.Order) (Placed, error) {
 	ti, qerr := s.queuedTask(ctx, o.ID)
 	if qerr == nil {
@@ -634,13 +644,18 @@ func (s *Service) soldOutKeyed(ctx context.Context, o queue.Order) (Placed, erro
 	switch {
 	case derr == nil:
 		return s.replay(o, prev.ProductID, prev.Quantity, prev.Status)
-	case !errors.Is(derr, inventory.ErrNotFound):
-		return Placed{}, s.translate(derr)
 	case !errors.Is(qerr, queue.ErrNotFound):
 		return Placed{}, fmt.Errorf("%w: %w", ErrUnavailable, qerr)
+	case errors.Is(derr, inventory.ErrUnavailable):
+		return Placed{}, errUndecidable
+	case !errors.Is(derr, inventory.ErrNotFound):
+		return Placed{}, s.translate(derr)
 	}
 	return Placed{}, ErrSoldOut
 }
+
+// errUndecidable: see soldOutKeyed.
+var errUndecidable = errors.New("sale: cannot tell whether the order was decided")
 
 // enqueueRetryBudget is how long PlaceOrder retries an unreachable queue.
 const enqueueRetryBudget = 3 * time.Second
