@@ -114,6 +114,23 @@ func (e *env) conn(t *testing.T) *pgx.Conn {
 	return c
 }
 
+// holdRow locks product's row in a transaction of the test's own, so that
+// a round on it waits; roll the transaction back to let the round go on
+// (it is rolled back at cleanup otherwise).
+func (e *env) holdRow(t *testing.T, product string) pgx.Tx {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := e.conn(t).Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tx.Rollback(ctx) })
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM products WHERE id = $1 FOR UPDATE`, product); err != nil {
+		t.Fatal(err)
+	}
+	return tx
+}
+
 // exec runs sql on the worker's database.
 func (e *env) exec(t *testing.T, sql string) {
 	t.Helper()
@@ -362,14 +379,7 @@ func TestGoodOrdersOutlastAStaleProduct(t *testing.T) {
 	bg := context.Background()
 	// A first round, on "slow", waits on its row: the orders for "good"
 	// and "stale" queue up behind it and share the rounds after it.
-	tx, err := e.conn(t).Begin(bg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(bg)
-	if _, err := tx.Exec(bg, `SELECT 1 FROM products WHERE id = 'slow' FOR UPDATE`); err != nil {
-		t.Fatal(err)
-	}
+	tx := e.holdRow(t, "slow")
 	ctx, stop := context.WithCancel(bg)
 	raised := make(chan struct{})
 	// The stale product's fence keeps moving ahead of any token, in lockstep
@@ -475,14 +485,7 @@ func TestLostLockAbortsTransaction(t *testing.T) {
 	e.start(t)
 	inventorytest.CreateProduct(t, e.store, "p", 5, 0)
 	ctx := context.Background()
-	blocker := e.conn(t)
-	tx, err := blocker.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec(ctx, `SELECT 1 FROM products WHERE id = 'p' FOR UPDATE`); err != nil {
-		t.Fatal(err)
-	}
+	tx := e.holdRow(t, "p")
 	done := make(chan error, 1)
 	go func() { done <- e.w.ProcessTask(ctx, task(t, "o1", "p", "u1", 1, 1)) }()
 	// Wait until the worker holds the lock, then take it away.
@@ -938,20 +941,13 @@ func TestLockOfWithdrawnOrdersIsGivenBack(t *testing.T) {
 		return nil
 	})
 	// The runner gets stuck in a transaction on q: its row is locked here.
-	blocker := e.conn(t)
-	tx, err := blocker.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(ctx)
-	if _, err := tx.Exec(ctx, `SELECT 1 FROM products WHERE id = 'q' FOR UPDATE`); err != nil {
-		t.Fatal(err)
-	}
+	tx := e.holdRow(t, "q")
 	qerr := make(chan error, 1)
 	go func() { qerr <- e.w.ProcessTask(ctx, task(t, "oq", "q", "u2", 1, 2)) }()
+	watch := e.conn(t) // not tx: a transaction sees pg_stat_activity as at its first read
 	testenv.Eventually(t, 30*time.Second, func() error {
 		var waiting int
-		if err := blocker.QueryRow(ctx, `SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+		if err := watch.QueryRow(ctx, `SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
 			WHERE NOT l.granted AND a.datname = current_database()`).Scan(&waiting); err != nil {
 			return err
 		}
@@ -1153,14 +1149,7 @@ func TestTransientRoundErrorKeepsAcceptanceOrder(t *testing.T) {
 	inventorytest.CreateProduct(t, e.store, "p", 1, 0)
 	ctx := context.Background()
 	p := e.producer(t)
-	blocker, err := e.conn(t).Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer blocker.Rollback(ctx)
-	if _, err := blocker.Exec(ctx, `SELECT 1 FROM products WHERE id = 'p' FOR UPDATE`); err != nil {
-		t.Fatal(err)
-	}
+	blocker := e.holdRow(t, "p")
 	t0 := time.Now().UTC()
 	if err := p.Enqueue(ctx, queue.Order{ID: "early", ProductID: "p", UserID: "u1", Quantity: 1, AcceptedAt: t0}); err != nil {
 		t.Fatal(err)
@@ -1210,15 +1199,7 @@ func TestDeadTaskWhoseRoundStillCommits(t *testing.T) {
 	inventorytest.CreateProduct(t, e.store, "p", 5, 0)
 	ctx := context.Background()
 	svc := sale.New(e.store, nil, queue.NewInspector(e.rdb, e.queue), nil, nil, nil)
-	// The round waits on the product row, held here.
-	tx, err := e.conn(t).Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(ctx)
-	if _, err := tx.Exec(ctx, `SELECT 1 FROM products WHERE id = 'p' FOR UPDATE`); err != nil {
-		t.Fatal(err)
-	}
+	tx := e.holdRow(t, "p") // the round waits on the product row
 	const id = "01JDEADTASK0R0VND0C0MM1T5A"
 	tk, err := queue.Encode(queue.Order{ID: id, ProductID: "p", UserID: "u", Quantity: 1, AcceptedAt: time.Now().UTC()})
 	if err != nil {
