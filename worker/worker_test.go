@@ -114,6 +114,35 @@ func (e *env) conn(t *testing.T) *pgx.Conn {
 	return c
 }
 
+// scanCounter counts the worker's rescue scans. The rescuer lock's fencing
+// token counts its acquisitions: every scan takes that lock once, and so
+// does each look.
+type scanCounter struct {
+	rival *lock.Client
+	key   string
+	last  int64
+	n     int // scans between the first look and the last
+}
+
+func (e *env) scans(rival *lock.Client) *scanCounter {
+	return &scanCounter{rival: rival, key: "rescuer:" + e.queue.Queue, last: -1}
+}
+
+// look takes and releases the rescuer lock, adding the scans since the
+// previous look; it fails while a scan holds the lock.
+func (c *scanCounter) look(ctx context.Context) error {
+	l, err := c.rival.TryAcquire(ctx, c.key)
+	if err != nil {
+		return err
+	}
+	defer l.Release(ctx)
+	if c.last >= 0 {
+		c.n += int(l.Token() - c.last - 1)
+	}
+	c.last = l.Token()
+	return nil
+}
+
 // holdRow locks product's row in a transaction of the test's own, so that
 // a round on it waits; roll the transaction back to let the round go on
 // (it is rolled back at cleanup otherwise).
@@ -1085,22 +1114,7 @@ func TestBuriedOrderWaitsForALiveRescueChain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The rescuer lock's fencing token counts its acquisitions: every
-	// rescue scan takes that lock once, and so does each look here.
-	last := int64(-1)
-	scans := 0
-	countScans := func() error {
-		l, err := rival.TryAcquire(ctx, "rescuer:"+e.queue.Queue)
-		if err != nil {
-			return err // a scan holds it
-		}
-		defer l.Release(ctx)
-		if last >= 0 {
-			scans += int(l.Token() - last - 1)
-		}
-		last = l.Token()
-		return nil
-	}
+	scans := e.scans(rival)
 	e.start(t)
 	copyID := "o1" + queue.RescueSuffix + queue.RescueSuffix
 	testenv.Eventually(t, 10*time.Second, func() error {
@@ -1111,11 +1125,11 @@ func TestBuriedOrderWaitsForALiveRescueChain(t *testing.T) {
 		return nil
 	})
 	testenv.Eventually(t, 10*time.Second, func() error {
-		if err := countScans(); err != nil {
+		if err := scans.look(ctx); err != nil {
 			return err
 		}
-		if scans < 3 {
-			return fmt.Errorf("%d rescue scans seen, want 3", scans)
+		if scans.n < 3 {
+			return fmt.Errorf("%d rescue scans seen, want 3", scans.n)
 		}
 		return nil
 	})
@@ -1269,35 +1283,22 @@ func TestRescueChainEndIsLoggedOnce(t *testing.T) {
 	if want := "o1" + strings.Repeat(queue.RescueSuffix, queue.MaxRescueDepth); id != want {
 		t.Fatalf("last stranded task %q, want %q", id, want)
 	}
-	rival := e.rival(t)
-	last, scans := int64(-1), 0
-	countScans := func() error { // as in TestBuriedOrderWaitsForALiveRescueChain
-		l, err := rival.TryAcquire(ctx, "rescuer:"+e.queue.Queue)
-		if err != nil {
-			return err
-		}
-		defer l.Release(ctx)
-		if last >= 0 {
-			scans += int(l.Token() - last - 1)
-		}
-		last = l.Token()
-		return nil
-	}
+	scans := e.scans(e.rival(t))
 	const msg = "orders stranded at the end of their rescue chain"
 	e.start(t)
 	testenv.Eventually(t, 10*time.Second, func() error {
 		if logs.count(msg) == 0 {
 			return fmt.Errorf("no warning yet")
 		}
-		return countScans()
+		return scans.look(ctx)
 	})
-	scans = 0
+	scans.n = 0
 	testenv.Eventually(t, 10*time.Second, func() error {
-		if err := countScans(); err != nil {
+		if err := scans.look(ctx); err != nil {
 			return err
 		}
-		if scans < 5 {
-			return fmt.Errorf("%d rescue scans since the warning, want 5", scans)
+		if scans.n < 5 {
+			return fmt.Errorf("%d rescue scans since the warning, want 5", scans.n)
 		}
 		return nil
 	})
