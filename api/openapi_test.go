@@ -87,6 +87,16 @@ func TestOpenAPIDescribesEveryRoute(t *testing.T) {
 	if !slices.Equal(routes, documented) {
 		t.Errorf("router and openapi.json differ:\nrouter:   %v\ndocument: %v", routes, documented)
 	}
+	// Every route can answer 404, 405, 413 and 500 (the router and the
+	// middleware do, whatever the handler): each operation documents them
+	// through the shared default response.
+	for path, item := range doc.Paths.Map() {
+		for method, op := range item.Operations() {
+			if op.Responses.Default() == nil {
+				t.Errorf("%s %s has no default response", method, path)
+			}
+		}
+	}
 	// The exclusion list names only real routes, so it cannot hide a new one.
 	registered := map[string]bool{}
 	for _, r := range h.Routes() {
