@@ -38,7 +38,7 @@ func (i *Inspector) lookupBuried(ctx context.Context, id string) (TaskInfo, erro
 	if err != nil {
 		return TaskInfo{}, ErrNotFound // Buried drops it
 	}
-	return TaskInfo{State: Dead, Order: o, Buried: true}, nil
+	return TaskInfo{State: Dead, Order: o}, nil
 }
 
 // AnyBuried reports whether any order is buried (almost never).

@@ -294,10 +294,6 @@ type TaskInfo struct {
 	Order   Order
 	LastErr string
 	Retried int
-	// Buried is true for an order with no task, only buried (see
-	// [Inspector.Bury]): Dead until its outcome is recorded, unless a run
-	// of its task that was put back decided it already.
-	Buried bool
 }
 
 // Inspector reads the queue's state.

@@ -1261,7 +1261,7 @@ func TestDeadTaskWhoseRoundStillCommits(t *testing.T) {
 // every scan.
 func TestRescueChainEndIsLoggedOnce(t *testing.T) {
 	t.Parallel()
-	logs := &lines{}
+	logs := &testenv.LogBuffer{}
 	e := newEnvWith(t, worker.Config{RescueInterval: 20 * time.Millisecond, UnheldGrace: 100 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(logs, nil))}, 5*time.Second)
 	inventorytest.CreateProduct(t, e.store, "p", 5, 0)
@@ -1285,9 +1285,10 @@ func TestRescueChainEndIsLoggedOnce(t *testing.T) {
 	}
 	scans := e.scans(e.rival(t))
 	const msg = "orders stranded at the end of their rescue chain"
+	count := func(sub string) int { return strings.Count(logs.String(), sub) }
 	e.start(t)
 	testenv.Eventually(t, 10*time.Second, func() error {
-		if logs.count(msg) == 0 {
+		if count(msg) == 0 {
 			return fmt.Errorf("no warning yet")
 		}
 		return scans.look(ctx)
@@ -1302,30 +1303,10 @@ func TestRescueChainEndIsLoggedOnce(t *testing.T) {
 		}
 		return nil
 	})
-	if n := logs.count(msg); n != 1 || logs.count("order_ids=[o1]") < 1 {
+	if n := count(msg); n != 1 || count("order_ids=[o1]") < 1 {
 		t.Errorf("warned %d times, want once, naming o1; log:\n%s", n, logs.String())
 	}
 }
-
-// lines is a log sink safe for concurrent use.
-type lines struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lines) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lines) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func (l *lines) count(sub string) int { return strings.Count(l.String(), sub) }
 
 // A last try whose context was cancelled (a shutdown, or a lease asynq let
 // lapse, after which it archives the task) buries its order rather than
