@@ -19,11 +19,13 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"text/tabwriter"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/flashsale/flashsale/internal/cluster"
@@ -226,6 +228,10 @@ func runCase(t *testing.T, e *env, i int, name string, when trigger, fault func(
 	if when == submitting {
 		faultAt = inject(t, e, c, q, name, started, fault)
 	}
+	var release func()
+	if when == workersBusy || when == victimBusy {
+		release = e.stallWorkers(t)
+	}
 	if err := c.StartWorkers(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -235,6 +241,7 @@ func runCase(t *testing.T, e *env, i int, name string, when trigger, fault func(
 			w := c.Workers[0]
 			t.Logf("%s holds %v order tasks", w.Name, holding(t, w, done))
 		}
+		release()
 		faultAt = inject(t, e, c, q, name, started, fault)
 	}
 	o := <-done
@@ -299,6 +306,49 @@ func waitQueue[T any](t *testing.T, rdb *redis.Client, queueName string, done <-
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// stallWorkers locks every product row (SELECT ... FOR UPDATE in a
+// transaction of its own) until the returned release is called. Started
+// before the workers, it holds their first batch in its UPDATE, so they
+// fill up to their concurrency and stay there until the test has seen
+// them busy: with group commit the workers drain the queue so fast that on
+// a loaded CI machine a poller could miss the moment they held
+// faultActive tasks, and the burst ended before the fault. The fault
+// itself comes right after the release, while the workers still hold
+// their tasks and the rest of the burst is queued.
+func (e *env) stallWorkers(t *testing.T) (release func()) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, e.dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := tx.QueryRow(ctx, `SELECT count(*) FROM (SELECT 1 FROM products FOR UPDATE) AS held`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n == 0 {
+		t.Fatal("stall the workers: no product row to hold")
+	}
+	var once sync.Once
+	release = func() {
+		once.Do(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := tx.Commit(ctx); err != nil {
+				t.Errorf("release the product rows: %v", err)
+			}
+			_ = conn.Close(ctx)
+		})
+	}
+	t.Cleanup(release)
+	return release
 }
 
 // inject runs the fault and returns when it began; q is the queue as last
