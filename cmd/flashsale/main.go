@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/flashsale/flashsale/internal/logging"
 )
@@ -54,6 +55,9 @@ func usage(w io.Writer) {
 }
 
 func main() {
+	// go-redis logs through a process-wide logger; route it to slog's
+	// default, which setupFlags points at the command's logger.
+	redis.SetLogger(logging.RedisLogger{})
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -123,6 +127,7 @@ func setupFlags(fs *flag.FlagSet, name string, args []string, stderr io.Writer) 
 	}
 	level, _ := logging.ParseLevel(cfg.LogLevel)
 	log := logging.New(stderr, cfg.LogFormat, level).With("component", name)
+	slog.SetDefault(log) // for go-redis's lines (main) and anything else logging there
 	return cfg, log, nil
 }
 

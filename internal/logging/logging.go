@@ -5,6 +5,7 @@ package logging
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -69,4 +70,17 @@ func New(w io.Writer, format string, level slog.Level) *slog.Logger {
 		h = slog.NewJSONHandler(w, opts)
 	}
 	return slog.New(contextHandler{h})
+}
+
+// RedisLogger carries go-redis's own log lines (a failed dial, a pool
+// warning) into slog.Default() at warn level, so that they come out in the
+// process's log format instead of as bare text on stderr. go-redis writes
+// them through one process-wide logger, set with redis.SetLogger; main sets
+// it once to this, and each command points slog.Default() at its own
+// logger.
+type RedisLogger struct{}
+
+// Printf logs one go-redis line.
+func (RedisLogger) Printf(ctx context.Context, format string, v ...any) {
+	slog.Default().WarnContext(ctx, strings.TrimSpace(fmt.Sprintf(format, v...)), "source", "go-redis")
 }

@@ -1,0 +1,34 @@
+package logging_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"testing"
+
+	"github.com/flashsale/flashsale/internal/logging"
+)
+
+// Not parallel: it points slog.Default() at its own buffer.
+func TestRedisLoggerWritesThroughSlog(t *testing.T) {
+	prev := slog.Default()
+	t.Cleanup(func() { slog.SetDefault(prev) })
+	var buf bytes.Buffer
+	slog.SetDefault(logging.New(&buf, "json", slog.LevelInfo).With("component", "worker"))
+
+	logging.RedisLogger{}.Printf(context.Background(), "redis: %s: failed to dial after %d attempts\n", "connection pool", 5)
+
+	var line map[string]any
+	if err := json.Unmarshal(buf.Bytes(), &line); err != nil {
+		t.Fatalf("not one JSON line: %q: %v", buf.String(), err)
+	}
+	for k, want := range map[string]string{
+		"level": "WARN", "msg": "redis: connection pool: failed to dial after 5 attempts",
+		"source": "go-redis", "component": "worker",
+	} {
+		if line[k] != want {
+			t.Errorf("%s: got %v, want %q (line %s)", k, line[k], want, buf.String())
+		}
+	}
+}
