@@ -34,9 +34,12 @@ type config struct {
 	LogLevel          string
 	LogFormat         string
 
-	// raw is every setting as given (flag, else variable, else default),
-	// by variable name: what `flashsale dev` passes on to its processes.
+	// raw is every setting the command reads as given (flag, else
+	// variable, else default), by variable name: what `flashsale dev`
+	// passes on to its processes.
 	raw map[string]string
+	// from holds, by variable name, the flag of each setting given as one.
+	from map[string]string
 }
 
 // minAdminTokenLength is the shortest admin token accepted.
@@ -45,12 +48,57 @@ const minAdminTokenLength = 16
 // setting describes one configuration variable.
 type setting struct {
 	env, flag, def, help string
-	set                  func(c *config, v string) error
+	// cmds is the commands that read it: each command takes flags for,
+	// checks and lists only its own settings, so that a setting it does not
+	// use neither stops it nor clutters its -h.
+	cmds cmdSet
+	set  func(c *config, v string) error
+}
+
+// cmdSet is a set of the commands that read settings.
+type cmdSet uint8
+
+const (
+	forAPI cmdSet = 1 << iota
+	forWorker
+	forMigrate
+	// forAll: dev runs the API and workers with every setting passed on.
+	forAll = forAPI | forWorker | forMigrate
+)
+
+// commandSettings is the set of the command called name: dev reads every
+// setting (it passes them on to its API and workers).
+func commandSettings(name string) cmdSet {
+	switch name {
+	case "api":
+		return forAPI
+	case "worker":
+		return forWorker
+	case "migrate":
+		return forMigrate
+	}
+	return forAll
+}
+
+// commandNames lists the commands of set, for help texts (dev, which
+// reads every setting, is not named).
+func commandNames(set cmdSet) string {
+	var names []string
+	for _, c := range []struct {
+		bit  cmdSet
+		name string
+	}{{forAPI, "api"}, {forWorker, "worker"}, {forMigrate, "migrate"}} {
+		if set&c.bit != 0 {
+			names = append(names, c.name)
+		}
+	}
+	return strings.Join(names, ", ")
 }
 
 var settings = []setting{
 	{"FLASHSALE_REDIS_URL", "redis-url", "redis://127.0.0.1:6379/0",
-		"Redis for the queue (redis://, rediss://, redis-sentinel://h1,h2?master=m, redis-cluster://h1,h2)",
+		"Redis for the queue (redis://, rediss://, redis-socket:///path.sock?db=N, redis-sentinel://h1,h2?master=m, redis-cluster://h1,h2)",
+		forAPI | forWorker,
 		func(c *config, v string) error {
 			if err := checkRedisURL(v); err != nil {
 				return err
@@ -60,6 +108,7 @@ var settings = []setting{
 		}},
 	{"FLASHSALE_LOCK_REDIS_URLS", "lock-redis-urls", "",
 		"comma-separated Redis URLs for the lock: 1 = single node, 3 or 5 = quorum (default: the queue's Redis)",
+		forWorker,
 		func(c *config, v string) error {
 			c.LockRedisURLs = nil
 			for _, u := range strings.Split(v, ",") {
@@ -75,6 +124,7 @@ var settings = []setting{
 		}},
 	{"FLASHSALE_DATABASE_URL", "database-url", "postgres://postgres@127.0.0.1:5432/flashsale?sslmode=disable",
 		"PostgreSQL URL (pgx settings such as pool_max_conns may be added)",
+		forAll,
 		func(c *config, v string) error {
 			u, err := url.Parse(v)
 			if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") || strings.Trim(u.Path, "/") == "" {
@@ -84,6 +134,7 @@ var settings = []setting{
 			return nil
 		}},
 	{"FLASHSALE_HTTP_ADDR", "http-addr", "127.0.0.1:8080", "API listen address",
+		forAPI,
 		func(c *config, v string) error {
 			if _, _, err := net.SplitHostPort(v); err != nil {
 				return fmt.Errorf("want host:port: %v", err)
@@ -93,6 +144,7 @@ var settings = []setting{
 		}},
 	{"FLASHSALE_METRICS_ADDR", "metrics-addr", "",
 		"worker: address of its /metrics (admin token) and /healthz endpoints (empty = off); the API serves /metrics on its own address",
+		forWorker,
 		func(c *config, v string) error {
 			if v != "" {
 				if _, _, err := net.SplitHostPort(v); err != nil {
@@ -103,6 +155,7 @@ var settings = []setting{
 			return nil
 		}},
 	{"FLASHSALE_PPROF_ADDR", "pprof-addr", "", "listen address of net/http/pprof for profiling (empty = off; never expose it)",
+		forAPI | forWorker,
 		func(c *config, v string) error {
 			if v != "" {
 				if _, _, err := net.SplitHostPort(v); err != nil {
@@ -113,6 +166,7 @@ var settings = []setting{
 			return nil
 		}},
 	{"FLASHSALE_ADMIN_TOKEN", "admin-token", "", "bearer token for admin endpoints, at least 16 characters; empty = admin endpoints refuse every call",
+		forAPI | forWorker,
 		func(c *config, v string) error {
 			// Failed sign-ins are not throttled: the token's length is the
 			// defence against guessing (openssl rand -hex 16).
@@ -123,6 +177,7 @@ var settings = []setting{
 			return nil
 		}},
 	{"FLASHSALE_LOCK_TTL", "lock-ttl", "10s", "lock time-to-live (a Go duration, 100ms to 10m)",
+		forWorker,
 		func(c *config, v string) error {
 			d, err := time.ParseDuration(v)
 			if err != nil || d < 100*time.Millisecond || d > 10*time.Minute {
@@ -133,6 +188,7 @@ var settings = []setting{
 		}},
 	{"FLASHSALE_WORKER_CONCURRENCY", "concurrency", "64",
 		"order tasks one worker process holds at once (asynq concurrency)",
+		forWorker,
 		func(c *config, v string) error {
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 1 || n > 4096 {
@@ -143,6 +199,7 @@ var settings = []setting{
 		}},
 	{"FLASHSALE_WORKER_MODE", "mode", "batch",
 		"batch: group commit per worker process; single: one lock hold and transaction per order (baseline)",
+		forWorker,
 		func(c *config, v string) error {
 			if v != string(worker.ModeBatch) && v != string(worker.ModeSingle) {
 				return fmt.Errorf("want batch or single")
@@ -151,6 +208,7 @@ var settings = []setting{
 			return nil
 		}},
 	{"FLASHSALE_QUEUE", "queue", "orders", "asynq queue name of the orders",
+		forAPI | forWorker,
 		func(c *config, v string) error {
 			if v == "" || strings.ContainsAny(v, "{}: ") {
 				return fmt.Errorf("want a name without braces, colons or spaces")
@@ -159,8 +217,10 @@ var settings = []setting{
 			return nil
 		}},
 	{"FLASHSALE_KEY_PREFIX", "key-prefix", "flashsale:", "prefix of flashsale's own Redis keys (locks, sold-out flags, notifications)",
+		forAPI | forWorker,
 		func(c *config, v string) error { c.KeyPrefix = v; return nil }},
 	{"FLASHSALE_RATE_LIMIT", "rate-limit", "", "per-user order rate limit such as 10/s or 100/m (empty = off)",
+		forAPI,
 		func(c *config, v string) error {
 			if v != "" {
 				if _, err := parseRate(v); err != nil {
@@ -171,6 +231,7 @@ var settings = []setting{
 			return nil
 		}},
 	{"FLASHSALE_LOG_LEVEL", "log-level", "info", "debug, info, warn or error",
+		forAll,
 		func(c *config, v string) error {
 			if _, ok := logging.ParseLevel(v); !ok {
 				return fmt.Errorf("want debug, info, warn or error")
@@ -179,6 +240,7 @@ var settings = []setting{
 			return nil
 		}},
 	{"FLASHSALE_LOG_FORMAT", "log-format", "auto", "json, text, or auto (text on a terminal)",
+		forAll,
 		func(c *config, v string) error {
 			if v != "auto" && v != "json" && v != "text" {
 				return fmt.Errorf("want auto, json or text")
@@ -269,52 +331,69 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 }
 
 // loadConfig reads the environment, then the flags of fs (which override
-// it). A bad value is an error naming the variable or flag.
-func loadConfig(fs *flag.FlagSet, args []string) (config, error) {
-	var c config
+// it), for the settings the command called name reads (commandSettings);
+// the others stay unset. A bad value is an error naming the flag if it was
+// given as one (the variable is then not read), else the variable.
+func loadConfig(fs *flag.FlagSet, name string, args []string) (config, error) {
+	c := config{from: map[string]string{}}
+	cmds := commandSettings(name)
 	flagVals := map[string]*string{}
 	for _, s := range settings {
-		flagVals[s.flag] = fs.String(s.flag, "", fmt.Sprintf("%s (env %s, default %q)", s.help, s.env, s.def))
+		if s.cmds&cmds != 0 {
+			flagVals[s.flag] = fs.String(s.flag, "", fmt.Sprintf("%s (env %s, default %q)", s.help, s.env, s.def))
+		}
 	}
 	if err := parseFlags(fs, args); err != nil {
 		return c, err
 	}
 	c.raw = make(map[string]string, len(settings))
 	for _, s := range settings {
-		v, ok := os.LookupEnv(s.env)
-		src := s.env
-		if !ok {
+		if s.cmds&cmds == 0 {
+			continue
+		}
+		v, src := *flagVals[s.flag], "-"+s.flag
+		if v != "" {
+			c.from[s.env] = src
+		} else if ev, ok := os.LookupEnv(s.env); ok {
+			v, src = ev, s.env
+		} else {
 			v, src = s.def, s.env+" (default)"
 		}
 		if err := s.set(&c, v); err != nil {
 			return c, fmt.Errorf("bad %s=%q: %v", src, shown(s.env, v), err)
 		}
-		if fv := *flagVals[s.flag]; fv != "" {
-			if err := s.set(&c, fv); err != nil {
-				return c, fmt.Errorf("bad -%s=%q: %v", s.flag, shown(s.env, fv), err)
-			}
-			v = fv
-		}
 		c.raw[s.env] = v
+	}
+	if cmds&forWorker == 0 {
+		return c, nil
 	}
 	if len(c.LockRedisURLs) == 0 {
 		if u, _ := url.Parse(c.RedisURL); u != nil && (u.Scheme == "redis" || u.Scheme == "rediss") {
 			c.LockRedisURLs = []string{c.RedisURL}
 		} else {
-			return c, fmt.Errorf("FLASHSALE_LOCK_REDIS_URLS must be set when the queue's Redis is not a single redis:// node")
+			return c, fmt.Errorf("%s must be set when the queue's Redis (%s) is not a single redis:// node", c.name("FLASHSALE_LOCK_REDIS_URLS"), c.name("FLASHSALE_REDIS_URL"))
 		}
 	}
 	if n := len(c.LockRedisURLs); n == 2 || n == 4 {
-		return c, fmt.Errorf("bad FLASHSALE_LOCK_REDIS_URLS: %d nodes; use 1, 3 or 5 independent nodes (an even count tolerates no more failures than one node fewer)", n)
+		return c, fmt.Errorf("bad %s: %d nodes; use 1, 3 or 5 independent nodes (an even count tolerates no more failures than one node fewer)", c.name("FLASHSALE_LOCK_REDIS_URLS"), n)
 	}
 	return c, nil
+}
+
+// name is how the setting of variable env was given, for error messages:
+// its flag if one was passed, else the variable.
+func (c config) name(env string) string {
+	if f, ok := c.from[env]; ok {
+		return f
+	}
+	return env
 }
 
 // envHelp lists the variables for usage messages.
 func envHelp() string {
 	var b strings.Builder
 	for _, s := range settings {
-		fmt.Fprintf(&b, "  %-30s %s (default %q)\n", s.env, s.help, s.def)
+		fmt.Fprintf(&b, "  %-30s %s (default %q; %s)\n", s.env, s.help, s.def, commandNames(s.cmds))
 	}
 	return b.String()
 }

@@ -38,7 +38,70 @@ func load(t *testing.T, args ...string) (config, error) {
 	t.Helper()
 	fs := flag.NewFlagSet("test", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	return loadConfig(fs, args)
+	return loadConfig(fs, "dev", args)
+}
+
+// Each command takes, checks and lists only the settings it reads, and a
+// flag replaces its variable: a bad value of a setting a command does not
+// read, or of a variable its flag overrides, does not stop it, and an error
+// names what was given. Not parallel: it sets the process environment.
+func TestConfigPerCommand(t *testing.T) {
+	t.Setenv("FLASHSALE_LOCK_TTL", "forever")
+	t.Setenv("FLASHSALE_HTTP_ADDR", "nowhere")
+	for _, tc := range []struct {
+		cmd     string
+		args    []string
+		wantErr string // "" = no error
+		flags   []string
+		noFlags []string
+	}{
+		{"migrate", nil, "", []string{"database-url", "log-level"}, []string{"lock-ttl", "http-addr", "redis-url", "admin-token"}},
+		{"worker", nil, "bad FLASHSALE_LOCK_TTL=", []string{"lock-ttl", "concurrency", "metrics-addr"}, []string{"http-addr", "rate-limit"}},
+		{"worker", []string{"-lock-ttl", "5s"}, "", nil, nil},
+		{"worker", []string{"-lock-ttl", "5"}, "bad -lock-ttl=", nil, nil},
+		{"api", nil, "bad FLASHSALE_HTTP_ADDR=", []string{"http-addr", "rate-limit", "redis-url"}, []string{"lock-ttl", "concurrency", "lock-redis-urls"}},
+		{"api", []string{"-http-addr", "127.0.0.1:0"}, "", nil, nil},
+		{"dev", []string{"-http-addr", "127.0.0.1:0"}, "bad FLASHSALE_LOCK_TTL=", []string{"lock-ttl", "http-addr"}, nil},
+		{"worker", []string{"-lock-ttl", "5s", "-redis-url", "redis-cluster://a:1,b:2"}, "FLASHSALE_LOCK_REDIS_URLS must be set when the queue's Redis (-redis-url)", nil, nil},
+	} {
+		t.Run(tc.cmd+" "+strings.Join(tc.args, " "), func(t *testing.T) {
+			fs := flag.NewFlagSet(tc.cmd, flag.ContinueOnError)
+			fs.SetOutput(io.Discard)
+			c, err := loadConfig(fs, tc.cmd, tc.args)
+			switch {
+			case tc.wantErr == "" && err != nil:
+				t.Fatalf("loadConfig: %v, want no error", err)
+			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+				t.Fatalf("loadConfig: %v, want an error with %q", err, tc.wantErr)
+			}
+			for _, f := range tc.flags {
+				if fs.Lookup(f) == nil {
+					t.Errorf("no -%s flag", f)
+				}
+			}
+			for _, f := range tc.noFlags {
+				if fs.Lookup(f) != nil {
+					t.Errorf("a -%s flag, which %s does not read", f, tc.cmd)
+				}
+			}
+			if err == nil && len(tc.args) > 0 {
+				if got, want := c.name(envOf(t, tc.args[0])), tc.args[0]; got != want {
+					t.Errorf("name: %q, want %q", got, want)
+				}
+			}
+		})
+	}
+}
+
+// envOf is the variable of flag f ("-lock-ttl").
+func envOf(t *testing.T, f string) string {
+	for _, s := range settings {
+		if "-"+s.flag == f {
+			return s.env
+		}
+	}
+	t.Fatalf("no setting has flag %s", f)
+	return ""
 }
 
 // Not parallel: these set the process environment.
@@ -244,9 +307,12 @@ func TestServersRefuseAnUnmigratedDatabase(t *testing.T) {
 			defer cancel()
 			// Its own queue and key prefix, should it get as far as Redis.
 			ns := testenv.Namespace(t)
-			err := tc.run(ctx, []string{"-database-url", dbURL, "-redis-url", testenv.RedisURL(),
-				"-queue", "q_" + ns, "-key-prefix", ns + ":",
-				"-http-addr", "127.0.0.1:0", "-log-level", "error"}, io.Discard, io.Discard)
+			args := []string{"-database-url", dbURL, "-redis-url", testenv.RedisURL(),
+				"-queue", "q_" + ns, "-key-prefix", ns + ":", "-log-level", "error"}
+			if tc.name == "api" {
+				args = append(args, "-http-addr", "127.0.0.1:0")
+			}
+			err := tc.run(ctx, args, io.Discard, io.Discard)
 			if !errors.Is(err, inventory.ErrSchemaOutdated) || !strings.Contains(err.Error(), "flashsale migrate") {
 				t.Fatalf("%s on an unmigrated database: %v; want ErrSchemaOutdated naming `flashsale migrate`", tc.name, err)
 			}
@@ -255,7 +321,7 @@ func TestServersRefuseAnUnmigratedDatabase(t *testing.T) {
 }
 
 // A worker refuses to start when fewer than a majority of its lock nodes
-// answer, naming FLASHSALE_LOCK_REDIS_URLS, and warns of a minority down.
+// answer (serveWorker names the setting), and warns of a minority down.
 func TestPingLockNodes(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -281,8 +347,8 @@ func TestPingLockNodes(t *testing.T) {
 			}
 			var logs strings.Builder
 			err := pingLockNodes(context.Background(), urls, nodes, slog.New(slog.NewTextHandler(&logs, nil)))
-			if gotErr := err != nil; gotErr != tc.wantErr || gotErr && !strings.Contains(err.Error(), "FLASHSALE_LOCK_REDIS_URLS") {
-				t.Fatalf("pingLockNodes = %v, want an error naming FLASHSALE_LOCK_REDIS_URLS: %v", err, tc.wantErr)
+			if gotErr := err != nil; gotErr != tc.wantErr || gotErr && !strings.Contains(err.Error(), "lock nodes answer") {
+				t.Fatalf("pingLockNodes = %v, want an error saying how many lock nodes answer: %v", err, tc.wantErr)
 			}
 			if warned := strings.Count(logs.String(), "does not answer"); !tc.wantErr && warned != tc.down {
 				t.Errorf("warned of %d nodes down, want %d: %s", warned, tc.down, logs.String())

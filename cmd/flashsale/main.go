@@ -51,7 +51,7 @@ func usage(w io.Writer) {
 	for _, c := range commands() {
 		fmt.Fprintf(w, "  %-12s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintf(w, "\nenvironment:\n%s", envHelp())
+	fmt.Fprintf(w, "\nenvironment (after each, the commands that read it; dev reads them all):\n%s", envHelp())
 }
 
 func main() {
@@ -121,7 +121,7 @@ func setup(name string, args []string, stderr io.Writer) (config, *slog.Logger, 
 }
 
 func setupFlags(fs *flag.FlagSet, name string, args []string, stderr io.Writer) (config, *slog.Logger, error) {
-	cfg, err := loadConfig(fs, args)
+	cfg, err := loadConfig(fs, name, args)
 	if err != nil {
 		return cfg, nil, err
 	}

@@ -47,11 +47,11 @@ func newRegistry() *prometheus.Registry {
 func queueRedis(cfg config, poolSize int) (asynq.RedisConnOpt, redis.UniversalClient, error) {
 	opt, err := queue.ParseRedisURL(cfg.RedisURL, poolSize)
 	if err != nil {
-		return nil, nil, fmt.Errorf("FLASHSALE_REDIS_URL: %w", err)
+		return nil, nil, fmt.Errorf("%s: %w", cfg.name("FLASHSALE_REDIS_URL"), err)
 	}
 	rdb, err := queue.NewRedisClient(opt)
 	if err != nil {
-		return nil, nil, fmt.Errorf("FLASHSALE_REDIS_URL: %w", err)
+		return nil, nil, fmt.Errorf("%s: %w", cfg.name("FLASHSALE_REDIS_URL"), err)
 	}
 	return opt, rdb, nil
 }
@@ -83,7 +83,7 @@ func servePprof(cfg config, log *slog.Logger) error {
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	ln, err := net.Listen("tcp", cfg.PprofAddr)
 	if err != nil {
-		return fmt.Errorf("FLASHSALE_PPROF_ADDR: %w", err)
+		return fmt.Errorf("%s: %w", cfg.name("FLASHSALE_PPROF_ADDR"), err)
 	}
 	log.Info("pprof listening", "addr", ln.Addr().String())
 	// Timeouts as on every listener, WriteTimeout long enough for a profile
@@ -99,10 +99,10 @@ func servePprof(cfg config, log *slog.Logger) error {
 func serveAPI(ctx context.Context, cfg config, log *slog.Logger, ready func(addr string)) error {
 	store, err := inventory.Open(ctx, cfg.DatabaseURL, &inventory.Options{MaxConns: 12})
 	if err != nil {
-		return fmt.Errorf("FLASHSALE_DATABASE_URL: %w", err)
+		return fmt.Errorf("%s: %w", cfg.name("FLASHSALE_DATABASE_URL"), err)
 	}
 	defer store.Close()
-	if err := checkSchema(ctx, store); err != nil {
+	if err := checkSchema(ctx, cfg, store); err != nil {
 		return err
 	}
 	connOpt, rdb, err := queueRedis(cfg, 128)
@@ -111,7 +111,7 @@ func serveAPI(ctx context.Context, cfg config, log *slog.Logger, ready func(addr
 	}
 	defer rdb.Close()
 	if err := rdb.Ping(ctx).Err(); err != nil {
-		return fmt.Errorf("FLASHSALE_REDIS_URL: %w", err)
+		return fmt.Errorf("%s: %w", cfg.name("FLASHSALE_REDIS_URL"), err)
 	}
 	// The producer and the inspector share rdb's pool (Close leaves a
 	// shared client open).
@@ -141,11 +141,11 @@ func serveAPI(ctx context.Context, cfg config, log *slog.Logger, ready func(addr
 	if cfg.RateLimit != "" {
 		r, err := parseRate(cfg.RateLimit)
 		if err != nil {
-			return fmt.Errorf("FLASHSALE_RATE_LIMIT: %w", err)
+			return fmt.Errorf("%s: %w", cfg.name("FLASHSALE_RATE_LIMIT"), err)
 		}
 		limiter, err := ratelimit.New(rdb, ratelimit.Options{Rate: r.n, Per: r.per, KeyPrefix: cfg.KeyPrefix + "ratelimit:user:"})
 		if err != nil {
-			return fmt.Errorf("FLASHSALE_RATE_LIMIT: %w", err)
+			return fmt.Errorf("%s: %w", cfg.name("FLASHSALE_RATE_LIMIT"), err)
 		}
 		sopts.Limiter = limiter
 		log.Info("per-user order rate limit", "limit", limiter.String())
@@ -193,7 +193,7 @@ func serveAPI(ctx context.Context, cfg config, log *slog.Logger, ready func(addr
 	srv.RegisterOnShutdown(svc.Drain)
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
-		return fmt.Errorf("FLASHSALE_HTTP_ADDR: %w", err)
+		return fmt.Errorf("%s: %w", cfg.name("FLASHSALE_HTTP_ADDR"), err)
 	}
 	log.Info("api listening", "addr", ln.Addr().String(), "queue", cfg.Queue, "admin", cfg.AdminToken != "")
 	if ready != nil {
@@ -244,7 +244,7 @@ func lockClients(urls []string, poolSize int) ([]*redis.Client, error) {
 			for _, c := range out {
 				_ = c.Close()
 			}
-			return nil, fmt.Errorf("FLASHSALE_LOCK_REDIS_URLS: %w", err)
+			return nil, err
 		}
 		if !strings.Contains(u, "pool_size") {
 			opt.PoolSize = poolSize
@@ -278,7 +278,7 @@ func pingLockNodes(ctx context.Context, urls []string, nodes []*redis.Client, lo
 		}
 	}
 	if need := len(nodes)/2 + 1; len(nodes)-len(down) < need {
-		return fmt.Errorf("FLASHSALE_LOCK_REDIS_URLS: %d of %d lock nodes answer, %d needed: %s",
+		return fmt.Errorf("%d of %d lock nodes answer, %d needed: %s",
 			len(nodes)-len(down), len(nodes), need, strings.Join(down, "; "))
 	}
 	for _, d := range down {
@@ -301,10 +301,10 @@ func serveWorker(ctx context.Context, cfg config, log *slog.Logger) error {
 		IdleInTransactionTimeout: cfg.LockTTL,
 	})
 	if err != nil {
-		return fmt.Errorf("FLASHSALE_DATABASE_URL: %w", err)
+		return fmt.Errorf("%s: %w", cfg.name("FLASHSALE_DATABASE_URL"), err)
 	}
 	defer store.Close()
-	if err := checkSchema(ctx, store); err != nil {
+	if err := checkSchema(ctx, cfg, store); err != nil {
 		return err
 	}
 	connOpt, rdb, err := queueRedis(cfg, cfg.WorkerConcurrency+32)
@@ -313,7 +313,7 @@ func serveWorker(ctx context.Context, cfg config, log *slog.Logger) error {
 	}
 	defer rdb.Close()
 	if err := rdb.Ping(ctx).Err(); err != nil {
-		return fmt.Errorf("FLASHSALE_REDIS_URL: %w", err)
+		return fmt.Errorf("%s: %w", cfg.name("FLASHSALE_REDIS_URL"), err)
 	}
 
 	reg := newRegistry()
@@ -323,7 +323,7 @@ func serveWorker(ctx context.Context, cfg config, log *slog.Logger) error {
 	}
 	nodes, err := lockClients(cfg.LockRedisURLs, cfg.WorkerConcurrency+32)
 	if err != nil {
-		return err
+		return fmt.Errorf("%s: %w", cfg.name("FLASHSALE_LOCK_REDIS_URLS"), err)
 	}
 	defer func() {
 		for _, n := range nodes {
@@ -331,7 +331,7 @@ func serveWorker(ctx context.Context, cfg config, log *slog.Logger) error {
 		}
 	}()
 	if err := pingLockNodes(ctx, cfg.LockRedisURLs, nodes, log); err != nil {
-		return err
+		return fmt.Errorf("%s: %w", cfg.name("FLASHSALE_LOCK_REDIS_URLS"), err)
 	}
 	lockNodes := make([]redis.UniversalClient, len(nodes))
 	for i, n := range nodes {
@@ -345,7 +345,7 @@ func serveWorker(ctx context.Context, cfg config, log *slog.Logger) error {
 		NodeTimeout: min(max(cfg.LockTTL/40, 100*time.Millisecond), 500*time.Millisecond, cfg.LockTTL/4),
 	})
 	if err != nil {
-		return fmt.Errorf("FLASHSALE_LOCK_REDIS_URLS: %w", err)
+		return fmt.Errorf("%s: %w", cfg.name("FLASHSALE_LOCK_REDIS_URLS"), err)
 	}
 	defer locks.Close()
 
@@ -380,7 +380,7 @@ func serveWorker(ctx context.Context, cfg config, log *slog.Logger) error {
 			ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
 		ln, err := net.Listen("tcp", cfg.MetricsAddr)
 		if err != nil {
-			return fmt.Errorf("FLASHSALE_METRICS_ADDR: %w", err)
+			return fmt.Errorf("%s: %w", cfg.name("FLASHSALE_METRICS_ADDR"), err)
 		}
 		go func() { _ = msrv.Serve(ln) }()
 		defer msrv.Close()
@@ -402,13 +402,13 @@ func serveWorker(ctx context.Context, cfg config, log *slog.Logger) error {
 
 // checkSchema refuses to serve a database that lacks this build's
 // migrations, saying what to run.
-func checkSchema(ctx context.Context, store *inventory.Store) error {
+func checkSchema(ctx context.Context, cfg config, store *inventory.Store) error {
 	err := store.CheckSchema(ctx)
 	if errors.Is(err, inventory.ErrSchemaOutdated) {
-		return fmt.Errorf("FLASHSALE_DATABASE_URL: %w; run `flashsale migrate` with the same settings first", err)
+		return fmt.Errorf("%s: %w; run `flashsale migrate` with the same settings first", cfg.name("FLASHSALE_DATABASE_URL"), err)
 	}
 	if err != nil {
-		return fmt.Errorf("FLASHSALE_DATABASE_URL: %w", err)
+		return fmt.Errorf("%s: %w", cfg.name("FLASHSALE_DATABASE_URL"), err)
 	}
 	return nil
 }
