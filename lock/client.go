@@ -8,6 +8,7 @@ import (
 	mrand "math/rand/v2"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -27,6 +28,14 @@ type Client struct {
 
 	// noQueue turns off the local queue of waiters (benchmarks compare).
 	noQueue bool
+	// valuePrefix starts the owner value of every lock this client tries
+	// (newValue). release.lua publishes the released value, so the
+	// subscription reader can ignore this client's own releases: they wake
+	// its waiters locally already, and the release a failed attempt makes
+	// to clean up (a lost vote) would otherwise wake the same waiter again
+	// when its message arrived, after the waiter had dropped the wake-ups
+	// it expected, for another round against the same holder.
+	valuePrefix string
 
 	mu        sync.Mutex
 	closed    bool
@@ -83,6 +92,9 @@ func New(nodes []redis.UniversalClient, opts *Options) (*Client, error) {
 		done:      make(chan struct{}),
 		active:    make(map[*Lock]struct{}),
 		heldByKey: make(map[string]int),
+		// 10 of rand.Text's base32 characters: 50 random bits, so that
+		// another client's values never share the prefix.
+		valuePrefix: rand.Text()[:10] + ".",
 	}
 	c.hub = newHub(c)
 	for i, rdb := range nodes {
@@ -318,9 +330,9 @@ func (c *Client) wait(ctx context.Context, key string, ks keyset, begin time.Tim
 				// Split again and again: most likely a holder with just a
 				// majority (a node restarted empty, or was down when it
 				// acquired), whose free node we win each time. Wait for
-				// its release like any waiter, ignoring the wake-up our
-				// own clean-up published, instead of spinning on that node
-				// for as long as it holds the lock.
+				// its release like any waiter, instead of spinning on that
+				// node for as long as it holds the lock. (Our own
+				// clean-up's message does not wake us: see valuePrefix.)
 				drain(wake)
 			}
 			delay = c.pollDelay(r.hint)
@@ -339,6 +351,14 @@ func (c *Client) wait(ctx context.Context, key string, ks keyset, begin time.Tim
 		}
 	}
 }
+
+// newValue returns a fresh owner value: the client's prefix and 130 random
+// bits.
+func (c *Client) newValue() string { return c.valuePrefix + rand.Text() }
+
+// ownValue reports whether v is the owner value of a lock this client
+// tried.
+func (c *Client) ownValue(v string) bool { return strings.HasPrefix(v, c.valuePrefix) }
 
 // maxSplitRetries is how many split rounds in a row a waiter retries at once
 // (after a short random delay) before it waits as for a busy lock.
@@ -520,7 +540,7 @@ type attemptResult struct {
 // parallel, then [Client.decide].
 func (c *Client) attempt(ctx context.Context, key string, ks keyset) (*Lock, attemptResult) {
 	c.stats.attempts.Add(1)
-	value := rand.Text()
+	value := c.newValue()
 	start := time.Now()
 	ttl := c.cfg.ttlMillis
 	replies := c.fanout(ctx, func(ctx context.Context, rdb redis.UniversalClient) nodeReply {

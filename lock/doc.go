@@ -25,7 +25,9 @@
 //
 // [Client.Acquire] waits: after a failed attempt it subscribes to the key's
 // channel on every node (one shared PubSub connection per node per Client;
-// release.lua publishes there) and retries when woken, or after a jittered
+// release.lua publishes the released value there; a Client ignores its own
+// values, whose releases wake its waiters locally, so that the clean-up of
+// its own failed attempt does not wake it) and retries when woken, or after a jittered
 // poll in [PollMin, PollMax], shortened to the holder's remaining TTL when
 // that is known (the holder may have died without releasing). Goroutines of
 // one Client waiting for the same key queue locally in FIFO order, so only

@@ -2,7 +2,6 @@ package lock
 
 import (
 	"context"
-	"crypto/rand"
 	"fmt"
 	"slices"
 	"sync"
@@ -91,7 +90,7 @@ func (c *Client) manyTries(keys []string, errs []error, begin time.Time) []manyT
 			continue
 		}
 		c.stats.attempts.Add(1)
-		tries = append(tries, manyTry{i: i, ks: c.keys(k), value: rand.Text()})
+		tries = append(tries, manyTry{i: i, ks: c.keys(k), value: c.newValue()})
 	}
 	return tries
 }

@@ -13,8 +13,9 @@ import (
 // Each Client keeps, per key that has waiting goroutines, a keyWaiters entry
 // (indexed by the key's channel name). While an entry exists, the key's
 // channel is subscribed on every node through one shared PubSub connection
-// per node; release.lua publishes on it. Messages, and local releases, wake
-// the entry's listeners. Entries with no waiters are swept (and their
+// per node; release.lua publishes on it. Messages of other clients'
+// releases, and this client's releases (locally), wake the entry's
+// listeners. Entries with no waiters are swept (and their
 // channels unsubscribed) after idleUnsubscribe, so that a busy key does not
 // subscribe and unsubscribe on every hand-off.
 
@@ -401,7 +402,11 @@ func (s *nodeSub) read(msgs <-chan interface{}) {
 	for m := range msgs {
 		switch m := m.(type) {
 		case *redis.Message:
-			s.h.notify(m.Channel)
+			// The payload is the released owner value (release.lua); this
+			// client's own releases woke its waiters locally.
+			if !s.h.c.ownValue(m.Payload) {
+				s.h.notify(m.Channel)
+			}
 		case *redis.Subscription:
 			s.mu.Lock()
 			st := s.state[m.Channel]
