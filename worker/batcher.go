@@ -29,9 +29,16 @@ const (
 	// competing for it again, so the process it yielded to gets it.
 	yieldDelay = 2 * time.Millisecond
 	// maxRequeues bounds how often one order goes back to the batcher after
-	// a lost lock, a stale fence or a transient database error before its
-	// task is retried by asynq.
+	// a lost lock or a stale fence before its task is retried by asynq.
 	maxRequeues = 3
+	// maxDBRetries bounds how often one order goes back to the batcher
+	// after a transient database error; its product's next round waits
+	// dbRetryDelay << (tries-1) first (10ms, 20ms, ... 320ms: about 0.6s
+	// in all), so that a short fault (a killed connection, a failover) is
+	// ridden out in order instead of being used up by rounds a millisecond
+	// apart.
+	maxDBRetries = 6
+	dbRetryDelay = 10 * time.Millisecond
 )
 
 // request is one order task waiting in its handler for a decision.
@@ -39,7 +46,8 @@ type request struct {
 	ctx      context.Context
 	order    inventory.OrderRequest
 	res      chan result // buffered: the runner never blocks on a gone handler
-	requeues int
+	requeues int         // after a lost lock or stale fence (maxRequeues)
+	dbTries  int         // after a transient database error (maxDBRetries)
 }
 
 type result struct {
@@ -65,6 +73,7 @@ type batcher struct {
 	held      map[string]hold       // locks ready for the next round
 	acquiring map[string]bool       // background Acquire in progress
 	contended map[string]time.Time  // when a product's lock was last found busy or wanted
+	notBefore map[string]time.Time  // a product's next round waits until then (dbRetryDelay)
 	closed    bool                  // the runner has given its locks back: keep none
 
 	wake     chan struct{}
@@ -77,8 +86,8 @@ type batcher struct {
 func newBatcher(w *Worker) *batcher {
 	return &batcher{
 		w: w, pending: map[string][]*request{}, held: map[string]hold{}, acquiring: map[string]bool{},
-		contended: map[string]time.Time{},
-		wake:      make(chan struct{}, 1), done: make(chan struct{}), stopped: make(chan struct{}),
+		contended: map[string]time.Time{}, notBefore: map[string]time.Time{},
+		wake: make(chan struct{}, 1), done: make(chan struct{}), stopped: make(chan struct{}),
 	}
 }
 
@@ -191,6 +200,11 @@ func (b *batcher) round(ctx context.Context) bool {
 			b.pending[p] = rs
 		}
 	}
+	for p := range b.notBefore {
+		if _, ok := b.pending[p]; !ok {
+			delete(b.notBefore, p)
+		}
+	}
 	// A held lock with no live order left (ended, withdrawn, or failed
 	// since; a waiter may have handed it over while the runner was busy):
 	// no round would look at it again, and it would be kept and renewed.
@@ -202,7 +216,14 @@ func (b *batcher) round(ctx context.Context) bool {
 	}
 	locks := map[string]*lock.Lock{}
 	var try []string
+	now := time.Now()
 	for p := range b.pending {
+		if t, ok := b.notBefore[p]; ok {
+			if now.Before(t) {
+				continue // backing off after a database error; requeue signals at t
+			}
+			delete(b.notBefore, p)
+		}
 		if h, ok := b.held[p]; ok {
 			if h.l.Context().Err() == nil {
 				locks[p] = h.l
@@ -335,7 +356,7 @@ func (b *batcher) round(ctx context.Context) bool {
 		// after them that the next round decides at once.
 		transient := errors.Is(err, inventory.ErrUnavailable) && ctx.Err() == nil
 		if errors.Is(err, inventory.ErrStaleFence) || errors.Is(err, lock.ErrLost) || transient {
-			b.requeue(reqs, err)
+			b.requeue(reqs, err, transient)
 		} else {
 			for _, r := range reqs {
 				r.res <- result{err: err}
@@ -506,31 +527,60 @@ func (b *batcher) failProduct(p string, err error) {
 }
 
 // requeue puts orders of a round that lost its lock or fence, or met a
-// transient database error, back at the head of their product's queue, up
-// to maxRequeues times each. When only some products' fences were stale,
-// the orders of the others (whose locks were good) go back without
-// counting a try: one stale product must not use
-// up the tries of every order it shared a round with.
-func (b *batcher) requeue(reqs []*request, err error) {
+// transient database error (transient), back at the head of their
+// product's queue, up to maxRequeues (lock) or maxDBRetries (database)
+// times each; after a database error the product's next round waits
+// (dbRetryDelay). When only some products' fences were stale, the orders of
+// the others (whose locks were good) go back without counting a try: one
+// stale product must not use up the tries of every order it shared a round
+// with.
+//
+// Once an order of a product has no try left, every order of that product
+// this process holds goes back to asynq with it: the oldest order runs out
+// first, and the later ones, decided in the next round, would take the
+// stock it was owed.
+func (b *batcher) requeue(reqs []*request, err error, transient bool) {
 	stale := map[string]bool{}
 	for _, s := range inventory.StaleFences(err) {
 		stale[s.ProductID] = true
 	}
 	b.mu.Lock()
 	byProduct := map[string][]*request{}
+	spent := map[string]bool{}
+	tries := map[string]int{} // the most database tries of a product's orders
 	for _, r := range reqs {
-		if len(stale) == 0 || stale[r.order.ProductID] {
+		p := r.order.ProductID
+		switch {
+		case transient:
+			r.dbTries++
+		case len(stale) == 0 || stale[p]:
 			r.requeues++
 		}
-		if r.requeues > maxRequeues {
-			r.res <- result{err: err}
+		tries[p] = max(tries[p], r.dbTries)
+		if r.requeues > maxRequeues || r.dbTries > maxDBRetries {
+			spent[p] = true
+		}
+		byProduct[p] = append(byProduct[p], r)
+	}
+	var out []*request
+	for p, rs := range byProduct {
+		if spent[p] {
+			out = append(out, rs...)
+			out = append(out, b.pending[p]...)
+			delete(b.pending, p)
+			delete(b.notBefore, p)
 			continue
 		}
-		byProduct[r.order.ProductID] = append(byProduct[r.order.ProductID], r)
-	}
-	for p, rs := range byProduct {
 		b.pending[p] = append(rs, b.pending[p]...)
+		if transient {
+			d := dbRetryDelay << (tries[p] - 1)
+			b.notBefore[p] = time.Now().Add(d)
+			time.AfterFunc(d, b.signal)
+		}
 	}
 	b.mu.Unlock()
+	for _, r := range out {
+		r.res <- result{err: err}
+	}
 	b.signal()
 }

@@ -1391,3 +1391,85 @@ func TestArchivedOrdersWithoutAnOutcomeAreRecordedFailed(t *testing.T) {
 		t.Errorf("stock = %d, want 4 (only the decided order sold)", p.Stock)
 	}
 }
+
+// A database fault that lasts a few rounds must not hand stock to a later
+// buyer. a (accepted first) and b wait for one unit; the rounds that would
+// decide them fail with a serialization failure (40001, transient): a
+// round of a alone, then rounds of both. Ridden out (fewer failed rounds
+// than maxDBRetries), a gets the unit. Not ridden out, both go back to
+// asynq: before, the oldest order ran out of tries first, and b, decided in
+// the next round, took the unit (a found the product sold out on its
+// retry).
+func TestDatabaseFaultKeepsTheOrderOfBuyers(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		faults int
+		ridden bool
+	}{
+		{"four failed rounds", 4, true},
+		// a's seventh failed round is b's sixth: b has a try left, and
+		// would take the unit in the next round if it stayed.
+		{"one more than the tries", 7, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, worker.ModeBatch, 5*time.Second)
+			e.start(t)
+			inventorytest.CreateProduct(t, e.store, "p", 1, 0)
+			e.exec(t, fmt.Sprintf(`CREATE SEQUENCE fault_rounds;
+CREATE FUNCTION fault() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM ins WHERE status <> 'failed') AND nextval('fault_rounds') <= %d THEN
+    RAISE EXCEPTION 'injected fault' USING ERRCODE = '40001';
+  END IF;
+  RETURN NULL;
+END $$;
+CREATE TRIGGER fault AFTER INSERT ON orders REFERENCING NEW TABLE AS ins
+  FOR EACH STATEMENT EXECUTE FUNCTION fault();`, tc.faults))
+			bg := context.Background()
+			// a's first round waits on the row; b queues behind it and
+			// joins a's second round.
+			tx := e.holdRow(t, "p")
+			errA, errB := make(chan error, 1), make(chan error, 1)
+			go func() { errA <- e.w.ProcessTask(bg, task(t, "a", "p", "ua", 1, 1)) }()
+			watch := e.conn(t)
+			testenv.Eventually(t, 10*time.Second, func() error {
+				var waiting bool
+				err := watch.QueryRow(bg, `SELECT EXISTS (SELECT 1 FROM pg_locks l
+					WHERE NOT l.granted AND $1::int = ANY (pg_blocking_pids(l.pid)))`, int(tx.Conn().PgConn().PID())).Scan(&waiting)
+				if err == nil && !waiting {
+					err = errors.New("a's round does not wait on the row yet")
+				}
+				return err
+			})
+			go func() { errB <- e.w.ProcessTask(bg, task(t, "b", "p", "ub", 1, 2)) }()
+			testenv.Eventually(t, 10*time.Second, func() error {
+				if n := worker.PendingOrders(e.w, "p"); n != 1 {
+					return fmt.Errorf("%d orders of p wait for a round, want b", n)
+				}
+				return nil
+			})
+			if err := tx.Rollback(bg); err != nil {
+				t.Fatal(err)
+			}
+			ea, eb := <-errA, <-errB
+			a, errGetA := e.store.Order(bg, "a")
+			b, errGetB := e.store.Order(bg, "b")
+			t.Logf("a: %v, %s %q; b: %v, %s %q", ea, a.Status, a.Reason, eb, b.Status, b.Reason)
+			if tc.ridden {
+				if ea != nil || eb != nil || errGetA != nil || errGetB != nil ||
+					a.Status != inventory.StatusSucceeded || b.Status != inventory.StatusSoldOut {
+					t.Errorf("want a succeeded and b sold out, both tasks done (errors %v, %v, %v, %v)", ea, eb, errGetA, errGetB)
+				}
+				return
+			}
+			if ea == nil || eb == nil {
+				t.Errorf("tasks: %v, %v; want both back to asynq with an error", ea, eb)
+			}
+			if b.Status == inventory.StatusSucceeded {
+				t.Errorf("the later order b got the unit; a is %q", a.Status)
+			}
+		})
+	}
+}
