@@ -102,7 +102,15 @@ func (b *batcher) signal() {
 func (b *batcher) submit(ctx context.Context, o inventory.OrderRequest) (inventory.Decision, error) {
 	r := &request{ctx: ctx, order: o, res: make(chan result, 1)}
 	b.mu.Lock()
-	b.pending[o.ProductID] = append(b.pending[o.ProductID], r)
+	// In order of acceptance, not of arrival here: an order asynq retries
+	// comes back after later ones, and with more than MaxBatch pending it
+	// would wait a round behind them. Nearly always this appends.
+	rs := b.pending[o.ProductID]
+	i := len(rs)
+	for i > 0 && rs[i-1].order.AcceptedAt.After(o.AcceptedAt) {
+		i--
+	}
+	b.pending[o.ProductID] = slices.Insert(rs, i, r)
 	b.mu.Unlock()
 	b.signal()
 	select {

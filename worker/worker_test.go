@@ -160,6 +160,22 @@ func (e *env) holdRow(t *testing.T, product string) pgx.Tx {
 	return tx
 }
 
+// waitBlockedBy waits until a transaction of the worker waits for a lock
+// that tx holds (a round blocked on a row held by holdRow).
+func (e *env) waitBlockedBy(t *testing.T, tx pgx.Tx) {
+	t.Helper()
+	watch := e.conn(t)
+	testenv.Eventually(t, 10*time.Second, func() error {
+		var waiting bool
+		err := watch.QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM pg_locks l
+			WHERE NOT l.granted AND $1::int = ANY (pg_blocking_pids(l.pid)))`, int(tx.Conn().PgConn().PID())).Scan(&waiting)
+		if err == nil && !waiting {
+			err = errors.New("no round waits on the held row yet")
+		}
+		return err
+	})
+}
+
 // exec runs sql on the worker's database.
 func (e *env) exec(t *testing.T, sql string) {
 	t.Helper()
@@ -1433,16 +1449,7 @@ CREATE TRIGGER fault AFTER INSERT ON orders REFERENCING NEW TABLE AS ins
 			tx := e.holdRow(t, "p")
 			errA, errB := make(chan error, 1), make(chan error, 1)
 			go func() { errA <- e.w.ProcessTask(bg, task(t, "a", "p", "ua", 1, 1)) }()
-			watch := e.conn(t)
-			testenv.Eventually(t, 10*time.Second, func() error {
-				var waiting bool
-				err := watch.QueryRow(bg, `SELECT EXISTS (SELECT 1 FROM pg_locks l
-					WHERE NOT l.granted AND $1::int = ANY (pg_blocking_pids(l.pid)))`, int(tx.Conn().PgConn().PID())).Scan(&waiting)
-				if err == nil && !waiting {
-					err = errors.New("a's round does not wait on the row yet")
-				}
-				return err
-			})
+			e.waitBlockedBy(t, tx)
 			go func() { errB <- e.w.ProcessTask(bg, task(t, "b", "p", "ub", 1, 2)) }()
 			testenv.Eventually(t, 10*time.Second, func() error {
 				if n := worker.PendingOrders(e.w, "p"); n != 1 {
@@ -1471,5 +1478,50 @@ CREATE TRIGGER fault AFTER INSERT ON orders REFERENCING NEW TABLE AS ins
 				t.Errorf("the later order b got the unit; a is %q", a.Status)
 			}
 		})
+	}
+}
+
+// Orders wait for a round in order of acceptance, not of arrival: an order
+// asynq retries comes back after later ones, and with a full round
+// (MaxBatch 1 here) it must still go first. a holds the runner on the row;
+// c, then b (accepted before c) arrive; stock 2 goes to a and b.
+func TestPendingOrdersKeepTheOrderOfAcceptance(t *testing.T) {
+	t.Parallel()
+	e := newEnvWith(t, worker.Config{Mode: worker.ModeBatch, MaxBatch: 1}, 5*time.Second)
+	e.start(t)
+	inventorytest.CreateProduct(t, e.store, "p", 2, 0)
+	bg := context.Background()
+	tx := e.holdRow(t, "p")
+	errs := make(chan error, 3)
+	process := func(id string, seq int) {
+		go func() { errs <- e.w.ProcessTask(bg, task(t, id, "p", "u"+id, 1, seq)) }()
+	}
+	waitPending := func(n int) {
+		testenv.Eventually(t, 10*time.Second, func() error {
+			if got := worker.PendingOrders(e.w, "p"); got != n {
+				return fmt.Errorf("%d orders of p wait for a round, want %d", got, n)
+			}
+			return nil
+		})
+	}
+	process("a", 1)
+	e.waitBlockedBy(t, tx) // a's round
+	process("c", 3)
+	waitPending(1)
+	process("b", 2)
+	waitPending(2)
+	if err := tx.Rollback(bg); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for id, want := range map[string]inventory.Status{"a": inventory.StatusSucceeded, "b": inventory.StatusSucceeded, "c": inventory.StatusSoldOut} {
+		o, err := e.store.Order(bg, id)
+		if err != nil || o.Status != want {
+			t.Errorf("order %s: %q, %v; want %q", id, o.Status, err, want)
+		}
 	}
 }
