@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -741,14 +742,23 @@ func (c *Client) releaseOn(ctx context.Context, ks keyset, value string, idx []i
 		return
 	}
 	var wg sync.WaitGroup
+	var deleted atomic.Bool
 	for _, i := range idx {
 		wg.Go(func() {
 			cctx, cancel := context.WithTimeout(ctx, c.cfg.nodeTimeout)
 			defer cancel()
-			_ = releaseScript.Run(cctx, c.nodes[i].rdb, []string{ks.lock}, value, ks.channel).Err()
+			if releaseReply(releaseScript.Run(cctx, c.nodes[i].rdb, []string{ks.lock}, value, ks.channel)).ok {
+				deleted.Store(true)
+			}
 		})
 	}
 	wg.Wait()
+	if deleted.Load() {
+		// The nodes' message carries our own value, which our subscription
+		// ignores (valuePrefix): wake our waiters here, since the key may
+		// now be free (a lost lock's or a failed attempt's leftover gone).
+		c.hub.notify(ks.channel)
+	}
 }
 
 // raiseFence raises the fence counter to at least token on the given nodes in
