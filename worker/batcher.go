@@ -579,7 +579,11 @@ func (b *batcher) requeue(reqs []*request, err error, transient bool) {
 			delete(b.notBefore, p)
 			continue
 		}
-		b.pending[p] = append(rs, b.pending[p]...)
+		// Back in order of acceptance: an order asynq retried may have
+		// come in during the round, accepted before some of the round's.
+		rs = append(rs, b.pending[p]...)
+		slices.SortStableFunc(rs, func(x, y *request) int { return x.order.AcceptedAt.Compare(y.order.AcceptedAt) })
+		b.pending[p] = rs
 		if transient {
 			d := dbRetryDelay << (tries[p] - 1)
 			b.notBefore[p] = time.Now().Add(d)
