@@ -67,9 +67,9 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}()
 	if addr, ok := redisAddr(cfg.RedisURL); ok && localsvc.Ping(addr) != nil {
 		if _, err := localsvc.FindBinary("redis-server"); err != nil {
-			return fmt.Errorf("nothing answers at FLASHSALE_REDIS_URL=%s and redis-server is not installed: "+
+			return fmt.Errorf("nothing answers at %[1]s=%[2]s and redis-server is not installed: "+
 				"install it (Debian/Ubuntu: apt-get install redis-server; macOS: brew install redis) "+
-				"or point FLASHSALE_REDIS_URL at a running Redis 6.2+", redact.URL(cfg.RedisURL))
+				"or point %[1]s at a running Redis 6.2+", cfg.name("FLASHSALE_REDIS_URL"), redact.URL(cfg.RedisURL))
 		}
 		r, err := startDevRedis(filepath.Join(dataDir, "redis"))
 		if err != nil {
@@ -84,9 +84,9 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	if !postgresAnswers(ctx, cfg.DatabaseURL) {
 		if _, err := localsvc.FindBinary("initdb"); err != nil {
-			return fmt.Errorf("nothing answers at FLASHSALE_DATABASE_URL=%s and PostgreSQL's initdb is not installed: "+
+			return fmt.Errorf("nothing answers at %[1]s=%[2]s and PostgreSQL's initdb is not installed: "+
 				"install PostgreSQL 13+ (Debian/Ubuntu: apt-get install postgresql; macOS: brew install postgresql) "+
-				"or point FLASHSALE_DATABASE_URL at a running server", redact.URL(cfg.DatabaseURL))
+				"or point %[1]s at a running server", cfg.name("FLASHSALE_DATABASE_URL"), redact.URL(cfg.DatabaseURL))
 		}
 		p, err := startDevPostgres(filepath.Join(dataDir, "postgres"))
 		if err != nil {
@@ -207,10 +207,10 @@ func devEnv(cfg config, i int) ([]string, error) {
 	var err error
 	if i > 0 {
 		if vals["FLASHSALE_PPROF_ADDR"], err = offsetAddr(cfg.PprofAddr, i); err != nil {
-			return nil, fmt.Errorf("FLASHSALE_PPROF_ADDR for worker %d: %w", i, err)
+			return nil, fmt.Errorf("%s for worker %d: %w", cfg.name("FLASHSALE_PPROF_ADDR"), i, err)
 		}
 		if vals["FLASHSALE_METRICS_ADDR"], err = offsetAddr(cfg.MetricsAddr, i-1); err != nil {
-			return nil, fmt.Errorf("FLASHSALE_METRICS_ADDR for worker %d: %w", i, err)
+			return nil, fmt.Errorf("%s for worker %d: %w", cfg.name("FLASHSALE_METRICS_ADDR"), i, err)
 		}
 	}
 	env := cluster.BaseEnv()
@@ -249,7 +249,8 @@ func devEnvs(cfg config, workers int) ([][]string, error) {
 				continue
 			}
 			if prev, ok := owner[v]; ok {
-				return nil, fmt.Errorf("%s and %s would both listen on %s: choose FLASHSALE_HTTP_ADDR, FLASHSALE_PPROF_ADDR and FLASHSALE_METRICS_ADDR further apart (dev gives the workers the ports above them)", prev, name+"'s "+k, v)
+				return nil, fmt.Errorf("%s and %s would both listen on %s: choose %s, %s and %s further apart (dev gives the workers the ports above them)", prev, name+"'s "+k, v,
+					cfg.name("FLASHSALE_HTTP_ADDR"), cfg.name("FLASHSALE_PPROF_ADDR"), cfg.name("FLASHSALE_METRICS_ADDR"))
 			}
 			owner[v] = name + "'s " + k
 		}
