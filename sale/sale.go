@@ -538,12 +538,26 @@ func (s *Service) PlaceOrder(ctx context.Context, r PlaceOrderRequest) (Placed, 
 			return Placed{}, ErrSoldOut
 		}
 		p, err := s.soldOutKeyed(ctx, o)
-		if !errors.Is(err, errUndecidable) {
+		switch {
+		case errors.Is(err, ErrSoldOut):
+			// The lookups may have taken seconds (a slow database): a
+			// restock may have reopened the product meanwhile and, Settle
+			// later, added stock. Refuse only on a flag read now, which the
+			// gate trusts for less than Settle, as for an unkeyed order.
+			still, ferr := s.gate.SoldOut(ctx, r.ProductID)
+			if ferr != nil {
+				s.failOpen(ctx, fmt.Errorf("sale: sold-out flag unreadable, order let through: %w", ferr))
+			}
+			if ferr == nil && still {
+				return Placed{}, ErrSoldOut
+			}
+			// Reopened, or unreadable: go on as for a product on sale.
+		case !errors.Is(err, errUndecidable):
 			return p, err
 		}
-		// The database cannot say whether the key's order was decided:
-		// queue it, as below, and let a worker decide (sold out, or a
-		// replay of the decided order) rather than answer 503.
+		// errUndecidable: the database cannot say whether the key's order
+		// was decided: queue it, as below, and let a worker decide (sold
+		// out, or a replay of the decided order) rather than answer 503.
 	}
 	if r.IdempotencyKey != "" {
 		// A decided order with this key answers for itself.
@@ -635,15 +649,24 @@ func (s *Service) mayBeBuried(ctx context.Context) bool {
 // errUndecidable: the order can still be queued, and a worker decides it
 // (its task id refuses nothing then, and a worker meeting a decided order
 // changes nothing). When the queue cannot be read: ErrUnavailable.
+//
+// The database is read even when the queue has the task: an order decided
+// while its task is still there (its acknowledgement not in yet, a worker
+// killed after its commit, a stranded task whose rescue decided it)
+// answers with its outcome, as GET /v1/orders/{id} and a re-send before the
+// sell-out do, not "queued".
 func (s *Service) soldOutKeyed(ctx context.Context, o queue.Order) (Placed, error) {
 	ti, qerr := s.queuedTask(ctx, o.ID)
-	if qerr == nil {
-		return s.replayTask(ctx, o, ti)
-	}
 	prev, derr := s.decidedOrder(ctx, o.ID)
 	switch {
 	case derr == nil:
 		return s.replay(o, prev.ProductID, prev.Quantity, prev.Status)
+	case qerr == nil && ti.State == queue.Dead && !errors.Is(derr, inventory.ErrNotFound):
+		// A dead task's order reads from the database (see replayTask),
+		// which cannot be read.
+		return Placed{}, s.translate(derr)
+	case qerr == nil:
+		return s.replay(o, ti.Order.ProductID, ti.Order.Quantity, taskStatus(ti))
 	case !errors.Is(qerr, queue.ErrNotFound):
 		return Placed{}, fmt.Errorf("%w: %w", ErrUnavailable, qerr)
 	case errors.Is(derr, inventory.ErrUnavailable):

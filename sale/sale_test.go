@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/flashsale/flashsale/internal/localsvc"
@@ -1096,5 +1097,91 @@ func TestRestockWithAKeyIsAppliedOnce(t *testing.T) {
 	}
 	if p, _ := e.Store.Product(ctx, "p1"); p.Stock != 12 {
 		t.Errorf("stock = %d, want 12 (5 + 7, each once)", p.Stock)
+	}
+}
+
+// A keyed order on a product flagged sold out is looked up in the queue and
+// in PostgreSQL before its 409. When those lookups are slow (here the
+// orders table is locked) and a restock reopens the product and commits
+// stock meanwhile, the order must not be refused on the flag it read before
+// (from a review: it was, 409 with stock 5).
+func TestKeyedSoldOutAnswerDoesNotOutliveARestock(t *testing.T) {
+	t.Parallel()
+	e := saletest.New(t, &saletest.Options{CacheTTL: time.Second}) // Settle 2.1s, as in production
+	e.CreateProduct(t, "p1", 0, 0)
+	e.MarkSoldOut(t, "p1")
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, e.DatabaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `LOCK TABLE orders IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	type answer struct {
+		p   sale.Placed
+		err error
+	}
+	got := make(chan answer, 1)
+	go func() {
+		p, err := e.Service.PlaceOrder(ctx, sale.PlaceOrderRequest{ProductID: "p1", UserID: "bob", Quantity: 1, IdempotencyKey: "k1"})
+		got <- answer{p, err}
+	}()
+	// The order has read the flag and its database lookup waits on the lock.
+	watch, err := pgx.Connect(ctx, e.DatabaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watch.Close(ctx)
+	testenv.Eventually(t, 10*time.Second, func() error {
+		var waiting bool
+		err := watch.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks l
+			WHERE NOT l.granted AND $1::int = ANY (pg_blocking_pids(l.pid)))`, int(conn.PgConn().PID())).Scan(&waiting)
+		if err == nil && !waiting {
+			err = errors.New("the order's lookup does not wait on the table yet")
+		}
+		return err
+	})
+	p, _, err := e.Service.Restock(ctx, "p1", 5, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Rollback(ctx); err != nil { // the lookup answers: not found
+		t.Fatal(err)
+	}
+	a := <-got
+	if a.err != nil || a.p.Status != inventory.StatusQueued {
+		t.Fatalf("keyed order after a restock that committed stock %d while it was looked up: %+v, %v; want it queued", p.Stock, a.p, a.err)
+	}
+}
+
+// A keyed order re-sent once its product is flagged sold out answers with
+// its outcome when PostgreSQL has it decided, even while its task is still
+// in the queue (not acknowledged yet, a worker killed after its commit), as
+// GET and a re-send before the flag do (from a review: it answered
+// "queued").
+func TestSoldOutKeyedReplayOfADecidedOrderWithALiveTask(t *testing.T) {
+	t.Parallel()
+	e := saletest.New(t, nil)
+	e.CreateProduct(t, "p1", 1, 0)
+	ctx := context.Background()
+	req := sale.PlaceOrderRequest{ProductID: "p1", UserID: "alice", Quantity: 1, IdempotencyKey: "k1"}
+	placed := e.PlaceOrder(t, req)
+	e.Commit(t, placed.OrderID) // decided (the last unit); its task still queued
+	before := e.PlaceOrder(t, req)
+	e.MarkSoldOut(t, "p1")
+	after := e.PlaceOrder(t, req)
+	v, err := e.Service.Order(ctx, placed.OrderID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Status != inventory.StatusSucceeded || before.Status != v.Status || after.Status != v.Status || !after.Replay {
+		t.Fatalf("GET: %s; re-send before the flag: %s; after: %+v; want succeeded, a replay", v.Status, before.Status, after)
 	}
 }
