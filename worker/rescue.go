@@ -90,9 +90,11 @@ func (w *Worker) runRescuer(ctx context.Context, in *queue.Inspector, prod *queu
 		if err != nil {
 			continue // another worker scans this time, or the lock is down
 		}
-		// The scan ends with the lock (lost) or with the worker (shutdown,
-		// which waits for it before asynq stops taking tasks).
-		sctx, cancel := context.WithCancel(l.Context())
+		// The scan ends with the lock (lost), with the worker (shutdown,
+		// which waits for it before asynq stops taking tasks), or after
+		// RescueTimeout (a stuck call; the next scan starts with the
+		// stranded tasks again).
+		sctx, cancel := context.WithTimeout(l.Context(), w.cfg.RescueTimeout)
 		stop := context.AfterFunc(ctx, cancel)
 		ids, deep, err := w.rescue(sctx, in, prod, unheld, time.Now())
 		var dead []string
@@ -265,10 +267,17 @@ func (w *Worker) rescue(ctx context.Context, in *queue.Inspector, prod *queue.Pr
 	for _, t := range stranded {
 		o := t.Order
 		_, err := w.store.Order(ctx, o.ID)
-		if err == nil {
+		switch {
+		case err == nil:
 			continue // decided; asynq will retire the stranded task
-		}
-		if !errors.Is(err, inventory.ErrNotFound) {
+		case errors.Is(err, inventory.ErrNotFound):
+		case errors.Is(err, inventory.ErrUnavailable) && ctx.Err() == nil:
+			// PostgreSQL cannot say (an outage, often why a task was on
+			// its last try): rescue it anyway; its rescue task decides
+			// the order, or finds it decided, which changes nothing.
+			// Otherwise a crash during an outage left the task to asynq's
+			// recoverer, which archives a last try with nothing buried.
+		default:
 			return ids, deep, err
 		}
 		switch err := prod.Rescue(ctx, t.TaskID, o); {

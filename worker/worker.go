@@ -88,6 +88,11 @@ type Config struct {
 	// worker has just dequeued are rescued too (harmless replays, wasted
 	// work).
 	UnheldGrace time.Duration
+	// RescueTimeout bounds one rescue scan; default 10s. A call that does
+	// not return (a row held by a runaway transaction, a silently dropped
+	// connection) would otherwise keep the rescuer lock, which its
+	// watchdog renews, and no worker would rescue anything.
+	RescueTimeout time.Duration
 	// KeyPrefix prefixes the worker's own Redis keys; default "flashsale:".
 	KeyPrefix string
 	// Logger receives the worker's logs; default slog.Default().
@@ -118,6 +123,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.RescueInterval <= 0 {
 		c.RescueInterval = 2 * time.Second
+	}
+	if c.RescueTimeout <= 0 {
+		c.RescueTimeout = 10 * time.Second
 	}
 	if c.UnheldGrace <= 0 {
 		c.UnheldGrace = queue.HeartbeatInterval + 2*time.Second

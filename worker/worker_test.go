@@ -1525,3 +1525,116 @@ func TestPendingOrdersKeepTheOrderOfAcceptance(t *testing.T) {
 		}
 	}
 }
+
+// pgDown makes the worker's database refuse connections and ends the open
+// ones (PostgreSQL down, as far as the worker can tell) until the returned
+// func, or cleanup, brings it back.
+func (e *env) pgDown(t *testing.T) (up func()) {
+	t.Helper()
+	ctx := context.Background()
+	cfg, err := pgx.ParseConfig(e.dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, err := pgx.Connect(ctx, testenv.DatabaseURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := pgx.Identifier{cfg.Database}.Sanitize()
+	if _, err := admin.Exec(ctx, `ALTER DATABASE `+db+` WITH ALLOW_CONNECTIONS false`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1`, cfg.Database); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	up = func() {
+		once.Do(func() {
+			if _, err := admin.Exec(ctx, `ALTER DATABASE `+db+` WITH ALLOW_CONNECTIONS true`); err != nil {
+				t.Error(err)
+			}
+			_ = admin.Close(ctx)
+		})
+	}
+	t.Cleanup(up)
+	return up
+}
+
+// A worker that crashed during a PostgreSQL outage (often why an order is
+// on its last try) has its orders rescued all the same: the rescuer cannot
+// ask PostgreSQL whether they were decided, and re-queues them (a replay
+// changes nothing). Before, the scan gave up on the database error, and
+// asynq's recoverer later archived a last try with nothing buried, leaving
+// the order in the archive alone (from a review).
+func TestCrashDuringADatabaseOutageIsRescued(t *testing.T) {
+	t.Parallel()
+	e := newEnvWith(t, worker.Config{RescueInterval: 20 * time.Millisecond, UnheldGrace: 100 * time.Millisecond}, 5*time.Second)
+	inventorytest.CreateProduct(t, e.store, "p", 5, 0)
+	ctx := context.Background()
+	o := queue.Order{ID: "o1", ProductID: "p", UserID: "u1", Quantity: 1, AcceptedAt: time.Now()}
+	if err := e.producer(t).Enqueue(ctx, o); err != nil {
+		t.Fatal(err)
+	}
+	// Its worker took it and was killed; the lease has just lapsed (asynq's
+	// recoverer waits 30s more).
+	queuetest.Strand(t, e.rdb, e.queue.Queue, time.Now().Add(-time.Second))
+	up := e.pgDown(t)
+	e.start(t)
+	in := queue.NewInspector(e.rdb, e.queue)
+	testenv.Eventually(t, 10*time.Second, func() error {
+		st, err := in.States(ctx, []string{"o1" + queue.RescueSuffix})
+		if err == nil && st[0] == 0 { // no such task
+			err = errors.New("o1 not rescued yet")
+		}
+		return err
+	})
+	up()
+	testenv.Eventually(t, 30*time.Second, func() error {
+		got, err := e.store.Order(ctx, "o1")
+		if err == nil && got.Status != inventory.StatusSucceeded {
+			err = fmt.Errorf("o1 is %s", got.Status)
+		}
+		return err
+	})
+}
+
+// One call of a rescue scan that does not return (a row held by a runaway
+// transaction; a silently dropped connection does the same) must not stop
+// crash recovery: the scan ends after RescueTimeout, and the next one
+// rescues the orders of other products (from a review: none was, for as
+// long as the row was held).
+func TestStuckRescueScanDoesNotStopRescues(t *testing.T) {
+	t.Parallel()
+	e := newEnvWith(t, worker.Config{RescueInterval: 20 * time.Millisecond, UnheldGrace: 100 * time.Millisecond,
+		RescueTimeout: 500 * time.Millisecond}, 5*time.Second)
+	inventorytest.CreateProduct(t, e.store, "p", 5, 0)
+	inventorytest.CreateProduct(t, e.store, "q", 5, 0)
+	ctx := context.Background()
+	in := queue.NewInspector(e.rdb, e.queue)
+	// An order of p buried earlier: recording it waits for p's row.
+	if err := in.Bury(ctx, queue.Order{ID: "b1", ProductID: "p", UserID: "u1", Quantity: 1, AcceptedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	tx := e.holdRow(t, "p")
+	prod := e.producer(t)
+	e.start(t)
+	e.waitBlockedBy(t, tx) // a scan waits for p's row
+	// Paused, so that the worker does not run the task stranded below (the
+	// rescuer ignores the pause).
+	ai := asynq.NewInspectorFromRedisClient(e.rdb)
+	if err := ai.PauseQueue(e.queue.Queue); err != nil {
+		t.Fatal(err)
+	}
+	defer ai.UnpauseQueue(e.queue.Queue)
+	if err := prod.Enqueue(ctx, queue.Order{ID: "s1", ProductID: "q", UserID: "u2", Quantity: 1, AcceptedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	queuetest.Strand(t, e.rdb, e.queue.Queue, time.Now().Add(-time.Second))
+	testenv.Eventually(t, 10*time.Second, func() error {
+		st, err := in.States(ctx, []string{"s1" + queue.RescueSuffix})
+		if err == nil && st[0] == 0 { // no such task
+			err = errors.New("s1 not rescued yet")
+		}
+		return err
+	})
+}
