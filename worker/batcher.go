@@ -546,7 +546,10 @@ func (b *batcher) failProduct(p string, err error) {
 // Once an order of a product has no try left, every order of that product
 // this process holds goes back to asynq with it: the oldest order runs out
 // first, and the later ones, decided in the next round, would take the
-// stock it was owed.
+// stock it was owed. (Back in asynq each returns after its own jittered
+// retry delay, so a later one can still come back first: a reviewer's run
+// saw it in 2 of 40 products. Orders held by different workers have no
+// stricter order either.)
 func (b *batcher) requeue(reqs []*request, err error, transient bool) {
 	stale := map[string]bool{}
 	for _, s := range inventory.StaleFences(err) {

@@ -264,21 +264,30 @@ func (w *Worker) rescue(ctx context.Context, in *queue.Inspector, prod *queue.Pr
 			delete(unheld, id)
 		}
 	}
+	// Which of their orders are decided, in one query with a deadline of
+	// its own: when PostgreSQL cannot say (an outage, often why a task was
+	// on its last try; or a hung call), rescue them all anyway: a rescue
+	// task decides its order, or finds it decided, which changes nothing.
+	// Otherwise a crash during an outage left its tasks to asynq's
+	// recoverer, which archives a last try with nothing buried, and a hung
+	// lookup held every later scan at the same task.
+	orderIDs := make([]string, len(stranded))
+	for i, t := range stranded {
+		orderIDs[i] = t.Order.ID
+	}
+	lctx, cancel := context.WithTimeout(ctx, min(time.Second, w.cfg.RescueTimeout/4))
+	decided, err := w.store.Orders(lctx, orderIDs)
+	cancel()
+	if err != nil {
+		if ctx.Err() != nil || !(errors.Is(err, inventory.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded)) {
+			return nil, nil, err
+		}
+		decided = nil
+	}
 	for _, t := range stranded {
 		o := t.Order
-		_, err := w.store.Order(ctx, o.ID)
-		switch {
-		case err == nil:
+		if _, ok := decided[o.ID]; ok {
 			continue // decided; asynq will retire the stranded task
-		case errors.Is(err, inventory.ErrNotFound):
-		case errors.Is(err, inventory.ErrUnavailable) && ctx.Err() == nil:
-			// PostgreSQL cannot say (an outage, often why a task was on
-			// its last try): rescue it anyway; its rescue task decides
-			// the order, or finds it decided, which changes nothing.
-			// Otherwise a crash during an outage left the task to asynq's
-			// recoverer, which archives a last try with nothing buried.
-		default:
-			return ids, deep, err
 		}
 		switch err := prod.Rescue(ctx, t.TaskID, o); {
 		case err == nil:

@@ -1638,3 +1638,46 @@ func TestStuckRescueScanDoesNotStopRescues(t *testing.T) {
 		return err
 	})
 }
+
+// The same when PostgreSQL hangs rather than refuses (a table lock, a
+// blackholed host): the rescuer's lookup has a deadline of its own, and the
+// orders are rescued all the same (from a review: the lookup used up the
+// scan's time, and every scan stopped at it).
+func TestCrashWhileTheDatabaseHangsIsRescued(t *testing.T) {
+	t.Parallel()
+	e := newEnvWith(t, worker.Config{RescueInterval: 20 * time.Millisecond, UnheldGrace: 100 * time.Millisecond,
+		RescueTimeout: 2 * time.Second}, 5*time.Second)
+	inventorytest.CreateProduct(t, e.store, "p", 5, 0)
+	ctx := context.Background()
+	if err := e.producer(t).Enqueue(ctx, queue.Order{ID: "o1", ProductID: "p", UserID: "u1", Quantity: 1, AcceptedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	queuetest.Strand(t, e.rdb, e.queue.Queue, time.Now().Add(-time.Second))
+	tx, err := e.conn(t).Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `LOCK TABLE orders IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	e.start(t)
+	in := queue.NewInspector(e.rdb, e.queue)
+	testenv.Eventually(t, 10*time.Second, func() error {
+		st, err := in.States(ctx, []string{"o1" + queue.RescueSuffix})
+		if err == nil && st[0] == 0 { // no such task
+			err = errors.New("o1 not rescued yet")
+		}
+		return err
+	})
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 30*time.Second, func() error {
+		got, err := e.store.Order(ctx, "o1")
+		if err == nil && got.Status != inventory.StatusSucceeded {
+			err = fmt.Errorf("o1 is %s", got.Status)
+		}
+		return err
+	})
+}
