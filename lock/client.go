@@ -710,7 +710,10 @@ func (c *Client) cleanup(ks keyset, value string, oks []nodeReply, errored []int
 		for i, r := range oks {
 			idx[i] = r.idx
 		}
-		c.releaseOn(context.Background(), ks, value, idx)
+		// Not waking our waiters: the one waiting for this key is the
+		// caller, which decides its next step on return (a wake-up now would
+		// send it straight into another round, against the same holder).
+		c.releaseOn(context.Background(), ks, value, idx, false)
 	}
 	if pending == 0 && len(errored) == 0 {
 		return
@@ -722,7 +725,7 @@ func (c *Client) cleanup(ks keyset, value string, oks []nodeReply, errored []int
 				idx = append(idx, r.idx)
 			}
 		}
-		c.releaseOn(context.Background(), ks, value, idx)
+		c.releaseOn(context.Background(), ks, value, idx, true)
 	})
 }
 
@@ -736,8 +739,9 @@ func (c *Client) allNodes() []int {
 }
 
 // releaseOn runs the release script on the given nodes, in parallel, and
-// waits for them (each bounded by NodeTimeout).
-func (c *Client) releaseOn(ctx context.Context, ks keyset, value string, idx []int) {
+// waits for them (each bounded by NodeTimeout). With wake, when it removed
+// the value anywhere, it wakes this client's waiters for the key.
+func (c *Client) releaseOn(ctx context.Context, ks keyset, value string, idx []int, wake bool) {
 	if len(idx) == 0 {
 		return
 	}
@@ -753,7 +757,7 @@ func (c *Client) releaseOn(ctx context.Context, ks keyset, value string, idx []i
 		})
 	}
 	wg.Wait()
-	if deleted.Load() {
+	if wake && deleted.Load() {
 		// The nodes' message carries our own value, which our subscription
 		// ignores (valuePrefix): wake our waiters here, since the key may
 		// now be free (a lost lock's or a failed attempt's leftover gone).

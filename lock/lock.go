@@ -258,7 +258,7 @@ func (l *Lock) finishAbandon(st lockState, cause error) {
 		// there, so that others need not wait out its TTL. The release
 		// script deletes only this lock's own value, and an extension
 		// arriving after it finds nothing to extend.
-		l.c.background(func() { l.c.releaseOn(context.Background(), l.ks, l.value, l.c.allNodes()) })
+		l.c.background(func() { l.c.releaseOn(context.Background(), l.ks, l.value, l.c.allNodes(), true) })
 	}
 }
 

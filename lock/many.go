@@ -257,7 +257,7 @@ func (c *Client) tryAcquireManyOneNode(ctx context.Context, keys []string, locks
 		}
 	}
 	for _, t := range orphans {
-		c.releaseOn(context.WithoutCancel(ctx), t.ks, t.value, []int{n.idx})
+		c.releaseOn(context.WithoutCancel(ctx), t.ks, t.value, []int{n.idx}, true)
 	}
 }
 

@@ -52,7 +52,7 @@ func TestOwnLeftoverRemovalWakesWaiters(t *testing.T) {
 		return nil
 	})
 	removed := time.Now()
-	c.releaseOn(ctx, ks, v, []int{0})
+	c.releaseOn(ctx, ks, v, []int{0}, true)
 	select {
 	case err := <-got:
 		if err != nil {
