@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"time"
 
@@ -72,7 +73,7 @@ func (s *Store) Apply(ctx context.Context, b Batch) (*Result, error) {
 		return &Result{Products: map[string]ProductState{}}, nil
 	}
 	for _, o := range b.Orders {
-		if o.ID == "" || o.Quantity < 1 {
+		if o.ID == "" || o.Quantity < 1 || o.Quantity > math.MaxInt32 {
 			return nil, fmt.Errorf("%w: order %q quantity %d", ErrInvalid, o.ID, o.Quantity)
 		}
 		if _, ok := b.Tokens[o.ProductID]; !ok {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/url"
 	"strings"
 	"sync"
@@ -262,6 +263,24 @@ func TestApplyUnknownProduct(t *testing.T) {
 	}
 	if res.Decisions[1].Order.Status != inventory.StatusSucceeded {
 		t.Errorf("known product: got %s, want succeeded", res.Decisions[1].Order.Status)
+	}
+}
+
+// A batch with an order the orders table cannot hold (no id, a quantity
+// outside 1 to 2^31-1) is refused as invalid, a permanent error, not
+// retried as a database outage (from a review: a quantity past int4 failed
+// pgx's encoding and read as ErrUnavailable, for ever).
+func TestApplyRefusesOrdersItCannotStore(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := inventorytest.NewStore(t)
+	inventorytest.CreateProduct(t, s, "p", 1, 0)
+	for _, o := range []inventory.OrderRequest{
+		req("", "p", "u1", 1, 1), req("a", "p", "u1", 0, 1), req("a", "p", "u1", math.MaxInt32+1, 1),
+	} {
+		if _, err := s.Apply(ctx, inventory.Batch{Orders: []inventory.OrderRequest{o}, Tokens: map[string]int64{"p": 1}}); !errors.Is(err, inventory.ErrInvalid) {
+			t.Errorf("order %q of quantity %d: %v, want ErrInvalid", o.ID, o.Quantity, err)
+		}
 	}
 }
 

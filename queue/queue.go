@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/url"
 	"slices"
 	"strconv"
@@ -68,8 +69,10 @@ func Decode(payload []byte) (Order, error) {
 	if err := json.Unmarshal(payload, &o); err != nil {
 		return Order{}, fmt.Errorf("%w: %v", ErrBadPayload, err)
 	}
-	if o.ID == "" || o.ProductID == "" || o.UserID == "" || o.Quantity < 1 {
-		return o, fmt.Errorf("%w: missing field or quantity < 1", ErrBadPayload)
+	if o.ID == "" || o.ProductID == "" || o.UserID == "" || o.Quantity < 1 || o.Quantity > math.MaxInt32 {
+		// The upper bound is the orders table's integer column: a larger
+		// quantity could never be stored, not even as failed.
+		return o, fmt.Errorf("%w: missing field or quantity not from 1 to %d", ErrBadPayload, math.MaxInt32)
 	}
 	return o, nil
 }

@@ -50,6 +50,7 @@ func TestEncodeDecode(t *testing.T) {
 		`{"id":"o","product_id":"p","user_id":"u","quantity":0}`,
 		`{"id":"o","product_id":"p","user_id":"u","quantity":-3}`,
 		`{"id":"o","product_id":"p","user_id":"u","quantity":"1"}`,
+		`{"id":"o","product_id":"p","user_id":"u","quantity":2147483648}`,
 	}
 	for _, payload := range bad {
 		if _, err := queue.Decode([]byte(payload)); !errors.Is(err, queue.ErrBadPayload) {
