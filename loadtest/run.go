@@ -635,7 +635,11 @@ func (r *runner) recordSubmit(i int, a answer, intended time.Time, kind sendKind
 		r.transportErrs++
 	} else {
 		r.answered++
-		r.lastAnswer = now
+		// Callers take now before r.mu: the latest time wins, not the
+		// last caller to get the lock.
+		if now.After(r.lastAnswer) {
+			r.lastAnswer = now
+		}
 		if last {
 			record(r.submitHist, now.Sub(intended))
 			k := statusKey(a.Status)
@@ -678,7 +682,9 @@ func (r *runner) observeFinal(i int, now time.Time) {
 	if r.resending {
 		r.resentFinal++
 	} else {
-		r.lastFinal = now
+		if now.After(r.lastFinal) { // see lastAnswer: callers take now before r.mu
+			r.lastFinal = now
+		}
 		record(r.finalHist, now.Sub(r.firstIntended[i]))
 	}
 	r.markDone(i)

@@ -517,3 +517,23 @@ func TestRunRetriesOnAnotherServer(t *testing.T) {
 		t.Errorf("retries: got 0, want the orders sent to the dead server retried")
 	}
 }
+
+// The settle phase ends at the latest final seen, whichever settler took
+// the lock last: callers take the time before the lock (from a review: two
+// settlers out of order moved lastFinal back, and settled/s up).
+func TestObservedTimesOnlyMoveForward(t *testing.T) {
+	t.Parallel()
+	cfg, err := Config{APIs: []string{"http://127.0.0.1:1"}, Orders: 2}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRunner(cfg)
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	r.mu.Lock()
+	r.observeFinal(0, t0.Add(2*time.Second))
+	r.observeFinal(1, t0.Add(time.Second))
+	r.mu.Unlock()
+	if want := t0.Add(2 * time.Second); !r.lastFinal.Equal(want) {
+		t.Errorf("lastFinal = %v, want %v (the last final observed)", r.lastFinal, want)
+	}
+}

@@ -170,6 +170,10 @@ const (
 	// CodeOverLimit: one buyer's succeeded units of a product exceed its
 	// per-user limit.
 	CodeOverLimit ViolationCode = "over_limit"
+	// CodeLimitMisapplied: an order ended limit_exceeded although its
+	// buyer's succeeded units of the product plus its quantity stay within
+	// the per-user limit, or the product has none.
+	CodeLimitMisapplied ViolationCode = "limit_misapplied"
 	// CodeDuplicateOrder: answers for one (user, Idempotency-Key) carried
 	// different order ids.
 	CodeDuplicateOrder ViolationCode = "duplicate_order"
@@ -206,6 +210,9 @@ const (
 	// rate limit). The load test sends well-formed orders for products it
 	// created, so a 400 or 404 refused an order the API should have taken.
 	CodeUnexpectedRefusal ViolationCode = "unexpected_refusal"
+	// CodeUnexpectedAnswer: POST /v1/orders answered a success other than
+	// 202, or a redirect: outside the contract.
+	CodeUnexpectedAnswer ViolationCode = "unexpected_answer"
 	// CodeProductUnverified: a product could not be read after settling.
 	CodeProductUnverified ViolationCode = "product_unverified"
 	// CodeIncomplete: the run did not finish (e.g. its timeout passed).
@@ -345,6 +352,19 @@ func analyze(obs Observations) *analysis {
 	sales := map[string][]sale{}
 	refusals := map[string][]refusal{}
 
+	// For the per-user checks: a buyer's succeeded units of a product, the
+	// units of their orders of unknown fate, and the orders refused
+	// limit_exceeded.
+	type userProduct struct{ user, product string }
+	perUser := map[userProduct]int64{}
+	uncertainPerUser := map[userProduct]int64{}
+	type limitRefusal struct {
+		up       userProduct
+		id, key  string
+		quantity int64
+	}
+	var limitRefusals []limitRefusal
+
 	for i, o := range obs.Orders {
 		t := tally(o.ProductID)
 		t.orders++
@@ -397,6 +417,11 @@ func analyze(obs Observations) *analysis {
 			case r.Status >= 400 && r.Status != http.StatusTooManyRequests:
 				add(Violation{Code: CodeUnexpectedRefusal, ProductID: o.ProductID, Key: o.Key, UserID: o.UserID,
 					Message: fmt.Sprintf("POST /v1/orders key %s send %d: %d %s (a well-formed order for a product of the run)", o.Key, n+1, r.Status, r.ErrorCode)})
+			case r.Status < 400:
+				// A success other than 202 (or a redirect): outside the
+				// contract, and its order, if any, was never followed.
+				add(Violation{Code: CodeUnexpectedAnswer, ProductID: o.ProductID, Key: o.Key, UserID: o.UserID,
+					Message: fmt.Sprintf("POST /v1/orders key %s send %d: %d (the API answers an order 202, 409, 422, 429 or an error)", o.Key, n+1, r.Status)})
 			}
 		}
 		// A 202 replay that carries a final status must carry the one
@@ -450,6 +475,7 @@ func analyze(obs Observations) *analysis {
 		if fateUnknown(o) {
 			// The server may have created it without us learning the id.
 			t.uncertainUnits += int64(o.Quantity)
+			uncertainPerUser[userProduct{o.UserID, o.ProductID}] += int64(o.Quantity)
 		}
 
 		// A 409 sold_out while stock remained: stock only falls during a
@@ -501,8 +527,6 @@ func analyze(obs Observations) *analysis {
 	}
 
 	// Per order id: the server's view of every accepted order.
-	type userProduct struct{ user, product string }
-	perUser := map[userProduct]int64{}
 	for _, id := range idOrder {
 		ow := owners[id]
 		o := obs.Orders[ow.order]
@@ -516,21 +540,25 @@ func analyze(obs Observations) *analysis {
 		switch {
 		case !ok:
 			t.uncertainUnits += q
+			uncertainPerUser[userProduct{o.UserID, o.ProductID}] += q
 			add(Violation{Code: CodeOrderNotFinal, ProductID: o.ProductID, OrderID: id, Key: o.Key, UserID: o.UserID,
 				Message: fmt.Sprintf("order %s (key %s) was accepted but never polled successfully", id, o.Key)})
 			continue
 		case st.NotFound:
 			t.uncertainUnits += q
+			uncertainPerUser[userProduct{o.UserID, o.ProductID}] += q
 			add(Violation{Code: CodeOrderLost, ProductID: o.ProductID, OrderID: id, Key: o.Key, UserID: o.UserID,
 				Message: fmt.Sprintf("order %s (key %s) was accepted with 202 but GET /v1/orders/%s answers 404", id, o.Key, id)})
 			continue
 		case !isKnownStatus(st.Status):
 			t.uncertainUnits += q
+			uncertainPerUser[userProduct{o.UserID, o.ProductID}] += q
 			add(Violation{Code: CodeUnknownStatus, ProductID: o.ProductID, OrderID: id, Key: o.Key,
 				Message: fmt.Sprintf("order %s has status %q, not one of queued, processing, succeeded, sold_out, limit_exceeded, failed", id, st.Status)})
 			continue
 		case !IsFinal(st.Status):
 			t.uncertainUnits += q
+			uncertainPerUser[userProduct{o.UserID, o.ProductID}] += q
 			msg := fmt.Sprintf("order %s (key %s) was accepted but its last seen status is %s", id, o.Key, st.Status)
 			if st.Err != "" {
 				msg += " (" + st.Err + ")"
@@ -568,6 +596,8 @@ func analyze(obs Observations) *analysis {
 		case StatusSucceeded:
 			t.succeededUnits += q
 			perUser[userProduct{o.UserID, o.ProductID}] += q
+		case StatusLimitExceeded:
+			limitRefusals = append(limitRefusals, limitRefusal{userProduct{o.UserID, o.ProductID}, id, o.Key, q})
 		case StatusSoldOut:
 			if t.obs.Final != nil && q <= t.obs.Final.Stock {
 				add(Violation{Code: CodeUndersell, ProductID: o.ProductID, OrderID: id, Key: o.Key, UserID: o.UserID,
@@ -629,6 +659,19 @@ func analyze(obs Observations) *analysis {
 			add(Violation{Code: CodeOverLimit, ProductID: up.product, UserID: up.user,
 				Message: fmt.Sprintf("user %s holds %d succeeded units of product %s, above its per-user limit %d", up.user, units, up.product, l)})
 		}
+	}
+	// A limit_exceeded order is refused because the buyer's units bought
+	// before it plus its quantity pass the limit. A buyer's units only grow
+	// during a run, so if their final units plus its quantity stay within
+	// the limit (or there is none), it was refused wrongly; orders of the
+	// buyer of unknown fate may explain it.
+	for _, r := range limitRefusals {
+		l := int64(limits[r.up.product])
+		if l > 0 && perUser[r.up]+uncertainPerUser[r.up]+r.quantity > l {
+			continue
+		}
+		add(Violation{Code: CodeLimitMisapplied, ProductID: r.up.product, OrderID: r.id, Key: r.key, UserID: r.up.user,
+			Message: fmt.Sprintf("order %s (key %s, quantity %d) ended limit_exceeded, but user %s holds %d succeeded units of product %s, limit %d", r.id, r.key, r.quantity, r.up.user, perUser[r.up], r.up.product, l)})
 	}
 
 	for _, e := range obs.ServerErrors {

@@ -93,6 +93,55 @@ func TestVerify(t *testing.T) {
 			want: map[ViolationCode]int{CodeOversell: 1, CodeSoldMismatch: 1},
 		},
 		{
+			name: "a success other than 202 to an order (from a review: counted as a rejection)",
+			plant: func(o *Observations) {
+				o.Orders[4].Responses = []SubmitResponse{{Status: 200}}
+				delete(o.States, "o4")
+			},
+			want: map[ViolationCode]int{CodeUnexpectedAnswer: 1},
+		},
+		{
+			name: "a redirect answered to an order",
+			plant: func(o *Observations) {
+				o.Orders[4].Responses = []SubmitResponse{{Status: 302}}
+				delete(o.States, "o4")
+			},
+			want: map[ViolationCode]int{CodeUnexpectedAnswer: 1},
+		},
+		{
+			name: "limit_exceeded for a buyer within the limit (from a review: not checked)",
+			plant: func(o *Observations) {
+				setStatus(o, "o3", StatusLimitExceeded)
+			},
+			want: map[ViolationCode]int{CodeLimitMisapplied: 1},
+		},
+		{
+			name: "limit_exceeded on a product without a limit",
+			plant: func(o *Observations) {
+				o.Products[0].PerUserLimit, o.Products[0].Final.PerUserLimit = 0, 0
+				setStatus(o, "o3", StatusLimitExceeded)
+			},
+			want: map[ViolationCode]int{CodeLimitMisapplied: 1},
+		},
+		{
+			name: "limit_exceeded for a buyer at the limit is right",
+			plant: func(o *Observations) {
+				o.Orders = append(o.Orders, OrderObservation{Key: "k5", UserID: "u0", ProductID: "p1", Quantity: 1,
+					Responses: []SubmitResponse{{Status: 202, OrderID: "o5", OrderStatus: StatusQueued}}})
+				o.States["o5"] = OrderState{OrderID: "o5", ProductID: "p1", UserID: "u0", Quantity: 1, Status: StatusLimitExceeded}
+			},
+			want: map[ViolationCode]int{},
+		},
+		{
+			name: "limit_exceeded explained by another order of the buyer of unknown fate",
+			plant: func(o *Observations) {
+				o.Orders = append(o.Orders, OrderObservation{Key: "k6", UserID: "u3", ProductID: "p1", Quantity: 1,
+					Responses: []SubmitResponse{{Status: 0}}})
+				setStatus(o, "o3", StatusLimitExceeded)
+			},
+			want: map[ViolationCode]int{},
+		},
+		{
 			name: "lost order: accepted, never seen again",
 			plant: func(o *Observations) {
 				delete(o.States, "o1")

@@ -126,6 +126,24 @@ func TestChecksReportMissedAndUnmeasured(t *testing.T) {
 	}
 }
 
+// A fast p99 from a part that failed is no measurement (from a review: three
+// failed parts made the goal "met").
+func TestP99GoalNeedsPartsThatHeld(t *testing.T) {
+	r := sample()
+	for _, s := range []*ScenarioResult{&r.Hot, &r.Spread, &r.Backlog} {
+		s.OK = false
+		s.Violations = map[loadtest.ViolationCode]int{loadtest.CodeIncomplete: 1, loadtest.CodeOrderNotFinal: 3}
+	}
+	c := checkByName(t, Checks(r), "submit p99 under the burst (hot, spread, backlog)")
+	if c.Verdict != Unknown || !strings.Contains(c.Value, "hot 12.0 ms (part failed)") {
+		t.Errorf("got %q %s, want %s, the parts marked failed", c.Value, c.Verdict, Unknown)
+	}
+	r.Hot.Submit.P99 = 40 // too slow, failed or not
+	if c := checkByName(t, Checks(r), "submit p99 under the burst (hot, spread, backlog)"); c.Verdict != Missed {
+		t.Errorf("a failed part with p99 40 ms: got %q %s, want %s", c.Value, c.Verdict, Missed)
+	}
+}
+
 // squeeze collapses runs of spaces, so that checks do not depend on the
 // padding of table columns.
 func squeeze(s string) string {
