@@ -200,11 +200,25 @@ type ActiveTask struct {
 	Held bool
 }
 
+// ArchivedOrder is an order task in asynq's archive.
+type ArchivedOrder struct {
+	// TaskID is the task's id: the order id, or the order id with
+	// [RescueSuffix].
+	TaskID string
+	Order  Order
+	// LeaseExpired: asynq's recoverer archived it, out of retries, because
+	// its lease lapsed (a worker died running its last try), not because a
+	// handler failed it. When a whole fleet restarts more than 30s after
+	// such a crash, the recoverer (which runs as a server starts) archives
+	// the task before any rescue scan could queue it again.
+	LeaseExpired bool
+}
+
 // Archived lists the orders whose tasks asynq archived (dead: out of
 // retries, or refused as permanent failures), page page (from 1) of
 // pageSize tasks in the archive's order, oldest first. last is true when
 // there is no page after this one.
-func (i *Inspector) Archived(ctx context.Context, page, pageSize int) (orders []Order, last bool, err error) {
+func (i *Inspector) Archived(ctx context.Context, page, pageSize int) (orders []ArchivedOrder, last bool, err error) {
 	if err := ctx.Err(); err != nil {
 		return nil, false, err
 	}
@@ -215,10 +229,10 @@ func (i *Inspector) Archived(ctx context.Context, page, pageSize int) (orders []
 	if err != nil {
 		return nil, false, fmt.Errorf("list archived tasks: %w: %w", ErrUnavailable, err)
 	}
-	orders = make([]Order, 0, len(tasks))
+	orders = make([]ArchivedOrder, 0, len(tasks))
 	for _, t := range tasks {
 		if o, err := Decode(t.Payload); err == nil {
-			orders = append(orders, o)
+			orders = append(orders, ArchivedOrder{TaskID: t.ID, Order: o, LeaseExpired: t.LastErr == asynq.ErrLeaseExpired.Error()})
 		}
 	}
 	return orders, len(tasks) < pageSize, nil

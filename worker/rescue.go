@@ -104,7 +104,7 @@ func (w *Worker) runRescuer(ctx context.Context, in *queue.Inspector, prod *queu
 		if err == nil && scan%archiveEvery == 0 {
 			var archived []string
 			var last bool
-			archived, last, err = w.recordArchived(sctx, in, page)
+			archived, last, err = w.recordArchived(sctx, in, prod, page)
 			dead = append(dead, archived...)
 			switch {
 			case err != nil:
@@ -147,11 +147,49 @@ func (w *Worker) runRescuer(ctx context.Context, in *queue.Inspector, prod *queu
 
 // recordArchived records failed the orders of the archive's page page that
 // have no outcome and no live task (see archiveEvery), and returns their
-// ids and whether page was the last.
-func (w *Worker) recordArchived(ctx context.Context, in *queue.Inspector, page int) (ids []string, last bool, err error) {
-	orders, last, err := in.Archived(ctx, page, archivePage)
-	if err != nil || len(orders) == 0 {
+// ids and whether page was the last. An undecided order whose task asynq's
+// recoverer archived (its last try cut short by a crash, not failed by a
+// handler) is queued again as a rescue instead, as the rescue scan would
+// have done had it seen the task first; it is recorded failed only if that
+// rescue cannot be queued (its chain is at its end, or its rescue task
+// exists and is dead too).
+func (w *Worker) recordArchived(ctx context.Context, in *queue.Inspector, prod *queue.Producer, page int) (ids []string, last bool, err error) {
+	archived, last, err := in.Archived(ctx, page, archivePage)
+	if err != nil || len(archived) == 0 {
 		return nil, last, err
+	}
+	orders := make([]queue.Order, len(archived))
+	var cut []string
+	for i, a := range archived {
+		orders[i] = a.Order
+		if a.LeaseExpired {
+			cut = append(cut, a.Order.ID)
+		}
+	}
+	if len(cut) > 0 {
+		decided, err := w.store.Orders(ctx, cut)
+		if err != nil {
+			return nil, false, err
+		}
+		var rescued []string
+		for _, a := range archived {
+			if _, done := decided[a.Order.ID]; !a.LeaseExpired || done {
+				continue
+			}
+			switch err := prod.Rescue(ctx, a.TaskID, a.Order); {
+			case err == nil:
+				rescued = append(rescued, a.Order.ID)
+				w.metrics.rescued.Inc()
+			case errors.Is(err, queue.ErrRescueDepth), errors.Is(err, queue.ErrDuplicate):
+				// Recorded below unless a task of it is live.
+			default:
+				return nil, false, err
+			}
+		}
+		if len(rescued) > 0 {
+			w.cfg.Logger.Warn("re-queued orders whose last try a crash cut short (archived by asynq's recoverer)",
+				"orders", len(rescued), "order_ids", rescued[:min(len(rescued), 20)])
+		}
 	}
 	ids, _, err = w.recordDead(ctx, in, orders)
 	return ids, last, err

@@ -1681,3 +1681,50 @@ func TestCrashWhileTheDatabaseHangsIsRescued(t *testing.T) {
 		return err
 	})
 }
+
+// A worker died running an order's last try, and the fleet came back more
+// than 30s later: asynq's recoverer, which runs as a server starts, archives
+// the task (out of retries, lease expired) before any rescue scan sees it.
+// The archive sweep must queue the order again as a rescue, not record it
+// failed: its last try never ran (from a review).
+func TestLastTryCutByACrashIsRescuedFromTheArchive(t *testing.T) {
+	t.Parallel()
+	e := newEnvWith(t, worker.Config{RescueInterval: 20 * time.Millisecond, UnheldGrace: 100 * time.Millisecond}, 5*time.Second)
+	inventorytest.CreateProduct(t, e.store, "p", 5, 0)
+	ctx := context.Background()
+	o := queue.Order{ID: "o1", ProductID: "p", UserID: "u1", Quantity: 1, AcceptedAt: time.Now().UTC()}
+	tk, err := queue.Encode(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := asynq.NewClientFromRedisClient(e.rdb)
+	// MaxRetry 0: its one try is its last, as the 26th try of an order is.
+	if _, err := client.Enqueue(tk, asynq.TaskID(o.ID), asynq.Queue(e.queue.Queue), asynq.MaxRetry(0), asynq.Timeout(30*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	queuetest.Strand(t, e.rdb, e.queue.Queue, time.Now().Add(-time.Minute)) // its worker died a minute ago
+	// A bare asynq server starts first: its recoverer archives the task.
+	srv := asynq.NewServerFromRedisClient(e.rdb, asynq.Config{
+		Concurrency: 1, Queues: map[string]int{e.queue.Queue: 1}, LogLevel: asynq.FatalLevel,
+	})
+	if err := srv.Start(asynq.HandlerFunc(func(context.Context, *asynq.Task) error { return nil })); err != nil {
+		t.Fatal(err)
+	}
+	in := queue.NewInspector(e.rdb, e.queue)
+	testenv.Eventually(t, 10*time.Second, func() error {
+		st, err := in.States(ctx, []string{o.ID})
+		if err == nil && st[0] != queue.Dead {
+			err = fmt.Errorf("task state %v, want archived by the recoverer", st[0])
+		}
+		return err
+	})
+	srv.Shutdown()
+	e.start(t)
+	testenv.Eventually(t, 20*time.Second, func() error {
+		_, err := e.store.Order(ctx, o.ID)
+		return err
+	})
+	if got, _ := e.store.Order(ctx, o.ID); got.Status != inventory.StatusSucceeded {
+		t.Errorf("o1 is %s (%q), want succeeded: its last try never ran", got.Status, got.Reason)
+	}
+}
