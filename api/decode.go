@@ -143,6 +143,9 @@ func decodeStrict(data []byte, v any) *requestError {
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return badRequest("unexpected data after the JSON object")
 	}
+	if hasLoneSurrogate(data) {
+		return badRequest("the body holds a \\u escape of a lone UTF-16 surrogate, which is no character")
+	}
 	if err := json.Unmarshal(data, v); err != nil {
 		var typeErr *json.UnmarshalTypeError
 		if errors.As(err, &typeErr) {
@@ -213,4 +216,41 @@ func parseWait(v string, limit time.Duration) (time.Duration, bool) {
 		return 0, false
 	}
 	return min(d, limit), true
+}
+
+// hasLoneSurrogate reports whether data, valid JSON, holds a \uD800-\uDFFF
+// escape that is not a high surrogate followed by a low one. encoding/json
+// turns one into U+FFFD, so what was stored would differ from what was
+// sent; utf8.Valid cannot see it, the escape being ASCII.
+func hasLoneSurrogate(data []byte) bool {
+	hex4 := func(b []byte) rune {
+		n, err := strconv.ParseUint(string(b), 16, 16)
+		if err != nil {
+			return -1
+		}
+		return rune(n)
+	}
+	for i := 0; i < len(data); i++ {
+		if data[i] != '\\' {
+			continue
+		}
+		i++ // the escaped character: a backslash escaping a backslash is skipped whole
+		if i >= len(data) || data[i] != 'u' || i+5 > len(data) {
+			continue
+		}
+		switch r := hex4(data[i+1 : i+5]); {
+		case r >= 0xD800 && r < 0xDC00: // high: a low must follow
+			if i+11 <= len(data) && data[i+5] == '\\' && data[i+6] == 'u' {
+				if lo := hex4(data[i+7 : i+11]); lo >= 0xDC00 && lo < 0xE000 {
+					i += 10
+					continue
+				}
+			}
+			return true
+		case r >= 0xDC00 && r < 0xE000:
+			return true
+		}
+		i += 4
+	}
+	return false
 }

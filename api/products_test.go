@@ -70,6 +70,13 @@ func TestCreateProductContract(t *testing.T) {
 		{"newline in name", `{"id":"x1","name":"a\nb","stock":1}`, admin, 400, "invalid_request"},
 		{"name not UTF-8", "{\"id\":\"x1\",\"name\":\"a\xe9b\",\"stock\":1}", admin, 400, "invalid_request"},
 		{"name as number", `{"id":"x1","name":5,"stock":1}`, admin, 400, "invalid_request"},
+		// A lone surrogate escape is ASCII, valid UTF-8, and would be stored
+		// as U+FFFD (from a review); an escaped pair is one character.
+		{"lone high surrogate escape", `{"id":"x1","name":"Phone \ud83d","stock":1}`, admin, 400, "invalid_request"},
+		{"lone low surrogate escape", `{"id":"x1","name":"\ude00 Phone","stock":1}`, admin, 400, "invalid_request"},
+		{"surrogates the wrong way round", `{"id":"x1","name":"\ude00\ud83d","stock":1}`, admin, 400, "invalid_request"},
+		{"surrogate pair escape", `{"id":"sku-6","name":"Phone \ud83d\ude00","stock":1}`, admin, 201, ""},
+		{"escaped backslash before u", `{"id":"sku-7","name":"C:\\ud83d","stock":1}`, admin, 201, ""},
 		{"XML", `<p/>`, append([]string{"Content-Type", "application/xml"}, admin...), 415, "unsupported_media_type"},
 	}
 	for _, tt := range tests {
@@ -91,6 +98,13 @@ func TestCreateProductContract(t *testing.T) {
 				t.Fatalf("created: %s, Location %q", r.Body, r.Header.Get("Location"))
 			}
 		})
+	}
+	for id, want := range map[string]string{"sku-6": "Phone 😀", "sku-7": `C:\ud83d`} {
+		var p productBody
+		e.Do(t, "GET", "/v1/products/"+id, "").JSON(t, &p)
+		if p.Name != want {
+			t.Errorf("product %s: name %q, want %q", id, p.Name, want)
+		}
 	}
 	// Nothing refused was created.
 	wantError(t, e.Do(t, "GET", "/v1/products/x1", ""), 404, "not_found")

@@ -6,6 +6,7 @@ import (
 	"crypto/subtle"
 	"embed"
 	"encoding/base64"
+	"errors"
 	"html/template"
 	"net/http"
 	"net/url"
@@ -118,6 +119,18 @@ func (s *server) renderLogin(c *gin.Context, status int, next, problem string) {
 func (s *server) login(c *gin.Context) {
 	if crossSite(c) {
 		abort(c, http.StatusForbidden, "cross_site", "sign-in from another site refused")
+		return
+	}
+	// PostForm drops a parse error: a form past the body limit (chunked,
+	// so not refused on its Content-Length) would read as an empty token.
+	if err := c.Request.ParseForm(); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			rerr := tooLarge(tooBig.Limit)
+			abort(c, rerr.status, rerr.code, rerr.message)
+			return
+		}
+		abort(c, http.StatusBadRequest, "invalid_request", "the sign-in form could not be read")
 		return
 	}
 	next := safeNext(c.PostForm("next"))

@@ -3,6 +3,7 @@ package api
 import (
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -270,6 +271,30 @@ func TestSecurityHeaders(t *testing.T) {
 		}
 		if got := rec.Header().Get("Cache-Control"); tc.noStore && got != "no-store" {
 			t.Errorf("%s %s: Cache-Control %q, want no-store", tc.req.method, tc.req.path, got)
+		}
+	}
+}
+
+// A sign-in form past the body limit is 413, chunked or not, not a wrong
+// token (from a review: PostForm dropped the limit's error, so the token
+// read as empty: 401 and a warning of a refused sign-in).
+func TestSignInFormPastTheBodyLimit(t *testing.T) {
+	t.Parallel()
+	h, err := New(nil, Config{AdminToken: "0123456789abcdef-token"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	form := url.Values{"token": {"0123456789abcdef-token"}, "pad": {strings.Repeat("a", DefaultBodyLimit)}}.Encode()
+	for _, chunked := range []bool{false, true} {
+		req := httptest.NewRequest("POST", "/login", strings.NewReader(form))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		if chunked {
+			req.ContentLength, req.TransferEncoding = -1, []string{"chunked"}
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusRequestEntityTooLarge || !strings.Contains(rec.Body.String(), "payload_too_large") {
+			t.Errorf("chunked %v: %d %s, want 413 payload_too_large", chunked, rec.Code, rec.Body.String())
 		}
 	}
 }
