@@ -519,7 +519,9 @@ func (s *Service) PlaceOrder(ctx context.Context, r PlaceOrderRequest) (Placed, 
 	}
 	o := queue.Order{
 		ProductID: r.ProductID, UserID: r.UserID, Quantity: r.Quantity,
-		IdempotencyKey: r.IdempotencyKey, AcceptedAt: time.Now().UTC(),
+		// Microseconds, as PostgreSQL keeps it: the order's created_at
+		// reads the same from its task, its announcement and its row.
+		IdempotencyKey: r.IdempotencyKey, AcceptedAt: time.Now().UTC().Truncate(time.Microsecond),
 	}
 	// The sold-out flag first: it is cached in memory, and a sold-out answer
 	// needs fewer lookups below.
@@ -788,10 +790,13 @@ func (s *Service) Order(ctx context.Context, id string) (OrderView, error) {
 	// Not decided, or the database is down: the queue may know the order.
 	ti, err := s.inspector.Lookup(ctx, id)
 	switch {
-	case dbDown && (err != nil || ti.State == queue.Done || ti.State == queue.Dead):
-		// A done task's order is decided, and a dead one's may be (a run
-		// cut short, or put back, may have committed it): only PostgreSQL
-		// can say.
+	case dbDown && (err != nil || !neverRan(ti)):
+		// Only a task that never ran tells that its order is undecided. A
+		// done task's order is decided, and the order of one that ran may
+		// be (a running one's round may have committed; one retried after
+		// its worker died may have committed before; a dead one's run may
+		// have been cut short after its commit): only PostgreSQL can say,
+		// and a final status read before must not read queued now.
 		return OrderView{}, dbErr
 	case err == nil && ti.State != queue.Done:
 		return queuedView(id, ti), nil
@@ -812,6 +817,11 @@ func (s *Service) decided(ctx context.Context, id string) (OrderView, error) {
 	return OrderView{ID: o.ID, ProductID: o.ProductID, UserID: o.UserID, Quantity: o.Quantity,
 		Status: o.Status, Reason: o.Reason, CreatedAt: o.CreatedAt, UpdatedAt: o.UpdatedAt}, nil
 }
+
+// neverRan reports whether ti is a task no worker has run yet: waiting,
+// never retried. (A task that asynq put back at a shutdown after its
+// handler outlived the shutdown timeout also reads so: a narrow case.)
+func neverRan(ti queue.TaskInfo) bool { return ti.State == queue.Waiting && ti.Retried == 0 }
 
 // taskStatus is the status of an order that PostgreSQL does not hold
 // decided, from its task. A dead task (archived, or its order buried) is

@@ -1185,3 +1185,55 @@ func TestSoldOutKeyedReplayOfADecidedOrderWithALiveTask(t *testing.T) {
 		t.Fatalf("GET: %s; re-send before the flag: %s; after: %+v; want succeeded, a replay", v.Status, before.Status, after)
 	}
 }
+
+// With PostgreSQL down, an order whose task has run (here: a worker holds
+// it) is not answered from the queue: its round may have committed, and a
+// final status read before must not read processing now (from a review:
+// it did). One whose task never ran still reads queued.
+func TestOrderReadWithTheDatabaseDownNeverUndoesAFinalStatus(t *testing.T) {
+	t.Parallel()
+	pg := testenv.PrivatePostgres(t)
+	e := saletest.New(t, &saletest.Options{DatabaseURL: testenv.PrivateDatabase(t, pg)})
+	e.CreateProduct(t, "p1", 5, 0)
+	ctx := context.Background()
+	ran := e.PlaceOrder(t, sale.PlaceOrderRequest{ProductID: "p1", UserID: "u1", Quantity: 1})
+	queuetest.Strand(t, e.Redis, e.Queue, time.Now().Add(time.Minute)) // a worker runs it
+	e.Commit(t, ran.OrderID)                                           // and its round committed
+	waiting := e.PlaceOrder(t, sale.PlaceOrderRequest{ProductID: "p1", UserID: "u2", Quantity: 1})
+	if v, err := e.Service.Order(ctx, ran.OrderID); err != nil || v.Status != inventory.StatusSucceeded {
+		t.Fatalf("before the outage: %+v, %v; want succeeded", v, err)
+	}
+	if err := pg.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := e.Service.Order(ctx, ran.OrderID); !errors.Is(err, sale.ErrUnavailable) {
+		t.Errorf("decided order, its task still held, database down: %+v, %v; want ErrUnavailable", v, err)
+	}
+	if v, err := e.Service.Order(ctx, waiting.OrderID); err != nil || v.Status != inventory.StatusQueued {
+		t.Errorf("order whose task never ran, database down: %+v, %v; want queued", v, err)
+	}
+}
+
+// An order's created_at reads the same while it is queued (from its task)
+// and once decided (from PostgreSQL, which keeps microseconds): before, the
+// queued view and a long poll woken by the announcement had nanoseconds
+// (from a review).
+func TestCreatedAtReadsTheSameQueuedAndDecided(t *testing.T) {
+	t.Parallel()
+	e := saletest.New(t, nil)
+	e.CreateProduct(t, "p1", 5, 0)
+	ctx := context.Background()
+	placed := e.PlaceOrder(t, sale.PlaceOrderRequest{ProductID: "p1", UserID: "u1", Quantity: 1})
+	queued, err := e.Service.Order(ctx, placed.OrderID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Commit(t, placed.OrderID)
+	decided, err := e.Service.Order(ctx, placed.OrderID)
+	if err != nil || decided.Status != inventory.StatusSucceeded {
+		t.Fatalf("decided: %+v, %v", decided, err)
+	}
+	if !queued.CreatedAt.Equal(decided.CreatedAt) {
+		t.Errorf("created_at %v while queued, %v once decided; want the same", queued.CreatedAt, decided.CreatedAt)
+	}
+}
