@@ -161,8 +161,12 @@ func ExampleLock_Context() {
 	}
 	rdb.Del(ctx, prefix+"{job}") // someone else's mistake
 
-	<-l.Context().Done() // noticed at the next renewal (TTL/3)
-	fmt.Println(errors.Is(context.Cause(l.Context()), lock.ErrLost))
+	select {
+	case <-l.Context().Done(): // noticed at the next renewal (TTL/3)
+		fmt.Println(errors.Is(context.Cause(l.Context()), lock.ErrLost))
+	case <-time.After(5 * time.Second): // a missing Output line fails the example
+		fmt.Println("not noticed within 5s")
+	}
 	fmt.Println(errors.Is(l.Release(ctx), lock.ErrNotHeld))
 	// Output:
 	// true

@@ -223,14 +223,49 @@ func TestMarkMany(t *testing.T) {
 	}
 }
 
+// getCounter is a go-redis hook that counts GET commands and signals each
+// one before it is sent.
+type getCounter struct {
+	n    atomic.Int64
+	sent chan struct{}
+}
+
+func (h *getCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *getCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if cmd.Name() == "get" {
+			h.n.Add(1)
+			select {
+			case h.sent <- struct{}{}:
+			default:
+			}
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (h *getCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
 // Concurrent callers share one read of a flag; the first caller giving up
-// (its context ends while Redis is slow) does not fail the others.
+// (its request's deadline passes while Redis is slow) does not fail the
+// others. The read is started by the first caller (its GET is seen before
+// the second caller starts), and the second must share it: one GET in all.
+// Were the read bounded by the first caller's deadline, the second would
+// either fail with it or, coming later, read again (a second GET): both
+// orders of events fail the test.
 func TestSharedReadOutlivesTheFirstCaller(t *testing.T) {
 	t.Parallel()
 	r := testenv.PrivateRedis(t, localsvc.RedisOptions{})
 	rdb := redis.NewClient(&redis.Options{Addr: r.Addr(), ContextTimeoutEnabled: true})
 	t.Cleanup(func() { _ = rdb.Close() })
-	g := soldout.New(rdb, soldout.Options{})
+	gets := &getCounter{sent: make(chan struct{}, 1)}
+	rdb.AddHook(gets)
+	// Cached for an hour: a second caller that comes after the shared read
+	// ended is answered from it, not by a read of its own.
+	g := soldout.New(rdb, soldout.Options{CacheTTL: time.Hour, OpenTTL: time.Hour})
 	ctx := context.Background()
 	if ok, err := g.Mark(ctx, "p", 0); !ok || err != nil {
 		t.Fatalf("Mark = %v, %v", ok, err)
@@ -239,12 +274,18 @@ func TestSharedReadOutlivesTheFirstCaller(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = r.Resume() })
-	first, cancel := context.WithCancel(ctx)
+	first, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
 	firstDone := make(chan error, 1)
 	go func() {
 		_, err := g.SoldOut(first, "p")
 		firstDone <- err
 	}()
+	select {
+	case <-gets.sent: // the first caller's read is in flight
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first caller sent no GET within 10s")
+	}
 	type answer struct {
 		sold bool
 		err  error
@@ -254,9 +295,8 @@ func TestSharedReadOutlivesTheFirstCaller(t *testing.T) {
 		sold, err := g.SoldOut(ctx, "p")
 		second <- answer{sold, err}
 	}()
-	cancel()
-	if err := <-firstDone; !errors.Is(err, context.Canceled) {
-		t.Fatalf("the caller that gave up: %v, want context.Canceled", err)
+	if err := <-firstDone; !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("the caller that gave up: %v, want context.DeadlineExceeded", err)
 	}
 	if err := r.Resume(); err != nil {
 		t.Fatal(err)
@@ -265,6 +305,9 @@ func TestSharedReadOutlivesTheFirstCaller(t *testing.T) {
 	case a := <-second:
 		if a.err != nil || !a.sold {
 			t.Fatalf("the caller still waiting: %v, %v; want sold out", a.sold, a.err)
+		}
+		if n := gets.n.Load(); n != 1 {
+			t.Fatalf("%d GETs of the flag, want 1: the second caller did not share the first one's read", n)
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the caller still waiting got no answer")

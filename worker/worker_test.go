@@ -631,10 +631,23 @@ func TestWorkerConsumesQueue(t *testing.T) {
 	inventorytest.CreateProduct(t, e.store, "p", 2, 0)
 	hub := notify.NewHub(e.rdb, e.prefix)
 	hctx, stop := context.WithCancel(context.Background())
-	defer stop()
-	ready := make(chan struct{})
-	go func() { _ = hub.Run(hctx, func() { close(ready) }) }()
-	<-ready
+	ready, hubDone := make(chan struct{}), make(chan struct{})
+	var hubErr error
+	go func() {
+		defer close(hubDone)
+		hubErr = hub.Run(hctx, func() { close(ready) })
+	}()
+	t.Cleanup(func() { // runs before e.rdb is closed (registered after it)
+		stop()
+		<-hubDone
+	})
+	select {
+	case <-ready:
+	case <-hubDone:
+		t.Fatalf("hub did not subscribe: %v", hubErr)
+	case <-time.After(10 * time.Second):
+		t.Fatal("hub not subscribed within 10s")
+	}
 	var woken []<-chan struct{}
 	for i := range 3 {
 		w := hub.Watch(fmt.Sprintf("o%d", i))
