@@ -47,8 +47,8 @@ var (
 	// unreachable, restarting, or the transaction was cancelled.
 	ErrUnavailable = errors.New("inventory: database unavailable")
 	// ErrSchemaOutdated is returned by [Store.CheckSchema] when the
-	// database lacks migrations of this build: run [Migrate] (`flashsale
-	// migrate`) first.
+	// database lacks migrations of this build, and by [Open] when the
+	// database does not exist: run [Migrate] (`flashsale migrate`) first.
 	ErrSchemaOutdated = errors.New("inventory: database schema outdated")
 )
 

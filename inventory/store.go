@@ -74,7 +74,7 @@ func (s *Store) Close() { s.pool.Close() }
 // Ping checks that the database answers.
 func (s *Store) Ping(ctx context.Context) error {
 	if err := s.pool.Ping(ctx); err != nil {
-		return fmt.Errorf("inventory: ping: %w", translate(err))
+		return fmt.Errorf("ping: %w", translate(err))
 	}
 	return nil
 }
@@ -357,6 +357,8 @@ func translate(err error) error {
 			pgErr.Code == "55P03",               // lock not available
 			pgErr.Code == "25P03":               // idle in transaction timeout
 			return fmt.Errorf("%w: %w", ErrUnavailable, err)
+		case pgErr.Code == "3D000": // invalid_catalog_name: no such database
+			return fmt.Errorf("%w: the database does not exist: %w", ErrSchemaOutdated, err)
 		}
 		return err
 	}

@@ -550,7 +550,7 @@ func analyze(obs Observations) *analysis {
 			add(Violation{Code: CodeOrderLost, ProductID: o.ProductID, OrderID: id, Key: o.Key, UserID: o.UserID,
 				Message: fmt.Sprintf("order %s (key %s) was accepted with 202 but GET /v1/orders/%s answers 404", id, o.Key, id)})
 			continue
-		case !isKnownStatus(st.Status):
+		case st.Status != "" && !isKnownStatus(st.Status): // none: polling gave up (below)
 			t.uncertainUnits += q
 			uncertainPerUser[userProduct{o.UserID, o.ProductID}] += q
 			add(Violation{Code: CodeUnknownStatus, ProductID: o.ProductID, OrderID: id, Key: o.Key,

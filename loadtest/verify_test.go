@@ -156,6 +156,13 @@ func TestVerify(t *testing.T) {
 			want: map[ViolationCode]int{CodeOrderLost: 1},
 		},
 		{
+			name: "polling gave up on an order before it read any status (from an operator review: reported as status \"\")",
+			plant: func(o *Observations) {
+				o.States["o4"] = OrderState{OrderID: "o4", Err: "polling gave up: connection refused"}
+			},
+			want: map[ViolationCode]int{CodeOrderNotFinal: 1},
+		},
+		{
 			name: "order stuck in processing",
 			plant: func(o *Observations) {
 				setStatus(o, "o4", StatusProcessing)

@@ -99,11 +99,11 @@ func servePprof(cfg config, log *slog.Logger) error {
 func serveAPI(ctx context.Context, cfg config, log *slog.Logger, ready func(addr string)) error {
 	store, err := inventory.Open(ctx, cfg.DatabaseURL, &inventory.Options{MaxConns: 12})
 	if err != nil {
-		return fmt.Errorf("%s: %w", cfg.name("FLASHSALE_DATABASE_URL"), err)
+		return databaseError(cfg, err)
 	}
 	defer store.Close()
-	if err := checkSchema(ctx, cfg, store); err != nil {
-		return err
+	if err := store.CheckSchema(ctx); err != nil {
+		return databaseError(cfg, err)
 	}
 	connOpt, rdb, err := queueRedis(cfg, 128)
 	if err != nil {
@@ -301,11 +301,11 @@ func serveWorker(ctx context.Context, cfg config, log *slog.Logger) error {
 		IdleInTransactionTimeout: cfg.LockTTL,
 	})
 	if err != nil {
-		return fmt.Errorf("%s: %w", cfg.name("FLASHSALE_DATABASE_URL"), err)
+		return databaseError(cfg, err)
 	}
 	defer store.Close()
-	if err := checkSchema(ctx, cfg, store); err != nil {
-		return err
+	if err := store.CheckSchema(ctx); err != nil {
+		return databaseError(cfg, err)
 	}
 	connOpt, rdb, err := queueRedis(cfg, cfg.WorkerConcurrency+32)
 	if err != nil {
@@ -400,17 +400,15 @@ func serveWorker(ctx context.Context, cfg config, log *slog.Logger) error {
 	return nil
 }
 
-// checkSchema refuses to serve a database that lacks this build's
-// migrations, saying what to run.
-func checkSchema(ctx context.Context, cfg config, store *inventory.Store) error {
-	err := store.CheckSchema(ctx)
+// databaseError names the database setting in err, and says what to run
+// when the database lacks this build's migrations or does not exist: api
+// and worker refuse to serve it rather than report ready and fail every
+// request.
+func databaseError(cfg config, err error) error {
 	if errors.Is(err, inventory.ErrSchemaOutdated) {
-		return fmt.Errorf("%s: %w; run `flashsale migrate` with the same settings first", cfg.name("FLASHSALE_DATABASE_URL"), err)
+		return fmt.Errorf("%s: %w; run `flashsale migrate` with the same settings first (it creates the database too)", cfg.name("FLASHSALE_DATABASE_URL"), err)
 	}
-	if err != nil {
-		return fmt.Errorf("%s: %w", cfg.name("FLASHSALE_DATABASE_URL"), err)
-	}
-	return nil
+	return fmt.Errorf("%s: %w", cfg.name("FLASHSALE_DATABASE_URL"), err)
 }
 
 func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
