@@ -220,10 +220,14 @@ func AdminOnly(token string, h http.Handler) http.Handler {
 	want := sha256.Sum256([]byte(token))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if token == "" || !bearerMatches(r, want) {
+			msg := "missing or wrong admin token"
+			if token == "" {
+				msg = "admin endpoints are disabled (no admin token configured)"
+			}
 			w.Header().Set("WWW-Authenticate", `Bearer realm="flashsale"`)
 			w.Header().Set("Content-Type", "application/json; charset=utf-8")
 			w.WriteHeader(http.StatusUnauthorized)
-			_ = json.NewEncoder(w).Encode(errorBody{Error: errorDetail{Code: "unauthorized", Message: "missing or wrong admin token"}})
+			_ = json.NewEncoder(w).Encode(errorBody{Error: errorDetail{Code: "unauthorized", Message: msg}})
 			return
 		}
 		h.ServeHTTP(w, r)

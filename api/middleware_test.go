@@ -416,6 +416,10 @@ func TestAdminOnly(t *testing.T) {
 			if tc.want == http.StatusUnauthorized && !strings.Contains(rec.Body.String(), `"code":"unauthorized"`) {
 				t.Errorf("body %q, want the JSON error", rec.Body.String())
 			}
+			// As the API says it: no token configured is not a wrong one.
+			if disabled := strings.Contains(rec.Body.String(), "no admin token configured"); disabled != (tc.token == "") {
+				t.Errorf("body %q: says admin endpoints are disabled: %v, want %v", rec.Body.String(), disabled, tc.token == "")
+			}
 		})
 	}
 }
