@@ -60,6 +60,8 @@ type hold struct {
 	product string
 	l       *lock.Lock
 	since   time.Time
+	inRound bool      // taken into the round in flight
+	idle    time.Time // since when it waits for a round
 }
 
 // batcher coalesces the orders this process holds into rounds: one lock
@@ -172,6 +174,9 @@ func (b *batcher) run(ctx context.Context) {
 		}
 	}()
 	defer b.releaseHeld()
+	sweepDone := make(chan struct{})
+	defer func() { cancel(); <-sweepDone }()
+	go func() { defer close(sweepDone); b.sweepIdle(ctx) }()
 	for {
 		select {
 		case <-ctx.Done():
@@ -235,6 +240,8 @@ func (b *batcher) round(ctx context.Context) bool {
 		if h, ok := b.held[p]; ok {
 			if h.l.Context().Err() == nil {
 				locks[p] = h.l
+				h.inRound = true
+				b.held[p] = h
 				continue
 			}
 			delete(b.held, p) // lost while idle
@@ -245,11 +252,14 @@ func (b *batcher) round(ctx context.Context) bool {
 	}
 	b.mu.Unlock()
 
-	// Do not barge in front of another process that is already waiting for
-	// a product: queue behind it, so orders it holds (accepted earlier)
-	// are served first. Only products seen contended lately are asked
-	// about: with many products (each rarely wanted by two processes at
-	// once) the question would cost a Redis call per order.
+	// Do not try the lock of a product another process is already waiting
+	// for: wait for it in the background instead. (Not a queue: Acquire
+	// takes a free lock at once, and waiters of different processes are
+	// not ordered, so this still gets a lock freed meanwhile ahead of an
+	// earlier waiter elsewhere; see README, First come, first served.)
+	// Only products seen contended lately are asked about: with many
+	// products (each rarely wanted by two processes at once) the question
+	// would cost a Redis call per order.
 	if contended := b.recentlyContended(try); len(contended) > 0 {
 		if queued, err := b.w.wanted(ctx, contended); err == nil && len(queued) > 0 {
 			for _, p := range queued {
@@ -274,7 +284,7 @@ func (b *batcher) round(ctx context.Context) bool {
 			case errs[i] == nil:
 				locks[p] = got[i]
 				b.mu.Lock()
-				b.held[p] = hold{product: p, l: got[i], since: time.Now()}
+				b.held[p] = hold{product: p, l: got[i], since: time.Now(), inRound: true}
 				b.mu.Unlock()
 			case errors.Is(errs[i], lock.ErrNotObtained) && !errors.Is(errs[i], lock.ErrNoQuorum):
 				b.noteContended(p)
@@ -393,6 +403,8 @@ func (b *batcher) afterRound(ctx context.Context, tokens map[string]int64, round
 			delete(b.held, p)
 		default:
 			busy = append(busy, p)
+			h.inRound, h.idle = false, time.Now()
+			b.held[p] = h
 		}
 	}
 	b.mu.Unlock()
@@ -503,7 +515,7 @@ func (b *batcher) startWaiter(ctx context.Context, p string, delay time.Duration
 				b.mu.Lock()
 				needed := len(b.pending[p]) > 0 && !b.closed
 				if needed {
-					b.held[p] = hold{product: p, l: l, since: time.Now()}
+					b.held[p] = hold{product: p, l: l, since: time.Now(), idle: time.Now()}
 				}
 				b.mu.Unlock()
 				if !needed {
@@ -598,4 +610,50 @@ func (b *batcher) requeue(reqs []*request, err error, transient bool) {
 		r.res <- result{err: err}
 	}
 	b.signal()
+}
+
+// sweepIdle hands over, to a process that asked for it, a held lock that
+// has waited longer than maxHold for a round (the runner is stuck in a long
+// one, up to roundTimeout): it would otherwise be kept and renewed, unused,
+// while the other process could decide its orders at once. The runner
+// waits for the lock again after its round.
+func (b *batcher) sweepIdle(ctx context.Context) {
+	t := time.NewTicker(wantTTL / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		b.mu.Lock()
+		var idle []string
+		for p, h := range b.held {
+			if !h.inRound && !h.idle.IsZero() && time.Since(h.idle) > maxHold {
+				idle = append(idle, p)
+			}
+		}
+		b.mu.Unlock()
+		if len(idle) == 0 {
+			continue
+		}
+		wanted, err := b.w.wanted(ctx, idle)
+		if err != nil || len(wanted) == 0 {
+			continue
+		}
+		var release []hold
+		b.mu.Lock()
+		for _, p := range wanted {
+			if h, ok := b.held[p]; ok && !h.inRound {
+				release = append(release, h)
+				delete(b.held, p)
+			}
+		}
+		b.mu.Unlock()
+		b.w.releaseAll(release)
+		for _, h := range release {
+			b.noteContended(h.product)
+		}
+		b.signal() // the runner waits for them again
+	}
 }

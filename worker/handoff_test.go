@@ -1,0 +1,113 @@
+package worker_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/flashsale/flashsale/internal/localsvc"
+	"github.com/flashsale/flashsale/internal/testenv"
+	"github.com/flashsale/flashsale/inventory/inventorytest"
+	"github.com/flashsale/flashsale/lock"
+	"github.com/flashsale/flashsale/lock/locktest"
+	"github.com/flashsale/flashsale/notify"
+	"github.com/flashsale/flashsale/queue"
+	"github.com/flashsale/flashsale/soldout"
+	"github.com/flashsale/flashsale/worker"
+)
+
+// otherProcess is a second worker process on e's database, queue Redis,
+// key prefix and lock node, with a lock client (and process id) of its own.
+func (e *env) otherProcess(t *testing.T, lockTTL time.Duration) *worker.Worker {
+	t.Helper()
+	connOpt, err := queue.ParseRedisURL(testenv.RedisURL(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	locks := locktest.Client(t, []*localsvc.Redis{e.lockRDB}, &lock.Options{TTL: lockTTL, KeyPrefix: e.prefix + "lock:"})
+	w, err := worker.New(worker.Config{Concurrency: 32, Queue: e.queue, KeyPrefix: e.prefix,
+		Logger: slog.New(slog.DiscardHandler)}, worker.Deps{
+		Store: e.store, Locks: locks,
+		Gate:      soldout.New(e.rdb, soldout.Options{KeyPrefix: e.prefix}),
+		Publisher: notify.NewPublisher(e.rdb, e.prefix),
+		Queue:     connOpt, Redis: e.rdb,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := w.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Shutdown(); cancel() })
+	return w
+}
+
+// A lock a waiter hands to a runner stuck in a long round (a row of another
+// product held by someone else) is handed over, once it has waited maxHold,
+// to another process that announced it wants it. Before, it was kept and
+// renewed, unused, for as long as that round lasted (up to roundTimeout,
+// 30s), while the other process, which could decide its order at once,
+// waited (from a review).
+func TestIdleHeldLockIsHandedToAWaitingProcess(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, worker.ModeBatch, 2*time.Second)
+	e.start(t)
+	other := e.otherProcess(t, 2*time.Second)
+	inventorytest.CreateProduct(t, e.store, "p", 50, 0)
+	inventorytest.CreateProduct(t, e.store, "q", 50, 0)
+	ctx := context.Background()
+	wantKey := e.prefix + "want:p"
+
+	rival := e.rival(t)
+	held, err := rival.TryAcquire(ctx, "product:p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// This process waits for p's lock in the background...
+	perr := make(chan error, 1)
+	go func() { perr <- e.w.ProcessTask(ctx, task(t, "op", "p", "u1", 1, 1)) }()
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if n := e.rdb.ZCard(ctx, wantKey).Val(); n != 1 {
+			return fmt.Errorf("%d waiters for p", n)
+		}
+		return nil
+	})
+	// ...while its runner gets stuck on q.
+	tx := e.holdRow(t, "q")
+	qerr := make(chan error, 1)
+	go func() { qerr <- e.w.ProcessTask(ctx, task(t, "oq", "q", "u2", 1, 2)) }()
+	e.waitBlockedBy(t, tx)
+	// The rival lets go: the waiter takes p's lock and hands it to the
+	// stuck runner.
+	if err := held.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if n := e.rdb.ZCard(ctx, wantKey).Val(); n != 0 {
+			return fmt.Errorf("%d waiters for p", n)
+		}
+		return nil
+	})
+
+	// Another process has an order for p and says so. 3s is 3 maxHolds
+	// and 30 announcement refreshes.
+	start := time.Now()
+	octx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	oerr := other.ProcessTask(octx, task(t, "op2", "p", "u3", 1, 3))
+	waited := time.Since(start)
+
+	_ = tx.Rollback(ctx)
+	if err := <-qerr; err != nil {
+		t.Errorf("oq: %v", err)
+	}
+	if err := <-perr; err != nil {
+		t.Errorf("op: %v", err)
+	}
+	if oerr != nil {
+		t.Fatalf("the other process's order waited %v for p's lock, which this process kept unused while its runner was stuck on q: %v", waited, oerr)
+	}
+}
