@@ -252,18 +252,16 @@ func (b *batcher) round(ctx context.Context) bool {
 	}
 	b.mu.Unlock()
 
-	// Do not try the lock of a product another process is already waiting
-	// for: wait for it in the background instead. (Not a queue: Acquire
-	// takes a free lock at once, and waiters of different processes are
-	// not ordered, so this still gets a lock freed meanwhile ahead of an
-	// earlier waiter elsewhere; see README, First come, first served.)
-	// Only products seen contended lately are asked about: with many
-	// products (each rarely wanted by two processes at once) the question
-	// would cost a Redis call per order.
+	// Do not barge in front of another process that is already waiting for
+	// a product: queue behind it (startWaiter with a negative delay waits
+	// for every earlier announcer first), so orders it holds (accepted
+	// earlier) are served first. Only products seen contended lately are
+	// asked about: with many products (each rarely wanted by two processes
+	// at once) the question would cost a Redis call per order.
 	if contended := b.recentlyContended(try); len(contended) > 0 {
 		if queued, err := b.w.wanted(ctx, contended); err == nil && len(queued) > 0 {
 			for _, p := range queued {
-				b.startWaiter(ctx, p, 0)
+				b.startWaiter(ctx, p, -1)
 			}
 			try = slices.DeleteFunc(try, func(p string) bool { return slices.Contains(queued, p) })
 		}
@@ -466,7 +464,9 @@ func (b *batcher) recentlyContended(ps []string) []string {
 
 // startWaiter acquires product p's lock in the background, after an
 // optional delay, announcing meanwhile that this process wants it; once
-// acquired, the lock is handed to the runner.
+// acquired, the lock is handed to the runner. A negative delay waits
+// instead until no other process that announced earlier still waits (at
+// most 2×wantTTL).
 func (b *batcher) startWaiter(ctx context.Context, p string, delay time.Duration) {
 	b.mu.Lock()
 	if b.acquiring[p] {
@@ -492,6 +492,23 @@ func (b *batcher) startWaiter(ctx context.Context, p string, delay time.Duration
 			case <-time.After(delay):
 			case <-wctx.Done():
 				return
+			}
+		}
+		if delay < 0 {
+			// Queue behind processes that announced earlier: let them take
+			// the lock first (Acquire takes a free lock at once, and the
+			// lock orders no waiters across processes). Bounded, for an
+			// announcer that never takes it.
+			give := time.Now().Add(2 * wantTTL)
+			for time.Now().Before(give) {
+				if ahead, err := b.w.ahead(wctx, p); err != nil || !ahead {
+					break
+				}
+				select {
+				case <-time.After(yieldDelay):
+				case <-wctx.Done():
+					return
+				}
 			}
 		}
 		for {

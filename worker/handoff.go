@@ -22,12 +22,26 @@ var wantLua string
 //go:embed wanted.lua
 var wantedLua string
 
+//go:embed ahead.lua
+var aheadLua string
+
 var (
 	wantScript   = redis.NewScript(wantLua)
 	wantedScript = redis.NewScript(wantedLua)
+	aheadScript  = redis.NewScript(aheadLua)
 )
 
-func (w *Worker) wantKey(product string) string { return w.prefix + "want:" + product }
+// wantKey holds the live announcements for product's lock, and sinceKey
+// when each process first made its current one (in one cluster slot).
+func (w *Worker) wantKey(product string) string  { return w.prefix + "want:{" + product + "}" }
+func (w *Worker) sinceKey(product string) string { return w.wantKey(product) + ":since" }
+
+// ahead reports whether another process announced before this one that it
+// waits for product's lock, and still does.
+func (w *Worker) ahead(ctx context.Context, product string) (bool, error) {
+	n, err := aheadScript.Run(ctx, w.rdb, []string{w.wantKey(product), w.sinceKey(product)}, w.id).Int()
+	return n == 1, err
+}
 
 // want announces, until ctx ends, that this process waits for product's
 // lock, then withdraws the announcement.
@@ -37,11 +51,12 @@ func (w *Worker) want(ctx context.Context, product string) {
 	defer t.Stop()
 	for {
 		// Errors only weaken fairness, never correctness: ignore them.
-		_ = wantScript.Run(ctx, w.rdb, []string{key}, w.id, wantTTL.Milliseconds()).Err()
+		_ = wantScript.Run(ctx, w.rdb, []string{key, w.sinceKey(product)}, w.id, wantTTL.Milliseconds()).Err()
 		select {
 		case <-ctx.Done():
 			cctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			_ = w.rdb.ZRem(cctx, key, w.id).Err()
+			_ = w.rdb.ZRem(cctx, w.sinceKey(product), w.id).Err()
 			cancel()
 			return
 		case <-t.C:

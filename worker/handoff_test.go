@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/flashsale/flashsale/internal/localsvc"
 	"github.com/flashsale/flashsale/internal/testenv"
 	"github.com/flashsale/flashsale/inventory/inventorytest"
@@ -59,7 +61,7 @@ func TestIdleHeldLockIsHandedToAWaitingProcess(t *testing.T) {
 	inventorytest.CreateProduct(t, e.store, "p", 50, 0)
 	inventorytest.CreateProduct(t, e.store, "q", 50, 0)
 	ctx := context.Background()
-	wantKey := e.prefix + "want:p"
+	wantKey := e.prefix + "want:{p}"
 
 	rival := e.rival(t)
 	held, err := rival.TryAcquire(ctx, "product:p")
@@ -109,5 +111,60 @@ func TestIdleHeldLockIsHandedToAWaitingProcess(t *testing.T) {
 	}
 	if oerr != nil {
 		t.Fatalf("the other process's order waited %v for p's lock, which this process kept unused while its runner was stuck on q: %v", waited, oerr)
+	}
+}
+
+// A process does not take a contended product's lock in front of another
+// process that announced earlier that it waits for it. Here p was contended
+// a moment ago, another process's announcement is live, and p's lock is
+// free (that waiter has not been woken yet: pub/sub latency, a poll after a
+// missed message, the gap between its 1s Acquires). A new order here must
+// wait (from a review: it took the lock at once, its wait being no queue).
+func TestNoBargeInFrontOfAnAnnouncedWaiter(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, worker.ModeBatch, 5*time.Second)
+	e.start(t)
+	inventorytest.CreateProduct(t, e.store, "p", 10, 0)
+	ctx := context.Background()
+	wantKey := e.prefix + "want:{p}"
+
+	// o1 finds p's lock busy: p counts as contended here for 2s.
+	held, err := e.rival(t).TryAcquire(ctx, "product:p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- e.w.ProcessTask(ctx, task(t, "o1", "p", "u1", 1, 1)) }()
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if n := e.rdb.ZCard(ctx, wantKey).Val(); n != 1 {
+			return fmt.Errorf("%d announcements", n)
+		}
+		return nil
+	})
+	if err := held.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if n := e.rdb.ZCard(ctx, wantKey).Val(); n != 0 {
+			return fmt.Errorf("%d announcements after o1", n)
+		}
+		return nil
+	})
+
+	// Another process announces (as want.lua does) that it waits for p.
+	now, err := e.rdb.Time(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.rdb.ZAdd(ctx, wantKey, redis.Z{Score: float64(now.UnixMilli() + 10_000), Member: "other-host:1:0badf00d"})
+
+	start := time.Now()
+	tctx, cancel := context.WithTimeout(ctx, 150*time.Millisecond)
+	defer cancel()
+	if err := e.w.ProcessTask(tctx, task(t, "o2", "p", "u2", 1, 2)); err == nil {
+		t.Fatalf("o2 decided %v after it came, with p's lock taken in front of a process that announced it waits", time.Since(start))
 	}
 }

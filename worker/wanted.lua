@@ -1,6 +1,6 @@
 -- wanted.lua: is another worker process waiting for this product's lock?
 --
--- KEYS[1] -> <prefix>want:<product>  (sorted set: process id -> expiry, server ms)
+-- KEYS[1] -> <prefix>want:{<product>}  (sorted set: process id -> expiry, server ms)
 -- ARGV[1] -> the asking process's id (its own announcement does not count)
 -- Returns 1 if another process has a live announcement, else 0.
 local t = redis.call("TIME")

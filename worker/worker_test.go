@@ -946,7 +946,7 @@ func TestEndedOrderWithdrawsItsWait(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer held.Release(ctx)
-	wantKey := e.prefix + "want:p"
+	wantKey := e.prefix + "want:{p}"
 	tctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancel()
 	errc := make(chan error, 1)
@@ -993,7 +993,7 @@ func TestLockOfWithdrawnOrdersIsGivenBack(t *testing.T) {
 	perr := make(chan error, 1)
 	go func() { perr <- e.w.ProcessTask(pctx, task(t, "op", "p", "u1", 1, 1)) }()
 	testenv.Eventually(t, 30*time.Second, func() error {
-		if n := e.rdb.ZCard(ctx, e.prefix+"want:p").Val(); n != 1 {
+		if n := e.rdb.ZCard(ctx, e.prefix+"want:{p}").Val(); n != 1 {
 			return fmt.Errorf("%d waiters for p", n)
 		}
 		return nil
@@ -1019,7 +1019,7 @@ func TestLockOfWithdrawnOrdersIsGivenBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	testenv.Eventually(t, 30*time.Second, func() error {
-		if n := e.rdb.ZCard(ctx, e.prefix+"want:p").Val(); n != 0 {
+		if n := e.rdb.ZCard(ctx, e.prefix+"want:{p}").Val(); n != 0 {
 			return fmt.Errorf("%d waiters for p", n)
 		}
 		return nil
