@@ -178,6 +178,9 @@ func failures(r bench.Results, only []string) []string {
 	if selected(bench.PartCeiling) && !r.Ceiling.OK() {
 		out = append(out, "queue ceiling: "+orText(r.Ceiling.Err, "tasks missing"))
 	}
+	if selected(bench.PartFront) && !r.Front.OK() {
+		out = append(out, "HTTP front: "+orText(r.Front.Err, "orders missing or failed"))
+	}
 	for _, s := range []struct {
 		part string
 		res  bench.ScenarioResult
@@ -195,7 +198,7 @@ func failures(r bench.Results, only []string) []string {
 }
 
 func allRan(r bench.Results) bool {
-	return r.Ceiling.Ran && r.Hot.Ran && r.Spread.Ran && r.Backlog.Ran && r.OneByOne.Ran && r.LockInRequest.Ran
+	return r.Ceiling.Ran && r.Front.Ran && r.Hot.Ran && r.Spread.Ran && r.Backlog.Ran && r.OneByOne.Ran && r.LockInRequest.Ran
 }
 
 func orText(s, alt string) string {
