@@ -378,3 +378,36 @@ func TestLoadtestWithoutAToken(t *testing.T) {
 		t.Fatalf("loadtest without a token: %v, want exit 2 naming FLASHSALE_ADMIN_TOKEN", err)
 	}
 }
+
+// Help asked for goes to stdout (so that `flashsale worker -h | less`
+// works) and exits 0; usage after a mistake goes to stderr and exits 2
+// (from an operator review: asked-for help went to stderr).
+func TestHelpGoesToStdout(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		args     []string
+		code     int
+		want     string // in stdout, or in stderr when wantErr
+		toStderr bool
+	}{
+		{[]string{"-h"}, 0, "commands:", false},
+		{[]string{"help"}, 0, "commands:", false},
+		{[]string{"migrate", "-h"}, 0, "-database-url", false},
+		{[]string{"worker", "--help"}, 0, "-lock-ttl", false},
+		{[]string{"loadtest", "-h"}, 0, "-orders", false},
+		{nil, 2, "commands:", true},
+		{[]string{"nosuch"}, 2, "unknown command", true},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			var stdout, stderr strings.Builder
+			code := run(tc.args, &stdout, &stderr)
+			out, other := stdout.String(), stderr.String()
+			if tc.toStderr {
+				out, other = other, out
+			}
+			if code != tc.code || !strings.Contains(out, tc.want) || other != "" {
+				t.Errorf("exit %d, stdout %q, stderr %q; want exit %d and %q on %s only", code, stdout.String(), stderr.String(), tc.code, tc.want, map[bool]string{false: "stdout", true: "stderr"}[tc.toStderr])
+			}
+		})
+	}
+}

@@ -71,11 +71,12 @@ func (e *exitError) Error() string { return e.err.Error() }
 func (e *exitError) Unwrap() error { return e.err }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	if len(args) == 0 {
 		usage(stderr)
-		if len(args) == 0 {
-			return 2
-		}
+		return 2
+	}
+	if args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help" {
+		usage(stdout) // asked for: on stdout, so that `flashsale -h | less` works
 		return 0
 	}
 	gin.SetMode(gin.ReleaseMode)
@@ -91,7 +92,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if c.name != args[0] {
 			continue
 		}
-		err := c.run(ctx, args[1:], stdout, stderr)
+		errOut := stderr
+		if wantsHelp(args[1:]) {
+			// The flag package prints a command's -h to its error output:
+			// asked for, it goes to stdout (nothing else is written then).
+			errOut = stdout
+		}
+		err := c.run(ctx, args[1:], stdout, errOut)
 		var ee *exitError
 		switch {
 		case err == nil:
@@ -155,4 +162,16 @@ func runHealthcheck(ctx context.Context, args []string, stdout, stderr io.Writer
 		return fmt.Errorf("%s answered %s", *url, resp.Status)
 	}
 	return nil
+}
+
+// wantsHelp reports whether args ask for a command's help, as the flag
+// package reads them (-h, -help, with one dash or two).
+func wantsHelp(args []string) bool {
+	for _, a := range args {
+		switch a {
+		case "-h", "--h", "-help", "--help":
+			return true
+		}
+	}
+	return false
 }
