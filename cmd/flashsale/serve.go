@@ -392,7 +392,7 @@ func serveWorker(ctx context.Context, cfg config, log *slog.Logger) error {
 		return err
 	}
 	log.Info("worker started", "queue", cfg.Queue, "concurrency", cfg.WorkerConcurrency, "mode", cfg.WorkerMode,
-		"lock_nodes", len(cfg.LockRedisURLs), "lock_ttl", cfg.LockTTL)
+		"lock_nodes", len(cfg.LockRedisURLs), "lock_ttl", cfg.LockTTL.String())
 	<-ctx.Done()
 	log.Info("worker shutting down: finishing orders in flight")
 	w.Shutdown()
