@@ -1140,9 +1140,7 @@ func TestKeyedSoldOutAnswerDoesNotOutliveARestock(t *testing.T) {
 	}
 	defer watch.Close(ctx)
 	testenv.Eventually(t, 10*time.Second, func() error {
-		var waiting bool
-		err := watch.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks l
-			WHERE NOT l.granted AND $1::int = ANY (pg_blocking_pids(l.pid)))`, int(conn.PgConn().PID())).Scan(&waiting)
+		waiting, err := testenv.WaitsOn(ctx, watch, conn.PgConn().PID())
 		if err == nil && !waiting {
 			err = errors.New("the order's lookup does not wait on the table yet")
 		}

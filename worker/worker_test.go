@@ -166,9 +166,7 @@ func (e *env) waitBlockedBy(t *testing.T, tx pgx.Tx) {
 	t.Helper()
 	watch := e.conn(t)
 	testenv.Eventually(t, 10*time.Second, func() error {
-		var waiting bool
-		err := watch.QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM pg_locks l
-			WHERE NOT l.granted AND $1::int = ANY (pg_blocking_pids(l.pid)))`, int(tx.Conn().PgConn().PID())).Scan(&waiting)
+		waiting, err := testenv.WaitsOn(context.Background(), watch, tx.Conn().PgConn().PID())
 		if err == nil && !waiting {
 			err = errors.New("no round waits on the held row yet")
 		}
@@ -454,9 +452,7 @@ func TestGoodOrdersOutlastAStaleProduct(t *testing.T) {
 		tick := time.NewTicker(time.Millisecond)
 		defer tick.Stop()
 		for {
-			var waited bool
-			err := watch.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks l
-				WHERE NOT l.granted AND $1::int = ANY (pg_blocking_pids(l.pid)))`, int(conn.PgConn().PID())).Scan(&waited)
+			waited, err := testenv.WaitsOn(ctx, watch, conn.PgConn().PID())
 			if err == nil && waited {
 				err = raiseAgain()
 			}

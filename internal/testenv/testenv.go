@@ -315,3 +315,13 @@ func (b *LogBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+// WaitsOn reports whether some session of the database conn is connected
+// to waits for a lock held by holder (a backend pid, say a transaction's
+// PgConn().PID()): a statement blocked on a row or table the test holds.
+func WaitsOn(ctx context.Context, conn *pgx.Conn, holder uint32) (bool, error) {
+	var waiting bool
+	err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks l
+		WHERE NOT l.granted AND $1::int = ANY (pg_blocking_pids(l.pid)))`, int(holder)).Scan(&waiting)
+	return waiting, err
+}
