@@ -2,7 +2,6 @@ package worker_test
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"testing"
 	"time"
@@ -61,7 +60,6 @@ func TestIdleHeldLockIsHandedToAWaitingProcess(t *testing.T) {
 	inventorytest.CreateProduct(t, e.store, "p", 50, 0)
 	inventorytest.CreateProduct(t, e.store, "q", 50, 0)
 	ctx := context.Background()
-	wantKey := e.prefix + "want:{p}"
 
 	rival := e.rival(t)
 	held, err := rival.TryAcquire(ctx, "product:p")
@@ -71,12 +69,7 @@ func TestIdleHeldLockIsHandedToAWaitingProcess(t *testing.T) {
 	// This process waits for p's lock in the background...
 	perr := make(chan error, 1)
 	go func() { perr <- e.w.ProcessTask(ctx, task(t, "op", "p", "u1", 1, 1)) }()
-	testenv.Eventually(t, 10*time.Second, func() error {
-		if n := e.rdb.ZCard(ctx, wantKey).Val(); n != 1 {
-			return fmt.Errorf("%d waiters for p", n)
-		}
-		return nil
-	})
+	e.waitWanting(t, "p", 1, 10*time.Second)
 	// ...while its runner gets stuck on q.
 	tx := e.holdRow(t, "q")
 	qerr := make(chan error, 1)
@@ -87,12 +80,7 @@ func TestIdleHeldLockIsHandedToAWaitingProcess(t *testing.T) {
 	if err := held.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
-	testenv.Eventually(t, 10*time.Second, func() error {
-		if n := e.rdb.ZCard(ctx, wantKey).Val(); n != 0 {
-			return fmt.Errorf("%d waiters for p", n)
-		}
-		return nil
-	})
+	e.waitWanting(t, "p", 0, 10*time.Second)
 
 	// Another process has an order for p and says so. It gets p's lock
 	// about maxHold after the hand-off (1-3s seen under load); 10s leaves
@@ -128,7 +116,6 @@ func TestNoBargeInFrontOfAnAnnouncedWaiter(t *testing.T) {
 	e.start(t)
 	inventorytest.CreateProduct(t, e.store, "p", 10, 0)
 	ctx := context.Background()
-	wantKey := e.prefix + "want:{p}"
 
 	// o1 finds p's lock busy: p counts as contended here for 2s.
 	held, err := e.rival(t).TryAcquire(ctx, "product:p")
@@ -137,31 +124,21 @@ func TestNoBargeInFrontOfAnAnnouncedWaiter(t *testing.T) {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- e.w.ProcessTask(ctx, task(t, "o1", "p", "u1", 1, 1)) }()
-	testenv.Eventually(t, 5*time.Second, func() error {
-		if n := e.rdb.ZCard(ctx, wantKey).Val(); n != 1 {
-			return fmt.Errorf("%d announcements", n)
-		}
-		return nil
-	})
+	e.waitWanting(t, "p", 1, 5*time.Second)
 	if err := held.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-errc; err != nil {
 		t.Fatal(err)
 	}
-	testenv.Eventually(t, 5*time.Second, func() error {
-		if n := e.rdb.ZCard(ctx, wantKey).Val(); n != 0 {
-			return fmt.Errorf("%d announcements after o1", n)
-		}
-		return nil
-	})
+	e.waitWanting(t, "p", 0, 5*time.Second)
 
 	// Another process announces (as want.lua does) that it waits for p.
 	now, err := e.rdb.Time(ctx).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.rdb.ZAdd(ctx, wantKey, redis.Z{Score: float64(now.UnixMilli() + 10_000), Member: "other-host:1:0badf00d"})
+	e.rdb.ZAdd(ctx, e.prefix+"want:{p}", redis.Z{Score: float64(now.UnixMilli() + 10_000), Member: "other-host:1:0badf00d"})
 
 	start := time.Now()
 	tctx, cancel := context.WithTimeout(ctx, 150*time.Millisecond)

@@ -942,28 +942,17 @@ func TestEndedOrderWithdrawsItsWait(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer held.Release(ctx)
-	wantKey := e.prefix + "want:{p}"
 	tctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancel()
 	errc := make(chan error, 1)
 	go func() { errc <- e.w.ProcessTask(tctx, task(t, "o1", "p", "u1", 1, 1)) }()
 	// While the order waits, the process says it wants the lock.
-	testenv.Eventually(t, 5*time.Second, func() error {
-		if n := e.rdb.ZCard(ctx, wantKey).Val(); n != 1 {
-			return fmt.Errorf("%d announcements while the order waits, want 1", n)
-		}
-		return nil
-	})
+	e.waitWanting(t, "p", 1, 5*time.Second)
 	if err := <-errc; err == nil {
 		t.Fatal("order decided while its product's lock was held elsewhere")
 	}
 	// The wait re-checks its orders at least once a second.
-	testenv.Eventually(t, 3*time.Second, func() error {
-		if n := e.rdb.ZCard(ctx, wantKey).Val(); n != 0 {
-			return fmt.Errorf("%d announcements after the only order ended, want 0", n)
-		}
-		return nil
-	})
+	e.waitWanting(t, "p", 0, 3*time.Second)
 }
 
 // A lock a waiter handed to the runner while the runner was busy, whose only
@@ -988,12 +977,7 @@ func TestLockOfWithdrawnOrdersIsGivenBack(t *testing.T) {
 	defer pcancel()
 	perr := make(chan error, 1)
 	go func() { perr <- e.w.ProcessTask(pctx, task(t, "op", "p", "u1", 1, 1)) }()
-	testenv.Eventually(t, 30*time.Second, func() error {
-		if n := e.rdb.ZCard(ctx, e.prefix+"want:{p}").Val(); n != 1 {
-			return fmt.Errorf("%d waiters for p", n)
-		}
-		return nil
-	})
+	e.waitWanting(t, "p", 1, 30*time.Second)
 	// The runner gets stuck in a transaction on q: its row is locked here.
 	tx := e.holdRow(t, "q")
 	qerr := make(chan error, 1)
@@ -1014,12 +998,7 @@ func TestLockOfWithdrawnOrdersIsGivenBack(t *testing.T) {
 	if err := held.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
-	testenv.Eventually(t, 30*time.Second, func() error {
-		if n := e.rdb.ZCard(ctx, e.prefix+"want:{p}").Val(); n != 0 {
-			return fmt.Errorf("%d waiters for p", n)
-		}
-		return nil
-	})
+	e.waitWanting(t, "p", 0, 30*time.Second)
 	// p's only order ends while the runner is still busy; then the runner
 	// goes on.
 	pcancel()
@@ -1535,6 +1514,44 @@ func TestPendingOrdersKeepTheOrderOfAcceptance(t *testing.T) {
 	}
 }
 
+// waitWanting waits, at most within, until n processes announce that they
+// wait for product's lock (want.lua's marks).
+func (e *env) waitWanting(t *testing.T, product string, n int64, within time.Duration) {
+	t.Helper()
+	key := e.prefix + "want:{" + product + "}"
+	testenv.Eventually(t, within, func() error {
+		if got := e.rdb.ZCard(context.Background(), key).Val(); got != n {
+			return fmt.Errorf("%d processes announce they wait for %s's lock, want %d", got, product, n)
+		}
+		return nil
+	})
+}
+
+// waitRescued waits until order id has a rescue task (queued by the
+// rescuer for a stranded or recoverer-archived task of it).
+func (e *env) waitRescued(t *testing.T, in *queue.Inspector, id string) {
+	t.Helper()
+	testenv.Eventually(t, 10*time.Second, func() error {
+		st, err := in.States(context.Background(), []string{id + queue.RescueSuffix})
+		if err == nil && st[0] == 0 { // no such task
+			err = fmt.Errorf("%s not rescued yet", id)
+		}
+		return err
+	})
+}
+
+// waitSucceeded waits until order id is decided succeeded.
+func (e *env) waitSucceeded(t *testing.T, id string) {
+	t.Helper()
+	testenv.Eventually(t, 30*time.Second, func() error {
+		got, err := e.store.Order(context.Background(), id)
+		if err == nil && got.Status != inventory.StatusSucceeded {
+			err = fmt.Errorf("%s is %s", id, got.Status)
+		}
+		return err
+	})
+}
+
 // pgDown makes the worker's database refuse connections and ends the open
 // ones (PostgreSQL down, as far as the worker can tell) until the returned
 // func, or cleanup, brings it back.
@@ -1590,21 +1607,9 @@ func TestCrashDuringADatabaseOutageIsRescued(t *testing.T) {
 	up := e.pgDown(t)
 	e.start(t)
 	in := queue.NewInspector(e.rdb, e.queue)
-	testenv.Eventually(t, 10*time.Second, func() error {
-		st, err := in.States(ctx, []string{"o1" + queue.RescueSuffix})
-		if err == nil && st[0] == 0 { // no such task
-			err = errors.New("o1 not rescued yet")
-		}
-		return err
-	})
+	e.waitRescued(t, in, "o1")
 	up()
-	testenv.Eventually(t, 30*time.Second, func() error {
-		got, err := e.store.Order(ctx, "o1")
-		if err == nil && got.Status != inventory.StatusSucceeded {
-			err = fmt.Errorf("o1 is %s", got.Status)
-		}
-		return err
-	})
+	e.waitSucceeded(t, "o1")
 }
 
 // One call of a rescue scan that does not return (a row held by a runaway
@@ -1639,13 +1644,7 @@ func TestStuckRescueScanDoesNotStopRescues(t *testing.T) {
 		t.Fatal(err)
 	}
 	queuetest.Strand(t, e.rdb, e.queue.Queue, time.Now().Add(-time.Second))
-	testenv.Eventually(t, 10*time.Second, func() error {
-		st, err := in.States(ctx, []string{"s1" + queue.RescueSuffix})
-		if err == nil && st[0] == 0 { // no such task
-			err = errors.New("s1 not rescued yet")
-		}
-		return err
-	})
+	e.waitRescued(t, in, "s1")
 }
 
 // The same when PostgreSQL hangs rather than refuses (a table lock, a
@@ -1672,23 +1671,11 @@ func TestCrashWhileTheDatabaseHangsIsRescued(t *testing.T) {
 	}
 	e.start(t)
 	in := queue.NewInspector(e.rdb, e.queue)
-	testenv.Eventually(t, 10*time.Second, func() error {
-		st, err := in.States(ctx, []string{"o1" + queue.RescueSuffix})
-		if err == nil && st[0] == 0 { // no such task
-			err = errors.New("o1 not rescued yet")
-		}
-		return err
-	})
+	e.waitRescued(t, in, "o1")
 	if err := tx.Rollback(ctx); err != nil {
 		t.Fatal(err)
 	}
-	testenv.Eventually(t, 30*time.Second, func() error {
-		got, err := e.store.Order(ctx, "o1")
-		if err == nil && got.Status != inventory.StatusSucceeded {
-			err = fmt.Errorf("o1 is %s", got.Status)
-		}
-		return err
-	})
+	e.waitSucceeded(t, "o1")
 }
 
 // A worker died running an order's last try, and the fleet came back more
