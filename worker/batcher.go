@@ -575,7 +575,8 @@ func (b *batcher) failProduct(p string, err error) {
 // Once an order of a product has no try left, every order of that product
 // this process holds goes back to asynq with it: the oldest order runs out
 // first, and the later ones, decided in the next round, would take the
-// stock it was owed. (Back in asynq each returns after its own jittered
+// stock it was owed. Those never tried in a round go back as errNotTried,
+// which costs them no asynq try. (Back in asynq each returns after its own jittered
 // retry delay, so a later one can still come back first: a reviewer's run
 // saw it in 2 of 40 products. Orders held by different workers have no
 // stricter order either.)
@@ -624,6 +625,12 @@ func (b *batcher) requeue(reqs []*request, err error, transient bool) {
 	}
 	b.mu.Unlock()
 	for _, r := range out {
+		if r.requeues == 0 && r.dbTries == 0 {
+			// An order that was never in a round goes back with the
+			// product's: it must not pay a try for it.
+			r.res <- result{err: fmt.Errorf("%w with its product's orders: %w", errNotTried, err)}
+			continue
+		}
 		r.res <- result{err: err}
 	}
 	b.signal()

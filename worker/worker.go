@@ -149,7 +149,9 @@ type Worker struct {
 	srv       *asynq.Server
 	connOpt   asynq.RedisConnOpt
 	stopAux   func() // set by a successful Start
-	runner    bool   // Start launched the batch runner
+	requeuer  *queue.Producer
+	client    *asynq.Client // the requeuer's and the rescuer's, closed by Shutdown
+	runner    bool          // Start launched the batch runner
 	shutdown  sync.Once
 
 	markMu sync.Mutex
@@ -192,6 +194,7 @@ func New(cfg Config, d Deps) (*Worker, error) {
 		TaskCheckInterval:        TaskCheckInterval,
 		DelayedTaskCheckInterval: DelayedTaskCheckInterval,
 		RetryDelayFunc:           RetryDelay,
+		IsFailure:                isFailure,
 		ShutdownTimeout:          cfg.ShutdownTimeout,
 		Logger:                   asynqLogger{cfg.Logger},
 		LogLevel:                 asynq.WarnLevel,
@@ -219,22 +222,24 @@ func (w *Worker) Start(ctx context.Context) error {
 		w.runner = true
 		go w.batcher.run(ctx)
 	}
+	w.client = asynq.NewClient(w.connOpt)
+	w.requeuer = queue.NewProducer(w.client, w.cfg.Queue)
 	mux := asynq.NewServeMux()
 	mux.HandleFunc(queue.TypeOrder, w.ProcessTask)
 	if err := w.srv.Start(mux); err != nil {
+		_ = w.client.Close()
+		w.client, w.requeuer = nil, nil
 		return fmt.Errorf("worker: start: %w", err)
 	}
-	client := asynq.NewClient(w.connOpt)
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		w.runRescuer(rctx, w.queue, queue.NewProducer(client, w.cfg.Queue))
+		w.runRescuer(rctx, w.queue, w.requeuer)
 	}()
 	w.stopAux = func() {
 		cancel()
 		<-done
-		_ = client.Close()
 	}
 	return nil
 }
@@ -266,11 +271,25 @@ func (w *Worker) Shutdown() {
 		if w.runner {
 			w.batcher.stop()
 		}
+		if w.client != nil {
+			_ = w.client.Close() // after the handlers, which may requeue
+		}
 	})
 }
 
 // errPermanent marks errors that retrying cannot fix.
 var errPermanent = errors.New("permanent")
+
+// errNotTried marks an order given back to asynq before this process tried
+// it: its product's orders went back together after another one's tries ran
+// out (batcher.requeue). That costs the order none of its own tries: asynq
+// retries the task without counting (isFailure), and on its last try it is
+// queued again as a rescue task ([Worker.requeueUntried]), not given up.
+var errNotTried = errors.New("given back untried")
+
+// isFailure is asynq's IsFailure: a task given back untried is not a
+// failure, so asynq retries it without counting a try.
+func isFailure(err error) bool { return !errors.Is(err, errNotTried) }
 
 // ProcessTask is the asynq handler for one order task.
 func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
@@ -319,10 +338,36 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	retried, _ := asynq.GetRetryCount(ctx)
 	maxRetry, _ := asynq.GetMaxRetry(ctx)
 	if retried >= maxRetry {
+		if errors.Is(err, errNotTried) && w.requeueUntried(ctx, o, retried) {
+			return nil
+		}
 		w.giveUp(ctx, o, reasonGaveUp, err)
 		return fmt.Errorf("order %s: %w: %w", o.ID, err, asynq.SkipRetry)
 	}
 	return fmt.Errorf("order %s: %w", o.ID, err)
+}
+
+// requeueUntried queues order o again as a rescue task of this one, which
+// ran its last try without the order being tried (errNotTried): asynq
+// archives a task on its last try whatever IsFailure says. The rescue
+// comes back after the delay a retry would have had, so the order keeps
+// its place among its product's orders given back with it. It reports
+// whether o is queued; if not (Redis failed, or the rescue chain is at its
+// end), the caller gives the order up.
+func (w *Worker) requeueUntried(ctx context.Context, o queue.Order, retried int) bool {
+	id, ok := asynq.GetTaskID(ctx)
+	if w.requeuer == nil || !ok {
+		return false
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+	defer cancel()
+	err := w.requeuer.RescueAfter(rctx, id, o, RetryDelay(retried, nil, nil))
+	if err != nil && !errors.Is(err, queue.ErrDuplicate) {
+		w.cfg.Logger.Warn("could not queue again an order given back untried on its last try",
+			"order_id", o.ID, "product_id", o.ProductID, "err", err)
+		return false
+	}
+	return true
 }
 
 // giveUp records o failed for reason before asynq archives its task. When

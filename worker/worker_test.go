@@ -1724,3 +1724,112 @@ func TestLastTryCutByACrashIsRescuedFromTheArchive(t *testing.T) {
 		t.Errorf("o1 is %s (%q), want succeeded: its last try never ran", got.Status, got.Reason)
 	}
 }
+
+// An order never tried in a round, given back to asynq with its product's
+// orders after another one's tries ran out, pays none of its own tries:
+// asynq retries it without counting, and on its last try it is queued again
+// as a rescue task instead of being recorded "gave up". a's seven failing
+// rounds send a and b (pending behind a: MaxBatch 1) back; the eighth round
+// waits on an advisory lock the test holds while it reads the tries the
+// tasks have used. Before, b's task counted a try (Retried 1), and on its
+// last try b was recorded failed without ever being tried.
+func TestOrderGivenBackUntriedKeepsItsTries(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name      string
+		bMaxRetry int
+		bTask     string // the task that decides b
+	}{
+		{"an earlier try", 25, "b"},
+		{"the last try", 0, "b" + queue.RescueSuffix},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnvWith(t, worker.Config{Mode: worker.ModeBatch, MaxBatch: 1}, 5*time.Second)
+			inventorytest.CreateProduct(t, e.store, "p", 2, 0)
+			e.exec(t, `CREATE SEQUENCE fault_rounds;
+CREATE FUNCTION fault() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE n bigint;
+BEGIN
+  IF EXISTS (SELECT 1 FROM ins WHERE status <> 'failed') THEN
+    n := nextval('fault_rounds');
+    IF n <= 7 THEN
+      RAISE EXCEPTION 'injected fault' USING ERRCODE = '40001';
+    ELSIF n = 8 THEN
+      PERFORM pg_advisory_xact_lock_shared(4242);
+    END IF;
+  END IF;
+  RETURN NULL;
+END $$;
+CREATE TRIGGER fault AFTER INSERT ON orders REFERENCING NEW TABLE AS ins
+  FOR EACH STATEMENT EXECUTE FUNCTION fault();`)
+			ctx := context.Background()
+			gate := e.conn(t)
+			if _, err := gate.Exec(ctx, `SELECT pg_advisory_lock(4242)`); err != nil {
+				t.Fatal(err)
+			}
+			e.start(t)
+			connOpt, err := queue.ParseRedisURL(testenv.RedisURL(), 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			client := asynq.NewClient(connOpt)
+			t.Cleanup(func() { _ = client.Close() })
+			enqueue := func(id string, seq, maxRetry int) {
+				t.Helper()
+				tk := task(t, id, "p", "u"+id, 1, seq)
+				if _, err := client.EnqueueContext(ctx, tk, asynq.TaskID(id), asynq.Queue(e.queue.Queue),
+					asynq.MaxRetry(maxRetry), asynq.Timeout(30*time.Second)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			tx := e.holdRow(t, "p")
+			enqueue("a", 1, 25)
+			e.waitBlockedBy(t, tx) // a's first round
+			enqueue("b", 2, tc.bMaxRetry)
+			testenv.Eventually(t, 10*time.Second, func() error {
+				if n := worker.PendingOrders(e.w, "p"); n != 1 {
+					return fmt.Errorf("%d orders of p wait for a round, want b", n)
+				}
+				return nil
+			})
+			if err := tx.Rollback(ctx); err != nil {
+				t.Fatal(err)
+			}
+			// Both back from asynq: one in the eighth round, waiting on the
+			// advisory lock, the other waiting for a round.
+			watch := e.conn(t)
+			testenv.Eventually(t, 20*time.Second, func() error {
+				waiting, err := testenv.WaitsOn(ctx, watch, gate.PgConn().PID())
+				if err == nil && !waiting {
+					err = errors.New("no eighth round waits on the advisory lock yet")
+				}
+				return err
+			})
+			in := queue.NewInspector(e.rdb, e.queue)
+			tries := map[string]int{}
+			testenv.Eventually(t, 10*time.Second, func() error {
+				for _, id := range []string{"a", tc.bTask} {
+					ti, err := in.Lookup(ctx, id)
+					if err != nil {
+						return fmt.Errorf("task %s: %w", id, err)
+					}
+					if ti.State != queue.Running {
+						return fmt.Errorf("task %s is %v, want running", id, ti.State)
+					}
+					tries[id] = ti.Retried
+				}
+				return nil
+			})
+			if tries["a"] != 1 || tries[tc.bTask] != 0 {
+				t.Errorf("tries used: a %d, %s %d; want 1 (its seventh failed round) and 0 (never tried)",
+					tries["a"], tc.bTask, tries[tc.bTask])
+			}
+			if _, err := gate.Exec(ctx, `SELECT pg_advisory_unlock(4242)`); err != nil {
+				t.Fatal(err)
+			}
+			e.waitSucceeded(t, "a")
+			e.waitSucceeded(t, "b")
+		})
+	}
+}
