@@ -156,6 +156,10 @@ type Worker struct {
 
 	markMu sync.Mutex
 	marked map[string]markedAt // sold-out flags this process set recently
+
+	handlersMu sync.Mutex
+	handlers   int           // ProcessTask calls running
+	noHandlers chan struct{} // closed when handlers drops to 0; nil if nobody waits
 }
 
 // Deps are the worker's collaborators; the caller owns and closes them.
@@ -260,7 +264,10 @@ const (
 
 // Shutdown stops taking tasks, waits up to ShutdownTimeout for the orders in
 // flight (their locks are released after their commit), and returns the
-// rest to the queue. Calling it again, or without Start, is a no-op
+// rest to the queue. It then waits, up to handlerGrace, for handlers that
+// asynq stopped waiting for (past their task's deadline, or past
+// ShutdownTimeout) to record or bury their orders, so that the caller may
+// close PostgreSQL and Redis. Calling it again, or without Start, is a no-op
 // (Start must not run after it).
 func (w *Worker) Shutdown() {
 	w.shutdown.Do(func() {
@@ -271,10 +278,59 @@ func (w *Worker) Shutdown() {
 		if w.runner {
 			w.batcher.stop()
 		}
+		if !w.waitHandlers(handlerGrace) {
+			w.cfg.Logger.Warn("worker stopped with order handlers still running", "waited", handlerGrace.String())
+		}
 		if w.client != nil {
 			_ = w.client.Close() // after the handlers, which may requeue
 		}
 	})
+}
+
+// handlerGrace bounds how long Shutdown waits, once asynq has stopped, for
+// handlers asynq no longer waits for: one whose task's deadline passed, or
+// that outlived ShutdownTimeout, goes on to record or bury its order (up
+// to recordTimeout each), and the caller closes PostgreSQL and Redis after
+// Shutdown.
+const handlerGrace = 2*recordTimeout + 5*time.Second
+
+// waitHandlers waits, at most d, until no ProcessTask call runs; it
+// reports whether none does.
+func (w *Worker) waitHandlers(d time.Duration) bool {
+	w.handlersMu.Lock()
+	if w.handlers == 0 {
+		w.handlersMu.Unlock()
+		return true
+	}
+	if w.noHandlers == nil {
+		w.noHandlers = make(chan struct{})
+	}
+	ch := w.noHandlers
+	w.handlersMu.Unlock()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ch:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+func (w *Worker) handlerStarted() {
+	w.handlersMu.Lock()
+	w.handlers++
+	w.handlersMu.Unlock()
+}
+
+func (w *Worker) handlerDone() {
+	w.handlersMu.Lock()
+	w.handlers--
+	if w.handlers == 0 && w.noHandlers != nil {
+		close(w.noHandlers)
+		w.noHandlers = nil
+	}
+	w.handlersMu.Unlock()
 }
 
 // errPermanent marks errors that retrying cannot fix.
@@ -293,6 +349,8 @@ func isFailure(err error) bool { return !errors.Is(err, errNotTried) }
 
 // ProcessTask is the asynq handler for one order task.
 func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	w.handlerStarted()
+	defer w.handlerDone()
 	w.metrics.inFlight.Inc()
 	defer w.metrics.inFlight.Dec()
 	o, err := queue.Decode(t.Payload())

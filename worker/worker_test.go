@@ -1833,3 +1833,53 @@ CREATE TRIGGER fault AFTER INSERT ON orders REFERENCING NEW TABLE AS ins
 		})
 	}
 }
+
+// Shutdown waits for a handler that asynq no longer waits for: a last try
+// past its task's deadline, which asynq archived, goes on to record its
+// order failed or, PostgreSQL not answering, to bury it, and the process
+// closes PostgreSQL and Redis once Shutdown returns. Here the orders table
+// is locked, so the record waits out its own timeout and the order is
+// buried. Before, Shutdown returned at once and the bury would have met
+// closed clients (from a review).
+func TestShutdownWaitsForAnAbandonedHandler(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, worker.ModeBatch, 5*time.Second)
+	inventorytest.CreateProduct(t, e.store, "p", 5, 0)
+	ctx := context.Background()
+	held, err := e.rival(t).TryAcquire(ctx, "product:p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Release(ctx)
+	tx, err := e.conn(t).Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `LOCK TABLE orders IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	e.start(t)
+	connOpt, err := queue.ParseRedisURL(testenv.RedisURL(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := asynq.NewClient(connOpt)
+	t.Cleanup(func() { _ = client.Close() })
+	if _, err := client.EnqueueContext(ctx, task(t, "o1", "p", "u1", 1, 1), asynq.TaskID("o1"),
+		asynq.Queue(e.queue.Queue), asynq.MaxRetry(0), asynq.Timeout(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	// The task's deadline passes while the product's lock is held
+	// elsewhere; its handler then waits to record the failure.
+	e.waitBlockedBy(t, tx)
+	e.w.Shutdown()
+	in := queue.NewInspector(e.rdb, e.queue)
+	buried, _, err := in.Buried(ctx, 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(buried) != 1 || buried[0].ID != "o1" {
+		t.Errorf("buried when Shutdown returned: %+v; want o1, whose failure could not be recorded", buried)
+	}
+}
