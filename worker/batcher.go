@@ -484,9 +484,19 @@ func (b *batcher) startWaiter(ctx context.Context, p string, delay time.Duration
 			b.mu.Unlock()
 			b.signal()
 		}()
+		// The announcement is withdrawn before the waiter ends: before stop
+		// returns, and before another waiter for p announces (an old
+		// waiter's withdrawal must not remove the new one's).
 		wctx, cancel := context.WithCancel(ctx)
-		defer cancel()
-		go b.w.want(wctx, p)
+		withdrawn := make(chan struct{})
+		go func() {
+			defer close(withdrawn)
+			b.w.want(wctx, p)
+		}()
+		defer func() {
+			cancel()
+			<-withdrawn
+		}()
 		if delay > 0 {
 			select {
 			case <-time.After(delay):
