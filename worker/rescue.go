@@ -56,9 +56,11 @@ const rescueLimit = 5000
 // task of theirs can still decide, then unburies them: archivePage orders
 // per scan (2s) once PostgreSQL answers. As a backstop
 // for an order archived without being buried (Redis failed as well), every
-// archiveEvery-th scan does the same for the next page of the archive, so
-// the whole archive is covered in turn: 20 sweeps, about 10 minutes, at the
-// most.
+// archiveEvery-th scan does the same for the whole archive, a page of
+// archivePage tasks at a time (at most 20 pages: three queries each), so
+// an archived order is reached within about 30s. A sweep that the scan's
+// deadline (RescueTimeout) or an error cuts short goes on from its page at
+// the next sweep.
 const (
 	archiveEvery = 15 // scans: about 30s at the default RescueInterval
 	archivePage  = 500
@@ -101,15 +103,16 @@ func (w *Worker) runRescuer(ctx context.Context, in *queue.Inspector, prod *queu
 		if err == nil {
 			dead, buried, err = w.recordBuried(sctx, in, buried)
 		}
-		if err == nil && scan%archiveEvery == 0 {
+		for sweep := err == nil && scan%archiveEvery == 0; sweep; {
 			var archived []string
 			var last bool
 			archived, last, err = w.recordArchived(sctx, in, prod, page)
 			dead = append(dead, archived...)
 			switch {
 			case err != nil:
+				sweep = false
 			case last:
-				page = 1
+				page, sweep = 1, false
 			default:
 				page++
 			}

@@ -1359,15 +1359,15 @@ func TestArchivedOrdersWithoutAnOutcomeAreRecordedFailed(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// More than a page of older archived orders that stay without an
-	// outcome (their product is unknown: nothing to record them against).
-	for i := range 520 {
-		archive(queue.Order{ID: fmt.Sprintf("old%03d", i), ProductID: "gone", UserID: "u", Quantity: 1, AcceptedAt: time.Now()})
+	// Four pages of older archived orders that stay without an outcome
+	// (their product is unknown: nothing to record them against).
+	for i := range 2020 {
+		archive(queue.Order{ID: fmt.Sprintf("old%04d", i), ProductID: "gone", UserID: "u", Quantity: 1, AcceptedAt: time.Now()})
 	}
 	// "decided" has its outcome already (its task archived after it
 	// committed); "zz-dead" has none. asynq orders its archive by the
 	// second of archiving, then by task id: "zz-dead" comes last, past the
-	// first page.
+	// fourth page.
 	if _, err := e.store.Apply(ctx, inventory.Batch{
 		Orders: []inventory.OrderRequest{{ID: "decided", ProductID: "p", UserID: "u-decided", Quantity: 1, AcceptedAt: time.Now()}},
 		Tokens: map[string]int64{"p": 1},
@@ -1388,6 +1388,14 @@ func TestArchivedOrdersWithoutAnOutcomeAreRecordedFailed(t *testing.T) {
 		}
 		return nil
 	})
+	// One sweep (every 15th scan) covers the whole archive. Before, a sweep
+	// read one page: "zz-dead" waited for the fifth, at scan 75.
+	scans := e.scans(e.rival(t))
+	testenv.Eventually(t, 5*time.Second, func() error { return scans.look(ctx) })
+	t.Logf("recorded by scan %d", scans.last)
+	if scans.last > 45 {
+		t.Errorf("archived order recorded failed after about %d scans, want within the first sweep (scan 15), or the next", scans.last)
+	}
 	if o, err := e.store.Order(ctx, "decided"); err != nil || o.Status != inventory.StatusSucceeded {
 		t.Errorf("archived order with an outcome: %+v, %v; want it succeeded still", o, err)
 	}
