@@ -163,13 +163,6 @@ func TaskIDs(orderID string) []string {
 // and a stuck rescue task can itself be rescued. Deciding the order twice
 // is harmless: the second decision is a replay.
 func (p *Producer) Rescue(ctx context.Context, stranded string, o Order) error {
-	return p.RescueAfter(ctx, stranded, o, 0)
-}
-
-// RescueAfter is [Producer.Rescue] with a task that runs after delay: a
-// task given back before its order was tried, on its last try, comes back
-// after the delay a retry would have had.
-func (p *Producer) RescueAfter(ctx context.Context, stranded string, o Order, delay time.Duration) error {
 	if strings.Count(stranded, RescueSuffix) >= MaxRescueDepth {
 		return fmt.Errorf("rescue order %q: %w", o.ID, ErrRescueDepth)
 	}
@@ -177,12 +170,9 @@ func (p *Producer) RescueAfter(ctx context.Context, stranded string, o Order, de
 	if err != nil {
 		return err
 	}
-	opts := []asynq.Option{asynq.TaskID(stranded + RescueSuffix), asynq.Queue(p.opts.Queue),
-		asynq.MaxRetry(p.opts.MaxRetry), asynq.Timeout(p.opts.Timeout)}
-	if delay > 0 {
-		opts = append(opts, asynq.ProcessIn(delay))
-	}
-	_, err = p.client.EnqueueContext(ctx, task, opts...)
+	_, err = p.client.EnqueueContext(ctx, task,
+		asynq.TaskID(stranded+RescueSuffix), asynq.Queue(p.opts.Queue),
+		asynq.MaxRetry(p.opts.MaxRetry), asynq.Timeout(p.opts.Timeout))
 	switch {
 	case err == nil:
 		return nil

@@ -48,6 +48,7 @@ type request struct {
 	res      chan result // buffered: the runner never blocks on a gone handler
 	requeues int         // after a lost lock or stale fence (maxRequeues)
 	dbTries  int         // after a transient database error (maxDBRetries)
+	lastTry  bool        // its task's last asynq try
 }
 
 type result struct {
@@ -100,9 +101,10 @@ func (b *batcher) signal() {
 	}
 }
 
-// submit queues an order for the next round and waits for its decision.
-func (b *batcher) submit(ctx context.Context, o inventory.OrderRequest) (inventory.Decision, error) {
-	r := &request{ctx: ctx, order: o, res: make(chan result, 1)}
+// submit queues an order for the next round and waits for its decision;
+// lastTry says that its task is on its last asynq try.
+func (b *batcher) submit(ctx context.Context, o inventory.OrderRequest, lastTry bool) (inventory.Decision, error) {
+	r := &request{ctx: ctx, order: o, res: make(chan result, 1), lastTry: lastTry}
 	b.mu.Lock()
 	// In order of acceptance, not of arrival here: an order asynq retries
 	// comes back after later ones, and with more than MaxBatch pending it
@@ -586,7 +588,9 @@ func (b *batcher) failProduct(p string, err error) {
 // this process holds goes back to asynq with it: the oldest order runs out
 // first, and the later ones, decided in the next round, would take the
 // stock it was owed. Those never tried in a round go back as errNotTried,
-// which costs them no asynq try. (Back in asynq each returns after its own jittered
+// which costs them no asynq try; one whose task is on its last try stays
+// (asynq would archive it, the order never tried), to be decided in the
+// next round, possibly ahead of the older one. (Back in asynq each returns after its own jittered
 // retry delay, so a later one can still come back first: a reviewer's run
 // saw it in 2 of 40 products. Orders held by different workers have no
 // stricter order either.)
@@ -617,8 +621,19 @@ func (b *batcher) requeue(reqs []*request, err error, transient bool) {
 	for p, rs := range byProduct {
 		if spent[p] {
 			out = append(out, rs...)
-			out = append(out, b.pending[p]...)
-			delete(b.pending, p)
+			var keep []*request
+			for _, r := range b.pending[p] {
+				if r.lastTry && r.requeues == 0 && r.dbTries == 0 {
+					keep = append(keep, r)
+				} else {
+					out = append(out, r)
+				}
+			}
+			if len(keep) > 0 {
+				b.pending[p] = keep
+			} else {
+				delete(b.pending, p)
+			}
 			delete(b.notBefore, p)
 			continue
 		}

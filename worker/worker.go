@@ -149,9 +149,7 @@ type Worker struct {
 	srv       *asynq.Server
 	connOpt   asynq.RedisConnOpt
 	stopAux   func() // set by a successful Start
-	requeuer  *queue.Producer
-	client    *asynq.Client // the requeuer's and the rescuer's, closed by Shutdown
-	runner    bool          // Start launched the batch runner
+	runner    bool   // Start launched the batch runner
 	shutdown  sync.Once
 
 	markMu sync.Mutex
@@ -226,24 +224,22 @@ func (w *Worker) Start(ctx context.Context) error {
 		w.runner = true
 		go w.batcher.run(ctx)
 	}
-	w.client = asynq.NewClient(w.connOpt)
-	w.requeuer = queue.NewProducer(w.client, w.cfg.Queue)
 	mux := asynq.NewServeMux()
 	mux.HandleFunc(queue.TypeOrder, w.ProcessTask)
 	if err := w.srv.Start(mux); err != nil {
-		_ = w.client.Close()
-		w.client, w.requeuer = nil, nil
 		return fmt.Errorf("worker: start: %w", err)
 	}
+	client := asynq.NewClient(w.connOpt)
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		w.runRescuer(rctx, w.queue, w.requeuer)
+		w.runRescuer(rctx, w.queue, queue.NewProducer(client, w.cfg.Queue))
 	}()
 	w.stopAux = func() {
 		cancel()
 		<-done
+		_ = client.Close()
 	}
 	return nil
 }
@@ -280,9 +276,6 @@ func (w *Worker) Shutdown() {
 		}
 		if !w.waitHandlers(handlerGrace) {
 			w.cfg.Logger.Warn("worker stopped with order handlers still running", "waited", handlerGrace.String())
-		}
-		if w.client != nil {
-			_ = w.client.Close() // after the handlers, which may requeue
 		}
 	})
 }
@@ -339,8 +332,9 @@ var errPermanent = errors.New("permanent")
 // errNotTried marks an order given back to asynq before this process tried
 // it: its product's orders went back together after another one's tries ran
 // out (batcher.requeue). That costs the order none of its own tries: asynq
-// retries the task without counting (isFailure), and on its last try it is
-// queued again as a rescue task ([Worker.requeueUntried]), not given up.
+// retries the task without counting (isFailure). (On its last try asynq
+// would archive it whatever IsFailure says: such an order is not given
+// back, see batcher.requeue.)
 var errNotTried = errors.New("given back untried")
 
 // isFailure is asynq's IsFailure: a task given back untried is not a
@@ -375,9 +369,11 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		ID: o.ID, ProductID: o.ProductID, UserID: o.UserID, Quantity: o.Quantity,
 		IdempotencyKey: o.IdempotencyKey, AcceptedAt: o.AcceptedAt,
 	}
+	retried, _ := asynq.GetRetryCount(ctx)
+	maxRetry, _ := asynq.GetMaxRetry(ctx)
 	var d inventory.Decision
 	if w.batcher != nil {
-		d, err = w.batcher.submit(ctx, req)
+		d, err = w.batcher.submit(ctx, req, retried >= maxRetry)
 	} else {
 		d, err = w.decideOne(ctx, req)
 	}
@@ -393,39 +389,11 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 	// Retryable. On the last try, record the failure so the buyer gets a
 	// final answer rather than a task that vanished into the archive.
-	retried, _ := asynq.GetRetryCount(ctx)
-	maxRetry, _ := asynq.GetMaxRetry(ctx)
 	if retried >= maxRetry {
-		if errors.Is(err, errNotTried) && w.requeueUntried(ctx, o, retried) {
-			return nil
-		}
 		w.giveUp(ctx, o, reasonGaveUp, err)
 		return fmt.Errorf("order %s: %w: %w", o.ID, err, asynq.SkipRetry)
 	}
 	return fmt.Errorf("order %s: %w", o.ID, err)
-}
-
-// requeueUntried queues order o again as a rescue task of this one, which
-// ran its last try without the order being tried (errNotTried): asynq
-// archives a task on its last try whatever IsFailure says. The rescue
-// comes back after the delay a retry would have had, so the order keeps
-// its place among its product's orders given back with it. It reports
-// whether o is queued; if not (Redis failed, or the rescue chain is at its
-// end), the caller gives the order up.
-func (w *Worker) requeueUntried(ctx context.Context, o queue.Order, retried int) bool {
-	id, ok := asynq.GetTaskID(ctx)
-	if w.requeuer == nil || !ok {
-		return false
-	}
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
-	defer cancel()
-	err := w.requeuer.RescueAfter(rctx, id, o, RetryDelay(retried, nil, nil))
-	if err != nil && !errors.Is(err, queue.ErrDuplicate) {
-		w.cfg.Logger.Warn("could not queue again an order given back untried on its last try",
-			"order_id", o.ID, "product_id", o.ProductID, "err", err)
-		return false
-	}
-	return true
 }
 
 // giveUp records o failed for reason before asynq archives its task. When
