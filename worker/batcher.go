@@ -550,6 +550,9 @@ func (b *batcher) startWaiter(ctx context.Context, p string, delay time.Duration
 				if !needed {
 					b.w.release(l)
 				}
+				// Wake the runner now, not after the withdrawal's round
+				// trips (acquiring[p] holds off another waiter until then).
+				b.signal()
 				return
 			case wctx.Err() != nil:
 				return

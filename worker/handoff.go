@@ -55,8 +55,11 @@ func (w *Worker) want(ctx context.Context, product string) {
 		select {
 		case <-ctx.Done():
 			cctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			_ = w.rdb.ZRem(cctx, key, w.id).Err()
-			_ = w.rdb.ZRem(cctx, w.sinceKey(product), w.id).Err()
+			_, _ = w.rdb.Pipelined(cctx, func(p redis.Pipeliner) error {
+				p.ZRem(cctx, key, w.id)
+				p.ZRem(cctx, w.sinceKey(product), w.id)
+				return nil
+			})
 			cancel()
 			return
 		case <-t.C:
