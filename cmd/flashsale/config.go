@@ -250,6 +250,12 @@ var settings = []setting{
 		}},
 }
 
+// devHelp replaces, in dev's -h, the help of the settings dev treats
+// differently, by variable; the usage lists it after the variable's line.
+var devHelp = map[string]string{
+	"FLASHSALE_ADMIN_TOKEN": "bearer token for admin endpoints, at least 16 characters; empty = a random token for this run, printed at start",
+}
+
 func checkRedisURL(v string) error {
 	u, err := url.Parse(v)
 	if err != nil {
@@ -340,7 +346,11 @@ func loadConfig(fs *flag.FlagSet, name string, args []string) (config, error) {
 	flagVals := map[string]*string{}
 	for _, s := range settings {
 		if s.cmds&cmds != 0 {
-			flagVals[s.flag] = fs.String(s.flag, "", fmt.Sprintf("%s (env %s, default %q)", s.help, s.env, s.def))
+			help := s.help
+			if h, ok := devHelp[s.env]; ok && name == "dev" {
+				help = h
+			}
+			flagVals[s.flag] = fs.String(s.flag, "", fmt.Sprintf("%s (env %s, default %q)", help, s.env, s.def))
 		}
 	}
 	if err := parseFlags(fs, args); err != nil {
@@ -394,6 +404,9 @@ func envHelp() string {
 	var b strings.Builder
 	for _, s := range settings {
 		fmt.Fprintf(&b, "  %-30s %s (default %q; %s)\n", s.env, s.help, s.def, commandNames(s.cmds))
+		if h, ok := devHelp[s.env]; ok {
+			fmt.Fprintf(&b, "  %-30s dev: %s\n", "", h)
+		}
 	}
 	return b.String()
 }

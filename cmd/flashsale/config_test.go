@@ -411,3 +411,27 @@ func TestHelpGoesToStdout(t *testing.T) {
 		})
 	}
 }
+
+// dev makes up an admin token when none is given, and its -h says so; api
+// and worker, which refuse every admin call without one, say that (from an
+// operator review: dev's -h said an empty token refuses everything).
+func TestDevHelpSaysItMakesAToken(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		cmd, want, notWant string
+	}{
+		{"dev", "empty = a random token for this run", "refuse every call"},
+		{"api", "empty = admin endpoints refuse every call", "random token"},
+		{"worker", "empty = admin endpoints refuse every call", "random token"},
+	} {
+		var stdout strings.Builder
+		if code := run([]string{tc.cmd, "-h"}, &stdout, io.Discard); code != 0 {
+			t.Fatalf("%s -h: exit %d", tc.cmd, code)
+		}
+		_, help, _ := strings.Cut(stdout.String(), "-admin-token string\n")
+		help, _, _ = strings.Cut(help, "\n")
+		if !strings.Contains(help, tc.want) || strings.Contains(help, tc.notWant) {
+			t.Errorf("%s -h on -admin-token: %q, want %q and not %q", tc.cmd, help, tc.want, tc.notWant)
+		}
+	}
+}
