@@ -218,7 +218,16 @@ var settings = []setting{
 		}},
 	{"FLASHSALE_KEY_PREFIX", "key-prefix", "flashsale:", "prefix of flashsale's own Redis keys (locks, sold-out flags, notifications)",
 		forAPI | forWorker,
-		func(c *config, v string) error { c.KeyPrefix = v; return nil }},
+		func(c *config, v string) error {
+			// Not empty: the packages under it would put their own default
+			// back on some keys (sold-out flags, the worker's) and not on
+			// others (locks, notifications).
+			if v == "" {
+				return fmt.Errorf("want a prefix such as flashsale:")
+			}
+			c.KeyPrefix = v
+			return nil
+		}},
 	{"FLASHSALE_RATE_LIMIT", "rate-limit", "", "per-user order rate limit such as 10/s or 100/m (empty = off)",
 		forAPI,
 		func(c *config, v string) error {
@@ -337,9 +346,10 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 }
 
 // loadConfig reads the environment, then the flags of fs (which override
-// it), for the settings the command called name reads (commandSettings);
-// the others stay unset. A bad value is an error naming the flag if it was
-// given as one (the variable is then not read), else the variable.
+// it, also when given empty), for the settings the command called name
+// reads (commandSettings); the others stay unset. A bad value is an error
+// naming the flag if it was given as one (the variable is then not read),
+// else the variable.
 func loadConfig(fs *flag.FlagSet, name string, args []string) (config, error) {
 	c := config{from: map[string]string{}}
 	cmds := commandSettings(name)
@@ -356,13 +366,17 @@ func loadConfig(fs *flag.FlagSet, name string, args []string) (config, error) {
 	if err := parseFlags(fs, args); err != nil {
 		return c, err
 	}
+	// A flag given wins over its variable even when empty: -rate-limit ""
+	// turns off a rate limit the environment sets.
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
 	c.raw = make(map[string]string, len(settings))
 	for _, s := range settings {
 		if s.cmds&cmds == 0 {
 			continue
 		}
 		v, src := *flagVals[s.flag], "-"+s.flag
-		if v != "" {
+		if given[s.flag] {
 			c.from[s.env] = src
 		} else if ev, ok := os.LookupEnv(s.env); ok {
 			v, src = ev, s.env
@@ -370,7 +384,7 @@ func loadConfig(fs *flag.FlagSet, name string, args []string) (config, error) {
 			v, src = s.def, s.env+" (default)"
 		}
 		if err := s.set(&c, v); err != nil {
-			return c, fmt.Errorf("bad %s=%q: %v", src, shown(s.env, v), err)
+			return c, badSetting(s, src, v, given[s.flag], err)
 		}
 		c.raw[s.env] = v
 	}
@@ -388,6 +402,21 @@ func loadConfig(fs *flag.FlagSet, name string, args []string) (config, error) {
 		return c, fmt.Errorf("bad %s: %d nodes; use 1, 3 or 5 independent nodes (an even count tolerates no more failures than one node fewer)", c.name("FLASHSALE_LOCK_REDIS_URLS"), n)
 	}
 	return c, nil
+}
+
+// badSetting is the error for value v of setting s, given as src (its
+// flag if byFlag, else its variable), which s.set refused with err. An empty
+// value, which the setting has no meaning for, gets a message of its own
+// saying how to get the setting's value back.
+func badSetting(s setting, src, v string, byFlag bool, err error) error {
+	switch {
+	case v != "":
+		return fmt.Errorf("bad %s=%q: %v", src, shown(s.env, v), err)
+	case byFlag:
+		return fmt.Errorf("bad %s=\"\": it cannot be empty; leave the flag out to use %s or the default %q", src, s.env, s.def)
+	default:
+		return fmt.Errorf("bad %s=\"\": it cannot be empty; unset it for the default %q", s.env, s.def)
+	}
 }
 
 // name is how the setting of variable env was given, for error messages:

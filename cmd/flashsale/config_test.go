@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -433,5 +434,64 @@ func TestDevHelpSaysItMakesAToken(t *testing.T) {
 		if !strings.Contains(help, tc.want) || strings.Contains(help, tc.notWant) {
 			t.Errorf("%s -h on -admin-token: %q, want %q and not %q", tc.cmd, help, tc.want, tc.notWant)
 		}
+	}
+}
+
+// A flag given empty wins over its variable (from an operator review:
+// `-rate-limit ""` left the environment's limit on), and means what the
+// setting's empty value means; a setting with no empty meaning refuses it,
+// saying how to get a value back. Not parallel: it sets the environment.
+func TestEmptyFlagOverridesTheEnvironment(t *testing.T) {
+	for _, tc := range []struct {
+		env, value, flag string
+		check            func(c config) bool // for a setting with an empty meaning
+		wantErr          string              // else
+	}{
+		{"FLASHSALE_RATE_LIMIT", "5/s", "-rate-limit", func(c config) bool { return c.RateLimit == "" }, ""},
+		{"FLASHSALE_PPROF_ADDR", "127.0.0.1:6060", "-pprof-addr", func(c config) bool { return c.PprofAddr == "" }, ""},
+		{"FLASHSALE_METRICS_ADDR", "127.0.0.1:9100", "-metrics-addr", func(c config) bool { return c.MetricsAddr == "" }, ""},
+		{"FLASHSALE_ADMIN_TOKEN", "a-long-enough-secret", "-admin-token", func(c config) bool { return c.AdminToken == "" }, ""},
+		{"FLASHSALE_LOCK_REDIS_URLS", "redis://n1:6379,redis://n2:6379,redis://n3:6379", "-lock-redis-urls", func(c config) bool {
+			return len(c.LockRedisURLs) == 1 && c.LockRedisURLs[0] == c.RedisURL // the queue's Redis
+		}, ""},
+		{"FLASHSALE_LOG_LEVEL", "debug", "-log-level", nil, `bad -log-level="": it cannot be empty; leave the flag out to use FLASHSALE_LOG_LEVEL or the default "info"`},
+		{"FLASHSALE_REDIS_URL", "redis://127.0.0.1:6379/1", "-redis-url", nil, `bad -redis-url="": it cannot be empty`},
+		{"FLASHSALE_KEY_PREFIX", "other:", "-key-prefix", nil, `bad -key-prefix="": it cannot be empty`},
+		// A variable set empty, no flag.
+		{"FLASHSALE_LOCK_TTL", "", "", nil, `bad FLASHSALE_LOCK_TTL="": it cannot be empty; unset it for the default "10s"`},
+		{"FLASHSALE_KEY_PREFIX", "", "", nil, `bad FLASHSALE_KEY_PREFIX="": it cannot be empty`},
+	} {
+		t.Run(tc.env+" "+tc.flag, func(t *testing.T) {
+			t.Setenv(tc.env, tc.value)
+			var args []string
+			if tc.flag != "" {
+				args = []string{tc.flag, ""}
+			}
+			c, err := load(t, args...)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("loadConfig: %v, want an error with %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("loadConfig: %v", err)
+			}
+			if !tc.check(c) {
+				t.Errorf("%s=%q with %s '': %+v, want the empty value's meaning", tc.env, tc.value, tc.flag, c)
+			}
+			if got := c.name(tc.env); got != tc.flag {
+				t.Errorf("name(%s) = %q, want %q", tc.env, got, tc.flag)
+			}
+			// dev passes the flag's empty value on, over the variable.
+			c.AdminToken = "dev-token-0123456789"
+			env, err := devEnv(c, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := tc.env + "="; tc.env != "FLASHSALE_ADMIN_TOKEN" && tc.env != "FLASHSALE_LOCK_REDIS_URLS" && !slices.Contains(env, want) {
+				t.Errorf("dev's worker environment has no %s", want)
+			}
+		})
 	}
 }
