@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -152,13 +153,14 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 
 	// 4. A demo product and what to try.
-	if err := createDemoProduct(ctx, base, cfg.AdminToken); err != nil {
+	demo, err := seedDemo(ctx, base, cfg.AdminToken, log)
+	if err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, `
 flashsale is running: API %s, %d workers. Ctrl-C stops everything.
 
-  # buy one unit of the demo product (stock 100, one per buyer)
+  # buy one unit of the demo product (stock %d, %s)
   curl -s -X POST %s/v1/orders -H 'Content-Type: application/json' \
        -H 'Idempotency-Key: try-1' -d '{"product_id":"demo-phone","user_id":"alice","quantity":1}'
 
@@ -170,13 +172,14 @@ flashsale is running: API %s, %d workers. Ctrl-C stops everything.
 
   # admin: create and restock products (token of this run)
   curl -s -X POST %s/v1/products -H 'Authorization: Bearer %s' \
-       -d '{"id":"sku-1","name":"Phone","stock":100,"per_user_limit":1}'
-  curl -s -X POST %s/v1/products/sku-1/restock -H 'Authorization: Bearer %s' -H 'Idempotency-Key: restock-1' -d '{"quantity":10}'
+       -d '{"id":"%s","name":"Phone","stock":100,"per_user_limit":1}'
+  curl -s -X POST %s/v1/products/%s/restock -H 'Authorization: Bearer %s' -H 'Idempotency-Key: restock-1' -d '{"quantity":10}'
 
   # a load test against it; watch it live on the dashboard, %s/
   # (sign in with the admin token), or in the queue monitor, %s/monitoring/
   %s loadtest --api %s --admin-token %s --orders 2000 --stock 500 --hot
-`, base, workers, base, base, base, base, cfg.AdminToken, base, cfg.AdminToken, base, base, exe, base, cfg.AdminToken)
+`, base, workers, demo.product.Stock, perBuyer(demo.product.PerUserLimit), base, base, base,
+		base, cfg.AdminToken, demo.freeID, base, demo.freeID, cfg.AdminToken, base, base, exe, base, cfg.AdminToken)
 
 	select {
 	case <-ctx.Done():
@@ -364,24 +367,105 @@ func waitReady(ctx context.Context, url string, timeout time.Duration, exited <-
 	}
 }
 
-func createDemoProduct(ctx context.Context, base, token string) error {
-	body := `{"id":"demo-phone","name":"Demo phone","stock":100,"per_user_limit":1}`
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/products", strings.NewReader(body))
-	if err != nil {
-		return err
+// demoProduct is the product `flashsale dev` creates for trying it out.
+const demoProduct = `{"id":"demo-phone","name":"Demo phone","stock":100,"per_user_limit":1}`
+
+// demoState is what dev's lines to try say about the products: the demo
+// product as it is, and an id no product has yet, for the lines that
+// create and restock one.
+type demoState struct {
+	product productJSON
+	freeID  string
+}
+
+// productJSON is a product as the API answers it.
+type productJSON struct {
+	ID           string `json:"id"`
+	Stock        int64  `json:"stock"`
+	Sold         int64  `json:"sold"`
+	PerUserLimit int    `json:"per_user_limit"`
+}
+
+// seedDemo creates the demo product, or, on a database an earlier run
+// created it in, says in one line that it is kept as it is (stock and sold
+// included). The create and restock lines dev prints then name sku-1, or
+// the first of sku-2, sku-3, ... that no product has: on a rerun, sku-1 may
+// exist from the lines of the run before, and creating it again would
+// answer product_exists.
+func seedDemo(ctx context.Context, base, token string, log *slog.Logger) (demoState, error) {
+	var d demoState
+	hc := &http.Client{Timeout: 10 * time.Second}
+	status, body, err := devRequest(ctx, hc, http.MethodPost, base+"/v1/products", token, demoProduct)
+	switch {
+	case err != nil:
+		return d, fmt.Errorf("create demo product: %w", err)
+	case status == http.StatusConflict:
+		status, body, err = devRequest(ctx, hc, http.MethodGet, base+"/v1/products/demo-phone", "", "")
+		if err != nil {
+			return d, fmt.Errorf("read demo product: %w", err)
+		}
+		if status != http.StatusOK {
+			return d, fmt.Errorf("read demo product: %d %s", status, body)
+		}
+	case status != http.StatusCreated:
+		return d, fmt.Errorf("create demo product: %d %s", status, body)
 	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
+	if err := json.Unmarshal(body, &d.product); err != nil {
+		return d, fmt.Errorf("demo product: %w", err)
+	}
+	if status == http.StatusOK {
+		log.Info("demo product already there (from an earlier run): kept as it is",
+			"product_id", d.product.ID, "stock", d.product.Stock, "sold", d.product.Sold)
+	}
+	for i := 1; d.freeID == ""; i++ {
+		id := fmt.Sprintf("sku-%d", i)
+		status, body, err := devRequest(ctx, hc, http.MethodGet, base+"/v1/products/"+id, "", "")
+		switch {
+		case err != nil:
+			return d, fmt.Errorf("look up %s: %w", id, err)
+		case status == http.StatusNotFound:
+			d.freeID = id
+		case status != http.StatusOK:
+			return d, fmt.Errorf("look up %s: %d %s", id, status, body)
+		case i == 100:
+			// A database full of examples: a name of this run's.
+			d.freeID = fmt.Sprintf("sku-%d", time.Now().Unix())
+		}
+	}
+	return d, nil
+}
+
+// devRequest sends one request to dev's API, with the admin token if
+// token is set, and returns the answer's status and body.
+func devRequest(ctx context.Context, hc *http.Client, method, url, token, body string) (int, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, method, url, strings.NewReader(body))
 	if err != nil {
-		return fmt.Errorf("create demo product: %w", err)
+		return 0, nil, err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return 0, nil, err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusConflict {
-		b, _ := io.ReadAll(resp.Body)
-		return fmt.Errorf("create demo product: %s: %s", resp.Status, b)
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	return resp.StatusCode, b, err
+}
+
+// perBuyer says a per-user limit in words.
+func perBuyer(limit int) string {
+	switch limit {
+	case 0:
+		return "no limit per buyer"
+	case 1:
+		return "one per buyer"
 	}
-	return nil
+	return fmt.Sprintf("up to %d per buyer", limit)
 }
 
 // child is a process dev started; done is closed once it has exited.

@@ -1,0 +1,161 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/flashsale/flashsale/internal/cluster"
+	"github.com/flashsale/flashsale/internal/testenv"
+)
+
+// TestMain lets this test binary stand in for flashsale when started as
+// one of its servers: `flashsale dev` starts its API and workers as its own
+// executable with the command first, which under `go test` is this binary.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && (os.Args[1] == "api" || os.Args[1] == "worker") {
+		main() // exits
+	}
+	os.Exit(m.Run())
+}
+
+// devRun is a `flashsale dev` run in this process (its API and worker as
+// child processes of this test binary).
+type devRun struct {
+	base           string // the API's base URL
+	stdout, stderr *testenv.LogBuffer
+	cancel         context.CancelFunc
+	done           chan error
+}
+
+// devOn starts `flashsale dev` with one worker on the database at dbURL,
+// with a queue and key prefix of the test's own on the shared Redis, and
+// waits until it prints that it is running. Extra args are added to its
+// own. It is stopped at cleanup, if the test did not stop it.
+func devOn(t *testing.T, dbURL, ns string, args ...string) *devRun {
+	t.Helper()
+	addr, err := cluster.FreeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	d := &devRun{base: "http://" + addr, stdout: &testenv.LogBuffer{}, stderr: &testenv.LogBuffer{}, cancel: cancel, done: make(chan error, 1)}
+	args = append([]string{"-workers", "1", "-http-addr", addr, "-database-url", dbURL, "-redis-url", testenv.RedisURL(),
+		"-queue", "q_" + ns, "-key-prefix", ns + ":"}, args...)
+	go func() { d.done <- runDev(ctx, args, d.stdout, d.stderr) }()
+	t.Cleanup(func() { d.stop(t) })
+	deadline := time.Now().Add(60 * time.Second)
+	for !strings.Contains(d.stdout.String(), "flashsale is running") {
+		select {
+		case err := <-d.done:
+			d.done <- err // for stop
+			t.Fatalf("dev ended before it was running: %v\n%s", err, d.stderr)
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("dev not running after 60s:\n%s", d.stderr)
+		}
+	}
+	return d
+}
+
+// stop ends the run as Ctrl-C does and waits for it, at most 60s (its
+// workers get 30s to finish their orders).
+func (d *devRun) stop(t *testing.T) {
+	t.Helper()
+	if d.cancel == nil {
+		return
+	}
+	d.cancel()
+	d.cancel = nil
+	select {
+	case err := <-d.done:
+		if err != nil {
+			t.Errorf("dev: %v\n%s", err, d.stderr)
+		}
+	case <-time.After(60 * time.Second):
+		t.Errorf("dev did not stop within 60s:\n%s", d.stderr)
+	}
+}
+
+// devNamespace gives a test a namespace for dev's queue and keys on the
+// shared Redis, removed at cleanup (after dev stopped: cleanups run last
+// registered first).
+func devNamespace(t *testing.T) string {
+	t.Helper()
+	rdb := testenv.Redis(t)
+	ns := testenv.Namespace(t)
+	testenv.DeleteKeys(t, rdb, ns+":")
+	testenv.DeleteKeys(t, rdb, "asynq:{q_"+ns+"}")
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		rdb.SRem(ctx, "asynq:queues", "q_"+ns)
+	})
+	return ns
+}
+
+// A rerun of dev on the same database says in one line that the demo
+// product is already there, and the lines it prints to create and restock
+// a product work: they name a product that does not exist yet (from an
+// operator review: on a rerun they answered product_exists).
+func TestDevRerunKeepsTheDemoProductAndItsLinesWork(t *testing.T) {
+	t.Parallel()
+	ns := devNamespace(t)
+	db := testenv.NewDatabase(t)
+	const token = "dev-rerun-token-0123"
+	for run := 1; run <= 3; run++ {
+		d := devOn(t, db, ns, "-admin-token", token)
+		out := d.stdout.String()
+		already := strings.Contains(d.stderr.String(), "demo product already there")
+		if already != (run > 1) {
+			t.Errorf("run %d: 'demo product already there' logged: %v, want %v\n%s", run, already, run > 1, d.stderr)
+		}
+		// The printed create and restock lines, as an operator pastes them.
+		m := regexp.MustCompile(`-d '(\{"id":"([^"]+)"[^']*)'\n.*?-X POST \S+/v1/products/([^/]+)/restock .*-H 'Idempotency-Key: ([^']+)' -d '([^']*)'`).FindStringSubmatch(out)
+		if m == nil || m[2] != m[3] {
+			t.Fatalf("run %d: no create and restock lines of one product in:\n%s", run, out)
+		}
+		id := m[2]
+		if status, body := devSend(t, http.MethodPost, d.base+"/v1/products", token, "", m[1]); status != http.StatusCreated {
+			t.Errorf("run %d: the printed create line (%s) answered %d %s, want 201", run, id, status, body)
+		}
+		status, body := devSend(t, http.MethodPost, d.base+"/v1/products/"+id+"/restock", token, m[4], m[5])
+		if !strings.Contains(body, `"stock":110`) {
+			t.Errorf("run %d: the printed restock line answered %d %s, want the stock at 110", run, status, body)
+		}
+		if run == 1 && !strings.Contains(out, "demo product (stock 100, one per buyer)") {
+			t.Errorf("run 1: the demo product is not said to have stock 100:\n%s", out)
+		}
+		d.stop(t)
+	}
+}
+
+// devSend sends one request, with the admin token and an Idempotency-Key
+// if given, and returns the answer.
+func devSend(t *testing.T, method, url, token, key, body string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	if key != "" {
+		req.Header.Set("Idempotency-Key", key)
+	}
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
+}
