@@ -218,6 +218,7 @@ func TestDevEnvPassesEverySetting(t *testing.T) {
 	}
 	cfg.RedisURL, cfg.AdminToken = "redis://127.0.0.1:16379/0", "dev-token"
 	cfg.LockRedisURLs = []string{cfg.RedisURL}
+	cfg.LogFormat = "json" // runDev's decision for "auto" on a pipe
 	tests := []struct {
 		proc int
 		want map[string]string
@@ -242,7 +243,7 @@ func TestDevEnvPassesEverySetting(t *testing.T) {
 		}
 		want := map[string]string{
 			"FLASHSALE_WORKER_MODE": "single", "FLASHSALE_WORKER_CONCURRENCY": "3", "FLASHSALE_RATE_LIMIT": "1/h",
-			"FLASHSALE_QUEUE": "from-env", "FLASHSALE_LOG_LEVEL": "debug", "FLASHSALE_LOG_FORMAT": "text",
+			"FLASHSALE_QUEUE": "from-env", "FLASHSALE_LOG_LEVEL": "debug", "FLASHSALE_LOG_FORMAT": "json",
 			"FLASHSALE_REDIS_URL": cfg.RedisURL, "FLASHSALE_LOCK_REDIS_URLS": cfg.RedisURL, "FLASHSALE_ADMIN_TOKEN": "dev-token",
 		}
 		maps.Copy(want, tc.want)

@@ -30,6 +30,7 @@ import (
 
 	"github.com/flashsale/flashsale/internal/cluster"
 	"github.com/flashsale/flashsale/internal/localsvc"
+	"github.com/flashsale/flashsale/internal/logging"
 	"github.com/flashsale/flashsale/internal/redact"
 	"github.com/flashsale/flashsale/inventory"
 )
@@ -54,6 +55,9 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if workers < 1 || workers > 32 {
 		return fmt.Errorf("bad -workers=%d: want 1 to 32", workers)
 	}
+	// Its processes log in the format of its own lines: "auto" is decided
+	// here, on its output (their output is a pipe to it).
+	cfg.LogFormat = logging.Format(stderr, cfg.LogFormat)
 	dataDir, err = filepath.Abs(dataDir)
 	if err != nil {
 		return err
@@ -125,7 +129,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		env := envs[i]
 		cmd := exec.Command(exe, args...)
 		cmd.Env = env
-		cmd.Stdout = &prefixWriter{prefix: "[" + name + "] ", w: out}
+		cmd.Stdout = &prefixWriter{name: name, json: cfg.LogFormat == "json", w: out}
 		cmd.Stderr = cmd.Stdout
 		// Own process group: a Ctrl-C reaches only this process, which
 		// then stops the children with one SIGTERM each (a second signal
@@ -193,20 +197,19 @@ flashsale is running: API %s, %d workers. Ctrl-C stops everything.
 // devEnv is the environment of dev's process i (0: the API; 1..n: the
 // workers): this process's environment without its FLASHSALE_* variables,
 // then every setting as dev resolved it (its flags included) with the
-// servers and token it chose. The log format "auto" becomes text (the
-// children write to a pipe, not a terminal). Listeners the processes would
-// otherwise share get one port each: the pprof address serves the API, and
-// worker i its port + i; the metrics address (workers only) serves worker 1,
-// and worker i its port + i - 1. Port 0 stays 0 (any free port).
+// servers and token it chose, and its log format (runDev decides "auto"
+// on its own output: the children write to a pipe). Listeners the
+// processes would otherwise share get one port each: the pprof address
+// serves the API, and worker i its port + i; the metrics address (workers
+// only) serves worker 1, and worker i its port + i - 1. Port 0 stays 0
+// (any free port).
 func devEnv(cfg config, i int) ([]string, error) {
 	vals := maps.Clone(cfg.raw)
 	vals["FLASHSALE_REDIS_URL"] = cfg.RedisURL
 	vals["FLASHSALE_LOCK_REDIS_URLS"] = strings.Join(cfg.LockRedisURLs, ",")
 	vals["FLASHSALE_DATABASE_URL"] = cfg.DatabaseURL
 	vals["FLASHSALE_ADMIN_TOKEN"] = cfg.AdminToken
-	if f := vals["FLASHSALE_LOG_FORMAT"]; f == "" || f == "auto" {
-		vals["FLASHSALE_LOG_FORMAT"] = "text"
-	}
+	vals["FLASHSALE_LOG_FORMAT"] = cfg.LogFormat
 	var err error
 	if i > 0 {
 		if vals["FLASHSALE_PPROF_ADDR"], err = offsetAddr(cfg.PprofAddr, i); err != nil {
@@ -506,12 +509,16 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
-// prefixWriter prefixes each complete line with prefix.
+// prefixWriter writes each complete line of a child's output to w marked
+// with the child's name: a JSON log line gets it as a field ("process"),
+// so that it stays a JSON object as dev's own lines are, when json is set;
+// any other line gets it as a prefix, "[name] ".
 type prefixWriter struct {
-	prefix string
-	w      io.Writer
-	buf    []byte
-	mu     sync.Mutex
+	name string
+	json bool
+	w    io.Writer
+	buf  []byte
+	mu   sync.Mutex
 }
 
 func (p *prefixWriter) Write(b []byte) (int, error) {
@@ -523,7 +530,12 @@ func (p *prefixWriter) Write(b []byte) (int, error) {
 		if i < 0 {
 			break
 		}
-		line := append([]byte(p.prefix), p.buf[:i+1]...)
+		var line []byte
+		if p.json && bytes.HasPrefix(p.buf, []byte(`{"`)) {
+			line = append(fmt.Appendf(nil, `{"process":%q,`, p.name), p.buf[1:i+1]...)
+		} else {
+			line = append([]byte("["+p.name+"] "), p.buf[:i+1]...)
+		}
 		if _, err := p.w.Write(line); err != nil {
 			return len(b), err
 		}

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"os"
@@ -158,4 +160,57 @@ func devSend(t *testing.T, method, url, token, key, body string) (int, string) {
 		t.Fatal(err)
 	}
 	return resp.StatusCode, string(b)
+}
+
+// dev's processes log in the format of dev's own lines, "auto" included
+// (from an operator review: dev wrote JSON to a pipe, its processes text),
+// each line marked with the process that wrote it: in JSON a "process"
+// field, so that every line is one JSON object; in text a "[name] " prefix.
+func TestDevLogsInOneFormat(t *testing.T) {
+	t.Parallel()
+	for _, format := range []string{"auto", "json", "text"} {
+		t.Run(format, func(t *testing.T) {
+			t.Parallel()
+			d := devOn(t, testenv.NewDatabase(t), devNamespace(t), "-log-format", format)
+			// dev is running once its API answers: its worker may still be
+			// starting, and a SIGTERM before it handles signals ends it
+			// without a line.
+			testenv.Eventually(t, 30*time.Second, func() error {
+				if !strings.Contains(d.stderr.String(), "worker started") {
+					return errors.New("no 'worker started' line yet")
+				}
+				return nil
+			})
+			d.stop(t) // its shutdown lines too
+			from := map[string]int{}
+			for line := range strings.Lines(d.stderr.String()) {
+				proc := "dev"
+				if format == "text" {
+					if name, rest, ok := strings.Cut(line, "] "); ok && strings.HasPrefix(name, "[") {
+						proc, line = name[1:], rest
+					}
+					if !strings.HasPrefix(line, "time=") {
+						t.Errorf("%s wrote a line that is not slog's text: %q", proc, line)
+					}
+				} else {
+					var v map[string]any
+					if err := json.Unmarshal([]byte(line), &v); err != nil {
+						t.Errorf("a line that is not a JSON object: %q: %v", line, err)
+						continue
+					}
+					if p, ok := v["process"].(string); ok {
+						proc = p
+					} else if v["component"] != "dev" {
+						t.Errorf("a line of no process, not dev's: %q", line)
+					}
+				}
+				from[proc]++
+			}
+			for _, p := range []string{"dev", "api", "worker-1"} {
+				if from[p] == 0 {
+					t.Errorf("no line from %s (lines by process: %v):\n%s", p, from, d.stderr)
+				}
+			}
+		})
+	}
 }

@@ -54,22 +54,30 @@ func ParseLevel(s string) (slog.Level, bool) {
 }
 
 // New returns a logger writing to w at level: format "json", "text", or
-// "auto" (text when w is a terminal, JSON otherwise).
+// "auto" (text when w is a terminal, JSON otherwise; see [Format]).
 func New(w io.Writer, format string, level slog.Level) *slog.Logger {
-	if format == "auto" || format == "" {
-		format = "json"
-		if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-			format = "text"
-		}
-	}
 	opts := &slog.HandlerOptions{Level: level}
 	var h slog.Handler
-	if format == "text" {
+	if Format(w, format) == "text" {
 		h = slog.NewTextHandler(w, opts)
 	} else {
 		h = slog.NewJSONHandler(w, opts)
 	}
 	return slog.New(contextHandler{h})
+}
+
+// Format is the format [New] writes to w in, given format: "json" or
+// "text" as asked, and for "auto" (or "") text when w is a terminal, JSON
+// otherwise. A process whose children write through it (flashsale dev)
+// passes them this, so that their lines come out as its own do.
+func Format(w io.Writer, format string) string {
+	if format != "auto" && format != "" {
+		return format
+	}
+	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		return "text"
+	}
+	return "json"
 }
 
 // RedisLogger carries go-redis's own log lines (a failed dial, a pool

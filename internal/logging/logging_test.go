@@ -32,3 +32,15 @@ func TestRedisLoggerWritesThroughSlog(t *testing.T) {
 		}
 	}
 }
+
+// "auto" is text on a terminal only: anything else (a pipe, a buffer) gets
+// JSON; a format asked for stays as it is.
+func TestFormat(t *testing.T) {
+	t.Parallel()
+	var buf bytes.Buffer
+	for format, want := range map[string]string{"auto": "json", "": "json", "json": "json", "text": "text"} {
+		if got := logging.Format(&buf, format); got != want {
+			t.Errorf("Format(buffer, %q) = %q, want %q", format, got, want)
+		}
+	}
+}
