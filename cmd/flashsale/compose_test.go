@@ -1,0 +1,74 @@
+package main
+
+import (
+	"os"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/goccy/go-yaml"
+)
+
+// composeService is what the checks below read of a docker-compose.yml
+// service.
+type composeService struct {
+	Image       string            `yaml:"image"`
+	Build       any               `yaml:"build"`
+	PullPolicy  string            `yaml:"pull_policy"`
+	Command     []string          `yaml:"command"`
+	Environment map[string]string `yaml:"environment"`
+}
+
+// docker-compose.yml builds the flashsale image once, in one service, and
+// every service that runs the binary runs that image, never pulled (from
+// an operator review: four services built it, each its own copy); and
+// every FLASHSALE_* variable it sets is a setting of the binary. No Docker
+// engine runs here: this reads the file, as an operator would.
+func TestComposeBuildsTheImageOnce(t *testing.T) {
+	t.Parallel()
+	b, err := os.ReadFile("../../docker-compose.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var file struct {
+		Services map[string]composeService `yaml:"services"`
+	}
+	// AllowDuplicateMapKey: go-yaml takes a key that overrides one merged
+	// in (api-2's ports over api-1's) for a duplicate.
+	if err := yaml.UnmarshalWithOptions(b, &file, yaml.AllowDuplicateMapKey()); err != nil {
+		t.Fatalf("docker-compose.yml: %v", err)
+	}
+	var builds, runs []string // services with a build; services running flashsale
+	images := map[string]bool{}
+	ran := map[string]bool{}
+	for name, s := range file.Services {
+		if s.Build != nil {
+			builds = append(builds, name)
+		}
+		if len(s.Command) == 0 || !slices.ContainsFunc(commands(), func(c command) bool { return c.name == s.Command[0] }) {
+			continue
+		}
+		runs = append(runs, name)
+		ran[s.Command[0]] = true
+		images[s.Image] = true
+		if s.Build == nil && s.PullPolicy != "never" {
+			t.Errorf("%s: pull_policy %q, want never (its image is built here, not in a registry)", name, s.PullPolicy)
+		}
+		for k := range s.Environment {
+			if strings.HasPrefix(k, "FLASHSALE_") && !slices.ContainsFunc(settings, func(st setting) bool { return st.env == k }) {
+				t.Errorf("%s: %s is no setting of flashsale", name, k)
+			}
+		}
+	}
+	for _, c := range []string{"migrate", "api", "worker"} {
+		if !ran[c] {
+			t.Errorf("no service runs flashsale %s", c)
+		}
+	}
+	if len(builds) != 1 || !slices.Contains(runs, builds[0]) {
+		t.Errorf("services with a build: %v, want one, running flashsale", builds)
+	}
+	if len(images) != 1 || images[""] {
+		t.Errorf("the services running flashsale (%v) run images %v, want one, named", runs, images)
+	}
+}
