@@ -101,12 +101,15 @@ func (c *client) after(api string) string {
 
 // answer is one HTTP exchange's result. Status 0 means no answer (Err set).
 type answer struct {
-	api        string
-	Status     int
-	Body       []byte
-	ErrorCode  string
-	RetryAfter time.Duration
-	Err        error
+	api    string
+	Status int
+	Body   []byte
+	// ErrorCode and ErrorMessage are the API's error body's code and
+	// message, when a 4xx or 5xx answer has one.
+	ErrorCode    string
+	ErrorMessage string
+	RetryAfter   time.Duration
+	Err          error
 }
 
 // describe says in a few words what came back, for reports.
@@ -115,6 +118,32 @@ func (a answer) describe() string {
 		return fmt.Sprintf("no answer: %v", a.Err)
 	}
 	return strings.TrimSpace(fmt.Sprintf("%d %s", a.Status, a.ErrorCode))
+}
+
+// maxExplained bounds how much of a body that is not the API's error JSON
+// explain quotes.
+const maxExplained = 200
+
+// explain is describe with what the server said: its error message (say,
+// "missing or wrong admin token"), or, from something else in front of it
+// (a proxy), the start of its body. For errors an operator must act on.
+func (a answer) explain() string {
+	d := a.describe()
+	if a.Status == 0 {
+		return d
+	}
+	if a.ErrorMessage != "" {
+		return d + ": " + a.ErrorMessage
+	}
+	body := strings.TrimSpace(string(a.Body))
+	if body == "" {
+		return d
+	}
+	more := ""
+	if len(body) > maxExplained {
+		body, more = strings.ToValidUTF8(body[:maxExplained], ""), "..."
+	}
+	return d + fmt.Sprintf(": body %q%s", body, more)
 }
 
 // do sends one request with the per-request timeout plus extra.
@@ -162,11 +191,12 @@ func (c *client) do(ctx context.Context, api, method, path string, body []byte, 
 	if a.Status >= 400 {
 		var e struct {
 			Error struct {
-				Code string `json:"code"`
+				Code    string `json:"code"`
+				Message string `json:"message"`
 			} `json:"error"`
 		}
 		if json.Unmarshal(a.Body, &e) == nil {
-			a.ErrorCode = e.Error.Code
+			a.ErrorCode, a.ErrorMessage = e.Error.Code, e.Error.Message
 		}
 	}
 	return a

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 )
@@ -38,5 +39,34 @@ func TestClientDoesNotResendSilently(t *testing.T) {
 	}
 	if n := requests.Load(); n != 2 {
 		t.Errorf("the server saw %d requests, want 2 (no silent re-send)", n)
+	}
+}
+
+// An error an operator must act on says what the server said: the API's
+// error message, or the start of the body of something else in front of it
+// (a proxy's 401 page).
+func TestExplainSaysWhatTheServerSaid(t *testing.T) {
+	t.Parallel()
+	long := strings.Repeat("x", 300)
+	for _, tc := range []struct {
+		ctype, body, want string
+	}{
+		{"application/json", `{"error":{"code":"unauthorized","message":"admin endpoints are disabled (no admin token configured)"}}`,
+			"401 unauthorized: admin endpoints are disabled (no admin token configured)"},
+		{"text/html", "<html><h1>401 Authorization Required</h1></html>\n", `401: body "<html><h1>401 Authorization Required</h1></html>"`},
+		{"text/plain", long, `401: body "` + long[:200] + `"...`},
+		{"text/plain", "", "401"},
+	} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", tc.ctype)
+			w.WriteHeader(http.StatusUnauthorized)
+			_, _ = w.Write([]byte(tc.body))
+		}))
+		c := newClient(Config{APIs: []string{srv.URL}, RequestTimeout: DefaultRequestTimeout})
+		if got := c.createProduct(context.Background(), srv.URL, []byte(`{}`)).explain(); got != tc.want {
+			t.Errorf("a 401 with %s %.40q: %q, want %q", tc.ctype, tc.body, got, tc.want)
+		}
+		c.close()
+		srv.Close()
 	}
 }

@@ -138,9 +138,12 @@ func writeError(w http.ResponseWriter, status int, code string) {
 	writeJSON(w, status, map[string]any{"error": map[string]string{"code": code, "message": code}})
 }
 
+// fakeAdminRefusal is the message the API answers a wrong admin token with.
+const fakeAdminRefusal = "missing or wrong admin token"
+
 func (f *fakeAPI) admin(w http.ResponseWriter, r *http.Request) bool {
 	if r.Header.Get("Authorization") != "Bearer "+fakeToken {
-		writeError(w, http.StatusUnauthorized, "unauthorized")
+		writeJSON(w, http.StatusUnauthorized, map[string]any{"error": map[string]string{"code": "unauthorized", "message": fakeAdminRefusal}})
 		return false
 	}
 	return true

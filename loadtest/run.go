@@ -294,7 +294,7 @@ func (r *runner) createProduct(ctx context.Context, j int) error {
 		case a.Status == http.StatusConflict:
 			return fmt.Errorf("%w: %s (run id %q reused?)", ErrProductExists, id, r.cfg.RunID)
 		case a.Status == http.StatusUnauthorized || a.Status == http.StatusForbidden:
-			return fmt.Errorf("%w: POST /v1/products answered %d %s", ErrUnauthorized, a.Status, a.ErrorCode)
+			return fmt.Errorf("%w: POST /v1/products answered %s", ErrUnauthorized, a.explain())
 		case (a.Status == 0 || a.Status >= 500) && attempt < r.cfg.MaxRetries && ctx.Err() == nil:
 			if !sleep(ctx, backoff(attempt, a.RetryAfter)) {
 				return ctx.Err()
@@ -302,7 +302,7 @@ func (r *runner) createProduct(ctx context.Context, j int) error {
 		case a.Status == 0:
 			return fmt.Errorf("%w: product %s: %w", ErrSetup, id, a.Err)
 		default:
-			return fmt.Errorf("%w: product %s: POST /v1/products answered %d %s", ErrSetup, id, a.Status, a.ErrorCode)
+			return fmt.Errorf("%w: product %s: POST /v1/products answered %s", ErrSetup, id, a.explain())
 		}
 	}
 }
@@ -917,7 +917,7 @@ func (r *runner) sampleQueue(ctx context.Context, stop <-chan struct{}) {
 			r.mu.Unlock()
 		case a.Status == http.StatusNotFound || a.Status == http.StatusUnauthorized || a.Status == http.StatusForbidden:
 			r.mu.Lock()
-			r.queueInfo.Unavailable = fmt.Sprintf("GET /v1/queue answered %d %s", a.Status, a.ErrorCode)
+			r.queueInfo.Unavailable = fmt.Sprintf("GET /v1/queue answered %s", a.explain())
 			r.mu.Unlock()
 			return
 		default:

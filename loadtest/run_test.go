@@ -439,8 +439,10 @@ func TestRunSetupErrors(t *testing.T) {
 
 	cfg := testConfig(urls)
 	cfg.AdminToken = "wrong"
-	if _, err := Run(t.Context(), cfg); !errors.Is(err, ErrUnauthorized) {
-		t.Fatalf("bad token: Run error %v, want ErrUnauthorized", err)
+	// The error says what the server said (from an operator review: only
+	// "401 unauthorized", not why).
+	if _, err := Run(t.Context(), cfg); !errors.Is(err, ErrUnauthorized) || !strings.Contains(err.Error(), "401 unauthorized: "+fakeAdminRefusal) {
+		t.Fatalf("bad token: Run error %v, want ErrUnauthorized with the server's message", err)
 	}
 
 	cfg = testConfig(urls)

@@ -496,3 +496,61 @@ func TestEmptyFlagOverridesTheEnvironment(t *testing.T) {
 		})
 	}
 }
+
+// loadtest with a token the API refuses says why, in the API's words, and
+// where the tokens come from (from an operator review: it said only "401
+// unauthorized"). Against the real API, with no token and with another.
+func TestLoadtestSaysWhyTheAPIRefusedItsToken(t *testing.T) {
+	t.Parallel()
+	db := testenv.NewDatabase(t)
+	if _, err := inventory.Migrate(context.Background(), db); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, apiToken, want string
+	}{
+		{"no token configured", "", "401 unauthorized: admin endpoints are disabled (no admin token configured)"},
+		{"another token", "the-apis-admin-token", "401 unauthorized: missing or wrong admin token"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			rdb := testenv.Redis(t)
+			ns := testenv.Namespace(t)
+			testenv.DeleteKeys(t, rdb, ns+":")
+			testenv.DeleteKeys(t, rdb, "asynq:{q_"+ns+"}")
+			fs := flag.NewFlagSet("api", flag.ContinueOnError)
+			fs.SetOutput(io.Discard)
+			cfg, err := loadConfig(fs, "api", []string{"-database-url", db, "-redis-url", testenv.RedisURL(),
+				"-queue", "q_" + ns, "-key-prefix", ns + ":", "-http-addr", "127.0.0.1:0", "-admin-token", tc.apiToken})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			ready, done := make(chan string, 1), make(chan error, 1)
+			go func() {
+				done <- serveAPI(ctx, cfg, slog.New(slog.DiscardHandler), func(addr string) { ready <- addr })
+			}()
+			defer func() {
+				cancel()
+				select {
+				case <-done:
+				case <-time.After(30 * time.Second):
+					t.Error("the API did not stop within 30s")
+				}
+			}()
+			var addr string
+			select {
+			case addr = <-ready:
+			case err := <-done:
+				t.Fatalf("api: %v", err)
+			case <-time.After(30 * time.Second):
+				t.Fatal("the API did not listen within 30s")
+			}
+			err = runLoadtest(context.Background(), []string{"--admin-token", "not-the-apis-token", "--api", "http://" + addr,
+				"--orders", "1", "--quiet", "--loopback-only"}, io.Discard, io.Discard)
+			if !errors.Is(err, loadtest.ErrUnauthorized) || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "--admin-token or FLASHSALE_ADMIN_TOKEN") {
+				t.Fatalf("loadtest with a token the API refuses: %v; want ErrUnauthorized with %q and where the token comes from", err, tc.want)
+			}
+		})
+	}
+}

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gin-gonic/gin"
+
 	"github.com/flashsale/flashsale/internal/cluster"
 	"github.com/flashsale/flashsale/internal/testenv"
 )
@@ -23,6 +25,7 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && (os.Args[1] == "api" || os.Args[1] == "worker") {
 		main() // exits
 	}
+	gin.SetMode(gin.ReleaseMode) // as run does: no route listing per API started
 	os.Exit(m.Run())
 }
 

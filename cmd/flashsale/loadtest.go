@@ -62,6 +62,10 @@ func runLoadtest(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	switch {
 	case err != nil && errors.Is(err, loadtest.ErrInvalidConfig):
 		return &exitError{code: 2, err: err}
+	case errors.Is(err, loadtest.ErrUnauthorized):
+		// The error has the API's reason (a wrong token, or none
+		// configured there); say where each side's token comes from.
+		return fmt.Errorf("%w (this run's token is --admin-token or FLASHSALE_ADMIN_TOKEN; it must be the API's FLASHSALE_ADMIN_TOKEN)", err)
 	case err != nil:
 		return err
 	case !rep.OK:
