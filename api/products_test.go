@@ -1,12 +1,20 @@
 package api_test
 
 import (
+	"context"
 	"fmt"
+	"io"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/flashsale/flashsale/api/apitest"
 	"github.com/flashsale/flashsale/sale"
+	"github.com/flashsale/flashsale/sale/saletest"
 )
 
 type productBody struct {
@@ -206,5 +214,113 @@ func TestNoAdminTokenRefusesEveryAdminCall(t *testing.T) {
 	// Public reads still work.
 	if r := e.Do(t, "GET", "/v1/products/p1", ""); r.Status != 200 {
 		t.Fatalf("GET product: %d %s", r.Status, r.Body)
+	}
+}
+
+// Product calls answer 503 within sale.Options.ProductTimeout when
+// PostgreSQL hangs rather than fails: a table locked (a migration) or a
+// product row held by a stuck transaction kept them waiting until the lock
+// went, with no answer. A restock cut at the bound adds nothing: sent again
+// with its key once the row is free, it adds its units once and takes
+// orders.
+func TestProductCallsAnswer503WhenPostgreSQLHangs(t *testing.T) {
+	t.Parallel()
+	const timeout = 250 * time.Millisecond
+	e := apitest.New(t, &apitest.Options{Sale: &saletest.Options{ProductTimeout: timeout}})
+	// Created under the service: it has not seen them, so an order checks
+	// its product in PostgreSQL.
+	e.CreateProduct(t, "p1", 5, 0)
+	e.CreateProduct(t, "gone", 0, 0)
+	e.MarkSoldOut(t, "gone")
+	admin := apitest.Admin()
+	// Slack for a loaded machine (a restock waits for two bounds and
+	// Settle), and under the default bound of 5s.
+	const within = 3 * time.Second
+
+	release := holdLock(t, e.DatabaseURL, `LOCK TABLE products IN ACCESS EXCLUSIVE MODE`)
+	for _, c := range []struct {
+		method, target, body string
+		header               []string
+	}{
+		{"GET", "/v1/products", "", nil},
+		{"GET", "/v1/products/p1", "", nil},
+		{"POST", "/v1/orders", `{"product_id":"p1","user_id":"u","quantity":1}`, nil},
+		{"POST", "/v1/products", `{"id":"p2","name":"P","stock":1}`, admin},
+		{"POST", "/v1/products/p1/restock", `{"quantity":1}`, admin},
+	} {
+		wantUnavailableWithin(t, e, within, release, c.method, c.target, c.body, c.header...)
+	}
+	release()
+
+	keyed := append(append([]string{}, admin...), "Idempotency-Key", "restock-1")
+	release = holdLock(t, e.DatabaseURL, `SELECT 1 FROM products WHERE id = 'gone' FOR UPDATE`)
+	wantUnavailableWithin(t, e, within, release, "POST", "/v1/products/gone/restock", `{"quantity":3}`, keyed...)
+	release()
+	r := e.Do(t, "POST", "/v1/products/gone/restock", `{"quantity":3}`, keyed...)
+	var p productBody
+	r.JSON(t, &p)
+	if r.Status != 200 || p.Stock != 3 || r.Header.Get("Idempotent-Replayed") != "" {
+		t.Fatalf("restock sent again after one cut at the bound: %d %s, Idempotent-Replayed %q; want 200, stock 3, not a replay",
+			r.Status, r.Body, r.Header.Get("Idempotent-Replayed"))
+	}
+	wantPlaced(t, e.Do(t, "POST", "/v1/orders", `{"product_id":"gone","user_id":"u","quantity":1}`))
+}
+
+// holdLock runs stmt in a transaction of its own on the database at url
+// and returns what rolls it back; cleanup rolls it back too.
+func holdLock(t *testing.T, url, stmt string) (release func()) {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close(ctx) })
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, stmt); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	release = func() {
+		once.Do(func() {
+			if err := tx.Rollback(ctx); err != nil {
+				t.Errorf("release %q: %v", stmt, err)
+			}
+		})
+	}
+	t.Cleanup(release)
+	return release
+}
+
+// wantUnavailableWithin sends a request and wants 503 unavailable, with
+// Retry-After, within d. Past d it releases the lock the request waits
+// on, to report when it answered then.
+func wantUnavailableWithin(t *testing.T, e *apitest.Env, d time.Duration, release func(), method, target, body string, header ...string) {
+	t.Helper()
+	var r io.Reader
+	if body != "" {
+		r = strings.NewReader(body)
+	}
+	req := httptest.NewRequest(method, target, r)
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	start := time.Now()
+	got := make(chan *apitest.Response, 1)
+	go func() { got <- e.Send(req) }()
+	select {
+	case resp := <-got:
+		wantError(t, resp, 503, "unavailable")
+		if resp.Header.Get("Retry-After") == "" {
+			t.Fatalf("%s %s: 503 without Retry-After", method, target)
+		}
+	case <-time.After(d):
+		release()
+		resp := <-got
+		t.Fatalf("%s %s: no answer within %v with PostgreSQL hanging; %d %s after %v, once the lock was released",
+			method, target, d, resp.Status, resp.Body, time.Since(start).Round(time.Millisecond))
 	}
 }

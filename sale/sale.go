@@ -50,6 +50,9 @@ const (
 	// PostgreSQL hanging, a read of an order answers ErrUnavailable by
 	// then, a long poll within the API's write timeout (MaxWait+15s).
 	ReadBudget = 5 * time.Second
+	// DefaultProductTimeout is the default of [Options.ProductTimeout], as
+	// long as a keyed order's lookups may take.
+	DefaultProductTimeout = 5 * time.Second
 )
 
 var (
@@ -136,8 +139,9 @@ type Service struct {
 	gate      *soldout.Gate
 	hub       *notify.Hub
 
-	limiter    Limiter
-	onFailOpen func(context.Context, error)
+	limiter        Limiter
+	onFailOpen     func(context.Context, error)
+	productTimeout time.Duration
 
 	known sync.Map // product id → struct{}: products are never deleted
 
@@ -182,6 +186,15 @@ type Options struct {
 	// order was let through, and when a failed restock leaves its
 	// product's sold-out flag off. It must not block; the caller logs it.
 	OnFailOpen func(ctx context.Context, err error)
+	// ProductTimeout bounds each PostgreSQL statement on products: reading
+	// one ([Service.Product], and [Service.PlaceOrder]'s check of a
+	// product this process has not seen yet) or a page
+	// ([Service.Products]), creating one, and each statement of a
+	// [Service.Restock]. Past it the call returns [ErrUnavailable], as when
+	// PostgreSQL is down, instead of waiting for a hung server or a lock
+	// (a table locked by a migration, a row by a stuck transaction).
+	// Default DefaultProductTimeout (5s).
+	ProductTimeout time.Duration
 }
 
 // New wires a Service. hub may be nil (then waits poll); opts may be nil.
@@ -192,8 +205,12 @@ func New(store *inventory.Store, producer *queue.Producer, inspector *queue.Insp
 	s := &Service{
 		store: store, producer: producer, inspector: inspector, gate: gate, hub: hub,
 		limiter: opts.Limiter, onFailOpen: opts.OnFailOpen,
-		entropy: ulid.Monotonic(rand.Reader, 0),
-		drain:   make(chan struct{}),
+		productTimeout: DefaultProductTimeout,
+		entropy:        ulid.Monotonic(rand.Reader, 0),
+		drain:          make(chan struct{}),
+	}
+	if opts.ProductTimeout > 0 {
+		s.productTimeout = opts.ProductTimeout
 	}
 	// Point lookups of orders (keyed submits, long polls) share one query
 	// and one Redis pipeline while one is in flight: a hot burst by hand
@@ -262,6 +279,12 @@ func (s *Service) queuedTask(ctx context.Context, id string) (queue.TaskInfo, er
 	return s.inspector.Lookup(ctx, id)
 }
 
+// productCtx bounds one PostgreSQL statement on products
+// (Options.ProductTimeout).
+func (s *Service) productCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, s.productTimeout)
+}
+
 func (s *Service) failOpen(ctx context.Context, err error) {
 	if s.onFailOpen != nil {
 		s.onFailOpen(ctx, err)
@@ -280,6 +303,8 @@ func (s *Service) CreateProduct(ctx context.Context, p inventory.NewProduct) (in
 	case p.PerUserLimit < 0 || p.PerUserLimit > MaxStock:
 		return inventory.Product{}, fmt.Errorf("%w: per_user_limit must be 0 (no limit) to %d", ErrInvalid, MaxStock)
 	}
+	ctx, cancel := s.productCtx(ctx)
+	defer cancel()
 	out, err := s.store.CreateProduct(ctx, p)
 	if err != nil {
 		return inventory.Product{}, s.translate(err)
@@ -293,6 +318,8 @@ func (s *Service) Product(ctx context.Context, id string) (inventory.Product, er
 	if !ValidID(id) {
 		return inventory.Product{}, ErrNotFound
 	}
+	ctx, cancel := s.productCtx(ctx)
+	defer cancel()
 	p, err := s.store.Product(ctx, id)
 	if err != nil {
 		return inventory.Product{}, s.translate(err)
@@ -303,6 +330,8 @@ func (s *Service) Product(ctx context.Context, id string) (inventory.Product, er
 // Products lists products by id, after the given id, at most limit (≤ 1000).
 func (s *Service) Products(ctx context.Context, after string, limit int) ([]inventory.Product, error) {
 	limit = min(max(limit, 1), 1000)
+	ctx, cancel := s.productCtx(ctx)
+	defer cancel()
 	ps, err := s.store.Products(ctx, after, limit)
 	if err != nil {
 		return nil, s.translate(err)
@@ -354,7 +383,9 @@ func (s *Service) Restock(ctx context.Context, id string, quantity int64, key st
 // is, or ErrIdempotencyMismatch for another quantity. It returns
 // inventory.ErrNotFound when the key is not stored.
 func (s *Service) restockReplay(ctx context.Context, id string, quantity int64, key string) (inventory.Product, error) {
-	q, err := s.store.RestockQuantity(ctx, id, key)
+	qctx, cancel := s.productCtx(ctx)
+	q, err := s.store.RestockQuantity(qctx, id, key)
+	cancel()
 	switch {
 	case errors.Is(err, inventory.ErrNotFound):
 		return inventory.Product{}, err
@@ -395,7 +426,14 @@ func (s *Service) restock(ctx context.Context, id string, quantity int64, key st
 			s.abandonRestock(ctx, id, gen)
 			return inventory.Product{}, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
 		}
-		p, err = s.store.Restock(ctx, inventory.RestockRequest{ProductID: id, Quantity: quantity, Gen: gen, Max: MaxStock, Key: key})
+		// Bounded as well. A restock cut at the bound is abandoned below,
+		// as any failure after Reopen, whether its statement rolled back
+		// (pgx cancels it on the server) or committed just before (then
+		// abandoning changes nothing); workers' marks at older generations
+		// are refused either way, so no flag is left over its stock.
+		rctx, cancel := s.productCtx(ctx)
+		p, err = s.store.Restock(rctx, inventory.RestockRequest{ProductID: id, Quantity: quantity, Gen: gen, Max: MaxStock, Key: key})
+		cancel()
 		switch {
 		case err == nil:
 			s.confirmRestock(ctx, id, gen)
@@ -447,9 +485,10 @@ func (s *Service) abandonUnknownRestock(ctx context.Context, id string, stored i
 }
 
 // abandonRestock stores the generation gen of a restock that announced
-// itself and then failed, best effort (the database may be what failed).
+// itself and then failed, best effort (the database may be what failed),
+// within the product timeout even if ctx has ended.
 func (s *Service) abandonRestock(ctx context.Context, id string, gen int64) {
-	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	actx, cancel := s.productCtx(context.WithoutCancel(ctx))
 	defer cancel()
 	if err := s.store.AdvanceRestockGen(actx, id, gen); err != nil {
 		s.failOpen(ctx, fmt.Errorf("sale: restock of %q failed after announcing generation %d, which the database did not store; its sold-out flag stays off until the next restock: %w", id, gen, err))
@@ -733,6 +772,8 @@ func (s *Service) checkProduct(ctx context.Context, id string) error {
 	if _, ok := s.known.Load(id); ok {
 		return nil
 	}
+	ctx, cancel := s.productCtx(ctx)
+	defer cancel()
 	if _, err := s.store.Product(ctx, id); err != nil {
 		if errors.Is(err, inventory.ErrNotFound) {
 			return ErrUnknownProduct

@@ -36,8 +36,10 @@ type Options struct {
 	// test's). Limiter, when set, is used instead.
 	RateLimit *ratelimit.Options
 	Limiter   sale.Limiter
-	// OnFailOpen is passed to the service (sale.Options).
-	OnFailOpen func(context.Context, error)
+	// OnFailOpen and ProductTimeout are passed to the service
+	// (sale.Options).
+	OnFailOpen     func(context.Context, error)
+	ProductTimeout time.Duration
 	// CacheTTL is how long the sold-out gate trusts what it read (both
 	// answers); default 20ms, so tests see flags quickly and restocks
 	// settle fast.
@@ -136,7 +138,7 @@ func New(t testing.TB, opts *Options) *Env {
 		limiter = l
 	}
 	e.Service = sale.New(e.Store, queue.NewProducer(client, qopts), e.Inspector, e.Gate, e.Hub,
-		&sale.Options{Limiter: limiter, OnFailOpen: opts.OnFailOpen})
+		&sale.Options{Limiter: limiter, OnFailOpen: opts.OnFailOpen, ProductTimeout: opts.ProductTimeout})
 	return e
 }
 
