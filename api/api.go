@@ -91,6 +91,13 @@ func New(svc Service, cfg Config) (*gin.Engine, error) {
 		return nil, err
 	}
 	r.HandleMethodNotAllowed = true
+	// Paths are exact: /v1/orders/ is 404 like any other unknown path, in
+	// the error body and through the middleware (request id, nosniff,
+	// access log, metrics). gin's redirects to the path without (or with)
+	// the slash were written before any middleware ran, and a 307 of a POST
+	// makes the client send its order twice to find the documented path.
+	r.RedirectTrailingSlash = false
+	r.RedirectFixedPath = false
 	r.ContextWithFallback = true
 	mw, err := newMetricsMiddleware(cfg.Registerer)
 	if err != nil {

@@ -34,6 +34,7 @@ var notInDocument = map[string]bool{
 	"POST /login":          true, // its submission: sets the session cookie
 	"POST /logout":         true, // clears it
 	"GET /monitoring/*any": true, // asynqmon, the queue monitor (its own API)
+	"GET /monitoring":      true, // a redirect to it
 	"GET /openapi.json":    true, // the document itself
 	"GET /metrics":         true, // Prometheus, added by cmd/flashsale
 }
