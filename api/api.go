@@ -11,8 +11,10 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -269,8 +271,21 @@ func (s *server) readyz(c *gin.Context) {
 	ok := true
 	var mu sync.Mutex
 	var wg sync.WaitGroup
+	var panicked *checkPanic
 	for name, check := range s.cfg.ReadyChecks {
 		wg.Go(func() {
+			// A check's goroutine is not the handler's, which the
+			// recovery middleware guards: a panic here would end the
+			// process. It is raised again below, in the handler.
+			defer func() {
+				if v := recover(); v != nil {
+					mu.Lock()
+					defer mu.Unlock()
+					if panicked == nil {
+						panicked = &checkPanic{name: name, value: v, stack: debug.Stack()}
+					}
+				}
+			}()
 			err := check(ctx)
 			mu.Lock()
 			defer mu.Unlock()
@@ -284,10 +299,26 @@ func (s *server) readyz(c *gin.Context) {
 		})
 	}
 	wg.Wait()
+	if panicked != nil {
+		panic(panicked)
+	}
 	if !ok {
 		c.Header("Retry-After", "1")
 		c.JSON(http.StatusServiceUnavailable, gin.H{"status": "unavailable", "checks": checks})
 		return
 	}
 	c.JSON(http.StatusOK, gin.H{"status": "ok", "checks": checks})
+}
+
+// checkPanic is a readiness check's panic, raised again on the handler's
+// goroutine for the recovery middleware, with the check's name and the
+// stack where it panicked.
+type checkPanic struct {
+	name  string
+	value any
+	stack []byte
+}
+
+func (p *checkPanic) String() string {
+	return fmt.Sprintf("readiness check %q: %v\n%s", p.name, p.value, p.stack)
 }

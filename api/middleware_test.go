@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -117,6 +118,39 @@ func TestPanicBecomesALogged500(t *testing.T) {
 	}
 	if resp, body, err := get(t, client, srv.URL+"/healthz"); err != nil || resp.StatusCode != 200 {
 		t.Fatalf("/healthz after the panics: %v %s", err, body)
+	}
+}
+
+// A readiness check that panics is a panic in /readyz: a logged 500, as in
+// any handler, with the check's name and where it panicked, and the server
+// goes on. The checks run on goroutines of their own, which the recovery
+// middleware does not guard: the panic ended the process (the test binary
+// on the old code).
+func TestPanicInAReadinessCheckBecomesALogged500(t *testing.T) {
+	t.Parallel()
+	h, log := bare(t, api.Config{ReadyChecks: map[string]func(context.Context) error{
+		"fine":  func(context.Context) error { return nil },
+		"flaky": func(context.Context) error { panic("boom: test check panic") },
+	}})
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, httptest.NewRequest("GET", "/readyz", nil))
+	r := &apitest.Response{Status: w.Code, Header: w.Result().Header, Body: w.Body.Bytes()}
+	wantError(t, r, 500, "internal")
+	if r.Header.Get("X-Request-ID") == "" || r.Header.Get("X-Content-Type-Options") != "nosniff" {
+		t.Errorf("the 500 lacks the middleware's headers: %v", r.Header)
+	}
+	logs := log.String()
+	if !strings.Contains(logs, `"msg":"panic in handler"`) || !strings.Contains(logs, `readiness check \"flaky\": boom: test check panic`) ||
+		!strings.Contains(logs, "TestPanicInAReadinessCheckBecomesALogged500") {
+		t.Fatalf("the panic was not logged with its check and where it panicked: %s", logs)
+	}
+	if !strings.Contains(logs, `"msg":"http request","method":"GET","route":"/readyz","status":500`) {
+		t.Fatalf("the access log has no 500 for /readyz: %s", logs)
+	}
+	w = httptest.NewRecorder()
+	h.ServeHTTP(w, httptest.NewRequest("GET", "/healthz", nil))
+	if w.Code != 200 {
+		t.Fatalf("/healthz after the panic: %d %s", w.Code, w.Body)
 	}
 }
 
