@@ -216,6 +216,28 @@ func TestRequestID(t *testing.T) {
 	}
 }
 
+// The access log gives a request's duration in milliseconds (duration_ms,
+// a number), as operators read it; it gave nanoseconds (slog.Duration in
+// JSON) under "duration".
+func TestAccessLogDurationInMilliseconds(t *testing.T) {
+	t.Parallel()
+	h, log := bare(t, api.Config{})
+	start := time.Now()
+	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/healthz", nil))
+	took := float64(time.Since(start)) / float64(time.Millisecond)
+	var rec map[string]any
+	if err := json.Unmarshal([]byte(log.String()), &rec); err != nil || rec["msg"] != "http request" {
+		t.Fatalf("want one access log line: %v; %s", err, log.String())
+	}
+	ms, ok := rec["duration_ms"].(float64)
+	if !ok || ms <= 0 || ms > took {
+		t.Fatalf("duration_ms = %v, want a number of milliseconds within (0, %v]; %s", rec["duration_ms"], took, log.String())
+	}
+	if _, ok := rec["duration"]; ok {
+		t.Fatalf("the line still has duration: %s", log.String())
+	}
+}
+
 func TestServerTimeoutsAreSet(t *testing.T) {
 	t.Parallel()
 	srv := api.NewServer(http.NotFoundHandler(), api.ServerOptions{})
