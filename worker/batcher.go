@@ -332,11 +332,24 @@ func (b *batcher) round(ctx context.Context) bool {
 	}
 	// A lock got during this round whose orders all ended meanwhile (while
 	// its acquisition was in flight, when no held lock told withdraw to
-	// wake the runner): give it back now, or no round would.
+	// wake the runner): give it back now, or no round would. One left out
+	// of a full round (MaxBatch) waits for the next, idle: sweepIdle may
+	// hand it over if this round lasts.
 	for p, l := range locks {
-		if _, ok := tokens[p]; !ok && len(b.pending[p]) == 0 {
+		if _, ok := tokens[p]; ok {
+			continue
+		}
+		if len(b.pending[p]) == 0 {
 			delete(b.held, p)
 			b.releaseLater(l)
+			continue
+		}
+		if h, ok := b.held[p]; ok {
+			h.inRound = false
+			if h.idle.IsZero() {
+				h.idle = time.Now()
+			}
+			b.held[p] = h
 		}
 	}
 	b.mu.Unlock()

@@ -2,6 +2,7 @@ package worker_test
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"testing"
 	"time"
@@ -145,5 +146,80 @@ func TestNoBargeInFrontOfAnAnnouncedWaiter(t *testing.T) {
 	defer cancel()
 	if err := e.w.ProcessTask(tctx, task(t, "o2", "p", "u2", 1, 2)); err == nil {
 		t.Fatalf("o2 decided %v after it came, with p's lock taken in front of a process that announced it waits", time.Since(start))
+	}
+}
+
+// A lock taken into a round that had no room for its product's orders
+// (MaxBatch full) waits for the next round as an idle one: handed over, past
+// maxHold, to another process that wants it while the round lasts. Here
+// the round of p2 waits on an advisory lock the test holds, with q's lock
+// taken into it and q1 left out. Before, q's lock stayed marked as in the
+// round, and the other process waited for it until that round ended.
+func TestLockLeftOutOfAFullRoundIsHandedOver(t *testing.T) {
+	t.Parallel()
+	e := newEnvWith(t, worker.Config{Mode: worker.ModeBatch, MaxBatch: 1}, 2*time.Second)
+	e.start(t)
+	other := e.otherProcess(t, 2*time.Second)
+	inventorytest.CreateProduct(t, e.store, "p", 50, 0)
+	inventorytest.CreateProduct(t, e.store, "q", 50, 0)
+	e.exec(t, `CREATE FUNCTION gate() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM ins WHERE id = 'p2') THEN
+    PERFORM pg_advisory_xact_lock_shared(4242);
+  END IF;
+  RETURN NULL;
+END $$;
+CREATE TRIGGER gate AFTER INSERT ON orders REFERENCING NEW TABLE AS ins
+  FOR EACH STATEMENT EXECUTE FUNCTION gate();`)
+	ctx := context.Background()
+	gate := e.conn(t)
+	if _, err := gate.Exec(ctx, `SELECT pg_advisory_lock(4242)`); err != nil {
+		t.Fatal(err)
+	}
+	// p1's round waits on p's row while p2 (accepted before q1) and q1
+	// queue up behind it.
+	tx := e.holdRow(t, "p")
+	errs := make(chan error, 3)
+	process := func(id, product string, seq int) {
+		go func() { errs <- e.w.ProcessTask(ctx, task(t, id, product, "u"+id, 1, seq)) }()
+	}
+	process("p1", "p", 1)
+	e.waitBlockedBy(t, tx)
+	process("p2", "p", 2)
+	process("q1", "q", 3)
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if worker.PendingOrders(e.w, "p") != 1 || worker.PendingOrders(e.w, "q") != 1 {
+			return errors.New("p2 and q1 do not both wait for a round yet")
+		}
+		return nil
+	})
+	// The next round takes p's and q's locks, and p2 alone; it waits on
+	// the advisory lock.
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	watch := e.conn(t)
+	testenv.Eventually(t, 10*time.Second, func() error {
+		waiting, err := testenv.WaitsOn(ctx, watch, gate.PgConn().PID())
+		if err == nil && !waiting {
+			err = errors.New("p2's round does not wait on the advisory lock yet")
+		}
+		return err
+	})
+	start := time.Now()
+	octx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	oerr := other.ProcessTask(octx, task(t, "q2", "q", "uq2", 1, 4))
+	waited := time.Since(start)
+	if _, err := gate.Exec(ctx, `SELECT pg_advisory_unlock(4242)`); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if oerr != nil {
+		t.Fatalf("the other process's order waited %v for q's lock, kept unused while this process's round had no room for q: %v", waited, oerr)
 	}
 }
