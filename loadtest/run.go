@@ -422,7 +422,7 @@ func (r *runner) rereadOrder(ctx context.Context, id string) OrderState {
 			if err := json.Unmarshal(a.Body, &v); err != nil {
 				return OrderState{OrderID: id, Err: "unreadable order body: " + err.Error()}
 			}
-			return OrderState{OrderID: id, ProductID: v.ProductID, UserID: v.UserID, Quantity: v.Quantity, Status: v.Status, Reason: v.Reason}
+			return v.state(id)
 		case a.Status == http.StatusNotFound:
 			return OrderState{OrderID: id, NotFound: true}
 		case (a.Status == 0 || a.Status >= 500) && attempt < r.cfg.MaxRetries && ctx.Err() == nil:
@@ -702,12 +702,19 @@ func (r *runner) markDone(i int) {
 // ---- settle ----------------------------------------------------------------
 
 type orderView struct {
-	OrderID   string `json:"order_id"`
-	ProductID string `json:"product_id"`
-	UserID    string `json:"user_id"`
-	Quantity  int    `json:"quantity"`
-	Status    string `json:"status"`
-	Reason    string `json:"reason"`
+	OrderID   string    `json:"order_id"`
+	ProductID string    `json:"product_id"`
+	UserID    string    `json:"user_id"`
+	Quantity  int       `json:"quantity"`
+	Status    string    `json:"status"`
+	Reason    string    `json:"reason"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// state is the OrderState that v reads as.
+func (v orderView) state(id string) OrderState {
+	return OrderState{OrderID: id, ProductID: v.ProductID, UserID: v.UserID, Quantity: v.Quantity,
+		Status: v.Status, Reason: v.Reason, UpdatedAt: v.UpdatedAt}
 }
 
 // settle long-polls accepted orders until the queue is closed and empty.
@@ -771,7 +778,7 @@ func (r *runner) settleOne(ctx context.Context, id string) {
 				break
 			}
 			failures, notFound = 0, 0
-			st = OrderState{OrderID: id, ProductID: v.ProductID, UserID: v.UserID, Quantity: v.Quantity, Status: v.Status, Reason: v.Reason}
+			st = v.state(id)
 			if IsFinal(v.Status) {
 				r.mu.Lock()
 				r.states[id] = st

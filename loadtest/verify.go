@@ -130,6 +130,10 @@ type OrderState struct {
 	Quantity  int
 	Status    string
 	Reason    string
+	// UpdatedAt is the order's updated_at: for a final order, when the
+	// transaction that decided it began (PostgreSQL's clock), zero if the
+	// answer had none.
+	UpdatedAt time.Time
 	// NotFound is set when GET /v1/orders/{id} answered 404.
 	NotFound bool
 	// Err is set when polling gave up on the order, and says why.
@@ -164,8 +168,10 @@ const (
 	// while the product still had enough stock at the end; or it was
 	// answered 409 sold_out, and orders first sent after that answer was
 	// received then bought at least its quantity (stock only falls during a
-	// run, so those units were there when it was refused); or demand reached
-	// the stock of a single-unit product and stock was left.
+	// run, so those units were there when it was refused); or it ended sold
+	// out, and orders decided by later transactions (updated_at) bought at
+	// least its quantity; or demand reached the stock of a single-unit
+	// product and stock was left.
 	CodeUndersell ViolationCode = "undersell"
 	// CodeOverLimit: one buyer's succeeded units of a product exceed its
 	// per-user limit.
@@ -351,6 +357,15 @@ func analyze(obs Observations) *analysis {
 	}
 	sales := map[string][]sale{}
 	refusals := map[string][]refusal{}
+	// For the same check of orders a worker decided sold out: per product,
+	// when each succeeded and sold-out order was decided.
+	type decision struct {
+		id    string
+		at    time.Time
+		units int64
+	}
+	decidedSales := map[string][]decision{}
+	decidedSoldOut := map[string][]decision{}
 
 	// For the per-user checks: a buyer's succeeded units of a product, the
 	// units of their orders of unknown fate, and the orders refused
@@ -602,6 +617,40 @@ func analyze(obs Observations) *analysis {
 			if t.obs.Final != nil && q <= t.obs.Final.Stock {
 				add(Violation{Code: CodeUndersell, ProductID: o.ProductID, OrderID: id, Key: o.Key, UserID: o.UserID,
 					Message: fmt.Sprintf("order %s (quantity %d) ended sold_out but product %s still had %d units at the end", id, q, o.ProductID, t.obs.Final.Stock)})
+			} else if !st.UpdatedAt.IsZero() {
+				decidedSoldOut[o.ProductID] = append(decidedSoldOut[o.ProductID], decision{id, st.UpdatedAt, q})
+			}
+		}
+		if st.Status == StatusSucceeded && !st.UpdatedAt.IsZero() {
+			decidedSales[o.ProductID] = append(decidedSales[o.ProductID], decision{id, st.UpdatedAt, q})
+		}
+	}
+
+	// An order decided sold out while stock remained: the transactions of
+	// one product run one after another (under its lock), each with a later
+	// start time, and stock only falls, so what orders decided by later
+	// transactions bought was there when it was decided. (Orders of one
+	// transaction share its time: within it, an order may be refused for a
+	// quantity a later, smaller one fits.)
+	for pid, sos := range decidedSoldOut {
+		ss := decidedSales[pid]
+		slices.SortFunc(ss, func(x, y decision) int { return x.at.Compare(y.at) })
+		after := make([]int64, len(ss)+1) // after[k]: units of ss[k:]
+		for k := len(ss) - 1; k >= 0; k-- {
+			after[k] = after[k+1] + ss[k].units
+		}
+		for _, so := range sos {
+			k, _ := slices.BinarySearchFunc(ss, so.at, func(x decision, at time.Time) int {
+				if x.at.After(at) {
+					return 1
+				}
+				return -1
+			})
+			if units := after[k]; units >= so.units {
+				o := obs.Orders[owners[so.id].order]
+				add(Violation{Code: CodeUndersell, ProductID: pid, OrderID: so.id, Key: o.Key, UserID: o.UserID,
+					Message: fmt.Sprintf("order %s (quantity %d) was decided sold_out at %s, but orders decided after it bought %d units of product %s (stock only falls: they were there)",
+						so.id, so.units, so.at.Format(time.RFC3339Nano), units, pid)})
 			}
 		}
 	}

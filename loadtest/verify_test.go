@@ -1,6 +1,7 @@
 package loadtest
 
 import (
+	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
@@ -59,6 +60,16 @@ func refused(key, user string, quantity int, answered time.Time) OrderObservatio
 		Responses: []SubmitResponse{{Status: 409, ErrorCode: ErrorCodeSoldOut, At: answered}}}
 }
 
+// decidedAt dates the decisions of cleanSale's orders: order id was
+// decided by a transaction that began at at(n).
+func decidedAt(obs *Observations, when map[string]int) {
+	for id, n := range when {
+		st := obs.States[id]
+		st.UpdatedAt = at(n)
+		obs.States[id] = st
+	}
+}
+
 // setStatus sets the final status of order id.
 func setStatus(obs *Observations, id, status string) {
 	st := obs.States[id]
@@ -84,6 +95,29 @@ func TestVerify(t *testing.T) {
 				o.Products[0].Final.Stock, o.Products[0].Final.Sold = -1, 4
 			},
 			want: map[ViolationCode]int{CodeOversell: 1, CodeNegativeStock: 1},
+		},
+		{
+			// o3 decided sold out by a transaction before the one that sold
+			// o2's unit: the unit was there (stock only falls).
+			name: "a worker decided sold_out before a later transaction sold a unit",
+			plant: func(o *Observations) {
+				decidedAt(o, map[string]int{"o0": 1, "o1": 1, "o3": 2, "o2": 3, "o4": 4})
+			},
+			want: map[ViolationCode]int{CodeUndersell: 1},
+		},
+		{
+			name: "sold_out decided in the transaction that sold the last unit, or after it",
+			plant: func(o *Observations) {
+				decidedAt(o, map[string]int{"o0": 1, "o1": 1, "o2": 2, "o3": 2, "o4": 3})
+			},
+			want: map[ViolationCode]int{},
+		},
+		{
+			name: "sold_out decision times unknown (no updated_at)",
+			plant: func(o *Observations) {
+				decidedAt(o, map[string]int{"o0": 1, "o1": 1, "o2": 3})
+			},
+			want: map[ViolationCode]int{},
 		},
 		{
 			name: "oversell hidden by the counters: four succeeded but sold says 3",
@@ -553,5 +587,20 @@ func TestOutcomes(t *testing.T) {
 	}
 	if got.Final() != 6 {
 		t.Fatalf("Final() = %d, want 6", got.Final())
+	}
+}
+
+// The decision time that the sold-out check compares is read from the
+// order's updated_at, as GET /v1/orders/{id} answers it (api/openapi.json).
+func TestOrderViewReadsTheDecisionTime(t *testing.T) {
+	body := `{"order_id":"o1","product_id":"p1","user_id":"u1","quantity":1,"status":"sold_out",` +
+		`"created_at":"2026-11-26T16:00:00.000001Z","updated_at":"2026-11-26T16:00:00.123456Z"}`
+	var v orderView
+	if err := json.Unmarshal([]byte(body), &v); err != nil {
+		t.Fatal(err)
+	}
+	want := time.Date(2026, 11, 26, 16, 0, 0, 123456000, time.UTC)
+	if st := v.state("o1"); !st.UpdatedAt.Equal(want) || st.Status != StatusSoldOut {
+		t.Errorf("state = %+v, want sold_out decided at %v", st, want)
 	}
 }
