@@ -203,6 +203,11 @@ func New(cfg Config, d Deps) (*Worker, error) {
 		ErrorHandler: asynq.ErrorHandlerFunc(func(ctx context.Context, t *asynq.Task, err error) {
 			id, _ := asynq.GetTaskID(ctx)
 			n, _ := asynq.GetRetryCount(ctx)
+			if errors.Is(err, errNotTried) {
+				// Not a failure of its own (isFailure): no try counted.
+				cfg.Logger.Info("order task given back untried with its product's orders", "order_id", id, "retried", n, "err", err)
+				return
+			}
 			cfg.Logger.Warn("order task failed", "order_id", id, "retried", n, "err", err)
 		}),
 	})
