@@ -265,7 +265,7 @@ func (s *server) healthz(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status":
 func (s *server) readyz(c *gin.Context) {
 	// The checks run side by side, each with the whole 2s: a slow one
 	// cannot use up another's time and have it reported unavailable.
-	ctx, cancel := context.WithTimeout(c, 2*time.Second)
+	ctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
 	defer cancel()
 	checks := gin.H{}
 	ok := true

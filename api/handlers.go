@@ -44,7 +44,7 @@ func (s *server) createProduct(c *gin.Context) {
 	if req.PerUserLimit != nil {
 		np.PerUserLimit = *req.PerUserLimit
 	}
-	p, err := s.svc.CreateProduct(c, np)
+	p, err := s.svc.CreateProduct(c.Request.Context(), np)
 	if err != nil {
 		s.fail(c, err)
 		return
@@ -55,7 +55,7 @@ func (s *server) createProduct(c *gin.Context) {
 }
 
 func (s *server) getProduct(c *gin.Context) {
-	p, err := s.svc.Product(c, c.Param("id"))
+	p, err := s.svc.Product(c.Request.Context(), c.Param("id"))
 	if err != nil {
 		s.fail(c, err)
 		return
@@ -79,7 +79,7 @@ func (s *server) listProducts(c *gin.Context) {
 		abort(c, http.StatusBadRequest, "invalid_request", "after must be a product id")
 		return
 	}
-	ps, err := s.svc.Products(c, after, limit)
+	ps, err := s.svc.Products(c.Request.Context(), after, limit)
 	if err != nil {
 		s.fail(c, err)
 		return
@@ -104,7 +104,7 @@ func (s *server) restock(c *gin.Context) {
 		abort(c, http.StatusBadRequest, "invalid_request", `field "quantity" is required`)
 		return
 	}
-	p, replay, err := s.svc.Restock(c, c.Param("id"), *req.Quantity, c.GetHeader("Idempotency-Key"))
+	p, replay, err := s.svc.Restock(c.Request.Context(), c.Param("id"), *req.Quantity, c.GetHeader("Idempotency-Key"))
 	if err != nil {
 		s.fail(c, err)
 		return
@@ -137,7 +137,7 @@ func (s *server) placeOrder(c *gin.Context) {
 		abort(c, http.StatusBadRequest, "invalid_request", `fields "product_id", "user_id" and "quantity" are required`)
 		return
 	}
-	placed, err := s.svc.PlaceOrder(c, sale.PlaceOrderRequest{
+	placed, err := s.svc.PlaceOrder(c.Request.Context(), sale.PlaceOrderRequest{
 		ProductID: *req.ProductID, UserID: *req.UserID, Quantity: *req.Quantity,
 		IdempotencyKey: c.GetHeader("Idempotency-Key"),
 	})
@@ -176,9 +176,9 @@ func (s *server) getOrder(c *gin.Context) {
 	var v sale.OrderView
 	var err error
 	if wait > 0 {
-		v, err = s.svc.WaitOrder(c, c.Param("id"), wait)
+		v, err = s.svc.WaitOrder(c.Request.Context(), c.Param("id"), wait)
 	} else {
-		v, err = s.svc.Order(c, c.Param("id"))
+		v, err = s.svc.Order(c.Request.Context(), c.Param("id"))
 	}
 	if err != nil {
 		s.fail(c, err)
@@ -191,7 +191,7 @@ func (s *server) getOrder(c *gin.Context) {
 }
 
 func (s *server) queueStats(c *gin.Context) {
-	st, err := s.svc.QueueStats(c)
+	st, err := s.svc.QueueStats(c.Request.Context())
 	if err != nil {
 		s.fail(c, err)
 		return

@@ -324,3 +324,22 @@ func wantUnavailableWithin(t *testing.T, e *apitest.Env, d time.Duration, releas
 			method, target, d, resp.Status, resp.Body, time.Since(start).Round(time.Millisecond))
 	}
 }
+
+// The bound of a product call must not reach into the request's
+// gin.Context after the handler returned: gin reuses it for the next
+// request, and the bound's timer, firing as the call gives up, reads it
+// (context.WithTimeout on a *gin.Context: removeChild calls its Done,
+// which reads c.Request while ServeHTTP writes it for the next request).
+// Under -race this is a DATA RACE; without the fix it shows within a few
+// dozen requests.
+func TestProductTimeoutDoesNotOutliveTheRequest(t *testing.T) {
+	t.Parallel()
+	e := apitest.New(t, &apitest.Options{Sale: &saletest.Options{ProductTimeout: 2 * time.Millisecond}})
+	e.CreateProduct(t, "p1", 5, 0)
+	release := holdLock(t, e.DatabaseURL, `LOCK TABLE products IN ACCESS EXCLUSIVE MODE`)
+	defer release()
+	for range 200 {
+		r := e.Do(t, "GET", "/v1/products/p1", "")
+		wantError(t, r, 503, "unavailable")
+	}
+}

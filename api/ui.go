@@ -70,7 +70,7 @@ func (s *server) routeUI(r *gin.Engine) error {
 
 	d := &dashboard{svc: s.svc, ttl: dashboardTTL}
 	r.GET("/v1/dashboard", s.adminRead, func(c *gin.Context) {
-		v, err := d.snapshot(c)
+		v, err := d.snapshot(c.Request.Context())
 		if err != nil {
 			s.fail(c, err)
 			return
