@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/flashsale/flashsale/api/apitest"
+	"github.com/flashsale/flashsale/internal/testenv"
 	"github.com/flashsale/flashsale/sale"
 	"github.com/flashsale/flashsale/sale/saletest"
 )
@@ -342,4 +343,36 @@ func TestProductTimeoutDoesNotOutliveTheRequest(t *testing.T) {
 		r := e.Do(t, "GET", "/v1/products/p1", "")
 		wantError(t, r, 503, "unavailable")
 	}
+}
+
+// A restock cut at the bound by a row lock cannot store its generation at
+// once either (its clean-up waits on the same lock, with the same bound):
+// the API goes on storing it in the background, so that once the lock goes
+// a worker's sold-out mark at the stored generation is taken again. Before,
+// the generation was never stored: marks were refused, and every order of
+// the sold-out product was queued instead of answered 409, until the next
+// restock (from a review).
+func TestRestockCutByARowLockStoresItsGenerationLater(t *testing.T) {
+	t.Parallel()
+	e := apitest.New(t, &apitest.Options{Sale: &saletest.Options{ProductTimeout: 250 * time.Millisecond,
+		OnFailOpen: func(context.Context, error) {}}})
+	e.CreateProduct(t, "gone", 0, 0)
+	e.MarkSoldOut(t, "gone")
+	release := holdLock(t, e.DatabaseURL, `SELECT 1 FROM products WHERE id = 'gone' FOR UPDATE`)
+	wantUnavailableWithin(t, e, 3*time.Second, release, "POST", "/v1/products/gone/restock", `{"quantity":3}`,
+		append(apitest.Admin(), "Idempotency-Key", "k1")...)
+	release()
+	// A worker that finds it sold out marks it at the stored generation.
+	ctx := context.Background()
+	testenv.Eventually(t, 10*time.Second, func() error {
+		p, err := e.Store.Product(ctx, "gone")
+		if err != nil {
+			return err
+		}
+		ok, err := e.Gate.Mark(ctx, "gone", p.RestockGen)
+		if err == nil && !ok {
+			err = fmt.Errorf("a sold-out mark at the stored generation %d (stock %d) is refused", p.RestockGen, p.Stock)
+		}
+		return err
+	})
 }

@@ -163,6 +163,7 @@ type Service struct {
 
 	drain     chan struct{} // closed by Drain: waits end
 	drainOnce sync.Once
+	repairs   sync.WaitGroup // abandoned restocks' generations still being stored (Close waits)
 }
 
 // Limiter limits how often one user may place orders;
@@ -485,15 +486,52 @@ func (s *Service) abandonUnknownRestock(ctx context.Context, id string, stored i
 }
 
 // abandonRestock stores the generation gen of a restock that announced
-// itself and then failed, best effort (the database may be what failed),
-// within the product timeout even if ctx has ended.
+// itself and then failed (the database may be what failed), within the
+// product timeout even if ctx has ended. If that fails too (the product's
+// row held by a stuck transaction, as when the restock itself was cut at
+// the bound; the database down), it goes on trying in the background, every
+// abandonRetryEvery for up to abandonRetryFor or until Drain: until it is
+// stored, workers' sold-out marks are refused and the product's orders are
+// queued rather than answered 409.
 func (s *Service) abandonRestock(ctx context.Context, id string, gen int64) {
-	actx, cancel := s.productCtx(context.WithoutCancel(ctx))
-	defer cancel()
-	if err := s.store.AdvanceRestockGen(actx, id, gen); err != nil {
-		s.failOpen(ctx, fmt.Errorf("sale: restock of %q failed after announcing generation %d, which the database did not store; its sold-out flag stays off until the next restock: %w", id, gen, err))
+	bg := context.WithoutCancel(ctx)
+	store := func() error {
+		actx, cancel := s.productCtx(bg)
+		defer cancel()
+		return s.store.AdvanceRestockGen(actx, id, gen)
 	}
+	if store() == nil {
+		return
+	}
+	s.repairs.Go(func() {
+		giveUp := time.Now().Add(abandonRetryFor)
+		for {
+			t := time.NewTimer(abandonRetryEvery)
+			select {
+			case <-t.C:
+			case <-s.drain:
+				t.Stop()
+				s.failOpen(bg, fmt.Errorf("sale: restock of %q failed after announcing generation %d, which the database did not store before this process stopped; its sold-out flag stays off until the next restock", id, gen))
+				return
+			}
+			err := store()
+			switch {
+			case err == nil:
+				return
+			case time.Now().After(giveUp):
+				s.failOpen(bg, fmt.Errorf("sale: restock of %q failed after announcing generation %d, which the database did not store in %v of tries; its sold-out flag stays off until the next restock: %w", id, gen, abandonRetryFor, err))
+				return
+			}
+		}
+	})
 }
+
+// How an abandoned restock's generation is stored when the first try
+// fails (abandonRestock).
+const (
+	abandonRetryEvery = time.Second
+	abandonRetryFor   = time.Minute
+)
 
 // PlaceOrderRequest is a buyer's order.
 type PlaceOrderRequest struct {
@@ -982,6 +1020,13 @@ func (s *Service) held(ctx context.Context, id string) bool {
 // ([net/http.Server.RegisterOnShutdown]), so that long polls answer at once
 // while other requests finish.
 func (s *Service) Drain() { s.drainOnce.Do(func() { close(s.drain) }) }
+
+// Close drains the service ([Service.Drain]) and waits for its background
+// work to end. Call it before closing the store and Redis clients.
+func (s *Service) Close() {
+	s.Drain()
+	s.repairs.Wait()
+}
 
 // waiting reports whether the queue holds order id's task as waiting
 // (pending, scheduled, retrying): one coalesced read of its state.

@@ -153,6 +153,7 @@ func serveAPI(ctx context.Context, cfg config, log *slog.Logger, ready func(addr
 	qopts := queueOptions(cfg)
 	svc := sale.New(store, queue.NewProducer(client, qopts), queue.NewInspector(rdb, qopts),
 		gate, hub, sopts)
+	defer svc.Close() // before the clients it uses close
 	reg := newRegistry()
 	// Queue size, latency and task counts of every queue on the queue's
 	// Redis (asynq's own collector), and this process's PostgreSQL pool.

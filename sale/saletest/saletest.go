@@ -139,6 +139,7 @@ func New(t testing.TB, opts *Options) *Env {
 	}
 	e.Service = sale.New(e.Store, queue.NewProducer(client, qopts), e.Inspector, e.Gate, e.Hub,
 		&sale.Options{Limiter: limiter, OnFailOpen: opts.OnFailOpen, ProductTimeout: opts.ProductTimeout})
+	t.Cleanup(e.Service.Close) // before the clients it uses close
 	return e
 }
 
