@@ -62,6 +62,9 @@ type fakeAPI struct {
 	// the key and is never answered, so the retry creates a second order (a
 	// planted double charge).
 	dupOnRetry map[string]bool
+	// onProductRead, if set, runs at each GET /v1/products/{id} (the
+	// verification's reads) before it is answered.
+	onProductRead func()
 
 	mu       sync.Mutex
 	products map[string]*fakeProduct
@@ -170,6 +173,9 @@ func (f *fakeAPI) createProduct(w http.ResponseWriter, r *http.Request) {
 }
 
 func (f *fakeAPI) getProduct(w http.ResponseWriter, r *http.Request) {
+	if f.onProductRead != nil {
+		f.onProductRead()
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	p, ok := f.products[r.PathValue("id")]

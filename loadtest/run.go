@@ -97,7 +97,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	close(stopSide)
 	side.Wait()
 
-	if ctx.Err() != nil {
+	interrupted := func() (*Report, error) {
 		rep := r.report(analyze(r.observations()), false)
 		err := fmt.Errorf("loadtest: interrupted: %w", ctx.Err())
 		if cfg.JSONPath != "" {
@@ -105,12 +105,20 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 		return rep, err
 	}
+	if ctx.Err() != nil {
+		return interrupted()
+	}
 
 	vctx, vcancel := context.WithTimeout(ctx, cfg.VerifyTimeout)
 	defer vcancel()
 	r.readProducts(vctx)
 	r.rereadOrders(vctx)
 	r.verified = time.Now()
+	if ctx.Err() != nil {
+		// Reads that the interruption cut short are no violations: the run
+		// is not verified.
+		return interrupted()
+	}
 
 	rep := r.report(analyze(r.observations()), true)
 	if cfg.JSONPath != "" {

@@ -539,3 +539,22 @@ func TestObservedTimesOnlyMoveForward(t *testing.T) {
 		t.Errorf("lastFinal = %v, want %v (the last final observed)", r.lastFinal, want)
 	}
 }
+
+// A run interrupted while it verifies is unverified, as one interrupted
+// before: the reads the interruption cut short are no violations. Before,
+// it was reported verified, with a violation for every order it could not
+// read again (from a review).
+func TestRunInterruptedWhileVerifying(t *testing.T) {
+	f := newFakeAPI()
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	f.onProductRead = cancel // the first read of the verification
+	urls, _ := f.serve(t, 1)
+	rep, err := Run(ctx, testConfig(urls))
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run error %v, want one wrapping context.Canceled", err)
+	}
+	if rep == nil || rep.Verified || rep.OK || len(rep.Violations) != 0 {
+		t.Fatalf("report verified %v, ok %v, %d violations; want an unverified report with none", rep.Verified, rep.OK, len(rep.Violations))
+	}
+}
