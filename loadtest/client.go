@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unicode"
 )
 
 // maxBody bounds how much of one response body is read.
@@ -132,8 +133,13 @@ func (a answer) explain() string {
 	if a.Status == 0 {
 		return d
 	}
-	if a.ErrorMessage != "" {
-		return d + ": " + a.ErrorMessage
+	if msg := a.ErrorMessage; msg != "" {
+		// As the API writes it, unless it holds what a terminal would
+		// act on (escape sequences) or is longer than a message.
+		if len(msg) > maxExplained || strings.IndexFunc(msg, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0 {
+			return d + fmt.Sprintf(": %q", strings.ToValidUTF8(msg[:min(len(msg), maxExplained)], ""))
+		}
+		return d + ": " + msg
 	}
 	body := strings.TrimSpace(string(a.Body))
 	if body == "" {

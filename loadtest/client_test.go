@@ -56,6 +56,8 @@ func TestExplainSaysWhatTheServerSaid(t *testing.T) {
 		{"text/html", "<html><h1>401 Authorization Required</h1></html>\n", `401: body "<html><h1>401 Authorization Required</h1></html>"`},
 		{"text/plain", long, `401: body "` + long[:200] + `"...`},
 		{"text/plain", "", "401"},
+		// A message that would drive the operator's terminal is quoted.
+		{"application/json", `{"error":{"code":"unauthorized","message":"\u001b[2Jgone"}}`, `401 unauthorized: "\x1b[2Jgone"`},
 	} {
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", tc.ctype)
