@@ -15,6 +15,7 @@ import (
 	"encoding/base32"
 	"errors"
 	"fmt"
+	"math"
 	mrand "math/rand/v2"
 	"regexp"
 	"sync"
@@ -164,6 +165,8 @@ type Service struct {
 	drain     chan struct{} // closed by Drain: waits end
 	drainOnce sync.Once
 	repairs   sync.WaitGroup // abandoned restocks' generations still being stored (Close waits)
+	repairMu  sync.Mutex
+	repairing map[string]int64 // product → newest abandoned generation its one repair stores
 }
 
 // Limiter limits how often one user may place orders;
@@ -495,15 +498,44 @@ func (s *Service) abandonUnknownRestock(ctx context.Context, id string, stored i
 // queued rather than answered 409.
 func (s *Service) abandonRestock(ctx context.Context, id string, gen int64) {
 	bg := context.WithoutCancel(ctx)
-	store := func() error {
+	store := func(gen int64) error {
 		actx, cancel := s.productCtx(bg)
 		defer cancel()
 		return s.store.AdvanceRestockGen(actx, id, gen)
 	}
-	if store() == nil {
+	if store(gen) == nil {
 		return
 	}
+	// One repair per product, storing the newest generation abandoned:
+	// the stored generation only rises, so an older one adds nothing, and
+	// each repair holds a pool connection while it waits on the row.
+	s.repairMu.Lock()
+	if cur, ok := s.repairing[id]; ok {
+		s.repairing[id] = max(cur, gen)
+		s.repairMu.Unlock()
+		return
+	}
+	if s.repairing == nil {
+		s.repairing = map[string]int64{}
+	}
+	s.repairing[id] = gen
+	s.repairMu.Unlock()
 	s.repairs.Go(func() {
+		target := func() int64 {
+			s.repairMu.Lock()
+			defer s.repairMu.Unlock()
+			return s.repairing[id]
+		}
+		// done ends the repair unless a newer generation came meanwhile.
+		done := func(stored int64) bool {
+			s.repairMu.Lock()
+			defer s.repairMu.Unlock()
+			if s.repairing[id] > stored {
+				return false
+			}
+			delete(s.repairing, id)
+			return true
+		}
 		giveUp := time.Now().Add(abandonRetryFor)
 		for {
 			t := time.NewTimer(abandonRetryEvery)
@@ -511,14 +543,20 @@ func (s *Service) abandonRestock(ctx context.Context, id string, gen int64) {
 			case <-t.C:
 			case <-s.drain:
 				t.Stop()
+				gen := target()
+				done(math.MaxInt64)
 				s.failOpen(bg, fmt.Errorf("sale: restock of %q failed after announcing generation %d, which the database did not store before this process stopped; its sold-out flag stays off until the next restock", id, gen))
 				return
 			}
-			err := store()
+			gen := target()
+			err := store(gen)
 			switch {
 			case err == nil:
-				return
+				if done(gen) {
+					return
+				}
 			case time.Now().After(giveUp):
+				done(math.MaxInt64)
 				s.failOpen(bg, fmt.Errorf("sale: restock of %q failed after announcing generation %d, which the database did not store in %v of tries; its sold-out flag stays off until the next restock: %w", id, gen, abandonRetryFor, err))
 				return
 			}

@@ -1235,3 +1235,57 @@ func TestCreatedAtReadsTheSameQueuedAndDecided(t *testing.T) {
 		t.Errorf("created_at %v while queued, %v once decided; want the same", queued.CreatedAt, decided.CreatedAt)
 	}
 }
+
+// Restocks of one product cut by a held row leave one background repair of
+// their generations, not one each: a repair holds a pool connection while it
+// waits on the row, and several of them took the API's pool from calls that
+// have nothing to do with that product (from a review). Here four restocks
+// are cut, then the pool's busy connections are sampled for 2.5 s, with no
+// call in flight: at most one, the repair's.
+func TestAbandonedRestocksShareOneRepair(t *testing.T) {
+	t.Parallel()
+	e := saletest.New(t, &saletest.Options{ProductTimeout: 500 * time.Millisecond, OnFailOpen: func(context.Context, error) {}})
+	e.CreateProduct(t, "gone", 0, 0)
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, e.DatabaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM products WHERE id = 'gone' FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for i := range 4 {
+		wg.Go(func() {
+			if _, _, err := e.Service.Restock(ctx, "gone", 1, fmt.Sprintf("k%d", i)); err == nil {
+				t.Error("a restock went through the held row")
+			}
+		})
+	}
+	wg.Wait()
+	// The restocks' cut statements give their connections back (pgx
+	// closes them after cancelling) ...
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if n := e.Store.PoolStats().AcquiredConns; n > 0 {
+			return fmt.Errorf("%d connections still busy after the restocks returned", n)
+		}
+		return nil
+	})
+	// ... then a sample every 20ms over 2.5s: each repair tries every
+	// second and waits up to ProductTimeout.
+	var most int32
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for end := time.Now().Add(2500 * time.Millisecond); time.Now().Before(end); <-tick.C {
+		most = max(most, e.Store.PoolStats().AcquiredConns)
+	}
+	if most > 1 {
+		t.Errorf("up to %d of the pool's connections were busy with no call in flight, want at most 1 (one repair for the product)", most)
+	}
+}
