@@ -606,10 +606,10 @@ func (b *batcher) failProduct(p string, err error) {
 // stock it was owed. Those never tried in a round go back as errNotTried,
 // which costs them no asynq try; one whose task is on its last try stays
 // (asynq would archive it, the order never tried), to be decided in the
-// next round, possibly ahead of the older one. (Back in asynq each returns after its own jittered
-// retry delay, so a later one can still come back first: a reviewer's run
-// saw it in 2 of 40 products. Orders held by different workers have no
-// stricter order either.)
+// next round, possibly ahead of the older one. (Back in asynq each returns
+// after its own jittered retry delay, so a later one can still come back
+// first: a reviewer's run saw it in 2 of 40 products. Orders held by
+// different workers have no stricter order either.)
 func (b *batcher) requeue(reqs []*request, err error, transient bool) {
 	stale := map[string]bool{}
 	for _, s := range inventory.StaleFences(err) {

@@ -293,7 +293,9 @@ func (w *Worker) Shutdown() {
 const handlerGrace = 2*recordTimeout + 5*time.Second
 
 // waitHandlers waits, at most d, until no ProcessTask call runs; it
-// reports whether none does.
+// reports whether none does. A counter rather than a sync.WaitGroup: the
+// wait is bounded, and tests call ProcessTask directly, so a handler may
+// start while Shutdown waits (a WaitGroup forbids an Add from zero then).
 func (w *Worker) waitHandlers(d time.Duration) bool {
 	w.handlersMu.Lock()
 	if w.handlers == 0 {
