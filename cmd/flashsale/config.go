@@ -31,6 +31,7 @@ type config struct {
 	Queue             string
 	KeyPrefix         string
 	RateLimit         string
+	ProductTimeout    time.Duration
 	LogLevel          string
 	LogFormat         string
 
@@ -237,6 +238,17 @@ var settings = []setting{
 				}
 			}
 			c.RateLimit = v
+			return nil
+		}},
+	{"FLASHSALE_PRODUCT_TIMEOUT", "product-timeout", "5s",
+		"bound on each PostgreSQL statement of a product call (a Go duration, 100ms to 1m); past it the call answers 503",
+		forAPI,
+		func(c *config, v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil || d < 100*time.Millisecond || d > time.Minute {
+				return fmt.Errorf("want a duration from 100ms to 1m")
+			}
+			c.ProductTimeout = d
 			return nil
 		}},
 	{"FLASHSALE_LOG_LEVEL", "log-level", "info", "debug, info, warn or error",

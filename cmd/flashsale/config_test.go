@@ -63,6 +63,8 @@ func TestConfigPerCommand(t *testing.T) {
 		{"worker", []string{"-lock-ttl", "5"}, "bad -lock-ttl=", nil, nil},
 		{"api", nil, "bad FLASHSALE_HTTP_ADDR=", []string{"http-addr", "rate-limit", "redis-url"}, []string{"lock-ttl", "concurrency", "lock-redis-urls"}},
 		{"api", []string{"-http-addr", "127.0.0.1:0"}, "", nil, nil},
+		{"api", []string{"-http-addr", "127.0.0.1:0", "-product-timeout", "250ms"}, "", []string{"product-timeout"}, nil},
+		{"api", []string{"-http-addr", "127.0.0.1:0", "-product-timeout", "forever"}, "bad -product-timeout=", nil, nil},
 		{"dev", []string{"-http-addr", "127.0.0.1:0"}, "bad FLASHSALE_LOCK_TTL=", []string{"lock-ttl", "http-addr"}, nil},
 		{"worker", []string{"-lock-ttl", "5s", "-redis-url", "redis-cluster://a:1,b:2"}, "FLASHSALE_LOCK_REDIS_URLS must be set when the queue's Redis (-redis-url)", nil, nil},
 	} {
@@ -552,5 +554,24 @@ func TestLoadtestSaysWhyTheAPIRefusedItsToken(t *testing.T) {
 				t.Fatalf("loadtest with a token the API refuses: %v; want ErrUnauthorized with %q and where the token comes from", err, tc.want)
 			}
 		})
+	}
+}
+
+// The API's bound on product calls is a setting (sale.Options.ProductTimeout),
+// 5s unless given.
+func TestProductTimeoutSetting(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want time.Duration
+	}{
+		{[]string{"-http-addr", "127.0.0.1:0"}, 5 * time.Second},
+		{[]string{"-http-addr", "127.0.0.1:0", "-product-timeout", "250ms"}, 250 * time.Millisecond},
+	} {
+		fs := flag.NewFlagSet("api", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		c, err := loadConfig(fs, "api", tc.args)
+		if err != nil || c.ProductTimeout != tc.want {
+			t.Errorf("loadConfig(api, %q): ProductTimeout %v, %v; want %v", tc.args, c.ProductTimeout, err, tc.want)
+		}
 	}
 }

@@ -136,7 +136,8 @@ func serveAPI(ctx context.Context, cfg config, log *slog.Logger, ready func(addr
 
 	sopts := &sale.Options{
 		// The rate limiter and the sold-out flag fail open: say so.
-		OnFailOpen: func(ctx context.Context, err error) { log.WarnContext(ctx, "check failed open", "err", err) },
+		OnFailOpen:     func(ctx context.Context, err error) { log.WarnContext(ctx, "check failed open", "err", err) },
+		ProductTimeout: cfg.ProductTimeout,
 	}
 	if cfg.RateLimit != "" {
 		r, err := parseRate(cfg.RateLimit)
