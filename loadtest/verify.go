@@ -346,16 +346,13 @@ func analyze(obs Observations) *analysis {
 	var idOrder []string
 
 	// For the 409 check against later sales: per product, the succeeded
-	// orders and the refused ones not already found undersold.
-	type sale struct {
-		firstSent time.Time
-		units     int64
-	}
+	// orders (by first send) and the refused ones not already found
+	// undersold.
 	type refusal struct {
 		order int
 		at    time.Time // when the first 409 sold_out answer arrived
 	}
-	sales := map[string][]sale{}
+	sales := map[string]*salesTimeline{}
 	refusals := map[string][]refusal{}
 	// For the same check of orders a worker decided sold out: per product,
 	// when each succeeded and sold-out order was decided.
@@ -364,7 +361,7 @@ func analyze(obs Observations) *analysis {
 		at    time.Time
 		units int64
 	}
-	decidedSales := map[string][]decision{}
+	decidedSales := map[string]*salesTimeline{} // by decision time
 	decidedSoldOut := map[string][]decision{}
 
 	// For the per-user checks: a buyer's succeeded units of a product, the
@@ -507,7 +504,7 @@ func analyze(obs Observations) *analysis {
 			}
 		}
 		if out == outcomeSucceeded && !o.FirstSent.IsZero() {
-			sales[o.ProductID] = append(sales[o.ProductID], sale{o.FirstSent, int64(o.Quantity)})
+			timelineOf(sales, o.ProductID).add(o.FirstSent, int64(o.Quantity))
 		}
 		// 409 sold_out first, then accepted and sold on a later send.
 		if fastPath && len(ids) > 0 && !conflictReported && obs.States[ids[0]].Status == StatusSucceeded {
@@ -520,21 +517,10 @@ func analyze(obs Observations) *analysis {
 	// sent after the answer arrived were decided after it, and stock only
 	// falls, so the units they bought were there when it was refused.
 	for pid, rs := range refusals {
-		ss := sales[pid]
-		slices.SortFunc(ss, func(x, y sale) int { return x.firstSent.Compare(y.firstSent) })
-		after := make([]int64, len(ss)+1) // after[k]: units of ss[k:]
-		for k := len(ss) - 1; k >= 0; k-- {
-			after[k] = after[k+1] + ss[k].units
-		}
+		ss := timelineOf(sales, pid)
 		for _, rf := range rs {
-			k, _ := slices.BinarySearchFunc(ss, rf.at, func(x sale, at time.Time) int {
-				if x.firstSent.After(at) {
-					return 1
-				}
-				return -1
-			})
 			o := obs.Orders[rf.order]
-			if units := after[k]; units >= int64(o.Quantity) {
+			if units := ss.unitsAfter(rf.at); units >= int64(o.Quantity) {
 				add(Violation{Code: CodeUndersell, ProductID: pid, Key: o.Key, UserID: o.UserID,
 					Message: fmt.Sprintf("key %s (quantity %d) was answered 409 sold_out, but orders first sent after that answer then bought %d units of product %s (stock only falls: they were there)", o.Key, o.Quantity, units, pid)})
 			}
@@ -622,7 +608,7 @@ func analyze(obs Observations) *analysis {
 			}
 		}
 		if st.Status == StatusSucceeded && !st.UpdatedAt.IsZero() {
-			decidedSales[o.ProductID] = append(decidedSales[o.ProductID], decision{id, st.UpdatedAt, q})
+			timelineOf(decidedSales, o.ProductID).add(st.UpdatedAt, q)
 		}
 	}
 
@@ -633,20 +619,9 @@ func analyze(obs Observations) *analysis {
 	// transaction share its time: within it, an order may be refused for a
 	// quantity a later, smaller one fits.)
 	for pid, sos := range decidedSoldOut {
-		ss := decidedSales[pid]
-		slices.SortFunc(ss, func(x, y decision) int { return x.at.Compare(y.at) })
-		after := make([]int64, len(ss)+1) // after[k]: units of ss[k:]
-		for k := len(ss) - 1; k >= 0; k-- {
-			after[k] = after[k+1] + ss[k].units
-		}
+		ss := timelineOf(decidedSales, pid)
 		for _, so := range sos {
-			k, _ := slices.BinarySearchFunc(ss, so.at, func(x decision, at time.Time) int {
-				if x.at.After(at) {
-					return 1
-				}
-				return -1
-			})
-			if units := after[k]; units >= so.units {
+			if units := ss.unitsAfter(so.at); units >= so.units {
 				o := obs.Orders[owners[so.id].order]
 				add(Violation{Code: CodeUndersell, ProductID: pid, OrderID: so.id, Key: o.Key, UserID: o.UserID,
 					Message: fmt.Sprintf("order %s (quantity %d) was decided sold_out at %s, but orders decided after it bought %d units of product %s (stock only falls: they were there)",
@@ -783,4 +758,48 @@ func (o *Outcomes) add(out outcome) {
 // 409 fast path).
 func (o Outcomes) Final() int64 {
 	return o.Succeeded + o.SoldOut + o.LimitExceeded + o.Failed + o.SoldOutFastPath
+}
+
+// salesTimeline holds one product's sales by a time of each (first send,
+// or decision), for the undersell checks: stock only falls, so the units
+// sold after a refusal were there when it was refused.
+type salesTimeline struct {
+	sales  []timedUnits
+	after  []int64 // after[k]: units of sales[k:], once sorted
+	sorted bool
+}
+
+type timedUnits struct {
+	at    time.Time
+	units int64
+}
+
+func timelineOf(m map[string]*salesTimeline, product string) *salesTimeline {
+	if m[product] == nil {
+		m[product] = &salesTimeline{}
+	}
+	return m[product]
+}
+
+func (s *salesTimeline) add(at time.Time, units int64) {
+	s.sales, s.sorted = append(s.sales, timedUnits{at, units}), false
+}
+
+// unitsAfter returns the units sold strictly after t.
+func (s *salesTimeline) unitsAfter(t time.Time) int64 {
+	if !s.sorted {
+		slices.SortFunc(s.sales, func(x, y timedUnits) int { return x.at.Compare(y.at) })
+		s.after = make([]int64, len(s.sales)+1)
+		for k := len(s.sales) - 1; k >= 0; k-- {
+			s.after[k] = s.after[k+1] + s.sales[k].units
+		}
+		s.sorted = true
+	}
+	k, _ := slices.BinarySearchFunc(s.sales, t, func(x timedUnits, t time.Time) int {
+		if x.at.After(t) {
+			return 1
+		}
+		return -1
+	})
+	return s.after[k]
 }
