@@ -172,10 +172,7 @@ END $$;
 CREATE TRIGGER gate AFTER INSERT ON orders REFERENCING NEW TABLE AS ins
   FOR EACH STATEMENT EXECUTE FUNCTION gate();`)
 	ctx := context.Background()
-	gate := e.conn(t)
-	if _, err := gate.Exec(ctx, `SELECT pg_advisory_lock(4242)`); err != nil {
-		t.Fatal(err)
-	}
+	gate := e.advisoryGate(t, 4242)
 	// p1's round waits on p's row while p2 (accepted before q1) and q1
 	// queue up behind it.
 	tx := e.holdRow(t, "p")
@@ -198,14 +195,7 @@ CREATE TRIGGER gate AFTER INSERT ON orders REFERENCING NEW TABLE AS ins
 	if err := tx.Rollback(ctx); err != nil {
 		t.Fatal(err)
 	}
-	watch := e.conn(t)
-	testenv.Eventually(t, 10*time.Second, func() error {
-		waiting, err := testenv.WaitsOn(ctx, watch, gate.PgConn().PID())
-		if err == nil && !waiting {
-			err = errors.New("p2's round does not wait on the advisory lock yet")
-		}
-		return err
-	})
+	e.waitWaitsOn(t, gate, 10*time.Second, "p2's round does not wait on the advisory lock yet")
 	start := time.Now()
 	octx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()

@@ -164,14 +164,59 @@ func (e *env) holdRow(t *testing.T, product string) pgx.Tx {
 // that tx holds (a round blocked on a row held by holdRow).
 func (e *env) waitBlockedBy(t *testing.T, tx pgx.Tx) {
 	t.Helper()
+	e.waitWaitsOn(t, tx.Conn(), 10*time.Second, "no round waits on the held row yet")
+}
+
+// waitWaitsOn waits, at most within, until a session waits for a lock that
+// c holds; notYet says what has not happened yet.
+func (e *env) waitWaitsOn(t *testing.T, c *pgx.Conn, within time.Duration, notYet string) {
+	t.Helper()
 	watch := e.conn(t)
-	testenv.Eventually(t, 10*time.Second, func() error {
-		waiting, err := testenv.WaitsOn(context.Background(), watch, tx.Conn().PgConn().PID())
+	testenv.Eventually(t, within, func() error {
+		waiting, err := testenv.WaitsOn(context.Background(), watch, c.PgConn().PID())
 		if err == nil && !waiting {
-			err = errors.New("no round waits on the held row yet")
+			err = errors.New(notYet)
 		}
 		return err
 	})
+}
+
+// advisoryGate holds PostgreSQL advisory lock key in a session of the
+// test's own, which it returns: a trigger that takes the lock (shared)
+// makes a round wait until the test unlocks it.
+func (e *env) advisoryGate(t *testing.T, key int64) *pgx.Conn {
+	t.Helper()
+	gate := e.conn(t)
+	if _, err := gate.Exec(context.Background(), `SELECT pg_advisory_lock($1)`, key); err != nil {
+		t.Fatal(err)
+	}
+	return gate
+}
+
+// lockTable locks table (ACCESS EXCLUSIVE) in a transaction of the test's
+// own; roll it back to let go.
+func (e *env) lockTable(t *testing.T, table string) pgx.Tx {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := e.conn(t).Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `LOCK TABLE `+pgx.Identifier{table}.Sanitize()+` IN ACCESS EXCLUSIVE MODE`); err != nil {
+		_ = tx.Rollback(ctx)
+		t.Fatal(err)
+	}
+	return tx
+}
+
+// enqueue adds task tk to the test's queue as asynq's own client does,
+// with its own task id, tries and timeout (the producer's are fixed).
+func (e *env) enqueue(t *testing.T, tk *asynq.Task, id string, maxRetry int, timeout time.Duration) {
+	t.Helper()
+	client := asynq.NewClientFromRedisClient(e.rdb)
+	if _, err := client.Enqueue(tk, asynq.TaskID(id), asynq.Queue(e.queue.Queue), asynq.MaxRetry(maxRetry), asynq.Timeout(timeout)); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // exec runs sql on the worker's database.
@@ -1054,14 +1099,8 @@ func TestLastTryThatCannotRecordBuriesTheOrder(t *testing.T) {
 	e.start(t)
 	inventorytest.CreateProduct(t, e.store, "p", 5, 0)
 	ctx := context.Background()
-	tx, err := e.conn(t).Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tx := e.lockTable(t, "orders")
 	defer tx.Rollback(context.Background())
-	if _, err := tx.Exec(ctx, `LOCK TABLE orders IN ACCESS EXCLUSIVE MODE`); err != nil {
-		t.Fatal(err)
-	}
 	tctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancel()
 	if err := e.w.ProcessTask(tctx, task(t, "o1", "p", "u1", 1, 1)); !errors.Is(err, asynq.SkipRetry) {
@@ -1223,10 +1262,7 @@ func TestDeadTaskWhoseRoundStillCommits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	client := asynq.NewClientFromRedisClient(e.rdb)
-	if _, err := client.Enqueue(tk, asynq.TaskID(id), asynq.Queue(e.queue.Queue), asynq.MaxRetry(0), asynq.Timeout(time.Second)); err != nil {
-		t.Fatal(err)
-	}
+	e.enqueue(t, tk, id, 0, time.Second)
 	in := queue.NewInspector(e.rdb, e.queue)
 	testenv.Eventually(t, 20*time.Second, func() error {
 		if st, err := in.States(ctx, []string{id}); err != nil || st[0] != queue.Dead {
@@ -1669,14 +1705,8 @@ func TestCrashWhileTheDatabaseHangsIsRescued(t *testing.T) {
 		t.Fatal(err)
 	}
 	queuetest.Strand(t, e.rdb, e.queue.Queue, time.Now().Add(-time.Second))
-	tx, err := e.conn(t).Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tx := e.lockTable(t, "orders")
 	defer tx.Rollback(ctx)
-	if _, err := tx.Exec(ctx, `LOCK TABLE orders IN ACCESS EXCLUSIVE MODE`); err != nil {
-		t.Fatal(err)
-	}
 	e.start(t)
 	in := queue.NewInspector(e.rdb, e.queue)
 	e.waitRescued(t, in, "o1")
@@ -1701,11 +1731,8 @@ func TestLastTryCutByACrashIsRescuedFromTheArchive(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	client := asynq.NewClientFromRedisClient(e.rdb)
 	// MaxRetry 0: its one try is its last, as the 26th try of an order is.
-	if _, err := client.Enqueue(tk, asynq.TaskID(o.ID), asynq.Queue(e.queue.Queue), asynq.MaxRetry(0), asynq.Timeout(30*time.Second)); err != nil {
-		t.Fatal(err)
-	}
+	e.enqueue(t, tk, o.ID, 0, 30*time.Second)
 	queuetest.Strand(t, e.rdb, e.queue.Queue, time.Now().Add(-time.Minute)) // its worker died a minute ago
 	// A bare asynq server starts first: its recoverer archives the task.
 	srv := asynq.NewServerFromRedisClient(e.rdb, asynq.Config{
@@ -1772,24 +1799,11 @@ END $$;
 CREATE TRIGGER fault AFTER INSERT ON orders REFERENCING NEW TABLE AS ins
   FOR EACH STATEMENT EXECUTE FUNCTION fault();`)
 			ctx := context.Background()
-			gate := e.conn(t)
-			if _, err := gate.Exec(ctx, `SELECT pg_advisory_lock(4242)`); err != nil {
-				t.Fatal(err)
-			}
+			gate := e.advisoryGate(t, 4242)
 			e.start(t)
-			connOpt, err := queue.ParseRedisURL(testenv.RedisURL(), 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			client := asynq.NewClient(connOpt)
-			t.Cleanup(func() { _ = client.Close() })
 			enqueue := func(id string, seq, maxRetry int) {
 				t.Helper()
-				tk := task(t, id, "p", "u"+id, 1, seq)
-				if _, err := client.EnqueueContext(ctx, tk, asynq.TaskID(id), asynq.Queue(e.queue.Queue),
-					asynq.MaxRetry(maxRetry), asynq.Timeout(30*time.Second)); err != nil {
-					t.Fatal(err)
-				}
+				e.enqueue(t, task(t, id, "p", "u"+id, 1, seq), id, maxRetry, 30*time.Second)
 			}
 			tx := e.holdRow(t, "p")
 			enqueue("a", 1, 25)
@@ -1806,14 +1820,7 @@ CREATE TRIGGER fault AFTER INSERT ON orders REFERENCING NEW TABLE AS ins
 			}
 			// Both back from asynq: one in the eighth round, waiting on the
 			// advisory lock, the other waiting for a round.
-			watch := e.conn(t)
-			testenv.Eventually(t, 20*time.Second, func() error {
-				waiting, err := testenv.WaitsOn(ctx, watch, gate.PgConn().PID())
-				if err == nil && !waiting {
-					err = errors.New("no eighth round waits on the advisory lock yet")
-				}
-				return err
-			})
+			e.waitWaitsOn(t, gate, 20*time.Second, "no eighth round waits on the advisory lock yet")
 			in := queue.NewInspector(e.rdb, e.queue)
 			tries := map[string]int{}
 			testenv.Eventually(t, 10*time.Second, func() error {
@@ -1858,25 +1865,10 @@ func TestShutdownWaitsForAnAbandonedHandler(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer held.Release(ctx)
-	tx, err := e.conn(t).Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tx := e.lockTable(t, "orders")
 	defer tx.Rollback(ctx)
-	if _, err := tx.Exec(ctx, `LOCK TABLE orders IN ACCESS EXCLUSIVE MODE`); err != nil {
-		t.Fatal(err)
-	}
 	e.start(t)
-	connOpt, err := queue.ParseRedisURL(testenv.RedisURL(), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	client := asynq.NewClient(connOpt)
-	t.Cleanup(func() { _ = client.Close() })
-	if _, err := client.EnqueueContext(ctx, task(t, "o1", "p", "u1", 1, 1), asynq.TaskID("o1"),
-		asynq.Queue(e.queue.Queue), asynq.MaxRetry(0), asynq.Timeout(time.Second)); err != nil {
-		t.Fatal(err)
-	}
+	e.enqueue(t, task(t, "o1", "p", "u1", 1, 1), "o1", 0, time.Second)
 	// The task's deadline passes while the product's lock is held
 	// elsewhere; its handler then waits to record the failure.
 	e.waitBlockedBy(t, tx)
