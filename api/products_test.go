@@ -3,8 +3,6 @@ package api_test
 import (
 	"context"
 	"fmt"
-	"io"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -301,14 +299,7 @@ func holdLock(t *testing.T, url, stmt string) (release func()) {
 // on, to report when it answered then.
 func wantUnavailableWithin(t *testing.T, e *apitest.Env, d time.Duration, release func(), method, target, body string, header ...string) {
 	t.Helper()
-	var r io.Reader
-	if body != "" {
-		r = strings.NewReader(body)
-	}
-	req := httptest.NewRequest(method, target, r)
-	for i := 0; i+1 < len(header); i += 2 {
-		req.Header.Set(header[i], header[i+1])
-	}
+	req := apitest.NewRequest(method, target, body, header...)
 	start := time.Now()
 	got := make(chan *apitest.Response, 1)
 	go func() { got <- e.Send(req) }()

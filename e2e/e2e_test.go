@@ -53,16 +53,9 @@ const adminToken = "e2e-admin-token-3f9a"
 func startCluster(t *testing.T, extra map[string]string) *cluster.Cluster {
 	t.Helper()
 	rdb := testenv.Redis(t) // fail early, with a clear message, when Redis is down
-	ns := testenv.Namespace(t)
 	// Registered before the cluster's stop, so they run after it: the
 	// test's keys, its queue's, and the queue's entry in asynq's list.
-	testenv.DeleteKeys(t, rdb, ns+":")
-	testenv.DeleteKeys(t, rdb, "asynq:{q_"+ns+"}")
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		rdb.SRem(ctx, "asynq:queues", "q_"+ns)
-	})
+	ns := testenv.QueueNamespace(t, rdb)
 	env := map[string]string{
 		"FLASHSALE_DATABASE_URL": inventorytest.NewDatabase(t),
 		"FLASHSALE_REDIS_URL":    testenv.RedisURL(),

@@ -74,6 +74,12 @@ type Response struct {
 // Do sends a request to the handler. header holds name, value pairs.
 func (e *Env) Do(t testing.TB, method, target, body string, header ...string) *Response {
 	t.Helper()
+	return e.Send(NewRequest(method, target, body, header...))
+}
+
+// NewRequest builds a request for [Env.Send]. header holds name, value
+// pairs.
+func NewRequest(method, target, body string, header ...string) *http.Request {
 	var r io.Reader
 	if body != "" {
 		r = strings.NewReader(body)
@@ -82,7 +88,7 @@ func (e *Env) Do(t testing.TB, method, target, body string, header ...string) *R
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Set(header[i], header[i+1])
 	}
-	return e.Send(req)
+	return req
 }
 
 // Admin is the header pair that authorizes an admin call with [AdminToken].

@@ -516,10 +516,7 @@ func TestLoadtestSaysWhyTheAPIRefusedItsToken(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			rdb := testenv.Redis(t)
-			ns := testenv.Namespace(t)
-			testenv.DeleteKeys(t, rdb, ns+":")
-			testenv.DeleteKeys(t, rdb, "asynq:{q_"+ns+"}")
+			ns := testenv.QueueNamespace(t, testenv.Redis(t))
 			fs := flag.NewFlagSet("api", flag.ContinueOnError)
 			fs.SetOutput(io.Discard)
 			cfg, err := loadConfig(fs, "api", []string{"-database-url", db, "-redis-url", testenv.RedisURL(),

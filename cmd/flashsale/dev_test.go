@@ -93,16 +93,7 @@ func (d *devRun) stop(t *testing.T) {
 // registered first).
 func devNamespace(t *testing.T) string {
 	t.Helper()
-	rdb := testenv.Redis(t)
-	ns := testenv.Namespace(t)
-	testenv.DeleteKeys(t, rdb, ns+":")
-	testenv.DeleteKeys(t, rdb, "asynq:{q_"+ns+"}")
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		rdb.SRem(ctx, "asynq:queues", "q_"+ns)
-	})
-	return ns
+	return testenv.QueueNamespace(t, testenv.Redis(t))
 }
 
 // A rerun of dev on the same database says in one line that the demo

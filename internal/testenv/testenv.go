@@ -81,6 +81,23 @@ func Redis(t testing.TB) *redis.Client {
 	return rdb
 }
 
+// QueueNamespace returns a namespace of the test's own (Namespace) for
+// flashsale's processes on rdb: key prefix ns+":" and asynq queue "q_"+ns.
+// At cleanup it removes the prefix's keys, the queue's, and the queue's
+// entry in asynq's list of queues.
+func QueueNamespace(t testing.TB, rdb redis.UniversalClient) string {
+	t.Helper()
+	ns := Namespace(t)
+	DeleteKeys(t, rdb, ns+":")
+	DeleteKeys(t, rdb, "asynq:{q_"+ns+"}")
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		rdb.SRem(ctx, "asynq:queues", "q_"+ns)
+	})
+	return ns
+}
+
 // DeleteKeys removes every key matching prefix+"*" at cleanup.
 func DeleteKeys(t testing.TB, rdb redis.UniversalClient, prefix string) {
 	t.Helper()
