@@ -51,6 +51,11 @@ type Order struct {
 	Quantity       int       `json:"quantity"`
 	IdempotencyKey string    `json:"idempotency_key,omitempty"`
 	AcceptedAt     time.Time `json:"accepted_at"`
+	// Unchecked: a keyed order accepted while PostgreSQL could not say
+	// whether its key's order was decided (an outage). The task may stand
+	// for an order decided long ago, with another body: until PostgreSQL
+	// answers, it tells nothing of the order's status. Workers ignore it.
+	Unchecked bool `json:"unchecked,omitempty"`
 }
 
 // Encode returns the task for o.

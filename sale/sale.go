@@ -686,7 +686,10 @@ func (s *Service) PlaceOrder(ctx context.Context, r PlaceOrderRequest) (Placed, 
 			// The database is down (a restart): accept the order anyway.
 			// Its task id still refuses a duplicate of a queued order, and
 			// a worker meeting an already decided order changes nothing;
-			// only a different body for a decided key goes unnoticed.
+			// only a different body for a decided key goes unnoticed. The
+			// task says so (Unchecked): it may be a re-send of a decided
+			// order, and must not be read as that order's state (Order).
+			o.Unchecked = true
 		case !errors.Is(err, inventory.ErrNotFound):
 			return Placed{}, s.translate(err)
 		}
@@ -907,13 +910,15 @@ func (s *Service) Order(ctx context.Context, id string) (OrderView, error) {
 	// Not decided, or the database is down: the queue may know the order.
 	ti, err := s.inspector.Lookup(ctx, id)
 	switch {
-	case dbDown && (err != nil || !neverRan(ti)):
+	case dbDown && (err != nil || !neverRan(ti) || ti.Order.Unchecked):
 		// Only a task that never ran tells that its order is undecided. A
 		// done task's order is decided, and the order of one that ran may
 		// be (a running one's round may have committed; one retried after
 		// its worker died may have committed before; a dead one's run may
 		// have been cut short after its commit): only PostgreSQL can say,
-		// and a final status read before must not read queued now.
+		// and a final status read before must not read queued now. Nor
+		// does a task accepted unchecked during an outage: it may be a
+		// re-send of a key whose order was decided (and its task gone).
 		return OrderView{}, dbErr
 	case err == nil && ti.State != queue.Done:
 		return queuedView(id, ti), nil
