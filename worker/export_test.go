@@ -8,3 +8,8 @@ func PendingOrders(w *Worker, product string) int {
 	defer b.mu.Unlock()
 	return len(b.pending[product])
 }
+
+// OnArchivePage makes w call f before each page its archive sweeps read
+// (see archiveEvery); an error f returns cuts the sweep short there, as a
+// failed read of the archive would. Call it before Start.
+func OnArchivePage(w *Worker, f func(page int) error) { w.onArchivePage = f }

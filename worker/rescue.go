@@ -106,6 +106,11 @@ func (w *Worker) runRescuer(ctx context.Context, in *queue.Inspector, prod *queu
 		for sweep := err == nil && scan%archiveEvery == 0; sweep; {
 			var archived []string
 			var last bool
+			if w.onArchivePage != nil {
+				if err = w.onArchivePage(page); err != nil {
+					break
+				}
+			}
 			archived, last, err = w.recordArchived(sctx, in, prod, page)
 			dead = append(dead, archived...)
 			switch {

@@ -158,6 +158,11 @@ type Worker struct {
 	handlersMu sync.Mutex
 	handlers   int           // ProcessTask calls running
 	noHandlers chan struct{} // closed when handlers drops to 0; nil if nobody waits
+
+	// onArchivePage, set by tests only (before Start), is called before an
+	// archive sweep reads each page; an error it returns cuts the sweep
+	// short as a failed read would.
+	onArchivePage func(page int) error
 }
 
 // Deps are the worker's collaborators; the caller owns and closes them.
