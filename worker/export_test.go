@@ -13,3 +13,7 @@ func PendingOrders(w *Worker, product string) int {
 // (see archiveEvery); an error f returns cuts the sweep short there, as a
 // failed read of the archive would. Call it before Start.
 func OnArchivePage(w *Worker, f func(page int) error) { w.onArchivePage = f }
+
+// ArchiveEvery is how many rescue intervals apart the fleet sweeps the
+// archive.
+const ArchiveEvery = archiveEvery

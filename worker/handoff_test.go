@@ -21,16 +21,28 @@ import (
 )
 
 // otherProcess is a second worker process on e's database, queue Redis,
-// key prefix and lock node, with a lock client (and process id) of its own.
+// key prefix and lock node, with a lock client (and process id) of its own,
+// started until cleanup.
 func (e *env) otherProcess(t *testing.T, lockTTL time.Duration) *worker.Worker {
+	t.Helper()
+	w := e.process(t, worker.Config{}, lockTTL)
+	startProcess(t, w)
+	return w
+}
+
+// process is another worker process on e's database, queue Redis, key
+// prefix and lock node, with a lock client (and process id) of its own and
+// cfg (its concurrency, queue, key prefix and logger set here, as for e's
+// worker); it is not started (startProcess).
+func (e *env) process(t *testing.T, cfg worker.Config, lockTTL time.Duration) *worker.Worker {
 	t.Helper()
 	connOpt, err := queue.ParseRedisURL(testenv.RedisURL(), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	locks := locktest.Client(t, []*localsvc.Redis{e.lockRDB}, &lock.Options{TTL: lockTTL, KeyPrefix: e.prefix + "lock:"})
-	w, err := worker.New(worker.Config{Concurrency: 32, Queue: e.queue, KeyPrefix: e.prefix,
-		Logger: slog.New(slog.DiscardHandler)}, worker.Deps{
+	cfg.Concurrency, cfg.Queue, cfg.KeyPrefix, cfg.Logger = 32, e.queue, e.prefix, slog.New(slog.DiscardHandler)
+	w, err := worker.New(cfg, worker.Deps{
 		Store: e.store, Locks: locks,
 		Gate:      soldout.New(e.rdb, soldout.Options{KeyPrefix: e.prefix}),
 		Publisher: notify.NewPublisher(e.rdb, e.prefix),
@@ -39,12 +51,17 @@ func (e *env) otherProcess(t *testing.T, lockTTL time.Duration) *worker.Worker {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return w
+}
+
+// startProcess starts w until cleanup (Shutdown may be called before).
+func startProcess(t *testing.T, w *worker.Worker) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	if err := w.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { w.Shutdown(); cancel() })
-	return w
 }
 
 // A lock a waiter hands to a runner stuck in a long round (a row of another

@@ -2,9 +2,12 @@ package worker
 
 import (
 	"context"
+	_ "embed"
 	"errors"
 	"math/rand/v2"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/flashsale/flashsale/inventory"
 	"github.com/flashsale/flashsale/notify"
@@ -54,17 +57,59 @@ const rescueLimit = 5000
 // tries ran out), the handler buries the order (queue.Inspector.Bury) and
 // every scan records the failure of up to archivePage buried orders that no
 // task of theirs can still decide, then unburies them: archivePage orders
-// per scan (2s) once PostgreSQL answers. As a backstop
-// for an order archived without being buried (Redis failed as well), every
-// archiveEvery-th scan does the same for the whole archive, a page of
-// archivePage tasks at a time (at most 20 pages: three queries each), so
-// an archived order is reached within about 30s. A sweep that the scan's
-// deadline (RescueTimeout) or an error cuts short goes on from its page at
-// the next sweep.
+// per scan (2s) once PostgreSQL answers.
+//
+// As a backstop for an order archived without being buried (Redis failed as
+// well), the whole archive is swept the same way, a page of archivePage
+// tasks at a time (at most 20 pages: three queries each), once every
+// archiveEvery rescue intervals for the whole fleet, however many workers
+// it has: so an archived order is reached within about 30s. The sweep's
+// schedule and cursor are the fleet's, in the queue's Redis (sweep.lua,
+// keys <KeyPrefix>archive-sweep:{<queue>} and its ":page"): at a scan, the
+// holder of the rescuer lock sweeps if no sweep ran within the interval (a
+// marker set for the interval as a sweep starts, SET NX PX, and again as it
+// ends, so that a sweep longer than the interval is not followed by another
+// at once, and so that Redis's clock times it), and starts from the page
+// where the last sweep stopped, on whichever worker: a sweep that the
+// scan's deadline (RescueTimeout) or an error cuts short goes on from its
+// page at the next sweep. With no marker (a fleet starting), the first scan
+// sweeps. When Redis cannot say (an error reading the marker or the
+// cursor), the worker sweeps all the same, on its own schedule (once an
+// interval) and from the last page it knows: an error must not skip a due
+// sweep; at worst each worker sweeps, as every worker did before.
+//
+// The rescuer lock keeps two sweeps from running at once, except after the
+// lock is lost: the scan's context ends with the lock, but a holder paused
+// past the lock's TTL goes on until its watchdog notices, and another
+// worker may sweep meanwhile once the marker has expired. At worst that is
+// a duplicate sweep: the same orders looked at twice, which is harmless
+// (recording an order failed again is a replay, and queuing the same rescue
+// again is refused, queue.ErrDuplicate), and of the two cursors saved, the
+// last wins: the next sweep may read pages again, or skip pages the other
+// has just read; every page is still read within about two intervals.
 const (
-	archiveEvery = 15 // scans: about 30s at the default RescueInterval
+	archiveEvery = 15 // rescue intervals: about 30s at the default RescueInterval
 	archivePage  = 500
+	// sweepCursorTTL is how long the sweep's cursor outlives the last
+	// sweep: a queue no longer served leaves no key behind.
+	sweepCursorTTL = 24 * time.Hour
 )
+
+//go:embed sweep.lua
+var sweepLua string
+
+var sweepScript = redis.NewScript(sweepLua)
+
+// archiveSweep is a worker's view of the fleet's archive sweeps.
+type archiveSweep struct {
+	page int       // where the next sweep starts, as last known here
+	due  time.Time // the next sweep of this worker's own, when Redis cannot say
+}
+
+// sweepKey is the marker of a sweep run within the archive interval,
+// and sweepPageKey the page the next sweep starts from (one cluster slot).
+func (w *Worker) sweepKey() string     { return w.prefix + "archive-sweep:{" + w.cfg.Queue.Queue + "}" }
+func (w *Worker) sweepPageKey() string { return w.sweepKey() + ":page" }
 
 func (w *Worker) runRescuer(ctx context.Context, in *queue.Inspector, prod *queue.Producer) {
 	// unheld remembers when this worker's scans first saw each task held
@@ -78,9 +123,9 @@ func (w *Worker) runRescuer(ctx context.Context, in *queue.Inspector, prod *queu
 	// its rescue chain at the last scan, so each is logged once, not at
 	// every scan until asynq's own recovery runs it.
 	tooDeep := map[string]bool{}
-	page := 1         // the archive's next page to sweep
+	archive := archiveSweep{page: 1}
 	var buried uint64 // where the next sweep of buried orders starts
-	for scan := 1; ; scan++ {
+	for {
 		// Jitter spreads the workers' attempts at the rescuer lock.
 		d := time.Duration(float64(w.cfg.RescueInterval) * (0.8 + 0.4*rand.Float64()))
 		select {
@@ -103,24 +148,11 @@ func (w *Worker) runRescuer(ctx context.Context, in *queue.Inspector, prod *queu
 		if err == nil {
 			dead, buried, err = w.recordBuried(sctx, in, buried)
 		}
-		for sweep := err == nil && scan%archiveEvery == 0; sweep; {
+		if err == nil && w.claimSweep(sctx, &archive, time.Now()) {
 			var archived []string
-			var last bool
-			if w.onArchivePage != nil {
-				if err = w.onArchivePage(page); err != nil {
-					break
-				}
-			}
-			archived, last, err = w.recordArchived(sctx, in, prod, page)
+			archived, err = w.sweepArchive(sctx, in, prod, &archive)
 			dead = append(dead, archived...)
-			switch {
-			case err != nil:
-				sweep = false
-			case last:
-				page, sweep = 1, false
-			default:
-				page++
-			}
+			w.endSweep(archive)
 		}
 		stop()
 		cancel()
@@ -150,6 +182,73 @@ func (w *Worker) runRescuer(ctx context.Context, in *queue.Inspector, prod *queu
 		if len(dead) > 0 {
 			w.cfg.Logger.Warn("recorded dead orders failed (buried or archived without an outcome)", "orders", len(dead), "order_ids", dead[:min(len(dead), 20)])
 		}
+	}
+}
+
+// claimSweep reports whether the fleet's archive sweep is due at this scan;
+// if so, it marks the sweep started and sets s.page to the page it starts
+// from (see archiveEvery). When Redis cannot say, it answers from this
+// worker's own schedule and keeps s.page.
+func (w *Worker) claimSweep(ctx context.Context, s *archiveSweep, now time.Time) bool {
+	every := archiveEvery * w.cfg.RescueInterval
+	page, err := sweepScript.Run(ctx, w.rdb, []string{w.sweepKey(), w.sweepPageKey()}, every.Milliseconds(), w.id).Int()
+	switch {
+	case err == nil && page == 0:
+		return false // swept within the interval
+	case err == nil:
+		s.page = page
+	case ctx.Err() != nil:
+		return false // the scan is over: lock lost, shutdown or RescueTimeout
+	default:
+		w.cfg.Logger.Warn("could not read the archive sweep's schedule; sweeping on this worker's own",
+			"err", err, "due", !now.Before(s.due), "page", s.page)
+		if now.Before(s.due) {
+			return false
+		}
+	}
+	s.due = now.Add(every)
+	return true
+}
+
+// endSweep stores s.page as the page the fleet's next archive sweep starts
+// from, and sets the marker again for an interval from now. It does so
+// even when the scan's context has ended (a sweep cut short: saving its
+// page is why), with a bound of its own: a failure costs pages read again,
+// or a sweep an interval after this one started rather than ended.
+func (w *Worker) endSweep(s archiveSweep) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if _, err := w.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.Set(ctx, w.sweepPageKey(), s.page, sweepCursorTTL)
+		p.Set(ctx, w.sweepKey(), w.id, archiveEvery*w.cfg.RescueInterval)
+		return nil
+	}); err != nil {
+		w.cfg.Logger.Warn("could not save the archive sweep's page", "err", err, "page", s.page)
+	}
+}
+
+// sweepArchive records failed the orders without an outcome or a live task
+// in the archive's pages from s.page on, until the last page (then s.page
+// goes back to 1) or an error (s.page is the page that failed), and returns
+// their ids.
+func (w *Worker) sweepArchive(ctx context.Context, in *queue.Inspector, prod *queue.Producer, s *archiveSweep) ([]string, error) {
+	var dead []string
+	for {
+		if w.onArchivePage != nil {
+			if err := w.onArchivePage(s.page); err != nil {
+				return dead, err
+			}
+		}
+		archived, last, err := w.recordArchived(ctx, in, prod, s.page)
+		dead = append(dead, archived...)
+		switch {
+		case err != nil:
+			return dead, err
+		case last:
+			s.page = 1
+			return dead, nil
+		}
+		s.page++
 	}
 }
 

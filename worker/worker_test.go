@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -1379,27 +1380,13 @@ func TestArchivedOrdersWithoutAnOutcomeAreRecordedFailed(t *testing.T) {
 	e := newEnvWith(t, worker.Config{RescueInterval: 20 * time.Millisecond}, 5*time.Second)
 	inventorytest.CreateProduct(t, e.store, "p", 5, 0)
 	ctx := context.Background()
-	prod := e.producer(t)
-	connOpt, err := queue.ParseRedisURL(testenv.RedisURL(), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	in := asynq.NewInspector(connOpt)
-	defer in.Close()
-	archive := func(o queue.Order) {
-		t.Helper()
-		if err := prod.Enqueue(ctx, o); err != nil {
-			t.Fatal(err)
-		}
-		if err := in.ArchiveTask(e.queue.Queue, o.ID); err != nil {
-			t.Fatal(err)
-		}
-	}
 	// Four pages of older archived orders that stay without an outcome
 	// (their product is unknown: nothing to record them against).
-	for i := range 2020 {
-		archive(queue.Order{ID: fmt.Sprintf("old%04d", i), ProductID: "gone", UserID: "u", Quantity: 1, AcceptedAt: time.Now()})
+	old := make([]queue.Order, 2020)
+	for i := range old {
+		old[i] = queue.Order{ID: fmt.Sprintf("old%04d", i), ProductID: "gone", UserID: "u", Quantity: 1, AcceptedAt: time.Now()}
 	}
+	e.archive(t, old...)
 	// "decided" has its outcome already (its task archived after it
 	// committed); "zz-dead" has none. asynq orders its archive by the
 	// second of archiving, then by task id: "zz-dead" comes last, past the
@@ -1411,7 +1398,7 @@ func TestArchivedOrdersWithoutAnOutcomeAreRecordedFailed(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, id := range []string{"decided", "zz-dead"} {
-		archive(queue.Order{ID: id, ProductID: "p", UserID: "u-" + id, Quantity: 1, AcceptedAt: time.Now()})
+		e.archive(t, queue.Order{ID: id, ProductID: "p", UserID: "u-" + id, Quantity: 1, AcceptedAt: time.Now()})
 	}
 	e.start(t)
 	testenv.Eventually(t, 20*time.Second, func() error {
@@ -1424,13 +1411,14 @@ func TestArchivedOrdersWithoutAnOutcomeAreRecordedFailed(t *testing.T) {
 		}
 		return nil
 	})
-	// One sweep (every 15th scan) covers the whole archive. Before, a sweep
+	// One sweep covers the whole archive: the first at the first scan (no
+	// sweep ran before), the next about 15 scans after it. Before, a sweep
 	// read one page: "zz-dead" waited for the fifth, at scan 75.
 	scans := e.scans(e.rival(t))
 	testenv.Eventually(t, 5*time.Second, func() error { return scans.look(ctx) })
 	t.Logf("recorded by scan %d", scans.last)
 	if scans.last > 45 {
-		t.Errorf("archived order recorded failed after about %d scans, want within the first sweep (scan 15), or the next", scans.last)
+		t.Errorf("archived order recorded failed after about %d scans, want within the first sweep (scan 1), or the next (about scan 16)", scans.last)
 	}
 	if o, err := e.store.Order(ctx, "decided"); err != nil || o.Status != inventory.StatusSucceeded {
 		t.Errorf("archived order with an outcome: %+v, %v; want it succeeded still", o, err)
@@ -1438,6 +1426,191 @@ func TestArchivedOrdersWithoutAnOutcomeAreRecordedFailed(t *testing.T) {
 	if p, _ := e.store.Product(ctx, "p"); p.Stock != 4 {
 		t.Errorf("stock = %d, want 4 (only the decided order sold)", p.Stock)
 	}
+}
+
+// archive enqueues each order and has asynq archive its task at once, as
+// if its tries had run out with nothing recorded.
+func (e *env) archive(t *testing.T, orders ...queue.Order) {
+	t.Helper()
+	ctx := context.Background()
+	prod := e.producer(t)
+	connOpt, err := queue.ParseRedisURL(testenv.RedisURL(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := asynq.NewInspector(connOpt)
+	defer in.Close()
+	for _, o := range orders {
+		if err := prod.Enqueue(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+		if err := in.ArchiveTask(e.queue.Queue, o.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// The archive sweep is the fleet's, not each worker process's: however
+// many processes serve a queue, the archive is swept about once per archive
+// interval (ArchiveEvery rescue intervals, about 30s by default), by
+// whichever holds the rescuer lock when it is due. Before, each process
+// swept on its own count of scans: the fleet swept about once per interval
+// per process (here four).
+func TestArchiveIsSweptOncePerIntervalFleetWide(t *testing.T) {
+	t.Parallel()
+	const rescueInterval = 40 * time.Millisecond
+	interval := worker.ArchiveEvery * rescueInterval
+	cfg := worker.Config{RescueInterval: rescueInterval}
+	e := newEnvWith(t, cfg, 5*time.Second)
+	ws := []*worker.Worker{e.w, e.process(t, cfg, 5*time.Second), e.process(t, cfg, 5*time.Second), e.process(t, cfg, 5*time.Second)}
+	// The archive is empty: each sweep reads page 1 only, and is one call.
+	var mu sync.Mutex
+	var starts []time.Time
+	var pages []int
+	by := make([]int, len(ws))
+	for i, w := range ws {
+		worker.OnArchivePage(w, func(page int) error {
+			mu.Lock()
+			defer mu.Unlock()
+			starts, pages = append(starts, time.Now()), append(pages, page)
+			by[i]++
+			return nil
+		})
+	}
+	e.start(t)
+	for _, w := range ws[1:] {
+		startProcess(t, w)
+	}
+	const n = 7
+	testenv.Eventually(t, 30*time.Second, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(starts) < n {
+			return fmt.Errorf("%d sweeps so far, want %d", len(starts), n)
+		}
+		return nil
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	gaps := make([]time.Duration, n-1)
+	for i := range gaps {
+		gaps[i] = starts[i+1].Sub(starts[i]).Round(time.Millisecond)
+	}
+	t.Logf("sweeps per worker %v, %v apart (interval %v)", by, gaps, interval)
+	for i, p := range pages[:n] {
+		if p != 1 {
+			t.Errorf("sweep %d read page %d, want 1 (the archive is empty)", i+1, p)
+		}
+	}
+	// Redis times the interval (a marker's expiry); the margins are for the
+	// time from the claim to the call noted here, on a loaded machine.
+	if mean := starts[n-1].Sub(starts[0]) / (n - 1); mean < interval*9/10 {
+		t.Errorf("sweeps %v apart on average, want one per interval (%v) for the fleet; gaps %v", mean, interval, gaps)
+	}
+	if least := slices.Min(gaps); least < interval/2 {
+		t.Errorf("two sweeps %v apart, want none closer than about an interval (%v); gaps %v", least, interval, gaps)
+	}
+}
+
+// A sweep cut short (by RescueTimeout or an error) goes on from its page at
+// the fleet's next sweep, on whichever worker process makes it. Here one
+// process fails to read the archive's second page and stops; another,
+// started after it, sweeps next: from page 2, then from page 1 again.
+// Before, each process kept its own cursor, and the second began at page 1.
+func TestArchiveSweepGoesOnFromItsPageOnAnotherWorker(t *testing.T) {
+	t.Parallel()
+	cfg := worker.Config{RescueInterval: 20 * time.Millisecond}
+	e := newEnvWith(t, cfg, 5*time.Second)
+	// Two pages (500 tasks a page) of archived orders that stay without
+	// an outcome: their product is unknown.
+	orders := make([]queue.Order, 501)
+	for i := range orders {
+		orders[i] = queue.Order{ID: fmt.Sprintf("old%04d", i), ProductID: "gone", UserID: "u", Quantity: 1, AcceptedAt: time.Now()}
+	}
+	e.archive(t, orders...)
+
+	first := e.process(t, cfg, 5*time.Second)
+	cut := make(chan struct{})
+	var once sync.Once
+	worker.OnArchivePage(first, func(page int) error {
+		if page < 2 {
+			return nil
+		}
+		once.Do(func() { close(cut) })
+		return errors.New("injected: the archive's page cannot be read")
+	})
+	var mu sync.Mutex
+	var pages []int // read by e.w
+	worker.OnArchivePage(e.w, func(page int) error {
+		mu.Lock()
+		defer mu.Unlock()
+		pages = append(pages, page)
+		return nil
+	})
+	startProcess(t, first)
+	select {
+	case <-cut:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the first worker never reached the archive's second page")
+	}
+	first.Shutdown()
+	e.start(t)
+	want := []int{2, 1, 2}
+	testenv.Eventually(t, 30*time.Second, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(pages) < len(want) {
+			return fmt.Errorf("pages read by the second worker so far: %v", pages)
+		}
+		return nil
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(pages[:len(want)], want) {
+		t.Errorf("the second worker read pages %v, want %v first (on from the page the first worker's sweep stopped at)", pages, want)
+	}
+}
+
+// When Redis cannot say whether the fleet's sweep is due (here the key of
+// its cursor holds a hash, so reading it fails), a worker sweeps all the
+// same, although the fleet's marker says a sweep has just started: an
+// error must not skip a due sweep. Saving its cursor mends the key.
+func TestArchiveSweepRunsWhenItsScheduleCannotBeRead(t *testing.T) {
+	t.Parallel()
+	e := newEnvWith(t, worker.Config{RescueInterval: 20 * time.Millisecond}, 5*time.Second)
+	ctx := context.Background()
+	marker := e.prefix + "archive-sweep:{" + e.queue.Queue + "}"
+	cursor := marker + ":page"
+	if err := e.rdb.Set(ctx, marker, "another worker", time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.rdb.HSet(ctx, cursor, "not", "a page").Err(); err != nil {
+		t.Fatal(err)
+	}
+	swept := make(chan int, 1)
+	worker.OnArchivePage(e.w, func(page int) error {
+		select {
+		case swept <- page:
+		default:
+		}
+		return nil
+	})
+	e.start(t)
+	select {
+	case p := <-swept:
+		if p != 1 {
+			t.Errorf("swept from page %d, want 1 (the only page of an empty archive)", p)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no sweep while the sweep's schedule cannot be read")
+	}
+	testenv.Eventually(t, 10*time.Second, func() error {
+		v, err := e.rdb.Get(ctx, cursor).Result()
+		if err == nil && v != "1" {
+			err = fmt.Errorf("cursor %q, want 1", v)
+		}
+		return err
+	})
 }
 
 // A database fault that lasts a few rounds must not hand stock to a later
