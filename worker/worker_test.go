@@ -710,11 +710,35 @@ func TestWorkerConsumesQueue(t *testing.T) {
 			t.Fatalf("order o%d never announced", i)
 		}
 	}
-	want := map[string]inventory.Status{"o0": inventory.StatusSucceeded, "o1": inventory.StatusSucceeded, "o2": inventory.StatusSoldOut}
-	for id, st := range want {
+	// Stock 2 of 3 orders: two succeed and one is sold out, decided no
+	// earlier than the sales. Which one is not asserted here: asynq hands
+	// the three tasks, taken in queue order, to goroutines that Go may run
+	// in any order, and a round starts with what has reached the batcher
+	// (a late goroutine's order waits for the next round). So o2 may be
+	// sold and o1 not, as it was about once in 60 runs under -race. Orders
+	// the worker holds are decided in acceptance order:
+	// TestPendingOrdersKeepTheOrderOfAcceptance.
+	var sold, soldOut []inventory.Order
+	for i := range 3 {
+		id := fmt.Sprintf("o%d", i)
 		o, err := e.store.Order(context.Background(), id)
-		if err != nil || o.Status != st {
-			t.Errorf("%s: got %+v %v, want %s", id, o, err, st)
+		switch {
+		case err != nil:
+			t.Fatalf("%s: %v", id, err)
+		case o.Status == inventory.StatusSucceeded:
+			sold = append(sold, o)
+		case o.Status == inventory.StatusSoldOut:
+			soldOut = append(soldOut, o)
+		default:
+			t.Errorf("%s: got %+v, want succeeded or sold_out", id, o)
+		}
+	}
+	if len(sold) != 2 || len(soldOut) != 1 {
+		t.Fatalf("got %d succeeded and %d sold out (%+v, %+v), want 2 and 1", len(sold), len(soldOut), sold, soldOut)
+	}
+	for _, o := range sold {
+		if o.UpdatedAt.After(soldOut[0].UpdatedAt) {
+			t.Errorf("%s was sold out (decided at %v) before %s was sold (at %v)", soldOut[0].ID, soldOut[0].UpdatedAt, o.ID, o.UpdatedAt)
 		}
 	}
 	in := queue.NewInspector(e.rdb, e.queue)
