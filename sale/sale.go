@@ -198,6 +198,10 @@ type Options struct {
 	// PostgreSQL is down, instead of waiting for a hung server or a lock
 	// (a table locked by a migration, a row by a stuck transaction).
 	// Default DefaultProductTimeout (5s).
+	//
+	// A restock as a whole answers within 2 × (ProductTimeout +
+	// [soldout.Gate.Settle]), 14.2s with the defaults: see
+	// [Service.Restock].
 	ProductTimeout time.Duration
 }
 
@@ -360,6 +364,11 @@ func (s *Service) Products(ctx context.Context, after string, limit int) ([]inve
 // nothing and returns the product as it is, with replay true; with another
 // quantity it returns [ErrIdempotencyMismatch]. The key is stored with the
 // stock, in one transaction.
+//
+// The whole call answers within 2 × ([Options.ProductTimeout] +
+// [soldout.Gate.Settle]), 14.2s with the defaults: past that it returns
+// [ErrUnavailable], and the restock adds nothing and leaves its generation
+// stored, as any failure after its announcement does.
 func (s *Service) Restock(ctx context.Context, id string, quantity int64, key string) (p inventory.Product, replay bool, err error) {
 	if quantity < 1 || quantity > MaxStock {
 		return inventory.Product{}, false, fmt.Errorf("%w: quantity must be 1-%d", ErrInvalid, MaxStock)
@@ -367,26 +376,69 @@ func (s *Service) Restock(ctx context.Context, id string, quantity int64, key st
 	if key != "" && (len(key) > MaxIdempotencyKeyLength || !keyPattern.MatchString(key)) {
 		return inventory.Product{}, false, fmt.Errorf("%w: Idempotency-Key must be 1-%d printable ASCII characters", ErrInvalid, MaxIdempotencyKeyLength)
 	}
+	end := time.Now().Add(s.restockBound())
+	ctx, cancel := context.WithDeadline(ctx, end.Add(-s.productTimeout))
+	defer cancel()
 	if key != "" {
 		// A retry of a restock that went through: answer it without
 		// announcing anything.
-		if p, err := s.restockReplay(ctx, id, quantity, key); !errors.Is(err, inventory.ErrNotFound) {
+		if p, err := s.restockReplay(ctx, end, id, quantity, key); !errors.Is(err, inventory.ErrNotFound) {
 			return p, err == nil, err
 		}
 	}
-	p, err = s.restock(ctx, id, quantity, key)
+	p, err = s.restock(ctx, end, id, quantity, key)
 	if errors.Is(err, inventory.ErrRestockReplayed) {
 		// The same key committed meanwhile (two sends at once).
-		p, err = s.restockReplay(ctx, id, quantity, key)
+		p, err = s.restockReplay(ctx, end, id, quantity, key)
 		return p, err == nil, err
 	}
 	return p, false, err
 }
 
+// restockBound is how long a whole [Service.Restock] may take: ProductTimeout
+// for its work (the reads, announcements and writes of all its tries
+// together, each statement still bounded by ProductTimeout on its own),
+// room for two waits of Settle (the one a restock cannot do without, and
+// one more should another restock overtake it: as the README says, two
+// restocks of one product at once may take twice as long), and
+// ProductTimeout for its clean-up (confirming a committed restock, or
+// storing the generation of one that failed; see restockCleanupCtx).
+// 14.2s with the defaults (5s, Settle 2.1s).
+//
+// Not ProductTimeout alone, nor a multiple of it: Settle does not depend
+// on it (2 × the gate's CacheTTL + 100ms), and a ProductTimeout below
+// Settle (it may be as low as 100ms) would cut every restock in its wait.
+// Before, only each statement was bounded: a restock overtaken again and
+// again announced itself restockTries times, and with its clean-ups could
+// take well over a minute with the default bound.
+func (s *Service) restockBound() time.Duration {
+	return 2 * (s.productTimeout + s.gate.Settle())
+}
+
+// restockCleanupCtx bounds a clean-up step of a restock whose call ends at
+// end (restockBound): ProductTimeout from now, and no later than end. It is
+// not cancelled with ctx: a restock cut by its bound or abandoned by its
+// caller still stores its generation.
+func (s *Service) restockCleanupCtx(ctx context.Context, end time.Time) (context.Context, context.CancelFunc) {
+	d := time.Now().Add(s.productTimeout)
+	if end.Before(d) {
+		d = end
+	}
+	return context.WithDeadline(context.WithoutCancel(ctx), d)
+}
+
+// roomToSettle reports whether ctx leaves time for a restock's wait
+// (Settle): an announcement that could not finish its wait would only be
+// abandoned.
+func (s *Service) roomToSettle(ctx context.Context) bool {
+	d, ok := ctx.Deadline()
+	return !ok || time.Until(d) > s.gate.Settle()
+}
+
 // restockReplay answers a restock whose key is stored: the product as it
 // is, or ErrIdempotencyMismatch for another quantity. It returns
 // inventory.ErrNotFound when the key is not stored.
-func (s *Service) restockReplay(ctx context.Context, id string, quantity int64, key string) (inventory.Product, error) {
+func (s *Service) restockReplay(ctx context.Context, end time.Time, id string, quantity int64, key string) (inventory.Product, error) {
 	qctx, cancel := s.productCtx(ctx)
 	q, err := s.store.RestockQuantity(qctx, id, key)
 	cancel()
@@ -402,12 +454,14 @@ func (s *Service) restockReplay(ctx context.Context, id string, quantity int64, 
 	if err == nil {
 		// The first send may have committed without confirming (its
 		// answer lost): confirming again only removes a stale flag.
-		s.confirmRestock(ctx, id, p.RestockGen)
+		s.confirmRestock(ctx, end, id, p.RestockGen)
 	}
 	return p, err
 }
 
-func (s *Service) restock(ctx context.Context, id string, quantity int64, key string) (inventory.Product, error) {
+// restock announces, waits and adds the stock, within ctx (the work's part
+// of restockBound); its clean-ups end by end.
+func (s *Service) restock(ctx context.Context, end time.Time, id string, quantity int64, key string) (inventory.Product, error) {
 	for try := 1; ; try++ {
 		p, err := s.Product(ctx, id)
 		if err != nil {
@@ -416,18 +470,22 @@ func (s *Service) restock(ctx context.Context, id string, quantity int64, key st
 		if p.Stock+quantity > MaxStock {
 			return inventory.Product{}, fmt.Errorf("%w: stock would exceed %d", ErrInvalid, MaxStock)
 		}
+		if try == 1 && !s.roomToSettle(ctx) {
+			// Nothing announced yet, so nothing to abandon.
+			return inventory.Product{}, fmt.Errorf("%w: restock of %q: no time left for its wait: %w", ErrUnavailable, id, context.DeadlineExceeded)
+		}
 		gen, err := s.gate.Reopen(ctx, id, p.RestockGen)
 		if err != nil {
 			// Reopen may have run without its answer arriving: then Redis
 			// announced a generation PostgreSQL does not have, and refuses
 			// every mark until the next restock.
-			s.abandonUnknownRestock(ctx, id, p.RestockGen)
+			s.abandonUnknownRestock(ctx, end, id, p.RestockGen)
 			return inventory.Product{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 		}
 		select {
 		case <-time.After(s.gate.Settle()):
 		case <-ctx.Done():
-			s.abandonRestock(ctx, id, gen)
+			s.abandonRestock(ctx, end, id, gen)
 			return inventory.Product{}, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
 		}
 		// Bounded as well. A restock cut at the bound is abandoned below,
@@ -440,70 +498,76 @@ func (s *Service) restock(ctx context.Context, id string, quantity int64, key st
 		cancel()
 		switch {
 		case err == nil:
-			s.confirmRestock(ctx, id, gen)
+			s.confirmRestock(ctx, end, id, gen)
 			return p, nil
 		case errors.Is(err, inventory.ErrRestockReplayed):
-			s.abandonRestock(ctx, id, gen)
+			s.abandonRestock(ctx, end, id, gen)
 			return inventory.Product{}, err
-		case errors.Is(err, inventory.ErrRestockSuperseded) && try < restockTries:
+		case errors.Is(err, inventory.ErrRestockSuperseded) && try < restockTries && s.roomToSettle(ctx):
 			continue
 		case errors.Is(err, inventory.ErrRestockSuperseded):
-			// Stores gen if the stored generation is still older (the
-			// product changed under a restock refused by its bound).
-			s.abandonRestock(ctx, id, gen)
+			// Out of tries, or of time for another wait. Stores gen if the
+			// stored generation is still older (the product changed under
+			// a restock refused by its bound).
+			s.abandonRestock(ctx, end, id, gen)
 			return inventory.Product{}, fmt.Errorf("%w: %d restocks of %q overtaken by others: %w", ErrUnavailable, try, id, err)
 		}
-		s.abandonRestock(ctx, id, gen)
+		s.abandonRestock(ctx, end, id, gen)
 		return inventory.Product{}, s.translate(err)
 	}
 }
 
-// restockTries bounds the announcements of one restock overtaken by others.
+// restockTries bounds the announcements of one restock overtaken by others
+// (restockBound bounds their time).
 const restockTries = 5
 
 // confirmRestock tells the gate that the restock at generation gen
-// committed (soldout.Gate.Confirm), best effort: a flag a late mark set
-// over the new stock, after Redis lost the announcement, goes now rather
-// than after FlagTTL.
-func (s *Service) confirmRestock(ctx context.Context, id string, gen int64) {
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+// committed (soldout.Gate.Confirm), best effort, by end: a flag a late
+// mark set over the new stock, after Redis lost the announcement, goes now
+// rather than after FlagTTL.
+func (s *Service) confirmRestock(ctx context.Context, end time.Time, id string, gen int64) {
+	cctx, cancel := s.restockCleanupCtx(ctx, end)
 	defer cancel()
 	if _, err := s.gate.Confirm(cctx, id, gen); err != nil {
 		s.failOpen(ctx, fmt.Errorf("sale: restock of %q committed, but its confirmation to the sold-out flag failed; a flag set meanwhile would last until it expires: %w", id, err))
 	}
 }
 
-// abandonUnknownRestock stores, best effort, the generation Redis announced
-// for id if a Reopen that failed may have raised it above stored, the one in
-// PostgreSQL.
-func (s *Service) abandonUnknownRestock(ctx context.Context, id string, stored int64) {
-	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+// abandonUnknownRestock stores, best effort and by end, the generation
+// Redis announced for id if a Reopen that failed may have raised it above
+// stored, the one in PostgreSQL.
+func (s *Service) abandonUnknownRestock(ctx context.Context, end time.Time, id string, stored int64) {
+	actx, cancel := s.restockCleanupCtx(ctx, end)
 	defer cancel()
 	gen, err := s.gate.Announced(actx, id)
 	switch {
 	case err != nil:
 		s.failOpen(ctx, fmt.Errorf("sale: restock of %q failed to announce itself, and whether it did cannot be read; if it did, its sold-out flag stays off until the next restock: %w", id, err))
 	case gen > stored:
-		s.abandonRestock(ctx, id, gen)
+		s.abandonRestock(ctx, end, id, gen)
 	}
 }
 
 // abandonRestock stores the generation gen of a restock that announced
 // itself and then failed (the database may be what failed), within the
-// product timeout even if ctx has ended. If that fails too (the product's
-// row held by a stuck transaction, as when the restock itself was cut at
-// the bound; the database down), it goes on trying in the background, every
-// abandonRetryEvery for up to abandonRetryFor or until Drain: until it is
-// stored, workers' sold-out marks are refused and the product's orders are
-// queued rather than answered 409.
-func (s *Service) abandonRestock(ctx context.Context, id string, gen int64) {
+// product timeout and by end (restockCleanupCtx), even if ctx has ended.
+// If that fails too (the product's row held by a stuck transaction, as
+// when the restock itself was cut at the bound; the database down; no time
+// left), it goes on trying in the background, every abandonRetryEvery for
+// up to abandonRetryFor or until Drain: until it is stored, workers'
+// sold-out marks are refused and the product's orders are queued rather
+// than answered 409.
+func (s *Service) abandonRestock(ctx context.Context, end time.Time, id string, gen int64) {
 	bg := context.WithoutCancel(ctx)
 	store := func(gen int64) error {
 		actx, cancel := s.productCtx(bg)
 		defer cancel()
 		return s.store.AdvanceRestockGen(actx, id, gen)
 	}
-	if store(gen) == nil {
+	actx, cancel := s.restockCleanupCtx(ctx, end)
+	err := s.store.AdvanceRestockGen(actx, id, gen)
+	cancel()
+	if err == nil {
 		return
 	}
 	// One repair per product, storing the newest generation abandoned:

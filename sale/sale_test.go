@@ -1289,3 +1289,83 @@ func TestAbandonedRestocksShareOneRepair(t *testing.T) {
 		t.Errorf("up to %d of the pool's connections were busy with no call in flight, want at most 1 (one repair for the product)", most)
 	}
 }
+
+// A restock answers within its bound as a whole, 2 × (ProductTimeout +
+// Settle), however often other restocks overtake it. Before, only each of
+// its statements was bounded: one overtaken again and again announced
+// itself up to five times and waited Settle each time (here a rival
+// commits a newer generation after each of its announcements), several
+// times the bound the operator set. Cut, it adds nothing and leaves a
+// generation stored at least as new as any announced, so workers'
+// sold-out marks are taken.
+func TestRestockAnswersWithinItsBound(t *testing.T) {
+	t.Parallel()
+	const timeout = 250 * time.Millisecond
+	// Settle = 2×CacheTTL+100ms = 1.1s: room for the rival to commit
+	// while the restock waits; the bound is 2.7s, five waits 5.5s.
+	e := saletest.New(t, &saletest.Options{ProductTimeout: timeout, CacheTTL: 500 * time.Millisecond})
+	e.CreateProduct(t, "p1", 0, 0)
+	ctx := context.Background()
+	bound := 2 * (timeout + e.Gate.Settle())
+	announced := func() int64 {
+		t.Helper()
+		n, err := e.Redis.Get(ctx, e.Prefix+"restock:{p1}").Int64()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			t.Fatal(err)
+		}
+		return n
+	}
+	start := time.Now()
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := e.Service.Restock(ctx, "p1", 5, "k1")
+		done <- err
+	}()
+	// The rival: once the restock has announced itself, another restock
+	// announces itself later and commits first (what Service.Restock
+	// does, without its wait), one unit each.
+	var rival int64 // the generation the rival last stored
+	overtaken := 0
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	giveUp := time.After(30 * time.Second)
+	var err error
+wait:
+	for {
+		select {
+		case err = <-done:
+			break wait
+		case <-giveUp:
+			t.Fatal("the restock did not answer within 30s")
+		case <-tick.C:
+		}
+		if announced() <= rival {
+			continue
+		}
+		gen, err := e.Gate.Reopen(ctx, "p1", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.Store.Restock(ctx, inventory.RestockRequest{ProductID: "p1", Quantity: 1, Gen: gen, Max: sale.MaxStock}); err != nil {
+			t.Fatal(err)
+		}
+		rival = gen
+		overtaken++
+	}
+	took := time.Since(start)
+	if !errors.Is(err, sale.ErrUnavailable) {
+		t.Fatalf("restock overtaken %d times: %v, want ErrUnavailable", overtaken, err)
+	}
+	// A second of slack for a loaded machine; five waits take 5.5s.
+	if took > bound+time.Second {
+		t.Errorf("restock overtaken %d times answered after %v, want within its bound %v", overtaken, took.Round(time.Millisecond), bound)
+	}
+	p, err := e.Store.Product(ctx, "p1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Stock != int64(overtaken) || p.RestockGen < announced() {
+		t.Errorf("after the cut restock: stock %d, generation %d (announced %d); want stock %d (the rival's only), the announced generation stored (or workers' marks are refused)",
+			p.Stock, p.RestockGen, announced(), overtaken)
+	}
+}

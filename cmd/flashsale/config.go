@@ -241,7 +241,7 @@ var settings = []setting{
 			return nil
 		}},
 	{"FLASHSALE_PRODUCT_TIMEOUT", "product-timeout", "5s",
-		"bound on each PostgreSQL statement of a product call (a Go duration, 100ms to 1m); past it the call answers 503",
+		"bound on each PostgreSQL statement of a product call (a Go duration, 100ms to 1m); past it the call answers 503; a restock as a whole answers within 2 × (this + 2.1s)",
 		forAPI,
 		func(c *config, v string) error {
 			d, err := time.ParseDuration(v)
