@@ -271,37 +271,20 @@ func (s *server) readyz(c *gin.Context) {
 	ok := true
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	var panicked *checkPanic
 	for name, check := range s.cfg.ReadyChecks {
 		wg.Go(func() {
-			// A check's goroutine is not the handler's, which the
-			// recovery middleware guards: a panic here would end the
-			// process. It is raised again below, in the handler.
-			defer func() {
-				if v := recover(); v != nil {
-					mu.Lock()
-					defer mu.Unlock()
-					if panicked == nil {
-						panicked = &checkPanic{name: name, value: v, stack: debug.Stack()}
-					}
-				}
-			}()
-			err := check(ctx)
+			err := s.runCheck(ctx, name, check)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
 				ok = false
 				checks[name] = "unavailable"
-				s.log.WarnContext(c, "readiness check failed", "check", name, "err", err)
 			} else {
 				checks[name] = "ok"
 			}
 		})
 	}
 	wg.Wait()
-	if panicked != nil {
-		panic(panicked)
-	}
 	if !ok {
 		c.Header("Retry-After", "1")
 		c.JSON(http.StatusServiceUnavailable, gin.H{"status": "unavailable", "checks": checks})
@@ -310,15 +293,23 @@ func (s *server) readyz(c *gin.Context) {
 	c.JSON(http.StatusOK, gin.H{"status": "ok", "checks": checks})
 }
 
-// checkPanic is a readiness check's panic, raised again on the handler's
-// goroutine for the recovery middleware, with the check's name and the
-// stack where it panicked.
-type checkPanic struct {
-	name  string
-	value any
-	stack []byte
-}
-
-func (p *checkPanic) String() string {
-	return fmt.Sprintf("readiness check %q: %v\n%s", p.name, p.value, p.stack)
+// runCheck runs one readiness check and logs its failure. A check that
+// panics has failed: its goroutine is not the handler's, which the
+// recovery middleware guards, so the panic would end the process; raised
+// again in the handler, it made /readyz a 500 without the other checks'
+// results. It is logged at error level, with the stack where it panicked,
+// as the middleware logs a handler's panic. ctx carries the request's log
+// attributes (its id).
+func (s *server) runCheck(ctx context.Context, name string, check func(context.Context) error) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			s.log.ErrorContext(ctx, "readiness check panicked", "check", name, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			err = fmt.Errorf("readiness check %q panicked: %v", name, v)
+		}
+	}()
+	if err := check(ctx); err != nil {
+		s.log.WarnContext(ctx, "readiness check failed", "check", name, "err", err)
+		return err
+	}
+	return nil
 }

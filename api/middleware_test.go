@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -121,31 +122,43 @@ func TestPanicBecomesALogged500(t *testing.T) {
 	}
 }
 
-// A readiness check that panics is a panic in /readyz: a logged 500, as in
-// any handler, with the check's name and where it panicked, and the server
-// goes on. The checks run on goroutines of their own, which the recovery
-// middleware does not guard: the panic ended the process (the test binary
-// on the old code).
-func TestPanicInAReadinessCheckBecomesALogged500(t *testing.T) {
+// A readiness check that panics counts as that check failing: /readyz
+// answers 503 with every check's result, the panicking one "unavailable",
+// and logs the panic at error level with the check's name and where it
+// panicked; the server goes on. The checks run on goroutines of their own,
+// which the recovery middleware does not guard: the panic once ended the
+// process, and then was raised again in the handler, a 500 whose body lost
+// the other checks' results.
+func TestPanicInAReadinessCheckCountsAsItsFailure(t *testing.T) {
 	t.Parallel()
 	h, log := bare(t, api.Config{ReadyChecks: map[string]func(context.Context) error{
 		"fine":  func(context.Context) error { return nil },
 		"flaky": func(context.Context) error { panic("boom: test check panic") },
+		"down":  func(context.Context) error { return errors.New("test check down") },
 	}})
 	w := httptest.NewRecorder()
 	h.ServeHTTP(w, httptest.NewRequest("GET", "/readyz", nil))
-	r := &apitest.Response{Status: w.Code, Header: w.Result().Header, Body: w.Body.Bytes()}
-	wantError(t, r, 500, "internal")
-	if r.Header.Get("X-Request-ID") == "" || r.Header.Get("X-Content-Type-Options") != "nosniff" {
-		t.Errorf("the 500 lacks the middleware's headers: %v", r.Header)
+	var body struct {
+		Status string            `json:"status"`
+		Checks map[string]string `json:"checks"`
+	}
+	if err := json.Unmarshal(w.Body.Bytes(), &body); err != nil {
+		t.Fatalf("/readyz with a check panicking: %d %s: %v", w.Code, w.Body, err)
+	}
+	want := map[string]string{"fine": "ok", "flaky": "unavailable", "down": "unavailable"}
+	if w.Code != 503 || body.Status != "unavailable" || !maps.Equal(body.Checks, want) {
+		t.Fatalf("/readyz with a check panicking: %d %s; want 503, status unavailable, checks %v", w.Code, w.Body, want)
+	}
+	if w.Header().Get("Retry-After") == "" || w.Header().Get("X-Request-ID") == "" {
+		t.Errorf("the 503 lacks Retry-After or the middleware's headers: %v", w.Header())
 	}
 	logs := log.String()
-	if !strings.Contains(logs, `"msg":"panic in handler"`) || !strings.Contains(logs, `readiness check \"flaky\": boom: test check panic`) ||
-		!strings.Contains(logs, "TestPanicInAReadinessCheckBecomesALogged500") {
-		t.Fatalf("the panic was not logged with its check and where it panicked: %s", logs)
+	if !strings.Contains(logs, `"level":"ERROR","msg":"readiness check panicked","check":"flaky","panic":"boom: test check panic"`) ||
+		!strings.Contains(logs, "TestPanicInAReadinessCheckCountsAsItsFailure") {
+		t.Fatalf("the panic was not logged at error level with its check and where it panicked: %s", logs)
 	}
-	if !strings.Contains(logs, `"msg":"http request","method":"GET","route":"/readyz","status":500`) {
-		t.Fatalf("the access log has no 500 for /readyz: %s", logs)
+	if !strings.Contains(logs, `"msg":"http request","method":"GET","route":"/readyz","status":503`) {
+		t.Fatalf("the access log has no 503 for /readyz: %s", logs)
 	}
 	w = httptest.NewRecorder()
 	h.ServeHTTP(w, httptest.NewRequest("GET", "/healthz", nil))
