@@ -498,7 +498,8 @@ func TestAdminOnly(t *testing.T) {
 // body, through the middleware as every answer (nosniff, request id,
 // access log, metrics). gin answered it with a redirect written before any
 // middleware ran, so with none of them (from a review). The monitor's
-// address without its slash still leads to it, through the middleware too.
+// address without its slash still leads to it, with its query string,
+// through the middleware too.
 func TestTrailingSlashGoesThroughTheMiddleware(t *testing.T) {
 	t.Parallel()
 	reg := prometheus.NewRegistry()
@@ -514,6 +515,8 @@ func TestTrailingSlashGoesThroughTheMiddleware(t *testing.T) {
 		{"POST", "/v1/products/p1/restock/", 404, ""},
 		{"GET", "/healthz/", 404, ""},
 		{"GET", "/monitoring", 301, "/monitoring/"},
+		// The query string goes along (it was dropped).
+		{"GET", "/monitoring?queue=q%3A1&page=2", 301, "/monitoring/?queue=q%3A1&page=2"},
 	}
 	for _, tt := range tests {
 		w := httptest.NewRecorder()

@@ -81,8 +81,14 @@ func (s *server) routeUI(r *gin.Engine) error {
 
 	if s.cfg.Monitor != nil {
 		// A browser page: its address without the slash leads to it (the
-		// engine redirects no path by itself).
-		r.GET(MonitorPath, func(c *gin.Context) { c.Redirect(http.StatusMovedPermanently, MonitorPath+"/") })
+		// engine redirects no path by itself), with its query string.
+		r.GET(MonitorPath, func(c *gin.Context) {
+			to := MonitorPath + "/"
+			if q := c.Request.URL.RawQuery; q != "" {
+				to += "?" + q
+			}
+			c.Redirect(http.StatusMovedPermanently, to)
+		})
 		// GET only: the monitor runs read-only, and this refuses the rest
 		// (405) before it reaches it.
 		r.GET(MonitorPath+"/*any", s.adminRead, func(c *gin.Context) {
