@@ -99,15 +99,46 @@ func devNamespace(t *testing.T) string {
 // A rerun of dev on the same database says in one line that the demo
 // product is already there, and the lines it prints to create and restock
 // a product work: they name a product that does not exist yet (from an
-// operator review: on a rerun they answered product_exists).
+// operator review: on a rerun they answered product_exists). Its buy line
+// places a new order on each run, which the same line sent again in that
+// run replays: its Idempotency-Key was try-1 on every run, so a rerun's
+// line replayed the first run's order.
 func TestDevRerunKeepsTheDemoProductAndItsLinesWork(t *testing.T) {
 	t.Parallel()
 	ns := devNamespace(t)
 	db := testenv.NewDatabase(t)
 	const token = "dev-rerun-token-0123"
+	orders := map[string]int{} // order id → the run whose buy line placed it
 	for run := 1; run <= 3; run++ {
 		d := devOn(t, db, ns, "-admin-token", token)
 		out := d.stdout.String()
+		buy := regexp.MustCompile(`-X POST \S+/v1/orders .*\n.*-H 'Idempotency-Key: ([^']+)' -d '(\{"product_id":"demo-phone"[^']*)'`).FindStringSubmatch(out)
+		if buy == nil {
+			t.Fatalf("run %d: no buy line in:\n%s", run, out)
+		}
+		var first string
+		for range 2 {
+			status, body := devSend(t, http.MethodPost, d.base+"/v1/orders", "", buy[1], buy[2])
+			var placed struct {
+				OrderID string `json:"order_id"`
+			}
+			if err := json.Unmarshal([]byte(body), &placed); status != http.StatusAccepted || err != nil {
+				t.Fatalf("run %d: the printed buy line answered %d %s, want 202", run, status, body)
+			}
+			if first != "" {
+				if placed.OrderID != first {
+					t.Errorf("run %d: the buy line sent again placed order %s, want a replay of %s", run, placed.OrderID, first)
+				}
+				continue
+			}
+			first = placed.OrderID
+			if prev, ok := orders[first]; ok {
+				t.Errorf("run %d: the printed buy line (Idempotency-Key %s) replayed order %s of run %d, want a new order",
+					run, buy[1], first, prev)
+			} else {
+				orders[first] = run
+			}
+		}
 		already := strings.Contains(d.stderr.String(), "demo product already there")
 		if already != (run > 1) {
 			t.Errorf("run %d: 'demo product already there' logged: %v, want %v\n%s", run, already, run > 1, d.stderr)
