@@ -404,7 +404,7 @@ func TestHelpGoesToStdout(t *testing.T) {
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			var stdout, stderr strings.Builder
-			code := run(tc.args, &stdout, &stderr)
+			code := run(context.Background(), tc.args, &stdout, &stderr)
 			out, other := stdout.String(), stderr.String()
 			if tc.toStderr {
 				out, other = other, out
@@ -429,7 +429,7 @@ func TestDevHelpSaysItMakesAToken(t *testing.T) {
 		{"worker", "empty = admin endpoints refuse every call", "random token"},
 	} {
 		var stdout strings.Builder
-		if code := run([]string{tc.cmd, "-h"}, &stdout, io.Discard); code != 0 {
+		if code := run(context.Background(), []string{tc.cmd, "-h"}, &stdout, io.Discard); code != 0 {
 			t.Fatalf("%s -h: exit %d", tc.cmd, code)
 		}
 		_, help, _ := strings.Cut(stdout.String(), "-admin-token string\n")

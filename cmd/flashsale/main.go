@@ -55,10 +55,22 @@ func usage(w io.Writer) {
 }
 
 func main() {
+	// Signals first, before anything else main does: from here on a
+	// SIGINT or SIGTERM ends the process cleanly, with a log line, even
+	// during a command's start (see stoppedDuringStart). Only the runtime's
+	// start and the packages' initialisation come before (a few ms), in
+	// which a signal ends the process as it ends any Go program.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// The first signal starts a graceful shutdown; a second one, with the
+	// default behaviour restored, ends the process at once.
+	go func() {
+		<-ctx.Done()
+		stop()
+	}()
 	// go-redis logs through a process-wide logger; route it to slog's
 	// default, which setupFlags points at the command's logger.
 	redis.SetLogger(logging.RedisLogger{})
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
 }
 
 // exitError carries a specific exit status.
@@ -70,7 +82,9 @@ type exitError struct {
 func (e *exitError) Error() string { return e.err.Error() }
 func (e *exitError) Unwrap() error { return e.err }
 
-func run(args []string, stdout, stderr io.Writer) int {
+// run runs the command args name until it ends or ctx does (main's ends
+// at the first SIGINT or SIGTERM), and returns the process's exit status.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		usage(stderr)
 		return 2
@@ -80,14 +94,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	gin.SetMode(gin.ReleaseMode)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	// The first signal starts a graceful shutdown; a second one, with the
-	// default behaviour restored, ends the process at once.
-	go func() {
-		<-ctx.Done()
-		stop()
-	}()
 	for _, c := range commands() {
 		if c.name != args[0] {
 			continue
@@ -118,6 +124,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stderr, "flashsale: unknown command %q\n\n", args[0])
 	usage(stderr)
 	return 2
+}
+
+// stoppedDuringStart reports a server's start that ctx's end (a signal)
+// cut short as the clean stop it is: the start's calls end with ctx, and
+// their error ("...: context canceled") is no failure of the server's: the
+// process was asked to stop. It logs one line saying so, with where the
+// start was cut (interrupted), and returns nil: exit status 0. Before, the
+// error ended the process with status 1 and a line that is no log line.
+// Any other error, and one once started, is returned as it is.
+func stoppedDuringStart(ctx context.Context, log *slog.Logger, started bool, err error) error {
+	if err == nil || started || ctx.Err() == nil {
+		return err
+	}
+	log.Info("stopped during its start: signal received", "interrupted", err.Error())
+	return nil
 }
 
 // setup parses the common configuration and builds the logger.

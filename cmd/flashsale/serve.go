@@ -66,7 +66,9 @@ func runAPI(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := servePprof(cfg, log); err != nil {
 		return err
 	}
-	return serveAPI(ctx, cfg, log, nil)
+	started := false
+	err = serveAPI(ctx, cfg, log, func(string) { started = true })
+	return stoppedDuringStart(ctx, log, started, err)
 }
 
 // servePprof serves net/http/pprof on FLASHSALE_PPROF_ADDR, if set, for the
@@ -229,7 +231,9 @@ func runWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := servePprof(cfg, log); err != nil {
 		return err
 	}
-	return serveWorker(ctx, cfg, log)
+	started := false
+	err = serveWorker(ctx, cfg, log, func() { started = true })
+	return stoppedDuringStart(ctx, log, started, err)
 }
 
 // lockClients opens one go-redis client per lock URL, with a pool large
@@ -289,7 +293,9 @@ func pingLockNodes(ctx context.Context, urls []string, nodes []*redis.Client, lo
 	return nil
 }
 
-func serveWorker(ctx context.Context, cfg config, log *slog.Logger) error {
+// serveWorker runs a worker until ctx ends. ready, if not nil, is called
+// once it has started.
+func serveWorker(ctx context.Context, cfg config, log *slog.Logger, ready func()) error {
 	// Batch mode runs one transaction at a time per process; single mode
 	// one per product lock held. Keep the footprint small: PostgreSQL's
 	// default max_connections is 100 for every process together.
@@ -395,6 +401,9 @@ func serveWorker(ctx context.Context, cfg config, log *slog.Logger) error {
 	}
 	log.Info("worker started", "queue", cfg.Queue, "concurrency", cfg.WorkerConcurrency, "mode", cfg.WorkerMode,
 		"lock_nodes", len(cfg.LockRedisURLs), "lock_ttl", cfg.LockTTL.String())
+	if ready != nil {
+		ready()
+	}
 	<-ctx.Done()
 	log.Info("worker shutting down: finishing orders in flight")
 	w.Shutdown()
