@@ -241,12 +241,12 @@ var settings = []setting{
 			return nil
 		}},
 	{"FLASHSALE_PRODUCT_TIMEOUT", "product-timeout", "5s",
-		"bound on each PostgreSQL statement of a product call (a Go duration, 100ms to 1m); past it the call answers 503; a restock as a whole answers within 2 × (this + 2.1s)",
+		"bound on each PostgreSQL statement of a product call (a Go duration, 100ms to 20s); past it the call answers 503; a restock as a whole answers within 2 × (this + 2.1s)",
 		forAPI,
 		func(c *config, v string) error {
 			d, err := time.ParseDuration(v)
-			if err != nil || d < 100*time.Millisecond || d > time.Minute {
-				return fmt.Errorf("want a duration from 100ms to 1m")
+			if err != nil || d < 100*time.Millisecond || d > maxProductTimeout {
+				return fmt.Errorf("want a duration from 100ms to %v", maxProductTimeout)
 			}
 			c.ProductTimeout = d
 			return nil
@@ -451,3 +451,9 @@ func envHelp() string {
 	}
 	return b.String()
 }
+
+// maxProductTimeout is the longest FLASHSALE_PRODUCT_TIMEOUT: a restock as a
+// whole answers within 2 × (it + the sold-out gate's Settle, 2.1s), 44.2s,
+// inside the API's write timeout (api.DefaultWriteTimeout, 45s); a longer
+// bound would let the server cut the restock's answer off.
+const maxProductTimeout = 20 * time.Second

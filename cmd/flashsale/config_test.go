@@ -13,10 +13,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flashsale/flashsale/api"
 	"github.com/flashsale/flashsale/internal/testenv"
 	"github.com/flashsale/flashsale/inventory"
 	"github.com/flashsale/flashsale/loadtest"
 	"github.com/flashsale/flashsale/sale"
+	"github.com/flashsale/flashsale/soldout"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -65,6 +67,7 @@ func TestConfigPerCommand(t *testing.T) {
 		{"api", []string{"-http-addr", "127.0.0.1:0"}, "", nil, nil},
 		{"api", []string{"-http-addr", "127.0.0.1:0", "-product-timeout", "250ms"}, "", []string{"product-timeout"}, nil},
 		{"api", []string{"-http-addr", "127.0.0.1:0", "-product-timeout", "forever"}, "bad -product-timeout=", nil, nil},
+		{"api", []string{"-http-addr", "127.0.0.1:0", "-product-timeout", "21s"}, "bad -product-timeout=", nil, nil},
 		{"dev", []string{"-http-addr", "127.0.0.1:0"}, "bad FLASHSALE_LOCK_TTL=", []string{"lock-ttl", "http-addr"}, nil},
 		{"worker", []string{"-lock-ttl", "5s", "-redis-url", "redis-cluster://a:1,b:2"}, "FLASHSALE_LOCK_REDIS_URLS must be set when the queue's Redis (-redis-url)", nil, nil},
 	} {
@@ -551,6 +554,16 @@ func TestLoadtestSaysWhyTheAPIRefusedItsToken(t *testing.T) {
 				t.Fatalf("loadtest with a token the API refuses: %v; want ErrUnauthorized with %q and where the token comes from", err, tc.want)
 			}
 		})
+	}
+}
+
+// The longest product timeout allowed leaves a restock, which answers
+// within 2 × (it + the gate's Settle) (sale.Service.Restock), time to answer
+// before the API's server cuts the response off (its write timeout).
+func TestLongestProductTimeoutLetsARestockAnswer(t *testing.T) {
+	settle := soldout.New(nil, soldout.Options{}).Settle()
+	if bound := 2 * (maxProductTimeout + settle); bound >= api.DefaultWriteTimeout {
+		t.Errorf("a restock may take %v at -product-timeout=%v, the server's write timeout is %v", bound, maxProductTimeout, api.DefaultWriteTimeout)
 	}
 }
 
