@@ -111,13 +111,16 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		_, _ = rand.Read(b)
 		cfg.AdminToken = hex.EncodeToString(b)
 	}
-	// The buy line's Idempotency-Key is this run's: sent again, the line
-	// replays its order, as keys do; a rerun of dev (on the same database)
-	// prints a line that places a new order, not a replay of the order an
-	// earlier run's line placed (a fixed try-1 did that).
+	// The buy line's Idempotency-Key and buyer are this run's: sent again,
+	// the line replays its order, as keys do; a rerun of dev (on the same
+	// database) prints a line that places a new order, not a replay of the
+	// order an earlier run's line placed (a fixed try-1 did that), for a
+	// buyer who has not bought the demo product yet (one per buyer: a fixed
+	// alice's order ended limit_exceeded on a rerun).
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
-	buyKey := "try-" + hex.EncodeToString(b)
+	runID := hex.EncodeToString(b)
+	buyKey, buyer := "try-"+runID, "alice-"+runID
 
 	// 3. The API and the workers, as separate processes of this binary.
 	exe, err := os.Executable()
@@ -173,7 +176,7 @@ flashsale is running: API %s, %d workers. Ctrl-C stops everything.
 
   # buy one unit of the demo product (stock %d, %s)
   curl -s -X POST %s/v1/orders -H 'Content-Type: application/json' \
-       -H 'Idempotency-Key: %s' -d '{"product_id":"demo-phone","user_id":"alice","quantity":1}'
+       -H 'Idempotency-Key: %s' -d '{"product_id":"demo-phone","user_id":"%s","quantity":1}'
 
   # its outcome: long-poll until final (replace ORDER_ID with the order_id above)
   curl -s '%s/v1/orders/ORDER_ID?wait=10s'
@@ -189,7 +192,7 @@ flashsale is running: API %s, %d workers. Ctrl-C stops everything.
   # a load test against it; watch it live on the dashboard, %s/
   # (sign in with the admin token), or in the queue monitor, %s/monitoring/
   %s loadtest --api %s --admin-token %s --orders 2000 --stock 500 --hot
-`, base, workers, demo.product.Stock, perBuyer(demo.product.PerUserLimit), base, buyKey, base, base,
+`, base, workers, demo.product.Stock, perBuyer(demo.product.PerUserLimit), base, buyKey, buyer, base, base,
 		base, cfg.AdminToken, demo.freeID, base, demo.freeID, cfg.AdminToken, base, base, exe, base, cfg.AdminToken)
 
 	select {

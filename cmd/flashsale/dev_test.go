@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -102,7 +103,8 @@ func devNamespace(t *testing.T) string {
 // operator review: on a rerun they answered product_exists). Its buy line
 // places a new order on each run, which the same line sent again in that
 // run replays: its Idempotency-Key was try-1 on every run, so a rerun's
-// line replayed the first run's order.
+// line replayed the first run's order; and its order succeeds (its buyer,
+// alice on every run, was over the product's limit of one on a rerun).
 func TestDevRerunKeepsTheDemoProductAndItsLinesWork(t *testing.T) {
 	t.Parallel()
 	ns := devNamespace(t)
@@ -138,6 +140,15 @@ func TestDevRerunKeepsTheDemoProductAndItsLinesWork(t *testing.T) {
 			} else {
 				orders[first] = run
 			}
+			// It buys: its buyer is this run's (the demo product sells one
+			// per buyer; a fixed alice's order ended limit_exceeded).
+			testenv.Eventually(t, 30*time.Second, func() error {
+				status, body := devSend(t, http.MethodGet, d.base+"/v1/orders/"+first+"?wait=5s", "", "", "")
+				if !strings.Contains(body, `"status":"succeeded"`) {
+					return fmt.Errorf("run %d: the buy line's order reads %d %s, want succeeded", run, status, body)
+				}
+				return nil
+			})
 		}
 		already := strings.Contains(d.stderr.String(), "demo product already there")
 		if already != (run > 1) {
