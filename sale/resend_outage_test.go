@@ -85,3 +85,59 @@ func TestResendDuringAnOutageDoesNotUndoAFinalStatus(t *testing.T) {
 		})
 	}
 }
+
+// A keyed order decided, then re-sent during an outage, is accepted
+// unchecked (see above). A second re-send during the same outage meets
+// that task (its id refuses the enqueue) and must not be answered from it
+// either: the task's body is the first re-send's, not the decided order's,
+// so a replay from it reads queued (a final status undone), or 422 for a
+// re-send of the decided order's own body, or a replay for another body.
+// Only PostgreSQL can answer: 503 until it does, then its answer. The same
+// holds for a product flagged sold out (another path to the replay).
+func TestResendOfAnUncheckedOrderDuringAnOutageIsNotAnsweredFromItsTask(t *testing.T) {
+	t.Parallel()
+	pg := testenv.PrivatePostgres(t)
+	e := saletest.New(t, &saletest.Options{DatabaseURL: testenv.PrivateDatabase(t, pg)})
+	e.CreateProduct(t, "open", 5, 0)
+	e.CreateProduct(t, "sold", 1, 0)
+	ctx := context.Background()
+	products := []string{"open", "sold"}
+	for _, p := range products {
+		placed := e.PlaceOrder(t, sale.PlaceOrderRequest{ProductID: p, UserID: "alice", Quantity: 1, IdempotencyKey: "k-" + p})
+		e.Decide(t, placed.OrderID)
+	}
+	e.MarkSoldOut(t, "sold")
+	if err := pg.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range products {
+		// The first re-send, with another quantity, is accepted unchecked.
+		if _, err := e.Service.PlaceOrder(ctx, sale.PlaceOrderRequest{ProductID: p, UserID: "alice", Quantity: 3, IdempotencyKey: "k-" + p}); err != nil {
+			t.Fatalf("%s: first re-send during the outage: %v; want it accepted (unchecked)", p, err)
+		}
+		for _, quantity := range []int{3, 1} {
+			got, err := e.Service.PlaceOrder(ctx, sale.PlaceOrderRequest{ProductID: p, UserID: "alice", Quantity: quantity, IdempotencyKey: "k-" + p})
+			if !errors.Is(err, sale.ErrUnavailable) {
+				t.Errorf("%s: another re-send during the outage, quantity %d: %+v, %v; want ErrUnavailable (decided before: succeeded, quantity 1)", p, quantity, got, err)
+			}
+		}
+	}
+	if err := pg.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range products {
+		testenv.Eventually(t, 10*time.Second, func() error {
+			got, err := e.Service.PlaceOrder(ctx, sale.PlaceOrderRequest{ProductID: p, UserID: "alice", Quantity: 1, IdempotencyKey: "k-" + p})
+			if errors.Is(err, sale.ErrUnavailable) {
+				return err
+			}
+			if err != nil || !got.Replay || got.Status != inventory.StatusSucceeded {
+				t.Fatalf("%s: re-send after the outage: %+v, %v; want a replay, succeeded", p, got, err)
+			}
+			return nil
+		})
+		if got, err := e.Service.PlaceOrder(ctx, sale.PlaceOrderRequest{ProductID: p, UserID: "alice", Quantity: 3, IdempotencyKey: "k-" + p}); !errors.Is(err, sale.ErrIdempotencyMismatch) {
+			t.Errorf("%s: re-send of another quantity after the outage: %+v, %v; want ErrIdempotencyMismatch", p, got, err)
+		}
+	}
+}

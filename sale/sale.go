@@ -845,9 +845,9 @@ func (s *Service) soldOutKeyed(ctx context.Context, o queue.Order) (Placed, erro
 	switch {
 	case derr == nil:
 		return s.replay(o, prev.ProductID, prev.Quantity, prev.Status)
-	case qerr == nil && ti.State == queue.Dead && !errors.Is(derr, inventory.ErrNotFound):
-		// A dead task's order reads from the database (see replayTask),
-		// which cannot be read.
+	case qerr == nil && (ti.State == queue.Dead || ti.Order.Unchecked) && !errors.Is(derr, inventory.ErrNotFound):
+		// A dead or unchecked task's order reads from the database (see
+		// replayTask), which cannot be read.
 		return Placed{}, s.translate(derr)
 	case qerr == nil:
 		return s.replay(o, ti.Order.ProductID, ti.Order.Quantity, taskStatus(ti))
@@ -889,10 +889,11 @@ func (s *Service) replayQueued(ctx context.Context, o queue.Order) (Placed, erro
 // (archived or buried) and the database has the order decided: a task
 // archived after its outcome committed (its acknowledgement lost, its last
 // try cut short) must not read otherwise than GET /v1/orders/{id}, which
-// reads the database first. If the database cannot be read, neither can
-// the answer (see Order).
+// reads the database first. The same for an unchecked task (accepted
+// during an outage): it may be a re-send of a decided order, with another
+// body. If the database cannot be read, neither can the answer (see Order).
 func (s *Service) replayTask(ctx context.Context, o queue.Order, ti queue.TaskInfo) (Placed, error) {
-	if ti.State == queue.Dead {
+	if ti.State == queue.Dead || ti.Order.Unchecked {
 		prev, err := s.decidedOrder(ctx, o.ID)
 		switch {
 		case err == nil:
