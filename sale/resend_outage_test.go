@@ -17,7 +17,8 @@ import (
 // for the decided order. A read of the order during the outage must not
 // answer from that task (queued, with the re-send's body): its status was
 // final, and a final status never changes. A keyed order first sent during
-// the outage still reads queued.
+// the outage reads unavailable too (nothing tells it from a re-send), and
+// queued once PostgreSQL answers; an unkeyed one reads queued throughout.
 func TestResendDuringAnOutageDoesNotUndoAFinalStatus(t *testing.T) {
 	t.Parallel()
 	pg := testenv.PrivatePostgres(t)
