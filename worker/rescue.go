@@ -231,19 +231,27 @@ func (w *Worker) endSweep(s archiveSweep) {
 // in the archive's pages from s.page on, until the last page (then s.page
 // goes back to 1) or an error (s.page is the page that failed), and returns
 // their ids.
+//
+// A sweep whose first page is past the archive's end (the archive shrank
+// since the cursor was saved: deleted by hand, or trimmed) goes on from page
+// 1 at once: else the orders archived meanwhile waited for the next sweep,
+// an interval later.
 func (w *Worker) sweepArchive(ctx context.Context, in *queue.Inspector, prod *queue.Producer, s *archiveSweep) ([]string, error) {
 	var dead []string
-	for {
+	for first := true; ; first = false {
 		if w.onArchivePage != nil {
 			if err := w.onArchivePage(s.page); err != nil {
 				return dead, err
 			}
 		}
-		archived, last, err := w.recordArchived(ctx, in, prod, s.page)
+		archived, last, empty, err := w.recordArchived(ctx, in, prod, s.page)
 		dead = append(dead, archived...)
 		switch {
 		case err != nil:
 			return dead, err
+		case last && empty && first && s.page > 1:
+			s.page = 1 // past the end: the archive shrank
+			continue
 		case last:
 			s.page = 1
 			return dead, nil
@@ -254,16 +262,17 @@ func (w *Worker) sweepArchive(ctx context.Context, in *queue.Inspector, prod *qu
 
 // recordArchived records failed the orders of the archive's page page that
 // have no outcome and no live task (see archiveEvery), and returns their
-// ids and whether page was the last. An undecided order whose task asynq's
+// ids, whether page was the last, and whether it held no order (past the
+// archive's end, when last). An undecided order whose task asynq's
 // recoverer archived (its last try cut short by a crash, not failed by a
 // handler) is queued again as a rescue instead, as the rescue scan would
 // have done had it seen the task first; it is recorded failed only if that
 // rescue cannot be queued (its chain is at its end, or its rescue task
 // exists and is dead too).
-func (w *Worker) recordArchived(ctx context.Context, in *queue.Inspector, prod *queue.Producer, page int) (ids []string, last bool, err error) {
+func (w *Worker) recordArchived(ctx context.Context, in *queue.Inspector, prod *queue.Producer, page int) (ids []string, last, empty bool, err error) {
 	archived, last, err := in.Archived(ctx, page, archivePage)
 	if err != nil || len(archived) == 0 {
-		return nil, last, err
+		return nil, last, err == nil, err
 	}
 	orders := make([]queue.Order, len(archived))
 	var cut []string
@@ -276,7 +285,7 @@ func (w *Worker) recordArchived(ctx context.Context, in *queue.Inspector, prod *
 	if len(cut) > 0 {
 		decided, err := w.store.Orders(ctx, cut)
 		if err != nil {
-			return nil, false, err
+			return nil, false, false, err
 		}
 		var rescued []string
 		for _, a := range archived {
@@ -290,7 +299,7 @@ func (w *Worker) recordArchived(ctx context.Context, in *queue.Inspector, prod *
 			case errors.Is(err, queue.ErrRescueDepth), errors.Is(err, queue.ErrDuplicate):
 				// Recorded below unless a task of it is live.
 			default:
-				return nil, false, err
+				return nil, false, false, err
 			}
 		}
 		if len(rescued) > 0 {
@@ -299,7 +308,7 @@ func (w *Worker) recordArchived(ctx context.Context, in *queue.Inspector, prod *
 		}
 	}
 	ids, _, err = w.recordDead(ctx, in, orders)
-	return ids, last, err
+	return ids, last, false, err
 }
 
 // recordBuried records failed the buried orders from cursor on that have no

@@ -1595,6 +1595,60 @@ func TestArchiveSweepGoesOnFromItsPageOnAnotherWorker(t *testing.T) {
 	}
 }
 
+// The fleet's cursor outlives its workers (a day) and the archive it
+// points into: deleted by hand, or trimmed, the archive may end before the
+// cursor's page. A sweep that starts past the archive's end goes on from
+// its first page at once, rather than leaving its orders to the next sweep
+// an interval later (the archived order reached in about two intervals,
+// not one).
+func TestArchiveSweepPastTheArchivesEndStartsOverAtOnce(t *testing.T) {
+	t.Parallel()
+	const rescueInterval = 200 * time.Millisecond
+	interval := worker.ArchiveEvery * rescueInterval
+	e := newEnvWith(t, worker.Config{RescueInterval: rescueInterval}, 5*time.Second)
+	inventorytest.CreateProduct(t, e.store, "p", 5, 0)
+	ctx := context.Background()
+	// A sweep of a bigger archive stopped at page 5 (its cursor saved),
+	// and the archive has one page now.
+	cursor := e.prefix + "archive-sweep:{" + e.queue.Queue + "}:page"
+	if err := e.rdb.Set(ctx, cursor, 5, time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+	e.archive(t, queue.Order{ID: "dead", ProductID: "p", UserID: "u", Quantity: 1, AcceptedAt: time.Now()})
+	var mu sync.Mutex
+	var first time.Time
+	var pages []int
+	worker.OnArchivePage(e.w, func(page int) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if first.IsZero() {
+			first = time.Now()
+		}
+		pages = append(pages, page)
+		return nil
+	})
+	e.start(t)
+	var recorded time.Time
+	testenv.Eventually(t, 20*time.Second, func() error {
+		o, err := e.store.Order(ctx, "dead")
+		if err != nil {
+			return err
+		}
+		if o.Status != inventory.StatusFailed {
+			t.Fatalf("archived order: %s, want failed", o.Status)
+		}
+		recorded = time.Now()
+		return nil
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	// Another sweep starts an interval after the first ended, at the
+	// earliest: recorded sooner, it was by the first.
+	if took := recorded.Sub(first); took >= interval/2 {
+		t.Errorf("archived order recorded %v after the first sweep started (pages read %v); want within that sweep, not at the next (interval %v)", took, pages, interval)
+	}
+}
+
 // When Redis cannot say whether the fleet's sweep is due (here the key of
 // its cursor holds a hash, so reading it fails), a worker sweeps all the
 // same, although the fleet's marker says a sweep has just started: an
