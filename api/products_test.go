@@ -4,11 +4,8 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/flashsale/flashsale/api/apitest"
 	"github.com/flashsale/flashsale/internal/testenv"
@@ -236,7 +233,7 @@ func TestProductCallsAnswer503WhenPostgreSQLHangs(t *testing.T) {
 	// Settle), and under the default bound of 5s.
 	const within = 3 * time.Second
 
-	release := holdLock(t, e.DatabaseURL, `LOCK TABLE products IN ACCESS EXCLUSIVE MODE`)
+	_, release := testenv.HoldLock(t, e.DatabaseURL, `LOCK TABLE products IN ACCESS EXCLUSIVE MODE`)
 	for _, c := range []struct {
 		method, target, body string
 		header               []string
@@ -252,7 +249,7 @@ func TestProductCallsAnswer503WhenPostgreSQLHangs(t *testing.T) {
 	release()
 
 	keyed := append(append([]string{}, admin...), "Idempotency-Key", "restock-1")
-	release = holdLock(t, e.DatabaseURL, `SELECT 1 FROM products WHERE id = 'gone' FOR UPDATE`)
+	_, release = testenv.HoldLock(t, e.DatabaseURL, `SELECT 1 FROM products WHERE id = 'gone' FOR UPDATE`)
 	wantUnavailableWithin(t, e, within, release, "POST", "/v1/products/gone/restock", `{"quantity":3}`, keyed...)
 	release()
 	r := e.Do(t, "POST", "/v1/products/gone/restock", `{"quantity":3}`, keyed...)
@@ -263,35 +260,6 @@ func TestProductCallsAnswer503WhenPostgreSQLHangs(t *testing.T) {
 			r.Status, r.Body, r.Header.Get("Idempotent-Replayed"))
 	}
 	wantPlaced(t, e.Do(t, "POST", "/v1/orders", `{"product_id":"gone","user_id":"u","quantity":1}`))
-}
-
-// holdLock runs stmt in a transaction of its own on the database at url
-// and returns what rolls it back; cleanup rolls it back too.
-func holdLock(t *testing.T, url, stmt string) (release func()) {
-	t.Helper()
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close(ctx) })
-	tx, err := conn.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec(ctx, stmt); err != nil {
-		t.Fatal(err)
-	}
-	var once sync.Once
-	release = func() {
-		once.Do(func() {
-			if err := tx.Rollback(ctx); err != nil {
-				t.Errorf("release %q: %v", stmt, err)
-			}
-		})
-	}
-	t.Cleanup(release)
-	return release
 }
 
 // wantUnavailableWithin sends a request and wants 503 unavailable, with
@@ -328,7 +296,7 @@ func TestProductTimeoutDoesNotOutliveTheRequest(t *testing.T) {
 	t.Parallel()
 	e := apitest.New(t, &apitest.Options{Sale: &saletest.Options{ProductTimeout: 2 * time.Millisecond}})
 	e.CreateProduct(t, "p1", 5, 0)
-	release := holdLock(t, e.DatabaseURL, `LOCK TABLE products IN ACCESS EXCLUSIVE MODE`)
+	_, release := testenv.HoldLock(t, e.DatabaseURL, `LOCK TABLE products IN ACCESS EXCLUSIVE MODE`)
 	defer release()
 	for range 200 {
 		r := e.Do(t, "GET", "/v1/products/p1", "")
@@ -349,7 +317,7 @@ func TestRestockCutByARowLockStoresItsGenerationLater(t *testing.T) {
 		OnFailOpen: func(context.Context, error) {}}})
 	e.CreateProduct(t, "gone", 0, 0)
 	e.MarkSoldOut(t, "gone")
-	release := holdLock(t, e.DatabaseURL, `SELECT 1 FROM products WHERE id = 'gone' FOR UPDATE`)
+	_, release := testenv.HoldLock(t, e.DatabaseURL, `SELECT 1 FROM products WHERE id = 'gone' FOR UPDATE`)
 	wantUnavailableWithin(t, e, 3*time.Second, release, "POST", "/v1/products/gone/restock", `{"quantity":3}`,
 		append(apitest.Admin(), "Idempotency-Key", "k1")...)
 	release()

@@ -1111,19 +1111,7 @@ func TestKeyedSoldOutAnswerDoesNotOutliveARestock(t *testing.T) {
 	e.CreateProduct(t, "p1", 0, 0)
 	e.MarkSoldOut(t, "p1")
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, e.DatabaseURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	tx, err := conn.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(ctx)
-	if _, err := tx.Exec(ctx, `LOCK TABLE orders IN ACCESS EXCLUSIVE MODE`); err != nil {
-		t.Fatal(err)
-	}
+	holder, release := testenv.HoldLock(t, e.DatabaseURL, `LOCK TABLE orders IN ACCESS EXCLUSIVE MODE`)
 	type answer struct {
 		p   sale.Placed
 		err error
@@ -1140,7 +1128,7 @@ func TestKeyedSoldOutAnswerDoesNotOutliveARestock(t *testing.T) {
 	}
 	defer watch.Close(ctx)
 	testenv.Eventually(t, 10*time.Second, func() error {
-		waiting, err := testenv.WaitsOn(ctx, watch, conn.PgConn().PID())
+		waiting, err := testenv.WaitsOn(ctx, watch, holder)
 		if err == nil && !waiting {
 			err = errors.New("the order's lookup does not wait on the table yet")
 		}
@@ -1150,9 +1138,7 @@ func TestKeyedSoldOutAnswerDoesNotOutliveARestock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := tx.Rollback(ctx); err != nil { // the lookup answers: not found
-		t.Fatal(err)
-	}
+	release() // the lookup answers: not found
 	a := <-got
 	if a.err != nil || a.p.Status != inventory.StatusQueued {
 		t.Fatalf("keyed order after a restock that committed stock %d while it was looked up: %+v, %v; want it queued", p.Stock, a.p, a.err)

@@ -38,19 +38,12 @@ func TestSignalDuringStartIsACleanStop(t *testing.T) {
 	for _, name := range []string{"api", "worker"} {
 		t.Run(name, func(t *testing.T) {
 			// One at a time: both wait on the same lock.
-			conn, err := pgx.Connect(ctx, db)
+			holder, _ := testenv.HoldLock(t, db, `LOCK TABLE goose_db_version IN ACCESS EXCLUSIVE MODE`)
+			watch, err := pgx.Connect(ctx, db)
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer conn.Close(ctx)
-			tx, err := conn.Begin(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer tx.Rollback(ctx)
-			if _, err := tx.Exec(ctx, `LOCK TABLE goose_db_version IN ACCESS EXCLUSIVE MODE`); err != nil {
-				t.Fatal(err)
-			}
+			defer watch.Close(ctx)
 
 			out := &testenv.LogBuffer{}
 			cmd := exec.Command(os.Args[0], name)
@@ -87,7 +80,7 @@ func TestSignalDuringStartIsACleanStop(t *testing.T) {
 					t.Fatalf("%s ended before its start waited on the database: %v\n%s", name, err, out)
 				default:
 				}
-				waiting, err := testenv.WaitsOn(ctx, conn, conn.PgConn().PID())
+				waiting, err := testenv.WaitsOn(ctx, watch, holder)
 				if err == nil && !waiting {
 					err = errors.New("its start does not wait on the locked schema table yet")
 				}

@@ -333,6 +333,38 @@ func (b *LogBuffer) String() string {
 	return b.buf.String()
 }
 
+// HoldLock runs stmt (a LOCK TABLE, a SELECT ... FOR UPDATE) in a
+// transaction of its own on the database at url and keeps it open, so
+// that what the test starts next waits on the lock it took; release (also
+// run at the test's end, and a no-op after the first call) rolls it back.
+// pid is the holding session's backend pid, for WaitsOn.
+func HoldLock(t testing.TB, url, stmt string) (pid uint32, release func()) {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close(ctx) })
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, stmt); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	release = func() {
+		once.Do(func() {
+			if err := tx.Rollback(ctx); err != nil {
+				t.Errorf("release %q: %v", stmt, err)
+			}
+		})
+	}
+	t.Cleanup(release)
+	return conn.PgConn().PID(), release
+}
+
 // WaitsOn reports whether some session of the database conn is connected
 // to waits for a lock held by holder (a backend pid, say a transaction's
 // PgConn().PID()): a statement blocked on a row or table the test holds.
