@@ -376,7 +376,7 @@ func (s *Service) Restock(ctx context.Context, id string, quantity int64, key st
 	if key != "" && (len(key) > MaxIdempotencyKeyLength || !keyPattern.MatchString(key)) {
 		return inventory.Product{}, false, fmt.Errorf("%w: Idempotency-Key must be 1-%d printable ASCII characters", ErrInvalid, MaxIdempotencyKeyLength)
 	}
-	end := time.Now().Add(s.restockBound())
+	end := time.Now().Add(s.RestockBound())
 	ctx, cancel := context.WithDeadline(ctx, end.Add(-s.productTimeout))
 	defer cancel()
 	if key != "" {
@@ -395,7 +395,7 @@ func (s *Service) Restock(ctx context.Context, id string, quantity int64, key st
 	return p, false, err
 }
 
-// restockBound is how long a whole [Service.Restock] may take: ProductTimeout
+// RestockBound is how long a whole [Service.Restock] may take: ProductTimeout
 // for its work (the reads, announcements and writes of all its tries
 // together, each statement still bounded by ProductTimeout on its own),
 // room for two waits of Settle (the one a restock cannot do without, and
@@ -411,12 +411,12 @@ func (s *Service) Restock(ctx context.Context, id string, quantity int64, key st
 // Before, only each statement was bounded: a restock overtaken again and
 // again announced itself restockTries times, and with its clean-ups could
 // take well over a minute with the default bound.
-func (s *Service) restockBound() time.Duration {
+func (s *Service) RestockBound() time.Duration {
 	return 2 * (s.productTimeout + s.gate.Settle())
 }
 
 // restockCleanupCtx bounds a clean-up step of a restock whose call ends at
-// end (restockBound): ProductTimeout from now, and no later than end. It is
+// end (RestockBound): ProductTimeout from now, and no later than end. It is
 // not cancelled with ctx: a restock cut by its bound or abandoned by its
 // caller still stores its generation.
 func (s *Service) restockCleanupCtx(ctx context.Context, end time.Time) (context.Context, context.CancelFunc) {
@@ -460,7 +460,7 @@ func (s *Service) restockReplay(ctx context.Context, end time.Time, id string, q
 }
 
 // restock announces, waits and adds the stock, within ctx (the work's part
-// of restockBound); its clean-ups end by end.
+// of RestockBound); its clean-ups end by end.
 func (s *Service) restock(ctx context.Context, end time.Time, id string, quantity int64, key string) (inventory.Product, error) {
 	for try := 1; ; try++ {
 		p, err := s.Product(ctx, id)
@@ -518,7 +518,7 @@ func (s *Service) restock(ctx context.Context, end time.Time, id string, quantit
 }
 
 // restockTries bounds the announcements of one restock overtaken by others
-// (restockBound bounds their time).
+// (RestockBound bounds their time).
 const restockTries = 5
 
 // confirmRestock tells the gate that the restock at generation gen

@@ -561,9 +561,22 @@ func TestLoadtestSaysWhyTheAPIRefusedItsToken(t *testing.T) {
 // within 2 × (it + the gate's Settle) (sale.Service.Restock), time to answer
 // before the API's server cuts the response off (its write timeout).
 func TestLongestProductTimeoutLetsARestockAnswer(t *testing.T) {
-	settle := soldout.New(nil, soldout.Options{}).Settle()
-	if bound := 2 * (maxProductTimeout + settle); bound >= api.DefaultWriteTimeout {
+	gate := soldout.New(nil, soldout.Options{}) // as the API's: default CacheTTL
+	if bound := sale.New(nil, nil, nil, gate, nil, &sale.Options{ProductTimeout: maxProductTimeout}).RestockBound(); bound >= api.DefaultWriteTimeout {
 		t.Errorf("a restock may take %v at -product-timeout=%v, the server's write timeout is %v", bound, maxProductTimeout, api.DefaultWriteTimeout)
+	}
+}
+
+// A stopping API waits for a restock in flight, whatever the product
+// timeout (a review: at a product timeout above about 5.4s a restock could
+// outlast the fixed 15s, and the shutdown cut it off).
+func TestAPIShutdownWaitsOutARestock(t *testing.T) {
+	gate := soldout.New(nil, soldout.Options{}) // as the API's: default CacheTTL
+	for _, pt := range []time.Duration{100 * time.Millisecond, sale.DefaultProductTimeout, maxProductTimeout} {
+		bound := sale.New(nil, nil, nil, gate, nil, &sale.Options{ProductTimeout: pt}).RestockBound()
+		if wait := apiShutdownWait(bound); wait <= bound || wait < 15*time.Second {
+			t.Errorf("product timeout %v: a restock answers within %v, the API's shutdown waits %v", pt, bound, wait)
+		}
 	}
 }
 

@@ -211,7 +211,7 @@ func serveAPI(ctx context.Context, cfg config, log *slog.Logger, ready func(addr
 	case <-ctx.Done():
 	}
 	log.Info("api shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	sctx, cancel := context.WithTimeout(context.Background(), apiShutdownWait(svc.RestockBound()))
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
 		cancelBase()
@@ -438,4 +438,15 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		log.Info("migration applied", "version", r.Version, "name", r.Name)
 	}
 	return nil
+}
+
+// apiShutdownWait is how long a stopping API waits for its requests in
+// flight: 15s, or longer when a restock may take longer (restock, the
+// longest request, answers within sale.Service.RestockBound: 14.2s with
+// the default product timeout, 44.2s at its 20s maximum), so that a
+// shutdown does not cut a restock short, answer it nothing, and leave its
+// announced generation unstored (workers' sold-out marks refused until
+// the next restock).
+func apiShutdownWait(restockBound time.Duration) time.Duration {
+	return max(15*time.Second, restockBound+time.Second)
 }
