@@ -14,6 +14,11 @@ func PendingOrders(w *Worker, product string) int {
 // failed read of the archive would. Call it before Start.
 func OnArchivePage(w *Worker, f func(page int) error) { w.onArchivePage = f }
 
+// OnRescueScan makes w call f as each of its rescue scans starts; an error
+// f returns fails that scan at once, as a failed first call would. Call it
+// before Start.
+func OnRescueScan(w *Worker, f func() error) { w.onRescueScan = f }
+
 // ArchiveEvery is how many rescue intervals apart the fleet sweeps the
 // archive.
 const ArchiveEvery = archiveEvery

@@ -143,7 +143,13 @@ func (w *Worker) runRescuer(ctx context.Context, in *queue.Inspector, prod *queu
 		// stranded tasks again).
 		sctx, cancel := context.WithTimeout(l.Context(), w.cfg.RescueTimeout)
 		stop := context.AfterFunc(ctx, cancel)
-		ids, deep, err := w.rescue(sctx, in, prod, unheld, time.Now())
+		var ids, deep []string
+		if w.onRescueScan != nil {
+			err = w.onRescueScan()
+		}
+		if err == nil {
+			ids, deep, err = w.rescue(sctx, in, prod, unheld, time.Now())
+		}
 		var dead []string
 		if err == nil {
 			dead, buried, err = w.recordBuried(sctx, in, buried)

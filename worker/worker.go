@@ -163,6 +163,10 @@ type Worker struct {
 	// archive sweep reads each page; an error it returns cuts the sweep
 	// short as a failed read would.
 	onArchivePage func(page int) error
+	// onRescueScan, set by tests only (before Start), is called as each
+	// rescue scan starts; an error it returns fails the scan at once, as a
+	// failed first call would.
+	onRescueScan func() error
 }
 
 // Deps are the worker's collaborators; the caller owns and closes them.

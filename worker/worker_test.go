@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -115,33 +116,33 @@ func (e *env) conn(t *testing.T) *pgx.Conn {
 	return c
 }
 
-// scanCounter counts the worker's rescue scans. The rescuer lock's fencing
-// token counts its acquisitions: every scan takes that lock once, and so
-// does each look.
-type scanCounter struct {
-	rival *lock.Client
-	key   string
-	last  int64
-	n     int // scans between the first look and the last
+// scanCounter counts the rescue scans of a worker (worker.OnRescueScan).
+type scanCounter struct{ n atomic.Int64 }
+
+// countScans counts the rescue scans of e's worker; call it before start.
+func (e *env) countScans() *scanCounter {
+	c := &scanCounter{}
+	worker.OnRescueScan(e.w, func() error {
+		c.n.Add(1)
+		return nil
+	})
+	return c
 }
 
-func (e *env) scans(rival *lock.Client) *scanCounter {
-	return &scanCounter{rival: rival, key: "rescuer:" + e.queue.Queue, last: -1}
-}
+// started is how many scans have started so far.
+func (c *scanCounter) started() int { return int(c.n.Load()) }
 
-// look takes and releases the rescuer lock, adding the scans since the
-// previous look; it fails while a scan holds the lock.
-func (c *scanCounter) look(ctx context.Context) error {
-	l, err := c.rival.TryAcquire(ctx, c.key)
-	if err != nil {
-		return err
-	}
-	defer l.Release(ctx)
-	if c.last >= 0 {
-		c.n += int(l.Token() - c.last - 1)
-	}
-	c.last = l.Token()
-	return nil
+// waitScans waits, at most within, until n whole scans have run since the
+// call: n+1 have started since (one worker's scans run one at a time).
+func (c *scanCounter) waitScans(t *testing.T, n int, within time.Duration) {
+	t.Helper()
+	from := c.started()
+	testenv.Eventually(t, within, func() error {
+		if got := c.started() - from; got < n+1 {
+			return fmt.Errorf("%d rescue scans started, want %d", got, n+1)
+		}
+		return nil
+	})
 }
 
 // holdRow locks product's row in a transaction of the test's own, so that
@@ -1182,7 +1183,7 @@ func TestBuriedOrderWaitsForALiveRescueChain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	scans := e.scans(rival)
+	scans := e.countScans()
 	e.start(t)
 	copyID := "o1" + queue.RescueSuffix + queue.RescueSuffix
 	testenv.Eventually(t, 10*time.Second, func() error {
@@ -1192,15 +1193,7 @@ func TestBuriedOrderWaitsForALiveRescueChain(t *testing.T) {
 		}
 		return nil
 	})
-	testenv.Eventually(t, 10*time.Second, func() error {
-		if err := scans.look(ctx); err != nil {
-			return err
-		}
-		if scans.n < 3 {
-			return fmt.Errorf("%d rescue scans seen, want 3", scans.n)
-		}
-		return nil
-	})
+	scans.waitScans(t, 3, 10*time.Second)
 	if got, err := e.store.Order(ctx, "o1"); !errors.Is(err, inventory.ErrNotFound) {
 		t.Fatalf("order o1 with its rescue task running: %+v, %v; want it undecided", got, err)
 	}
@@ -1348,7 +1341,7 @@ func TestRescueChainEndIsLoggedOnce(t *testing.T) {
 	if want := "o1" + strings.Repeat(queue.RescueSuffix, queue.MaxRescueDepth); id != want {
 		t.Fatalf("last stranded task %q, want %q", id, want)
 	}
-	scans := e.scans(e.rival(t))
+	scans := e.countScans()
 	const msg = "orders stranded at the end of their rescue chain"
 	count := func(sub string) int { return strings.Count(logs.String(), sub) }
 	e.start(t)
@@ -1356,18 +1349,9 @@ func TestRescueChainEndIsLoggedOnce(t *testing.T) {
 		if count(msg) == 0 {
 			return fmt.Errorf("no warning yet")
 		}
-		return scans.look(ctx)
-	})
-	scans.n = 0
-	testenv.Eventually(t, 10*time.Second, func() error {
-		if err := scans.look(ctx); err != nil {
-			return err
-		}
-		if scans.n < 5 {
-			return fmt.Errorf("%d rescue scans since the warning, want 5", scans.n)
-		}
 		return nil
 	})
+	scans.waitScans(t, 5, 10*time.Second)
 	if n := count(msg); n != 1 || count("order_ids=[o1]") < 1 {
 		t.Errorf("warned %d times, want once, naming o1; log:\n%s", n, logs.String())
 	}
@@ -1424,6 +1408,7 @@ func TestArchivedOrdersWithoutAnOutcomeAreRecordedFailed(t *testing.T) {
 	for _, id := range []string{"decided", "zz-dead"} {
 		e.archive(t, queue.Order{ID: id, ProductID: "p", UserID: "u-" + id, Quantity: 1, AcceptedAt: time.Now()})
 	}
+	scans := e.countScans()
 	e.start(t)
 	testenv.Eventually(t, 20*time.Second, func() error {
 		o, err := e.store.Order(ctx, "zz-dead")
@@ -1438,11 +1423,10 @@ func TestArchivedOrdersWithoutAnOutcomeAreRecordedFailed(t *testing.T) {
 	// One sweep covers the whole archive: the first at the first scan (no
 	// sweep ran before), the next about 15 scans after it. Before, a sweep
 	// read one page: "zz-dead" waited for the fifth, at scan 75.
-	scans := e.scans(e.rival(t))
-	testenv.Eventually(t, 5*time.Second, func() error { return scans.look(ctx) })
-	t.Logf("recorded by scan %d", scans.last)
-	if scans.last > 45 {
-		t.Errorf("archived order recorded failed after about %d scans, want within the first sweep (scan 1), or the next (about scan 16)", scans.last)
+	n := scans.started()
+	t.Logf("recorded by scan %d", n)
+	if n > 45 {
+		t.Errorf("archived order recorded failed after about %d scans, want within the first sweep (scan 1), or the next (about scan 16)", n)
 	}
 	if o, err := e.store.Order(ctx, "decided"); err != nil || o.Status != inventory.StatusSucceeded {
 		t.Errorf("archived order with an outcome: %+v, %v; want it succeeded still", o, err)
