@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/flashsale/flashsale/inventory"
+	"github.com/flashsale/flashsale/lock"
 	"github.com/flashsale/flashsale/notify"
 	"github.com/flashsale/flashsale/queue"
 )
@@ -24,28 +25,90 @@ import (
 // the worker (a read timeout after a pause, a dropped connection), and
 // go-redis, retrying the timed-out script, dequeued the next task instead.
 //
-// The rescuer shortens both. Every RescueInterval (2s) one worker (the
-// holder of the "rescuer" lock) lists the queue's active tasks and the
-// tasks each live asynq server says it runs. A task is rescued when asynq
-// reports its lease lapsed, or when it has been held by no live server in
-// two scans at least UnheldGrace (7s) apart: a live server lists its tasks
-// every 5s (asynq's heartbeat), so a task unlisted for 7s has no holder.
-// Rescuing means: if the order has no outcome recorded, enqueue a rescue
-// task with the same order; asynq's own recovery of the stranded task later
-// runs it once more, and that run finds the order decided and changes
-// nothing. A rescue task stranded in turn is rescued too, up to
-// queue.MaxRescueDepth (4) in a chain; one deeper is left to asynq's own
-// recovery (about two minutes).
+// The rescuer shortens both. Every RescueInterval (2s) one worker of the
+// fleet, the leader (the holder of the "rescuer:<queue>" lock, see below),
+// lists the queue's active tasks and the tasks each live asynq server says
+// it runs. A task is rescued when asynq reports its lease lapsed, or when
+// it has been held by no live server in two of the leader's scans at least
+// UnheldGrace (7s) apart: a live server lists its tasks every 5s (asynq's
+// heartbeat), so a task unlisted for 7s has no holder. Rescuing means: if
+// the order has no outcome recorded, enqueue a rescue task with the same
+// order; asynq's own recovery of the stranded task later runs it once more,
+// and that run finds the order decided and changes nothing. A rescue task
+// stranded in turn is rescued too, up to queue.MaxRescueDepth (4) in a
+// chain; one deeper is left to asynq's own recovery (about two minutes).
+//
+// One scanner for the fleet. A scan reads every active task of the fleet
+// (workers × Concurrency) and a page of buried orders, so a scan by every
+// worker every interval (as the lock once allowed: taken and released at
+// each scan, it only kept two scans from overlapping) cost the fleet a
+// number of reads growing with the square of its workers. Instead the
+// worker that takes the lock keeps it, renewed by the lock's watchdog, and
+// scans every interval; each other worker tries for the lock once an
+// interval (one call to the lock nodes, jittered) and takes over when the
+// leader stops: within an interval when it shuts down (Shutdown ends the
+// scans, then releases the lock, before asynq stops taking tasks), within
+// the lock's TTL (10s by default) and an interval when it dies or pauses,
+// as its lock then expires. A leader whose lock's context ends (renewals
+// failed until its validity ran out, or the key taken over) stops at once,
+// its scan too, and tries again as the others do.
+//
+// Why a held lock, and not a schedule of the fleet's like the archive
+// sweep's (below: one sweep per interval, on whichever worker comes
+// first): the unheld grace needs two scans, UnheldGrace apart, by one
+// worker, which remembers what it saw. Spread over N workers, each
+// worker's own scans would be about N intervals apart, and a stranded
+// task would wait about N intervals more (40s more with 20 workers); a
+// leader's scans are an interval apart, and its map of unheld tasks is
+// the fleet's latest. Keeping that map in Redis instead would cost every
+// scan writes for nothing while the leader lives. A new leader starts with
+// an empty map: it knows nothing of the old leader's scans, and a task it
+// remembers from a tenure of its own long ago may have been held since.
+// That delays the rescue of a task the old leader had already seen unheld
+// by up to a grace period (it must be seen unheld twice again), never
+// rescues one sooner; a task whose lease lapsed is rescued at the new
+// leader's first scan. The buried orders' cursor and the tooDeep log are
+// the worker's own and carry over from one of its tenures to the next
+// (a new leader goes on from wherever its own last sweep of the buried
+// orders stopped: at worst orders are read again, or a page waits for the
+// next round of the hash).
+//
+// A leader that keeps failing must not keep the lock, renewed by its
+// watchdog, while no scan succeeds: its own connections may be what fails
+// (a pool stuck, a host cut off from the queue's Redis or from PostgreSQL
+// but not from the lock nodes). Nor may it give the lock up at its first
+// failed scan: an outage that fails every worker's scans (PostgreSQL down
+// fails recording the buried orders that such an outage brings; the rescue
+// itself goes on without it) would then hand the lock round at every scan,
+// and with every leader starting over, no task would ever be seen unheld
+// twice. So a leader gives the lock up after a failed scan that started at
+// least UnheldGrace after the first of its failed scans in a row (a task it
+// saw unheld at that first one has been rescued by then), and sits out its
+// next try, so that another worker takes over: a leader whose every scan
+// fails keeps the lock for about a grace period and an interval (about 9s),
+// or for two scans when each hangs until RescueTimeout (about 22s). During
+// an outage that fails every leader's scans, the lock goes round at that
+// pace, and an unheld task may wait up to one such tenure more.
 //
 // The bound for a SIGKILLed worker: its server entry expires at most 10s
-// after its last heartbeat, the next scan sees its tasks unheld within 2s,
-// a scan at least 7s later (within 9s) rescues them, and another worker
-// decides them moments later: about 20s after the crash, well within the
-// 60s promised. A stranded dequeue is rescued within about 11s.
+// after its last heartbeat, the leader's next scan sees its tasks unheld
+// within 2s, a scan at least 7s later (within 9s) rescues them, and another
+// worker decides them moments later: about 21s after the crash, well within
+// the 60s promised. When the leader itself dies, its lock expires at most
+// a TTL after its last renewal, by when its server entry has expired too
+// (at the default TTL of 10s); a follower takes the lock within about 2.4s
+// and scans at once, sees the tasks unheld, and rescues them within 9s
+// more: about 22s after the crash; with a TTL above 10s, about TTL + 12s
+// (a TTL over about 45s breaks the 60s promise, as the dead worker's
+// product locks, held as long, already do). A stranded dequeue is rescued
+// within about 11s, or a grace period later if the leader changed
+// meanwhile.
 //
 // A paused worker (SIGSTOP) drops out of the server list 10s into its
 // pause; its tasks may then be rescued. If it resumes, its run of the order
-// is a replay or is refused by the fencing token.
+// is a replay or is refused by the fencing token. A paused leader loses the
+// rescuer lock once its TTL has run out (another worker then leads), and
+// on resuming, its lock's context ends and it scans no more.
 
 // rescueLimit bounds the orphans handled per scan.
 const rescueLimit = 5000
@@ -66,7 +129,7 @@ const rescueLimit = 5000
 // it has: so an archived order is reached within about 30s. The sweep's
 // schedule and cursor are the fleet's, in the queue's Redis (sweep.lua,
 // keys <KeyPrefix>archive-sweep:{<queue>} and its ":page"): at a scan, the
-// holder of the rescuer lock sweeps if no sweep ran within the interval (a
+// leader (the holder of the rescuer lock) sweeps if no sweep ran within the interval (a
 // marker set for the interval as a sweep starts, SET NX PX, and again as it
 // ends, so that a sweep longer than the interval is not followed by another
 // at once, and so that Redis's clock times it), and starts from the page
@@ -74,9 +137,10 @@ const rescueLimit = 5000
 // scan's deadline (RescueTimeout) or an error cuts short goes on from its
 // page at the next sweep. With no marker (a fleet starting), the first scan
 // sweeps. When Redis cannot say (an error reading the marker or the
-// cursor), the worker sweeps all the same, on its own schedule (once an
+// cursor), the leader sweeps all the same, on its own schedule (once an
 // interval) and from the last page it knows: an error must not skip a due
-// sweep; at worst each worker sweeps, as every worker did before.
+// sweep; at worst a new leader sweeps at its first such scan, although the
+// last leader has just swept.
 //
 // The rescuer lock keeps two sweeps from running at once, except after the
 // lock is lost: the scan's context ends with the lock, but a holder paused
@@ -111,84 +175,146 @@ type archiveSweep struct {
 func (w *Worker) sweepKey() string     { return w.prefix + "archive-sweep:{" + w.cfg.Queue.Queue + "}" }
 func (w *Worker) sweepPageKey() string { return w.sweepKey() + ":page" }
 
-func (w *Worker) runRescuer(ctx context.Context, in *queue.Inspector, prod *queue.Producer) {
-	// unheld remembers when this worker's scans first saw each task held
-	// by no live server; a task it later sees held, or no longer active,
-	// is forgotten. Other workers may scan in between, so a task can be
-	// unheld at two of this worker's scans yet held between them; then its
-	// holder has died since, and rescuing it is right. A wrong rescue (a
-	// holder's heartbeat late by more than 2s) costs a replay, not an order.
-	unheld := make(map[string]time.Time)
+// rescuerKey is the key of the rescuer lock: its holder leads the rescue
+// scans of the queue's fleet (see above).
+func (w *Worker) rescuerKey() string { return "rescuer:" + w.cfg.Queue.Queue }
+
+// rescuer is what a worker keeps of its rescue scans from one of its
+// tenures as leader to the next.
+type rescuer struct {
+	in   *queue.Inspector
+	prod *queue.Producer
 	// tooDeep holds the orders whose stranded task was found at the end of
 	// its rescue chain at the last scan, so each is logged once, not at
 	// every scan until asynq's own recovery runs it.
-	tooDeep := map[string]bool{}
-	archive := archiveSweep{page: 1}
-	var buried uint64 // where the next sweep of buried orders starts
+	tooDeep map[string]bool
+	archive archiveSweep
+	buried  uint64 // where the next sweep of buried orders starts
+}
+
+// runRescuer leads the fleet's rescue scans while this worker holds the
+// rescuer lock, and tries for the lock once an interval while another
+// worker does (see "One scanner for the fleet" above), until ctx ends. It
+// releases the lock as it returns.
+func (w *Worker) runRescuer(ctx context.Context, in *queue.Inspector, prod *queue.Producer) {
+	r := &rescuer{in: in, prod: prod, tooDeep: map[string]bool{}, archive: archiveSweep{page: 1}}
+	sitOut := false
 	for {
-		// Jitter spreads the workers' attempts at the rescuer lock.
+		// Jitter spreads the followers' attempts at the lock.
 		d := time.Duration(float64(w.cfg.RescueInterval) * (0.8 + 0.4*rand.Float64()))
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(d):
 		}
-		l, err := w.locks.TryAcquire(ctx, "rescuer:"+w.cfg.Queue.Queue)
+		if sitOut {
+			sitOut = false // another worker's turn to take the lock
+			continue
+		}
+		l, err := w.locks.TryAcquire(ctx, w.rescuerKey())
 		if err != nil {
-			continue // another worker scans this time, or the lock is down
+			continue // another worker leads, or the lock nodes are down
 		}
-		// The scan ends with the lock (lost), with the worker (shutdown,
-		// which waits for it before asynq stops taking tasks), or after
-		// RescueTimeout (a stuck call; the next scan starts with the
-		// stranded tasks again).
-		sctx, cancel := context.WithTimeout(l.Context(), w.cfg.RescueTimeout)
-		stop := context.AfterFunc(ctx, cancel)
-		var ids, deep []string
-		if w.onRescueScan != nil {
-			err = w.onRescueScan()
-		}
-		if err == nil {
-			ids, deep, err = w.rescue(sctx, in, prod, unheld, time.Now())
-		}
-		var dead []string
-		if err == nil {
-			dead, buried, err = w.recordBuried(sctx, in, buried)
-		}
-		if err == nil && w.claimSweep(sctx, &archive, time.Now()) {
-			var archived []string
-			archived, err = w.sweepArchive(sctx, in, prod, &archive)
-			dead = append(dead, archived...)
-			w.endSweep(archive)
-		}
-		stop()
-		cancel()
+		sitOut = w.lead(ctx, l, r)
 		w.release(l)
-		if err != nil && ctx.Err() == nil {
-			w.cfg.Logger.Warn("rescue scan failed", "err", err)
+	}
+}
+
+// lead scans at once, then every RescueInterval, while l is held and ctx
+// lasts. It returns true when it gives the lock up because its scans keep
+// failing (see above); the caller releases l.
+func (w *Worker) lead(ctx context.Context, l *lock.Lock, r *rescuer) (failing bool) {
+	// unheld remembers when this tenure's scans first saw each task held
+	// by no live server; a task later seen held, or no longer active, is
+	// forgotten. It starts empty (see above). A wrong rescue (a holder's
+	// heartbeat late by more than 2s) costs a replay, not an order.
+	unheld := make(map[string]time.Time)
+	lost := func() bool {
+		w.cfg.Logger.Warn("lost the rescuer lock; another worker may lead the rescue scans", "cause", context.Cause(l.Context()))
+		return false
+	}
+	var failedFrom time.Time // the start of the first failed scan in a row
+	for {
+		start := time.Now()
+		err := w.scan(ctx, l, r, unheld)
+		switch {
+		case ctx.Err() != nil:
+			return false // shutdown
+		case l.Context().Err() != nil:
+			return lost()
+		case err == nil:
+			failedFrom = time.Time{}
+		case failedFrom.IsZero():
+			failedFrom = start
 		}
-		if len(ids) > 0 {
-			w.cfg.Logger.Warn("re-queued orders of a crashed worker", "orders", len(ids), "order_ids", ids[:min(len(ids), 20)])
+		if !failedFrom.IsZero() && start.Sub(failedFrom) >= w.cfg.UnheldGrace {
+			w.cfg.Logger.Warn("rescue scans keep failing; giving the rescuer lock to another worker",
+				"failing_for", time.Since(failedFrom).Round(time.Millisecond).String(), "err", err)
+			return true
 		}
-		var newlyDeep []string
-		for _, id := range deep {
-			if !tooDeep[id] {
-				newlyDeep = append(newlyDeep, id)
-			}
-		}
-		if err == nil {
-			tooDeep = make(map[string]bool, len(deep))
-		}
-		for _, id := range deep {
-			tooDeep[id] = true
-		}
-		if len(newlyDeep) > 0 {
-			w.cfg.Logger.Warn("orders stranded at the end of their rescue chain, left to asynq's own recovery (about two minutes)",
-				"orders", len(newlyDeep), "order_ids", newlyDeep[:min(len(newlyDeep), 20)], "max_depth", queue.MaxRescueDepth)
-		}
-		if len(dead) > 0 {
-			w.cfg.Logger.Warn("recorded dead orders failed (buried or archived without an outcome)", "orders", len(dead), "order_ids", dead[:min(len(dead), 20)])
+		select { // no jitter: no other worker scans meanwhile
+		case <-ctx.Done():
+			return false
+		case <-l.Done():
+			return lost()
+		case <-time.After(w.cfg.RescueInterval):
 		}
 	}
+}
+
+// scan runs one rescue scan under l, and returns its error.
+func (w *Worker) scan(ctx context.Context, l *lock.Lock, r *rescuer, unheld map[string]time.Time) error {
+	// The scan ends with the lock (lost), with the worker (shutdown,
+	// which waits for it before asynq stops taking tasks), or after
+	// RescueTimeout (a stuck call; the next scan starts with the stranded
+	// tasks again).
+	sctx, cancel := context.WithTimeout(l.Context(), w.cfg.RescueTimeout)
+	stop := context.AfterFunc(ctx, cancel)
+	var err error
+	if w.onRescueScan != nil {
+		err = w.onRescueScan()
+	}
+	var ids, deep, dead []string
+	if err == nil {
+		ids, deep, err = w.rescue(sctx, r.in, r.prod, unheld, time.Now())
+	}
+	if err == nil {
+		dead, r.buried, err = w.recordBuried(sctx, r.in, r.buried)
+	}
+	if err == nil && w.claimSweep(sctx, &r.archive, time.Now()) {
+		var archived []string
+		archived, err = w.sweepArchive(sctx, r.in, r.prod, &r.archive)
+		dead = append(dead, archived...)
+		w.endSweep(r.archive)
+	}
+	stop()
+	cancel()
+	if err != nil && ctx.Err() == nil {
+		w.cfg.Logger.Warn("rescue scan failed", "err", err)
+	}
+	if len(ids) > 0 {
+		w.cfg.Logger.Warn("re-queued orders of a crashed worker", "orders", len(ids), "order_ids", ids[:min(len(ids), 20)])
+	}
+	var newlyDeep []string
+	for _, id := range deep {
+		if !r.tooDeep[id] {
+			newlyDeep = append(newlyDeep, id)
+		}
+	}
+	if err == nil {
+		r.tooDeep = make(map[string]bool, len(deep))
+	}
+	for _, id := range deep {
+		r.tooDeep[id] = true
+	}
+	if len(newlyDeep) > 0 {
+		w.cfg.Logger.Warn("orders stranded at the end of their rescue chain, left to asynq's own recovery (about two minutes)",
+			"orders", len(newlyDeep), "order_ids", newlyDeep[:min(len(newlyDeep), 20)], "max_depth", queue.MaxRescueDepth)
+	}
+	if len(dead) > 0 {
+		w.cfg.Logger.Warn("recorded dead orders failed (buried or archived without an outcome)", "orders", len(dead), "order_ids", dead[:min(len(dead), 20)])
+	}
+	return err
 }
 
 // claimSweep reports whether the fleet's archive sweep is due at this scan;

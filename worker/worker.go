@@ -79,19 +79,23 @@ type Config struct {
 	// ShutdownTimeout is how long a SIGTERM waits for in-flight orders
 	// before asynq puts them back in the queue; default 20s.
 	ShutdownTimeout time.Duration
-	// RescueInterval is how often one worker looks for orders held by a
-	// crashed worker (see rescue.go); default 2s.
+	// RescueInterval is how often one worker of the fleet, the holder of
+	// the rescuer lock, looks for orders held by a crashed worker, and how
+	// often each other worker tries for that lock (see rescue.go); default
+	// 2s.
 	RescueInterval time.Duration
 	// UnheldGrace is how long a task must stay active with no live asynq
 	// server holding it before it is rescued; default 7s. Keep it above
 	// asynq's 5s heartbeat ([queue.HeartbeatInterval]), or tasks a live
 	// worker has just dequeued are rescued too (harmless replays, wasted
-	// work).
+	// work). A leader whose rescue scans keep failing for about as long
+	// gives the rescuer lock to another worker.
 	UnheldGrace time.Duration
 	// RescueTimeout bounds one rescue scan; default 10s. A call that does
 	// not return (a row held by a runaway transaction, a silently dropped
-	// connection) would otherwise keep the rescuer lock, which its
-	// watchdog renews, and no worker would rescue anything.
+	// connection) would otherwise hold up the scans of the worker that
+	// leads them, which keeps the rescuer lock (its watchdog renews it),
+	// and no worker would rescue anything.
 	RescueTimeout time.Duration
 	// KeyPrefix prefixes the worker's own Redis keys; default "flashsale:".
 	KeyPrefix string
@@ -272,9 +276,11 @@ const (
 	DelayedTaskCheckInterval = 200 * time.Millisecond
 )
 
-// Shutdown stops taking tasks, waits up to ShutdownTimeout for the orders in
-// flight (their locks are released after their commit), and returns the
-// rest to the queue. It then waits, up to handlerGrace, for handlers that
+// Shutdown ends this worker's rescue scans, giving the rescuer lock up if it
+// leads them (another worker takes over within about RescueInterval), then
+// stops taking tasks, waits up to ShutdownTimeout for the orders in flight
+// (their locks are released after their commit), and returns the rest to
+// the queue. It then waits, up to handlerGrace, for handlers that
 // asynq stopped waiting for (past their task's deadline, or past
 // ShutdownTimeout) to record or bury their orders, so that the caller may
 // close PostgreSQL and Redis. Calling it again, or without Start, is a no-op

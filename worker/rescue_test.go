@@ -1,0 +1,231 @@
+package worker_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/flashsale/flashsale/internal/testenv"
+	"github.com/flashsale/flashsale/inventory/inventorytest"
+	"github.com/flashsale/flashsale/queue"
+	"github.com/flashsale/flashsale/queue/queuetest"
+	"github.com/flashsale/flashsale/worker"
+)
+
+// fleetScans records the rescue scans of a fleet of workers: when each
+// started, and on which worker (its index).
+type fleetScans struct {
+	mu sync.Mutex
+	at []time.Time
+	by []int
+}
+
+// watchScans records the rescue scans of ws; fail, if not nil, is called
+// at each (with the worker's index) and fails the scan with its error. Call
+// it before the workers start.
+func watchScans(ws []*worker.Worker, fail func(i int) error) *fleetScans {
+	s := &fleetScans{}
+	for i, w := range ws {
+		worker.OnRescueScan(w, func() error {
+			s.mu.Lock()
+			s.at, s.by = append(s.at, time.Now()), append(s.by, i)
+			s.mu.Unlock()
+			if fail != nil {
+				return fail(i)
+			}
+			return nil
+		})
+	}
+	return s
+}
+
+// snapshot returns the scans so far.
+func (s *fleetScans) snapshot() ([]time.Time, []int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.at), slices.Clone(s.by)
+}
+
+// wait waits, at most within, until cond holds of the scans so far, and
+// returns them; cond says what has not happened yet.
+func (s *fleetScans) wait(t *testing.T, within time.Duration, cond func(at []time.Time, by []int) error) ([]time.Time, []int) {
+	t.Helper()
+	var at []time.Time
+	var by []int
+	testenv.Eventually(t, within, func() error {
+		at, by = s.snapshot()
+		return cond(at, by)
+	})
+	return at, by
+}
+
+// atLeast is a wait condition: n scans from the from-th on.
+func atLeast(from, n int) func([]time.Time, []int) error {
+	return func(at []time.Time, _ []int) error {
+		if len(at)-from < n {
+			return fmt.Errorf("%d rescue scans so far, want %d", len(at)-from, n)
+		}
+		return nil
+	}
+}
+
+// The rescue scan is the fleet's: however many workers there are, about
+// one scan runs per RescueInterval. Before, each worker scanned every
+// interval (the rescuer lock only kept two scans from overlapping): here
+// four workers scanned about four times an interval, and as each scan
+// reads every active task of the fleet, the cost grew with the square of
+// the workers.
+func TestRescueScanIsTheFleets(t *testing.T) {
+	t.Parallel()
+	const interval = 100 * time.Millisecond
+	cfg := worker.Config{RescueInterval: interval}
+	e := newEnvWith(t, cfg, 5*time.Second)
+	ws := []*worker.Worker{e.w, e.process(t, cfg, 5*time.Second), e.process(t, cfg, 5*time.Second), e.process(t, cfg, 5*time.Second)}
+	scans := watchScans(ws, nil)
+	e.start(t)
+	for _, w := range ws[1:] {
+		startProcess(t, w)
+	}
+	const n = 12
+	at, by := scans.wait(t, 30*time.Second, atLeast(0, n))
+	gaps := make([]time.Duration, n-1)
+	for i := range gaps {
+		gaps[i] = at[i+1].Sub(at[i]).Round(time.Millisecond)
+	}
+	per := make([]int, len(ws))
+	for _, i := range by[:n] {
+		per[i]++
+	}
+	t.Logf("scans per worker %v, %v apart (interval %v)", per, gaps, interval)
+	if mean := at[n-1].Sub(at[0]) / (n - 1); mean < interval*9/10 {
+		t.Errorf("scans %v apart on average, want about one per interval (%v) for the fleet; gaps %v", mean, interval, gaps)
+	}
+	if least := slices.Min(gaps); least < interval/2 {
+		t.Errorf("two scans %v apart, want none closer than about an interval (%v); gaps %v", least, interval, gaps)
+	}
+}
+
+// The worker that scans keeps scanning, and when it shuts down (releasing
+// the rescuer lock), another one takes over within about an interval, not
+// the lock's TTL; it then scans alone in turn.
+func TestRescueScanIsTakenOverAtShutdown(t *testing.T) {
+	t.Parallel()
+	const interval = 50 * time.Millisecond
+	const lockTTL = 5 * time.Second
+	cfg := worker.Config{RescueInterval: interval}
+	e := newEnvWith(t, cfg, lockTTL)
+	ws := []*worker.Worker{e.w, e.process(t, cfg, lockTTL), e.process(t, cfg, lockTTL)}
+	scans := watchScans(ws, nil)
+	e.start(t)
+	for _, w := range ws[1:] {
+		startProcess(t, w)
+	}
+	const n = 5
+	_, by := scans.wait(t, 30*time.Second, atLeast(0, n))
+	leader := by[0]
+	if others := slices.IndexFunc(by, func(i int) bool { return i != leader }); others >= 0 {
+		t.Fatalf("scans by workers %v, want all by one (the holder of the rescuer lock)", by)
+	}
+	stopping := time.Now()
+	ws[leader].Shutdown() // its scans end with it, and it releases the lock
+	at, by := scans.wait(t, 30*time.Second, func(_ []time.Time, by []int) error {
+		first := slices.IndexFunc(by, func(i int) bool { return i != leader })
+		if first < 0 || len(by)-first < n {
+			return fmt.Errorf("rescue scans by %v, want %d by another worker than %d", by, n, leader)
+		}
+		return nil
+	})
+	first := slices.IndexFunc(by, func(i int) bool { return i != leader })
+	took := at[first].Sub(stopping)
+	t.Logf("worker %d scanned first %v after worker %d began to stop; scans since by %v", by[first], took.Round(time.Millisecond), leader, by[first:])
+	// Not the lock's expiry (a TTL after its last renewal, at least two
+	// thirds of a TTL from now): the leader released it as it stopped.
+	if took > lockTTL/2 {
+		t.Errorf("another worker took over the rescue scan %v after the leader began to stop, want within about an interval (%v)", took, interval)
+	}
+	for _, i := range by[first:] {
+		if i != by[first] {
+			t.Fatalf("scans after worker %d stopped by %v, want all by one other worker", leader, by[first:])
+		}
+	}
+}
+
+// A leader whose scans keep failing (here every scan, as if its Redis or
+// PostgreSQL calls failed) gives the rescuer lock up, and another worker
+// scans instead: it must not keep the lock, renewed by its watchdog,
+// while no scan of the fleet succeeds. But not at its first failure: an
+// outage that fails every worker's scans would hand the lock round at
+// each scan (see TestRescuesGoOnWhileEveryScanFails).
+func TestFailingRescueLeaderHandsOver(t *testing.T) {
+	t.Parallel()
+	const interval = 50 * time.Millisecond
+	cfg := worker.Config{RescueInterval: interval, UnheldGrace: 300 * time.Millisecond}
+	e := newEnvWith(t, cfg, 5*time.Second)
+	ws := []*worker.Worker{e.w, e.process(t, cfg, 5*time.Second)}
+	scans := watchScans(ws, func(i int) error {
+		if i == 0 {
+			return errors.New("injected: the scan's calls fail")
+		}
+		return nil
+	})
+	e.start(t)
+	scans.wait(t, 30*time.Second, atLeast(0, 1)) // the first worker leads
+	startProcess(t, ws[1])
+	at, by := scans.wait(t, 30*time.Second, func(_ []time.Time, by []int) error {
+		if !slices.Contains(by, 1) {
+			return fmt.Errorf("only the failing worker scanned: %d scans", len(by))
+		}
+		return nil
+	})
+	first := slices.Index(by, 1)
+	t.Logf("the second worker scanned first %v after the first worker's first failed scan, which failed %d scans",
+		at[first].Sub(at[0]).Round(time.Millisecond), first)
+	if first < 3 {
+		t.Errorf("the failing leader gave the lock up after %d failed scans, want it kept for a few (a grace period)", first)
+	}
+	from := first + 1
+	_, by = scans.wait(t, 30*time.Second, atLeast(from, 5))
+	if slices.Contains(by[from:], 0) {
+		t.Errorf("scans after the hand-over by %v, want all by the worker whose scans succeed", by[from:])
+	}
+}
+
+// While PostgreSQL hangs (here the orders table is locked), every scan
+// fails at RescueTimeout (recording a buried order waits on the table), but
+// each still rescues the stranded tasks it finds first, rescuing them all
+// when the database cannot say whether their orders were decided. A task
+// held by no worker (its dequeue reply lost) is rescued once two scans of
+// one leader UnheldGrace apart saw it unheld. Were the rescuer lock handed
+// to another worker after each failed scan (or after the first failed scan
+// longer than a grace period), every new leader would start over with what
+// it saw, and with two workers no such task would be rescued during the
+// outage.
+func TestRescuesGoOnWhileEveryScanFails(t *testing.T) {
+	t.Parallel()
+	cfg := worker.Config{RescueInterval: 20 * time.Millisecond, UnheldGrace: 300 * time.Millisecond, RescueTimeout: time.Second}
+	e := newEnvWith(t, cfg, 5*time.Second)
+	inventorytest.CreateProduct(t, e.store, "p", 5, 0)
+	ctx := context.Background()
+	in := queue.NewInspector(e.rdb, e.queue)
+	if err := in.Bury(ctx, queue.Order{ID: "b1", ProductID: "p", UserID: "u1", Quantity: 1, AcceptedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.producer(t).Enqueue(ctx, queue.Order{ID: "o1", ProductID: "p", UserID: "u2", Quantity: 1, AcceptedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	queuetest.Strand(t, e.rdb, e.queue.Queue, time.Now().Add(time.Minute))
+	tx := e.lockTable(t, "orders")
+	defer tx.Rollback(ctx)
+	other := e.process(t, cfg, 5*time.Second)
+	e.start(t)
+	startProcess(t, other)
+	e.waitRescued(t, in, "o1")
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.waitSucceeded(t, "o1")
+}
