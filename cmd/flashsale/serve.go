@@ -128,12 +128,22 @@ func serveAPI(ctx context.Context, cfg config, log *slog.Logger, ready func(addr
 	// PostgreSQL is the check on a flag Redis brought back from before a
 	// restock (a restart from a snapshot, a failover).
 	gate := soldout.New(rdb, soldout.Options{KeyPrefix: cfg.KeyPrefix, Committed: store.RestockGen})
+	// They outlive ctx, for the shutdown's requests, but not during the
+	// start: until both are confirmed, ctx's end (a signal) ends them and
+	// the wait for them, which a Redis that stopped answering since the
+	// ping would otherwise hold for ever (the deferred rdb.Close ends a
+	// subscription stuck on its confirmation).
 	subCtx, stopSubs := context.WithCancel(context.Background())
 	defer stopSubs()
+	stopOnSignal := context.AfterFunc(ctx, stopSubs)
 	for _, run := range []func(context.Context, func()) error{hub.Run, gate.Run} {
 		if _, err := subscribe.Start(subCtx, run); err != nil {
 			return err
 		}
+	}
+	if !stopOnSignal() {
+		// ctx ended as the subscriptions were confirmed: they are ending.
+		return fmt.Errorf("subscriptions: %w", context.Cause(ctx))
 	}
 
 	sopts := &sale.Options{

@@ -1,13 +1,17 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -45,73 +49,219 @@ func TestSignalDuringStartIsACleanStop(t *testing.T) {
 			}
 			defer watch.Close(ctx)
 
-			out := &testenv.LogBuffer{}
-			cmd := exec.Command(os.Args[0], name)
-			cmd.Env = append(cluster.BaseEnv(), "FLASHSALE_DATABASE_URL="+db, "FLASHSALE_REDIS_URL="+testenv.RedisURL(),
-				"FLASHSALE_QUEUE=q_"+ns, "FLASHSALE_KEY_PREFIX="+ns+":", "FLASHSALE_HTTP_ADDR=127.0.0.1:0",
-				"FLASHSALE_LOG_FORMAT=json")
-			cmd.Stdout, cmd.Stderr = out, out
-			// Should the test binary die, its child stops too (a signal
-			// it handles: it holds nothing of its own to clean up).
-			cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			done := make(chan error, 1)
-			go func() { done <- cmd.Wait() }()
-			stopped := false
-			defer func() {
-				// A failed test still stops it: a SIGTERM every second (a
-				// second one ends it at once).
-				for !stopped {
-					_ = cmd.Process.Signal(syscall.SIGTERM)
-					select {
-					case <-done:
-						stopped = true
-					case <-time.After(time.Second):
-					}
-				}
-			}()
+			p := startServer(t, name, "FLASHSALE_DATABASE_URL="+db, "FLASHSALE_REDIS_URL="+testenv.RedisURL(),
+				"FLASHSALE_QUEUE=q_"+ns, "FLASHSALE_KEY_PREFIX="+ns+":")
 			// Its start waits on the lock: its signal handler is in place.
 			testenv.Eventually(t, 30*time.Second, func() error {
-				select {
-				case err := <-done:
-					stopped = true
-					t.Fatalf("%s ended before its start waited on the database: %v\n%s", name, err, out)
-				default:
-				}
+				p.failIfEnded(t, "its start waited on the database")
 				waiting, err := testenv.WaitsOn(ctx, watch, holder)
 				if err == nil && !waiting {
 					err = errors.New("its start does not wait on the locked schema table yet")
 				}
 				return err
 			})
-			if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-				t.Fatal(err)
-			}
-			select {
-			case err = <-done:
-				stopped = true
-			case <-time.After(30 * time.Second):
-				t.Fatalf("%s did not stop within 30s of a SIGTERM during its start:\n%s", name, out)
-			}
-			var logged bool
-			for line := range strings.Lines(out.String()) {
-				var rec map[string]any
-				if err := json.Unmarshal([]byte(line), &rec); err != nil {
-					t.Errorf("%s wrote a line that is no log line: %q", name, line)
-					continue
-				}
-				if rec["msg"] == "stopped during its start: signal received" && rec["component"] == name {
-					logged = true
-				}
-			}
-			if err != nil || !logged {
-				t.Errorf("%s SIGTERMed during its start: ended with %v, logged its stop: %v; want exit status 0 and a line saying so:\n%s",
-					name, exitStatus(err), logged, out)
-			}
+			p.wantCleanStop(t)
 		})
 	}
+}
+
+// An api whose Redis stops answering after its start's ping, while its
+// subscriptions (decided orders, sold-out changes) wait for their
+// confirmation, stops cleanly at a SIGTERM, as elsewhere in its start
+// (a review's note). Before, that wait was on a context no signal ended,
+// and go-redis reads the confirmation with no deadline: the api ignored
+// the SIGTERM and waited for ever.
+func TestSignalWhileSubscriptionsWaitIsACleanStop(t *testing.T) {
+	t.Parallel()
+	db := testenv.NewDatabase(t)
+	if _, err := inventory.Migrate(context.Background(), db); err != nil {
+		t.Fatal(err)
+	}
+	ns := testenv.QueueNamespace(t, testenv.Redis(t))
+	redisURL, stalled := stallingRedis(t)
+	p := startServer(t, "api", "FLASHSALE_DATABASE_URL="+db, "FLASHSALE_REDIS_URL="+redisURL,
+		"FLASHSALE_QUEUE=q_"+ns, "FLASHSALE_KEY_PREFIX="+ns+":")
+	select {
+	case <-stalled:
+	case <-p.exited:
+		t.Fatalf("api ended before it subscribed: %s\n%s", exitStatus(p.err), p.out)
+	case <-time.After(30 * time.Second):
+		t.Fatalf("api did not subscribe within 30s:\n%s", p.out)
+	}
+	p.wantCleanStop(t)
+}
+
+// serverProcess is this test binary run as an api or worker (TestMain runs
+// main) with its output collected.
+type serverProcess struct {
+	name   string
+	cmd    *exec.Cmd
+	out    *testenv.LogBuffer
+	exited chan struct{} // closed when it has ended, err then set
+	err    error
+}
+
+// startServer starts this test binary as name (api or worker) with the
+// given FLASHSALE_ settings, logging in JSON and the API on a free port.
+// It is stopped at cleanup, if the test did not stop it.
+func startServer(t *testing.T, name string, env ...string) *serverProcess {
+	t.Helper()
+	p := &serverProcess{name: name, out: &testenv.LogBuffer{}, exited: make(chan struct{})}
+	p.cmd = exec.Command(os.Args[0], name)
+	p.cmd.Env = append(append(cluster.BaseEnv(), "FLASHSALE_HTTP_ADDR=127.0.0.1:0", "FLASHSALE_LOG_FORMAT=json"), env...)
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	// Should the test binary die, its child stops too (a signal it
+	// handles: it holds nothing of its own to clean up).
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		p.err = p.cmd.Wait()
+		close(p.exited)
+	}()
+	t.Cleanup(func() {
+		// A failed test still stops it: a SIGTERM every second (a second
+		// one ends it at once).
+		for {
+			_ = p.cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-p.exited:
+				return
+			case <-time.After(time.Second):
+			}
+		}
+	})
+	return p
+}
+
+// failIfEnded fails the test if the process has ended before what it was
+// expected to reach (before).
+func (p *serverProcess) failIfEnded(t *testing.T, before string) {
+	t.Helper()
+	select {
+	case <-p.exited:
+		t.Fatalf("%s ended before %s: %s\n%s", p.name, before, exitStatus(p.err), p.out)
+	default:
+	}
+}
+
+// wantCleanStop sends SIGTERM to a process in its start and wants it to
+// stop cleanly: within 30s, exit status 0, every line a log line, and one
+// saying it stopped during its start.
+func (p *serverProcess) wantCleanStop(t *testing.T) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.exited:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s did not stop within 30s of a SIGTERM during its start:\n%s", p.name, p.out)
+	}
+	var logged bool
+	for line := range strings.Lines(p.out.String()) {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Errorf("%s wrote a line that is no log line: %q", p.name, line)
+			continue
+		}
+		if rec["msg"] == "stopped during its start: signal received" && rec["component"] == p.name {
+			logged = true
+		}
+	}
+	if p.err != nil || !logged {
+		t.Errorf("%s SIGTERMed during its start: ended with %v, logged its stop: %v; want exit status 0 and a line saying so:\n%s",
+			p.name, exitStatus(p.err), logged, p.out)
+	}
+}
+
+// stallingRedis is a proxy to the shared Redis that stops answering, as a
+// Redis that froze, once a client sends SUBSCRIBE: from then on no
+// connection through it gets an answer (the subscription's connection is
+// made, its handshake answered, its confirmation never comes), and stalled
+// is closed. It returns the Redis URL through the proxy; the proxy and its
+// connections are closed at cleanup.
+func stallingRedis(t *testing.T) (redisURL string, stalled <-chan struct{}) {
+	t.Helper()
+	u, err := url.Parse(testenv.RedisURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	upstream := u.Host
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Host = ln.Addr().String()
+	st := make(chan struct{})
+	var stall sync.Once
+	var (
+		mu     sync.Mutex
+		conns  []net.Conn
+		closed bool
+	)
+	track := func(c net.Conn) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		if closed {
+			_ = c.Close()
+			return false
+		}
+		conns = append(conns, c)
+		return true
+	}
+	t.Cleanup(func() {
+		_ = ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		closed = true
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	})
+	// pipe copies src to dst, nothing once stalled, until either ends.
+	pipe := func(dst, src net.Conn, watch bool) {
+		defer dst.Close()
+		defer src.Close()
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := src.Read(buf)
+			if watch && bytes.Contains(bytes.ToLower(buf[:n]), []byte("subscribe")) {
+				stall.Do(func() { close(st) })
+			}
+			select {
+			case <-st:
+			default:
+				if _, werr := dst.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", upstream)
+			if err != nil {
+				_ = c.Close()
+				continue
+			}
+			if !track(c) || !track(up) {
+				_ = up.Close()
+				return
+			}
+			go pipe(up, c, true)
+			go pipe(c, up, false)
+		}
+	}()
+	return u.String(), st
 }
 
 // exitStatus says how a process ended, from exec.Cmd.Wait's error.

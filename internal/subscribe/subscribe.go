@@ -50,8 +50,12 @@ func Run(ctx context.Context, rdb redis.UniversalClient, channel string, ready f
 }
 
 // Start runs run (a Run-like loop) in a goroutine and waits until it calls
-// ready, or returns: then its error is returned. The loop goes on until ctx
-// ends; done is closed when it has returned.
+// ready, or returns: then its error is returned; or until ctx ends: then
+// an error wrapping ctx's is returned. The loop goes on until ctx ends;
+// done is closed when it has returned. A loop waiting for its first
+// confirmation from a server that stopped answering does not see ctx's end
+// (go-redis's read of it has no deadline): it returns when its client is
+// closed, which is why Start does not wait for it.
 func Start(ctx context.Context, run func(ctx context.Context, ready func()) error) (done <-chan struct{}, err error) {
 	subscribed := make(chan error, 1)
 	finished := make(chan struct{})
@@ -66,8 +70,10 @@ func Start(ctx context.Context, run func(ctx context.Context, ready func()) erro
 			subscribed <- err
 		})
 	}()
-	if err := <-subscribed; err != nil {
+	select {
+	case err := <-subscribed:
 		return finished, err
+	case <-ctx.Done():
+		return finished, fmt.Errorf("subscription not confirmed: %w", context.Cause(ctx))
 	}
-	return finished, nil
 }
