@@ -52,13 +52,23 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	started := false
+	err = serveDev(ctx, cfg, log, dataDir, workers, stdout, stderr, func() { started = true })
+	// A signal during its start stops it as it stops an api or a worker
+	// (its processes and private servers stopped on the way out).
+	return stoppedDuringStart(ctx, log, started, err)
+}
+
+// serveDev runs dev's servers and processes until ctx ends. ready is
+// called once it has printed that it is running.
+func serveDev(ctx context.Context, cfg config, log *slog.Logger, dataDir string, workers int, stdout, stderr io.Writer, ready func()) error {
 	if workers < 1 || workers > 32 {
 		return fmt.Errorf("bad -workers=%d: want 1 to 32", workers)
 	}
 	// Its processes log in the format of its own lines: "auto" is decided
 	// here, on its output (their output is a pipe to it).
 	cfg.LogFormat = logging.Format(stderr, cfg.LogFormat)
-	dataDir, err = filepath.Abs(dataDir)
+	dataDir, err := filepath.Abs(dataDir)
 	if err != nil {
 		return err
 	}
@@ -194,6 +204,7 @@ flashsale is running: API %s, %d workers. Ctrl-C stops everything.
   %s loadtest --api %s --admin-token %s --orders 2000 --stock 500 --hot
 `, base, workers, demo.product.Stock, perBuyer(demo.product.PerUserLimit), base, buyKey, buyer, base, base,
 		base, cfg.AdminToken, demo.freeID, base, demo.freeID, cfg.AdminToken, base, base, exe, base, cfg.AdminToken)
+	ready()
 
 	select {
 	case <-ctx.Done():

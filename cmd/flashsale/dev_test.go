@@ -21,9 +21,10 @@ import (
 
 // TestMain lets this test binary stand in for flashsale when started as
 // one of its servers: `flashsale dev` starts its API and workers as its own
-// executable with the command first, which under `go test` is this binary.
+// executable with the command first, which under `go test` is this binary;
+// the signal tests start it as any command that waits on its database.
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && (os.Args[1] == "api" || os.Args[1] == "worker") {
+	if len(os.Args) > 1 && (os.Args[1] == "api" || os.Args[1] == "worker" || os.Args[1] == "migrate" || os.Args[1] == "dev") {
 		main() // exits
 	}
 	gin.SetMode(gin.ReleaseMode) // as run does: no route listing per API started

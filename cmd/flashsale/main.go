@@ -79,7 +79,12 @@ type exitError struct {
 	err  error
 }
 
-func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit status %d", e.code)
+	}
+	return e.err.Error()
+}
 func (e *exitError) Unwrap() error { return e.err }
 
 // run runs the command args name until it ends or ctx does (main's ends
@@ -139,6 +144,21 @@ func stoppedDuringStart(ctx context.Context, log *slog.Logger, started bool, err
 	}
 	log.Info("stopped during its start: signal received", "interrupted", err.Error())
 	return nil
+}
+
+// stoppedUnfinished is stoppedDuringStart for a job whose whole run is its
+// work (migrate): one cut short by ctx's end (a signal) is logged as such,
+// in one line, but it did not do what it was run for, so it ends with exit
+// status 1 (and no other line): what waits for it to succeed (a deployment's
+// next step, compose's service_completed_successfully) must not go on.
+// Before, it ended as any failure: status 1 and a line that is no log line
+// ("...: context canceled"). Any other error is returned as it is.
+func stoppedUnfinished(ctx context.Context, log *slog.Logger, err error) error {
+	if err == nil || ctx.Err() == nil {
+		return err
+	}
+	log.Warn("stopped before it finished: signal received", "interrupted", err.Error())
+	return &exitError{code: 1}
 }
 
 // setup parses the common configuration and builds the logger.

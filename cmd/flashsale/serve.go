@@ -439,7 +439,9 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	res, err := inventory.Migrate(ctx, cfg.DatabaseURL)
 	if err != nil {
-		return err
+		// Each migration runs in a transaction of its own: one a signal
+		// cut short is rolled back, those before it are kept.
+		return stoppedUnfinished(ctx, log, err)
 	}
 	if len(res) == 0 {
 		log.Info("schema up to date")

@@ -23,14 +23,16 @@ import (
 	"github.com/flashsale/flashsale/inventory"
 )
 
-// An api or worker process SIGTERMed during its start (here: waiting on its
-// database, whose schema table the test holds locked) stops cleanly: exit
-// 0, with a log line saying so, and every line a log line. Before, the
-// signal cancelled its start's calls, and it failed: exit 1 and a line
-// that is no log line ("flashsale worker: FLASHSALE_DATABASE_URL: ...:
-// context canceled"), which dev, stopping its processes, showed as theirs.
+// An api, worker or dev process SIGTERMed during its start (here: waiting
+// on its database, whose schema table the test holds locked) stops
+// cleanly: exit 0, with a log line saying so, and every line a log line.
+// Before, the signal cancelled its start's calls, and it failed: exit 1 and
+// a line that is no log line ("flashsale worker: FLASHSALE_DATABASE_URL:
+// ...: context canceled"), which dev, stopping its processes, showed as
+// theirs. migrate, whose run is all its work, stops as cleanly but with
+// exit 1: cut short, it did not do what it was run for (stoppedUnfinished).
 //
-// The process is this test binary as api or worker (TestMain runs main).
+// The process is this test binary as that command (TestMain runs main).
 func TestSignalDuringStartIsACleanStop(t *testing.T) {
 	t.Parallel()
 	db := testenv.NewDatabase(t)
@@ -39,9 +41,17 @@ func TestSignalDuringStartIsACleanStop(t *testing.T) {
 		t.Fatal(err)
 	}
 	ns := testenv.QueueNamespace(t, testenv.Redis(t))
-	for _, name := range []string{"api", "worker"} {
-		t.Run(name, func(t *testing.T) {
-			// One at a time: both wait on the same lock.
+	for _, tc := range []struct {
+		name, msg string
+		exit      int
+	}{
+		{"api", "stopped during its start: signal received", 0},
+		{"worker", "stopped during its start: signal received", 0},
+		{"dev", "stopped during its start: signal received", 0},
+		{"migrate", "stopped before it finished: signal received", 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// One at a time: all wait on the same lock.
 			holder, _ := testenv.HoldLock(t, db, `LOCK TABLE goose_db_version IN ACCESS EXCLUSIVE MODE`)
 			watch, err := pgx.Connect(ctx, db)
 			if err != nil {
@@ -49,7 +59,7 @@ func TestSignalDuringStartIsACleanStop(t *testing.T) {
 			}
 			defer watch.Close(ctx)
 
-			p := startServer(t, name, "FLASHSALE_DATABASE_URL="+db, "FLASHSALE_REDIS_URL="+testenv.RedisURL(),
+			p := startServer(t, tc.name, "FLASHSALE_DATABASE_URL="+db, "FLASHSALE_REDIS_URL="+testenv.RedisURL(),
 				"FLASHSALE_QUEUE=q_"+ns, "FLASHSALE_KEY_PREFIX="+ns+":")
 			// Its start waits on the lock: its signal handler is in place.
 			testenv.Eventually(t, 30*time.Second, func() error {
@@ -60,7 +70,7 @@ func TestSignalDuringStartIsACleanStop(t *testing.T) {
 				}
 				return err
 			})
-			p.wantCleanStop(t)
+			p.wantStop(t, tc.exit, tc.msg)
 		})
 	}
 }
@@ -88,11 +98,11 @@ func TestSignalWhileSubscriptionsWaitIsACleanStop(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatalf("api did not subscribe within 30s:\n%s", p.out)
 	}
-	p.wantCleanStop(t)
+	p.wantStop(t, 0, "stopped during its start: signal received")
 }
 
-// serverProcess is this test binary run as an api or worker (TestMain runs
-// main) with its output collected.
+// serverProcess is this test binary run as a flashsale command (TestMain
+// runs main) with its output collected.
 type serverProcess struct {
 	name   string
 	cmd    *exec.Cmd
@@ -101,7 +111,7 @@ type serverProcess struct {
 	err    error
 }
 
-// startServer starts this test binary as name (api or worker) with the
+// startServer starts this test binary as name (a command) with the
 // given FLASHSALE_ settings, logging in JSON and the API on a free port.
 // It is stopped at cleanup, if the test did not stop it.
 func startServer(t *testing.T, name string, env ...string) *serverProcess {
@@ -146,10 +156,10 @@ func (p *serverProcess) failIfEnded(t *testing.T, before string) {
 	}
 }
 
-// wantCleanStop sends SIGTERM to a process in its start and wants it to
-// stop cleanly: within 30s, exit status 0, every line a log line, and one
-// saying it stopped during its start.
-func (p *serverProcess) wantCleanStop(t *testing.T) {
+// wantStop sends SIGTERM to a process in its start and wants it to stop
+// within 30s with exit status exit, every line a log line, and one of them
+// msg.
+func (p *serverProcess) wantStop(t *testing.T, exit int, msg string) {
 	t.Helper()
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -166,13 +176,13 @@ func (p *serverProcess) wantCleanStop(t *testing.T) {
 			t.Errorf("%s wrote a line that is no log line: %q", p.name, line)
 			continue
 		}
-		if rec["msg"] == "stopped during its start: signal received" && rec["component"] == p.name {
+		if rec["msg"] == msg && rec["component"] == p.name {
 			logged = true
 		}
 	}
-	if p.err != nil || !logged {
-		t.Errorf("%s SIGTERMed during its start: ended with %v, logged its stop: %v; want exit status 0 and a line saying so:\n%s",
-			p.name, exitStatus(p.err), logged, p.out)
+	if p.cmd.ProcessState.ExitCode() != exit || !logged {
+		t.Errorf("%s SIGTERMed during its start: ended with %v, logged %q: %v; want exit status %d and that line:\n%s",
+			p.name, exitStatus(p.err), msg, logged, exit, p.out)
 	}
 }
 
