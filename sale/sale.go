@@ -556,7 +556,8 @@ func (s *Service) abandonUnknownRestock(ctx context.Context, end time.Time, id s
 // left), it goes on trying in the background, every abandonRetryEvery for
 // up to abandonRetryFor or until Drain: until it is stored, workers'
 // sold-out marks are refused and the product's orders are queued rather
-// than answered 409.
+// than answered 409. Stopped by Drain, it reports (OnFailOpen) that the
+// flag stays off only if the stored generation is still older than gen.
 func (s *Service) abandonRestock(ctx context.Context, end time.Time, id string, gen int64) {
 	bg := context.WithoutCancel(ctx)
 	store := func(gen int64) error {
@@ -609,7 +610,18 @@ func (s *Service) abandonRestock(ctx context.Context, end time.Time, id string, 
 				t.Stop()
 				gen := target()
 				done(math.MaxInt64)
-				s.failOpen(bg, fmt.Errorf("sale: restock of %q failed after announcing generation %d, which the database did not store before this process stopped; its sold-out flag stays off until the next restock", id, gen))
+				// Said only if so: a restock (of this process or another)
+				// may have stored a newer generation since the last try,
+				// and then the flag works again.
+				rctx, cancel := s.productCtx(bg)
+				stored, err := s.store.RestockGen(rctx, id)
+				cancel()
+				switch {
+				case err != nil:
+					s.failOpen(bg, fmt.Errorf("sale: restock of %q failed after announcing generation %d, which the database did not store before this process stopped, and whether a newer restock stored its own cannot be read; if none did, its sold-out flag stays off until the next restock: %w", id, gen, err))
+				case stored < gen:
+					s.failOpen(bg, fmt.Errorf("sale: restock of %q failed after announcing generation %d, which the database did not store before this process stopped (it stores %d); its sold-out flag stays off until the next restock", id, gen, stored))
+				}
 				return
 			}
 			gen := target()
