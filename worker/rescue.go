@@ -95,10 +95,14 @@ import (
 // within 2s, a scan at least 7s later (within 9s) rescues them, and another
 // worker decides them moments later: about 21s after the crash, well within
 // the 60s promised. When the leader itself dies, its lock expires at most
-// a TTL after its last renewal, by when its server entry has expired too
-// (at the default TTL of 10s); a follower takes the lock within about 2.4s
-// and scans at once, sees the tasks unheld, and rescues them within 9s
-// more: about 22s after the crash; with a TTL above 10s, about TTL + 12s
+// a TTL after its last renewal (renewals come every TTL/3, so as early as
+// about 6.7s after the crash at the default TTL of 10s, possibly before its
+// server entry has expired: the new leader's first scans may still see the
+// dead worker's tasks held); a follower takes the lock within about 2.4s
+// and scans at once, and sees the tasks unheld from when the entry expires
+// (at most 10s after the crash), rescuing them within 9s more: about 22s
+// after the crash, the entry's expiry setting the worst case; with a TTL
+// above 10s, about TTL + 12s
 // (a TTL over about 45s breaks the 60s promise, as the dead worker's
 // product locks, held as long, already do). A stranded dequeue is rescued
 // within about 11s, or a grace period later if the leader changed
