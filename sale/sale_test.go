@@ -1233,19 +1233,7 @@ func TestAbandonedRestocksShareOneRepair(t *testing.T) {
 	e := saletest.New(t, &saletest.Options{ProductTimeout: 500 * time.Millisecond, OnFailOpen: func(context.Context, error) {}})
 	e.CreateProduct(t, "gone", 0, 0)
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, e.DatabaseURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	tx, err := conn.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(ctx)
-	if _, err := tx.Exec(ctx, `SELECT 1 FROM products WHERE id = 'gone' FOR UPDATE`); err != nil {
-		t.Fatal(err)
-	}
+	testenv.HoldLock(t, e.DatabaseURL, `SELECT 1 FROM products WHERE id = 'gone' FOR UPDATE`)
 	var wg sync.WaitGroup
 	for i := range 4 {
 		wg.Go(func() {

@@ -92,20 +92,30 @@ func TestRescueScanIsTheFleets(t *testing.T) {
 	}
 	const n = 12
 	at, by := scans.wait(t, 30*time.Second, atLeast(0, n))
-	gaps := make([]time.Duration, n-1)
-	for i := range gaps {
-		gaps[i] = at[i+1].Sub(at[i]).Round(time.Millisecond)
-	}
 	per := make([]int, len(ws))
 	for _, i := range by[:n] {
 		per[i]++
 	}
-	t.Logf("scans per worker %v, %v apart (interval %v)", per, gaps, interval)
-	if mean := at[n-1].Sub(at[0]) / (n - 1); mean < interval*9/10 {
-		t.Errorf("scans %v apart on average, want about one per interval (%v) for the fleet; gaps %v", mean, interval, gaps)
+	t.Logf("scans per worker %v", per)
+	wantOnePerInterval(t, "scans", at[:n], interval)
+}
+
+// wantOnePerInterval fails t unless the fleet's events (rescue scans,
+// archive sweeps) at times at came about one per interval: on average at
+// least 0.9 of it apart, and none closer than half of it.
+func wantOnePerInterval(t *testing.T, what string, at []time.Time, interval time.Duration) {
+	t.Helper()
+	n := len(at)
+	gaps := make([]time.Duration, n-1)
+	for i := range gaps {
+		gaps[i] = at[i+1].Sub(at[i]).Round(time.Millisecond)
+	}
+	t.Logf("%s %v apart (interval %v)", what, gaps, interval)
+	if mean := at[n-1].Sub(at[0]) / time.Duration(n-1); mean < interval*9/10 {
+		t.Errorf("%s %v apart on average, want about one per interval (%v) for the fleet; gaps %v", what, mean, interval, gaps)
 	}
 	if least := slices.Min(gaps); least < interval/2 {
-		t.Errorf("two scans %v apart, want none closer than about an interval (%v); gaps %v", least, interval, gaps)
+		t.Errorf("two %s %v apart, want none closer than about an interval (%v); gaps %v", what, least, interval, gaps)
 	}
 }
 

@@ -1500,11 +1500,7 @@ func TestArchiveIsSweptOncePerIntervalFleetWide(t *testing.T) {
 	})
 	mu.Lock()
 	defer mu.Unlock()
-	gaps := make([]time.Duration, n-1)
-	for i := range gaps {
-		gaps[i] = starts[i+1].Sub(starts[i]).Round(time.Millisecond)
-	}
-	t.Logf("sweeps per worker %v, %v apart (interval %v)", by, gaps, interval)
+	t.Logf("sweeps per worker %v", by)
 	for i, p := range pages[:n] {
 		if p != 1 {
 			t.Errorf("sweep %d read page %d, want 1 (the archive is empty)", i+1, p)
@@ -1512,12 +1508,7 @@ func TestArchiveIsSweptOncePerIntervalFleetWide(t *testing.T) {
 	}
 	// Redis times the interval (a marker's expiry); the margins are for the
 	// time from the claim to the call noted here, on a loaded machine.
-	if mean := starts[n-1].Sub(starts[0]) / (n - 1); mean < interval*9/10 {
-		t.Errorf("sweeps %v apart on average, want one per interval (%v) for the fleet; gaps %v", mean, interval, gaps)
-	}
-	if least := slices.Min(gaps); least < interval/2 {
-		t.Errorf("two sweeps %v apart, want none closer than about an interval (%v); gaps %v", least, interval, gaps)
-	}
+	wantOnePerInterval(t, "sweeps", starts[:n], interval)
 }
 
 // A sweep cut short (by RescueTimeout or an error) goes on from its page at
