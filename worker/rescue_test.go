@@ -63,6 +63,23 @@ func (s *fleetScans) wait(t *testing.T, within time.Duration, cond func(at []tim
 	return at, by
 }
 
+// startFleet starts n worker processes with cfg and lock TTL ttl on one
+// queue, watching their rescue scans.
+func startFleet(t *testing.T, cfg worker.Config, ttl time.Duration, n int) ([]*worker.Worker, *fleetScans) {
+	t.Helper()
+	e := newEnvWith(t, cfg, ttl)
+	ws := []*worker.Worker{e.w}
+	for range n - 1 {
+		ws = append(ws, e.process(t, cfg, ttl))
+	}
+	scans := watchScans(ws, nil)
+	e.start(t)
+	for _, w := range ws[1:] {
+		startProcess(t, w)
+	}
+	return ws, scans
+}
+
 // atLeast is a wait condition: n scans from the from-th on.
 func atLeast(from, n int) func([]time.Time, []int) error {
 	return func(at []time.Time, _ []int) error {
@@ -83,13 +100,7 @@ func TestRescueScanIsTheFleets(t *testing.T) {
 	t.Parallel()
 	const interval = 100 * time.Millisecond
 	cfg := worker.Config{RescueInterval: interval}
-	e := newEnvWith(t, cfg, 5*time.Second)
-	ws := []*worker.Worker{e.w, e.process(t, cfg, 5*time.Second), e.process(t, cfg, 5*time.Second), e.process(t, cfg, 5*time.Second)}
-	scans := watchScans(ws, nil)
-	e.start(t)
-	for _, w := range ws[1:] {
-		startProcess(t, w)
-	}
+	ws, scans := startFleet(t, cfg, 5*time.Second, 4)
 	const n = 12
 	at, by := scans.wait(t, 30*time.Second, atLeast(0, n))
 	per := make([]int, len(ws))
@@ -127,13 +138,7 @@ func TestRescueScanIsTakenOverAtShutdown(t *testing.T) {
 	const interval = 50 * time.Millisecond
 	const lockTTL = 5 * time.Second
 	cfg := worker.Config{RescueInterval: interval}
-	e := newEnvWith(t, cfg, lockTTL)
-	ws := []*worker.Worker{e.w, e.process(t, cfg, lockTTL), e.process(t, cfg, lockTTL)}
-	scans := watchScans(ws, nil)
-	e.start(t)
-	for _, w := range ws[1:] {
-		startProcess(t, w)
-	}
+	ws, scans := startFleet(t, cfg, lockTTL, 3)
 	const n = 5
 	_, by := scans.wait(t, 30*time.Second, atLeast(0, n))
 	leader := by[0]
