@@ -98,6 +98,12 @@ func serveDev(ctx context.Context, cfg config, log *slog.Logger, dataDir string,
 		cfg.RedisURL = r.URL(0)
 	}
 	if !postgresAnswers(ctx, cfg.DatabaseURL) {
+		// A probe ended by a stop (a signal while the private Redis
+		// started) says nothing of the server: stop here rather than
+		// initdb and start one beside what may answer.
+		if ctx.Err() != nil {
+			return fmt.Errorf("%s: %w", cfg.name("FLASHSALE_DATABASE_URL"), context.Cause(ctx))
+		}
 		if _, err := localsvc.FindBinary("initdb"); err != nil {
 			return fmt.Errorf("nothing answers at %[1]s=%[2]s and PostgreSQL's initdb is not installed: "+
 				"install PostgreSQL 13+ (Debian/Ubuntu: apt-get install postgresql; macOS: brew install postgresql) "+

@@ -251,3 +251,32 @@ func TestDevLogsInOneFormat(t *testing.T) {
 		})
 	}
 }
+
+// dev stopped before it has probed its PostgreSQL (a Ctrl-C while its
+// private Redis starts, here a context already ended) stops there: it
+// does not take the probe's failure, which is only the stop's, for "nothing
+// answers" and initdb and start a private PostgreSQL (seconds, on the way
+// to a stop) beside the one its URL names, which does answer.
+func TestDevStoppedBeforeItsDatabaseStartsNoPrivateOne(t *testing.T) {
+	t.Parallel()
+	db := testenv.NewDatabase(t)
+	ns := devNamespace(t)
+	dataDir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	stdout, stderr := &testenv.LogBuffer{}, &testenv.LogBuffer{}
+	err := runDev(ctx, []string{"-workers", "1", "-data-dir", dataDir, "-database-url", db, "-redis-url", testenv.RedisURL(),
+		"-queue", "q_" + ns, "-key-prefix", ns + ":", "-log-format", "json"}, stdout, stderr)
+	if err != nil {
+		t.Errorf("dev stopped during its start: %v, want nil", err)
+	}
+	if strings.Contains(stderr.String(), "started a private PostgreSQL") {
+		t.Errorf("dev stopped before it probed its database started a private PostgreSQL:\n%s", stderr)
+	}
+	if _, err := os.Stat(dataDir + "/postgres"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("dev stopped before it probed its database made %s/postgres (stat: %v), want none:\n%s", dataDir, err, stderr)
+	}
+	if !strings.Contains(stderr.String(), "stopped during its start") {
+		t.Errorf("no line saying dev stopped during its start:\n%s", stderr)
+	}
+}
