@@ -44,7 +44,8 @@ var (
 	// the same idempotency key was already applied: nothing was added.
 	ErrRestockReplayed = errors.New("inventory: restock already applied under this key")
 	// ErrUnavailable wraps errors that are worth retrying: the database is
-	// unreachable, restarting, or the transaction was cancelled.
+	// unreachable, restarting or refusing connections, or the transaction
+	// was cancelled.
 	ErrUnavailable = errors.New("inventory: database unavailable")
 	// ErrSchemaOutdated is returned by [Store.CheckSchema] when the
 	// database lacks migrations of this build, and by [Open] when the

@@ -284,6 +284,42 @@ func TestApplyRefusesOrdersItCannotStore(t *testing.T) {
 	}
 }
 
+// A database that refuses connections (ALTER DATABASE ... ALLOW_CONNECTIONS
+// false) is unavailable, as a stopped server is: its open connections end
+// (57P01) and new ones fail at connection start with SQLSTATE 55000, which
+// read as a permanent error before (from a review: the worker's outage
+// tests simulated an outage so, and its rescuer gave up every scan on it).
+func TestRefusedConnectionsAreUnavailable(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := inventorytest.NewDatabase(t)
+	s := inventorytest.Open(t, url, nil)
+	if _, err := s.Orders(ctx, []string{"o1"}); err != nil {
+		t.Fatal(err)
+	}
+	allow := testenv.RefuseConnections(t, url)
+	// The pool's ended connections fail first; then every call connects.
+	refused := false
+	for i := 0; i < 10 && !refused; i++ {
+		_, err := s.Orders(ctx, []string{"o1"})
+		if !errors.Is(err, inventory.ErrUnavailable) {
+			t.Fatalf("Orders while refused: %v, want ErrUnavailable", err)
+		}
+		var pgErr *pgconn.PgError
+		refused = errors.As(err, new(*pgconn.ConnectError)) && errors.As(err, &pgErr) && pgErr.Code == "55000"
+	}
+	if !refused {
+		t.Fatal("Orders never tried a new connection (refused with SQLSTATE 55000) in 10 calls")
+	}
+	if _, err := inventory.Open(ctx, url, nil); !errors.Is(err, inventory.ErrUnavailable) {
+		t.Errorf("Open while refused: %v, want ErrUnavailable", err)
+	}
+	allow()
+	if _, err := s.Orders(ctx, []string{"o1"}); err != nil {
+		t.Errorf("Orders once allowed again: %v", err)
+	}
+}
+
 // Many concurrent batches over the same orders, with racing tokens, as when
 // asynq redelivers tasks while a paused worker resumes: the stock is never
 // oversold, and every order decided has one outcome, the one its batches

@@ -336,7 +336,8 @@ func isUniqueViolation(err error) bool {
 
 // translate maps driver errors to this package's sentinels: no rows becomes
 // ErrNotFound; anything that says the database or the connection is gone,
-// restarting, overloaded or cancelled becomes ErrUnavailable (retryable).
+// restarting, refusing connections, overloaded or cancelled becomes
+// ErrUnavailable (retryable).
 // Other server errors (constraint violations, bad SQL) are returned as they
 // are: retrying them would not help.
 func translate(err error) error {
@@ -359,6 +360,13 @@ func translate(err error) error {
 			return fmt.Errorf("%w: %w", ErrUnavailable, err)
 		case pgErr.Code == "3D000": // invalid_catalog_name: no such database
 			return fmt.Errorf("%w: the database does not exist: %w", ErrSchemaOutdated, err)
+		case pgErr.Code == "55000" && errors.As(err, new(*pgconn.ConnectError)):
+			// Refused at connection start: the database does not accept
+			// connections (ALTER DATABASE ... ALLOW_CONNECTIONS false, as
+			// in a maintenance window). Only at connection start: a query's
+			// 55000 (object not in prerequisite state) is a bug to report,
+			// not to retry.
+			return fmt.Errorf("%w: %w", ErrUnavailable, err)
 		}
 		return err
 	}

@@ -204,6 +204,50 @@ func PrivateDatabase(t testing.TB, p *localsvc.Postgres) string {
 	return newDatabaseOn(t, p.URL("postgres"))
 }
 
+// RefuseConnections makes the database at url refuse new connections
+// (ALTER DATABASE ... ALLOW_CONNECTIONS false: they fail at connection
+// start with SQLSTATE 55000) and ends its open ones, until the returned
+// func, or cleanup, allows them again. The server itself stays up: for an
+// outage where it is gone (connections refused), stop a PrivatePostgres.
+func RefuseConnections(t testing.TB, url string) (allow func()) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	db := cfg.Database
+	cfg.Database = "postgres"
+	admin, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	name := pgx.Identifier{db}.Sanitize()
+	if _, err := admin.Exec(ctx, "ALTER DATABASE "+name+" WITH ALLOW_CONNECTIONS false"); err != nil {
+		_ = admin.Close(ctx)
+		t.Fatalf("testenv: refuse connections to %s: %v", db, err)
+	}
+	if _, err := admin.Exec(ctx, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", db); err != nil {
+		t.Errorf("testenv: end connections to %s: %v", db, err)
+	}
+	var once sync.Once
+	allow = func() {
+		once.Do(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if _, err := admin.Exec(ctx, "ALTER DATABASE "+name+" WITH ALLOW_CONNECTIONS true"); err != nil {
+				t.Errorf("testenv: allow connections to %s: %v", db, err)
+			}
+			if err := admin.Close(ctx); err != nil {
+				t.Errorf("testenv: %v", err)
+			}
+		})
+	}
+	t.Cleanup(allow)
+	return allow
+}
+
 // Eventually calls cond every few milliseconds until it returns nil or the
 // deadline passes, then fails the test with cond's last error.
 func Eventually(t testing.TB, timeout time.Duration, cond func() error) {
