@@ -14,6 +14,7 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
@@ -52,8 +53,14 @@ func newEnv(t *testing.T, mode worker.Mode, lockTTL time.Duration) *env {
 
 func newEnvWith(t *testing.T, cfg worker.Config, lockTTL time.Duration) *env {
 	t.Helper()
+	return newEnvAt(t, inventorytest.NewDatabase(t), cfg, lockTTL)
+}
+
+// newEnvAt is newEnvWith on the migrated database at dbURL.
+func newEnvAt(t *testing.T, dbURL string, cfg worker.Config, lockTTL time.Duration) *env {
+	t.Helper()
 	e := &env{reg: prometheus.NewRegistry()}
-	e.dbURL = inventorytest.NewDatabase(t)
+	e.dbURL = dbURL
 	e.store = inventorytest.Open(t, e.dbURL, &inventory.Options{MaxConns: 4, IdleInTransactionTimeout: lockTTL})
 	e.rdb = testenv.Redis(t)
 	ns := testenv.Namespace(t)
@@ -1822,38 +1829,48 @@ func (e *env) waitSucceeded(t *testing.T, id string) {
 	})
 }
 
-// pgDown makes the worker's database refuse connections and ends the open
-// ones (PostgreSQL down, as far as the worker can tell) until the returned
-// func, or cleanup, brings it back.
-func (e *env) pgDown(t *testing.T) (up func()) {
-	t.Helper()
-	ctx := context.Background()
-	cfg, err := pgx.ParseConfig(e.dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	admin, err := pgx.Connect(ctx, testenv.DatabaseURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	db := pgx.Identifier{cfg.Database}.Sanitize()
-	if _, err := admin.Exec(ctx, `ALTER DATABASE `+db+` WITH ALLOW_CONNECTIONS false`); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := admin.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1`, cfg.Database); err != nil {
-		t.Fatal(err)
-	}
-	var once sync.Once
-	up = func() {
-		once.Do(func() {
-			if _, err := admin.Exec(ctx, `ALTER DATABASE `+db+` WITH ALLOW_CONNECTIONS true`); err != nil {
+// pgOutage is a way PostgreSQL can be out: it starts an outage on a new
+// env and returns the env and the func that ends it.
+type pgOutage struct {
+	name  string
+	start func(t *testing.T, cfg worker.Config) (*env, func())
+}
+
+var pgOutages = []pgOutage{
+	{"stopped", func(t *testing.T, cfg worker.Config) (*env, func()) {
+		pg := testenv.PrivatePostgres(t)
+		url := testenv.PrivateDatabase(t, pg)
+		inventorytest.Migrate(t, url)
+		e := newEnvAt(t, url, cfg, 5*time.Second)
+		inventorytest.CreateProduct(t, e.store, "p", 5, 0)
+		if err := pg.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		return e, func() {
+			if err := pg.Start(); err != nil {
 				t.Error(err)
 			}
-			_ = admin.Close(ctx)
-		})
-	}
-	t.Cleanup(up)
-	return up
+		}
+	}},
+	{"refusing connections", func(t *testing.T, cfg worker.Config) (*env, func()) {
+		e := newEnvWith(t, cfg, 5*time.Second)
+		inventorytest.CreateProduct(t, e.store, "p", 5, 0)
+		return e, testenv.RefuseConnections(t, e.dbURL)
+	}},
+}
+
+// waitConnectFails waits until a call of e's store fails to connect: the
+// connections the outage ended are out of its pool, and every later call
+// meets the outage itself (refused), not the end of a connection it held.
+func (e *env) waitConnectFails(t *testing.T) {
+	t.Helper()
+	testenv.Eventually(t, 10*time.Second, func() error {
+		err := e.store.Ping(context.Background())
+		if !errors.As(err, new(*pgconn.ConnectError)) {
+			return fmt.Errorf("ping: %v, want a failure to connect", err)
+		}
+		return nil
+	})
 }
 
 // A worker that crashed during a PostgreSQL outage (often why an order is
@@ -1861,25 +1878,33 @@ func (e *env) pgDown(t *testing.T) (up func()) {
 // ask PostgreSQL whether they were decided, and re-queues them (a replay
 // changes nothing). Before, the scan gave up on the database error, and
 // asynq's recoverer later archived a last try with nothing buried, leaving
-// the order in the archive alone (from a review).
+// the order in the archive alone (from a review). The rescuer's lookups
+// fail to connect, as for the whole of a real outage: before, the test's
+// outage ended the pool's connection and its first lookup met that end
+// (57P01) instead, and a database refusing connections (55000) failed
+// every scan.
 func TestCrashDuringADatabaseOutageIsRescued(t *testing.T) {
 	t.Parallel()
-	e := newEnvWith(t, worker.Config{RescueInterval: 20 * time.Millisecond, UnheldGrace: 100 * time.Millisecond}, 5*time.Second)
-	inventorytest.CreateProduct(t, e.store, "p", 5, 0)
-	ctx := context.Background()
-	o := queue.Order{ID: "o1", ProductID: "p", UserID: "u1", Quantity: 1, AcceptedAt: time.Now()}
-	if err := e.producer(t).Enqueue(ctx, o); err != nil {
-		t.Fatal(err)
+	for _, out := range pgOutages {
+		t.Run(out.name, func(t *testing.T) {
+			t.Parallel()
+			e, up := out.start(t, worker.Config{RescueInterval: 20 * time.Millisecond, UnheldGrace: 100 * time.Millisecond})
+			ctx := context.Background()
+			o := queue.Order{ID: "o1", ProductID: "p", UserID: "u1", Quantity: 1, AcceptedAt: time.Now()}
+			if err := e.producer(t).Enqueue(ctx, o); err != nil {
+				t.Fatal(err)
+			}
+			// Its worker took it and was killed; the lease has just lapsed
+			// (asynq's recoverer waits 30s more).
+			queuetest.Strand(t, e.rdb, e.queue.Queue, time.Now().Add(-time.Second))
+			e.waitConnectFails(t)
+			e.start(t)
+			in := queue.NewInspector(e.rdb, e.queue)
+			e.waitRescued(t, in, "o1")
+			up()
+			e.waitSucceeded(t, "o1")
+		})
 	}
-	// Its worker took it and was killed; the lease has just lapsed (asynq's
-	// recoverer waits 30s more).
-	queuetest.Strand(t, e.rdb, e.queue.Queue, time.Now().Add(-time.Second))
-	up := e.pgDown(t)
-	e.start(t)
-	in := queue.NewInspector(e.rdb, e.queue)
-	e.waitRescued(t, in, "o1")
-	up()
-	e.waitSucceeded(t, "o1")
 }
 
 // One call of a rescue scan that does not return (a row held by a runaway
