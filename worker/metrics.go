@@ -2,6 +2,7 @@ package worker
 
 import (
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -22,6 +23,7 @@ type metrics struct {
 	rescued       prometheus.Counter
 	buried        prometheus.Counter
 	inFlight      prometheus.Gauge
+	rescueLeader  prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer, store *inventory.Store) (*metrics, error) {
@@ -65,11 +67,15 @@ func newMetrics(reg prometheus.Registerer, store *inventory.Store) (*metrics, er
 			Name: "flashsale_worker_tasks_in_flight",
 			Help: "Order tasks this worker is handling now (at most FLASHSALE_WORKER_CONCURRENCY).",
 		}),
+		rescueLeader: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "flashsale_worker_rescue_leader",
+			Help: "1 while this worker leads the fleet's rescue scans (holds the rescuer lock), else 0: the fleet's sum is 1, or 0 for up to a lock TTL after its leader died.",
+		}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	cs := []prometheus.Collector{m.orders, m.rounds, m.batchOrders, m.batchProducts, m.roundSeconds, m.staleFences, m.rescued, m.buried, m.inFlight}
+	cs := []prometheus.Collector{m.orders, m.rounds, m.batchOrders, m.batchProducts, m.roundSeconds, m.staleFences, m.rescued, m.buried, m.inFlight, m.rescueLeader}
 	if store != nil {
 		cs = append(cs, obs.NewPoolCollector(store))
 	}
@@ -100,6 +106,13 @@ func (m *metrics) observeRound(orders, products int, d time.Duration, err error)
 
 // LockObserver exports a lock client's events as Prometheus metrics. Pass it
 // as lock.Options.Observer; register it with Register.
+//
+// It counts the product locks only (lockKey). The rescuer lock is held for
+// as long as a worker leads the fleet's rescue scans (hours), and tried by
+// every other worker once a RescueInterval: counted here it made a busy
+// failure of every follower's try, a renewal every TTL/3, and one sample of
+// a whole tenure in the held-time histogram, drowning the product locks'
+// figures. flashsale_worker_rescue_leader says who leads instead.
 type LockObserver struct {
 	lock.NopObserver
 	acquire  prometheus.Histogram
@@ -150,26 +163,49 @@ func NewLockObserver(reg prometheus.Registerer) (*LockObserver, error) {
 	return o, nil
 }
 
+// counted reports whether key's events are counted: a product lock's.
+func counted(key string) bool { return strings.HasPrefix(key, lockKey("")) }
+
 // Acquired records a successful acquisition.
-func (o *LockObserver) Acquired(_ string, latency, wait time.Duration) {
-	o.acquire.Observe(latency.Seconds())
-	o.wait.Observe(wait.Seconds())
+func (o *LockObserver) Acquired(key string, latency, wait time.Duration) {
+	if counted(key) {
+		o.acquire.Observe(latency.Seconds())
+		o.wait.Observe(wait.Seconds())
+	}
 }
 
 // AcquireFailed counts a failed acquisition. A busy try is the normal hand-off
 // path of the batcher, counted like the others.
-func (o *LockObserver) AcquireFailed(_ string, cause lock.Cause, _ time.Duration) {
-	o.failures.WithLabelValues(cause.String()).Inc()
+func (o *LockObserver) AcquireFailed(key string, cause lock.Cause, _ time.Duration) {
+	if counted(key) {
+		o.failures.WithLabelValues(cause.String()).Inc()
+	}
 }
 
 // Renewed counts a renewal.
-func (o *LockObserver) Renewed(string, time.Duration) { o.renewals.Inc() }
+func (o *LockObserver) Renewed(key string, _ time.Duration) {
+	if counted(key) {
+		o.renewals.Inc()
+	}
+}
 
 // RenewFailed counts a failed renewal.
-func (o *LockObserver) RenewFailed(string, error) { o.renewErr.Inc() }
+func (o *LockObserver) RenewFailed(key string, _ error) {
+	if counted(key) {
+		o.renewErr.Inc()
+	}
+}
 
 // Lost counts a lost lock.
-func (o *LockObserver) Lost(string) { o.lost.Inc() }
+func (o *LockObserver) Lost(key string) {
+	if counted(key) {
+		o.lost.Inc()
+	}
+}
 
 // Released records how long a lock was held.
-func (o *LockObserver) Released(_ string, held time.Duration) { o.held.Observe(held.Seconds()) }
+func (o *LockObserver) Released(key string, held time.Duration) {
+	if counted(key) {
+		o.held.Observe(held.Seconds())
+	}
+}

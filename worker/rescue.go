@@ -219,7 +219,9 @@ func (w *Worker) runRescuer(ctx context.Context, in *queue.Inspector, prod *queu
 		if err != nil {
 			continue // another worker leads, or the lock nodes are down
 		}
+		w.metrics.rescueLeader.Set(1)
 		sitOut = w.lead(ctx, l, r)
+		w.metrics.rescueLeader.Set(0)
 		w.release(l)
 	}
 }

@@ -244,3 +244,41 @@ func TestRescuesGoOnWhileEveryScanFails(t *testing.T) {
 	}
 	e.waitSucceeded(t, "o1")
 }
+
+// The lock metrics are the product locks': a follower's try at the rescuer
+// lock, once an interval, is no busy failure (before, every follower's try
+// counted one, so flashsale_lock_failures_total{cause="busy"} rose all the
+// time with no contention for any product), and the leader's hours-long
+// hold no renewal or held-time sample. flashsale_worker_rescue_leader says
+// which worker leads: 0 while another does, 1 once it has taken over.
+func TestRescuerLockIsNoProductLockInTheMetrics(t *testing.T) {
+	t.Parallel()
+	const interval = 50 * time.Millisecond
+	cfg := worker.Config{RescueInterval: interval}
+	e := newEnvWith(t, cfg, 5*time.Second) // e's worker counts into e.reg
+	other := e.process(t, cfg, 5*time.Second)
+	scans := watchScans([]*worker.Worker{other, e.w}, nil)
+	startProcess(t, other)
+	scans.wait(t, 30*time.Second, atLeast(0, 1)) // other leads
+	e.start(t)
+	_, by := scans.wait(t, 30*time.Second, atLeast(0, 10))
+	if slices.Contains(by, 1) {
+		t.Fatalf("scans by %v, want all by the worker started first", by)
+	}
+	if busy := counter(t, e.reg, "flashsale_lock_failures_total", map[string]string{"cause": "busy"}); busy != 0 {
+		t.Errorf("flashsale_lock_failures_total{cause=\"busy\"} = %v with no product locked, want 0: the follower's tries at the rescuer lock counted", busy)
+	}
+	if lead := counter(t, e.reg, "flashsale_worker_rescue_leader", nil); lead != 0 {
+		t.Errorf("flashsale_worker_rescue_leader = %v on the follower, want 0", lead)
+	}
+	other.Shutdown()
+	testenv.Eventually(t, 30*time.Second, func() error {
+		if lead := counter(t, e.reg, "flashsale_worker_rescue_leader", nil); lead != 1 {
+			return fmt.Errorf("flashsale_worker_rescue_leader = %v after the leader's shutdown, want 1", lead)
+		}
+		return nil
+	})
+	if n := counter(t, e.reg, "flashsale_lock_acquire_seconds", nil); n != 0 {
+		t.Errorf("flashsale_lock_acquire_seconds counted %v acquisitions, want none: the rescuer lock's", n)
+	}
+}
