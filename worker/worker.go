@@ -307,6 +307,14 @@ func (w *Worker) Shutdown() {
 // Shutdown.
 const handlerGrace = 2*recordTimeout + 5*time.Second
 
+// ShutdownBound is the longest [Worker.Shutdown] of a worker with c may
+// take: its ShutdownTimeout for the orders in flight, then the wait for
+// handlers asynq stopped waiting for (35s with the defaults). A supervisor
+// that kills what has not stopped must wait at least this long.
+func (c Config) ShutdownBound() time.Duration {
+	return c.withDefaults().ShutdownTimeout + handlerGrace
+}
+
 // waitHandlers waits, at most d, until no ProcessTask call runs; it
 // reports whether none does. A counter rather than a sync.WaitGroup: the
 // wait is bounded, and tests call ProcessTask directly, so a handler may

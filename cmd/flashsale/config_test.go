@@ -19,6 +19,7 @@ import (
 	"github.com/flashsale/flashsale/loadtest"
 	"github.com/flashsale/flashsale/sale"
 	"github.com/flashsale/flashsale/soldout"
+	"github.com/flashsale/flashsale/worker"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -576,6 +577,20 @@ func TestAPIShutdownWaitsOutARestock(t *testing.T) {
 		bound := sale.New(nil, nil, nil, gate, nil, &sale.Options{ProductTimeout: pt}).RestockBound()
 		if wait := apiShutdownWait(bound); wait <= bound || wait < 15*time.Second {
 			t.Errorf("product timeout %v: a restock answers within %v, the API's shutdown waits %v", pt, bound, wait)
+		}
+	}
+}
+
+// dev waits, before it kills a child, longer than the child's own shutdown
+// may take at any setting dev passes on: a worker's (worker.Config's
+// ShutdownBound) and an API's at the longest product timeout (a restock in
+// flight). It killed them after 30s, within a worker's 35s.
+func TestDevWaitsOutItsChildren(t *testing.T) {
+	gate := soldout.New(nil, soldout.Options{}) // as the API's: default CacheTTL
+	api := apiShutdownWait(sale.New(nil, nil, nil, gate, nil, &sale.Options{ProductTimeout: maxProductTimeout}).RestockBound())
+	for name, d := range map[string]time.Duration{"worker": worker.Config{}.ShutdownBound(), "api": api} {
+		if childStopGrace <= d {
+			t.Errorf("dev kills a child after %v; the %s may take %v to stop", childStopGrace, name, d)
 		}
 	}
 }

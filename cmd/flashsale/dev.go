@@ -504,13 +504,22 @@ type child struct {
 	done chan struct{}
 }
 
+// childStopGrace is how long stopChildren waits before it kills a child:
+// longer than a child's own shutdown can take, so that Ctrl-C stops each
+// process as SIGTERM does. A worker takes up to 35s (worker.Config's
+// ShutdownBound: 20s for its orders in flight, 15s for handlers recording
+// or keeping a failure), an API up to 45.2s (apiShutdownWait at the
+// longest product timeout, 20s: a restock in flight); 30s, as before,
+// killed a worker still recording an order (TestDevWaitsOutItsChildren).
+const childStopGrace = 50 * time.Second
+
 // stopChildren sends SIGTERM to every child, waits for them, and kills any
-// still running after 30s (workers finish their orders in flight first).
+// still running after childStopGrace.
 func stopChildren(procs []*child, log *slog.Logger) {
 	for _, p := range procs {
 		_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	}
-	deadline := time.NewTimer(30 * time.Second)
+	deadline := time.NewTimer(childStopGrace)
 	defer deadline.Stop()
 	for _, p := range procs {
 		select {
