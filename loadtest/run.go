@@ -597,6 +597,12 @@ func (r *runner) resendOne(ctx context.Context, i int) {
 		return
 	}
 	a := r.cl.postOrder(ctx, r.cl.next(&r.cl.submitRR), r.plan.orders[i].Key, body)
+	if ctx.Err() != nil {
+		// The overall timeout cut the re-send (or passed as it was
+		// answered): the key may stay of unknown fate because of it, and
+		// nothing else would notice that the run was cut here.
+		r.aborted.Store(true)
+	}
 	if id := r.recordSubmit(i, a, time.Time{}, sendResend); id != "" {
 		r.settleOne(ctx, id)
 	}

@@ -558,3 +558,25 @@ func TestRunInterruptedWhileVerifying(t *testing.T) {
 		t.Fatalf("report verified %v, ok %v, %d violations; want an unverified report with none", rep.Verified, rep.OK, len(rep.Violations))
 	}
 }
+
+// The overall timeout passing while a key of unknown fate is re-sent after
+// settling cuts the run: the report says incomplete, whatever else went well.
+// (t-k7's sends and its re-send are never answered; the timeout passes in the
+// middle of the re-send, after every other order has settled.)
+func TestRunTimeoutDuringTheResendIsReported(t *testing.T) {
+	f := newFakeAPI()
+	f.inline = true
+	f.stall["t-k7"] = 3
+	urls, _ := f.serve(t, 1)
+	cfg := testConfig(urls)
+	unknownFateConfig(&cfg)
+	cfg.RequestTimeout = time.Second // the sends end at about 2s, the re-send would at 3s
+	cfg.Timeout = 2500 * time.Millisecond
+	rep := run(t, cfg)
+	if rep.Resends != 1 {
+		t.Fatalf("resends %d, want 1 (the timeout passed before the re-send, the test's timing is off)", rep.Resends)
+	}
+	if rep.OK || rep.ViolationCounts[CodeIncomplete] != 1 {
+		t.Fatalf("report OK=%v, violations:\n%s\nwant incomplete: the timeout cut the re-send", rep.OK, list(rep.Violations))
+	}
+}
