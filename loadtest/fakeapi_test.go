@@ -39,6 +39,7 @@ type fakeOrder struct {
 	body       string
 	done       chan struct{}
 	finalReads int // GET /v1/orders/{id} answers with a final status
+	ghost      bool
 }
 
 // fakeAPI is the shared state behind one or more httptest servers.
@@ -62,6 +63,11 @@ type fakeAPI struct {
 	// the key and is never answered, so the retry creates a second order (a
 	// planted double charge).
 	dupOnRetry map[string]bool
+	// ghost: keys whose every POST /v1/orders is never answered; the first
+	// creates an order (the key is not remembered) that is decided without
+	// the per-user limit (a planted bug whose order the client never learns
+	// of).
+	ghost map[string]bool
 	// onProductRead, if set, runs at each GET /v1/products/{id} (the
 	// verification's reads) before it is answered.
 	onProductRead func()
@@ -86,6 +92,7 @@ func newFakeAPI() *fakeAPI {
 		fail500:    map[string]int{},
 		stall:      map[string]int{},
 		dupOnRetry: map[string]bool{},
+		ghost:      map[string]bool{},
 		products:   map[string]*fakeProduct{},
 		orders:     map[string]*fakeOrder{},
 		keys:       map[string]string{},
@@ -204,6 +211,13 @@ func (f *fakeAPI) createOrder(w http.ResponseWriter, r *http.Request) {
 	hang := f.stall[key] > 0
 	if hang {
 		f.stall[key]--
+	} else if _, ok := f.products[body.ProductID]; ok && f.ghost[key] {
+		if f.posts[key] == 1 {
+			o := f.order(body.ProductID, body.UserID, body.Quantity, string(canon))
+			o.ghost = true
+			f.place(o)
+		}
+		hang = true
 	} else if _, ok := f.products[body.ProductID]; ok && f.dupOnRetry[key] {
 		delete(f.dupOnRetry, key)
 		f.newOrder(body.ProductID, body.UserID, body.Quantity, string(canon)) // the key is not remembered
@@ -259,18 +273,28 @@ func (f *fakeAPI) createOrder(w http.ResponseWriter, r *http.Request) {
 // newOrder creates an order and processes it inline or queues it. Callers
 // hold f.mu.
 func (f *fakeAPI) newOrder(productID, userID string, quantity int, canon string) *fakeOrder {
+	o := f.order(productID, userID, quantity, canon)
+	f.place(o)
+	return o
+}
+
+// order returns a new queued order. Callers hold f.mu.
+func (f *fakeAPI) order(productID, userID string, quantity int, canon string) *fakeOrder {
 	f.seq++
-	o := &fakeOrder{
+	return &fakeOrder{
 		ID: "ord-" + strconv.Itoa(f.seq), ProductID: productID, UserID: userID,
 		Quantity: quantity, Status: StatusQueued, body: canon, done: make(chan struct{}),
 	}
+}
+
+// place stores o and processes it inline or queues it. Callers hold f.mu.
+func (f *fakeAPI) place(o *fakeOrder) {
 	f.orders[o.ID] = o
 	if f.inline {
 		f.process(o)
 	} else {
 		f.work <- o.ID
 	}
-	return o
 }
 
 // hang never answers r: it waits until the client gives up (its request
@@ -288,7 +312,7 @@ func (f *fakeAPI) process(o *fakeOrder) {
 	p := f.products[o.ProductID]
 	q := int64(o.Quantity)
 	switch {
-	case p.PerUserLimit > 0 && p.bought[o.UserID]+q > int64(p.PerUserLimit):
+	case p.PerUserLimit > 0 && !o.ghost && p.bought[o.UserID]+q > int64(p.PerUserLimit):
 		o.Status = StatusLimitExceeded
 	case p.Stock >= q || f.oversellBug:
 		p.Stock -= q

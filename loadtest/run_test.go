@@ -580,3 +580,28 @@ func TestRunTimeoutDuringTheResendIsReported(t *testing.T) {
 		t.Fatalf("report OK=%v, violations:\n%s\nwant incomplete: the timeout cut the re-send", rep.OK, list(rep.Violations))
 	}
 }
+
+// A buyer sold above the per-user limit through an order whose every send,
+// the re-send included, went unanswered: the units sold beyond the known
+// succeeded orders can only be that order's, and the buyer, already at the
+// limit, could not take them. (t-u0, limit 1: t-k0 succeeds, t-k1 is refused
+// limit_exceeded, t-k2 is never answered but succeeds, past the limit.)
+func TestRunOverLimitOfAnOrderOfUnknownFate(t *testing.T) {
+	f := newFakeAPI()
+	f.inline = true
+	f.ghost["t-k2"] = true
+	urls, _ := f.serve(t, 1)
+	cfg := testConfig(urls)
+	unknownFateConfig(&cfg)
+	cfg.Orders, cfg.Users, cfg.Products, cfg.PerUserLimit = 3, 1, 1, 1
+	rep := run(t, cfg)
+	f.mu.Lock()
+	bought := f.products["t-p0"].bought["t-u0"]
+	f.mu.Unlock()
+	if bought != 2 || rep.Resends != 1 {
+		t.Fatalf("t-u0 bought %d units, %d re-sends; want 2 (the planted bug) and 1", bought, rep.Resends)
+	}
+	if rep.ViolationCounts[CodeOverLimit] != 1 {
+		t.Fatalf("report OK=%v, violations:\n%s\nwant over_limit: t-u0 holds 2 units, limit 1", rep.OK, list(rep.Violations))
+	}
+}

@@ -174,7 +174,8 @@ const (
 	// product and stock was left.
 	CodeUndersell ViolationCode = "undersell"
 	// CodeOverLimit: one buyer's succeeded units of a product exceed its
-	// per-user limit.
+	// per-user limit; or sold exceeds the succeeded units by more than the
+	// orders of unknown fate can hold with each buyer within the limit.
 	CodeOverLimit ViolationCode = "over_limit"
 	// CodeLimitMisapplied: an order ended limit_exceeded although its
 	// buyer's succeeded units of the product plus its quantity stay within
@@ -255,7 +256,9 @@ func (v Violation) String() string { return string(v.Code) + ": " + v.Message }
 // for single-unit products with every order's fate known,
 // demand ≥ stocked implies final stock 0; demand counts orders that ended
 // succeeded, sold_out or failed or were answered 409 sold_out); no buyer above
-// the per-user limit (the configured one, else the one the API reports).
+// the per-user limit (the configured one, else the one the API reports),
+// counting that units of sold beyond the succeeded ones belong to orders of
+// unknown fate, each buyer's holding at most their room under the limit.
 // Checked per order: one order id per key and one key per order id; every
 // accepted order final and known to the API; polled final orders carry the
 // product, user and quantity that were sent; a final order reads the same
@@ -683,6 +686,38 @@ func analyze(obs Observations) *analysis {
 			add(Violation{Code: CodeOverLimit, ProductID: up.product, UserID: up.user,
 				Message: fmt.Sprintf("user %s holds %d succeeded units of product %s, above its per-user limit %d", up.user, units, up.product, l)})
 		}
+	}
+	// The units sold beyond the known succeeded ones are those of orders of
+	// unknown fate, and within the limit a buyer's such orders can hold at
+	// most the limit less the buyer's succeeded units. When sold needs more
+	// than every buyer's room, some buyer is above the limit, although no
+	// succeeded order shows it (sold beyond what the unknown units can
+	// explain is a sold_mismatch).
+	room := map[string]int64{}
+	roomUsers := map[string][]string{}
+	for up, units := range uncertainPerUser {
+		if l := int64(limits[up.product]); l > 0 && units > 0 {
+			room[up.product] += min(units, max(0, l-perUser[up]))
+			roomUsers[up.product] = append(roomUsers[up.product], up.user)
+		}
+	}
+	for _, t := range a.products {
+		l, f := limits[t.obs.ID], t.obs.Final
+		if l <= 0 || f == nil {
+			continue
+		}
+		extra := f.Sold - t.succeededUnits
+		if extra <= 0 || extra > t.uncertainUnits || extra <= room[t.obs.ID] {
+			continue
+		}
+		users := roomUsers[t.obs.ID]
+		slices.Sort(users)
+		v := Violation{Code: CodeOverLimit, ProductID: t.obs.ID,
+			Message: fmt.Sprintf("product %s: sold %d is %d units above its succeeded orders, which only orders of unknown fate of %s can hold, but within the per-user limit %d they can hold %d", t.obs.ID, f.Sold, extra, strings.Join(users, ", "), l, room[t.obs.ID])}
+		if len(users) == 1 {
+			v.UserID = users[0]
+		}
+		add(v)
 	}
 	// A limit_exceeded order is refused because the buyer's units bought
 	// before it plus its quantity pass the limit. A buyer's units only grow

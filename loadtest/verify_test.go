@@ -327,6 +327,23 @@ func TestVerify(t *testing.T) {
 			want: map[ViolationCode]int{CodeOverLimit: 1},
 		},
 		{
+			name: "sold above the succeeded units by an order of unknown fate of a buyer with room",
+			plant: func(o *Observations) {
+				o.Orders[2].Responses = []SubmitResponse{{Status: 0, Err: "timeout"}, {Status: 0, Err: "timeout"}}
+				delete(o.States, "o2")
+			},
+			want: map[ViolationCode]int{},
+		},
+		{
+			name: "over limit: sold above the succeeded units by an order of unknown fate of a buyer at the limit",
+			plant: func(o *Observations) {
+				o.Orders[2].UserID = "u0"
+				o.Orders[2].Responses = []SubmitResponse{{Status: 0, Err: "timeout"}, {Status: 0, Err: "timeout"}}
+				delete(o.States, "o2")
+			},
+			want: map[ViolationCode]int{CodeOverLimit: 1},
+		},
+		{
 			name: "5xx on submit, then accepted on retry",
 			plant: func(o *Observations) {
 				o.Orders[0].Responses = append([]SubmitResponse{{Status: 503, ErrorCode: "unavailable"}}, o.Orders[0].Responses...)
