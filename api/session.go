@@ -63,15 +63,19 @@ func validSession(token, value string, now time.Time) bool {
 }
 
 // adminRead lets a request through with the admin bearer token or a valid
-// admin session cookie. Without either, a browser asking for a page is sent
+// admin session cookie (an Authorization header of another scheme, such as a
+// proxy's Basic, leaves it to the cookie). Without either, a browser asking for a page is sent
 // to the sign-in form; anything else gets 401.
 func (s *server) adminRead(c *gin.Context) {
 	if s.cfg.AdminToken == "" {
 		abort(c, http.StatusUnauthorized, "unauthorized", "admin endpoints are disabled (no admin token configured)")
 		return
 	}
-	if h := c.GetHeader("Authorization"); h != "" {
-		s.admin(c) // a wrong bearer token is refused even with a cookie
+	// A wrong bearer token is refused even with a cookie. Another scheme
+	// is no bearer token: a proxy in front asking for Basic makes the
+	// browser send it with every request, and the cookie decides then.
+	if scheme, _, _ := strings.Cut(c.GetHeader("Authorization"), " "); strings.EqualFold(scheme, "Bearer") {
+		s.admin(c)
 		return
 	}
 	if v, err := c.Cookie(SessionCookie); err == nil && validSession(s.cfg.AdminToken, v, time.Now()) {

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -125,6 +126,46 @@ func TestSignInGrantsReadOnlyAdminPages(t *testing.T) {
 	rec := do(t, h, request{method: "POST", path: "/logout"})
 	if out := sessionCookie(t, rec.Header()); rec.Code != http.StatusSeeOther || out.MaxAge >= 0 {
 		t.Errorf("sign out: got %d with cookie %+v, want 303 and the cookie removed", rec.Code, out)
+	}
+}
+
+// A browser behind a proxy that asks for HTTP Basic authentication sends
+// "Authorization: Basic ..." with every request to the site, the dashboard's
+// fetch of /v1/dashboard included: that is no bearer token, wrong or right,
+// so the admin session cookie decides (from a review: any Authorization
+// header took the bearer check, so behind such a proxy a signed-in admin
+// got 401 on every admin page, and a page request was not even sent to the
+// sign-in form).
+func TestSessionCookieWithAnotherAuthorizationScheme(t *testing.T) {
+	t.Parallel()
+	svc, _ := newService(t)
+	monitor := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("monitor")) })
+	h := newHandler(t, svc, Config{Monitor: monitor})
+	_, header := signIn(t, h, testToken, "/")
+	c := sessionCookie(t, header)
+	basic := "Basic " + base64.StdEncoding.EncodeToString([]byte("ops:proxy-password"))
+	for _, tc := range []struct {
+		name     string
+		path     string
+		header   map[string]string
+		want     int
+		location string
+	}{
+		{"dashboard data, signed in", "/v1/dashboard", map[string]string{"Authorization": basic, "Cookie": c.Name + "=" + c.Value}, 200, ""},
+		{"monitor, signed in", "/monitoring/", map[string]string{"Authorization": basic, "Cookie": c.Name + "=" + c.Value}, 200, ""},
+		{"monitor page, not signed in", "/monitoring/", map[string]string{"Authorization": basic, "Accept": "text/html"}, 303, "/login?next=%2Fmonitoring%2F"},
+		{"dashboard data, not signed in", "/v1/dashboard", map[string]string{"Authorization": basic}, 401, ""},
+		// A bearer token still decides, the cookie notwithstanding.
+		{"wrong bearer, lower case", "/v1/dashboard", map[string]string{"Authorization": "bearer wrong", "Cookie": c.Name + "=" + c.Value}, 401, ""},
+		{"bearer without a token", "/v1/dashboard", map[string]string{"Authorization": "Bearer", "Cookie": c.Name + "=" + c.Value}, 401, ""},
+		{"right bearer, lower case", "/v1/dashboard", map[string]string{"Authorization": "bearer " + testToken}, 200, ""},
+		// /v1/queue takes no session: Basic is no admin there.
+		{"queue with Basic and the cookie", "/v1/queue", map[string]string{"Authorization": basic, "Cookie": c.Name + "=" + c.Value}, 401, ""},
+	} {
+		rec := do(t, h, request{method: "GET", path: tc.path, header: tc.header})
+		if rec.Code != tc.want || rec.Header().Get("Location") != tc.location {
+			t.Errorf("%s: GET %s = %d to %q, want %d to %q; %s", tc.name, tc.path, rec.Code, rec.Header().Get("Location"), tc.want, tc.location, rec.Body)
+		}
 	}
 }
 
