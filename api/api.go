@@ -218,6 +218,8 @@ func noSniff(c *gin.Context) {
 // length does not show in the timing either).
 func bearerMatches(r *http.Request, want [sha256.Size]byte) bool {
 	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	// RFC 9110 lets one or more spaces follow the scheme.
+	token = strings.TrimLeft(token, " ")
 	got := sha256.Sum256([]byte(token))
 	return ok && strings.EqualFold(scheme, "Bearer") && subtle.ConstantTimeCompare(got[:], want[:]) == 1
 }

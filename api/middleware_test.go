@@ -467,6 +467,10 @@ func TestAdminOnly(t *testing.T) {
 	}{
 		{"right token", "s3cret", "Bearer s3cret", http.StatusOK},
 		{"scheme in other case", "s3cret", "bearer s3cret", http.StatusOK},
+		// RFC 9110's credentials: the scheme, then one or more spaces.
+		{"several spaces after the scheme", "s3cret", "Bearer   s3cret", http.StatusOK},
+		{"token only", "s3cret", "s3cret", http.StatusUnauthorized},
+		{"empty token", "s3cret", "Bearer  ", http.StatusUnauthorized},
 		{"wrong token", "s3cret", "Bearer nope", http.StatusUnauthorized},
 		{"prefix of the token", "s3cret", "Bearer s3c", http.StatusUnauthorized},
 		{"no header", "s3cret", "", http.StatusUnauthorized},
