@@ -157,16 +157,36 @@ func (c *scanCounter) waitScans(t *testing.T, n int, within time.Duration) {
 // (it is rolled back at cleanup otherwise).
 func (e *env) holdRow(t *testing.T, product string) pgx.Tx {
 	t.Helper()
+	return e.holdIn(t, `SELECT 1 FROM products WHERE id = $1 FOR UPDATE`, product)
+}
+
+// holdIn runs sql (a statement that takes a lock) in a transaction of the
+// test's own on the worker's database and returns the transaction, open;
+// it is rolled back at cleanup unless the test does so first.
+func (e *env) holdIn(t *testing.T, sql string, args ...any) pgx.Tx {
+	t.Helper()
 	ctx := context.Background()
 	tx, err := e.conn(t).Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = tx.Rollback(ctx) })
-	if _, err := tx.Exec(ctx, `SELECT 1 FROM products WHERE id = $1 FOR UPDATE`, product); err != nil {
+	if _, err := tx.Exec(ctx, sql, args...); err != nil {
 		t.Fatal(err)
 	}
 	return tx
+}
+
+// waitPending waits until n orders of product wait in e's worker for a
+// round.
+func (e *env) waitPending(t *testing.T, product string, n int) {
+	t.Helper()
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if got := worker.PendingOrders(e.w, product); got != n {
+			return fmt.Errorf("%d orders of %s wait for a round, want %d", got, product, n)
+		}
+		return nil
+	})
 }
 
 // waitBlockedBy waits until a transaction of the worker waits for a lock
@@ -206,16 +226,7 @@ func (e *env) advisoryGate(t *testing.T, key int64) *pgx.Conn {
 // own; roll it back to let go.
 func (e *env) lockTable(t *testing.T, table string) pgx.Tx {
 	t.Helper()
-	ctx := context.Background()
-	tx, err := e.conn(t).Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec(ctx, `LOCK TABLE `+pgx.Identifier{table}.Sanitize()+` IN ACCESS EXCLUSIVE MODE`); err != nil {
-		_ = tx.Rollback(ctx)
-		t.Fatal(err)
-	}
-	return tx
+	return e.holdIn(t, `LOCK TABLE `+pgx.Identifier{table}.Sanitize()+` IN ACCESS EXCLUSIVE MODE`)
 }
 
 // enqueue adds task tk to the test's queue as asynq's own client does,
@@ -1716,12 +1727,7 @@ CREATE TRIGGER fault AFTER INSERT ON orders REFERENCING NEW TABLE AS ins
 			go func() { errA <- e.w.ProcessTask(bg, task(t, "a", "p", "ua", 1, 1)) }()
 			e.waitBlockedBy(t, tx)
 			go func() { errB <- e.w.ProcessTask(bg, task(t, "b", "p", "ub", 1, 2)) }()
-			testenv.Eventually(t, 10*time.Second, func() error {
-				if n := worker.PendingOrders(e.w, "p"); n != 1 {
-					return fmt.Errorf("%d orders of p wait for a round, want b", n)
-				}
-				return nil
-			})
+			e.waitPending(t, "p", 1) // b
 			if err := tx.Rollback(bg); err != nil {
 				t.Fatal(err)
 			}
@@ -1761,20 +1767,12 @@ func TestPendingOrdersKeepTheOrderOfAcceptance(t *testing.T) {
 	process := func(id string, seq int) {
 		go func() { errs <- e.w.ProcessTask(bg, task(t, id, "p", "u"+id, 1, seq)) }()
 	}
-	waitPending := func(n int) {
-		testenv.Eventually(t, 10*time.Second, func() error {
-			if got := worker.PendingOrders(e.w, "p"); got != n {
-				return fmt.Errorf("%d orders of p wait for a round, want %d", got, n)
-			}
-			return nil
-		})
-	}
 	process("a", 1)
 	e.waitBlockedBy(t, tx) // a's round
 	process("c", 3)
-	waitPending(1)
+	e.waitPending(t, "p", 1)
 	process("b", 2)
-	waitPending(2)
+	e.waitPending(t, "p", 2)
 	if err := tx.Rollback(bg); err != nil {
 		t.Fatal(err)
 	}
@@ -2060,12 +2058,7 @@ CREATE TRIGGER fault AFTER INSERT ON orders REFERENCING NEW TABLE AS ins
 			enqueue("a", 1, 25)
 			e.waitBlockedBy(t, tx) // a's first round
 			enqueue("b", 2, tc.bMaxRetry)
-			testenv.Eventually(t, 10*time.Second, func() error {
-				if n := worker.PendingOrders(e.w, "p"); n != 1 {
-					return fmt.Errorf("%d orders of p wait for a round, want b", n)
-				}
-				return nil
-			})
+			e.waitPending(t, "p", 1) // b
 			if err := tx.Rollback(ctx); err != nil {
 				t.Fatal(err)
 			}
