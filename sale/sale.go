@@ -857,7 +857,7 @@ func (s *Service) soldOutKeyed(ctx context.Context, o queue.Order) (Placed, erro
 	switch {
 	case derr == nil:
 		return s.replay(o, prev.ProductID, prev.Quantity, prev.Status)
-	case qerr == nil && (ti.State == queue.Dead || ti.Order.Unchecked) && !errors.Is(derr, inventory.ErrNotFound):
+	case qerr == nil && answersFromDB(ti) && !errors.Is(derr, inventory.ErrNotFound):
 		// A dead or unchecked task's order reads from the database (see
 		// replayTask), which cannot be read.
 		return Placed{}, s.translate(derr)
@@ -897,6 +897,11 @@ func (s *Service) replayQueued(ctx context.Context, o queue.Order) (Placed, erro
 	}
 }
 
+// answersFromDB reports whether a keyed order whose task is ti must be
+// answered from the database when it has the order (see replayTask): the
+// task is dead, or was accepted unchecked during an outage.
+func answersFromDB(ti queue.TaskInfo) bool { return ti.State == queue.Dead || ti.Order.Unchecked }
+
 // replayTask answers a keyed order from its task, unless the task is dead
 // (archived or buried) and the database has the order decided: a task
 // archived after its outcome committed (its acknowledgement lost, its last
@@ -905,7 +910,7 @@ func (s *Service) replayQueued(ctx context.Context, o queue.Order) (Placed, erro
 // during an outage): it may be a re-send of a decided order, with another
 // body. If the database cannot be read, neither can the answer (see Order).
 func (s *Service) replayTask(ctx context.Context, o queue.Order, ti queue.TaskInfo) (Placed, error) {
-	if ti.State == queue.Dead || ti.Order.Unchecked {
+	if answersFromDB(ti) {
 		prev, err := s.decidedOrder(ctx, o.ID)
 		switch {
 		case err == nil:
