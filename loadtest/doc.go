@@ -15,8 +15,9 @@
 //     until it is final; settling runs concurrently with submission, with its
 //     own bounded pool. Then each key whose every send got no answer or a 5xx
 //     (its fate unknown: the server may have created the order) is re-sent
-//     once with the same Idempotency-Key and body, and the order it is
-//     answered with is settled too;
+//     once with the same Idempotency-Key and body (to the next API while one
+//     gives no answer), and the order it is answered with is settled too; a
+//     key that no send got an answer for is a violation;
 //  4. verify: the products are read back, every order that settled final is
 //     read once more (a final order must not change), and [Verify] checks
 //     the collected [Observations] (a pure function, so tests can plant

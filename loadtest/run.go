@@ -566,7 +566,8 @@ func (r *runner) send(ctx context.Context, j job, intended time.Time) {
 	}
 }
 
-// resendUnknown re-sends, once, every key whose fate is unknown after
+// resendUnknown re-sends, once (to the next API if one gives no answer),
+// every key whose fate is unknown after
 // settling (see fateUnknown: each send got no answer or a 5xx, so the server
 // may have created the order), with the same Idempotency-Key and body. An
 // idempotent server answers with the order it created, or creates it now;
@@ -596,15 +597,28 @@ func (r *runner) resendOne(ctx context.Context, i int) {
 	if err != nil { // cannot happen for these field types
 		return
 	}
-	a := r.cl.postOrder(ctx, r.cl.next(&r.cl.submitRR), r.plan.orders[i].Key, body)
-	if ctx.Err() != nil {
-		// The overall timeout cut the re-send (or passed as it was
-		// answered): the key may stay of unknown fate because of it, and
-		// nothing else would notice that the run was cut here.
-		r.aborted.Store(true)
-	}
-	if id := r.recordSubmit(i, a, time.Time{}, sendResend); id != "" {
-		r.settleOne(ctx, id)
+	// To each API in turn until one answers, as a client behind a load
+	// balancer would: a key still unanswered then is a violation
+	// (CodeOrderUnanswered), which an API that is down must not make.
+	r.mu.Lock()
+	r.resends++ // keys, not sends
+	r.mu.Unlock()
+	api := r.cl.next(&r.cl.submitRR)
+	for range r.cl.apis {
+		a := r.cl.postOrder(ctx, api, r.plan.orders[i].Key, body)
+		if ctx.Err() != nil {
+			// The overall timeout cut the re-send (or passed as it was
+			// answered): the key may stay of unknown fate because of it,
+			// and nothing else would notice that the run was cut here.
+			r.aborted.Store(true)
+		}
+		if id := r.recordSubmit(i, a, time.Time{}, sendResend); id != "" {
+			r.settleOne(ctx, id)
+		}
+		if a.Status != 0 || ctx.Err() != nil {
+			return
+		}
+		api = r.cl.after(api)
 	}
 }
 
@@ -631,7 +645,6 @@ func (r *runner) recordSubmit(i int, a answer, intended time.Time, kind sendKind
 	defer r.mu.Unlock()
 	r.orders[i].Responses = append(r.orders[i].Responses, resp)
 	if kind == sendResend {
-		r.resends++
 		switch {
 		case a.Status == http.StatusAccepted && resp.OrderID != "":
 			if _, seen := r.owner[resp.OrderID]; !seen {

@@ -306,16 +306,22 @@ func unknownFateConfig(c *Config) {
 }
 
 // A key whose every send got no answer is re-sent once after settling, with
-// the same key and body; an order created by that re-send is settled like
-// any other, and only a key still unanswered stays of unknown fate.
+// the same key and body, to each API in turn until one answers; an order
+// created by that re-send is settled like any other, and a key still
+// unanswered is a violation (the buyer was never told).
 func TestRunResendsKeysOfUnknownFate(t *testing.T) {
 	tests := []struct {
 		name     string
+		apis     int
 		stalls   int   // unanswered sends of t-k7
+		posts    int   // sends of t-k7
 		rejected int64 // orders never accepted
+		want     map[ViolationCode]int
 	}{
-		{name: "the re-send is accepted and settled", stalls: 2, rejected: 0},
-		{name: "the re-send is not answered either", stalls: 3, rejected: 1},
+		{name: "the re-send is accepted and settled", apis: 1, stalls: 2, posts: 3, want: map[ViolationCode]int{}},
+		{name: "the re-send is not answered either", apis: 1, stalls: 3, posts: 3, rejected: 1,
+			want: map[ViolationCode]int{CodeOrderUnanswered: 1}},
+		{name: "an unanswered re-send goes to the next API", apis: 2, stalls: 3, posts: 4, want: map[ViolationCode]int{}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -323,18 +329,20 @@ func TestRunResendsKeysOfUnknownFate(t *testing.T) {
 			f := newFakeAPI()
 			f.inline = true
 			f.stall["t-k7"] = tt.stalls
-			urls, _ := f.serve(t, 1)
+			urls, _ := f.serve(t, tt.apis)
 			cfg := testConfig(urls)
 			unknownFateConfig(&cfg)
 			rep := run(t, cfg)
-			wantOK(t, rep)
+			if !rep.Verified || rep.OK != (len(tt.want) == 0) || !maps.Equal(rep.ViolationCounts, tt.want) {
+				t.Fatalf("OK=%v Verified=%v, violations %v, want %v:\n%s", rep.OK, rep.Verified, rep.ViolationCounts, tt.want, list(rep.Violations))
+			}
 
 			f.mu.Lock()
 			posts, created := f.posts["t-k7"], len(f.orders)
 			f.mu.Unlock()
-			if posts != 3 || rep.Resends != 1 || rep.Retries != 1 || rep.TransportErrors != 2 {
-				t.Errorf("t-k7 posted %d times, resends %d, retries %d, transport errors %d; want 3 (1 + MaxRetries + 1 re-send), 1, 1, 2",
-					posts, rep.Resends, rep.Retries, rep.TransportErrors)
+			if posts != tt.posts || rep.Resends != 1 || rep.Retries != 1 || rep.TransportErrors != 2 {
+				t.Errorf("t-k7 posted %d times, resends %d, retries %d, transport errors %d; want %d (1 + MaxRetries + the re-send), 1, 1, 2",
+					posts, rep.Resends, rep.Retries, rep.TransportErrors, tt.posts)
 			}
 			if rep.Outcomes.Rejected != tt.rejected || rep.Outcomes.Final() != 20-tt.rejected || created != 20-int(tt.rejected) {
 				t.Errorf("outcomes %+v, %d orders created; want %d rejected and the rest final", rep.Outcomes, created, tt.rejected)

@@ -194,6 +194,11 @@ const (
 	CodeOrderLost ViolationCode = "order_lost"
 	// CodeOrderNotFinal: an accepted order never reached a final status.
 	CodeOrderNotFinal ViolationCode = "order_not_final"
+	// CodeOrderUnanswered: no send of a key, the re-send after settling
+	// (to each API in turn) included, got any answer: the buyer was never
+	// told what became of the order. Not judged when the run did not finish
+	// ([CodeIncomplete]), which may have cut the re-send.
+	CodeOrderUnanswered ViolationCode = "order_unanswered"
 	// CodeOrderMismatch: a polled final order's product, user or quantity
 	// differs from what was sent, or is missing from the order view.
 	CodeOrderMismatch ViolationCode = "order_mismatch"
@@ -263,7 +268,8 @@ func (v Violation) String() string { return string(v.Code) + ": " + v.Message }
 // accepted order final and known to the API; polled final orders carry the
 // product, user and quantity that were sent; a final order reads the same
 // when read again after settling, and a 202 replay's final status is the
-// polled one; statuses from the known set; no 5xx anywhere.
+// polled one; statuses from the known set; no 5xx anywhere; every key
+// answered at least once (unless the run did not finish).
 func Verify(obs Observations) []Violation {
 	return analyze(obs).violations
 }
@@ -286,6 +292,18 @@ func fateUnknown(o OrderObservation) bool {
 		}
 	}
 	return unknown
+}
+
+// unanswered reports whether o was sent and no send got an answer (each a
+// connection error or a timeout). A 5xx is an answer, and a violation of
+// its own.
+func unanswered(o OrderObservation) bool {
+	for _, r := range o.Responses {
+		if r.Status != 0 {
+			return false
+		}
+	}
+	return len(o.Responses) > 0
 }
 
 // outcome is the fate of one logical order.
@@ -438,6 +456,10 @@ func analyze(obs Observations) *analysis {
 				add(Violation{Code: CodeUnexpectedAnswer, ProductID: o.ProductID, Key: o.Key, UserID: o.UserID,
 					Message: fmt.Sprintf("POST /v1/orders key %s send %d: %d (the API answers an order 202, 409, 422, 429 or an error)", o.Key, n+1, r.Status)})
 			}
+		}
+		if obs.Incomplete == "" && unanswered(o) {
+			add(Violation{Code: CodeOrderUnanswered, ProductID: o.ProductID, Key: o.Key, UserID: o.UserID,
+				Message: fmt.Sprintf("key %s: none of its %d sends, the re-send after settling included, was answered (last: %s)", o.Key, len(o.Responses), o.Responses[len(o.Responses)-1].Err)})
 		}
 		// A 202 replay that carries a final status must carry the one
 		// polling saw.

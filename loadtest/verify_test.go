@@ -173,7 +173,7 @@ func TestVerify(t *testing.T) {
 					Responses: []SubmitResponse{{Status: 0}}})
 				setStatus(o, "o3", StatusLimitExceeded)
 			},
-			want: map[ViolationCode]int{},
+			want: map[ViolationCode]int{CodeOrderUnanswered: 1},
 		},
 		{
 			name: "lost order: accepted, never seen again",
@@ -332,7 +332,7 @@ func TestVerify(t *testing.T) {
 				o.Orders[2].Responses = []SubmitResponse{{Status: 0, Err: "timeout"}, {Status: 0, Err: "timeout"}}
 				delete(o.States, "o2")
 			},
-			want: map[ViolationCode]int{},
+			want: map[ViolationCode]int{CodeOrderUnanswered: 1},
 		},
 		{
 			name: "over limit: sold above the succeeded units by an order of unknown fate of a buyer at the limit",
@@ -341,7 +341,7 @@ func TestVerify(t *testing.T) {
 				o.Orders[2].Responses = []SubmitResponse{{Status: 0, Err: "timeout"}, {Status: 0, Err: "timeout"}}
 				delete(o.States, "o2")
 			},
-			want: map[ViolationCode]int{CodeOverLimit: 1},
+			want: map[ViolationCode]int{CodeOverLimit: 1, CodeOrderUnanswered: 1},
 		},
 		{
 			name: "5xx on submit, then accepted on retry",
@@ -388,12 +388,29 @@ func TestVerify(t *testing.T) {
 			want: map[ViolationCode]int{CodeStockMismatch: 1, CodeSoldMismatch: 1},
 		},
 		{
-			name: "unknown fate widens sold, no false alarm",
+			name: "unknown fate widens sold, no false alarm but the buyer never answered",
 			plant: func(o *Observations) {
 				delete(o.States, "o0")
 				o.Orders[0].Responses = []SubmitResponse{{Err: "connection reset"}}
 			},
-			want: map[ViolationCode]int{},
+			want: map[ViolationCode]int{CodeOrderUnanswered: 1},
+		},
+		{
+			name: "a 503 is an answer: no order_unanswered, a server_error",
+			plant: func(o *Observations) {
+				delete(o.States, "o0")
+				o.Orders[0].Responses = []SubmitResponse{{Status: 503, ErrorCode: "unavailable"}, {Err: "timeout"}}
+			},
+			want: map[ViolationCode]int{CodeServerError: 1},
+		},
+		{
+			name: "a run that did not finish judges no key unanswered",
+			plant: func(o *Observations) {
+				delete(o.States, "o0")
+				o.Orders[0].Responses = []SubmitResponse{{Err: "timeout"}}
+				o.Incomplete = "the overall timeout passed"
+			},
+			want: map[ViolationCode]int{CodeIncomplete: 1},
 		},
 		{
 			name: "202 without an order id",
@@ -426,7 +443,7 @@ func TestVerify(t *testing.T) {
 				o.Products[0].Stocked = 4
 				o.Products[0].Final.Sold = 4
 			},
-			want: map[ViolationCode]int{CodeSoldMismatch: 1},
+			want: map[ViolationCode]int{CodeSoldMismatch: 1, CodeOrderUnanswered: 1},
 		},
 		{
 			name: "409 sold_out to a resend of an accepted key",
