@@ -56,6 +56,7 @@ type fakeAPI struct {
 	omitUser    bool           // GET /v1/orders/{id} leaves user_id out of the view
 	soldOutLie  int            // the first soldOutLie new orders are answered 409 sold_out, stock or not
 	flipAfter   bool           // a succeeded order reads sold_out from its second final GET on
+	productAs   string         // GET /v1/products/{id} answers a product of this id instead
 	// stall: Idempotency-Key → number of POST /v1/orders that are never
 	// answered (nothing is created; the client's request timeout ends them).
 	stall map[string]int
@@ -188,6 +189,12 @@ func (f *fakeAPI) getProduct(w http.ResponseWriter, r *http.Request) {
 	p, ok := f.products[r.PathValue("id")]
 	if !ok {
 		writeError(w, http.StatusNotFound, "not_found")
+		return
+	}
+	if f.productAs != "" {
+		alias := *p
+		alias.ID = f.productAs
+		writeJSON(w, http.StatusOK, &alias)
 		return
 	}
 	writeJSON(w, http.StatusOK, p)

@@ -331,8 +331,10 @@ func (r *runner) readProduct(ctx context.Context, id string) (Product, string) {
 			if err := json.Unmarshal(a.Body, &p); err != nil {
 				return Product{}, fmt.Sprintf("GET /v1/products/%s: unreadable body: %v", id, err)
 			}
-			if p.ID == "" {
-				p.ID = id
+			if p.ID != id {
+				// Another product's figures (a routing or cache bug, or a
+				// body without its id) must not be judged as this one's.
+				return Product{}, fmt.Sprintf("GET /v1/products/%s answered product %q", id, p.ID)
 			}
 			return p, ""
 		case (a.Status == 0 || a.Status >= 500) && attempt < r.cfg.MaxRetries && ctx.Err() == nil:

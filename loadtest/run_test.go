@@ -277,6 +277,13 @@ func TestRunCatchesBuggyServer(t *testing.T) {
 			plant: func(f *fakeAPI) { f.flipAfter = true },
 			want:  map[ViolationCode]int{CodeOrderChanged: 10},
 		},
+		{
+			// A read back must be of the product asked for: another
+			// product's figures would be judged as this one's.
+			name:  "GET /v1/products/{id} answers another product",
+			plant: func(f *fakeAPI) { f.productAs = "another" },
+			want:  map[ViolationCode]int{CodeProductUnverified: 1},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
