@@ -861,6 +861,10 @@ func (s *Service) soldOutKeyed(ctx context.Context, o queue.Order) (Placed, erro
 		// A dead or unchecked task's order reads from the database (see
 		// replayTask), which cannot be read.
 		return Placed{}, s.translate(derr)
+	case qerr == nil && !neverRan(ti) && !errors.Is(derr, inventory.ErrNotFound):
+		// A task that ran may have its order decided (see Order): only the
+		// database, which cannot be read, can say.
+		return Placed{}, s.translate(derr)
 	case qerr == nil:
 		return s.replay(o, ti.Order.ProductID, ti.Order.Quantity, taskStatus(ti))
 	case !errors.Is(qerr, queue.ErrNotFound):
@@ -918,6 +922,12 @@ func (s *Service) replayTask(ctx context.Context, o queue.Order, ti queue.TaskIn
 		case !errors.Is(err, inventory.ErrNotFound):
 			return Placed{}, s.translate(err)
 		}
+	}
+	if o.Unchecked && !neverRan(ti) {
+		// The database could not be read for this re-send (Unchecked), and
+		// a task that ran may have its order decided: as Order, answer
+		// unavailable rather than undo a final status.
+		return Placed{}, fmt.Errorf("%w: order %q: its task ran and the database cannot be read", ErrUnavailable, o.ID)
 	}
 	return s.replay(o, ti.Order.ProductID, ti.Order.Quantity, taskStatus(ti))
 }
