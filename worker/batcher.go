@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
+
 	"github.com/flashsale/flashsale/inventory"
 	"github.com/flashsale/flashsale/lock"
 )
@@ -377,6 +379,17 @@ func (b *batcher) round(ctx context.Context) bool {
 	stopWatch()
 	b.w.metrics.observeRound(len(reqs), len(tokens), time.Since(start), err)
 
+	if again, _ := requeueable(ctx, err); err != nil && !again && ctx.Err() == nil && len(reqs) > 1 && refusedValue(err) {
+		// An error that is the round's own orders' (PostgreSQL refused one
+		// of them: a value it cannot store), not the lock's or the
+		// database's: it would fail every order of the round, each a try,
+		// again in every round the refused order shares. Decide them in
+		// halves under the same locks, so that only the refused fails.
+		b.isolate(ctx, reqs, locks, tokens)
+		b.afterRound(ctx, tokens, err)
+		return true
+	}
+	lost := lostLocks(err, locks) // before afterRound releases them
 	b.afterRound(ctx, tokens, err)
 	if err != nil {
 		b.w.handleStale(ctx, err)
@@ -385,9 +398,8 @@ func (b *batcher) round(ctx context.Context) bool {
 		// their products' queues too, a try each: handed back to asynq,
 		// they would return after its retry delay, behind orders accepted
 		// after them that the next round decides at once.
-		transient := errors.Is(err, inventory.ErrUnavailable) && ctx.Err() == nil
-		if errors.Is(err, inventory.ErrStaleFence) || errors.Is(err, lock.ErrLost) || transient {
-			b.requeue(reqs, err, transient)
+		if again, transient := requeueable(ctx, err); again {
+			b.requeue(reqs, err, transient, lost)
 		} else {
 			for _, r := range reqs {
 				r.res <- result{err: err}
@@ -400,6 +412,119 @@ func (b *batcher) round(ctx context.Context) bool {
 	}
 	b.w.afterCommit(ctx, res, batch.Orders)
 	return true
+}
+
+// refusedValue reports whether err is PostgreSQL refusing a value of a
+// row (classes 22 data exception, 23 integrity constraint, 54 program
+// limit, such as a NUL byte in a text column, or an index row too long):
+// the fault of one order, not of the round. Other errors (bad SQL, a
+// failed assertion) would fail every part of the round alike.
+func refusedValue(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return false
+	}
+	switch pgErr.Code[:2] {
+	case "22", "23", "54":
+		return true
+	}
+	return false
+}
+
+// lostLocks returns, when err is a lost lock's, the products among locks
+// whose lock is lost (its context ended); call it before the round's locks
+// are released.
+func lostLocks(err error, locks map[string]*lock.Lock) map[string]bool {
+	if !errors.Is(err, lock.ErrLost) {
+		return nil
+	}
+	lost := map[string]bool{}
+	for p, l := range locks {
+		if l.Context().Err() != nil {
+			lost[p] = true
+		}
+	}
+	return lost
+}
+
+// requeueable reports whether a round that failed with err goes back to
+// the batcher (a lost lock, a stale fence, a transient database error while
+// the runner runs), and whether err is the transient kind.
+func requeueable(ctx context.Context, err error) (again, transient bool) {
+	// A lost lock aborts the transaction with a cancelled context, which
+	// the store reports as ErrUnavailable too (lockErr joins both): that is
+	// the lock's fault, not the database's.
+	lost := errors.Is(err, lock.ErrLost)
+	transient = errors.Is(err, inventory.ErrUnavailable) && !lost && ctx.Err() == nil
+	return transient || lost || errors.Is(err, inventory.ErrStaleFence), transient
+}
+
+// isolate decides the orders of a round that failed with an error of its
+// own orders, in halves (in order: each product's earlier orders first),
+// halving again each part that fails so, until the order that fails it
+// fails alone. A part that fails as a whole round would be requeued (a lost
+// lock, a stale fence, a transient fault) goes back to the batcher with
+// every part not yet decided. It runs only after such a failure: rounds
+// that commit do not pay for it.
+func (b *batcher) isolate(ctx context.Context, reqs []*request, locks map[string]*lock.Lock, tokens map[string]int64) {
+	work := [][]*request{reqs[:len(reqs)/2], reqs[len(reqs)/2:]}
+	for len(work) > 0 {
+		part := work[0]
+		work = work[1:]
+		err := b.applyPart(ctx, part, locks, tokens)
+		if err == nil {
+			continue
+		}
+		if again, transient := requeueable(ctx, err); again || ctx.Err() != nil {
+			b.w.handleStale(ctx, err)
+			rest := slices.Concat(append([][]*request{part}, work...)...)
+			if again {
+				b.requeue(rest, err, transient, lostLocks(err, locks))
+			} else {
+				for _, r := range rest {
+					r.res <- result{err: err}
+				}
+			}
+			return
+		}
+		if len(part) == 1 {
+			part[0].res <- result{err: err}
+			continue
+		}
+		m := len(part) / 2
+		work = append([][]*request{part[:m], part[m:]}, work...)
+	}
+}
+
+// applyPart decides part of a round's orders in a transaction of its own,
+// under the round's locks, and answers them if it commits.
+func (b *batcher) applyPart(ctx context.Context, part []*request, locks map[string]*lock.Lock, tokens map[string]int64) error {
+	batch := inventory.Batch{Orders: make([]inventory.OrderRequest, len(part)), Tokens: map[string]int64{}}
+	var used []*lock.Lock
+	for i, r := range part {
+		batch.Orders[i] = r.order
+		p := r.order.ProductID
+		if _, ok := batch.Tokens[p]; !ok {
+			batch.Tokens[p] = tokens[p]
+			used = append(used, locks[p])
+		}
+	}
+	start := time.Now()
+	txCtx, stopWatch := withLocks(ctx, used...)
+	txCtx, cancelTx := context.WithTimeout(txCtx, roundTimeout)
+	res, err := b.w.store.Apply(txCtx, batch)
+	err = lockErr(txCtx, err)
+	cancelTx()
+	stopWatch()
+	b.w.metrics.observeRound(len(part), len(batch.Tokens), time.Since(start), err)
+	if err != nil {
+		return err
+	}
+	for i, r := range part {
+		r.res <- result{d: res.Decisions[i]}
+	}
+	b.w.afterCommit(ctx, res, batch.Orders)
+	return nil
 }
 
 // afterRound decides, for each lock used in the round, whether to keep it for
@@ -595,9 +720,11 @@ func (b *batcher) failProduct(p string, err error) {
 // transient database error (transient), back at the head of their
 // product's queue, up to maxRequeues (lock) or maxDBRetries (database)
 // times each; after a database error the product's next round waits
-// (dbRetryDelay). When only some products' fences were stale, the orders of
-// the others (whose locks were good) go back without counting a try: one
-// stale product must not use up the tries of every order it shared a round
+// (dbRetryDelay). When only some products' fences were stale, or locks lost
+// (lost: the products whose lock was lost, as lostLocks found them before
+// the round's locks were released), the orders of the others (whose locks
+// were good) go back without counting a try: one stale product, or one
+// lost lock, must not use up the tries of every order it shared a round
 // with.
 //
 // Once an order of a product has no try left, every order of that product
@@ -610,10 +737,13 @@ func (b *batcher) failProduct(p string, err error) {
 // after its own jittered retry delay, so a later one can still come back
 // first: a reviewer's run saw it in 2 of 40 products. Orders held by
 // different workers have no stricter order either.)
-func (b *batcher) requeue(reqs []*request, err error, transient bool) {
+func (b *batcher) requeue(reqs []*request, err error, transient bool, lost map[string]bool) {
 	stale := map[string]bool{}
 	for _, s := range inventory.StaleFences(err) {
 		stale[s.ProductID] = true
+	}
+	for p := range lost {
+		stale[p] = true
 	}
 	b.mu.Lock()
 	byProduct := map[string][]*request{}

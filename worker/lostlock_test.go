@@ -1,0 +1,101 @@
+package worker_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/flashsale/flashsale/internal/testenv"
+	"github.com/flashsale/flashsale/inventory"
+	"github.com/flashsale/flashsale/inventory/inventorytest"
+	"github.com/flashsale/flashsale/lock/locktest"
+	"github.com/flashsale/flashsale/worker"
+)
+
+// A round that spans two products and loses the lock of one of them must
+// count the lost lock against that product's orders only, as requeue does
+// for a stale fence ("one stale product must not use up the tries of every
+// order it shared a round with"). Before, the lost lock was taken for a
+// transient database error (lockErr joins lock.ErrLost with the store's
+// ErrUnavailable for the cancelled transaction), so every order of the round
+// counted a database try (and its product a dbRetryDelay backoff): after
+// maxDBRetries rounds lost on "lost", the order of "good", whose lock was
+// never lost, went back to asynq as failed, and on its last try was
+// recorded failed with stock left. (Counted as a lost lock, every order of
+// the round would still count a requeue, and "good" give up after
+// maxRequeues.)
+func TestGoodOrdersOutlastALostLock(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, worker.ModeBatch, 600*time.Millisecond)
+	e.start(t)
+	for _, p := range []string{"slow", "good", "lost"} {
+		inventorytest.CreateProduct(t, e.store, p, 10, 0)
+	}
+	bg := context.Background()
+	// A first round, on "slow", waits on its row: the orders for "good" and
+	// "lost" queue up behind it and share the rounds after it, which wait
+	// on the row of "lost" (held too) with both locks held.
+	slow := e.holdRow(t, "slow")
+	lostRow := e.holdRow(t, "lost")
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := e.w.ProcessTask(bg, task(t, "slow-1", "slow", "u", 1, 1)); err != nil {
+			t.Errorf("slow-1: %v", err)
+		}
+	})
+	e.waitBlockedBy(t, slow)
+	var goodErr error
+	lostDone := make(chan struct{})
+	wg.Go(func() { goodErr = e.w.ProcessTask(bg, task(t, "g", "good", "u1", 1, 2)) })
+	wg.Go(func() {
+		defer close(lostDone)
+		_ = e.w.ProcessTask(bg, task(t, "l", "lost", "u2", 1, 3))
+	})
+	e.waitPending(t, "good", 1)
+	e.waitPending(t, "lost", 1)
+	if err := slow.Rollback(bg); err != nil {
+		t.Fatal(err)
+	}
+	// Take the lock of "lost" away from every round that waits on its row,
+	// until its order gives up.
+	lr := locktest.Redis(t, e.lockRDB)
+	key := e.prefix + "lock:{product:lost}"
+	watch := e.conn(t)
+	for lost := 0; ; lost++ {
+		select {
+		case <-lostDone:
+		case <-time.After(time.Millisecond):
+			if lost > 100 {
+				t.Fatalf("the order of lost still runs after its lock was taken away %d times", lost)
+			}
+			testenv.Eventually(t, 10*time.Second, func() error {
+				select {
+				case <-lostDone:
+					return nil
+				default:
+				}
+				if n, _ := lr.Exists(bg, key).Result(); n == 0 {
+					return fmt.Errorf("lock %s not held yet", key)
+				}
+				if w, err := testenv.WaitsOn(bg, watch, lostRow.Conn().PgConn().PID()); err != nil || !w {
+					return fmt.Errorf("no round waits on the row of lost yet (%v)", err)
+				}
+				return nil
+			})
+			lr.Del(bg, key)
+			continue
+		}
+		t.Logf("lock of lost taken away %d times", lost)
+		break
+	}
+	if err := lostRow.Rollback(bg); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	o, err := e.store.Order(bg, "g")
+	if goodErr != nil || err != nil || o.Status != inventory.StatusSucceeded {
+		t.Errorf("order of good: ProcessTask %v; order %+v, %v; want succeeded", goodErr, o, err)
+	}
+}
