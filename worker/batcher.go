@@ -367,17 +367,7 @@ func (b *batcher) round(ctx context.Context) bool {
 	for i, r := range reqs {
 		batch.Orders[i] = r.order
 	}
-	start := time.Now()
-	txCtx, stopWatch := withLocks(ctx, used...)
-	// A database call that stops answering (a silent network failure, a
-	// row lock held by a runaway transaction) must not hold the runner,
-	// and every lock of the round, for ever: its orders fail and retry.
-	txCtx, cancelTx := context.WithTimeout(txCtx, roundTimeout)
-	res, err := b.w.store.Apply(txCtx, batch)
-	err = lockErr(txCtx, err)
-	cancelTx()
-	stopWatch()
-	b.w.metrics.observeRound(len(reqs), len(tokens), time.Since(start), err)
+	res, err := b.apply(ctx, batch, used)
 
 	if again, _ := requeueable(ctx, err); err != nil && !again && ctx.Err() == nil && len(reqs) > 1 && refusedValue(err) {
 		// An error that is the round's own orders' (PostgreSQL refused one
@@ -412,6 +402,23 @@ func (b *batcher) round(ctx context.Context) bool {
 	}
 	b.w.afterCommit(ctx, res, batch.Orders)
 	return true
+}
+
+// apply decides batch in one transaction under used, the locks of its
+// products: the transaction ends when one of them is lost, or after
+// roundTimeout. A database call that stops answering (a silent network
+// failure, a row lock held by a runaway transaction) must not hold the
+// runner, and every lock of the round, for ever: its orders fail and retry.
+func (b *batcher) apply(ctx context.Context, batch inventory.Batch, used []*lock.Lock) (*inventory.Result, error) {
+	start := time.Now()
+	txCtx, stopWatch := withLocks(ctx, used...)
+	txCtx, cancelTx := context.WithTimeout(txCtx, roundTimeout)
+	res, err := b.w.store.Apply(txCtx, batch)
+	err = lockErr(txCtx, err)
+	cancelTx()
+	stopWatch()
+	b.w.metrics.observeRound(len(batch.Orders), len(batch.Tokens), time.Since(start), err)
+	return res, err
 }
 
 // refusedValue reports whether err is PostgreSQL refusing a value of a
@@ -509,14 +516,7 @@ func (b *batcher) applyPart(ctx context.Context, part []*request, locks map[stri
 			used = append(used, locks[p])
 		}
 	}
-	start := time.Now()
-	txCtx, stopWatch := withLocks(ctx, used...)
-	txCtx, cancelTx := context.WithTimeout(txCtx, roundTimeout)
-	res, err := b.w.store.Apply(txCtx, batch)
-	err = lockErr(txCtx, err)
-	cancelTx()
-	stopWatch()
-	b.w.metrics.observeRound(len(part), len(batch.Tokens), time.Since(start), err)
+	res, err := b.apply(ctx, batch, used)
 	if err != nil {
 		return err
 	}
