@@ -29,7 +29,9 @@ func runLoadtest(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs.IntVar(&cfg.MaxQuantity, "max-quantity", 1, "largest quantity of one order (1 = single-unit orders)")
 	fs.Float64Var(&cfg.DupRate, "dup-rate", 0, "fraction of orders re-sent with the same Idempotency-Key")
 	fs.Float64Var(&cfg.Rate, "rate", 0, "open arrival rate in orders/s (0 = closed burst)")
-	fs.StringVar(&cfg.AdminToken, "admin-token", os.Getenv("FLASHSALE_ADMIN_TOKEN"), "admin token to create products (default $FLASHSALE_ADMIN_TOKEN)")
+	// Not the variable as the flag's default: the flag package prints a
+	// default in the usage (-h, and after a mistyped flag), token and all.
+	fs.StringVar(&cfg.AdminToken, "admin-token", "", "admin token to create products (default $FLASHSALE_ADMIN_TOKEN)")
 	fs.StringVar(&cfg.RunID, "run-id", "", "prefix of this run's ids (default: time-based)")
 	fs.Uint64Var(&cfg.Seed, "seed", 1, "seed of the order plan")
 	fs.StringVar(&cfg.JSONPath, "json", "", "write every figure as JSON to this file")
@@ -38,6 +40,11 @@ func runLoadtest(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	quiet := fs.Bool("quiet", false, "no progress output")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	given := false
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == "admin-token" })
+	if !given {
+		cfg.AdminToken = os.Getenv("FLASHSALE_ADMIN_TOKEN")
 	}
 	for _, a := range strings.Split(apis, ",") {
 		if a = strings.TrimSpace(a); a != "" {
