@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -80,7 +82,7 @@ func serveDev(ctx context.Context, cfg config, log *slog.Logger, dataDir string,
 			cleanups[i]()
 		}
 	}()
-	if addr, ok := redisAddr(cfg.RedisURL); ok && localsvc.Ping(addr) != nil {
+	if addr, ok := redisAddr(cfg.RedisURL); ok && devRedisPing(cfg.RedisURL, addr) != nil {
 		if _, err := localsvc.FindBinary("redis-server"); err != nil {
 			return fmt.Errorf("nothing answers at %[1]s=%[2]s and redis-server is not installed: "+
 				"install it (Debian/Ubuntu: apt-get install redis-server; macOS: brew install redis) "+
@@ -320,6 +322,36 @@ func setupWith(name string, args []string, stderr io.Writer, add func(fs *flag.F
 	fs.SetOutput(stderr)
 	add(fs)
 	return setupFlags(fs, name, args, stderr)
+}
+
+// devRedisPing is localsvc.Ping of the Redis at addr, over TLS for a
+// rediss:// URL: a TLS server does not answer a plaintext PING, and dev
+// took a Redis that is up for none and ran on a private one instead. The
+// probe only asks whether a Redis answers there, so it does not verify the
+// certificate; the processes connect with the URL's own settings.
+func devRedisPing(raw, addr string) error {
+	if u, err := url.Parse(raw); err != nil || u.Scheme != "rediss" {
+		return localsvc.Ping(addr)
+	}
+	host, _, _ := net.SplitHostPort(addr)
+	d := &net.Dialer{Timeout: time.Second}
+	c, err := tls.DialWithDialer(d, "tcp", addr, &tls.Config{ServerName: host, InsecureSkipVerify: true})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := c.Write([]byte("PING\r\n")); err != nil {
+		return err
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(line, "+PONG") && !strings.HasPrefix(line, "-NOAUTH") {
+		return fmt.Errorf("unexpected reply %q", strings.TrimSpace(line))
+	}
+	return nil
 }
 
 func redisAddr(raw string) (string, bool) {

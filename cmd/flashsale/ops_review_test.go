@@ -1,9 +1,17 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"crypto/tls"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/flashsale/flashsale/internal/cluster"
+	"github.com/flashsale/flashsale/internal/testenv"
 )
 
 // flashsale loadtest's -admin-token defaults to $FLASHSALE_ADMIN_TOKEN, and
@@ -23,4 +31,82 @@ func TestLoadtestUsageHidesTheAdminToken(t *testing.T) {
 			t.Errorf("%v shows the admin token: %q", args, line)
 		}
 	}
+}
+
+// tlsRedisStub listens on 127.0.0.1 over TLS (a self-signed certificate)
+// and answers +PONG to each PING line: a rediss:// Redis that is up. It
+// stops at cleanup.
+func tlsRedisStub(t *testing.T) string {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(http.NotFoundHandler())
+	srv.StartTLS() // for its certificate only
+	cfg := srv.TLS.Clone()
+	srv.Close()
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+				r := bufio.NewReader(c)
+				for {
+					line, err := r.ReadString('\n')
+					if err != nil {
+						return
+					}
+					if strings.HasPrefix(strings.ToUpper(line), "PING") {
+						_, _ = c.Write([]byte("+PONG\r\n"))
+					}
+				}
+			}()
+		}
+	}()
+	return "rediss://" + ln.Addr().String() + "/0"
+}
+
+// `flashsale dev` uses the Redis at the configured address when one
+// answers there (README, Run it): a rediss:// (TLS) Redis that is up is one.
+// dev probed it with a plaintext PING, which a TLS server does not answer
+// with +PONG, took it for "nothing answers", and silently ran everything on
+// a private redis-server instead of the configured one.
+func TestDevUsesARedisThatAnswersOverTLS(t *testing.T) {
+	t.Parallel()
+	db := testenv.NewDatabase(t)
+	ns := devNamespace(t)
+	redisURL := tlsRedisStub(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stdout, stderr := &testenv.LogBuffer{}, &testenv.LogBuffer{}
+	done := make(chan error, 1)
+	addr, err := cluster.FreeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		done <- runDev(ctx, []string{"-workers", "1", "-data-dir", t.TempDir(), "-http-addr", addr, "-database-url", db,
+			"-redis-url", redisURL, "-queue", "q_" + ns, "-key-prefix", ns + ":", "-log-format", "json"}, stdout, stderr)
+	}()
+	deadline := time.After(60 * time.Second)
+	for !strings.Contains(stderr.String(), "started a private redis-server") {
+		select {
+		case <-done:
+			// It went on with the configured Redis (whose children then
+			// fail on the stub): what the README says.
+			return
+		case <-deadline:
+			t.Fatalf("dev neither used nor replaced the configured Redis in 60s:\n%s", stderr)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	cancel()
+	<-done
+	t.Errorf("dev replaced %s, which answers (over TLS), with a private redis-server:\n%s", redisURL, stderr)
 }
