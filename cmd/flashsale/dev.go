@@ -367,7 +367,11 @@ func redisAddr(raw string) (string, bool) {
 }
 
 // postgresAnswers reports whether a PostgreSQL server answers at the URL's
-// address (a missing database counts as answering: migrate creates it).
+// address: any answer of the server's counts, an error included (a missing
+// database, which migrate creates; a refused login, a pg_hba rule, too many
+// connections, which migrate then reports). Only then is the server the
+// one to use: taking a refused login for "nothing answers" ran dev on a
+// private PostgreSQL instead of the database the operator named.
 func postgresAnswers(ctx context.Context, raw string) bool {
 	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
@@ -377,7 +381,7 @@ func postgresAnswers(ctx context.Context, raw string) bool {
 		return true
 	}
 	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == "3D000"
+	return errors.As(err, &pgErr)
 }
 
 func startDevRedis(dir string) (*localsvc.Redis, error) {

@@ -6,6 +6,9 @@ import (
 	"crypto/tls"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -109,4 +112,59 @@ func TestDevUsesARedisThatAnswersOverTLS(t *testing.T) {
 	cancel()
 	<-done
 	t.Errorf("dev replaced %s, which answers (over TLS), with a private redis-server:\n%s", redisURL, stderr)
+}
+
+// `flashsale dev` starts a private PostgreSQL only "when nothing answers"
+// at the configured address (README, Run it). A server that answers with
+// an error of its own (here: a role it does not know; equally a wrong
+// password, pg_hba refusing the host, too many connections) does answer:
+// dev must use it, and so report that error, not silently run everything
+// on a private PostgreSQL instead of the database the operator named.
+func TestDevDoesNotReplaceAPostgresThatRefusesItsLogin(t *testing.T) {
+	t.Parallel()
+	db := testenv.NewDatabase(t)
+	u, err := url.Parse(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.UserPassword("no_such_role_review5", "wrong")
+	ns := devNamespace(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stdout, stderr := &testenv.LogBuffer{}, &testenv.LogBuffer{}
+	done := make(chan error, 1)
+	addr, err := cluster.FreeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dataDir := t.TempDir()
+	go func() {
+		done <- runDev(ctx, []string{"-workers", "1", "-data-dir", dataDir, "-http-addr", addr, "-database-url", u.String(),
+			"-redis-url", testenv.RedisURL(), "-queue", "q_" + ns, "-key-prefix", ns + ":", "-log-format", "json"}, stdout, stderr)
+	}()
+	var derr error
+	deadline := time.After(60 * time.Second)
+wait:
+	for {
+		select {
+		case derr = <-done:
+			break wait
+		case <-deadline:
+			t.Fatalf("dev still running after 60s:\n%s", stderr)
+		case <-time.After(20 * time.Millisecond):
+			if strings.Contains(stderr.String(), "started a private PostgreSQL") {
+				cancel()
+				derr = <-done
+				break wait
+			}
+		}
+	}
+	_, statErr := os.Stat(filepath.Join(dataDir, "postgres"))
+	if statErr == nil || strings.Contains(stderr.String(), "started a private PostgreSQL") {
+		t.Errorf("dev set up a private PostgreSQL (%s/postgres) instead of the configured one, which answers (refusing the login); dev: %v\n%s",
+			dataDir, derr, stderr)
+	}
+	if derr == nil {
+		t.Errorf("dev on a database that refuses its login ended without an error:\n%s", stderr)
+	}
 }
