@@ -359,11 +359,11 @@ func redisAddr(raw string) (string, bool) {
 	if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
 		return "", false
 	}
-	host := u.Host
-	if !strings.Contains(host, ":") {
-		host += ":6379"
+	port := u.Port()
+	if port == "" {
+		port = "6379"
 	}
-	return host, true
+	return net.JoinHostPort(u.Hostname(), port), true
 }
 
 // postgresAnswers reports whether a PostgreSQL server answers at the URL's

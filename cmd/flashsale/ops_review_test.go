@@ -168,3 +168,22 @@ wait:
 		t.Errorf("dev on a database that refuses its login ended without an error:\n%s", stderr)
 	}
 }
+
+// dev probes the configured Redis at redisAddr's address: a URL without a
+// port means Redis's 6379 there, an IPv6 literal included ([::1] has
+// colons but no port); probed at "[::1]", which does not dial, a Redis
+// that answers was taken for none and replaced by a private one.
+func TestRedisAddrDefaultsThePort(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"redis://127.0.0.1/0":    "127.0.0.1:6379",
+		"redis://[::1]/0":        "[::1]:6379",
+		"redis://[::1]:6380/0":   "[::1]:6380",
+		"rediss://u:p@example/0": "example:6379",
+		"redis://example:6390/0": "example:6390",
+	} {
+		if got, ok := redisAddr(in); !ok || got != want {
+			t.Errorf("redisAddr(%q) = %q, %v; want %q", in, got, ok, want)
+		}
+	}
+}
