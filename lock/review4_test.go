@@ -1,0 +1,63 @@
+package lock_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/flashsale/flashsale/lock"
+	"github.com/flashsale/flashsale/lock/locktest"
+)
+
+// Options.NodeTimeout promises that, with a node client passed to New
+// without ContextTimeoutEnabled, "the lock still stops waiting for it" at
+// NodeTimeout (only the connection stays busy until ReadTimeout), and
+// TryAcquireMany/ReleaseMany promise to decide each key as TryAcquire and
+// Release do. On a single such node that hangs, TryAcquire gives up at
+// NodeTimeout; the one-node batch paths waited for the client's ReadTimeout
+// (ReleaseMany up to three times).
+func TestManyOneNodeWithoutContextTimeoutsStopsAtNodeTimeout(t *testing.T) {
+	t.Parallel()
+	nodes := locktest.Nodes(t, 1)
+	const readTimeout = 2 * time.Second
+	rdb := redis.NewClient(&redis.Options{Addr: nodes[0].Addr(), ReadTimeout: readTimeout})
+	t.Cleanup(func() { _ = rdb.Close() })
+	const nodeTimeout = 200 * time.Millisecond
+	c, err := lock.New([]redis.UniversalClient{rdb}, &lock.Options{TTL: 30 * time.Second, NodeTimeout: nodeTimeout, KeyPrefix: locktest.Prefix(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	ctx := locktest.Ctx(t, 60*time.Second)
+	// Warm the pool (and hold two locks to release later).
+	held, errs := c.TryAcquireMany(ctx, []string{"r1", "r2"})
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nodes[0].Pause(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = nodes[0].Resume() })
+	const limit = nodeTimeout + time.Second
+
+	start := time.Now()
+	if _, err := c.TryAcquire(ctx, "single"); err == nil {
+		t.Fatal("TryAcquire on a hung node succeeded")
+	}
+	t.Logf("TryAcquire on the hung node returned after %v", time.Since(start))
+
+	start = time.Now()
+	_, _ = c.TryAcquireMany(ctx, []string{"a", "b"})
+	if d := time.Since(start); d > limit {
+		t.Errorf("TryAcquireMany on a hung node took %v, want within %v (NodeTimeout %v; TryAcquire stops there)", d, limit, nodeTimeout)
+	}
+
+	start = time.Now()
+	_ = c.ReleaseMany(ctx, held)
+	if d := time.Since(start); d > 3*limit {
+		t.Errorf("ReleaseMany on a hung node took %v, want within %v (three rounds of NodeTimeout %v, as Release)", d, 3*limit, nodeTimeout)
+	}
+}
