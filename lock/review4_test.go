@@ -1,11 +1,14 @@
 package lock_test
 
 import (
+	"errors"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/flashsale/flashsale/internal/testenv"
 	"github.com/flashsale/flashsale/lock"
 	"github.com/flashsale/flashsale/lock/locktest"
 )
@@ -60,4 +63,68 @@ func TestManyOneNodeWithoutContextTimeoutsStopsAtNodeTimeout(t *testing.T) {
 	if d := time.Since(start); d > 3*limit {
 		t.Errorf("ReleaseMany on a hung node took %v, want within %v (three rounds of NodeTimeout %v, as Release)", d, 3*limit, nodeTimeout)
 	}
+}
+
+// Options.NodeTimeout: "one attempt waits at most this long for slow or
+// paused nodes before it decides with the answers it has", and a failed
+// attempt cleans up "as soon as they answer on those that timed out" (in the
+// background). TryAcquire on a hung single node returns at NodeTimeout;
+// TryAcquireMany on the same node released each key's value on the hung
+// node synchronously, one key after the other, each waiting NodeTimeout:
+// (1 + keys) × NodeTimeout.
+func TestTryAcquireManyOnAHungSingleNode(t *testing.T) {
+	t.Parallel()
+	nodes := locktest.Nodes(t, 1)
+	const nodeTimeout = 200 * time.Millisecond
+	c := locktest.Client(t, nodes, &lock.Options{TTL: 30 * time.Second, NodeTimeout: nodeTimeout, KeyPrefix: locktest.Prefix(t)})
+	ctx := locktest.Ctx(t, 60*time.Second)
+	warm, err := c.TryAcquire(ctx, "warm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := warm.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := nodes[0].Pause(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = nodes[0].Resume() })
+	const limit = nodeTimeout + time.Second
+
+	start := time.Now()
+	if _, err := c.TryAcquire(ctx, "single"); err == nil {
+		t.Fatal("TryAcquire on a hung node succeeded")
+	}
+	t.Logf("TryAcquire on the hung node returned after %v", time.Since(start))
+
+	keys := make([]string, 16)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("k%d", i)
+	}
+	start = time.Now()
+	_, errs := c.TryAcquireMany(ctx, keys)
+	d := time.Since(start)
+	for i, err := range errs {
+		if !errors.Is(err, lock.ErrNoQuorum) {
+			t.Errorf("%s: %v, want ErrNoQuorum", keys[i], err)
+		}
+	}
+	if d > limit {
+		t.Errorf("TryAcquireMany of %d keys on a hung node took %v, want within %v (NodeTimeout %v; TryAcquire stops there)", len(keys), d, limit, nodeTimeout)
+	}
+	// The values the failed tries may have written are removed once the
+	// node runs again (the clean-up's calls were queued behind the tries').
+	if err := nodes[0].Resume(); err != nil {
+		t.Fatal(err)
+	}
+	r := locktest.Redis(t, nodes[0])
+	prefix := locktest.Prefix(t)
+	testenv.Eventually(t, 10*time.Second, func() error {
+		for _, k := range keys {
+			if locktest.Exists(t, r, locktest.LockKey(prefix, k)) {
+				return fmt.Errorf("%s still holds a failed try's value", k)
+			}
+		}
+		return nil
+	})
 }
