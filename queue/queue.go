@@ -79,8 +79,24 @@ func Decode(payload []byte) (Order, error) {
 		// quantity could never be stored, not even as failed.
 		return o, fmt.Errorf("%w: missing field or quantity not from 1 to %d", ErrBadPayload, math.MaxInt32)
 	}
+	for _, f := range [...]string{o.ID, o.ProductID, o.UserID, o.IdempotencyKey} {
+		// Nor could a string PostgreSQL's text columns refuse (a NUL byte;
+		// json.Unmarshal already made any invalid UTF-8 valid) or one too
+		// long for their indexes: checked here, where a task enters the
+		// worker, such an order fails alone, as a bad payload, before any
+		// round, scan or sweep sends it to PostgreSQL with other orders.
+		// Nothing of it is returned: nothing of it can be recorded.
+		if len(f) > MaxFieldBytes || strings.IndexByte(f, 0) >= 0 {
+			return Order{}, fmt.Errorf("%w: a field longer than %d bytes or holding a NUL byte", ErrBadPayload, MaxFieldBytes)
+		}
+	}
 	return o, nil
 }
+
+// MaxFieldBytes bounds each string field of an order task ([Decode]): the
+// API's are far shorter (ids of 64 bytes at most, Idempotency-Keys of 255),
+// and two together fit in a PostgreSQL index row (about 2,700 bytes).
+const MaxFieldBytes = 1024
 
 // Options are the task settings, shared by the producer and the worker.
 type Options struct {

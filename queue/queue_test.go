@@ -51,11 +51,23 @@ func TestEncodeDecode(t *testing.T) {
 		`{"id":"o","product_id":"p","user_id":"u","quantity":-3}`,
 		`{"id":"o","product_id":"p","user_id":"u","quantity":"1"}`,
 		`{"id":"o","product_id":"p","user_id":"u","quantity":2147483648}`,
+		// What PostgreSQL's text columns and their indexes cannot hold.
+		`{"id":"o\u0000","product_id":"p","user_id":"u","quantity":1}`,
+		`{"id":"o","product_id":"p\u0000","user_id":"u","quantity":1}`,
+		`{"id":"o","product_id":"p","user_id":"u\u0000","quantity":1}`,
+		`{"id":"o","product_id":"p","user_id":"u","quantity":1,"idempotency_key":"k\u0000"}`,
+		`{"id":"o","product_id":"p","user_id":"` + strings.Repeat("u", queue.MaxFieldBytes+1) + `","quantity":1}`,
+		`{"id":"o","product_id":"p","user_id":"u","quantity":1,"idempotency_key":"` + strings.Repeat("k", queue.MaxFieldBytes+1) + `"}`,
 	}
 	for _, payload := range bad {
 		if _, err := queue.Decode([]byte(payload)); !errors.Is(err, queue.ErrBadPayload) {
-			t.Errorf("Decode(%s) error = %v, want ErrBadPayload", payload, err)
+			t.Errorf("Decode(%.80s) error = %v, want ErrBadPayload", payload, err)
 		}
+	}
+	// The longest field Decode takes.
+	long := strings.Repeat("u", queue.MaxFieldBytes)
+	if o, err := queue.Decode([]byte(`{"id":"o","product_id":"p","user_id":"` + long + `","quantity":1}`)); err != nil || o.UserID != long {
+		t.Errorf("Decode of a %d-byte user_id: %v", queue.MaxFieldBytes, err)
 	}
 }
 

@@ -423,9 +423,11 @@ func (b *batcher) apply(ctx context.Context, batch inventory.Batch, used []*lock
 
 // refusedValue reports whether err is PostgreSQL refusing a value of a
 // row (classes 22 data exception, 23 integrity constraint, 54 program
-// limit, such as a NUL byte in a text column, or an index row too long):
-// the fault of one order, not of the round. Other errors (bad SQL, a
-// failed assertion) would fail every part of the round alike.
+// limit; such as an Idempotency-Key that another order id of the buyer
+// holds, from a task the API did not make; queue.Decode already refuses
+// what text columns and their indexes cannot hold): the fault of one
+// order, not of the round. Other errors (bad SQL, a failed assertion)
+// would fail every part of the round alike.
 func refusedValue(err error) bool {
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) {

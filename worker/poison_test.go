@@ -10,21 +10,25 @@ import (
 	"github.com/flashsale/flashsale/internal/testenv"
 	"github.com/flashsale/flashsale/inventory"
 	"github.com/flashsale/flashsale/inventory/inventorytest"
+	"github.com/flashsale/flashsale/queue"
 	"github.com/flashsale/flashsale/worker"
 )
 
-// An order that PostgreSQL refuses to store (here a user id holding a NUL
-// byte, which queue.Decode lets through and a text column refuses: 22021)
-// must fail alone. Before, the round's whole transaction failed with its
-// error, non-retryable and not a lost lock or a stale fence, so every order
-// that shared the round got it: each used up a try, and one on its last
-// try (every direct ProcessTask here) was recorded failed, although it was
-// good and stock was left.
+// An order that PostgreSQL refuses to store must fail alone. Here an
+// Idempotency-Key that another order id of the buyer holds (a task the API,
+// which derives the id from the key, did not make), which the orders'
+// unique index refuses (23505); a NUL byte, which a text column refuses,
+// no longer gets this far (queue.Decode refuses it). Before, the round's
+// whole transaction failed with its error, non-retryable and not a lost
+// lock or a stale fence, so every order that shared the round got it: each
+// used up a try, and one on its last try (every direct ProcessTask here)
+// was recorded failed, although it was good and stock was left.
 func TestPoisonOrderFailsAlone(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, worker.ModeBatch, 5*time.Second)
 	e.start(t)
 	inventorytest.CreateProduct(t, e.store, "p", 10, 0)
+	holdKey(t, e, "p", "u9", "k")
 	bg := context.Background()
 	// A first round waits on the product's row: the good and the poisoned
 	// order queue up behind it and share the next round.
@@ -38,7 +42,17 @@ func TestPoisonOrderFailsAlone(t *testing.T) {
 	e.waitBlockedBy(t, tx)
 	var goodErr error
 	wg.Go(func() { goodErr = e.w.ProcessTask(bg, task(t, "good", "p", "u1", 1, 2)) })
-	wg.Go(func() { _ = e.w.ProcessTask(bg, task(t, "bad", "p", "u\x00", 1, 3)) })
+	wg.Go(func() {
+		bad, err := queue.Encode(queue.Order{ID: "bad", ProductID: "p", UserID: "u9", Quantity: 1, IdempotencyKey: "k",
+			AcceptedAt: time.Unix(1_800_000_000, 0).Add(3 * time.Millisecond)})
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		if err := e.w.ProcessTask(bg, bad); err == nil {
+			t.Error("the order whose key another order holds was decided")
+		}
+	})
 	e.waitPending(t, "p", 2)
 	if err := tx.Rollback(bg); err != nil {
 		t.Fatal(err)

@@ -509,6 +509,16 @@ func (w *Worker) recordDead(ctx context.Context, in *queue.Inspector, orders []q
 		return nil, settled, nil
 	}
 	ds, err := w.store.RecordFailed(ctx, reqs, reasonGaveUp)
+	if err != nil && refusedValue(err) {
+		// PostgreSQL refused a value of one of them (an Idempotency-Key
+		// another order id of the buyer holds: a task the API did not
+		// make), which fails the whole
+		// transaction: record them one at a time, so that the refused
+		// one fails alone, and settle it, as it can have no outcome.
+		// Else it failed every page it is on, at every scan, and the
+		// buried orders' cursor and the archive sweep never passed it.
+		ds, err = w.recordFailedOneByOne(ctx, reqs)
+	}
 	if err != nil {
 		return nil, nil, err
 	}
@@ -527,6 +537,28 @@ func (w *Worker) recordDead(ctx context.Context, in *queue.Inspector, orders []q
 		w.announce(ctx, outcomes)
 	}
 	return ids, settled, nil
+}
+
+// recordFailedOneByOne records reqs failed one transaction each, after
+// their batch failed with a value PostgreSQL refused; an order refused
+// alone gets a Decision with that error (settled, not counted). Error
+// paths only.
+func (w *Worker) recordFailedOneByOne(ctx context.Context, reqs []inventory.OrderRequest) ([]inventory.Decision, error) {
+	out := make([]inventory.Decision, len(reqs))
+	for i, r := range reqs {
+		ds, err := w.store.RecordFailed(ctx, []inventory.OrderRequest{r}, reasonGaveUp)
+		switch {
+		case err == nil:
+			out[i] = ds[0]
+		case refusedValue(err):
+			w.cfg.Logger.Error("a dead order that PostgreSQL refuses to store is given up unrecorded",
+				"order_id", r.ID, "product_id", r.ProductID, "err", err)
+			out[i] = inventory.Decision{Err: err}
+		default:
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
 // rescue re-queues the undecided orders of stranded tasks (see above) and
