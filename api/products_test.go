@@ -334,3 +334,20 @@ func TestRestockCutByARowLockStoresItsGenerationLater(t *testing.T) {
 		return err
 	})
 }
+
+// A restock of an id outside the id rules is simply not found (404, as the
+// description of the id parameter says), with or without an
+// Idempotency-Key. With a key, Service.Restock looked the key up in
+// PostgreSQL before checking the id: an id with a NUL byte or invalid UTF-8
+// reached the query, PostgreSQL refused it (22021, invalid byte sequence),
+// and the untranslated driver error became a 500.
+func TestKeyedRestockOfAnInvalidIDIsNotFound(t *testing.T) {
+	t.Parallel()
+	e := apitest.New(t, nil)
+	keyed := append(apitest.Admin(), "Idempotency-Key", "k1")
+	for _, id := range []string{"%00", "p%00", "%C3", "%FF%FE", "a%2Fb"} {
+		t.Run(id, func(t *testing.T) {
+			wantError(t, e.Do(t, "POST", "/v1/products/"+id+"/restock", `{"quantity":5}`, keyed...), 404, "not_found")
+		})
+	}
+}

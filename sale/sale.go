@@ -376,6 +376,11 @@ func (s *Service) Restock(ctx context.Context, id string, quantity int64, key st
 	if key != "" && (len(key) > MaxIdempotencyKeyLength || !keyPattern.MatchString(key)) {
 		return inventory.Product{}, false, fmt.Errorf("%w: Idempotency-Key must be 1-%d printable ASCII characters", ErrInvalid, MaxIdempotencyKeyLength)
 	}
+	if !ValidID(id) {
+		// Before the key's lookup: PostgreSQL refuses an id that is not
+		// UTF-8 or holds a NUL, an error no caller could act on.
+		return inventory.Product{}, false, ErrNotFound
+	}
 	end := time.Now().Add(s.RestockBound())
 	ctx, cancel := context.WithDeadline(ctx, end.Add(-s.productTimeout))
 	defer cancel()
