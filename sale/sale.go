@@ -367,8 +367,13 @@ func (s *Service) Products(ctx context.Context, after string, limit int) ([]inve
 //
 // The whole call answers within 2 × ([Options.ProductTimeout] +
 // [soldout.Gate.Settle]), 14.2s with the defaults: past that it returns
-// [ErrUnavailable], and the restock adds nothing and leaves its generation
-// stored, as any failure after its announcement does.
+// [ErrUnavailable] and leaves its generation stored, as any failure after
+// its announcement does. Such a restock has almost always added nothing:
+// its statement is cancelled on the server. But one whose COMMIT reached
+// the server while its answer was lost (or whose row lock was freed as the
+// cancel was on its way) did add its stock: only a retry with the same key
+// can tell (a replay); without one, read the product before restocking
+// again.
 func (s *Service) Restock(ctx context.Context, id string, quantity int64, key string) (p inventory.Product, replay bool, err error) {
 	if quantity < 1 || quantity > MaxStock {
 		return inventory.Product{}, false, fmt.Errorf("%w: quantity must be 1-%d", ErrInvalid, MaxStock)
