@@ -154,6 +154,11 @@ func Checks(r Results) []Check {
 		switch {
 		case s.res.Submit.P99 > GoalSubmitP99MS:
 			p99.Verdict = Missed
+		case s.res.UnansweredSubmits > 0:
+			// Unanswered POSTs are in no latency: the p99 of the others
+			// says nothing of them.
+			parts[len(parts)-1] += fmt.Sprintf(" (%s POSTs unanswered, not in it)", count(s.res.UnansweredSubmits))
+			p99.Verdict = worse(p99.Verdict, Unknown)
 		case !valid(s.res):
 			// A part that failed (timed out, broke an invariant) can still
 			// be too slow, but being fast says nothing: quick failures
@@ -404,7 +409,7 @@ How to read it:
 - *backlog* submits every order with the workers stopped, then starts them; drain/s is the orders settled from the workers' start to the last final status loadtest observed; "last commit" is when, after the workers' start, the last deciding transaction began (orders.updated_at), i.e. the drain without the observation. Its submitted/s is what the APIs admit with nothing consuming.
 - *one-by-one* is the hot run with FLASHSALE_WORKER_MODE=single: one lock hold and one transaction per order.
 - *lock-in-request* is the design this system grew from, built inside the benchmark: an HTTP handler that takes the product's lock (TryAcquire of the lock package), decrements stock in PostgreSQL, releases, and answers 429 when the lock is busy, on the hot product. Its settled/s counts orders sold or answered 409 sold_out; 429s are turned away and are no outcome.
-- Submit latency is per POST /v1/orders under the closed burst (HdrHistogram); *by answer* splits it by status code: 202 is an order accepted into the queue, 409 the sold-out fast path (lock-in-request: 429, lock busy). Under a closed burst a request's latency is mostly its wait for the CPU, so the mean is about the requests in flight divided by the rate of the phase it falls in. Peak RSS is each process's VmHWM, the highest of any API (or lock-in-request server) and of any worker in that run.
+- Submit latency is per POST /v1/orders under the closed burst (HdrHistogram); *by answer* splits it by status code: 202 is an order accepted into the queue, 409 the sold-out fast path (lock-in-request: 429, lock busy); a POST that got no answer after every try is in no latency (the p99 goal then says n/a and how many). Under a closed burst a request's latency is mostly its wait for the CPU, so the mean is about the requests in flight divided by the rate of the phase it falls in. Peak RSS is each process's VmHWM, the highest of any API (or lock-in-request server) and of any worker in that run.
 - *CPU* is user+system time summed over the processes of each kind during the load test up to the end of its settle phase (wall s: create, submit and settle; not the verify phase, which reads every order again), and the load generator's (this program's) own. What the machine had beyond these (cores × wall) went to Redis, PostgreSQL and anything else running. The ceiling's producers count from their first enqueue, its consumers from when they were ready, to their end; its figure per order is per task.
 `)
 	return b.String()

@@ -101,6 +101,9 @@ type ScenarioResult struct {
 	Outcomes     loadtest.Outcomes
 	SubmitStatus map[string]int64
 	Submit       loadtest.Latency
+	// UnansweredSubmits counts the POSTs whose every try got no answer:
+	// loadtest leaves them out of Submit (answered sends only).
+	UnansweredSubmits int64
 	// SubmitByStatus splits Submit by the answer's status code ("202",
 	// "409", ...).
 	SubmitByStatus map[string]loadtest.Latency

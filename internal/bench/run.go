@@ -267,17 +267,28 @@ func (b *bencher) product(ctx context.Context, part string) ScenarioResult {
 		return fail(err)
 	}
 	if part == PartBacklog && rep.Phases.Settle > 0 {
-		// loadtest's last final status, on this process's monotonic clock.
-		lastFinal := rep.StartedAt.Add(seconds(rep.Phases.Create + rep.Phases.Settle))
-		res.DrainSeconds = lastFinal.Sub(workersStart).Seconds()
-		if res.DrainSeconds > 0 {
-			res.DrainPerSec = float64(res.Outcomes.Final()) / res.DrainSeconds
-		}
+		res.DrainSeconds, res.DrainPerSec = backlogDrain(rep, workersStart)
 		if last, err := lastDecision(ctx, dbURL); err == nil && last.After(workersStart) {
 			res.DrainCommitSeconds = last.Sub(workersStart).Seconds()
 		}
 	}
 	return res
+}
+
+// backlogDrain is the backlog's drain: the time from the workers' start
+// to loadtest's last final status, and the orders settled per second in it.
+func backlogDrain(rep *loadtest.Report, workersStart time.Time) (secs, perSec float64) {
+	// loadtest's last final status, on this process's monotonic clock.
+	lastFinal := rep.StartedAt.Add(seconds(rep.Phases.Create + rep.Phases.Settle))
+	secs = lastFinal.Sub(workersStart).Seconds()
+	if secs > 0 {
+		// The orders seen final in loadtest's settle phase: not those
+		// first seen final by its re-sends after settling, which come
+		// after the window's end (loadtest's SettledPerSec leaves them
+		// out too).
+		perSec = rep.SettledPerSec * rep.Phases.Settle / secs
+	}
+	return secs, perSec
 }
 
 // cpuOf sums the CPU time the running processes have used.
@@ -409,6 +420,8 @@ func fromReport(res ScenarioResult, rep *loadtest.Report) ScenarioResult {
 	res.Outcomes = rep.Outcomes
 	res.SubmitStatus = maps.Clone(rep.SubmitStatus)
 	res.Submit, res.Final = rep.SubmitLatency, rep.FinalLatency
+	// Sends whose every try went unanswered are in no latency.
+	res.UnansweredSubmits = max(rep.Sent-rep.SubmitLatency.Count, 0)
 	res.SubmitByStatus = maps.Clone(rep.SubmitLatencyByStatus)
 	res.MaxQueueDepth = -1
 	if rep.Queue.Available {

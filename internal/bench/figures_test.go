@@ -1,0 +1,65 @@
+package bench
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/flashsale/flashsale/loadtest"
+)
+
+// A POST whose every try got no answer is left out of loadtest's submit
+// latencies (answered sends only), and an order it left of unknown fate is
+// settled by the re-send after settling, which is no violation: the p99 of
+// the answered POSTs then reads "met" although 2% of the POSTs never got
+// an answer at all, and nothing in BENCHMARKS.md says so.
+func TestP99GoalNotMetWithUnansweredSubmits(t *testing.T) {
+	r := sample()
+	rep := &loadtest.Report{
+		Sent: 20_000, Answered: 19_600, TransportErrors: 400 * 4, Resends: 400,
+		SubmitStatus:    map[string]int64{"202": 5_400, "409": 14_200, "error": 1_600},
+		SubmitLatency:   loadtest.Latency{Count: 19_600, P50: 2, P95: 8, P99: 12},
+		Outcomes:        loadtest.Outcomes{Succeeded: 5_000, SoldOut: 400, SoldOutFastPath: 14_600},
+		SettledPerSec:   6_000,
+		Phases:          loadtest.Phases{Create: 0.1, Submit: 3, Settle: 3.3, Verify: 1, Total: 4.4},
+		Verified:        true,
+		OK:              true,
+		ViolationCounts: map[loadtest.ViolationCode]int{},
+	}
+	r.Hot = fromReport(ScenarioResult{Orders: 20_000, Products: 1, Stock: 5_000}, rep)
+	r.Hot.APIPeakRSS, r.Hot.WorkerPeakRSS = 40<<20, 30<<20
+	c := checkByName(t, Checks(r), "submit p99 under the burst (hot, spread, backlog)")
+	if c.Verdict == Met {
+		t.Errorf("400 of 20,000 POSTs unanswered (not in the latency): got %q %s, want no %s",
+			c.Value, c.Verdict, Met)
+	}
+	if !strings.Contains(c.Value, "400") {
+		t.Errorf("the value %q does not say that 400 POSTs went unanswered", c.Value)
+	}
+}
+
+// The backlog's drain/s divides the orders settled by the time from the
+// workers' start to loadtest's last final status (Phases.Settle's end). The
+// orders first seen final by the re-send after settling are outside that
+// window (loadtest leaves them out of SettledPerSec for that reason), but
+// Outcomes.Final() counts them.
+func TestBacklogDrainCountsOnlyTheOrdersSettledInItsWindow(t *testing.T) {
+	t0 := time.Now()
+	rep := &loadtest.Report{
+		StartedAt: t0,
+		Phases:    loadtest.Phases{Create: 1, Submit: 2, Settle: 5},
+		Settled:   20_000,
+		Outcomes:  loadtest.Outcomes{Succeeded: 5_000, SoldOut: 15_000},
+		// 1,000 orders were first seen final after the settle phase, by
+		// the re-sends: 19,000 in the 5 s from the first submit.
+		Resends:       1_000,
+		SettledPerSec: 19_000.0 / 5,
+	}
+	secs, perSec := backlogDrain(rep, t0.Add(2*time.Second)) // workers started 1 s after the first submit
+	if secs < 3.99 || secs > 4.01 {
+		t.Fatalf("drain %.3f s, want 4 s", secs)
+	}
+	if want := 19_000.0 / 4; perSec > want+1 {
+		t.Errorf("drain %.0f/s, want %.0f/s: the 1,000 orders settled after the last final status in the window are counted in it", perSec, want)
+	}
+}
