@@ -57,6 +57,9 @@ type fakeAPI struct {
 	soldOutLie  int            // the first soldOutLie new orders are answered 409 sold_out, stock or not
 	flipAfter   bool           // a succeeded order reads sold_out from its second final GET on
 	productAs   string         // GET /v1/products/{id} answers a product of this id instead
+	// viewAs: order id → id of the order whose view GET /v1/orders/{id}
+	// answers instead (a planted routing or cache bug).
+	viewAs map[string]string
 	// stall: Idempotency-Key → number of POST /v1/orders that are never
 	// answered (nothing is created; the client's request timeout ends them).
 	stall map[string]int
@@ -357,6 +360,14 @@ func (f *fakeAPI) getOrder(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	f.waits[r.URL.Query().Get("wait")]++
 	o, ok := f.orders[r.PathValue("id")]
+	notYet := false // the order whose view it answers is not there yet
+	if otherID, planted := f.viewAs[r.PathValue("id")]; planted && ok {
+		if other, there := f.orders[otherID]; there {
+			o = other
+		} else {
+			notYet = true
+		}
+	}
 	f.mu.Unlock()
 	if !ok {
 		writeError(w, http.StatusNotFound, "not_found")
@@ -374,6 +385,9 @@ func (f *fakeAPI) getOrder(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	status := o.Status
+	if notYet {
+		status = StatusQueued
+	}
 	if IsFinal(status) {
 		o.finalReads++
 		if f.flipAfter && o.finalReads > 1 && status == StatusSucceeded {

@@ -285,8 +285,15 @@ func (r *runner) createProduct(ctx context.Context, j int) error {
 	if err != nil {
 		return fmt.Errorf("loadtest: encode product: %w", err)
 	}
+	// A retry goes to the next server (as rereadOrder's do), not to the
+	// next of a round robin that other goroutines share: their tries
+	// could all land on a dead API.
+	api := r.cl.next(&r.cl.adminRR)
 	for attempt := 0; ; attempt++ {
-		a := r.cl.createProduct(ctx, r.cl.next(&r.cl.adminRR), body)
+		if attempt > 0 {
+			api = r.cl.after(api)
+		}
+		a := r.cl.createProduct(ctx, api, body)
 		r.noteServerError(http.MethodPost, "/v1/products", a)
 		switch {
 		case a.Status == http.StatusCreated:
@@ -322,8 +329,12 @@ func (r *runner) fetchProduct(ctx context.Context, id string) (Product, bool) {
 }
 
 func (r *runner) readProduct(ctx context.Context, id string) (Product, string) {
+	api := r.cl.next(&r.cl.adminRR)
 	for attempt := 0; ; attempt++ {
-		a := r.cl.getProduct(ctx, r.cl.next(&r.cl.adminRR), id)
+		if attempt > 0 {
+			api = r.cl.after(api) // see createProduct
+		}
+		a := r.cl.getProduct(ctx, api, id)
 		r.noteServerError(http.MethodGet, "/v1/products/{id}", a)
 		switch {
 		case a.Status == http.StatusOK:
@@ -740,9 +751,10 @@ type orderView struct {
 	UpdatedAt time.Time `json:"updated_at"`
 }
 
-// state is the OrderState that v reads as.
+// state is the OrderState that v, read for order id, reads as: with the
+// order id the view carries (Verify checks it is id).
 func (v orderView) state(id string) OrderState {
-	return OrderState{OrderID: id, ProductID: v.ProductID, UserID: v.UserID, Quantity: v.Quantity,
+	return OrderState{OrderID: v.OrderID, ProductID: v.ProductID, UserID: v.UserID, Quantity: v.Quantity,
 		Status: v.Status, Reason: v.Reason, UpdatedAt: v.UpdatedAt}
 }
 

@@ -8,8 +8,11 @@ import (
 	"maps"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -618,5 +621,54 @@ func TestRunOverLimitOfAnOrderOfUnknownFate(t *testing.T) {
 	}
 	if rep.ViolationCounts[CodeOverLimit] != 1 {
 		t.Fatalf("report OK=%v, violations:\n%s\nwant over_limit: t-u0 holds 2 units, limit 1", rep.OK, list(rep.Violations))
+	}
+}
+
+// One API dies once the orders are settled: every read of the verify phase
+// must still reach the other one, as the re-reads of orders do. A product
+// read that meets the dead API retries on the next server, so with one
+// retry no product can go unread. (The product reads took the next API of
+// a round robin shared by 16 readers, so a product's tries could all land
+// on the dead API: product_unverified while a live API could answer.)
+func TestRunProductReadsRetryOnAnotherServer(t *testing.T) {
+	f := newFakeAPI()
+	f.inline = true
+	urls, _ := f.serve(t, 1)
+	target, err := url.Parse(urls[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	var dead atomic.Bool
+	doomed := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if dead.Load() {
+			panic(http.ErrAbortHandler) // the connection drops without an answer
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(doomed.Close)
+
+	cfg := testConfig([]string{doomed.URL, urls[0]})
+	cfg.Products, cfg.Orders, cfg.Stock, cfg.MaxRetries = 64, 64, 1, 1
+	cfg.OnSettled = func() { dead.Store(true) }
+	wantOK(t, run(t, cfg))
+}
+
+// GET /v1/orders/{id} answering another order's view is a bug the buyer
+// sees (told sold out for an order that bought a unit), even when both
+// orders are the same buyer's, for the same product and quantity: the
+// view's order_id must be the one asked for. (t-u0 orders one unit twice,
+// stock 1: one order succeeds, the other ends sold out, and each reads as
+// the other.)
+func TestRunCatchesAnotherOrdersView(t *testing.T) {
+	f := newFakeAPI()
+	f.inline = true
+	f.viewAs = map[string]string{"ord-1": "ord-2", "ord-2": "ord-1"}
+	urls, _ := f.serve(t, 1)
+	cfg := testConfig(urls)
+	cfg.Orders, cfg.Users, cfg.Stock = 2, 1, 1
+	rep := run(t, cfg)
+	if rep.OK || rep.ViolationCounts[CodeOrderMismatch] != 2 {
+		t.Fatalf("report OK=%v, violations:\n%s\nwant order_mismatch for both orders: each reads as the other", rep.OK, list(rep.Violations))
 	}
 }

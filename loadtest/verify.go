@@ -200,7 +200,8 @@ const (
 	// ([CodeIncomplete]), which may have cut the re-send.
 	CodeOrderUnanswered ViolationCode = "order_unanswered"
 	// CodeOrderMismatch: a polled final order's product, user or quantity
-	// differs from what was sent, or is missing from the order view.
+	// differs from what was sent, its order_id is not the one asked for,
+	// or one of them is missing from the order view.
 	CodeOrderMismatch ViolationCode = "order_mismatch"
 	// CodeOrderChanged: an order that was seen final read differently
 	// later: its status, product, user or quantity changed when it was read
@@ -594,10 +595,10 @@ func analyze(obs Observations) *analysis {
 		}
 		// A final order view must carry what was ordered: a missing field
 		// (empty, or quantity 0) is a mismatch, not a pass.
-		if st.ProductID != o.ProductID || st.UserID != o.UserID || st.Quantity != o.Quantity {
+		if st.OrderID != id || st.ProductID != o.ProductID || st.UserID != o.UserID || st.Quantity != o.Quantity {
 			add(Violation{Code: CodeOrderMismatch, ProductID: o.ProductID, OrderID: id, Key: o.Key, UserID: o.UserID,
-				Message: fmt.Sprintf("order %s reads product %q user %q quantity %d, but was sent as product %q user %q quantity %d",
-					id, st.ProductID, st.UserID, st.Quantity, o.ProductID, o.UserID, o.Quantity)})
+				Message: fmt.Sprintf("order %s reads order_id %q product %q user %q quantity %d, but was sent as product %q user %q quantity %d",
+					id, st.OrderID, st.ProductID, st.UserID, st.Quantity, o.ProductID, o.UserID, o.Quantity)})
 		}
 		if obs.Rereads != nil {
 			rr, ok := obs.Rereads[id]
@@ -612,7 +613,7 @@ func analyze(obs Observations) *analysis {
 			case rr.NotFound:
 				add(Violation{Code: CodeOrderLost, ProductID: o.ProductID, OrderID: id, Key: o.Key, UserID: o.UserID,
 					Message: fmt.Sprintf("order %s (key %s) settled %s, then GET /v1/orders/%s answered 404 after settling", id, o.Key, st.Status, id)})
-			case rr.Status != st.Status || rr.ProductID != st.ProductID || rr.UserID != st.UserID || rr.Quantity != st.Quantity:
+			case rr.Status != st.Status || rr.OrderID != st.OrderID || rr.ProductID != st.ProductID || rr.UserID != st.UserID || rr.Quantity != st.Quantity:
 				add(Violation{Code: CodeOrderChanged, ProductID: o.ProductID, OrderID: id, Key: o.Key, UserID: o.UserID,
 					Message: fmt.Sprintf("order %s (key %s) settled %s (product %q user %q quantity %d) but read %s (product %q user %q quantity %d) after settling (a final order must not change)",
 						id, o.Key, st.Status, st.ProductID, st.UserID, st.Quantity, rr.Status, rr.ProductID, rr.UserID, rr.Quantity)})
