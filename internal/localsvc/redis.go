@@ -2,6 +2,7 @@ package localsvc
 
 import (
 	"bufio"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"os"
@@ -101,6 +102,24 @@ func Ping(addr string) error {
 	if err != nil {
 		return err
 	}
+	return ping(c)
+}
+
+// PingTLS is [Ping] over TLS (a rediss:// server, which does not answer a
+// plaintext PING). It only asks whether a Redis answers at addr, so it does
+// not verify the certificate: clients connect with their own settings.
+func PingTLS(addr string) error {
+	host, _, _ := net.SplitHostPort(addr)
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: time.Second}, "tcp", addr,
+		&tls.Config{ServerName: host, InsecureSkipVerify: true})
+	if err != nil {
+		return err
+	}
+	return ping(c)
+}
+
+// ping sends PING on c, reads the reply and closes c.
+func ping(c net.Conn) error {
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(time.Second))
 	if _, err := c.Write([]byte("PING\r\n")); err != nil {
