@@ -1,6 +1,7 @@
 package api
 
 import (
+	"fmt"
 	"net/http"
 	"strconv"
 	"time"
@@ -104,7 +105,11 @@ func (s *server) restock(c *gin.Context) {
 		abort(c, http.StatusBadRequest, "invalid_request", `field "quantity" is required`)
 		return
 	}
-	p, replay, err := s.svc.Restock(c.Request.Context(), c.Param("id"), *req.Quantity, c.GetHeader("Idempotency-Key"))
+	key, ok := idempotencyKey(c)
+	if !ok {
+		return
+	}
+	p, replay, err := s.svc.Restock(c.Request.Context(), c.Param("id"), *req.Quantity, key)
 	if err != nil {
 		s.fail(c, err)
 		return
@@ -123,6 +128,23 @@ type placeOrderRequest struct {
 	Quantity  *int    `json:"quantity"`
 }
 
+// idempotencyKey returns the request's Idempotency-Key ("" when none was
+// sent). A key sent empty (net/http trims one of only spaces to empty) is
+// outside the key's limits, 1-255 characters: it answers 400 and returns
+// false, rather than read as no key and make every retry a new order.
+func idempotencyKey(c *gin.Context) (string, bool) {
+	v, sent := c.Request.Header["Idempotency-Key"] // canonical name: no allocation
+	if !sent {
+		return "", true
+	}
+	if len(v) == 0 || v[0] == "" {
+		abort(c, http.StatusBadRequest, "invalid_request",
+			fmt.Sprintf("Idempotency-Key must be 1-%d printable ASCII characters", sale.MaxIdempotencyKeyLength))
+		return "", false
+	}
+	return v[0], true // the first, as net/http's Get
+}
+
 type placedJSON struct {
 	OrderID string `json:"order_id"`
 	Status  string `json:"status"`
@@ -137,9 +159,13 @@ func (s *server) placeOrder(c *gin.Context) {
 		abort(c, http.StatusBadRequest, "invalid_request", `fields "product_id", "user_id" and "quantity" are required`)
 		return
 	}
+	key, ok := idempotencyKey(c)
+	if !ok {
+		return
+	}
 	placed, err := s.svc.PlaceOrder(c.Request.Context(), sale.PlaceOrderRequest{
 		ProductID: *req.ProductID, UserID: *req.UserID, Quantity: *req.Quantity,
-		IdempotencyKey: c.GetHeader("Idempotency-Key"),
+		IdempotencyKey: key,
 	})
 	if err != nil {
 		s.fail(c, err)

@@ -1,11 +1,13 @@
 package api_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -413,7 +415,11 @@ func TestQueueRedisDown(t *testing.T) {
 	}
 
 	for _, key := range []string{"", "k-1"} {
-		resp := e.Do(t, "POST", "/v1/orders", `{"product_id":"p1","user_id":"alice","quantity":1}`, "Idempotency-Key", key)
+		var header []string // "": no key sent (an empty one is a 400)
+		if key != "" {
+			header = []string{"Idempotency-Key", key}
+		}
+		resp := e.Do(t, "POST", "/v1/orders", `{"product_id":"p1","user_id":"alice","quantity":1}`, header...)
 		wantError(t, resp, 503, "unavailable")
 		if got := resp.Header.Get("Retry-After"); got == "" {
 			t.Fatal("503 without Retry-After")
@@ -527,4 +533,41 @@ func TestManyConcurrentOrdersGetDistinctIDs(t *testing.T) {
 	if len(seen) != n {
 		t.Fatalf("%d ids, want %d", len(seen), n)
 	}
+}
+
+// An Idempotency-Key sent empty is outside its limits (1-255 printable
+// ASCII characters: README, openapi.json's minLength 1), so it is 400 like
+// a key with a space, not an order without a key: a client whose key
+// variable came out empty, or a proxy that blanked the header, would
+// otherwise get a new order at every retry, the double order the key is
+// there to prevent. Over HTTP, a key of only spaces arrives empty (net/http
+// trims a header value), while in-process " " is already refused.
+func TestEmptyIdempotencyKeyIsRefused(t *testing.T) {
+	t.Parallel()
+	e := apitest.New(t, nil)
+	e.CreateProduct(t, "p1", 100, 0)
+	body := `{"product_id":"p1","user_id":"u1","quantity":1}`
+	wantError(t, e.Do(t, "POST", "/v1/orders", body, "Idempotency-Key", ""), 400, "invalid_request")
+	wantError(t, e.Do(t, "POST", "/v1/products/p1/restock", `{"quantity":1}`,
+		append(apitest.Admin(), "Idempotency-Key", "")...), 400, "invalid_request")
+
+	// Over a real connection: "Idempotency-Key:   " reaches the handler as "".
+	srv := httptest.NewServer(e.Handler)
+	defer srv.Close()
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /v1/orders HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nIdempotency-Key:   \r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	wantError(t, &apitest.Response{Status: resp.StatusCode, Header: resp.Header, Body: b}, 400, "invalid_request")
+
+	// No header at all is an order without a key, as before.
+	wantPlaced(t, e.Do(t, "POST", "/v1/orders", body))
 }
