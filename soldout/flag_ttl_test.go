@@ -1,0 +1,39 @@
+package soldout_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/flashsale/flashsale/internal/testenv"
+	"github.com/flashsale/flashsale/soldout"
+)
+
+// A cached "sold out" is trusted for CacheTTL, not OpenTTL, even when
+// OpenTTL is longer (the defaults: 1s and 5s): a restock waits only Settle
+// (2*CacheTTL+100ms) before adding stock, and a gate that missed the
+// reopen's announcement (no subscription, or one that was down) must not
+// refuse orders once that stock is there.
+func TestSoldOutFlagIsTrustedOnlyForCacheTTL(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb := testenv.Redis(t)
+	prefix := "t:" + testenv.Namespace(t) + ":"
+	testenv.DeleteKeys(t, rdb, prefix)
+	const cacheTTL = 50 * time.Millisecond
+	g := soldout.New(rdb, soldout.Options{KeyPrefix: prefix, CacheTTL: cacheTTL, OpenTTL: time.Hour})
+	other := soldout.New(rdb, soldout.Options{KeyPrefix: prefix})
+	if ok, err := other.Mark(ctx, "p", 0); err != nil || !ok {
+		t.Fatalf("Mark = %v, %v; want true, nil", ok, err)
+	}
+	if got, err := g.SoldOut(ctx, "p"); err != nil || !got {
+		t.Fatalf("SoldOut = %v, %v; want true, nil", got, err)
+	}
+	if _, err := other.Reopen(ctx, "p", 0); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(g.Settle())
+	if got, err := g.SoldOut(ctx, "p"); err != nil || got {
+		t.Fatalf("SoldOut a Settle after another gate's Reopen = %v, %v; want false, nil", got, err)
+	}
+}

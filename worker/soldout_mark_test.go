@@ -1,0 +1,52 @@
+package worker_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/flashsale/flashsale/internal/testenv"
+	"github.com/flashsale/flashsale/inventory/inventorytest"
+	"github.com/flashsale/flashsale/soldout"
+	"github.com/flashsale/flashsale/worker"
+)
+
+// The worker flags a product sold out only once its stock is 0: a flag
+// while stock remains makes the API's fast path refuse orders that would
+// succeed. One unit left: no flag; the last one sold: the flag.
+func TestSoldOutFlagOnlyAtZeroStock(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []worker.Mode{worker.ModeBatch, worker.ModeSingle} {
+		t.Run(string(mode), func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, mode, 5*time.Second)
+			e.start(t)
+			inventorytest.CreateProduct(t, e.store, "p", 2, 0)
+			inventorytest.CreateProduct(t, e.store, "q", 10, 0)
+			ctx := context.Background()
+			g := soldout.New(e.rdb, soldout.Options{KeyPrefix: e.prefix, CacheTTL: time.Nanosecond, OpenTTL: time.Nanosecond})
+			if err := e.w.ProcessTask(ctx, task(t, "o1", "p", "u1", 1, 1)); err != nil {
+				t.Fatal(err)
+			}
+			// The batcher flags after answering, before its next round:
+			// once an order of another product is answered, o1's flagging
+			// is done.
+			if err := e.w.ProcessTask(ctx, task(t, "q1", "q", "u1", 1, 2)); err != nil {
+				t.Fatal(err)
+			}
+			if sold, err := g.SoldOut(ctx, "p"); err != nil || sold {
+				t.Fatalf("SoldOut with 1 unit left = %v, %v; want false, nil", sold, err)
+			}
+			if err := e.w.ProcessTask(ctx, task(t, "o2", "p", "u2", 1, 3)); err != nil {
+				t.Fatal(err)
+			}
+			testenv.Eventually(t, 5*time.Second, func() error {
+				if sold, err := g.SoldOut(ctx, "p"); err != nil || !sold {
+					return fmt.Errorf("SoldOut with 0 left = %v, %v; want true, nil", sold, err)
+				}
+				return nil
+			})
+		})
+	}
+}
