@@ -19,21 +19,7 @@ import (
 // so 101 stands on 1 node, one short of the quorum of 2: no lock.
 func TestTokenOnAMinorityIsNoLock(t *testing.T) {
 	t.Parallel()
-	rdb := testenv.Redis(t)
-	prefix := testenv.Namespace(t) + ":"
-	testenv.DeleteKeys(t, rdb, prefix)
-	down := func() redis.UniversalClient {
-		r := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", DialTimeout: 100 * time.Millisecond,
-			MaxRetries: -1, ContextTimeoutEnabled: true})
-		t.Cleanup(func() { _ = r.Close() })
-		return r
-	}
-	c, err := New([]redis.UniversalClient{rdb, down(), down()}, &Options{TTL: 5 * time.Second, KeyPrefix: prefix,
-		RenewInterval: -1, NodeTimeout: 300 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
+	c := oneOfThreeUp(t)
 	ks := c.keys("k")
 	replies := make(chan nodeReply, 3)
 	replies <- nodeReply{idx: 0, ok: true, n: 101}
@@ -53,6 +39,16 @@ func TestTokenOnAMinorityIsNoLock(t *testing.T) {
 // token below the minimum again.
 func TestAdvanceFenceOnAMinorityFails(t *testing.T) {
 	t.Parallel()
+	c := oneOfThreeUp(t)
+	if err := c.AdvanceFence(context.Background(), "k", 50); !errors.Is(err, ErrNoQuorum) {
+		t.Fatalf("AdvanceFence with 1 of 3 nodes = %v, want ErrNoQuorum", err)
+	}
+}
+
+// oneOfThreeUp is a client of three nodes of which only the first (the
+// shared Redis, under the test's own prefix) answers.
+func oneOfThreeUp(t *testing.T) *Client {
+	t.Helper()
 	rdb := testenv.Redis(t)
 	prefix := testenv.Namespace(t) + ":"
 	testenv.DeleteKeys(t, rdb, prefix)
@@ -68,7 +64,5 @@ func TestAdvanceFenceOnAMinorityFails(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = c.Close() })
-	if err := c.AdvanceFence(context.Background(), "k", 50); !errors.Is(err, ErrNoQuorum) {
-		t.Fatalf("AdvanceFence with 1 of 3 nodes = %v, want ErrNoQuorum", err)
-	}
+	return c
 }
