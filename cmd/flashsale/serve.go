@@ -230,6 +230,7 @@ func serveAPI(ctx context.Context, cfg config, log *slog.Logger, ready func(addr
 	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
+	log.Info("api stopped") // as the worker says its stop: the requests in flight ended
 	return nil
 }
 

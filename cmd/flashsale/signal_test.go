@@ -282,3 +282,34 @@ func exitStatus(err error) string {
 	}
 	return fmt.Sprint(err)
 }
+
+// An api or worker SIGTERMed once it runs stops cleanly and says so: exit 0
+// and a log line of its stop (the worker said "worker stopped"; the api
+// said only that it was shutting down, so its log could not tell a clean
+// end from one cut short).
+func TestSignalWhileRunningLogsTheStop(t *testing.T) {
+	t.Parallel()
+	db := testenv.NewDatabase(t)
+	if _, err := inventory.Migrate(context.Background(), db); err != nil {
+		t.Fatal(err)
+	}
+	ns := testenv.QueueNamespace(t, testenv.Redis(t))
+	for _, tc := range []struct{ name, running, stopped string }{
+		{"api", "api listening", "api stopped"},
+		{"worker", "worker started", "worker stopped"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			p := startServer(t, tc.name, "FLASHSALE_DATABASE_URL="+db, "FLASHSALE_REDIS_URL="+testenv.RedisURL(),
+				"FLASHSALE_QUEUE=q_"+ns, "FLASHSALE_KEY_PREFIX="+ns+":")
+			testenv.Eventually(t, 30*time.Second, func() error {
+				p.failIfEnded(t, "it ran")
+				if !strings.Contains(p.out.String(), `"msg":"`+tc.running+`"`) {
+					return fmt.Errorf("%s has not logged %q yet", tc.name, tc.running)
+				}
+				return nil
+			})
+			p.wantStop(t, 0, tc.stopped)
+		})
+	}
+}
