@@ -226,3 +226,45 @@ func TestReconnectWakesWaiters(t *testing.T) {
 		t.Fatalf("woken with outcome %+v, want none (read the order again)", o)
 	}
 }
+
+// A subscription connection that Redis drops (CLIENT KILL, a proxy's idle
+// cut) while Redis stays up wakes every waiter, with no outcome (each reads
+// its order again: an announcement may have been missed), and
+// announcements arrive again after the hub has subscribed anew; three
+// rounds. TestReconnectWakesWaiters covers a Redis restart.
+func TestKilledSubscriptionWakesWaiters(t *testing.T) {
+	t.Parallel()
+	r := testenv.PrivateRedis(t, localsvc.RedisOptions{})
+	rdb := redis.NewClient(&redis.Options{Addr: r.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	admin := redis.NewClient(&redis.Options{Addr: r.Addr()})
+	t.Cleanup(func() { _ = admin.Close() })
+	hub := notify.NewHub(rdb, "x:")
+	run(t, hub)
+	pub := notify.NewPublisher(admin, "x:")
+	ctx := context.Background()
+	for i := range 3 {
+		w := hub.Watch("A")
+		if err := admin.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
+			t.Fatal(err)
+		}
+		if !closedWithin(w.C, 10*time.Second) {
+			t.Fatalf("round %d: waiter not woken within 10s of its subscription's loss", i)
+		}
+		if o, ok := w.Outcome(); ok {
+			t.Fatalf("round %d: woken with outcome %+v, want none", i, o)
+		}
+		w.Stop()
+		w2 := hub.Watch("B")
+		testenv.Eventually(t, 10*time.Second, func() error {
+			_ = pub.Publish(ctx, notify.Outcome{OrderID: "B", Status: "succeeded"})
+			select {
+			case <-w2.C:
+				return nil
+			case <-time.After(100 * time.Millisecond):
+				return fmt.Errorf("round %d: no announcement through the new subscription yet", i)
+			}
+		})
+		w2.Stop()
+	}
+}
