@@ -112,8 +112,9 @@ type Config struct {
 
 	// RunID prefixes every product id, user id and Idempotency-Key, so that
 	// repeated runs never collide (--run-id). Default: "lt" followed by the
-	// UTC time and 4 random hex digits. Letters, digits, '-' and '_' only, at
-	// most 40 characters.
+	// UTC time and 4 random hex digits. Letters, digits, '-' and '_' only,
+	// beginning with a letter or digit (as the API's ids must), at most 40
+	// characters.
 	RunID string
 
 	// Seed makes the order plan (buyers, quantities, duplicates) reproducible
@@ -169,9 +170,11 @@ type Config struct {
 	JSONPath string
 }
 
-// validRunID reports whether id is 1-40 of [A-Za-z0-9_-].
+// validRunID reports whether id is 1-40 of [A-Za-z0-9_-], the first a
+// letter or digit: it begins the product and user ids, which the API
+// refuses otherwise (a run stopped at its setup with a 400).
 func validRunID(id string) bool {
-	if len(id) < 1 || len(id) > 40 {
+	if len(id) < 1 || len(id) > 40 || id[0] == '-' || id[0] == '_' {
 		return false
 	}
 	for _, c := range id {
@@ -250,7 +253,7 @@ func (c Config) withDefaults() (Config, error) {
 		c.RunID = newRunID(time.Now())
 	}
 	if !validRunID(c.RunID) {
-		return bad("run id %q: want 1-40 of [A-Za-z0-9_-]", c.RunID)
+		return bad("run id %q: want 1-40 of [A-Za-z0-9_-], beginning with a letter or digit", c.RunID)
 	}
 	if c.Timeout == 0 {
 		c.Timeout = DefaultTimeout
