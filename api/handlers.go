@@ -194,7 +194,8 @@ func (s *server) getOrder(c *gin.Context) {
 	if v := c.Query("wait"); v != "" {
 		d, ok := parseWait(v, s.cfg.MaxWait)
 		if !ok {
-			abort(c, http.StatusBadRequest, "invalid_request", "wait must be a duration such as 10s (at most 30s)")
+			abort(c, http.StatusBadRequest, "invalid_request",
+				fmt.Sprintf("wait must be a duration such as 10s, or whole seconds, not negative (a longer one is cut to %s)", s.cfg.MaxWait))
 			return
 		}
 		wait = d

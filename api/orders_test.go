@@ -276,6 +276,10 @@ func TestGetOrder(t *testing.T) {
 	for _, bad := range []string{"abc", "-1s", "-1", "1x", "10 s", "1h-", "∞"} {
 		wantError(t, e.Do(t, "GET", path+"?wait="+urlQuery(bad), ""), 400, "invalid_request")
 	}
+	// The message names this server's cap, not the default's.
+	if r := e.Do(t, "GET", path+"?wait=abc", ""); !strings.Contains(string(r.Body), "cut to 300ms") {
+		t.Errorf("bad wait: %s; want the message to name the cap, 300ms", r.Body)
+	}
 	// Waits are capped (at MaxWait, here 300ms): a queued order comes back
 	// queued after the cap, not after an hour.
 	for _, long := range []string{"1h", "3600", "99999999999999999999999"} {
