@@ -131,18 +131,26 @@ type placeOrderRequest struct {
 // idempotencyKey returns the request's Idempotency-Key ("" when none was
 // sent). A key sent empty (net/http trims one of only spaces to empty) is
 // outside the key's limits, 1-255 characters: it answers 400 and returns
-// false, rather than read as no key and make every retry a new order.
+// false, rather than read as no key and make every retry a new order; so
+// do several Idempotency-Key lines.
 func idempotencyKey(c *gin.Context) (string, bool) {
 	v, sent := c.Request.Header["Idempotency-Key"] // canonical name: no allocation
 	if !sent {
 		return "", true
 	}
-	if len(v) == 0 || v[0] == "" {
+	switch {
+	case len(v) == 0 || v[0] == "":
 		abort(c, http.StatusBadRequest, "invalid_request",
 			fmt.Sprintf("Idempotency-Key must be 1-%d printable ASCII characters", sale.MaxIdempotencyKeyLength))
 		return "", false
+	case len(v) > 1:
+		// Which one names the order? Taking the first (as Header.Get
+		// does) could join a retry to another order, or a proxy's added
+		// line to the client's: refuse, as for any malformed key.
+		abort(c, http.StatusBadRequest, "invalid_request", "send one Idempotency-Key header, not several")
+		return "", false
 	}
-	return v[0], true // the first, as net/http's Get
+	return v[0], true
 }
 
 type placedJSON struct {

@@ -545,8 +545,10 @@ func TestManyConcurrentOrdersGetDistinctIDs(t *testing.T) {
 // variable came out empty, or a proxy that blanked the header, would
 // otherwise get a new order at every retry, the double order the key is
 // there to prevent. Over HTTP, a key of only spaces arrives empty (net/http
-// trims a header value), while in-process " " is already refused.
-func TestEmptyIdempotencyKeyIsRefused(t *testing.T) {
+// trims a header value), while in-process " " is already refused. Two
+// Idempotency-Key lines are refused too: the first (Header.Get's) could
+// join a retry to another order.
+func TestEmptyOrRepeatedIdempotencyKeyIsRefused(t *testing.T) {
 	t.Parallel()
 	e := apitest.New(t, nil)
 	e.CreateProduct(t, "p1", 100, 0)
@@ -571,6 +573,21 @@ func TestEmptyIdempotencyKeyIsRefused(t *testing.T) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	wantError(t, &apitest.Response{Status: resp.StatusCode, Header: resp.Header, Body: b}, 400, "invalid_request")
+
+	// Two Idempotency-Key lines: which names the order? Refused too.
+	conn2, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn2.Close()
+	fmt.Fprintf(conn2, "POST /v1/orders HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nIdempotency-Key: k1\r\nIdempotency-Key: k2\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
+	resp2, err := http.ReadResponse(bufio.NewReader(conn2), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp2.Body.Close()
+	b2, _ := io.ReadAll(resp2.Body)
+	wantError(t, &apitest.Response{Status: resp2.StatusCode, Header: resp2.Header, Body: b2}, 400, "invalid_request")
 
 	// No header at all is an order without a key, as before.
 	wantPlaced(t, e.Do(t, "POST", "/v1/orders", body))
