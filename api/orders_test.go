@@ -557,38 +557,38 @@ func TestEmptyOrRepeatedIdempotencyKeyIsRefused(t *testing.T) {
 	wantError(t, e.Do(t, "POST", "/v1/products/p1/restock", `{"quantity":1}`,
 		append(apitest.Admin(), "Idempotency-Key", "")...), 400, "invalid_request")
 
-	// Over a real connection: "Idempotency-Key:   " reaches the handler as "".
+	// Over a real connection: "Idempotency-Key:   " reaches the handler as
+	// "". Two Idempotency-Key lines: which names the order? Refused too.
 	srv := httptest.NewServer(e.Handler)
 	defer srv.Close()
-	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	for _, keyLines := range []string{"Idempotency-Key:   \r\n", "Idempotency-Key: k1\r\nIdempotency-Key: k2\r\n"} {
+		wantError(t, rawPost(t, srv.Listener.Addr().String(), "/v1/orders", keyLines, body), 400, "invalid_request")
+	}
+
+	// No header at all is an order without a key, as before.
+	wantPlaced(t, e.Do(t, "POST", "/v1/orders", body))
+}
+
+// rawPost sends a POST of a JSON body to addr over a connection of its own,
+// with the header lines given as they are (what net/http's client would
+// not send: repeated or blank lines), and returns the answer.
+func rawPost(t *testing.T, addr, path, headerLines, body string) *apitest.Response {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	fmt.Fprintf(conn, "POST /v1/orders HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nIdempotency-Key:   \r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
+	fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n%sContent-Length: %d\r\nConnection: close\r\n\r\n%s",
+		path, headerLines, len(body), body)
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	wantError(t, &apitest.Response{Status: resp.StatusCode, Header: resp.Header, Body: b}, 400, "invalid_request")
-
-	// Two Idempotency-Key lines: which names the order? Refused too.
-	conn2, err := net.Dial("tcp", srv.Listener.Addr().String())
+	b, err := io.ReadAll(resp.Body)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn2.Close()
-	fmt.Fprintf(conn2, "POST /v1/orders HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nIdempotency-Key: k1\r\nIdempotency-Key: k2\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
-	resp2, err := http.ReadResponse(bufio.NewReader(conn2), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp2.Body.Close()
-	b2, _ := io.ReadAll(resp2.Body)
-	wantError(t, &apitest.Response{Status: resp2.StatusCode, Header: resp2.Header, Body: b2}, 400, "invalid_request")
-
-	// No header at all is an order without a key, as before.
-	wantPlaced(t, e.Do(t, "POST", "/v1/orders", body))
+	return &apitest.Response{Status: resp.StatusCode, Header: resp.Header, Body: b}
 }
