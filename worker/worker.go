@@ -377,6 +377,8 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	defer w.handlerDone()
 	w.metrics.inFlight.Inc()
 	defer w.metrics.inFlight.Dec()
+	retried, _ := asynq.GetRetryCount(ctx)
+	maxRetry, _ := asynq.GetMaxRetry(ctx)
 	o, err := queue.Decode(t.Payload())
 	if err != nil {
 		// One with an id and a product is recorded (and counted) failed,
@@ -386,6 +388,14 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		rerr := errors.New("no order to record")
 		if o.ID != "" && o.ProductID != "" {
 			d, rerr = w.recordFailed(ctx, o, "malformed order", err)
+			if rerr != nil && !refusedValue(rerr) && retried < maxRetry && ctx.Err() == nil {
+				// PostgreSQL did not answer (rather than refuse a value
+				// of the order): try the record again later. Archived
+				// now, the order would have no outcome, and neither
+				// burying it nor the archive sweep can keep an order
+				// that does not decode.
+				return fmt.Errorf("record malformed order %s: %w", o.ID, rerr)
+			}
 		}
 		switch {
 		case rerr == nil && d.Replay:
@@ -399,8 +409,6 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		ID: o.ID, ProductID: o.ProductID, UserID: o.UserID, Quantity: o.Quantity,
 		IdempotencyKey: o.IdempotencyKey, AcceptedAt: o.AcceptedAt,
 	}
-	retried, _ := asynq.GetRetryCount(ctx)
-	maxRetry, _ := asynq.GetMaxRetry(ctx)
 	var d inventory.Decision
 	if w.batcher != nil {
 		d, err = w.batcher.submit(ctx, req, retried >= maxRetry)
