@@ -38,23 +38,19 @@ func TestManyOneNodeWithoutContextTimeoutsStopsAtNodeTimeout(t *testing.T) {
 	// within one NodeTimeout: on a loaded machine that can run out, so the
 	// warm-up tries again (fresh keys each time) until it holds both.
 	var held []*lock.Lock
-	for try := 0; held == nil; try++ {
+	warmUp(t, func(try int) error {
 		locks, errs := c.TryAcquireMany(ctx, []string{fmt.Sprintf("r1-%d", try), fmt.Sprintf("r2-%d", try)})
 		if err := errors.Join(errs...); err != nil {
-			if try >= 20 {
-				t.Fatalf("warm-up TryAcquireMany: %v", err)
-			}
-			t.Logf("warm-up TryAcquireMany (try %d): %v", try, err)
 			for _, l := range locks {
 				if l != nil {
 					_ = l.Release(ctx)
 				}
 			}
-			time.Sleep(50 * time.Millisecond)
-			continue
+			return fmt.Errorf("TryAcquireMany: %w", err)
 		}
 		held = locks
-	}
+		return nil
+	})
 	if err := nodes[0].Pause(); err != nil {
 		t.Fatal(err)
 	}
@@ -95,20 +91,16 @@ func TestTryAcquireManyOnAHungSingleNode(t *testing.T) {
 	ctx := locktest.Ctx(t, 60*time.Second)
 	// Warm the pool; the first call also loads the script within one
 	// NodeTimeout, which a loaded machine can run out: try again.
-	for try := 0; ; try++ {
+	warmUp(t, func(try int) error {
 		warm, err := c.TryAcquire(ctx, fmt.Sprintf("warm-%d", try))
-		if err == nil {
-			if err := warm.Release(ctx); err != nil {
-				t.Fatal(err)
-			}
-			break
+		if err != nil {
+			return fmt.Errorf("TryAcquire: %w", err)
 		}
-		if try >= 20 {
-			t.Fatalf("warm-up TryAcquire: %v", err)
+		if err := warm.Release(ctx); err != nil {
+			t.Fatal(err)
 		}
-		t.Logf("warm-up TryAcquire (try %d): %v", try, err)
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 	if err := nodes[0].Pause(); err != nil {
 		t.Fatal(err)
 	}
@@ -151,4 +143,23 @@ func TestTryAcquireManyOnAHungSingleNode(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// warmUp calls try (with the try's number, for fresh keys) until it
+// succeeds, 21 times at most, 50ms apart: a fresh node's first call loads
+// the lock's script within one NodeTimeout, which a loaded machine can run
+// out.
+func warmUp(t *testing.T, try func(n int) error) {
+	t.Helper()
+	for n := 0; ; n++ {
+		err := try(n)
+		if err == nil {
+			return
+		}
+		if n >= 20 {
+			t.Fatalf("warm-up: %v", err)
+		}
+		t.Logf("warm-up (try %d): %v", n, err)
+		time.Sleep(50 * time.Millisecond)
+	}
 }

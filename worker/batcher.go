@@ -369,7 +369,7 @@ func (b *batcher) round(ctx context.Context) bool {
 	}
 	res, err := b.apply(ctx, batch, used)
 
-	if again, _ := requeueable(ctx, err); err != nil && !again && ctx.Err() == nil && len(reqs) > 1 && refusedValue(err) {
+	if isolatable(ctx, err, len(reqs)) {
 		// An error that is the round's own orders' (PostgreSQL refused one
 		// of them: a value it cannot store), not the lock's or the
 		// database's: it would fail every order of the round, each a try,
@@ -419,6 +419,18 @@ func (b *batcher) apply(ctx context.Context, batch inventory.Batch, used []*lock
 	stopWatch()
 	b.w.metrics.observeRound(len(batch.Orders), len(batch.Tokens), time.Since(start), err)
 	return res, err
+}
+
+// isolatable reports whether a round of n orders that failed with err is
+// decided again in parts (isolate): PostgreSQL refused a value of one of
+// its orders, the round is no lock's or database's fault (requeueable), and
+// the runner still runs.
+func isolatable(ctx context.Context, err error, n int) bool {
+	if err == nil || n < 2 || ctx.Err() != nil || !refusedValue(err) {
+		return false
+	}
+	again, _ := requeueable(ctx, err)
+	return !again
 }
 
 // refusedValue reports whether err is PostgreSQL refusing a value of a

@@ -10,7 +10,6 @@ import (
 	"github.com/flashsale/flashsale/internal/testenv"
 	"github.com/flashsale/flashsale/inventory"
 	"github.com/flashsale/flashsale/inventory/inventorytest"
-	"github.com/flashsale/flashsale/queue"
 	"github.com/flashsale/flashsale/worker"
 )
 
@@ -42,13 +41,8 @@ func TestPoisonOrderFailsAlone(t *testing.T) {
 	e.waitBlockedBy(t, tx)
 	var goodErr error
 	wg.Go(func() { goodErr = e.w.ProcessTask(bg, task(t, "good", "p", "u1", 1, 2)) })
+	bad := heldKeyTask(t, 3)
 	wg.Go(func() {
-		bad, err := queue.Encode(queue.Order{ID: "bad", ProductID: "p", UserID: "u9", Quantity: 1, IdempotencyKey: "k",
-			AcceptedAt: time.Unix(1_800_000_000, 0).Add(3 * time.Millisecond)})
-		if err != nil {
-			t.Error(err)
-			return
-		}
 		if err := e.w.ProcessTask(bg, bad); err == nil {
 			t.Error("the order whose key another order holds was decided")
 		}

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hibiken/asynq"
+
 	"github.com/flashsale/flashsale/internal/testenv"
 	"github.com/flashsale/flashsale/inventory"
 	"github.com/flashsale/flashsale/inventory/inventorytest"
@@ -67,6 +69,20 @@ func TestPoisonDeadOrderDoesNotBlockTheOthers(t *testing.T) {
 			})
 		}
 	}
+}
+
+// heldKeyTask is the task of order "bad" of product p by u9 with
+// Idempotency-Key k, accepted at 1_800_000_000 plus seq milliseconds:
+// refused by the orders' unique index once holdKey(t, e, "p", "u9", "k")
+// has recorded another order id with that key.
+func heldKeyTask(t *testing.T, seq int) *asynq.Task {
+	t.Helper()
+	bad, err := queue.Encode(queue.Order{ID: "bad", ProductID: "p", UserID: "u9", Quantity: 1, IdempotencyKey: "k",
+		AcceptedAt: time.Unix(1_800_000_000, 0).Add(time.Duration(seq) * time.Millisecond)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bad
 }
 
 // holdKey records an order of user's with Idempotency-Key key (failed, as

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/flashsale/flashsale/inventory/inventorytest"
-	"github.com/flashsale/flashsale/queue"
 	"github.com/flashsale/flashsale/worker"
 )
 
@@ -21,12 +20,7 @@ func TestRoundErrorIsNotAcknowledged(t *testing.T) {
 	e.start(t)
 	inventorytest.CreateProduct(t, e.store, "p", 10, 0)
 	holdKey(t, e, "p", "u9", "k")
-	bad, err := queue.Encode(queue.Order{ID: "bad", ProductID: "p", UserID: "u9", Quantity: 1, IdempotencyKey: "k",
-		AcceptedAt: time.Unix(1_800_000_000, 0)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.w.ProcessTask(context.Background(), bad); err == nil {
+	if err := e.w.ProcessTask(context.Background(), heldKeyTask(t, 0)); err == nil {
 		t.Error("ProcessTask = nil for an order whose round committed nothing")
 	}
 }

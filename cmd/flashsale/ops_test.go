@@ -82,21 +82,8 @@ func tlsRedisStub(t *testing.T) string {
 // a private redis-server instead of the configured one.
 func TestDevUsesARedisThatAnswersOverTLS(t *testing.T) {
 	t.Parallel()
-	db := testenv.NewDatabase(t)
-	ns := devNamespace(t)
 	redisURL := tlsRedisStub(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	stdout, stderr := &testenv.LogBuffer{}, &testenv.LogBuffer{}
-	done := make(chan error, 1)
-	addr, err := cluster.FreeAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		done <- runDev(ctx, []string{"-workers", "1", "-data-dir", t.TempDir(), "-http-addr", addr, "-database-url", db,
-			"-redis-url", redisURL, "-queue", "q_" + ns, "-key-prefix", ns + ":", "-log-format", "json"}, stdout, stderr)
-	}()
+	stderr, done, cancel := startDevWith(t, t.TempDir(), testenv.NewDatabase(t), redisURL)
 	deadline := time.After(60 * time.Second)
 	for !strings.Contains(stderr.String(), "started a private redis-server") {
 		select {
@@ -128,20 +115,8 @@ func TestDevDoesNotReplaceAPostgresThatRefusesItsLogin(t *testing.T) {
 		t.Fatal(err)
 	}
 	u.User = url.UserPassword("no_such_role_review5", "wrong")
-	ns := devNamespace(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	stdout, stderr := &testenv.LogBuffer{}, &testenv.LogBuffer{}
-	done := make(chan error, 1)
-	addr, err := cluster.FreeAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
 	dataDir := t.TempDir()
-	go func() {
-		done <- runDev(ctx, []string{"-workers", "1", "-data-dir", dataDir, "-http-addr", addr, "-database-url", u.String(),
-			"-redis-url", testenv.RedisURL(), "-queue", "q_" + ns, "-key-prefix", ns + ":", "-log-format", "json"}, stdout, stderr)
-	}()
+	stderr, done, cancel := startDevWith(t, dataDir, u.String(), testenv.RedisURL())
 	var derr error
 	deadline := time.After(60 * time.Second)
 wait:
@@ -186,4 +161,26 @@ func TestRedisAddrDefaultsThePort(t *testing.T) {
 			t.Errorf("redisAddr(%q) = %q, %v; want %q", in, got, ok, want)
 		}
 	}
+}
+
+// startDevWith runs `flashsale dev` with one worker, its data under
+// dataDir, on the given database and Redis URLs and the test's own queue
+// and key prefix. It returns dev's log, the channel of its result, and the
+// cancel that stops it (also called at cleanup).
+func startDevWith(t *testing.T, dataDir, databaseURL, redisURL string) (stderr *testenv.LogBuffer, done <-chan error, cancel func()) {
+	t.Helper()
+	ns := devNamespace(t)
+	addr, err := cluster.FreeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	stdout, stderr := &testenv.LogBuffer{}, &testenv.LogBuffer{}
+	result := make(chan error, 1)
+	go func() {
+		result <- runDev(ctx, []string{"-workers", "1", "-data-dir", dataDir, "-http-addr", addr, "-database-url", databaseURL,
+			"-redis-url", redisURL, "-queue", "q_" + ns, "-key-prefix", ns + ":", "-log-format", "json"}, stdout, stderr)
+	}()
+	return stderr, result, cancel
 }
