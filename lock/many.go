@@ -209,9 +209,15 @@ func (c *Client) ReleaseMany(ctx context.Context, locks []*Lock) []error {
 				l := round[j].l
 				return releaseScript.EvalSha(ctx, pipe, []string{l.ks.lock}, l.value, l.ks.channel)
 			}, releaseReply)
-		var again []*manyRelease
+		// Each lock waits for its majority, or its nodes' NodeTimeout, on
+		// its own (in turn, a hung node would cost each lock a NodeTimeout).
+		var wg sync.WaitGroup
 		for j, r := range round {
-			r.t = c.tallyOf(rctx, replies[j])
+			wg.Go(func() { r.t = c.tallyOf(rctx, replies[j]) })
+		}
+		wg.Wait()
+		var again []*manyRelease
+		for _, r := range round {
 			if r.t.ok == 0 && r.t.notHeld == 0 {
 				again = append(again, r)
 			}
