@@ -41,10 +41,11 @@
 //
 // # Errors
 //
-// Every failed acquisition matches [ErrNotObtained]. It also matches
-// [ErrNoQuorum] when nodes were unreachable (as opposed to held by another
-// owner), the context's error when the context ended, and [ErrClosed] after
-// Close; [CauseOf] turns the error into a metrics label. [Lock.Extend] and
+// Every failed acquisition of a valid key matches [ErrNotObtained] (an
+// empty key gives [ErrInvalidKey] alone). It also matches [ErrNoQuorum]
+// when nodes were unreachable (as opposed to held by another owner), the
+// context's error when the context ended, and [ErrClosed] after Close;
+// [CauseOf] turns the error into a metrics label. [Lock.Extend] and
 // [Lock.Release] return [ErrNotHeld] when the lock is no longer held. Extend
 // runs extend.lua, which only resets the TTL of a key that still holds this
 // lock's value: an expired lock is never silently re-acquired.

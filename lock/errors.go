@@ -7,11 +7,12 @@ import (
 
 var (
 	// ErrNotObtained is in the chain of every error returned by
-	// [Client.Acquire] and [Client.TryAcquire] when the lock was not acquired.
-	// On its own (TryAcquire) it means another owner holds the lock. It is
-	// joined with [ErrNoQuorum] when too few nodes answered, with [ErrClosed]
-	// when the client is closed, and with the context's error when the
-	// context ended first, so errors.Is matches each of them.
+	// [Client.Acquire] and [Client.TryAcquire] when the lock was not
+	// acquired, except [ErrInvalidKey] (an empty key), which is returned
+	// alone. On its own (TryAcquire) it means another owner holds the lock.
+	// It is joined with [ErrNoQuorum] when too few nodes answered, with
+	// [ErrClosed] when the client is closed, and with the context's error
+	// when the context ended first, so errors.Is matches each of them.
 	ErrNotObtained = errors.New("lock: not obtained")
 
 	// ErrNoQuorum means that too few nodes answered for a majority to be
