@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/flashsale/flashsale/internal/logging"
 	"github.com/flashsale/flashsale/internal/redact"
 	"github.com/flashsale/flashsale/worker"
@@ -118,6 +120,12 @@ var settings = []setting{
 				}
 				if pu, err := url.Parse(u); err != nil || (pu.Scheme != "redis" && pu.Scheme != "rediss") || pu.Host == "" {
 					return fmt.Errorf("%s is not a redis:// URL", redact.URL(u))
+				}
+				// As the worker's lock clients read it (an unknown option,
+				// a bad database number), at start rather than after the
+				// worker has connected to PostgreSQL and the queue.
+				if _, err := redis.ParseURL(u); err != nil {
+					return fmt.Errorf("%s: %v", redact.URL(u), err)
 				}
 				c.LockRedisURLs = append(c.LockRedisURLs, u)
 			}
@@ -405,6 +413,15 @@ func loadConfig(fs *flag.FlagSet, name string, args []string) (config, error) {
 	}
 	if len(c.LockRedisURLs) == 0 {
 		if u, _ := url.Parse(c.RedisURL); u != nil && (u.Scheme == "redis" || u.Scheme == "rediss") {
+			// The lock's client reads the URL as go-redis does, which
+			// refuses options asynq's queue ignores: checked here, naming
+			// the setting the URL came from. Before, the worker connected
+			// to PostgreSQL and then failed naming FLASHSALE_LOCK_REDIS_URLS,
+			// a variable the operator had not set.
+			if _, err := redis.ParseURL(c.RedisURL); err != nil {
+				return c, fmt.Errorf("bad %s=%q: it is also the lock's Redis (%s is not set): %v",
+					c.name("FLASHSALE_REDIS_URL"), shown("FLASHSALE_REDIS_URL", c.RedisURL), "FLASHSALE_LOCK_REDIS_URLS", err)
+			}
 			c.LockRedisURLs = []string{c.RedisURL}
 		} else {
 			return c, fmt.Errorf("%s must be set when the queue's Redis (%s) is not a single redis:// node", c.name("FLASHSALE_LOCK_REDIS_URLS"), c.name("FLASHSALE_REDIS_URL"))

@@ -613,3 +613,37 @@ func TestProductTimeoutSetting(t *testing.T) {
 		}
 	}
 }
+
+// A worker's lock Redis URL that go-redis refuses stops it at start, in a
+// message naming the setting the URL came from (from a user review: with
+// FLASHSALE_LOCK_REDIS_URLS unset, a queue URL with an option asynq ignores,
+// such as ?foo=bar, passed the checks, the worker connected to PostgreSQL
+// and then failed naming FLASHSALE_LOCK_REDIS_URLS, which was never set;
+// the API ran with the same URL). Not parallel: the environment may set
+// FLASHSALE_LOCK_REDIS_URLS, which this clears.
+func TestBadLockURLIsRefusedNamingItsSetting(t *testing.T) {
+	t.Setenv("FLASHSALE_LOCK_REDIS_URLS", "")
+	for _, tc := range []struct {
+		args          []string
+		want, wantNot string
+	}{
+		{[]string{"-redis-url", "redis://127.0.0.1:6379/7?foo=bar"}, `bad -redis-url="redis://127.0.0.1:6379/7?foo=bar": it is also the lock's Redis`, "bad FLASHSALE_LOCK_REDIS_URLS"},
+		{[]string{"-redis-url", "redis://127.0.0.1:6379/x"}, "bad -redis-url=", "FLASHSALE_LOCK_REDIS_URLS="},
+		{[]string{"-lock-redis-urls", "redis://127.0.0.1:6379/0?foo=bar"}, `bad -lock-redis-urls="redis://127.0.0.1:6379/0?foo=bar": redis://127.0.0.1:6379/0?foo=bar: redis: unexpected option: foo`, "also the lock's"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+			fs.SetOutput(io.Discard)
+			_, err := loadConfig(fs, "worker", tc.args)
+			if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), tc.wantNot) {
+				t.Fatalf("loadConfig: %v, want an error with %q, without %q", err, tc.want, tc.wantNot)
+			}
+		})
+	}
+	// The API does not read the lock's settings: the same URL is no error of its own.
+	fs := flag.NewFlagSet("api", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	if _, err := loadConfig(fs, "api", []string{"-redis-url", "redis://127.0.0.1:6379/7?foo=bar", "-http-addr", "127.0.0.1:0"}); err != nil {
+		t.Errorf("api: %v, want no error (it reads no lock setting)", err)
+	}
+}
