@@ -430,6 +430,25 @@ func loadConfig(fs *flag.FlagSet, name string, args []string) (config, error) {
 	if n := len(c.LockRedisURLs); n == 2 || n == 4 {
 		return c, fmt.Errorf("bad %s: %d nodes; use 1, 3 or 5 independent nodes (an even count tolerates no more failures than one node fewer)", c.name("FLASHSALE_LOCK_REDIS_URLS"), n)
 	}
+	// A server named twice (the same host:port, any database) is one node
+	// casting two votes: its failure alone costs the quorum, and releases
+	// fail on the second copy (the first one already deleted the key), each
+	// logged. Before, it was taken as independent nodes without a word.
+	if len(c.LockRedisURLs) > 1 {
+		seen := map[string]string{}
+		for _, u := range c.LockRedisURLs {
+			opt, err := redis.ParseURL(u) // checked by the setting
+			if err != nil {
+				return c, fmt.Errorf("bad %s: %s: %v", c.name("FLASHSALE_LOCK_REDIS_URLS"), redact.URL(u), err)
+			}
+			addr := strings.ToLower(opt.Addr)
+			if prev, ok := seen[addr]; ok {
+				return c, fmt.Errorf("bad %s: %s and %s are one server (%s); a quorum needs 3 or 5 independent nodes",
+					c.name("FLASHSALE_LOCK_REDIS_URLS"), redact.URL(prev), redact.URL(u), addr)
+			}
+			seen[addr] = u
+		}
+	}
 	return c, nil
 }
 

@@ -647,3 +647,32 @@ func TestBadLockURLIsRefusedNamingItsSetting(t *testing.T) {
 		t.Errorf("api: %v, want no error (it reads no lock setting)", err)
 	}
 }
+
+// The lock's nodes must be distinct servers (from a user review: a quorum
+// of redis://a,redis://b,redis://b, or b's databases 1 and 2, was taken as
+// three independent nodes: b alone made the majority, so its failure
+// stopped every worker, and each release logged a failure on b's second
+// copy).
+func TestLockNodesNamedTwiceAreRefused(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		urls string
+		ok   bool
+	}{
+		{"redis://a:6379/0,redis://b:6379/0,redis://b:6379/0", false},
+		{"redis://a:6379/0,redis://b:6379/1,redis://b:6379/2", false},
+		{"redis://a,redis://B:6379,redis://b", false}, // default port, host case
+		{"redis://a:6379,redis://b:6379,redis://b:6380", true},
+		{"redis://a:6379/3", true},
+	} {
+		fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		_, err := loadConfig(fs, "worker", []string{"-lock-redis-urls", tc.urls})
+		switch {
+		case tc.ok && err != nil:
+			t.Errorf("%s: %v, want no error", tc.urls, err)
+		case !tc.ok && (err == nil || !strings.Contains(err.Error(), "are one server")):
+			t.Errorf("%s: %v, want an error saying two URLs are one server", tc.urls, err)
+		}
+	}
+}
