@@ -422,8 +422,25 @@ func (rep *Report) WriteText(w io.Writer) error {
 	} else {
 		fmt.Fprintf(&b, "queue depth: unavailable (%s)\n", q.Unavailable)
 	}
+	// Sold and left are sums of the products read back (Totals): with
+	// none read (an interrupted run, or every read failed) they are
+	// unknown, not 0; with some, they are those products' only.
 	t := rep.Totals
-	fmt.Fprintf(&b, "stock: stocked %d, sold %d, left %d, succeeded units %d\n", t.Stocked, t.Sold, t.Stock, t.SucceededUnits)
+	read := 0
+	for _, p := range rep.Products {
+		if p.Read {
+			read++
+		}
+	}
+	switch {
+	case read == len(rep.Products):
+		fmt.Fprintf(&b, "stock: stocked %d, sold %d, left %d, succeeded units %d\n", t.Stocked, t.Sold, t.Stock, t.SucceededUnits)
+	case read == 0:
+		fmt.Fprintf(&b, "stock: stocked %d, sold and left unknown (no product read back), succeeded units %d\n", t.Stocked, t.SucceededUnits)
+	default:
+		fmt.Fprintf(&b, "stock: stocked %d, sold %d and left %d in the %d of %d products read back, succeeded units %d\n",
+			t.Stocked, t.Sold, t.Stock, read, len(rep.Products), t.SucceededUnits)
+	}
 
 	switch {
 	case !rep.Verified:

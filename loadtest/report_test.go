@@ -100,3 +100,34 @@ func TestReportText(t *testing.T) {
 		t.Errorf("clean text report lacks the OK line:\n%s", buf.String())
 	}
 }
+
+// The stock line gives no figure for a product that was not read back
+// (from a user review: an interrupted run printed "stocked 5000, sold 0,
+// left 0", the 0s standing for products never read).
+func TestReportTextStockOfProductsNotRead(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		products []ProductReport
+		totals   Totals
+		want     string
+	}{
+		{"none read", []ProductReport{{ID: "p0", Stocked: 5000}},
+			Totals{Stocked: 5000, SucceededUnits: 2405},
+			"stock: stocked 5000, sold and left unknown (no product read back), succeeded units 2405\n"},
+		{"some read", []ProductReport{{ID: "p0", Stocked: 10, Stock: 4, Sold: 6, Read: true}, {ID: "p1", Stocked: 10}},
+			Totals{Stocked: 20, Stock: 4, Sold: 6, SucceededUnits: 9},
+			"stock: stocked 20, sold 6 and left 4 in the 1 of 2 products read back, succeeded units 9\n"},
+		{"all read", []ProductReport{{ID: "p0", Stocked: 10, Stock: 4, Sold: 6, Read: true}},
+			Totals{Stocked: 10, Stock: 4, Sold: 6, SucceededUnits: 6},
+			"stock: stocked 10, sold 6, left 4, succeeded units 6\n"},
+	} {
+		rep := &Report{RunID: "r", Products: tc.products, Totals: tc.totals}
+		var buf bytes.Buffer
+		if err := rep.WriteText(&buf); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(buf.String(), tc.want) {
+			t.Errorf("%s: text report lacks %q:\n%s", tc.name, tc.want, buf.String())
+		}
+	}
+}
