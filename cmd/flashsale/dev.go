@@ -65,10 +65,14 @@ func serveDev(ctx context.Context, cfg config, log *slog.Logger, dataDir string,
 	if workers < 1 || workers > 32 {
 		return fmt.Errorf("bad -workers=%d: want 1 to 32", workers)
 	}
+	base, err := devBaseURL(cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("bad %s=%q: %w", cfg.name("FLASHSALE_HTTP_ADDR"), cfg.HTTPAddr, err)
+	}
 	// Its processes log in the format of its own lines: "auto" is decided
 	// here, on its output (their output is a pipe to it).
 	cfg.LogFormat = logging.Format(stderr, cfg.LogFormat)
-	dataDir, err := filepath.Abs(dataDir)
+	dataDir, err = filepath.Abs(dataDir)
 	if err != nil {
 		return err
 	}
@@ -177,7 +181,6 @@ func serveDev(ctx context.Context, cfg config, log *slog.Logger, dataDir string,
 			return err
 		}
 	}
-	base := "http://" + cfg.HTTPAddr
 	if err := waitReady(ctx, base+"/readyz", 30*time.Second, exited); err != nil {
 		return err
 	}
@@ -219,6 +222,29 @@ flashsale is running: API %s, %d workers. Ctrl-C stops everything.
 	case name := <-exited:
 		return fmt.Errorf("%s exited unexpectedly; see its log above", name)
 	}
+}
+
+// devBaseURL is the base URL of dev's API listening on addr, as dev and
+// the lines it prints reach it: an address of every interface (":8080",
+// "0.0.0.0:8080", "[::]:8080") is reached on loopback, and port 0 (any
+// free port, which dev would not know) is refused. Before, dev printed
+// curl lines for http://:8080, which curl refuses, and with port 0 it
+// waited 30s for an API at port 0, then said it was not ready.
+func devBaseURL(addr string) (string, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", err
+	}
+	if port == "0" {
+		return "", errors.New("dev needs the API's port to reach it and print its URL: choose one (port 0 picks any free port)")
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+		if ip != nil && ip.To4() == nil {
+			host = "::1"
+		}
+	}
+	return "http://" + net.JoinHostPort(host, port), nil
 }
 
 // devEnv is the environment of dev's process i (0: the API; 1..n: the

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"regexp"
@@ -278,5 +279,49 @@ func TestDevStoppedBeforeItsDatabaseStartsNoPrivateOne(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), "stopped during its start") {
 		t.Errorf("no line saying dev stopped during its start:\n%s", stderr)
+	}
+}
+
+// dev on an address of every interface prints, and waits on, URLs that
+// reach its API on loopback, and refuses port 0 at once, naming the flag
+// (from a user review: with -http-addr :PORT its curl lines named
+// http://:PORT, which curl refuses; with port 0 it waited 30s for an API
+// at port 0, then said it was not ready).
+func TestDevOnEveryInterfacePrintsURLsThatWork(t *testing.T) {
+	t.Parallel()
+	t.Run("every interface", func(t *testing.T) {
+		t.Parallel()
+		addr, err := cluster.FreeAddr()
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, port, _ := net.SplitHostPort(addr)
+		d := devOn(t, testenv.NewDatabase(t), devNamespace(t), "-http-addr", ":"+port)
+		out := d.stdout.String()
+		if strings.Contains(out, "http://:") || !strings.Contains(out, "curl -s -X POST http://127.0.0.1:"+port+"/v1/orders") {
+			t.Errorf("dev on :%s printed:\n%s\nwant its URLs on http://127.0.0.1:%s", port, out, port)
+		}
+	})
+	t.Run("port 0", func(t *testing.T) {
+		t.Parallel()
+		ns := devNamespace(t)
+		start := time.Now()
+		err := runDev(t.Context(), []string{"-workers", "1", "-http-addr", "127.0.0.1:0", "-database-url", testenv.NewDatabase(t),
+			"-redis-url", testenv.RedisURL(), "-queue", "q_" + ns, "-key-prefix", ns + ":"}, io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), `bad -http-addr="127.0.0.1:0"`) {
+			t.Fatalf("dev -http-addr 127.0.0.1:0: %v (after %v), want an error naming -http-addr", err, time.Since(start))
+		}
+	})
+}
+
+func TestDevBaseURL(t *testing.T) {
+	t.Parallel()
+	for addr, want := range map[string]string{
+		"127.0.0.1:8080": "http://127.0.0.1:8080", ":8080": "http://127.0.0.1:8080", "0.0.0.0:8080": "http://127.0.0.1:8080",
+		"[::]:8080": "http://[::1]:8080", "[::1]:8080": "http://[::1]:8080", "localhost:8080": "http://localhost:8080",
+	} {
+		if got, err := devBaseURL(addr); err != nil || got != want {
+			t.Errorf("devBaseURL(%q) = %q, %v; want %q", addr, got, err, want)
+		}
 	}
 }

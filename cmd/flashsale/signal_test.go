@@ -59,8 +59,17 @@ func TestSignalDuringStartIsACleanStop(t *testing.T) {
 			}
 			defer watch.Close(ctx)
 
-			p := startServer(t, tc.name, "FLASHSALE_DATABASE_URL="+db, "FLASHSALE_REDIS_URL="+testenv.RedisURL(),
-				"FLASHSALE_QUEUE=q_"+ns, "FLASHSALE_KEY_PREFIX="+ns+":")
+			env := []string{"FLASHSALE_DATABASE_URL=" + db, "FLASHSALE_REDIS_URL=" + testenv.RedisURL(),
+				"FLASHSALE_QUEUE=q_" + ns, "FLASHSALE_KEY_PREFIX=" + ns + ":"}
+			if tc.name == "dev" {
+				// dev needs its API's port (it refuses port 0).
+				addr, err := cluster.FreeAddr()
+				if err != nil {
+					t.Fatal(err)
+				}
+				env = append(env, "FLASHSALE_HTTP_ADDR="+addr)
+			}
+			p := startServer(t, tc.name, env...)
 			// Its start waits on the lock: its signal handler is in place.
 			testenv.Eventually(t, 30*time.Second, func() error {
 				p.failIfEnded(t, "its start waited on the database")
