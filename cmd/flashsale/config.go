@@ -354,13 +354,20 @@ func parseRate(v string) (rate, error) {
 
 // parseFlags parses args into fs and refuses any word that is not a flag:
 // the flag package stops at the first one, so every flag after it would be
-// ignored without a word.
+// ignored without a word. A mistake in the command line (an unknown flag,
+// a value of the wrong type, a stray word) ends the process with status 2,
+// as an unknown command does; before, it was 1, which `flashsale loadtest`
+// also returns for violated invariants, so a script could not tell a
+// mistyped flag from a failed run. -h is flag.ErrHelp, as it is.
 func parseFlags(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
-		return err
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return &exitError{code: 2, err: err}
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q: only flags are taken here (see -h)", fs.Arg(0))
+		return &exitError{code: 2, err: fmt.Errorf("unexpected argument %q: only flags are taken here (see -h)", fs.Arg(0))}
 	}
 	return nil
 }

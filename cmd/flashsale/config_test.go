@@ -676,3 +676,26 @@ func TestLockNodesNamedTwiceAreRefused(t *testing.T) {
 		}
 	}
 }
+
+// A mistake in a command line exits 2, as an unknown command does, never
+// 1, which loadtest returns for violated invariants (from a user review:
+// `flashsale loadtest -ordrs 5000` exited 1, as a run that found an
+// oversell does, and so did every command's mistyped flag).
+func TestCommandLineMistakesExit2(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{
+		{"loadtest", "-ordrs", "5000"},
+		{"loadtest", "-orders", "many"},
+		{"loadtest", "stray"},
+		{"api", "-nosuch"},
+		{"worker", "-lock-ttl"},
+		{"migrate", "stray", "-log-level", "debug"},
+		{"dev", "-workers", "x"},
+		{"healthcheck", "-nosuch"},
+	} {
+		var stderr strings.Builder
+		if code := run(context.Background(), args, io.Discard, &stderr); code != 2 || stderr.Len() == 0 {
+			t.Errorf("flashsale %s: exit %d, stderr %q; want exit 2 and a message", strings.Join(args, " "), code, stderr.String())
+		}
+	}
+}
