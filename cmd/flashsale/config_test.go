@@ -699,3 +699,29 @@ func TestCommandLineMistakesExit2(t *testing.T) {
 		}
 	}
 }
+
+// A FLASHSALE_* variable that is no setting is named in a warning at
+// start, with the setting it may mean, and without its value (from a user
+// review: FLASHSALE_LOCK_REDIS_URL, for ..._URLS, was ignored without a
+// word, and the workers locked on the queue's Redis alone). Not parallel:
+// it sets the environment.
+func TestUnknownVariableIsWarnedOf(t *testing.T) {
+	t.Setenv("FLASHSALE_LOCK_REDIS_URL", "redis://:s3cret@n1:6379,redis://n2:6379,redis://n3:6379")
+	t.Setenv("FLASHSALE_NOTHING_LIKE_IT", "1")
+	var stderr strings.Builder
+	if _, _, err := setup("worker", []string{"-log-format", "text", "-lock-ttl", "5s"}, &stderr); err != nil {
+		t.Fatal(err)
+	}
+	out := stderr.String()
+	for _, want := range []string{
+		"variable=FLASHSALE_LOCK_REDIS_URL did_you_mean=FLASHSALE_LOCK_REDIS_URLS",
+		"variable=FLASHSALE_NOTHING_LIKE_IT\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("setup's log lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "s3cret") || strings.Contains(out, "FLASHSALE_LOCK_TTL") {
+		t.Errorf("setup's log shows a value, or warns of a setting:\n%s", out)
+	}
+}

@@ -21,6 +21,8 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -176,7 +178,61 @@ func setupFlags(fs *flag.FlagSet, name string, args []string, stderr io.Writer) 
 	level, _ := logging.ParseLevel(cfg.LogLevel)
 	log := logging.New(stderr, cfg.LogFormat, level).With("component", name)
 	slog.SetDefault(log) // for go-redis's lines (main) and anything else logging there
+	warnUnknownVariables(log)
 	return cfg, log, nil
+}
+
+// warnUnknownVariables logs a warning for each FLASHSALE_* variable of the
+// environment that is no setting (its name only: a value may be a
+// secret), with the setting it may have meant. A mistyped name was
+// ignored without a word, its setting left at its default: with
+// FLASHSALE_LOCK_REDIS_URL for FLASHSALE_LOCK_REDIS_URLS, the workers
+// locked on the queue's Redis alone, no quorum, and said nothing.
+func warnUnknownVariables(log *slog.Logger) {
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(k, "FLASHSALE_") || slices.ContainsFunc(settings, func(s setting) bool { return s.env == k }) {
+			continue
+		}
+		args := []any{"variable", k}
+		if m := closestSetting(k); m != "" {
+			args = append(args, "did_you_mean", m)
+		}
+		log.Warn("unknown variable ignored: no setting of flashsale has this name (`flashsale -h` lists them)", args...)
+	}
+}
+
+// closestSetting is the setting's variable nearest to name by edit
+// distance, if it is near enough (at most 3 edits) to be a typo of it.
+func closestSetting(name string) string {
+	best, bestD := "", 4
+	for _, s := range settings {
+		if d := editDistance(name, s.env); d < bestD {
+			best, bestD = s.env, d
+		}
+	}
+	return best
+}
+
+// editDistance is the Levenshtein distance of a and b (bytes).
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }
 
 // runHealthcheck exits 0 when url answers 200: the container health check
