@@ -725,3 +725,18 @@ func TestUnknownVariableIsWarnedOf(t *testing.T) {
 		t.Errorf("setup's log shows a value, or warns of a setting:\n%s", out)
 	}
 }
+
+// loadtest refuses 0 for a flag whose 0 has no meaning, at once and with
+// exit 2 (from a user review: -timeout 0 ran with a bound of 10m and
+// -concurrency 0 with 64, as the library's defaults, without a word).
+// Nothing is sent: the API address answers nothing.
+func TestLoadtestRefusesZeroFlags(t *testing.T) {
+	t.Parallel()
+	for _, f := range []string{"-timeout", "-concurrency", "-products", "-max-quantity"} {
+		var stderr strings.Builder
+		args := []string{"loadtest", "-api", "http://127.0.0.1:1", "-admin-token", "a-long-enough-admin-token", "-quiet", "-orders", "1", f, "0"}
+		if code := run(context.Background(), args, io.Discard, &stderr); code != 2 || !strings.Contains(stderr.String(), "bad "+f+"=0") {
+			t.Errorf("loadtest %s 0: exit %d, stderr %q; want exit 2 naming the flag", f, code, stderr.String())
+		}
+	}
+}

@@ -13,6 +13,9 @@ import (
 	"github.com/flashsale/flashsale/loadtest"
 )
 
+// errZeroFlag is the error of a loadtest flag given 0 that has no meaning.
+var errZeroFlag = errors.New("want a value above 0 (leave the flag out for its default)")
+
 func runLoadtest(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("flashsale loadtest", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -41,10 +44,21 @@ func runLoadtest(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	given := false
-	fs.Visit(func(f *flag.Flag) { given = given || f.Name == "admin-token" })
-	if !given {
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	if !given["admin-token"] {
 		cfg.AdminToken = os.Getenv("FLASHSALE_ADMIN_TOKEN")
+	}
+	// loadtest.Config reads a zero as "the default": given as a flag, it
+	// was run as that default without a word (-timeout 0 as a bound of
+	// 10m, -concurrency 0 as 64). Refused, as a bad value of a flag is.
+	for name, zero := range map[string]bool{
+		"concurrency": cfg.Concurrency == 0, "products": cfg.Products == 0,
+		"max-quantity": cfg.MaxQuantity == 0, "timeout": cfg.Timeout == 0,
+	} {
+		if given[name] && zero {
+			return &exitError{code: 2, err: fmt.Errorf("bad -%s=0: %w", name, errZeroFlag)}
+		}
 	}
 	for _, a := range strings.Split(apis, ",") {
 		if a = strings.TrimSpace(a); a != "" {
