@@ -26,6 +26,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/agnivade/levenshtein"
 	"github.com/gin-gonic/gin"
 	"github.com/redis/go-redis/v9"
 
@@ -207,32 +208,11 @@ func warnUnknownVariables(log *slog.Logger) {
 func closestSetting(name string) string {
 	best, bestD := "", 4
 	for _, s := range settings {
-		if d := editDistance(name, s.env); d < bestD {
+		if d := levenshtein.ComputeDistance(name, s.env); d < bestD {
 			best, bestD = s.env, d
 		}
 	}
 	return best
-}
-
-// editDistance is the Levenshtein distance of a and b (bytes).
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }
 
 // runHealthcheck exits 0 when url answers 200: the container health check
