@@ -112,7 +112,7 @@ func New(svc Service, cfg Config) (*gin.Engine, error) {
 	})
 
 	r.GET("/healthz", s.healthz)
-	r.GET("/readyz", s.readyz)
+	r.GET("/readyz", gin.WrapH(Ready(s.cfg.ReadyChecks, s.log)))
 	v1 := r.Group("/v1")
 	v1.POST("/products", s.admin, s.createProduct)
 	v1.GET("/products", s.listProducts)
@@ -264,35 +264,45 @@ func (s *server) limitBody() gin.HandlerFunc {
 
 func (s *server) healthz(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) }
 
-func (s *server) readyz(c *gin.Context) {
-	// The checks run side by side, each with the whole 2s: a slow one
-	// cannot use up another's time and have it reported unavailable.
-	ctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
-	defer cancel()
-	checks := gin.H{}
-	ok := true
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for name, check := range s.cfg.ReadyChecks {
-		wg.Go(func() {
-			err := s.runCheck(ctx, name, check)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				ok = false
-				checks[name] = "unavailable"
-			} else {
-				checks[name] = "ok"
-			}
-		})
-	}
-	wg.Wait()
-	if !ok {
-		c.Header("Retry-After", "1")
-		c.JSON(http.StatusServiceUnavailable, gin.H{"status": "unavailable", "checks": checks})
-		return
-	}
-	c.JSON(http.StatusOK, gin.H{"status": "ok", "checks": checks})
+// Ready answers a readiness probe: 200 {"status":"ok","checks":{...}} when
+// every check passes, else 503 with Retry-After and each failed check
+// "unavailable". The checks run side by side, each with the whole 2s: a
+// slow one cannot use up another's time and have it reported unavailable.
+// A failed check is logged on log (a warning; a panic, which counts as a
+// failure, at error level). The API serves it at /readyz; a worker serves
+// it on its metrics listener.
+func Ready(checks map[string]func(context.Context) error, log *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		results := map[string]string{}
+		ok := true
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for name, check := range checks {
+			wg.Go(func() {
+				err := runCheck(ctx, log, name, check)
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil {
+					ok = false
+					results[name] = "unavailable"
+				} else {
+					results[name] = "ok"
+				}
+			})
+		}
+		wg.Wait()
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		status, body := http.StatusOK, map[string]any{"status": "ok", "checks": results}
+		if !ok {
+			w.Header().Set("Retry-After", "1")
+			status, body["status"] = http.StatusServiceUnavailable, "unavailable"
+		}
+		w.WriteHeader(status)
+		_ = json.NewEncoder(w).Encode(body)
+	})
 }
 
 // runCheck runs one readiness check and logs its failure. A check that
@@ -302,15 +312,15 @@ func (s *server) readyz(c *gin.Context) {
 // results. It is logged at error level, with the stack where it panicked,
 // as the middleware logs a handler's panic. ctx carries the request's log
 // attributes (its id).
-func (s *server) runCheck(ctx context.Context, name string, check func(context.Context) error) (err error) {
+func runCheck(ctx context.Context, log *slog.Logger, name string, check func(context.Context) error) (err error) {
 	defer func() {
 		if v := recover(); v != nil {
-			s.log.ErrorContext(ctx, "readiness check panicked", "check", name, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			log.ErrorContext(ctx, "readiness check panicked", "check", name, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 			err = fmt.Errorf("readiness check %q panicked: %v", name, v)
 		}
 	}()
 	if err := check(ctx); err != nil {
-		s.log.WarnContext(ctx, "readiness check failed", "check", name, "err", err)
+		log.WarnContext(ctx, "readiness check failed", "check", name, "err", err)
 		return err
 	}
 	return nil

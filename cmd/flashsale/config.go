@@ -152,7 +152,7 @@ var settings = []setting{
 			return nil
 		}},
 	{"FLASHSALE_METRICS_ADDR", "metrics-addr", "",
-		"worker: address of its /metrics (admin token) and /healthz endpoints (empty = off); the API serves /metrics on its own address",
+		"worker: address of its /metrics (admin token), /healthz and /readyz endpoints (empty = off); the API serves /metrics on its own address",
 		forWorker,
 		func(c *config, v string) error {
 			if v != "" {

@@ -278,6 +278,20 @@ func lockClients(urls []string, poolSize int) ([]*redis.Client, error) {
 // minority down is logged, since the quorum holds without it. (Otherwise a
 // mistyped URL showed only as go-redis's dial errors, the worker running.)
 func pingLockNodes(ctx context.Context, urls []string, nodes []*redis.Client, log *slog.Logger) error {
+	down, err := lockQuorum(ctx, urls, nodes)
+	if err != nil {
+		return err
+	}
+	for _, d := range down {
+		log.Warn("a lock node does not answer; the quorum holds without it", "node", d)
+	}
+	return nil
+}
+
+// lockQuorum pings the lock nodes side by side (2s each) and returns those
+// that did not answer, or an error naming them when fewer than a majority
+// answered. The worker's readiness check runs it too.
+func lockQuorum(ctx context.Context, urls []string, nodes []*redis.Client) (down []string, err error) {
 	errs := make([]error, len(nodes))
 	var wg sync.WaitGroup
 	for i, n := range nodes {
@@ -288,20 +302,16 @@ func pingLockNodes(ctx context.Context, urls []string, nodes []*redis.Client, lo
 		})
 	}
 	wg.Wait()
-	var down []string
 	for i, err := range errs {
 		if err != nil {
 			down = append(down, fmt.Sprintf("%s: %v", redact.URL(urls[i]), err))
 		}
 	}
 	if need := len(nodes)/2 + 1; len(nodes)-len(down) < need {
-		return fmt.Errorf("%d of %d lock nodes answer, %d needed: %s",
+		return down, fmt.Errorf("%d of %d lock nodes answer, %d needed: %s",
 			len(nodes)-len(down), len(nodes), need, strings.Join(down, "; "))
 	}
-	for _, d := range down {
-		log.Warn("a lock node does not answer; the quorum holds without it", "node", d)
-	}
-	return nil
+	return down, nil
 }
 
 // serveWorker runs a worker until ctx ends. ready, if not nil, is called
@@ -385,14 +395,21 @@ func serveWorker(ctx context.Context, cfg config, log *slog.Logger, ready func()
 		return err
 	}
 	if cfg.MetricsAddr != "" {
-		// /metrics wants the admin token, as on the API; /healthz is for
-		// health checks.
+		// /metrics wants the admin token, as on the API; /healthz (the
+		// process answers) and /readyz (it can reach PostgreSQL, the
+		// queue's Redis and a majority of the lock nodes, the API's
+		// answer) are for health checks.
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", api.AdminOnly(cfg.AdminToken, promhttp.HandlerFor(reg, promhttp.HandlerOpts{})))
 		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 			w.Header().Set("Content-Type", "application/json")
 			_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
 		})
+		mux.Handle("GET /readyz", api.Ready(map[string]func(context.Context) error{
+			"postgres": store.Ping,
+			"redis":    func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
+			"lock":     func(ctx context.Context) error { _, err := lockQuorum(ctx, cfg.LockRedisURLs, nodes); return err },
+		}, log))
 		// An idle keep-alive connection with no deadline would stay open
 		// for ever: each is dropped after IdleTimeout, as on the API.
 		msrv := &http.Server{Addr: cfg.MetricsAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second,
