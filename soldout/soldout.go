@@ -25,9 +25,10 @@
 //     within about CheckInterval (30s): the one window in which the fast
 //     path may refuse orders while stock remains.
 //   - An API process trusts a "sold out" it read for at most
-//     [Options.CacheTTL], which is less than Settle. So by the time restocked
-//     units exist, no API process still believes a flag read before the
-//     restock was announced.
+//     [Options.CacheTTL], which is less than Settle, and gives one a read
+//     brings back late to no caller past 50ms short of Settle after the read
+//     began. So by the time restocked units exist, no API process still
+//     believes a flag read before the restock was announced.
 //
 // Marks and reopens are also announced on a pub/sub channel: [Gate.Run]
 // drops the process's cached answer for the product, so the fast path starts
@@ -212,14 +213,20 @@ func (g *Gate) SoldOut(ctx context.Context, product string) (bool, error) {
 			g.cache[product] = entry{soldOut: sold, fetched: fetched}
 		}
 		g.mu.Unlock()
-		return sold, nil
+		return entry{soldOut: sold, fetched: fetched}, nil
 	})
 	select {
 	case r := <-ch:
 		if r.Err != nil {
 			return false, r.Err
 		}
-		return r.Val.(bool), nil
+		e := r.Val.(entry)
+		if e.soldOut && time.Since(e.fetched) >= g.freshFor() {
+			// Read before a restock's Reopen, perhaps, and its stock may be
+			// there by now: not known sold out.
+			return false, nil
+		}
+		return e.soldOut, nil
 	case <-ctx.Done():
 		return false, fmt.Errorf("soldout: read flag of %q: %w", product, ctx.Err())
 	}
@@ -289,8 +296,17 @@ func (g *Gate) check(product string, gen int64) {
 
 // readTimeout bounds one shared read of a flag, on a client that honours
 // context deadlines (ContextTimeoutEnabled); others bound it by their own
-// read timeout.
+// read timeout. Either way a "sold out" it brings back later than freshFor
+// after it began is not given to anyone.
 const readTimeout = 2 * time.Second
+
+// freshFor is how long after a read of a flag began its "sold out" may
+// still be given to a caller: a margin short of Settle, so that a read
+// from before a restock's Reopen refuses no order once the restock may
+// have added its stock, however late its answer arrives (a slow reply, a
+// client whose read timeout is longer than readTimeout, a loaded machine).
+// With the default CacheTTL it is 2.05s, past readTimeout.
+func (g *Gate) freshFor() time.Duration { return g.Settle() - 50*time.Millisecond }
 
 // channel is the pub/sub channel of flag changes.
 func (g *Gate) channel() string { return g.opts.KeyPrefix + "soldout:changes" }
@@ -420,8 +436,7 @@ func (g *Gate) Announced(ctx context.Context, product string) (int64, error) {
 }
 
 // Settle is how long a restock waits after Reopen before adding stock: longer
-// than any API process trusts a flag. With the default CacheTTL (1s) it also
-// outlasts a shared read of a flag still in flight (readTimeout, 2s, on a
-// client that honours context deadlines), by 100ms; a CacheTTL below 1s
-// shortens Settle below that.
+// than any API process trusts a flag, whether from its cache (CacheTTL) or
+// from a read still in flight when Reopen ran (its "sold out" is given to no
+// caller later than 50ms short of Settle after the read began).
 func (g *Gate) Settle() time.Duration { return 2*g.opts.CacheTTL + 100*time.Millisecond }

@@ -496,3 +496,90 @@ func TestStaleFlagIsCheckedAgainstTheCommittedGeneration(t *testing.T) {
 		})
 	}
 }
+
+// heldReply is a go-redis hook that holds back the answer of the first GET
+// until released, once Redis has answered it: a reply slow to reach its
+// caller (a loaded machine, a client whose own read timeout is longer than
+// the gate's bound).
+type heldReply struct {
+	once     atomic.Bool
+	answered chan struct{}
+	release  chan struct{}
+}
+
+func (h *heldReply) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *heldReply) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		if cmd.Name() == "get" && h.once.CompareAndSwap(false, true) {
+			close(h.answered)
+			<-h.release
+		}
+		return err
+	}
+}
+
+func (h *heldReply) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// A "sold out" read before a restock was announced must not reach a caller
+// once the restock may have added its stock (Settle after its Reopen): the
+// read's answer is slow to arrive here, and the gate trusted whatever a
+// shared read brought back, however late, for as long as readTimeout (2s)
+// or the client's own read timeout, while Settle is 2*CacheTTL+100ms.
+func TestLateReadDoesNotRefuseAfterARestock(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb := testenv.Redis(t)
+	prefix := "t:" + testenv.Namespace(t) + ":"
+	testenv.DeleteKeys(t, rdb, prefix)
+	slow := redis.NewClient(&redis.Options{Addr: rdb.Options().Addr, DB: rdb.Options().DB, ContextTimeoutEnabled: true})
+	t.Cleanup(func() { _ = slow.Close() })
+	held := &heldReply{answered: make(chan struct{}), release: make(chan struct{})}
+	slow.AddHook(held)
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			close(held.release)
+		}
+	}
+	t.Cleanup(release)
+
+	api := soldout.New(slow, soldout.Options{KeyPrefix: prefix, CacheTTL: 50 * time.Millisecond, OpenTTL: time.Hour})
+	other := soldout.New(rdb, soldout.Options{KeyPrefix: prefix, CacheTTL: 50 * time.Millisecond})
+	if ok, err := other.Mark(ctx, "p", 0); err != nil || !ok {
+		t.Fatalf("Mark = %v, %v; want true, nil", ok, err)
+	}
+	type answer struct {
+		sold bool
+		err  error
+	}
+	got := make(chan answer, 1)
+	go func() {
+		sold, err := api.SoldOut(ctx, "p")
+		got <- answer{sold, err}
+	}()
+	select {
+	case <-held.answered: // Redis said "sold out", before the restock
+	case <-time.After(10 * time.Second):
+		t.Fatal("no GET answered within 10s")
+	}
+	// A restock: announced, then its wait (as sale's restock waits), after
+	// which its stock is there.
+	if _, err := other.Reopen(ctx, "p", 0); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(api.Settle())
+	release()
+	select {
+	case a := <-got:
+		if a.sold {
+			t.Fatalf("SoldOut answered %v, %v a Settle after the restock's Reopen; want false (stock may be there)", a.sold, a.err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("SoldOut did not answer within 10s of the reply's release")
+	}
+}
