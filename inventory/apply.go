@@ -469,7 +469,10 @@ func (c *insertOrders) add(o Order) {
 // RecordFailed records the final outcome failed, with reason, for orders
 // that cannot be decided (a permanent error). Stock is not touched. An order
 // that already has an outcome keeps it and comes back as a replay; an order
-// of an unknown product comes back with Err set to ErrNotFound.
+// of an unknown product comes back with Err set to ErrNotFound. A quantity
+// the orders table cannot hold (a malformed order's: below 1, or above
+// 2^31-1) is recorded clamped to 1 to 2^31-1: the order failed whatever
+// its quantity, and its outcome must be recordable.
 func (s *Store) RecordFailed(ctx context.Context, orders []OrderRequest, reason string) ([]Decision, error) {
 	out := make([]Decision, len(orders))
 	products := make([]string, 0, len(orders))
@@ -501,7 +504,7 @@ func (s *Store) RecordFailed(ctx context.Context, orders []OrderRequest, reason 
 					WHERE id = $2 AND EXISTS (SELECT 1 FROM ins)
 				)
 				SELECT * FROM ins`,
-				o.ID, o.ProductID, o.UserID, max(o.Quantity, 1), o.IdempotencyKey, reason, o.AcceptedAt))
+				o.ID, o.ProductID, o.UserID, min(max(o.Quantity, 1), math.MaxInt32), o.IdempotencyKey, reason, o.AcceptedAt))
 			if err == nil {
 				out[i] = Decision{Order: ord}
 				continue

@@ -69,3 +69,33 @@ func TestMalformedOrderOutlivesADatabaseOutage(t *testing.T) {
 		}
 	}
 }
+
+// A malformed order whose quantity the orders table's integer column cannot
+// hold (queue.Decode refuses it, but returns its id and product) is
+// recorded failed at its first try, as one without a quantity is
+// (TestMalformedOrderIsCountedOnce). Before, RecordFailed sent the quantity
+// as it was: pgx refused to encode it, which RecordFailed reported as
+// inventory.ErrUnavailable, so the worker took PostgreSQL for down and
+// tried the task again at each of its tries, each failing alike, and on the
+// last one asynq archived it with no outcome (here, a last try: no
+// outcome at all).
+func TestMalformedOrderWithAHugeQuantityIsRecordedFailed(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, worker.ModeBatch, 5*time.Second)
+	e.start(t)
+	inventorytest.CreateProduct(t, e.store, "p", 5, 0)
+	err := e.w.ProcessTask(context.Background(), asynq.NewTask(queue.TypeOrder,
+		[]byte(`{"id":"x","product_id":"p","user_id":"u","quantity":1099511627776}`)))
+	if !errors.Is(err, asynq.SkipRetry) {
+		t.Errorf("ProcessTask: %v, want SkipRetry", err)
+	}
+	o, err := e.store.Order(context.Background(), "x")
+	if err != nil || o.Status != inventory.StatusFailed {
+		t.Fatalf("order x: %+v, %v; want failed", o, err)
+	}
+	for outcome, want := range map[string]float64{"failed": 1, "bad_payload": 0} {
+		if got := counter(t, e.reg, "flashsale_worker_orders_total", map[string]string{"outcome": outcome}); got != want {
+			t.Errorf("%s counted: %v, want %v", outcome, got, want)
+		}
+	}
+}
