@@ -76,7 +76,8 @@ func Decode(payload []byte) (Order, error) {
 	}
 	if o.ID == "" || o.ProductID == "" || o.UserID == "" || o.Quantity < 1 || o.Quantity > math.MaxInt32 {
 		// The upper bound is the orders table's integer column: a larger
-		// quantity could never be stored, not even as failed.
+		// quantity could never be stored as ordered (a failed order's
+		// is recorded clamped: inventory.Store.RecordFailed).
 		return o, fmt.Errorf("%w: missing field or quantity not from 1 to %d", ErrBadPayload, math.MaxInt32)
 	}
 	for _, f := range [...]string{o.ID, o.ProductID, o.UserID, o.IdempotencyKey} {
