@@ -66,8 +66,12 @@ type Result struct {
 // not newer than the batch's token and the stock covers the decrement.
 // Apply returns a [*StaleFenceError] (matching [ErrStaleFence]) for each
 // product a newer token has written, joined ([errors.Join]; [StaleFences]
-// lists them), [ErrUnavailable] for retryable database faults, and nothing
-// is written in either case.
+// lists them), and nothing is written then. It returns [ErrUnavailable]
+// for retryable database faults, the context's end among them: then the
+// batch may still have committed (COMMIT goes out with the writes, and a
+// context cancelled after that cannot call it back), which a later Apply
+// of the same orders returns as replays. Either way each order's effect
+// happens at most once.
 func (s *Store) Apply(ctx context.Context, b Batch) (*Result, error) {
 	if len(b.Orders) == 0 {
 		return &Result{Products: map[string]ProductState{}}, nil
