@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hibiken/asynq"
+
 	"github.com/flashsale/flashsale/internal/testenv"
 	"github.com/flashsale/flashsale/inventory"
 	"github.com/flashsale/flashsale/inventory/inventorytest"
@@ -119,5 +121,38 @@ func TestDashboardSnapshotShared(t *testing.T) {
 		if !again.Time.Equal(first.Time) {
 			t.Errorf("snapshot time: got %v, want the cached %v", again.Time, first.Time)
 		}
+	}
+}
+
+// The dashboard's queue depth (queue.size) counts the tasks not yet done:
+// a dead (archived) task is not in it (from a review: size was asynq's,
+// which counts archived and completed tasks, so every order whose task
+// died stayed in the page's queue depth and its chart for good).
+func TestDashboardQueueDepthLeavesOutDeadTasks(t *testing.T) {
+	t.Parallel()
+	svc, deps := newService(t)
+	inventorytest.CreateProduct(t, deps.store, "a-phone", 10, 0)
+	h := newHandler(t, svc, Config{})
+	for _, u := range []string{"u1", "u2"} {
+		if rec := do(t, h, request{method: "POST", path: "/v1/orders", body: `{"product_id":"a-phone","user_id":"` + u + `","quantity":1}`}); rec.Code != 202 {
+			t.Fatalf("order: got %d %s", rec.Code, rec.Body)
+		}
+	}
+	in := asynq.NewInspector(deps.connOpt)
+	t.Cleanup(func() { _ = in.Close() })
+	tasks, err := in.ListPendingTasks(deps.queue)
+	if err != nil || len(tasks) != 2 {
+		t.Fatalf("pending tasks: got %d (%v), want 2", len(tasks), err)
+	}
+	if err := in.ArchiveTask(deps.queue, tasks[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	rec := do(t, h, request{method: "GET", path: "/v1/dashboard", header: bearer(testToken)})
+	var d dashboardJSON
+	if err := json.Unmarshal(rec.Body.Bytes(), &d); rec.Code != http.StatusOK || err != nil {
+		t.Fatalf("GET /v1/dashboard: got %d %s", rec.Code, rec.Body)
+	}
+	if q := d.Queue; q.Size != 1 || q.Pending != 1 || q.Archived != 1 {
+		t.Errorf("queue: got size %d, pending %d, archived %d; want size 1 (the pending task), pending 1, archived 1", q.Size, q.Pending, q.Archived)
 	}
 }

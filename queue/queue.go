@@ -524,8 +524,9 @@ func (i *Inspector) Stats(ctx context.Context) (Stats, error) {
 	if err != nil {
 		return Stats{}, fmt.Errorf("queue stats: %w: %w", ErrUnavailable, err)
 	}
+	// asynq's Size counts archived and completed tasks too: they are done.
 	return Stats{
-		Queue: i.queue, Size: q.Size, Pending: q.Pending, Active: q.Active, Scheduled: q.Scheduled,
+		Queue: i.queue, Size: q.Size - q.Archived - q.Completed, Pending: q.Pending, Active: q.Active, Scheduled: q.Scheduled,
 		Retry: q.Retry, Archived: q.Archived, Completed: q.Completed, Processed: q.Processed, Failed: q.Failed,
 		Latency: q.Latency, LatencyMS: q.Latency.Milliseconds(), Paused: q.Paused,
 	}, nil
