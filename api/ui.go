@@ -118,6 +118,10 @@ type dashboardJSON struct {
 	// More is true when there are more than DashboardProducts products.
 	More  bool        `json:"more"`
 	Queue queue.Stats `json:"queue"`
+	// taken is when the snapshot was taken with the monotonic clock
+	// reading (Time, in UTC, has none): its age is measured with it, so a
+	// step back of the wall clock does not keep serving it.
+	taken time.Time
 }
 
 type dashboardProduct struct {
@@ -147,7 +151,7 @@ func (d *dashboard) snapshot(ctx context.Context) (dashboardJSON, error) {
 	d.mu.Lock()
 	last := d.last
 	d.mu.Unlock()
-	if !last.Time.IsZero() && time.Since(last.Time) < d.ttl {
+	if !last.taken.IsZero() && time.Since(last.taken) < d.ttl {
 		return last, nil
 	}
 	v, err, _ := d.group.Do("", func() (any, error) {
@@ -161,7 +165,7 @@ func (d *dashboard) snapshot(ctx context.Context) (dashboardJSON, error) {
 	}
 	snap := v.(dashboardJSON)
 	d.mu.Lock()
-	if snap.Time.After(d.last.Time) {
+	if d.last.taken.IsZero() || snap.taken.After(d.last.taken) {
 		d.last = snap
 	}
 	d.mu.Unlock()
@@ -177,7 +181,8 @@ func (d *dashboard) load(ctx context.Context) (dashboardJSON, error) {
 	if err != nil {
 		return dashboardJSON{}, err
 	}
-	out := dashboardJSON{Time: time.Now().UTC(), Queue: st, Products: make([]dashboardProduct, 0, len(ps))}
+	now := time.Now()
+	out := dashboardJSON{Time: now.UTC(), taken: now, Queue: st, Products: make([]dashboardProduct, 0, len(ps))}
 	if len(ps) > DashboardProducts {
 		ps, out.More = ps[:DashboardProducts], true
 	}

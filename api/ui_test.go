@@ -156,3 +156,30 @@ func TestDashboardQueueDepthLeavesOutDeadTasks(t *testing.T) {
 		t.Errorf("queue: got size %d, pending %d, archived %d; want size 1 (the pending task), pending 1, archived 1", q.Size, q.Pending, q.Archived)
 	}
 }
+
+// A step back of the wall clock (NTP, a resumed VM) does not freeze the
+// dashboard: a snapshot's age is measured on the monotonic clock (from a
+// review: it was time.Since of its Time, which is in UTC and has no
+// monotonic reading, so after a step back by an hour every poll got the
+// snapshot from before the step for that hour).
+func TestDashboardSnapshotAfterTheClockStepsBack(t *testing.T) {
+	t.Parallel()
+	svc, _ := newService(t)
+	// Taken just before the wall clock was stepped back by an hour.
+	stale := dashboardJSON{Time: time.Now().Add(time.Hour).UTC()}
+	d := &dashboard{svc: svc, ttl: time.Minute, last: stale}
+	got, err := d.snapshot(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Time.Equal(stale.Time) || time.Since(got.Time).Abs() > time.Minute {
+		t.Errorf("snapshot time: got %v, want a new snapshot (now %v)", got.Time, time.Now().UTC())
+	}
+	again, err := d.snapshot(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !again.Time.Equal(got.Time) {
+		t.Errorf("second snapshot time: got %v, want the cached %v", again.Time, got.Time)
+	}
+}
