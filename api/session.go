@@ -10,6 +10,7 @@ import (
 	"html/template"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -97,13 +98,20 @@ var loginFS embed.FS
 
 var loginPage = template.Must(template.ParseFS(loginFS, "ui/login.html"))
 
-// safeNext keeps the redirect after sign-in on this site's admin pages.
+// safeNext keeps the redirect after sign-in on this site's admin pages:
+// the dashboard, or a page of the monitor (a deep link such as
+// /monitoring/queues/orders, which a signed-out admin was sent to sign in
+// from), whose path is plain segments: no "..", no empty segment (which
+// "//host" would be), nothing to escape.
 func safeNext(next string) string {
-	if next == MonitorPath+"/" || next == "/" {
+	if rest, ok := strings.CutPrefix(next, MonitorPath+"/"); next == "/" || ok && monitorPage.MatchString(rest) {
 		return next
 	}
 	return "/"
 }
+
+// monitorPage matches the path of a monitor page below MonitorPath+"/".
+var monitorPage = regexp.MustCompile(`^([A-Za-z0-9_~-][A-Za-z0-9._~-]*(/|$))*$`)
 
 func (s *server) loginForm(c *gin.Context) {
 	s.renderLogin(c, http.StatusOK, c.Query("next"), "")

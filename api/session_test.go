@@ -175,6 +175,10 @@ func TestSignInRedirectsOnlyToAdminPages(t *testing.T) {
 	for next, want := range map[string]string{
 		"/": "/", "/monitoring/": "/monitoring/", "https://evil.example/": "/", "//evil.example": "/",
 		"/v1/products": "/", "": "/", `/\evil.example`: "/",
+		// A monitor page signed out from: back to it, if its path is plain.
+		"/monitoring/queues/orders": "/monitoring/queues/orders", "/monitoring/queues/orders/": "/monitoring/queues/orders/",
+		"/monitoring": "/", "/monitoring/../v1/products": "/", "/monitoring//evil.example": "/",
+		"/monitoring/.%2e/x": "/", `/monitoring/\evil.example`: "/", "/monitoring/a b": "/",
 	} {
 		if code, header := signIn(t, h, testToken, next); code != http.StatusSeeOther || header.Get("Location") != want {
 			t.Errorf("next=%q: got %d to %q, want 303 to %q", next, code, header.Get("Location"), want)

@@ -128,10 +128,13 @@ func TestDashboardFollowsABurstInChromium(t *testing.T) {
 
 	// Script errors and refused content (the page's Content-Security-Policy)
 	// fail the test; the rest of the console is logged.
+	// Console subscribes when called (not when ranged over): before the
+	// first Navigate, so that the first page load's messages are not missed.
 	var consoleMu sync.Mutex
 	var problems []string
+	console := chromedp.Console(ctx)
 	go func() {
-		for m, err := range chromedp.Console(ctx) {
+		for m, err := range console {
 			if err != nil {
 				return
 			}
