@@ -119,8 +119,9 @@ type Gate struct {
 	// epoch counts announcements per product: a read that raced one is
 	// not cached.
 	epoch map[string]uint64
-	// resets counts the re-subscriptions after a reconnect, which forget
-	// every cached answer (announcements may have been lost meanwhile).
+	// resets counts the times every cached answer was forgotten, and any
+	// read in flight: a re-subscription after a reconnect (announcements
+	// may have been lost meanwhile), or epoch trimmed (see track).
 	resets uint64
 	// checking and checked limit the checks of flags against
 	// Options.Committed to one at a time per product, and one per product
@@ -128,7 +129,14 @@ type Gate struct {
 	checking map[string]bool
 	checked  map[string]checkMark
 	created  time.Time
+	// maxTracked bounds each of the maps above (see track).
+	maxTracked int
 }
+
+// maxTracked is how many products a gate keeps state for in each of its
+// maps: a long-running API process hears of every product announced and
+// reads every product ordered, and would otherwise keep each for good.
+const maxTracked = 100_000
 
 // checkMark is a product's last successful check (the value of resets it
 // saw, and when it started) and its last failed one.
@@ -166,7 +174,31 @@ func New(rdb redis.UniversalClient, opts Options) *Gate {
 		opts.CheckInterval = 30 * time.Second
 	}
 	return &Gate{rdb: rdb, opts: opts, cache: map[string]entry{}, epoch: map[string]uint64{},
-		checking: map[string]bool{}, checked: map[string]checkMark{}, created: time.Now()}
+		checking: map[string]bool{}, checked: map[string]checkMark{}, created: time.Now(), maxTracked: maxTracked}
+}
+
+// forget drops the cached answer for product, and any read of it in flight,
+// after a mark, reopen or confirm of it. Call it with g.mu held.
+func (g *Gate) forget(product string) {
+	delete(g.cache, product)
+	if len(g.epoch) >= g.maxTracked {
+		// A read in flight compares the epoch it began with: trimmed, an
+		// epoch could come back to that value. Forgetting everything (as
+		// after a reconnect) keeps such reads from being cached.
+		clear(g.epoch)
+		clear(g.cache)
+		g.resets++
+	}
+	g.epoch[product]++
+}
+
+// track makes room in m for one more product: past maxTracked it is
+// emptied. What it holds is only a saving (a cached answer, or when a
+// product's flag was last checked), so the cost is a few reads.
+func track[V any](g *Gate, m map[string]V) {
+	if len(m) >= g.maxTracked {
+		clear(m)
+	}
 }
 
 // keys are the product's flag and restock counter. The {product} hash tag
@@ -210,6 +242,7 @@ func (g *Gate) SoldOut(ctx context.Context, product string) (bool, error) {
 		}
 		g.mu.Lock()
 		if g.epoch[product] == epoch && g.resets == resets {
+			track(g, g.cache)
 			g.cache[product] = entry{soldOut: sold, fetched: fetched}
 		}
 		g.mu.Unlock()
@@ -270,6 +303,7 @@ func (g *Gate) check(product string, gen int64) {
 		defer func() {
 			g.mu.Lock()
 			delete(g.checking, product)
+			track(g, g.checked)
 			if ok {
 				g.checked[product] = checkMark{resets: resets, at: now}
 			} else {
@@ -318,8 +352,7 @@ func (g *Gate) channel() string { return g.opts.KeyPrefix + "soldout:changes" }
 func (g *Gate) Run(ctx context.Context, ready func()) error {
 	err := subscribe.Run(ctx, g.rdb, g.channel(), ready, func(product string) {
 		g.mu.Lock()
-		delete(g.cache, product)
-		g.epoch[product]++
+		g.forget(product)
 		g.mu.Unlock()
 	}, func() {
 		// Announcements made while the subscription was down are lost:
@@ -395,8 +428,7 @@ func (g *Gate) Reopen(ctx context.Context, product string, floor int64) (int64, 
 		return 0, fmt.Errorf("soldout: reopen %q: %w", product, err)
 	}
 	g.mu.Lock()
-	delete(g.cache, product)
-	g.epoch[product]++
+	g.forget(product)
 	g.mu.Unlock()
 	return gen, nil
 }
@@ -415,8 +447,7 @@ func (g *Gate) Confirm(ctx context.Context, product string, gen int64) (bool, er
 	}
 	if n == 1 {
 		g.mu.Lock()
-		delete(g.cache, product)
-		g.epoch[product]++
+		g.forget(product)
 		g.mu.Unlock()
 	}
 	return n == 1, nil

@@ -1,0 +1,11 @@
+package soldout
+
+// SetMaxTracked sets how many products g keeps state for in each map.
+func SetMaxTracked(g *Gate, n int) { g.maxTracked = n }
+
+// Tracked returns how many products g keeps a cached answer and an epoch for.
+func Tracked(g *Gate) (cache, epoch int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.cache), len(g.epoch)
+}
