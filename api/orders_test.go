@@ -372,6 +372,13 @@ func TestRateLimit(t *testing.T) {
 		wantError(t, e.Do(t, "POST", "/v1/orders", `{"product_id":"p1","user_id":"carol","quantity":0}`), 400, "invalid_request")
 	}
 	wantPlaced(t, order("carol"))
+	// An order of a product that does not exist counts (the limit comes
+	// before, and protects, the product lookup): two 404s spend dave's
+	// burst and the third order is refused without a lookup.
+	for range 2 {
+		wantError(t, e.Do(t, "POST", "/v1/orders", `{"product_id":"nope","user_id":"dave","quantity":1}`), 404, "product_not_found")
+	}
+	wantError(t, e.Do(t, "POST", "/v1/orders", `{"product_id":"nope","user_id":"dave","quantity":1}`), 429, "rate_limited")
 }
 
 func TestRateLimiterDownFailsOpen(t *testing.T) {
