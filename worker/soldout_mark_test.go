@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/flashsale/flashsale/internal/testenv"
+	"github.com/flashsale/flashsale/inventory"
 	"github.com/flashsale/flashsale/inventory/inventorytest"
 	"github.com/flashsale/flashsale/soldout"
 	"github.com/flashsale/flashsale/worker"
@@ -44,6 +45,32 @@ func TestSoldOutFlagOnlyAtZeroStock(t *testing.T) {
 			testenv.Eventually(t, 5*time.Second, func() error {
 				if sold, err := g.SoldOut(ctx, "p"); err != nil || !sold {
 					return fmt.Errorf("SoldOut with 0 left = %v, %v; want true, nil", sold, err)
+				}
+				return nil
+			})
+			// A restock (as sale's: announced, then stored at its
+			// generation) reopens p, and its unit sold at once, well within
+			// the worker's re-flagging interval, flags p again: the
+			// generation is new, so the earlier flag does not stand for it.
+			gen, err := g.Reopen(ctx, "p", 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := e.store.Restock(ctx, inventory.RestockRequest{ProductID: "p", Quantity: 1, Gen: gen, Max: 100}); err != nil {
+				t.Fatal(err)
+			}
+			if sold, err := g.SoldOut(ctx, "p"); err != nil || sold {
+				t.Fatalf("SoldOut after the restock = %v, %v; want false, nil", sold, err)
+			}
+			if err := e.w.ProcessTask(ctx, task(t, "o3", "p", "u3", 1, 4)); err != nil {
+				t.Fatal(err)
+			}
+			if o, err := e.store.Order(ctx, "o3"); err != nil || o.Status != inventory.StatusSucceeded {
+				t.Fatalf("order of the restocked unit: %+v, %v; want succeeded", o, err)
+			}
+			testenv.Eventually(t, 5*time.Second, func() error {
+				if sold, err := g.SoldOut(ctx, "p"); err != nil || !sold {
+					return fmt.Errorf("SoldOut with the restock sold = %v, %v; want true, nil", sold, err)
 				}
 				return nil
 			})
