@@ -120,6 +120,13 @@ func TestVerify(t *testing.T) {
 			want: map[ViolationCode]int{},
 		},
 		{
+			name: "oversell seen only in the product: sold says 4 of 3 stocked, three orders succeeded",
+			plant: func(o *Observations) {
+				o.Products[0].Final.Stock, o.Products[0].Final.Sold = -1, 4
+			},
+			want: map[ViolationCode]int{CodeOversell: 1, CodeNegativeStock: 1, CodeSoldMismatch: 1},
+		},
+		{
 			name: "oversell hidden by the counters: four succeeded but sold says 3",
 			plant: func(o *Observations) {
 				setStatus(o, "o3", StatusSucceeded)
