@@ -56,6 +56,7 @@ func TestEncodeDecode(t *testing.T) {
 		`{"id":"o","product_id":"p\u0000","user_id":"u","quantity":1}`,
 		`{"id":"o","product_id":"p","user_id":"u\u0000","quantity":1}`,
 		`{"id":"o","product_id":"p","user_id":"u","quantity":1,"idempotency_key":"k\u0000"}`,
+		`{"id":"\u0000o","product_id":"p","user_id":"u","quantity":1}`, // a NUL first, too
 		`{"id":"o","product_id":"p","user_id":"` + strings.Repeat("u", queue.MaxFieldBytes+1) + `","quantity":1}`,
 		`{"id":"o","product_id":"p","user_id":"u","quantity":1,"idempotency_key":"` + strings.Repeat("k", queue.MaxFieldBytes+1) + `"}`,
 	}
