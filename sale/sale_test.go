@@ -517,6 +517,68 @@ func TestQueueRedisDown(t *testing.T) {
 	}
 }
 
+// An order placed while the queue's Redis restarts is queued once Redis
+// is back, within the API's 3s of enqueue retries (README: "the API retries
+// enqueues for up to 3 s"), not answered 503 at the first failed enqueue.
+func TestEnqueueRidesOutAShortQueueOutage(t *testing.T) {
+	t.Parallel()
+	r := testenv.PrivateRedis(t, localsvc.RedisOptions{})
+	gateDown := make(chan struct{}, 1)
+	e := saletest.New(t, &saletest.Options{RedisURL: r.URL(0), CacheTTL: time.Nanosecond, OnFailOpen: func(_ context.Context, err error) {
+		if strings.Contains(err.Error(), "sold-out") {
+			select {
+			case gateDown <- struct{}{}:
+			default:
+			}
+		}
+	}})
+	e.CreateProduct(t, "p1", 100, 0)
+	if err := r.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	type answer struct {
+		p   sale.Placed
+		err error
+	}
+	got := make(chan answer, 1)
+	go func() {
+		p, err := e.Service.PlaceOrder(ctx, sale.PlaceOrderRequest{ProductID: "p1", UserID: "alice", Quantity: 1})
+		got <- answer{p, err}
+	}()
+	// The order met Redis down (its sold-out read failed, just before its
+	// first enqueue); Redis stays down for half a second, the fault, and
+	// comes back well within the 3s.
+	select {
+	case <-gateDown:
+	case a := <-got:
+		t.Fatalf("PlaceOrder answered %+v, %v before its sold-out read failed", a.p, a.err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the order's sold-out read did not fail within 10s of the kill")
+	}
+	time.Sleep(500 * time.Millisecond) // the fault: the outage's length
+	select {
+	case a := <-got:
+		t.Fatalf("PlaceOrder answered %+v, %v while Redis was down for 0.5s; want it to retry the enqueue", a.p, a.err)
+	default:
+	}
+	if err := r.Start(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case a := <-got:
+		if a.err != nil || a.p.Status != inventory.StatusQueued {
+			t.Fatalf("PlaceOrder across a short queue outage = %+v, %v; want queued", a.p, a.err)
+		}
+		if _, err := e.Service.Order(ctx, a.p.OrderID); err != nil {
+			t.Fatalf("the order queued across the outage: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("PlaceOrder did not answer within 15s of Redis's restart")
+	}
+}
+
 // A waiter is answered from the workers' announcement: the outcome it
 // carries is returned as it is, without reading the order again.
 func TestWaitOrderAnswersFromTheAnnouncement(t *testing.T) {
