@@ -2,6 +2,7 @@ package loadtest
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -70,5 +71,38 @@ func TestExplainSaysWhatTheServerSaid(t *testing.T) {
 		}
 		c.close()
 		srv.Close()
+	}
+}
+
+// With loopbackOnly the transport's dialer refuses any address that is not
+// a loopback one, whatever the URL passed the config's check: here
+// 0.0.0.0, which Linux connects to this machine (so nothing leaves it even
+// if the guard failed), but which is not a loopback address.
+func TestTransportDialsLoopbackOnly(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer srv.Close()
+	port := srv.URL[strings.LastIndex(srv.URL, ":")+1:]
+	get := func(tr *http.Transport, url string) error {
+		t.Helper()
+		defer tr.CloseIdleConnections()
+		resp, err := (&http.Client{Transport: tr}).Get(url)
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err
+	}
+	// The address reaches the server when loopback is not required...
+	if err := get(NewTransport(1, 1, false), "http://0.0.0.0:"+port+"/"); err != nil {
+		t.Fatalf("GET 0.0.0.0 without loopbackOnly: %v, want an answer", err)
+	}
+	// ...and is refused when it is, while the loopback address is not.
+	if err := get(NewTransport(1, 1, true), "http://0.0.0.0:"+port+"/"); !errors.Is(err, errNotLoopback) {
+		t.Errorf("GET 0.0.0.0 with loopbackOnly: %v, want errNotLoopback", err)
+	}
+	if err := get(NewTransport(1, 1, true), srv.URL+"/"); err != nil {
+		t.Errorf("GET %s with loopbackOnly: %v, want an answer", srv.URL, err)
 	}
 }
