@@ -833,6 +833,48 @@ func TestRescuerRequeuesStrandedOrders(t *testing.T) {
 	}
 }
 
+// A stranded task whose order already has its outcome is not rescued: the
+// scan looks the orders up and leaves a decided one to asynq (README: "A
+// task is queued again as a rescue task, if its order has no recorded
+// outcome").
+func TestRescuerLeavesDecidedOrders(t *testing.T) {
+	t.Parallel()
+	e := newEnvWith(t, worker.Config{RescueInterval: 100 * time.Millisecond, UnheldGrace: 300 * time.Millisecond}, 5*time.Second)
+	inventorytest.CreateProduct(t, e.store, "p", 5, 0)
+	ctx := context.Background()
+	o := queue.Order{ID: "o1", ProductID: "p", UserID: "u1", Quantity: 1, AcceptedAt: time.Now()}
+	if _, err := e.store.RecordFailed(ctx, []inventory.OrderRequest{{ID: o.ID, ProductID: o.ProductID, UserID: o.UserID, Quantity: o.Quantity, AcceptedAt: o.AcceptedAt}}, "decided before"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.producer(t).Enqueue(ctx, o); err != nil {
+		t.Fatal(err)
+	}
+	// Its lease valid but no holder: unheld, stranded once seen so twice
+	// UnheldGrace apart (a lapsed lease would let asynq's recoverer, run
+	// as the server starts, take it first).
+	queuetest.Strand(t, e.rdb, e.queue.Queue, time.Now().Add(time.Minute))
+	scans := watchScans([]*worker.Worker{e.w}, nil)
+	e.start(t)
+	// Scans spanning well over the grace: the task was stranded for the
+	// last ones, each of which started after the one before ended.
+	at, _ := scans.wait(t, 20*time.Second, atLeast(0, 2))
+	scans.wait(t, 20*time.Second, func(later []time.Time, _ []int) error {
+		if n := len(later); later[n-1].Sub(at[0]) < 4*300*time.Millisecond || n < 4 {
+			return fmt.Errorf("%d scans over %v so far", n, later[n-1].Sub(at[0]))
+		}
+		return nil
+	})
+	if got := counter(t, e.reg, "flashsale_worker_rescued_orders_total", nil); got != 0 {
+		t.Errorf("rescued: got %v, want 0 (the order was decided)", got)
+	}
+	if n, err := e.rdb.Exists(ctx, "asynq:{"+e.queue.Queue+"}:t:o1"+queue.RescueSuffix).Result(); err != nil || n != 0 {
+		t.Errorf("rescue task of o1: exists %v, %v; want none", n, err)
+	}
+	if got, err := e.store.Order(ctx, "o1"); err != nil || got.Status != inventory.StatusFailed {
+		t.Errorf("o1: %+v, %v; want its failed outcome kept", got, err)
+	}
+}
+
 // Fencing end to end with the real lock and the real database: holder A
 // takes the lock and stalls past its TTL; B takes it, decrements and
 // commits; A's late write changes nothing, and the stock is never oversold.
