@@ -17,14 +17,15 @@ import (
 	"github.com/flashsale/flashsale/lock/locktest"
 )
 
-// TestQuorumMatrix: for N = 3 and 5 and every subset of nodes that are held
-// by a foreign value, or down (SIGKILL), TryAcquire succeeds exactly when the
-// free nodes are a majority. A failure is ErrNotObtained, with ErrNoQuorum
+// TestQuorumMatrix: for N = 2 to 5 (even N too, where N/2 nodes are no
+// majority) and every subset of nodes that are held by a foreign value, or
+// down (SIGKILL), TryAcquire succeeds exactly when the free nodes are a
+// majority. A failure is ErrNotObtained, with ErrNoQuorum
 // exactly when it is caused by down nodes, and leaves no value behind on the
 // free nodes.
 func TestQuorumMatrix(t *testing.T) {
 	t.Parallel()
-	for _, n := range []int{3, 5} {
+	for _, n := range []int{2, 3, 4, 5} {
 		for _, mode := range []string{"foreign", "down"} {
 			t.Run(fmt.Sprintf("N=%d/%s", n, mode), func(t *testing.T) {
 				t.Parallel()
