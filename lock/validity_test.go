@@ -2,6 +2,7 @@ package lock_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -35,4 +36,51 @@ func TestValidityLeavesRoomForDrift(t *testing.T) {
 		t.Errorf("ValidUntil after Extend = start %+v, want start + TTL - drift = %v (Extend took %v)",
 			v.Sub(before), ttl-drift, after.Sub(before))
 	}
+}
+
+// An acquisition whose quorum answers only after the lock's validity
+// (TTL minus drift from the attempt's start) has run out is no
+// acquisition: the holder would start with a lock the nodes may already
+// have expired. Two of three nodes are paused past the validity and
+// resumed well before NodeTimeout, so their replies do arrive, late.
+func TestAcquireAnsweredPastItsValidityFails(t *testing.T) {
+	t.Parallel()
+	nodes := locktest.Nodes(t, 3)
+	prefix := locktest.Prefix(t)
+	// Validity 3s - (3s*0.49 + 2ms) = 1.528s; NodeTimeout 2.9s.
+	const ttl, nodeTimeout, resumeAt = 3 * time.Second, 2900 * time.Millisecond, 1700 * time.Millisecond
+	c := locktest.Client(t, nodes, &lock.Options{TTL: ttl, NodeTimeout: nodeTimeout, DriftFactor: 0.49, RenewInterval: -1, KeyPrefix: prefix})
+	// Warm up: each node's first call loads the script.
+	mustAcquire(t, c, "warm").Release(context.Background())
+	for _, n := range nodes[:2] {
+		if err := n.Pause(); err != nil {
+			t.Fatalf("pause: %v", err)
+		}
+		t.Cleanup(func() { _ = n.Resume() })
+	}
+	start := time.Now()
+	errc := make(chan error, 1)
+	go func() {
+		l, err := c.TryAcquire(locktest.Ctx(t, 10*time.Second), "k")
+		if err == nil {
+			l.Release(context.Background())
+		}
+		errc <- err
+	}()
+	time.Sleep(resumeAt - time.Since(start)) // the fault: paused past the validity
+	for _, n := range nodes[:2] {
+		if err := n.Resume(); err != nil {
+			t.Fatalf("resume: %v", err)
+		}
+	}
+	select {
+	case err := <-errc:
+		if !errors.Is(err, lock.ErrNotObtained) {
+			t.Fatalf("TryAcquire answered %v after its start: %v; want ErrNotObtained (validity 1.528s)", time.Since(start), err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("TryAcquire did not return")
+	}
+	// Nothing left behind on any node.
+	locktest.WaitKey(t, nodes, locktest.LockKey(prefix, "k"), false, 5*time.Second)
 }
