@@ -1322,6 +1322,51 @@ func TestTransientRoundErrorKeepsAcceptanceOrder(t *testing.T) {
 	}
 }
 
+// The other way round: the failed round holds the later order, and an
+// order accepted before it (a retry asynq brought back) arrived meanwhile.
+// With one order a round (MaxBatch 1), the orders put back must be in
+// order of acceptance again, or the next round decides the later one
+// first and it takes the last unit.
+func TestTransientRoundErrorPutsBackInAcceptanceOrder(t *testing.T) {
+	t.Parallel()
+	e := newEnvWith(t, worker.Config{Mode: worker.ModeBatch, MaxBatch: 1}, 10*time.Second)
+	e.start(t)
+	inventorytest.CreateProduct(t, e.store, "p", 1, 0)
+	ctx := context.Background()
+	p := e.producer(t)
+	blocker := e.holdRow(t, "p")
+	t0 := time.Now().UTC()
+	if err := p.Enqueue(ctx, queue.Order{ID: "late", ProductID: "p", UserID: "u2", Quantity: 1, AcceptedAt: t0.Add(time.Millisecond)}); err != nil {
+		t.Fatal(err)
+	}
+	admin := e.conn(t)
+	var pid int
+	testenv.Eventually(t, 20*time.Second, func() error { // the round waits on the row
+		return admin.QueryRow(ctx, `SELECT pid FROM pg_stat_activity WHERE datname = current_database()
+			AND wait_event_type = 'Lock' LIMIT 1`).Scan(&pid)
+	})
+	if err := p.Enqueue(ctx, queue.Order{ID: "early", ProductID: "p", UserID: "u1", Quantity: 1, AcceptedAt: t0}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitPending(t, "p", 1) // the earlier order waits in the batcher
+	if _, err := admin.Exec(ctx, `SELECT pg_terminate_backend($1)`, pid); err != nil {
+		t.Fatal(err)
+	}
+	if err := blocker.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var early, late inventory.Order
+	testenv.Eventually(t, 30*time.Second, func() error {
+		var err1, err2 error
+		early, err1 = e.store.Order(ctx, "early")
+		late, err2 = e.store.Order(ctx, "late")
+		return errors.Join(err1, err2)
+	})
+	if early.Status != inventory.StatusSucceeded || late.Status != inventory.StatusSoldOut {
+		t.Errorf("early buyer %s, later buyer %s; want the early one to get the last unit", early.Status, late.Status)
+	}
+}
+
 // asynq archives a task whose last try's deadline passed without waiting
 // for its handler, whose order may sit in a round that still commits. Until
 // PostgreSQL holds the order's outcome, GET and its long poll must not
