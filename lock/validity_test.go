@@ -47,8 +47,10 @@ func TestAcquireAnsweredPastItsValidityFails(t *testing.T) {
 	t.Parallel()
 	nodes := locktest.Nodes(t, 3)
 	prefix := locktest.Prefix(t)
-	// Validity 3s - (3s*0.49 + 2ms) = 1.528s; NodeTimeout 2.9s.
-	const ttl, nodeTimeout, resumeAt = 3 * time.Second, 2900 * time.Millisecond, 1700 * time.Millisecond
+	// Validity 3s - (3s*0.49 + 2ms) = 1.528s; NodeTimeout 2.9s; the nodes
+	// resume about midway, 2.2s after the attempt began (0.67s past the
+	// validity, 0.7s before NodeTimeout: room for a loaded machine).
+	const ttl, nodeTimeout, resumeAt = 3 * time.Second, 2900 * time.Millisecond, 2200 * time.Millisecond
 	c := locktest.Client(t, nodes, &lock.Options{TTL: ttl, NodeTimeout: nodeTimeout, DriftFactor: 0.49, RenewInterval: -1, KeyPrefix: prefix})
 	// Warm up: each node's first call loads the script.
 	mustAcquire(t, c, "warm").Release(context.Background())
@@ -58,15 +60,18 @@ func TestAcquireAnsweredPastItsValidityFails(t *testing.T) {
 		}
 		t.Cleanup(func() { _ = n.Resume() })
 	}
-	start := time.Now()
+	ctx := locktest.Ctx(t, 10*time.Second)
+	begun := make(chan time.Time, 1)
 	errc := make(chan error, 1)
 	go func() {
-		l, err := c.TryAcquire(locktest.Ctx(t, 10*time.Second), "k")
+		begun <- time.Now() // timed from here, not from before the goroutine ran
+		l, err := c.TryAcquire(ctx, "k")
 		if err == nil {
 			l.Release(context.Background())
 		}
 		errc <- err
 	}()
+	start := <-begun
 	time.Sleep(resumeAt - time.Since(start)) // the fault: paused past the validity
 	for _, n := range nodes[:2] {
 		if err := n.Resume(); err != nil {
