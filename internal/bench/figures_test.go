@@ -63,3 +63,22 @@ func TestBacklogDrainCountsOnlyTheOrdersSettledInItsWindow(t *testing.T) {
 		t.Errorf("drain %.0f/s, want %.0f/s: the 1,000 orders settled after the last final status in the window are counted in it", perSec, want)
 	}
 }
+
+// The RSS figures and the goal say MB: 10^6 bytes. They were MiB (2^20
+// bytes) labelled MB, so a process at 102 MB read "97 MB" and met the
+// goal of 100 MB.
+func TestRSSIsInMegabytes(t *testing.T) {
+	r := sample()
+	r.Hot.APIPeakRSS = 102_000_000
+	c := checkByName(t, Checks(r), "peak RSS of any API process")
+	if c.Value != "102 MB" || c.Verdict != Missed {
+		t.Errorf("an API at 102,000,000 bytes against ≤ 100 MB: got %q %s, want %q %s", c.Value, c.Verdict, "102 MB", Missed)
+	}
+	r.Hot.APIPeakRSS = 100_000_000
+	if c := checkByName(t, Checks(r), "peak RSS of any API process"); c.Value != "100 MB" || c.Verdict != Met {
+		t.Errorf("an API at 100,000,000 bytes: got %q %s, want %q %s", c.Value, c.Verdict, "100 MB", Met)
+	}
+	if got := mb(52 << 20); got != "55 MB" {
+		t.Errorf("mb(52 MiB): got %q, want %q", got, "55 MB")
+	}
+}

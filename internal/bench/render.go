@@ -23,8 +23,11 @@ const (
 	GoalSpreadVsHot      = 1.0
 	GoalHotVsOneByOne    = 5.0
 	GoalSubmitP99MS      = 25.0
-	GoalPeakRSSBytes     = 100 << 20
+	GoalPeakRSSBytes     = 100 * megabyte // 100 MB
 )
+
+// megabyte is the MB of the RSS figures and goal: 10^6 bytes (not MiB).
+const megabyte = 1_000_000
 
 // Verdict says whether a goal was met.
 type Verdict string
@@ -173,7 +176,7 @@ func Checks(r Results) []Check {
 	// Peak RSS of API and worker processes, over every product scenario.
 	product := []ScenarioResult{r.Hot, r.Spread, r.Backlog, r.OneByOne}
 	for _, kind := range []string{"API", "worker"} {
-		c := Check{Name: "peak RSS of any " + kind + " process", Goal: "≤ 100 MB", Verdict: Met}
+		c := Check{Name: "peak RSS of any " + kind + " process", Goal: "≤ " + mb(GoalPeakRSSBytes), Verdict: Met}
 		var peak int64
 		measured := 0
 		for _, s := range product {
@@ -409,7 +412,7 @@ How to read it:
 - *backlog* submits every order with the workers stopped, then starts them; drain/s is the orders settled from the workers' start to the last final status loadtest observed; "last commit" is when, after the workers' start, the last deciding transaction began (orders.updated_at), i.e. the drain without the observation. Its submitted/s is what the APIs admit with nothing consuming.
 - *one-by-one* is the hot run with FLASHSALE_WORKER_MODE=single: one lock hold and one transaction per order.
 - *lock-in-request* is the design this system grew from, built inside the benchmark: an HTTP handler that takes the product's lock (TryAcquire of the lock package), decrements stock in PostgreSQL, releases, and answers 429 when the lock is busy, on the hot product. Its settled/s counts orders sold or answered 409 sold_out; 429s are turned away and are no outcome.
-- Submit latency is per POST /v1/orders under the closed burst (HdrHistogram); *by answer* splits it by status code: 202 is an order accepted into the queue, 409 the sold-out fast path (lock-in-request: 429, lock busy); a POST that got no answer after every try is in no latency (the p99 goal then says n/a and how many). Under a closed burst a request's latency is mostly its wait for the CPU, so the mean is about the requests in flight divided by the rate of the phase it falls in. Peak RSS is each process's VmHWM, the highest of any API (or lock-in-request server) and of any worker in that run.
+- Submit latency is per POST /v1/orders under the closed burst (HdrHistogram); *by answer* splits it by status code: 202 is an order accepted into the queue, 409 the sold-out fast path (lock-in-request: 429, lock busy); a POST that got no answer after every try is in no latency (the p99 goal then says n/a and how many). Under a closed burst a request's latency is mostly its wait for the CPU, so the mean is about the requests in flight divided by the rate of the phase it falls in. Peak RSS is each process's VmHWM in MB (10^6 bytes), the highest of any API (or lock-in-request server) and of any worker in that run.
 - *CPU* is user+system time summed over the processes of each kind during the load test up to the end of its settle phase (wall s: create, submit and settle; not the verify phase, which reads every order again), and the load generator's (this program's) own. What the machine had beyond these (cores × wall) went to Redis, PostgreSQL and anything else running. The ceiling's producers count from their first enqueue, its consumers from when they were ready, to their end; its figure per order is per task.
 `)
 	return b.String()
@@ -620,11 +623,12 @@ func ms(v float64) string {
 	return strconv.FormatFloat(v, 'f', 1, 64)
 }
 
+// mb formats bytes in MB (10^6 bytes), as the RSS goal is stated.
 func mb(bytes int64) string {
 	if bytes <= 0 {
 		return "n/a"
 	}
-	return strconv.FormatFloat(float64(bytes)/(1<<20), 'f', 0, 64) + " MB"
+	return strconv.FormatFloat(float64(bytes)/megabyte, 'f', 0, 64) + " MB"
 }
 
 func cpu(seconds float64) string {

@@ -19,7 +19,7 @@ func sample() Results {
 			Outcomes:   loadtest.Outcomes{Succeeded: 5_000, SoldOut: 10_000, SoldOutFastPath: 5_000},
 			Submit:     loadtest.Latency{Count: 20_000, P50: 2, P95: 8, P99: p99},
 			Final:      loadtest.Latency{Count: 20_000, P50: 100, P99: 900},
-			APIPeakRSS: api << 20, WorkerPeakRSS: worker << 20, MaxQueueDepth: 1234,
+			APIPeakRSS: api * megabyte, WorkerPeakRSS: worker * megabyte, MaxQueueDepth: 1234,
 			Verified: true, OK: true, Violations: map[loadtest.ViolationCode]int{}}
 	}
 	r := Results{
@@ -31,11 +31,11 @@ func sample() Results {
 			APIs: 2, Workers: 3, WorkerConcurrency: 64, Concurrency: 64},
 		Ceiling: CeilingResult{Ran: true, Tasks: 20_000, Producers: 2, Consumers: 3, Concurrency: 64,
 			Enqueued: 20_000, Processed: 20_000, EnqueuePerSec: 50_000, EndToEndPerSec: 8_000,
-			EndToEndSeconds: 2.5, ProducerPeakRSS: 20 << 20, ConsumerPeakRSS: 22 << 20},
+			EndToEndSeconds: 2.5, ProducerPeakRSS: 20 * megabyte, ConsumerPeakRSS: 22 * megabyte},
 		Front: FrontResult{Ran: true, Orders: 20_000, Servers: 2, Consumers: 3, ConsumerConcurrency: 64, Senders: 64, Pollers: 64,
 			Accepted: 20_000, Answered: 20_000, Processed: 20_000, SubmittedPerSec: 10_000, EndToEndPerSec: 4_000,
 			EndToEndSeconds: 5, Submit: loadtest.Latency{Count: 20_000, P50: 3, P95: 9, P99: 15},
-			ServerPeakRSS: 18 << 20, ConsumerPeakRSS: 21 << 20, ServerCPUSeconds: 3, ConsumerCPUSeconds: 1, LoadGenCPUSeconds: 2},
+			ServerPeakRSS: 18 * megabyte, ConsumerPeakRSS: 21 * megabyte, ServerCPUSeconds: 3, ConsumerCPUSeconds: 1, LoadGenCPUSeconds: 2},
 		Hot:      ok(9_000, 6_000, 12, 40, 30),
 		Spread:   ok(9_500, 6_600, 14, 42, 35),
 		Backlog:  ok(12_000, 3_000, 10, 41, 33),
@@ -45,7 +45,7 @@ func sample() Results {
 			Outcomes:     loadtest.Outcomes{Succeeded: 150, Rejected: 19_850},
 			SubmitStatus: map[string]int64{"202": 150, "429": 19_850},
 			Submit:       loadtest.Latency{Count: 20_000, P50: 5, P95: 20, P99: 40},
-			APIPeakRSS:   25 << 20, MaxQueueDepth: -1, Verified: true, OK: true},
+			APIPeakRSS:   25 * megabyte, MaxQueueDepth: -1, Verified: true, OK: true},
 	}
 	r.Backlog.DrainPerSec, r.Backlog.DrainSeconds, r.Backlog.DrainCommitSeconds = 7_000, 20_000.0/7_000, 2.5
 	r.Hot.SubmitByStatus = map[string]loadtest.Latency{"409": {Count: 15_000, P50: 1, P99: 6}, "202": {Count: 5_000, P50: 4, P99: 20}}
@@ -95,7 +95,7 @@ func TestChecksReportMissedAndUnmeasured(t *testing.T) {
 	r := sample()
 	r.Hot.SettledPerSec = 4_000 // 0.5× the ceiling, 4× one-by-one
 	r.Spread.Submit.P99 = 30    // above 25 ms
-	r.OneByOne.WorkerPeakRSS = 120 << 20
+	r.OneByOne.WorkerPeakRSS = 120 * megabyte
 	r.Backlog = ScenarioResult{Err: "cluster did not start"}
 	r.LockInRequest.OK = false
 	r.LockInRequest.Violations = map[loadtest.ViolationCode]int{loadtest.CodeOversell: 1, loadtest.CodeServerError: 2}
