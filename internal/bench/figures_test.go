@@ -82,3 +82,35 @@ func TestRSSIsInMegabytes(t *testing.T) {
 		t.Errorf("mb(52 MiB): got %q, want %q", got, "55 MB")
 	}
 }
+
+// Units sold per second divide the orders that succeeded by the settle
+// phase, which ends at the last final status seen before the re-sends
+// after settling; the orders those re-sends first see final (sold ones
+// too) are in Outcomes but after the window. With re-sends the units sold
+// in the window are unknown: the figure is not measured, not inflated.
+func TestUnitsSoldPerSecondCountOnlyTheirWindow(t *testing.T) {
+	r := sample()
+	rep := &loadtest.Report{
+		Sent: 20_000, Answered: 19_600, TransportErrors: 400 * 4, Resends: 400,
+		SubmitStatus:    map[string]int64{"202": 5_400, "409": 14_200, "error": 1_600},
+		SubmitLatency:   loadtest.Latency{Count: 19_600, P50: 2, P95: 8, P99: 12},
+		Outcomes:        loadtest.Outcomes{Succeeded: 5_000, SoldOut: 400, SoldOutFastPath: 14_600},
+		Settled:         20_000,
+		SettledPerSec:   19_600 / 3.3, // 400 first seen final by the re-sends, after the window
+		Phases:          loadtest.Phases{Create: 0.1, Submit: 3, Settle: 3.3, Verify: 1, Total: 4.4},
+		Verified:        true,
+		OK:              true,
+		ViolationCounts: map[loadtest.ViolationCode]int{},
+	}
+	r.Hot = fromReport(ScenarioResult{Orders: 20_000, Products: 1, Stock: 5_000}, rep)
+	c := checkByName(t, Checks(r), "units sold/s: hot ÷ lock-in-request")
+	if c.Verdict != Unknown {
+		t.Errorf("hot with 400 orders re-sent after its settle phase: got %q %s, want %s (5,000 sold includes orders settled after the window)",
+			c.Value, c.Verdict, Unknown)
+	}
+	rep.Resends, rep.SettledPerSec = 0, 20_000/3.3
+	r.Hot = fromReport(ScenarioResult{Orders: 20_000, Products: 1, Stock: 5_000}, rep)
+	if c := checkByName(t, Checks(r), "units sold/s: hot ÷ lock-in-request"); c.Value != "1,515 / 50 = 30.30×" {
+		t.Errorf("hot without re-sends: got %q %s, want %q", c.Value, c.Verdict, "1,515 / 50 = 30.30×")
+	}
+}

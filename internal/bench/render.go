@@ -105,9 +105,11 @@ func Checks(r Results) []Check {
 	}
 	// Units sold per second of the settle phase: like for like between
 	// hot (whose settled/s counts its fast-path 409s) and lock-in-request
-	// (whose 429s are no outcome).
+	// (whose 429s are no outcome). Orders re-sent after settling may have
+	// sold after the window, and Outcomes does not say which: then the
+	// units sold in it are unknown.
 	soldPerSec := func(s ScenarioResult) float64 {
-		if !valid(s) || s.SettleSeconds <= 0 {
+		if !valid(s) || s.SettleSeconds <= 0 || s.Resends > 0 {
 			return 0
 		}
 		return float64(s.Outcomes.Succeeded) / s.SettleSeconds

@@ -104,6 +104,10 @@ type ScenarioResult struct {
 	// UnansweredSubmits counts the POSTs whose every try got no answer:
 	// loadtest leaves them out of Submit (answered sends only).
 	UnansweredSubmits int64
+	// Resends is loadtest's: the orders re-sent once after settling (every
+	// earlier send unanswered or a 5xx). The orders they settle are in
+	// Outcomes but after SettleSeconds' window.
+	Resends int64
 	// SubmitByStatus splits Submit by the answer's status code ("202",
 	// "409", ...).
 	SubmitByStatus map[string]loadtest.Latency

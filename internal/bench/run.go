@@ -422,6 +422,7 @@ func fromReport(res ScenarioResult, rep *loadtest.Report) ScenarioResult {
 	res.Submit, res.Final = rep.SubmitLatency, rep.FinalLatency
 	// Sends whose every try went unanswered are in no latency.
 	res.UnansweredSubmits = max(rep.Sent-rep.SubmitLatency.Count, 0)
+	res.Resends = rep.Resends
 	res.SubmitByStatus = maps.Clone(rep.SubmitLatencyByStatus)
 	res.MaxQueueDepth = -1
 	if rep.Queue.Available {
