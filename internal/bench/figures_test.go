@@ -114,3 +114,16 @@ func TestUnitsSoldPerSecondCountOnlyTheirWindow(t *testing.T) {
 		t.Errorf("hot without re-sends: got %q %s, want %q", c.Value, c.Verdict, "1,515 / 50 = 30.30×")
 	}
 }
+
+// "How to read it" says a POST that got no answer is in no latency and the
+// p99 goal then says how many: also when the p99 of the answered ones
+// already misses the goal (it was left out then).
+func TestP99GoalSaysHowManyPOSTsWentUnansweredWhenMissed(t *testing.T) {
+	r := sample()
+	r.Hot.Submit.P99 = 40
+	r.Hot.UnansweredSubmits = 400
+	c := checkByName(t, Checks(r), "submit p99 under the burst (hot, spread, backlog)")
+	if c.Verdict != Missed || !strings.Contains(c.Value, "hot 40.0 ms (400 POSTs unanswered, not in it)") {
+		t.Errorf("got %q %s, want %s and the 400 unanswered POSTs told", c.Value, c.Verdict, Missed)
+	}
+}

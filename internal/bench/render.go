@@ -155,20 +155,23 @@ func Checks(r Results) []Check {
 			p99.Verdict = worse(p99.Verdict, Unknown)
 			continue
 		}
-		parts = append(parts, fmt.Sprintf("%s %.1f ms", s.name, s.res.Submit.P99))
+		part := fmt.Sprintf("%s %.1f ms", s.name, s.res.Submit.P99)
+		// Unanswered POSTs are in no latency: the p99 of the others says
+		// nothing of them, and the value says how many, met or not.
+		if s.res.UnansweredSubmits > 0 {
+			part += fmt.Sprintf(" (%s POSTs unanswered, not in it)", count(s.res.UnansweredSubmits))
+		}
+		// A part that failed (timed out, broke an invariant) can still be
+		// too slow, but being fast says nothing: quick failures keep a p99
+		// low.
+		if !valid(s.res) {
+			part += " (part failed)"
+		}
+		parts = append(parts, part)
 		switch {
 		case s.res.Submit.P99 > GoalSubmitP99MS:
 			p99.Verdict = Missed
-		case s.res.UnansweredSubmits > 0:
-			// Unanswered POSTs are in no latency: the p99 of the others
-			// says nothing of them.
-			parts[len(parts)-1] += fmt.Sprintf(" (%s POSTs unanswered, not in it)", count(s.res.UnansweredSubmits))
-			p99.Verdict = worse(p99.Verdict, Unknown)
-		case !valid(s.res):
-			// A part that failed (timed out, broke an invariant) can still
-			// be too slow, but being fast says nothing: quick failures
-			// keep a p99 low.
-			parts[len(parts)-1] += " (part failed)"
+		case s.res.UnansweredSubmits > 0 || !valid(s.res):
 			p99.Verdict = worse(p99.Verdict, Unknown)
 		}
 	}
