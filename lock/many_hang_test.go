@@ -39,19 +39,8 @@ func TestManyOneNodeWithoutContextTimeoutsStopsAtNodeTimeout(t *testing.T) {
 	// also loads the script (NOSCRIPT, SCRIPT LOAD, the pipeline again), all
 	// within one NodeTimeout: on a loaded machine that can run out, so the
 	// warm-up tries again (fresh keys each time) until it holds both.
-	var held []*lock.Lock
-	warmUp(t, func(try int) error {
-		locks, errs := c.TryAcquireMany(ctx, []string{fmt.Sprintf("r1-%d", try), fmt.Sprintf("r2-%d", try)})
-		if err := errors.Join(errs...); err != nil {
-			for _, l := range locks {
-				if l != nil {
-					_ = l.Release(ctx)
-				}
-			}
-			return fmt.Errorf("TryAcquireMany: %w", err)
-		}
-		held = locks
-		return nil
+	held := holdMany(ctx, t, c, func(try int) []string {
+		return []string{fmt.Sprintf("r1-%d", try), fmt.Sprintf("r2-%d", try)}
 	})
 	pauseAndProbe(ctx, t, c, nodes[0])
 	const limit = nodeTimeout + time.Second
@@ -148,6 +137,28 @@ func warmUp(t *testing.T, try func(n int) error) {
 	}
 }
 
+// holdMany takes every key of keys(try) with TryAcquireMany, through
+// warmUp: a try that does not get them all releases what it got, and the
+// next try asks for keys(try+1).
+func holdMany(ctx context.Context, t *testing.T, c *lock.Client, keys func(try int) []string) []*lock.Lock {
+	t.Helper()
+	var held []*lock.Lock
+	warmUp(t, func(try int) error {
+		locks, errs := c.TryAcquireMany(ctx, keys(try))
+		if err := errors.Join(errs...); err != nil {
+			for _, l := range locks {
+				if l != nil {
+					_ = l.Release(ctx)
+				}
+			}
+			return fmt.Errorf("TryAcquireMany: %w", err)
+		}
+		held = locks
+		return nil
+	})
+	return held
+}
+
 // pauseAndProbe pauses node (resumed at cleanup) and logs how long a
 // plain TryAcquire on it takes to give up: the bound the batch calls are
 // held to. It fails the test if that TryAcquire succeeds.
@@ -187,22 +198,11 @@ func TestReleaseManyOnHungNodesStopsAtNodeTimeout(t *testing.T) {
 	t.Cleanup(func() { _ = c.Close() })
 	ctx := locktest.Ctx(t, 60*time.Second)
 	keys := make([]string, 12)
-	var held []*lock.Lock
-	warmUp(t, func(try int) error {
+	held := holdMany(ctx, t, c, func(try int) []string {
 		for i := range keys {
 			keys[i] = fmt.Sprintf("k%d-%d", i, try)
 		}
-		locks, errs := c.TryAcquireMany(ctx, keys)
-		if err := errors.Join(errs...); err != nil {
-			for _, l := range locks {
-				if l != nil {
-					_ = l.Release(ctx)
-				}
-			}
-			return fmt.Errorf("TryAcquireMany: %w", err)
-		}
-		held = locks
-		return nil
+		return keys
 	})
 	for _, n := range nodes[1:] {
 		if err := n.Pause(); err != nil {

@@ -1304,6 +1304,15 @@ func TestTransientRoundErrorKeepsAcceptanceOrder(t *testing.T) {
 		}
 		return nil
 	})
+	e.failRoundAndWantEarlyServed(t, admin, pid, blocker)
+}
+
+// failRoundAndWantEarlyServed ends the round waiting on the row held by
+// blocker (its backend pid: a transient error), lets the row go, and wants
+// order "early" to get the product's last unit and "late" sold out.
+func (e *env) failRoundAndWantEarlyServed(t *testing.T, admin *pgx.Conn, pid int, blocker pgx.Tx) {
+	t.Helper()
+	ctx := context.Background()
 	if _, err := admin.Exec(ctx, `SELECT pg_terminate_backend($1)`, pid); err != nil {
 		t.Fatal(err)
 	}
@@ -1349,22 +1358,7 @@ func TestTransientRoundErrorPutsBackInAcceptanceOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.waitPending(t, "p", 1) // the earlier order waits in the batcher
-	if _, err := admin.Exec(ctx, `SELECT pg_terminate_backend($1)`, pid); err != nil {
-		t.Fatal(err)
-	}
-	if err := blocker.Rollback(ctx); err != nil {
-		t.Fatal(err)
-	}
-	var early, late inventory.Order
-	testenv.Eventually(t, 30*time.Second, func() error {
-		var err1, err2 error
-		early, err1 = e.store.Order(ctx, "early")
-		late, err2 = e.store.Order(ctx, "late")
-		return errors.Join(err1, err2)
-	})
-	if early.Status != inventory.StatusSucceeded || late.Status != inventory.StatusSoldOut {
-		t.Errorf("early buyer %s, later buyer %s; want the early one to get the last unit", early.Status, late.Status)
-	}
+	e.failRoundAndWantEarlyServed(t, admin, pid, blocker)
 }
 
 // asynq archives a task whose last try's deadline passed without waiting
