@@ -1289,12 +1289,7 @@ func TestTransientRoundErrorKeepsAcceptanceOrder(t *testing.T) {
 	if err := p.Enqueue(ctx, queue.Order{ID: "early", ProductID: "p", UserID: "u1", Quantity: 1, AcceptedAt: t0}); err != nil {
 		t.Fatal(err)
 	}
-	admin := e.conn(t)
-	var pid int
-	testenv.Eventually(t, 20*time.Second, func() error { // the round waits on the row
-		return admin.QueryRow(ctx, `SELECT pid FROM pg_stat_activity WHERE datname = current_database()
-			AND wait_event_type = 'Lock' LIMIT 1`).Scan(&pid)
-	})
+	admin, pid := e.roundWaitingOnRow(t)
 	if err := p.Enqueue(ctx, queue.Order{ID: "late", ProductID: "p", UserID: "u2", Quantity: 1, AcceptedAt: t0.Add(time.Millisecond)}); err != nil {
 		t.Fatal(err)
 	}
@@ -1305,6 +1300,18 @@ func TestTransientRoundErrorKeepsAcceptanceOrder(t *testing.T) {
 		return nil
 	})
 	e.failRoundAndWantEarlyServed(t, admin, pid, blocker)
+}
+
+// roundWaitingOnRow waits until a round waits on a row lock and returns
+// a connection of the test's and that round's backend pid.
+func (e *env) roundWaitingOnRow(t *testing.T) (admin *pgx.Conn, pid int) {
+	t.Helper()
+	admin = e.conn(t)
+	testenv.Eventually(t, 20*time.Second, func() error {
+		return admin.QueryRow(context.Background(), `SELECT pid FROM pg_stat_activity WHERE datname = current_database()
+			AND wait_event_type = 'Lock' LIMIT 1`).Scan(&pid)
+	})
+	return admin, pid
 }
 
 // failRoundAndWantEarlyServed ends the round waiting on the row held by
@@ -1348,12 +1355,7 @@ func TestTransientRoundErrorPutsBackInAcceptanceOrder(t *testing.T) {
 	if err := p.Enqueue(ctx, queue.Order{ID: "late", ProductID: "p", UserID: "u2", Quantity: 1, AcceptedAt: t0.Add(time.Millisecond)}); err != nil {
 		t.Fatal(err)
 	}
-	admin := e.conn(t)
-	var pid int
-	testenv.Eventually(t, 20*time.Second, func() error { // the round waits on the row
-		return admin.QueryRow(ctx, `SELECT pid FROM pg_stat_activity WHERE datname = current_database()
-			AND wait_event_type = 'Lock' LIMIT 1`).Scan(&pid)
-	})
+	admin, pid := e.roundWaitingOnRow(t)
 	if err := p.Enqueue(ctx, queue.Order{ID: "early", ProductID: "p", UserID: "u1", Quantity: 1, AcceptedAt: t0}); err != nil {
 		t.Fatal(err)
 	}
