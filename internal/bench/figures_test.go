@@ -124,3 +124,31 @@ func unansweredHot() *loadtest.Report {
 		ViolationCounts: map[loadtest.ViolationCode]int{},
 	}
 }
+
+// A figure beside a verdict is shown with the digits it takes not to read
+// as the goal itself: rounded to the usual precision, a ratio of 0.6996
+// read "0.70×" next to "≥ 0.70×" and MISSED, a p99 of 25.04 ms "25.0 ms"
+// next to "≤ 25 ms", and 100.4 MB "100 MB" next to "≤ 100 MB".
+func TestFiguresBesideAMissedGoalDoNotReadAsTheGoal(t *testing.T) {
+	r := sample()
+	r.Hot.SettledPerSec = 0.6996 * r.Ceiling.EndToEndPerSec
+	r.Spread.Submit.P99 = 25.04
+	r.Hot.APIPeakRSS = 100_400_000
+	checks := Checks(r)
+	for _, tc := range []struct{ name, value string }{
+		{"hot settled/s ÷ queue ceiling end-to-end/s", "5,597 / 8,000 = 0.6996×"},
+		{"submit p99 under the burst (hot, spread, backlog)", "hot 12.0 ms, spread 25.04 ms, backlog 10.0 ms"},
+		{"peak RSS of any API process", "100.4 MB"},
+	} {
+		if c := checkByName(t, checks, tc.name); c.Value != tc.value || c.Verdict != Missed {
+			t.Errorf("%s: got %q %s, want %q %s", tc.name, c.Value, c.Verdict, tc.value, Missed)
+		}
+	}
+	// Away from the goal, the usual precision.
+	if got := beside(0.6412, 0.70, 2); got != "0.64" {
+		t.Errorf("beside(0.6412, 0.70, 2) = %q, want %q", got, "0.64")
+	}
+	if got := beside(0.70, 0.70, 2); got != "0.70" {
+		t.Errorf("beside(0.70, 0.70, 2) = %q, want %q", got, "0.70")
+	}
+}

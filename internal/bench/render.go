@@ -64,7 +64,7 @@ func atLeast(name, formula string, a, b, goal float64) Check {
 		c.Value, c.Verdict = formula+": not measured (a part did not run, or its invariants did not hold)", Unknown
 		return c
 	}
-	c.Value = fmt.Sprintf("%s / %s = %.2f×", rate(a), rate(b), r)
+	c.Value = fmt.Sprintf("%s / %s = %s×", rate(a), rate(b), beside(r, goal, 2))
 	c.Verdict = Missed
 	if r >= goal {
 		c.Verdict = Met
@@ -155,7 +155,7 @@ func Checks(r Results) []Check {
 			p99.Verdict = worse(p99.Verdict, Unknown)
 			continue
 		}
-		part := fmt.Sprintf("%s %.1f ms", s.name, s.res.Submit.P99)
+		part := fmt.Sprintf("%s %s ms", s.name, beside(s.res.Submit.P99, GoalSubmitP99MS, 1))
 		// Unanswered POSTs are in no latency: the p99 of the others says
 		// nothing of them, and the value says how many, met or not.
 		if s.res.UnansweredSubmits > 0 {
@@ -198,7 +198,7 @@ func Checks(r Results) []Check {
 		case measured == 0:
 			c.Value, c.Verdict = "not measured", Unknown
 		default:
-			c.Value = mb(peak)
+			c.Value = beside(float64(peak)/megabyte, GoalPeakRSSBytes/megabyte, 0) + " MB"
 			if peak > GoalPeakRSSBytes {
 				c.Verdict = Missed
 			}
@@ -659,6 +659,21 @@ func gib(bytes int64) string {
 }
 
 // trimFloat formats 0.7 as "0.70", 5 as "5".
+// beside formats v with prec decimals, or more when so few would read as
+// the goal itself while v is not (a ratio of 0.6996 as "0.70" next to a
+// goal of 0.70 and MISSED): the figure shown beside a verdict never seems
+// to contradict it.
+func beside(v, goal float64, prec int) string {
+	out := strconv.FormatFloat(v, 'f', prec, 64)
+	for ; prec < 6 && v != goal; prec++ {
+		if shown, err := strconv.ParseFloat(out, 64); err != nil || shown != goal {
+			break
+		}
+		out = strconv.FormatFloat(v, 'f', prec+1, 64)
+	}
+	return out
+}
+
 func trimFloat(v float64) string {
 	if v == float64(int64(v)) {
 		return strconv.FormatInt(int64(v), 10)
