@@ -144,7 +144,14 @@ type Service struct {
 	onFailOpen     func(context.Context, error)
 	productTimeout time.Duration
 
-	known sync.Map // product id → struct{}: products are never deleted
+	// known holds products seen to exist (products are never deleted),
+	// so that an order need not read its product: at most maxKnown, then
+	// emptied (see rememberProduct). knownMu serializes additions and
+	// guards knownN, how many it holds; reads take no lock.
+	known    sync.Map // product id → struct{}
+	knownMu  sync.Mutex
+	knownN   int
+	maxKnown int
 
 	// Point lookups of keyed orders, coalesced across concurrent requests
 	// into one query and one Redis pipeline per batch. On a sold-out
@@ -216,6 +223,7 @@ func New(store *inventory.Store, producer *queue.Producer, inspector *queue.Insp
 		productTimeout: DefaultProductTimeout,
 		entropy:        ulid.Monotonic(rand.Reader, 0),
 		drain:          make(chan struct{}),
+		maxKnown:       maxKnown,
 	}
 	if opts.ProductTimeout > 0 {
 		s.productTimeout = opts.ProductTimeout
@@ -317,7 +325,7 @@ func (s *Service) CreateProduct(ctx context.Context, p inventory.NewProduct) (in
 	if err != nil {
 		return inventory.Product{}, s.translate(err)
 	}
-	s.known.Store(out.ID, struct{}{})
+	s.rememberProduct(out.ID)
 	return out, nil
 }
 
@@ -961,8 +969,31 @@ func (s *Service) checkProduct(ctx context.Context, id string) error {
 		}
 		return s.translate(err)
 	}
-	s.known.Store(id, struct{}{})
+	s.rememberProduct(id)
 	return nil
+}
+
+// maxKnown is how many products a Service remembers as existing: a
+// long-running API process takes orders for every product of every sale,
+// and would otherwise keep each for good.
+const maxKnown = 100_000
+
+// rememberProduct notes that product id exists. Past maxKnown every product
+// is forgotten: what known holds is only a saving, so the cost is one read
+// of each product ordered again.
+func (s *Service) rememberProduct(id string) {
+	if _, ok := s.known.Load(id); ok {
+		return
+	}
+	s.knownMu.Lock()
+	defer s.knownMu.Unlock()
+	if s.knownN >= s.maxKnown {
+		s.known.Clear()
+		s.knownN = 0
+	}
+	if _, loaded := s.known.LoadOrStore(id, struct{}{}); !loaded {
+		s.knownN++
+	}
 }
 
 // KeyedOrderID derives the order id of an idempotent order: 26 characters

@@ -1481,3 +1481,26 @@ wait:
 			p.Stock, p.RestockGen, announced(), overtaken)
 	}
 }
+
+// TestKnownProductsAreBounded: a long-running API process orders on the
+// products of many sales; what it remembers of them (that each exists)
+// stays under its bound, and orders on forgotten products still go through.
+func TestKnownProductsAreBounded(t *testing.T) {
+	t.Parallel()
+	e := saletest.New(t, nil)
+	const bound, products = 10, 35
+	sale.SetMaxKnown(e.Service, bound)
+	for i := range products {
+		id := fmt.Sprintf("p%d", i)
+		e.CreateProduct(t, id, 10, 0)
+		e.PlaceOrder(t, sale.PlaceOrderRequest{ProductID: id, UserID: "alice", Quantity: 1})
+		if n := sale.KnownProducts(e.Service); n > bound {
+			t.Fatalf("after ordering on %d products the service remembers %d; want at most %d", i+1, n, bound)
+		}
+	}
+	// A forgotten product is read again, not refused.
+	e.PlaceOrder(t, sale.PlaceOrderRequest{ProductID: "p0", UserID: "bob", Quantity: 1})
+	if _, err := e.Service.PlaceOrder(context.Background(), sale.PlaceOrderRequest{ProductID: "nope", UserID: "bob", Quantity: 1}); !errors.Is(err, sale.ErrUnknownProduct) {
+		t.Fatalf("order on a product that does not exist: err = %v, want ErrUnknownProduct", err)
+	}
+}
