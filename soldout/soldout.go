@@ -81,7 +81,8 @@ type Options struct {
 	// when no announcement says otherwise; default 5s.
 	OpenTTL time.Duration
 	// FlagTTL bounds a flag's life in Redis, a safety net should Redis and
-	// PostgreSQL ever disagree (the next order past it re-marks); default 10m.
+	// PostgreSQL ever disagree (the next order past it re-marks); default 10m,
+	// at least 1ms.
 	FlagTTL time.Duration
 	// Committed, when set, returns the restock generation the system of
 	// record (PostgreSQL) holds for a product. A flag set at an older
@@ -170,6 +171,8 @@ func New(rdb redis.UniversalClient, opts Options) *Gate {
 	if opts.FlagTTL <= 0 {
 		opts.FlagTTL = 10 * time.Minute
 	}
+	// The mark sets it in whole milliseconds (PX), and PX 0 is an error.
+	opts.FlagTTL = max(opts.FlagTTL, time.Millisecond)
 	if opts.CheckInterval <= 0 {
 		opts.CheckInterval = 30 * time.Second
 	}

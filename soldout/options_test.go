@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flashsale/flashsale/internal/testenv"
 	"github.com/flashsale/flashsale/soldout"
 )
 
@@ -43,5 +44,19 @@ func TestGateStateIsBounded(t *testing.T) {
 	}
 	if sold, err := g.SoldOut(ctx, last); err != nil || !sold {
 		t.Errorf("SoldOut(%s) after its mark, the maps trimmed = %v, %v; want true, nil", last, sold, err)
+	}
+}
+
+// A FlagTTL under a millisecond still marks: the mark's PX is in whole
+// milliseconds, and it was sent as PX 0, which Redis refuses, so every
+// mark failed.
+func TestSubMillisecondFlagTTLStillMarks(t *testing.T) {
+	t.Parallel()
+	rdb := testenv.Redis(t)
+	prefix := "t:" + testenv.Namespace(t) + ":"
+	testenv.DeleteKeys(t, rdb, prefix)
+	g := soldout.New(rdb, soldout.Options{KeyPrefix: prefix, FlagTTL: 500 * time.Microsecond})
+	if set, err := g.Mark(context.Background(), "p", 0); err != nil || !set {
+		t.Fatalf("Mark with FlagTTL 500µs = %v, %v; want true, nil", set, err)
 	}
 }
