@@ -72,8 +72,8 @@ func devOn(t *testing.T, dbURL, ns string, args ...string) *devRun {
 	return d
 }
 
-// stop ends the run as Ctrl-C does and waits for it, at most 60s (its
-// workers get 30s to finish their orders).
+// stop ends the run as Ctrl-C does and waits for it, at most 60s (dev
+// gives each child childStopGrace, 50s, to stop).
 func (d *devRun) stop(t *testing.T) {
 	t.Helper()
 	if d.cancel == nil {
