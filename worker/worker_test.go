@@ -1872,6 +1872,52 @@ func TestPendingOrdersKeepTheOrderOfAcceptance(t *testing.T) {
 	}
 }
 
+// A full round takes first the product whose first pending order was
+// accepted first, so that a product left out of a full round is first in
+// the next. With MaxBatch 1, x holds the runner on a's row while p1 and
+// then q1 (accepted before p1) queue up; the next round takes both locks
+// and must start with q, whose row the test holds: p1 waits behind it.
+// Before this test, taking the products by name instead (p before q)
+// passed every worker test.
+func TestFullRoundServesTheOldestProductFirst(t *testing.T) {
+	t.Parallel()
+	e := newEnvWith(t, worker.Config{Mode: worker.ModeBatch, MaxBatch: 1}, 5*time.Second)
+	e.start(t)
+	for _, p := range []string{"a", "p", "q"} {
+		inventorytest.CreateProduct(t, e.store, p, 5, 0)
+	}
+	bg := context.Background()
+	txA := e.holdRow(t, "a")
+	errs := make(chan error, 3)
+	process := func(id, product string, seq int) {
+		go func() { errs <- e.w.ProcessTask(bg, task(t, id, product, "u"+id, 1, seq)) }()
+	}
+	process("x", "a", 1)
+	e.waitBlockedBy(t, txA) // x's round
+	process("p1", "p", 3)
+	e.waitPending(t, "p", 1)
+	process("q1", "q", 2)
+	e.waitPending(t, "q", 1)
+	txQ := e.holdRow(t, "q")
+	if err := txA.Rollback(bg); err != nil {
+		t.Fatal(err)
+	}
+	e.waitBlockedBy(t, txQ) // the round after x's
+	pending := worker.PendingOrders(e.w, "p")
+	_, errP1 := e.store.Order(bg, "p1")
+	if err := txQ.Rollback(bg); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if pending != 1 || !errors.Is(errP1, inventory.ErrNotFound) {
+		t.Errorf("p1 (accepted after q1) was decided before q1: %d orders of p pending while q1's round waited (error reading p1: %v); want p1 still pending", pending, errP1)
+	}
+}
+
 // waitWanting waits, at most within, until n processes announce that they
 // wait for product's lock (want.lua's marks).
 func (e *env) waitWanting(t *testing.T, product string, n int64, within time.Duration) {
