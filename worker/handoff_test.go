@@ -230,3 +230,42 @@ CREATE TRIGGER gate AFTER INSERT ON orders REFERENCING NEW TABLE AS ins
 		t.Fatalf("the other process's order waited %v for q's lock, kept unused while this process's round had no room for q: %v", waited, oerr)
 	}
 }
+
+// A process that holds a product's lock and has more orders of it hands
+// the lock over after a round when another process announced that it waits
+// for it, rather than keeping it for the next round (up to maxHold). With
+// MaxBatch 1, a1's round waits on p's row while a2 queues up behind it
+// and the other process, with b, announces; once a1 is decided this
+// process gives the lock up and must take it again for a2: two
+// acquisitions, not one. Before this test, keeping the lock regardless
+// (afterRound not asking who waits) passed every worker test.
+func TestLockIsHandedOverAfterARoundToAnAnnouncedWaiter(t *testing.T) {
+	t.Parallel()
+	e := newEnvWith(t, worker.Config{Mode: worker.ModeBatch, MaxBatch: 1}, 5*time.Second)
+	e.start(t)
+	other := e.otherProcess(t, 5*time.Second)
+	inventorytest.CreateProduct(t, e.store, "p", 10, 0)
+	ctx := context.Background()
+	tx := e.holdRow(t, "p")
+	errs := make(chan error, 3)
+	process := func(w *worker.Worker, id string, seq int) {
+		go func() { errs <- w.ProcessTask(ctx, task(t, id, "p", "u"+id, 1, seq)) }()
+	}
+	process(e.w, "a1", 1)
+	e.waitBlockedBy(t, tx) // a1's round, under p's lock
+	process(e.w, "a2", 3)
+	e.waitPending(t, "p", 1)
+	process(other, "b", 2)
+	e.waitWanting(t, "p", 1, 10*time.Second)
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := counter(t, e.reg, "flashsale_lock_acquire_seconds", nil); got < 2 {
+		t.Errorf("this process acquired p's lock %v times for a1 and a2; want 2: it kept the lock after a1's round although another process announced it waits", got)
+	}
+}
