@@ -1,5 +1,7 @@
 package worker
 
+import "context"
+
 // PendingOrders is how many orders of product wait in w's batcher for a
 // round, so that tests can wait for an order to be queued there.
 func PendingOrders(w *Worker, product string) int {
@@ -22,3 +24,13 @@ func OnRescueScan(w *Worker, f func() error) { w.onRescueScan = f }
 // ArchiveEvery is how many rescue intervals apart the fleet sweeps the
 // archive.
 const ArchiveEvery = archiveEvery
+
+// Announce makes w announce, until ctx ends, that it waits for product's
+// lock (want.lua), then withdraw the announcement.
+func Announce(ctx context.Context, w *Worker, product string) { w.want(ctx, product) }
+
+// AnnouncedBefore reports whether another process announced before w that
+// it waits for product's lock, and still does (ahead.lua).
+func AnnouncedBefore(ctx context.Context, w *Worker, product string) (bool, error) {
+	return w.ahead(ctx, product)
+}

@@ -3,6 +3,7 @@ package worker_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"testing"
 	"time"
@@ -267,5 +268,73 @@ func TestLockIsHandedOverAfterARoundToAnAnnouncedWaiter(t *testing.T) {
 	}
 	if got := counter(t, e.reg, "flashsale_lock_acquire_seconds", nil); got < 2 {
 		t.Errorf("this process acquired p's lock %v times for a1 and a2; want 2: it kept the lock after a1's round although another process announced it waits", got)
+	}
+}
+
+// A process that announces it waits for a lock keeps the time of its first
+// announcement while it renews it, and goes after only those that
+// announced before it: here another process announced a millisecond after
+// this one, and this one's announcement has been renewed since. Before
+// this test, renewing the first time with each announcement (want.lua's
+// ZADD without NX), or counting every other live announcement as earlier
+// (ahead.lua), passed every worker test: the first waiter would queue
+// behind a later one (up to 0.4 s), two would wait for each other.
+func TestAnnouncementKeepsItsFirstTime(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, worker.ModeBatch, 5*time.Second)
+	ctx := context.Background()
+	wantKey, sinceKey := e.prefix+"want:{p}", e.prefix+"want:{p}:since"
+	actx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); worker.Announce(actx, e.w, "p") }()
+	t.Cleanup(func() { cancel(); <-done })
+	var first redis.Z
+	testenv.Eventually(t, 10*time.Second, func() error {
+		zs, err := e.rdb.ZRangeWithScores(ctx, sinceKey, 0, -1).Result()
+		if err == nil && len(zs) != 1 {
+			err = fmt.Errorf("%d announcements, want 1", len(zs))
+		}
+		if err == nil {
+			first = zs[0]
+		}
+		return err
+	})
+	me := first.Member.(string)
+	expiry := e.rdb.ZScore(ctx, wantKey, me).Val()
+
+	// Another process announces (as want.lua does) a millisecond later.
+	now, err := e.rdb.Time(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const later = "other-host:1:0badf00d"
+	if err := e.rdb.ZAdd(ctx, wantKey, redis.Z{Score: float64(now.UnixMilli() + 60_000), Member: later}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.rdb.ZAdd(ctx, sinceKey, redis.Z{Score: first.Score + 1, Member: later}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	// This process renews its announcement.
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if got := e.rdb.ZScore(ctx, wantKey, me).Val(); got <= expiry {
+			return fmt.Errorf("announcement not renewed yet (expiry %v)", got)
+		}
+		return nil
+	})
+	if since := e.rdb.ZScore(ctx, sinceKey, me).Val(); since != first.Score {
+		t.Errorf("first announcement at %.0f ms, %.0f ms after a renewal; want it kept", first.Score, since)
+	}
+	if ahead, err := worker.AnnouncedBefore(ctx, e.w, "p"); err != nil || ahead {
+		t.Errorf("another process counts as announced before this one (%v, %v); want not: it announced after", ahead, err)
+	}
+	// One that announced before this one does.
+	if err := e.rdb.ZAdd(ctx, wantKey, redis.Z{Score: float64(now.UnixMilli() + 60_000), Member: "other-host:2:0badcafe"}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.rdb.ZAdd(ctx, sinceKey, redis.Z{Score: first.Score - 1, Member: "other-host:2:0badcafe"}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if ahead, err := worker.AnnouncedBefore(ctx, e.w, "p"); err != nil || !ahead {
+		t.Errorf("a process that announced first does not count as before this one (%v, %v)", ahead, err)
 	}
 }
