@@ -123,20 +123,15 @@ func TestIdleHeldLockIsHandedToAWaitingProcess(t *testing.T) {
 	}
 }
 
-// A process does not take a contended product's lock in front of another
-// process that announced earlier that it waits for it. Here p was contended
-// a moment ago, another process's announcement is live, and p's lock is
-// free (that waiter has not been woken yet: pub/sub latency, a poll after a
-// missed message, the gap between its 1s Acquires). A new order here must
-// wait (from a review: it took the lock at once, its wait being no queue).
-func TestNoBargeInFrontOfAnAnnouncedWaiter(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t, worker.ModeBatch, 5*time.Second)
-	e.start(t)
+// announcedWaiterOnContended starts e's worker on a product p (stock 10)
+// that it saw contended a moment ago (its order o1 found p's lock busy: p
+// counts as contended there for 2s, and o1 is decided), then announces, as
+// want.lua does for another process, that this other process waits for
+// p's lock, for lifetime; p's lock is free.
+func (e *env) announcedWaiterOnContended(t *testing.T, lifetime time.Duration) {
+	t.Helper()
 	inventorytest.CreateProduct(t, e.store, "p", 10, 0)
 	ctx := context.Background()
-
-	// o1 finds p's lock busy: p counts as contended here for 2s.
 	held, err := e.rival(t).TryAcquire(ctx, "product:p")
 	if err != nil {
 		t.Fatal(err)
@@ -151,13 +146,44 @@ func TestNoBargeInFrontOfAnAnnouncedWaiter(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.waitWanting(t, "p", 0, 5*time.Second)
-
-	// Another process announces (as want.lua does) that it waits for p.
 	now, err := e.rdb.Time(ctx).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.rdb.ZAdd(ctx, e.prefix+"want:{p}", redis.Z{Score: float64(now.UnixMilli() + 10_000), Member: "other-host:1:0badf00d"})
+	e.rdb.ZAdd(ctx, e.prefix+"want:{p}", redis.Z{Score: float64(now.Add(lifetime).UnixMilli()), Member: "other-host:1:0badf00d"})
+}
+
+// A process that queues behind an announced waiter waits for it at most
+// 2×wantTTL (0.4s): one that announced and never takes the lock (its
+// process stuck, its announcement renewed for a minute here) must not
+// keep the product's orders here waiting. Before this test, waiting with
+// no bound (until no earlier announcement is live) passed every worker
+// test.
+func TestAnnouncedWaiterThatNeverTakesTheLockIsWaitedForBriefly(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, worker.ModeBatch, 5*time.Second)
+	e.start(t)
+	e.announcedWaiterOnContended(t, time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := e.w.ProcessTask(ctx, task(t, "o2", "p", "u2", 1, 2)); err != nil {
+		t.Fatalf("o2 not decided after %v behind a waiter that never takes p's lock: %v", time.Since(start), err)
+	}
+}
+
+// A process does not take a contended product's lock in front of another
+// process that announced earlier that it waits for it. Here p was contended
+// a moment ago, another process's announcement is live, and p's lock is
+// free (that waiter has not been woken yet: pub/sub latency, a poll after a
+// missed message, the gap between its 1s Acquires). A new order here must
+// wait (from a review: it took the lock at once, its wait being no queue).
+func TestNoBargeInFrontOfAnAnnouncedWaiter(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, worker.ModeBatch, 5*time.Second)
+	e.start(t)
+	e.announcedWaiterOnContended(t, 10*time.Second)
+	ctx := context.Background()
 
 	start := time.Now()
 	tctx, cancel := context.WithTimeout(ctx, 150*time.Millisecond)
