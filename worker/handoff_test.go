@@ -297,6 +297,65 @@ func TestLockIsHandedOverAfterARoundToAnAnnouncedWaiter(t *testing.T) {
 	}
 }
 
+// announce makes e's worker announce that it waits for product's lock
+// until cleanup, and returns its first announcement (its process id and
+// time) once made.
+func (e *env) announce(t *testing.T, product string) redis.Z {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); worker.Announce(ctx, e.w, product) }()
+	t.Cleanup(func() { cancel(); <-done })
+	var first redis.Z
+	testenv.Eventually(t, 10*time.Second, func() error {
+		zs, err := e.rdb.ZRangeWithScores(context.Background(), e.prefix+"want:{"+product+"}:since", 0, -1).Result()
+		if err == nil && len(zs) != 1 {
+			err = fmt.Errorf("%d announcements, want 1", len(zs))
+		}
+		if err == nil {
+			first = zs[0]
+		}
+		return err
+	})
+	return first
+}
+
+// Two processes that first announced in the same millisecond are ordered
+// by process id, so that exactly one of them goes first: neither waits
+// for the other (each for 0.4 s) nor do both go at once. Before this
+// test, counting a tie as earlier (ahead.lua's s <= mine) passed every
+// worker test.
+func TestAnnouncementsOfTheSameTimeAreOrderedByProcessID(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, worker.ModeBatch, 5*time.Second)
+	ctx := context.Background()
+	first := e.announce(t, "p")
+	me := first.Member.(string)
+	now, err := e.rdb.Time(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		other string
+		ahead bool
+	}{
+		{me + "~", false},      // an id after this process's
+		{me[:len(me)-1], true}, // an id before it
+	} {
+		pipe := e.rdb.TxPipeline()
+		pipe.ZAdd(ctx, e.prefix+"want:{p}", redis.Z{Score: float64(now.UnixMilli() + 60_000), Member: tc.other})
+		pipe.ZAdd(ctx, e.prefix+"want:{p}:since", redis.Z{Score: first.Score, Member: tc.other})
+		if _, err := pipe.Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
+		ahead, err := worker.AnnouncedBefore(ctx, e.w, "p")
+		if err != nil || ahead != tc.ahead {
+			t.Errorf("%q announced in the same millisecond as %q: counts as before it %v (%v), want %v", tc.other, me, ahead, err, tc.ahead)
+		}
+		e.rdb.ZRem(ctx, e.prefix+"want:{p}", tc.other)
+	}
+}
+
 // A process that announces it waits for a lock keeps the time of its first
 // announcement while it renews it, and goes after only those that
 // announced before it: here another process announced a millisecond after
@@ -310,21 +369,7 @@ func TestAnnouncementKeepsItsFirstTime(t *testing.T) {
 	e := newEnv(t, worker.ModeBatch, 5*time.Second)
 	ctx := context.Background()
 	wantKey, sinceKey := e.prefix+"want:{p}", e.prefix+"want:{p}:since"
-	actx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); worker.Announce(actx, e.w, "p") }()
-	t.Cleanup(func() { cancel(); <-done })
-	var first redis.Z
-	testenv.Eventually(t, 10*time.Second, func() error {
-		zs, err := e.rdb.ZRangeWithScores(ctx, sinceKey, 0, -1).Result()
-		if err == nil && len(zs) != 1 {
-			err = fmt.Errorf("%d announcements, want 1", len(zs))
-		}
-		if err == nil {
-			first = zs[0]
-		}
-		return err
-	})
+	first := e.announce(t, "p")
 	me := first.Member.(string)
 	expiry := e.rdb.ZScore(ctx, wantKey, me).Val()
 
