@@ -411,7 +411,7 @@ func loadConfig(fs *flag.FlagSet, name string, args []string) (config, error) {
 			v, src = s.def, s.env+" (default)"
 		}
 		if err := s.set(&c, v); err != nil {
-			return c, badSetting(s, src, v, given[s.flag], err)
+			return c, c.flagMistake(s.env, badSetting(s, src, v, given[s.flag], err))
 		}
 		c.raw[s.env] = v
 	}
@@ -435,7 +435,7 @@ func loadConfig(fs *flag.FlagSet, name string, args []string) (config, error) {
 		}
 	}
 	if n := len(c.LockRedisURLs); n == 2 || n == 4 {
-		return c, fmt.Errorf("bad %s: %d nodes; use 1, 3 or 5 independent nodes (an even count tolerates no more failures than one node fewer)", c.name("FLASHSALE_LOCK_REDIS_URLS"), n)
+		return c, c.flagMistake("FLASHSALE_LOCK_REDIS_URLS", fmt.Errorf("bad %s: %d nodes; use 1, 3 or 5 independent nodes (an even count tolerates no more failures than one node fewer)", c.name("FLASHSALE_LOCK_REDIS_URLS"), n))
 	}
 	// A server named twice (the same host:port, any database) is one node
 	// casting two votes: its failure alone costs the quorum, and releases
@@ -450,8 +450,8 @@ func loadConfig(fs *flag.FlagSet, name string, args []string) (config, error) {
 			}
 			addr := strings.ToLower(opt.Addr)
 			if prev, ok := seen[addr]; ok {
-				return c, fmt.Errorf("bad %s: %s and %s are one server (%s); a quorum needs 3 or 5 independent nodes",
-					c.name("FLASHSALE_LOCK_REDIS_URLS"), redact.URL(prev), redact.URL(u), addr)
+				return c, c.flagMistake("FLASHSALE_LOCK_REDIS_URLS", fmt.Errorf("bad %s: %s and %s are one server (%s); a quorum needs 3 or 5 independent nodes",
+					c.name("FLASHSALE_LOCK_REDIS_URLS"), redact.URL(prev), redact.URL(u), addr))
 			}
 			seen[addr] = u
 		}
@@ -472,6 +472,17 @@ func badSetting(s setting, src, v string, byFlag bool, err error) error {
 	default:
 		return fmt.Errorf("bad %s=\"\": it cannot be empty; unset it for the default %q", s.env, s.def)
 	}
+}
+
+// flagMistake is err, the refusal of the value of the setting of variable
+// env, as a mistake in the command line (exit status 2, see parseFlags)
+// when that value was given as a flag; from the environment it is left as
+// it is (exit status 1).
+func (c config) flagMistake(env string, err error) error {
+	if _, ok := c.from[env]; ok {
+		return &exitError{code: 2, err: err}
+	}
+	return err
 }
 
 // name is how the setting of variable env was given, for error messages:

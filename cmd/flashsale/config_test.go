@@ -740,3 +740,24 @@ func TestLoadtestRefusesZeroFlags(t *testing.T) {
 		}
 	}
 }
+
+// A bad value given as a flag is a mistake in the command line too: it
+// exits 2, as an unknown flag or loadtest's -orders many does (README:
+// "2 on a mistake in its command line: an unknown flag, a bad value, as
+// every command does"); it exited 1, as a run that found an oversell does.
+func TestBadFlagValueExits2(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{
+		{"api", "-rate-limit", "many"},
+		{"worker", "-lock-ttl", "abc"},
+		{"worker", "-lock-redis-urls", "redis://a:6379,redis://b:6379"},
+		{"worker", "-lock-redis-urls", "redis://a:6379,redis://b:6379,redis://b:6379"},
+		{"migrate", "-log-level", "loud"},
+		{"dev", "-database-url", ""},
+	} {
+		var stderr strings.Builder
+		if code := run(context.Background(), args, io.Discard, &stderr); code != 2 || !strings.Contains(stderr.String(), "bad -") {
+			t.Errorf("flashsale %s: exit %d, stderr %q; want exit 2 naming the flag", strings.Join(args, " "), code, stderr.String())
+		}
+	}
+}
