@@ -202,7 +202,9 @@ func TestMarkMany(t *testing.T) {
 		}
 		prefix := "t:" + testenv.Namespace(t) + fmt.Sprintf(":%v:", flush)
 		testenv.DeleteKeys(t, rdb, prefix)
-		g := soldout.New(rdb, soldout.Options{KeyPrefix: prefix, CacheTTL: time.Nanosecond, OpenTTL: time.Nanosecond})
+		// Each product is read once, after the marks: a long CacheTTL, so
+		// that a slow read still counts (see freshFor).
+		g := soldout.New(rdb, soldout.Options{KeyPrefix: prefix, CacheTTL: time.Hour, OpenTTL: time.Hour})
 		if _, err := g.Reopen(ctx, "b", 0); err != nil { // b's generation is 1 from now on
 			t.Fatal(err)
 		}

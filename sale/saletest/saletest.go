@@ -41,8 +41,10 @@ type Options struct {
 	OnFailOpen     func(context.Context, error)
 	ProductTimeout time.Duration
 	// CacheTTL is how long the sold-out gate trusts what it read (both
-	// answers); default 20ms, so tests see flags quickly and restocks
-	// settle fast.
+	// answers); default 100ms, so tests see flags quickly and restocks
+	// settle fast (Settle, 300ms), while a read of a flag may take up to
+	// 250ms on a loaded machine and still count (the gate gives a "sold
+	// out" to no caller later than Settle - 50ms after its read began).
 	CacheTTL time.Duration
 	// DatabaseURL is an empty database that New migrates and uses (one on
 	// a private PostgreSQL the test stops, say); default a fresh database
@@ -79,7 +81,7 @@ func New(t testing.TB, opts *Options) *Env {
 		opts = &Options{}
 	}
 	if opts.CacheTTL <= 0 {
-		opts.CacheTTL = 20 * time.Millisecond
+		opts.CacheTTL = 100 * time.Millisecond
 	}
 	ns := testenv.Namespace(t)
 	e := &Env{Queue: "q_" + ns, Prefix: "t:" + ns + ":"}
