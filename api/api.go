@@ -268,10 +268,13 @@ func (s *server) healthz(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status":
 // every check passes, else 503 with Retry-After and each failed check
 // "unavailable". The checks run side by side, each with the whole 2s: a
 // slow one cannot use up another's time and have it reported unavailable.
-// A failed check is logged on log (a warning; a panic, which counts as a
-// failure, at error level). The API serves it at /readyz; a worker serves
+// A failed check is logged on log, if not nil (a warning; a panic, which
+// counts as a failure, at error level). The API serves it at /readyz; a worker serves
 // it on its metrics listener.
 func Ready(checks map[string]func(context.Context) error, log *slog.Logger) http.Handler {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()

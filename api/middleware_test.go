@@ -574,3 +574,20 @@ func TestTrailingSlashGoesThroughTheMiddleware(t *testing.T) {
 		t.Errorf("flashsale_http_requests_total counted %v requests, want %d", counted, len(tests))
 	}
 }
+
+// Ready with no logger (nil) still answers a failed check, and a panicking
+// one, with 503: it logged on the nil logger, and its recovery from the
+// check's panic panicked again, taking the process down.
+func TestReadyWithoutALogger(t *testing.T) {
+	t.Parallel()
+	h := api.Ready(map[string]func(context.Context) error{
+		"down":   func(context.Context) error { return errors.New("down") },
+		"broken": func(context.Context) error { panic("broken") },
+	}, nil)
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, httptest.NewRequest("GET", "/readyz", nil))
+	if w.Code != http.StatusServiceUnavailable || !strings.Contains(w.Body.String(), `"down":"unavailable"`) ||
+		!strings.Contains(w.Body.String(), `"broken":"unavailable"`) {
+		t.Fatalf("Ready(nil logger) with failing checks: %d %s; want 503 naming both", w.Code, w.Body)
+	}
+}
