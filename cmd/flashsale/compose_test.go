@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -70,5 +71,53 @@ func TestComposeBuildsTheImageOnce(t *testing.T) {
 	}
 	if len(images) != 1 || images[""] {
 		t.Errorf("the services running flashsale (%v) run images %v, want one, named", runs, images)
+	}
+}
+
+// composeWorkerScale is how many workers docker-compose.yml's postgres has
+// room for (its comment says so; README's connection budget too).
+const composeWorkerScale = 60
+
+// docker-compose.yml's postgres holds the pools of its APIs and of
+// composeWorkerScale workers: at PostgreSQL's default max_connections
+// (100), `--scale worker=20` left workers failing to connect (a review's
+// finding: 2 × 12 + 20 × 4 = 104).
+func TestComposePostgresHoldsTheScale(t *testing.T) {
+	t.Parallel()
+	b, err := os.ReadFile("../../docker-compose.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var file struct {
+		Services map[string]composeService `yaml:"services"`
+	}
+	if err := yaml.UnmarshalWithOptions(b, &file, yaml.AllowDuplicateMapKey()); err != nil {
+		t.Fatalf("docker-compose.yml: %v", err)
+	}
+	pg, ok := file.Services["postgres"]
+	if !ok {
+		t.Fatal("docker-compose.yml has no postgres service")
+	}
+	maxConns := 100 // PostgreSQL's default
+	for i, arg := range pg.Command {
+		v, found := strings.CutPrefix(arg, "max_connections=")
+		if !found || i == 0 || pg.Command[i-1] != "-c" {
+			continue
+		}
+		if maxConns, err = strconv.Atoi(v); err != nil {
+			t.Fatalf("postgres command %q: %v", pg.Command, err)
+		}
+	}
+	apis := 0
+	for _, s := range file.Services {
+		if len(s.Command) > 0 && s.Command[0] == "api" {
+			apis++
+		}
+	}
+	const reserved = 3 // superuser_reserved_connections
+	need := apis*apiMaxConns + composeWorkerScale*workerMaxConns + reserved
+	if need > maxConns {
+		t.Errorf("postgres max_connections %d, want at least %d (%d APIs × %d + %d workers × %d + %d reserved)",
+			maxConns, need, apis, apiMaxConns, composeWorkerScale, workerMaxConns, reserved)
 	}
 }

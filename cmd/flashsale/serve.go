@@ -96,10 +96,26 @@ func servePprof(cfg config, log *slog.Logger) error {
 	return nil
 }
 
+// The processes' PostgreSQL pool sizes. PostgreSQL's max_connections (100
+// by default) must hold every process's pool together: README's connection
+// budget, and docker-compose.yml's postgres, which TestComposePostgresHoldsTheScale
+// checks against these.
+const (
+	// apiMaxConns: an API's reads are coalesced (one query for every
+	// waiting lookup), so a few connections carry a burst.
+	apiMaxConns = 12
+	// workerMaxConns: batch mode runs one transaction at a time per
+	// process, plus the rescuer's and the sweep's reads.
+	workerMaxConns = 4
+	// singleWorkerMaxConns: single mode runs one transaction per product
+	// lock held.
+	singleWorkerMaxConns = 16
+)
+
 // serveAPI runs the HTTP API until ctx ends. ready, if not nil, is called
 // with the listening address.
 func serveAPI(ctx context.Context, cfg config, log *slog.Logger, ready func(addr string)) error {
-	store, err := inventory.Open(ctx, cfg.DatabaseURL, &inventory.Options{MaxConns: 12})
+	store, err := inventory.Open(ctx, cfg.DatabaseURL, &inventory.Options{MaxConns: apiMaxConns})
 	if err != nil {
 		return databaseError(cfg, err)
 	}
@@ -317,12 +333,9 @@ func lockQuorum(ctx context.Context, urls []string, nodes []*redis.Client) (down
 // serveWorker runs a worker until ctx ends. ready, if not nil, is called
 // once it has started.
 func serveWorker(ctx context.Context, cfg config, log *slog.Logger, ready func()) error {
-	// Batch mode runs one transaction at a time per process; single mode
-	// one per product lock held. Keep the footprint small: PostgreSQL's
-	// default max_connections is 100 for every process together.
-	maxConns := int32(4)
+	maxConns := int32(workerMaxConns)
 	if cfg.WorkerMode == worker.ModeSingle {
-		maxConns = 16
+		maxConns = singleWorkerMaxConns
 	}
 	store, err := inventory.Open(ctx, cfg.DatabaseURL, &inventory.Options{
 		MaxConns: maxConns,
