@@ -7,6 +7,8 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strings"
@@ -680,7 +682,8 @@ func TestLockNodesNamedTwiceAreRefused(t *testing.T) {
 // A mistake in a command line exits 2, as an unknown command does, never
 // 1, which loadtest returns for violated invariants (from a user review:
 // `flashsale loadtest -ordrs 5000` exited 1, as a run that found an
-// oversell does, and so did every command's mistyped flag).
+// oversell does, and so did every command's mistyped flag). healthcheck is
+// the exception (TestHealthcheckExits1OnEveryFailure).
 func TestCommandLineMistakesExit2(t *testing.T) {
 	t.Parallel()
 	for _, args := range [][]string{
@@ -691,7 +694,6 @@ func TestCommandLineMistakesExit2(t *testing.T) {
 		{"worker", "-lock-ttl"},
 		{"migrate", "stray", "-log-level", "debug"},
 		{"dev", "-workers", "x"},
-		{"healthcheck", "-nosuch"},
 	} {
 		var stderr strings.Builder
 		if code := run(context.Background(), args, io.Discard, &stderr); code != 2 || stderr.Len() == 0 {
@@ -758,6 +760,42 @@ func TestBadFlagValueExits2(t *testing.T) {
 		var stderr strings.Builder
 		if code := run(context.Background(), args, io.Discard, &stderr); code != 2 || !strings.Contains(stderr.String(), "bad -") {
 			t.Errorf("flashsale %s: exit %d, stderr %q; want exit 2 naming the flag", strings.Join(args, " "), code, stderr.String())
+		}
+	}
+}
+
+// healthcheck exits 1 on every failure, a mistake in its command line
+// included, and 0 only when its URL answers 200 (or for -h): Docker reads
+// a health check's exit status as 0 healthy, 1 unhealthy, 2 reserved, and
+// healthcheck exited 2 on a mistyped flag, as the other commands do.
+func TestHealthcheckExits1OnEveryFailure(t *testing.T) {
+	t.Parallel()
+	ok := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {}))
+	defer ok.Close()
+	down := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer down.Close()
+	gone := httptest.NewServer(http.NotFoundHandler())
+	gone.Close() // nothing listens at its address any more
+	for _, tc := range []struct {
+		args []string
+		code int
+	}{
+		{[]string{"-url", ok.URL}, 0},
+		{[]string{"-h"}, 0},
+		{[]string{"-nosuch"}, 1},
+		{[]string{"-url"}, 1},
+		{[]string{"-url", ok.URL, "stray"}, 1},
+		{[]string{"-url", "://no-scheme"}, 1},
+		{[]string{"-url", down.URL}, 1},
+		{[]string{"-url", gone.URL}, 1},
+	} {
+		var stderr strings.Builder
+		args := append([]string{"healthcheck"}, tc.args...)
+		code := run(context.Background(), args, io.Discard, &stderr)
+		if code != tc.code || (code != 0) != (stderr.Len() > 0) {
+			t.Errorf("flashsale %s: exit %d, stderr %q; want exit %d, and a message unless 0", strings.Join(args, " "), code, stderr.String(), tc.code)
 		}
 	}
 }

@@ -216,12 +216,21 @@ func closestSetting(name string) string {
 }
 
 // runHealthcheck exits 0 when url answers 200: the container health check
-// of images without a shell or curl.
+// of images without a shell or curl. Every failure exits 1, a mistake in
+// its command line included (see below).
 func runHealthcheck(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("flashsale healthcheck", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	url := fs.String("url", "http://127.0.0.1:8080/readyz", "URL that must answer 200")
 	if err := parseFlags(fs, args); err != nil {
+		// Exit status 1 here, not the 2 of other commands' command-line
+		// mistakes: Docker reads a health check's 0 as healthy, 1 as
+		// unhealthy and reserves 2, so a mistyped HEALTHCHECK line would
+		// not read as unhealthy. -h (flag.ErrHelp) still exits 0.
+		var ee *exitError
+		if errors.As(err, &ee) {
+			return &exitError{code: 1, err: ee.err}
+		}
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
