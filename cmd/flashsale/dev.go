@@ -159,8 +159,8 @@ func serveDev(ctx context.Context, cfg config, log *slog.Logger, dataDir string,
 		env := envs[i]
 		cmd := exec.Command(exe, args...)
 		cmd.Env = env
-		cmd.Stdout = &prefixWriter{name: name, json: cfg.LogFormat == "json", w: out}
-		cmd.Stderr = cmd.Stdout
+		pw := &prefixWriter{name: name, json: cfg.LogFormat == "json", w: out}
+		cmd.Stdout, cmd.Stderr = pw, pw
 		// Own process group: a Ctrl-C reaches only this process, which
 		// then stops the children with one SIGTERM each (a second signal
 		// would end them at once, leaving orders in flight).
@@ -170,7 +170,12 @@ func serveDev(ctx context.Context, cfg config, log *slog.Logger, dataDir string,
 		}
 		c := &child{cmd: cmd, done: make(chan struct{})}
 		procs = append(procs, c)
-		go func() { _ = cmd.Wait(); close(c.done); exited <- name }()
+		go func() {
+			_ = cmd.Wait() // returns once the child's output is copied
+			_ = pw.Flush()
+			close(c.done)
+			exited <- name
+		}()
 		return nil
 	}
 	if err := start("api", 0, "api"); err != nil {
@@ -606,16 +611,38 @@ func (p *prefixWriter) Write(b []byte) (int, error) {
 		if i < 0 {
 			break
 		}
-		var line []byte
-		if p.json && bytes.HasPrefix(p.buf, []byte(`{"`)) {
-			line = append(fmt.Appendf(nil, `{"process":%q,`, p.name), p.buf[1:i+1]...)
-		} else {
-			line = append([]byte("["+p.name+"] "), p.buf[:i+1]...)
-		}
-		if _, err := p.w.Write(line); err != nil {
+		line := p.buf[:i+1]
+		p.buf = p.buf[i+1:]
+		if err := p.writeLine(line); err != nil {
 			return len(b), err
 		}
-		p.buf = p.buf[i+1:]
 	}
 	return len(b), nil
+}
+
+// Flush writes what is left of a line that did not end in a newline, as
+// a line of its own: called once the child has exited (and its output
+// been copied), so that its last words (a panic's end, a message printed
+// without a newline) are not dropped with the buffer.
+func (p *prefixWriter) Flush() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.buf) == 0 {
+		return nil
+	}
+	line := append(p.buf, '\n')
+	p.buf = nil
+	return p.writeLine(line)
+}
+
+// writeLine writes one line (ending in a newline) marked with the name.
+func (p *prefixWriter) writeLine(line []byte) error {
+	var out []byte
+	if p.json && bytes.HasPrefix(line, []byte(`{"`)) {
+		out = append(fmt.Appendf(nil, `{"process":%q,`, p.name), line[1:]...)
+	} else {
+		out = append([]byte("["+p.name+"] "), line...)
+	}
+	_, err := p.w.Write(out)
+	return err
 }

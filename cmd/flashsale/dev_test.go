@@ -9,8 +9,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -24,7 +26,14 @@ import (
 // one of its servers: `flashsale dev` starts its API and workers as its own
 // executable with the command first, which under `go test` is this binary;
 // the signal tests start it as any command that waits on its database.
+//
+// Started as a worker with DEV_TEST_WORKER set (a test's dev passes it on:
+// not a FLASHSALE_ variable), it is a stand-in worker instead, that stops
+// as that variable says (see fakeWorker).
 func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == "worker" && os.Getenv("DEV_TEST_WORKER") != "" {
+		os.Exit(fakeWorker(os.Getenv("DEV_TEST_WORKER"), os.Stdout))
+	}
 	if len(os.Args) > 1 && (os.Args[1] == "api" || os.Args[1] == "worker" || os.Args[1] == "migrate" || os.Args[1] == "dev") {
 		main() // exits
 	}
@@ -323,5 +332,50 @@ func TestDevBaseURL(t *testing.T) {
 		if got, err := devBaseURL(addr); err != nil || got != want {
 			t.Errorf("devBaseURL(%q) = %q, %v; want %q", addr, got, err, want)
 		}
+	}
+}
+
+// fakeWorker is a worker process of dev's tests that stops as how says,
+// at its SIGTERM: "partial" writes a last line without a newline and exits
+// 0. It says "fake worker started" once it handles SIGTERM, and returns
+// its exit status.
+func fakeWorker(how string, out io.Writer) int {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM)
+	fmt.Fprintln(out, "fake worker started")
+	<-sig
+	switch how {
+	case "partial":
+		fmt.Fprint(out, "last words without a newline")
+		return 0
+	}
+	fmt.Fprintf(out, "unknown DEV_TEST_WORKER=%q\n", how)
+	return 1
+}
+
+// devWithFakeWorker is devOn with its worker a fakeWorker that stops as how
+// says, once that worker is up (it handles SIGTERM). Not parallel: it sets
+// the environment dev's processes inherit.
+func devWithFakeWorker(t *testing.T, how string) *devRun {
+	t.Helper()
+	t.Setenv("DEV_TEST_WORKER", how)
+	d := devOn(t, testenv.NewDatabase(t), devNamespace(t), "-log-format", "text")
+	testenv.Eventually(t, 30*time.Second, func() error {
+		if !strings.Contains(d.stderr.String(), "[worker-1] fake worker started\n") {
+			return errors.New("the fake worker has not started yet")
+		}
+		return nil
+	})
+	return d
+}
+
+// A child's last line that does not end in a newline is written, marked
+// as its lines are, once the child has exited: dev buffers a child's
+// output line by line, and dropped what was left in the buffer.
+func TestDevWritesAChildsLastPartialLine(t *testing.T) {
+	d := devWithFakeWorker(t, "partial")
+	d.stop(t)
+	if !strings.Contains(d.stderr.String(), "[worker-1] last words without a newline\n") {
+		t.Errorf("dev dropped its worker's last line, which did not end in a newline:\n%s", d.stderr)
 	}
 }
