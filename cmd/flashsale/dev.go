@@ -149,33 +149,20 @@ func serveDev(ctx context.Context, cfg config, log *slog.Logger, dataDir string,
 	}
 	out := &lockedWriter{w: stderr}
 	var procs []*child
-	cleanups = append(cleanups, func() { stopChildren(procs, log) })
+	// On the way out after a failure, stop what was started; the failure
+	// is the error returned (each child's own lines say how it stopped).
+	cleanups = append(cleanups, func() { _ = stopChildren(procs, childStopGrace, log) })
 	exited := make(chan string, workers+1)
 	envs, err := devEnvs(cfg, workers)
 	if err != nil {
 		return err
 	}
 	start := func(name string, i int, args ...string) error {
-		env := envs[i]
-		cmd := exec.Command(exe, args...)
-		cmd.Env = env
-		pw := &prefixWriter{name: name, json: cfg.LogFormat == "json", w: out}
-		cmd.Stdout, cmd.Stderr = pw, pw
-		// Own process group: a Ctrl-C reaches only this process, which
-		// then stops the children with one SIGTERM each (a second signal
-		// would end them at once, leaving orders in flight).
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-		if err := cmd.Start(); err != nil {
-			return fmt.Errorf("start %s: %w", name, err)
+		c, err := startChild(exe, name, args, envs[i], cfg.LogFormat == "json", out, exited)
+		if err != nil {
+			return err
 		}
-		c := &child{cmd: cmd, done: make(chan struct{})}
 		procs = append(procs, c)
-		go func() {
-			_ = cmd.Wait() // returns once the child's output is copied
-			_ = pw.Flush()
-			close(c.done)
-			exited <- name
-		}()
 		return nil
 	}
 	if err := start("api", 0, "api"); err != nil {
@@ -223,7 +210,13 @@ flashsale is running: API %s, %d workers. Ctrl-C stops everything.
 	select {
 	case <-ctx.Done():
 		log.Info("stopping")
-		return nil
+		// How the children stop is how this run ends: one killed after
+		// the grace period, or ending with a non-zero status, may have
+		// left orders undecided, and a script or supervisor running dev
+		// must not read that as a clean stop (it exited 0).
+		stopping := procs
+		procs = nil // stopped here: nothing left for the cleanup
+		return stopChildren(stopping, childStopGrace, log)
 	case name := <-exited:
 		return fmt.Errorf("%s exited unexpectedly; see its log above", name)
 	}
@@ -543,10 +536,38 @@ func perBuyer(limit int) string {
 	return fmt.Sprintf("up to %d per buyer", limit)
 }
 
-// child is a process dev started; done is closed once it has exited.
+// child is a process dev started; done is closed once it has exited, err
+// then set to how it ended (exec.Cmd.Wait's error).
 type child struct {
+	name string
 	cmd  *exec.Cmd
 	done chan struct{}
+	err  error
+}
+
+// startChild starts exe with args and env as dev's process name, its
+// output written to out as lines marked with name (see prefixWriter);
+// exited receives name once it has exited.
+func startChild(exe, name string, args, env []string, json bool, out io.Writer, exited chan<- string) (*child, error) {
+	cmd := exec.Command(exe, args...)
+	cmd.Env = env
+	pw := &prefixWriter{name: name, json: json, w: out}
+	cmd.Stdout, cmd.Stderr = pw, pw
+	// Own process group: a Ctrl-C reaches only this process, which
+	// then stops the children with one SIGTERM each (a second signal
+	// would end them at once, leaving orders in flight).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	c := &child{name: name, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		c.err = cmd.Wait() // returns once the child's output is copied
+		_ = pw.Flush()
+		close(c.done)
+		exited <- name
+	}()
+	return c, nil
 }
 
 // childStopGrace is how long stopChildren waits before it kills a child:
@@ -559,23 +580,49 @@ type child struct {
 const childStopGrace = 50 * time.Second
 
 // stopChildren sends SIGTERM to every child, waits for them, and kills any
-// still running after childStopGrace.
-func stopChildren(procs []*child, log *slog.Logger) {
+// still running after grace. It returns an error naming each child that
+// did not stop cleanly: killed, or ended with a non-zero status.
+func stopChildren(procs []*child, grace time.Duration, log *slog.Logger) error {
 	for _, p := range procs {
 		_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	}
-	deadline := time.NewTimer(childStopGrace)
+	deadline := time.NewTimer(grace)
 	defer deadline.Stop()
+	var errs []error
 	for _, p := range procs {
 		select {
 		case <-p.done:
 		case <-deadline.C:
 			deadline.Reset(0) // the others get no more time either
-			log.Warn("child did not stop in time; killing", "pid", p.cmd.Process.Pid)
+			log.Warn("child did not stop in time; killing", "process", p.name, "pid", p.cmd.Process.Pid)
 			_ = p.cmd.Process.Kill()
 			<-p.done
+			if !stoppedCleanly(p.err) {
+				errs = append(errs, fmt.Errorf("%s did not stop within %v and was killed", p.name, grace))
+				continue
+			}
+		}
+		if !stoppedCleanly(p.err) {
+			errs = append(errs, fmt.Errorf("%s did not stop cleanly: %w", p.name, p.err))
 		}
 	}
+	return errors.Join(errs...)
+}
+
+// stoppedCleanly reports whether a child's Wait error err is a clean stop:
+// exit status 0, or an end by the SIGTERM itself, which only a child in
+// the first milliseconds of its start gets (before main handles signals),
+// with nothing in flight to lose.
+func stoppedCleanly(err error) bool {
+	if err == nil {
+		return true
+	}
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		return false
+	}
+	ws, ok := ee.Sys().(syscall.WaitStatus)
+	return ok && ws.Signaled() && ws.Signal() == syscall.SIGTERM
 }
 
 // lockedWriter serialises writes from several children.

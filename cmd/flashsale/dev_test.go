@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -337,8 +338,8 @@ func TestDevBaseURL(t *testing.T) {
 
 // fakeWorker is a worker process of dev's tests that stops as how says,
 // at its SIGTERM: "partial" writes a last line without a newline and exits
-// 0. It says "fake worker started" once it handles SIGTERM, and returns
-// its exit status.
+// 0; "fail" exits 3; "ignore" goes on (until it is killed). It says "fake
+// worker started" once it handles SIGTERM, and returns its exit status.
 func fakeWorker(how string, out io.Writer) int {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM)
@@ -348,6 +349,12 @@ func fakeWorker(how string, out io.Writer) int {
 	case "partial":
 		fmt.Fprint(out, "last words without a newline")
 		return 0
+	case "fail":
+		fmt.Fprintln(out, "failed to stop")
+		return 3
+	case "ignore":
+		for range sig {
+		}
 	}
 	fmt.Fprintf(out, "unknown DEV_TEST_WORKER=%q\n", how)
 	return 1
@@ -377,5 +384,52 @@ func TestDevWritesAChildsLastPartialLine(t *testing.T) {
 	d.stop(t)
 	if !strings.Contains(d.stderr.String(), "[worker-1] last words without a newline\n") {
 		t.Errorf("dev dropped its worker's last line, which did not end in a newline:\n%s", d.stderr)
+	}
+}
+
+// dev stopped by Ctrl-C fails, naming the child, when a child does not
+// stop cleanly (from a review: it exited 0 whatever its processes' ends,
+// so a script could not tell a worker that failed its shutdown, orders
+// possibly left undecided, from a clean stop).
+func TestDevFailsWhenAChildDoesNotStopCleanly(t *testing.T) {
+	d := devWithFakeWorker(t, "fail")
+	d.cancel()
+	d.cancel = nil // stopped here, not at cleanup
+	select {
+	case err := <-d.done:
+		if err == nil || !strings.Contains(err.Error(), "worker-1 did not stop cleanly: exit status 3") {
+			t.Errorf("dev stopped with its worker exiting 3: %v, want an error naming worker-1 and its status\n%s", err, d.stderr)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("dev did not stop within 60s:\n%s", d.stderr)
+	}
+}
+
+// A child still running after the grace period is killed, and stopChildren
+// says so, naming it; one that stops cleanly is not named.
+func TestStopChildrenNamesAKilledChild(t *testing.T) {
+	t.Parallel()
+	out := &testenv.LogBuffer{}
+	exited := make(chan string, 2)
+	var procs []*child
+	for name, how := range map[string]string{"worker-1": "ignore", "worker-2": "partial"} {
+		c, err := startChild(os.Args[0], name, []string{"worker"}, append(cluster.BaseEnv(), "DEV_TEST_WORKER="+how), false, out, exited)
+		if err != nil {
+			t.Fatal(err)
+		}
+		procs = append(procs, c)
+		t.Cleanup(func() { _ = c.cmd.Process.Kill(); <-c.done })
+	}
+	testenv.Eventually(t, 30*time.Second, func() error {
+		if strings.Count(out.String(), "fake worker started\n") < 2 {
+			return errors.New("the fake workers have not started yet")
+		}
+		return nil
+	})
+	// A grace the clean child's stop fits in with room (a race-enabled
+	// binary sleeps 1s at exit).
+	err := stopChildren(procs, 10*time.Second, slog.New(slog.DiscardHandler))
+	if err == nil || err.Error() != "worker-1 did not stop within 10s and was killed" {
+		t.Errorf("stopChildren: %v, want an error naming worker-1 alone, killed\n%s", err, out)
 	}
 }
