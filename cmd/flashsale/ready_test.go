@@ -3,13 +3,19 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
+	"github.com/flashsale/flashsale/internal/cluster"
 	"github.com/flashsale/flashsale/internal/localsvc"
 	"github.com/flashsale/flashsale/internal/testenv"
 	"github.com/flashsale/flashsale/inventory"
@@ -84,5 +90,106 @@ func TestWorkerReadyzChecksWhatItNeeds(t *testing.T) {
 	}
 	if !strings.Contains(p.out.String(), `"msg":"readiness check failed"`) {
 		t.Errorf("the worker did not log the failed check:\n%s", p.out)
+	}
+}
+
+// A worker's /readyz answers 503 once its shutdown has begun, while its
+// orders in flight finish (here one waits on its product's row, which the
+// test holds) and its metrics listener is still up: it takes no more
+// orders. Before, it answered 200 until the worker exited.
+func TestWorkerReadyzAnswers503DuringShutdown(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := testenv.NewDatabase(t)
+	if _, err := inventory.Migrate(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	ns := testenv.QueueNamespace(t, testenv.Redis(t))
+	apiAddr, err := cluster.FreeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	metricsAddr, err := cluster.FreeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const token = "readyz-shutdown-token-0123"
+	env := []string{"FLASHSALE_DATABASE_URL=" + db, "FLASHSALE_REDIS_URL=" + testenv.RedisURL(),
+		"FLASHSALE_QUEUE=q_" + ns, "FLASHSALE_KEY_PREFIX=" + ns + ":", "FLASHSALE_ADMIN_TOKEN=" + token}
+	a := startServer(t, "api", append(env, "FLASHSALE_HTTP_ADDR="+apiAddr)...)
+	w := startServer(t, "worker", append(env, "FLASHSALE_METRICS_ADDR="+metricsAddr)...)
+	readyz := func() (int, string, error) {
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		req, err := http.NewRequestWithContext(rctx, "GET", "http://"+metricsAddr+"/readyz", nil)
+		if err != nil {
+			return 0, "", err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0, "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), err
+	}
+	testenv.Eventually(t, 30*time.Second, func() error {
+		a.failIfEnded(t, "it listened")
+		w.failIfEnded(t, "it started")
+		if !strings.Contains(a.out.String(), `"msg":"api listening"`) {
+			return errors.New("the api is not listening yet")
+		}
+		if code, body, err := readyz(); err != nil || code != http.StatusOK {
+			return fmt.Errorf("worker /readyz = %d %s %v, want 200", code, body, err)
+		}
+		return nil
+	})
+	if status, body := devSend(t, http.MethodPost, "http://"+apiAddr+"/v1/products", token, "",
+		`{"id":"p1","name":"P","stock":10,"per_user_limit":0}`); status != http.StatusCreated {
+		t.Fatalf("create product: %d %s", status, body)
+	}
+	// The worker's order waits on the product's row: in flight at its
+	// SIGTERM, and its shutdown waits for it.
+	holder, release := testenv.HoldLock(t, db, `SELECT 1 FROM products WHERE id = 'p1' FOR UPDATE`)
+	if status, body := devSend(t, http.MethodPost, "http://"+apiAddr+"/v1/orders", "", "k1",
+		`{"product_id":"p1","user_id":"u1","quantity":1}`); status != http.StatusAccepted {
+		t.Fatalf("place order: %d %s", status, body)
+	}
+	watch, err := pgx.Connect(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watch.Close(ctx)
+	testenv.Eventually(t, 30*time.Second, func() error {
+		w.failIfEnded(t, "its order waited on the product's row")
+		waiting, err := testenv.WaitsOn(ctx, watch, holder)
+		if err == nil && !waiting {
+			err = errors.New("the worker's order does not wait on the product's row yet")
+		}
+		return err
+	})
+	if err := w.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 30*time.Second, func() error {
+		w.failIfEnded(t, "it began its shutdown")
+		if !strings.Contains(w.out.String(), `"msg":"worker shutting down: finishing orders in flight"`) {
+			return errors.New("the worker has not begun its shutdown yet")
+		}
+		return nil
+	})
+	// Its order still waits: the worker is in its shutdown, listening.
+	code, body, err := readyz()
+	if err != nil || code != http.StatusServiceUnavailable {
+		t.Errorf("worker /readyz during its shutdown = %d %s %v, want 503", code, body, err)
+	}
+	release()
+	select {
+	case <-w.exited:
+		if w.cmd.ProcessState.ExitCode() != 0 {
+			t.Errorf("worker ended with %s, want exit status 0:\n%s", exitStatus(w.err), w.out)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("worker did not stop within 60s of its SIGTERM:\n%s", w.out)
 	}
 }

@@ -418,11 +418,26 @@ func serveWorker(ctx context.Context, cfg config, log *slog.Logger, ready func()
 			w.Header().Set("Content-Type", "application/json")
 			_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
 		})
-		mux.Handle("GET /readyz", api.Ready(map[string]func(context.Context) error{
+		ready := api.Ready(map[string]func(context.Context) error{
 			"postgres": store.Ping,
 			"redis":    func(ctx context.Context) error { return rdb.Ping(ctx).Err() },
 			"lock":     func(ctx context.Context) error { _, err := lockQuorum(ctx, cfg.LockRedisURLs, nodes); return err },
-		}, log))
+		}, log)
+		mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+			// Once its shutdown has begun (ctx ended), the worker takes no
+			// more orders: it is not ready, as an API that began its
+			// shutdown is not (it stops listening at once), although this
+			// listener stays up (/metrics, /healthz) while the orders in
+			// flight finish, up to 35s. It answered 200 until it exited.
+			if ctx.Err() != nil {
+				w.Header().Set("Content-Type", "application/json; charset=utf-8")
+				w.Header().Set("Cache-Control", "no-store")
+				w.WriteHeader(http.StatusServiceUnavailable)
+				_, _ = w.Write([]byte(`{"status":"shutting_down"}` + "\n"))
+				return
+			}
+			ready.ServeHTTP(w, r)
+		})
 		// An idle keep-alive connection with no deadline would stay open
 		// for ever: each is dropped after IdleTimeout, as on the API.
 		msrv := &http.Server{Addr: cfg.MetricsAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second,
