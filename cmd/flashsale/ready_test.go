@@ -4,9 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -192,4 +196,59 @@ func TestWorkerReadyzAnswers503DuringShutdown(t *testing.T) {
 	case <-time.After(60 * time.Second):
 		t.Fatalf("worker did not stop within 60s of its SIGTERM:\n%s", w.out)
 	}
+}
+
+// A worker whose metrics port is taken fails its start, naming the
+// setting, and leaves nothing running: the asynq server it had made by
+// then kept its own Redis client (two goroutines each time) when the
+// listen failed after it. Not parallel: it counts the goroutines of this
+// process, and the parallel tests wait until it is done.
+func TestWorkerMetricsPortInUseLeavesNothingRunning(t *testing.T) {
+	ctx := context.Background()
+	db := testenv.NewDatabase(t)
+	if _, err := inventory.Migrate(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	ns := testenv.QueueNamespace(t, testenv.Redis(t))
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	cfg, err := loadConfig(fs, "worker", []string{"-database-url", db, "-redis-url", testenv.RedisURL(),
+		"-queue", "q_" + ns, "-key-prefix", ns + ":", "-metrics-addr", taken.Addr().String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := func() {
+		t.Helper()
+		err := serveWorker(ctx, cfg, slog.New(slog.DiscardHandler), nil)
+		if err == nil || !strings.Contains(err.Error(), "-metrics-addr: listen tcp") {
+			t.Fatalf("worker on a taken metrics port: %v, want an error naming -metrics-addr", err)
+		}
+	}
+	// Once first, for what a first start leaves for the process's life
+	// (packages' lazily started goroutines, the pools' idle connections
+	// ending), then the count to come back to after three more.
+	start()
+	var before int
+	testenv.Eventually(t, 10*time.Second, func() error {
+		n := runtime.NumGoroutine()
+		defer func() { before = n }()
+		if n != before {
+			return fmt.Errorf("goroutines: %d, were %d", n, before)
+		}
+		return nil
+	})
+	for range 3 {
+		start()
+	}
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if n := runtime.NumGoroutine(); n > before {
+			return fmt.Errorf("%d goroutines after three failed starts, %d before", n, before)
+		}
+		return nil
+	})
 }

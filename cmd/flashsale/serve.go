@@ -391,6 +391,18 @@ func serveWorker(ctx context.Context, cfg config, log *slog.Logger, ready func()
 	}
 	defer locks.Close()
 
+	// The metrics listener is taken before worker.New: the asynq server it
+	// makes has its own Redis client, released only by the Shutdown of a
+	// started server, so a port in use found after it leaked that client
+	// (its goroutines) on the way out.
+	var metricsLn net.Listener
+	if cfg.MetricsAddr != "" {
+		metricsLn, err = net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			return fmt.Errorf("%s: %w", cfg.name("FLASHSALE_METRICS_ADDR"), err)
+		}
+		defer metricsLn.Close() // for a return before it is served
+	}
 	w, err := worker.New(worker.Config{
 		Concurrency: cfg.WorkerConcurrency,
 		Mode:        cfg.WorkerMode,
@@ -442,13 +454,9 @@ func serveWorker(ctx context.Context, cfg config, log *slog.Logger, ready func()
 		// for ever: each is dropped after IdleTimeout, as on the API.
 		msrv := &http.Server{Addr: cfg.MetricsAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second,
 			ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
-		ln, err := net.Listen("tcp", cfg.MetricsAddr)
-		if err != nil {
-			return fmt.Errorf("%s: %w", cfg.name("FLASHSALE_METRICS_ADDR"), err)
-		}
-		go func() { _ = msrv.Serve(ln) }()
+		go func() { _ = msrv.Serve(metricsLn) }()
 		defer msrv.Close()
-		log.Info("worker metrics listening", "addr", ln.Addr().String())
+		log.Info("worker metrics listening", "addr", metricsLn.Addr().String())
 	}
 	runCtx, stopRun := context.WithCancel(context.Background())
 	defer stopRun()
