@@ -459,6 +459,41 @@ func TestQueueRedisDown(t *testing.T) {
 	}
 }
 
+// With the queue's Redis hung (SIGSTOP: connections stay open, nothing
+// answers), an order is answered 503 with Retry-After within
+// sale.OrderBudget (plus slack for a loaded machine), as a client retrying
+// needs: it was 14-30s, the rate limiter's and the enqueue's calls to Redis
+// each taking up to go-redis's 3s read timeout times four tries.
+func TestQueueRedisHangs(t *testing.T) {
+	t.Parallel()
+	r := testenv.PrivateRedis(t, localsvc.RedisOptions{})
+	e := apitest.New(t, &apitest.Options{Sale: &saletest.Options{RedisURL: r.URL(0), APIClient: true,
+		RateLimit: &ratelimit.Options{Rate: 1000, Per: time.Second}}})
+	t.Cleanup(func() { _ = r.Resume() }) // runs before saletest's clean-up, which needs the node
+	e.CreateProduct(t, "p1", 100, 0)
+	wantPlaced(t, e.Do(t, "POST", "/v1/orders", `{"product_id":"p1","user_id":"alice","quantity":1}`))
+	if err := r.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{"", "k-1"} {
+		var header []string
+		if key != "" {
+			header = []string{"Idempotency-Key", key}
+		}
+		start := time.Now()
+		resp := e.Do(t, "POST", "/v1/orders", `{"product_id":"p1","user_id":"alice","quantity":1}`, header...)
+		took := time.Since(start)
+		t.Logf("key %q: %d after %v", key, resp.Status, took.Round(time.Millisecond))
+		wantError(t, resp, 503, "unavailable")
+		if resp.Header.Get("Retry-After") == "" {
+			t.Error("503 without Retry-After")
+		}
+		if limit := sale.OrderBudget + 2*time.Second; took > limit {
+			t.Errorf("key %q: answered after %v; want within %v", key, took, limit)
+		}
+	}
+}
+
 func TestReadyzWhenPostgresIsDown(t *testing.T) {
 	t.Parallel()
 	e := apitest.New(t, nil)

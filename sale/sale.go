@@ -51,6 +51,19 @@ const (
 	// PostgreSQL hanging, a read of an order answers ErrUnavailable by
 	// then, a long poll within the API's write timeout (MaxWait+15s).
 	ReadBudget = 5 * time.Second
+	// OrderBudget bounds a whole [Service.PlaceOrder], as ReadBudget an
+	// order's reads: with Redis or PostgreSQL hanging (a paused process,
+	// a network black hole), an order answers ErrUnavailable by then, not
+	// once each call's own bound has passed in turn (the API's Redis
+	// client waits go-redis's read timeout, 3s, four times, in the rate
+	// limiter and in a try of the enqueue; the sold-out flag's read 2s
+	// more: an order waited 14-30s for its 503). Its checks (the rate
+	// limiter, the product, the sold-out flag, a keyed order's lookups)
+	// end enqueueReserve earlier, so that the enqueue, which rides out a
+	// short outage of the queue for up to enqueueRetryBudget, always has
+	// some of it. The same as ReadBudget: a buyer retrying learns within a
+	// few seconds, far inside the API server's write timeout.
+	OrderBudget = 5 * time.Second
 	// DefaultProductTimeout is the default of [Options.ProductTimeout], as
 	// long as a keyed order's lookups may take.
 	DefaultProductTimeout = 5 * time.Second
@@ -160,9 +173,10 @@ type Service struct {
 	decidedLoader *coalesce.Loader[string, inventory.Order]
 	stateLoader   *coalesce.Loader[string, queue.State]
 
-	// buriedMu guards buriedAt and buried: whether any order was buried
-	// when last asked (see mayBeBuried).
-	buriedMu sync.Mutex
+	// buriedMu, a one-slot semaphore (so that a caller stops waiting for
+	// it when its context ends), guards buriedAt and buried: whether any
+	// order was buried when last asked (see mayBeBuried).
+	buriedMu chan struct{}
 	buriedAt time.Time
 	buried   bool
 
@@ -199,7 +213,8 @@ type Options struct {
 	OnFailOpen func(ctx context.Context, err error)
 	// ProductTimeout bounds each PostgreSQL statement on products: reading
 	// one ([Service.Product], and [Service.PlaceOrder]'s check of a
-	// product this process has not seen yet) or a page
+	// product this process has not seen yet, which also ends with the
+	// order's checks: see [OrderBudget]) or a page
 	// ([Service.Products]), creating one, and each statement of a
 	// [Service.Restock]. Past it the call returns [ErrUnavailable], as when
 	// PostgreSQL is down, instead of waiting for a hung server or a lock
@@ -224,6 +239,7 @@ func New(store *inventory.Store, producer *queue.Producer, inspector *queue.Insp
 		entropy:        ulid.Monotonic(rand.Reader, 0),
 		drain:          make(chan struct{}),
 		maxKnown:       maxKnown,
+		buriedMu:       make(chan struct{}, 1),
 	}
 	if opts.ProductTimeout > 0 {
 		s.productTimeout = opts.ProductTimeout
@@ -705,25 +721,41 @@ func (r PlaceOrderRequest) Validate() error {
 //
 // With an idempotency key, the order id is derived from (user, key), so the
 // same pair always names the same order, whichever API process receives it.
+//
+// It answers within [OrderBudget], even if Redis or PostgreSQL hangs. An
+// [ErrUnavailable] is not a final answer: an enqueue cut by the budget may
+// have gone through all the same, and a keyed order sent again then finds
+// it.
 func (s *Service) PlaceOrder(ctx context.Context, r PlaceOrderRequest) (Placed, error) {
 	if err := r.Validate(); err != nil {
 		return Placed{}, err
 	}
+	end := time.Now().Add(OrderBudget)
+	ctx, cancel := context.WithDeadline(ctx, end)
+	defer cancel()
+	// Everything before the enqueue runs on checks. Otherwise a keyed
+	// order's lookup in a hung PostgreSQL, cut only by the budget, would
+	// leave no time to queue it unchecked, as it is when PostgreSQL is
+	// down; and a slow limiter or flag would leave none to queue anything.
+	checks, cancelChecks := context.WithDeadline(ctx, end.Add(-enqueueReserve))
+	defer cancelChecks()
 	if s.limiter != nil {
 		// Before anything that reads PostgreSQL or the queue: the limit
 		// protects them too. A limiter failure fails open.
-		wait, err := s.limiter.Allow(ctx, r.UserID)
+		wait, err := s.limiter.Allow(checks, r.UserID)
 		switch {
-		case err != nil && ctx.Err() != nil:
-			// The caller went away: no limiter failure to report.
-			return Placed{}, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
+		case err != nil && checks.Err() != nil:
+			// The caller went away, or the limiter's Redis hangs and took
+			// the checks' share of the budget: no limiter failure to
+			// report, and no time to go on.
+			return Placed{}, fmt.Errorf("%w: %w", ErrUnavailable, checks.Err())
 		case err != nil:
 			s.failOpen(ctx, fmt.Errorf("sale: rate limiter failed, order let through: %w", err))
 		case wait > 0:
 			return Placed{}, &RateLimitedError{RetryAfter: wait}
 		}
 	}
-	if err := s.checkProduct(ctx, r.ProductID); err != nil {
+	if err := s.checkProduct(checks, r.ProductID); err != nil {
 		return Placed{}, err
 	}
 	o := queue.Order{
@@ -734,7 +766,7 @@ func (s *Service) PlaceOrder(ctx context.Context, r PlaceOrderRequest) (Placed, 
 	}
 	// The sold-out flag first: it is cached in memory, and a sold-out answer
 	// needs fewer lookups below.
-	sold, err := s.gate.SoldOut(ctx, r.ProductID)
+	sold, err := s.gate.SoldOut(checks, r.ProductID)
 	if err != nil {
 		// A Redis error reads as "not sold out": the fast path fails open.
 		s.failOpen(ctx, fmt.Errorf("sale: sold-out flag unreadable, order let through: %w", err))
@@ -748,14 +780,14 @@ func (s *Service) PlaceOrder(ctx context.Context, r PlaceOrderRequest) (Placed, 
 		if r.IdempotencyKey == "" {
 			return Placed{}, ErrSoldOut
 		}
-		p, err := s.soldOutKeyed(ctx, o)
+		p, err := s.soldOutKeyed(checks, o)
 		switch {
 		case errors.Is(err, ErrSoldOut):
 			// The lookups may have taken seconds (a slow database): a
 			// restock may have reopened the product meanwhile and, Settle
 			// later, added stock. Refuse only on a flag read now, which the
 			// gate trusts for less than Settle, as for an unkeyed order.
-			still, ferr := s.gate.SoldOut(ctx, r.ProductID)
+			still, ferr := s.gate.SoldOut(checks, r.ProductID)
 			if ferr != nil {
 				s.failOpen(ctx, fmt.Errorf("sale: sold-out flag unreadable, order let through: %w", ferr))
 			}
@@ -772,7 +804,7 @@ func (s *Service) PlaceOrder(ctx context.Context, r PlaceOrderRequest) (Placed, 
 	}
 	if r.IdempotencyKey != "" {
 		// A decided order with this key answers for itself.
-		prev, err := s.decidedOrder(ctx, o.ID)
+		prev, err := s.decidedOrder(checks, o.ID)
 		switch {
 		case err == nil:
 			return s.replay(o, prev.ProductID, prev.Quantity, prev.Status)
@@ -790,12 +822,12 @@ func (s *Service) PlaceOrder(ctx context.Context, r PlaceOrderRequest) (Placed, 
 		// A buried order (its tries ran out while PostgreSQL was down; its
 		// archived task, which would refuse a new one, may be trimmed)
 		// answers for itself, failed, until the rescue scan records it.
-		if s.mayBeBuried(ctx) {
-			sctx, cancel := context.WithTimeout(ctx, buriedCheckTimeout)
+		if s.mayBeBuried(checks) {
+			sctx, cancel := context.WithTimeout(checks, buriedCheckTimeout)
 			st, err := s.taskState(sctx, o.ID)
 			cancel()
 			if err == nil && st == queue.Dead {
-				if p, err := s.replayQueued(ctx, o); !errors.Is(err, ErrNotFound) {
+				if p, err := s.replayQueued(checks, o); !errors.Is(err, ErrNotFound) {
 					return p, err
 				}
 				// An entry that no longer reads as an order: queue it.
@@ -803,8 +835,14 @@ func (s *Service) PlaceOrder(ctx context.Context, r PlaceOrderRequest) (Placed, 
 		}
 	}
 	// Ride out a short outage of the queue's Redis (a restart or failover
-	// takes about a second) before answering 503.
+	// takes about a second) before answering 503, within the budget. Each
+	// try ends with it too (the API's Redis client ends calls at their
+	// context's deadline); one cut there may still have gone through: a
+	// 503 is not a final answer.
 	deadline := time.Now().Add(enqueueRetryBudget)
+	if end.Before(deadline) {
+		deadline = end
+	}
 	for attempt := 0; ; attempt++ {
 		err := s.producer.Enqueue(ctx, o)
 		switch {
@@ -839,9 +877,17 @@ const buriedCheckTimeout = time.Second
 // are rare. A second is safe: a buried
 // order's archived task, which refuses a new one meanwhile, is trimmed
 // only after 10,000 later tasks were archived.
+//
+// While one caller asks Redis, the others wait for its answer, or until
+// their context ends: then they cannot say either (true). A sync.Mutex
+// would keep them past their order's budget while Redis hangs.
 func (s *Service) mayBeBuried(ctx context.Context) bool {
-	s.buriedMu.Lock()
-	defer s.buriedMu.Unlock()
+	select {
+	case s.buriedMu <- struct{}{}:
+	case <-ctx.Done():
+		return true
+	}
+	defer func() { <-s.buriedMu }()
 	if time.Since(s.buriedAt) < time.Second {
 		return s.buried
 	}
@@ -898,8 +944,13 @@ func (s *Service) soldOutKeyed(ctx context.Context, o queue.Order) (Placed, erro
 // errUndecidable: see soldOutKeyed.
 var errUndecidable = errors.New("sale: cannot tell whether the order was decided")
 
-// enqueueRetryBudget is how long PlaceOrder retries an unreachable queue.
+// enqueueRetryBudget is how long PlaceOrder retries an unreachable queue
+// (within OrderBudget).
 const enqueueRetryBudget = 3 * time.Second
+
+// enqueueReserve is the part of OrderBudget that PlaceOrder's checks leave
+// to the enqueue: a single round trip when Redis answers.
+const enqueueReserve = time.Second
 
 // replayQueued answers a keyed order whose task already exists.
 func (s *Service) replayQueued(ctx context.Context, o queue.Order) (Placed, error) {

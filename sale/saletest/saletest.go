@@ -31,6 +31,11 @@ type Options struct {
 	// RedisURL is the Redis of the queue, the sold-out flags and the
 	// notifications; default the shared test Redis (testenv.RedisURL).
 	RedisURL string
+	// APIClient, with RedisURL, connects to it as the API process does
+	// (queue.ParseRedisURL, queue.NewRedisClient: go-redis's retries and
+	// read timeout), not with a client that fails fast: for tests of how
+	// long a call waits on a Redis that hangs.
+	APIClient bool
 	// RateLimit, when set, limits orders per user with a
 	// [ratelimit.Limiter] on the test's Redis (its KeyPrefix is set to the
 	// test's). Limiter, when set, is used instead.
@@ -93,9 +98,25 @@ func New(t testing.TB, opts *Options) *Env {
 	}
 	e.Store = inventorytest.Open(t, e.DatabaseURL, &inventory.Options{MaxConns: 4})
 
-	if opts.RedisURL == "" {
+	switch {
+	case opts.RedisURL == "":
 		e.Redis = testenv.Redis(t)
-	} else {
+	case opts.APIClient:
+		copt, err := queue.ParseRedisURL(opts.RedisURL, 0)
+		if err != nil {
+			t.Fatalf("saletest: redis URL: %v", err)
+		}
+		rdb, err := queue.NewRedisClient(copt)
+		if err != nil {
+			t.Fatalf("saletest: redis client: %v", err)
+		}
+		c, ok := rdb.(*redis.Client)
+		if !ok {
+			t.Fatalf("saletest: APIClient wants a redis:// URL, got a %T", rdb)
+		}
+		e.Redis = c
+		t.Cleanup(func() { _ = e.Redis.Close() })
+	default:
 		ropt, err := redis.ParseURL(opts.RedisURL)
 		if err != nil {
 			t.Fatalf("saletest: redis URL: %v", err)
