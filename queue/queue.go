@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"net/url"
 	"slices"
@@ -545,11 +546,20 @@ func (i *Inspector) Stats(ctx context.Context) (Stats, error) {
 // asynq has it, and also to the Redis servers they name, unless username
 // and password parameters give those servers' own (go-redis's convention
 // for a failover URL). /db selects the database, as in redis://.
+//
+// A redis:// or rediss:// URL may set pool_size (which wins over poolSize),
+// dial_timeout, read_timeout and write_timeout, with go-redis's meaning (as
+// the lock's URLs do); every other parameter, of any scheme, is refused
+// rather than ignored: asynq reads none of them, and an operator who set
+// one would otherwise run without it unawares.
 func ParseRedisURL(raw string, poolSize int) (asynq.RedisConnOpt, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
 		// url.Parse's error quotes the whole URL, password included.
 		return nil, errors.New("queue: redis URL does not parse (a password with special characters must be percent-encoded)")
+	}
+	if err := checkURLParams(u); err != nil {
+		return nil, err
 	}
 	if u.Scheme == "redis-cluster" || u.Scheme == "redis-sentinel" {
 		// Caught here rather than at the first connection attempt.
@@ -601,7 +611,73 @@ func ParseRedisURL(raw string, poolSize int) (asynq.RedisConnOpt, error) {
 			opt = o
 		}
 	}
+	if o, ok := opt.(asynq.RedisClientOpt); ok && u.RawQuery != "" && (u.Scheme == "redis" || u.Scheme == "rediss") {
+		if opt, err = clientParams(o, raw, u.Query()); err != nil {
+			return nil, err
+		}
+	}
 	return opt, nil
+}
+
+// urlParams returns the query parameters ParseRedisURL reads for a
+// scheme, and false for a scheme it does not know.
+func urlParams(scheme string) ([]string, bool) {
+	switch scheme {
+	case "redis", "rediss":
+		return []string{"pool_size", "dial_timeout", "read_timeout", "write_timeout"}, true
+	case "redis-socket":
+		return []string{"db"}, true
+	case "redis-sentinel":
+		return []string{"master", "username", "password"}, true
+	case "redis-cluster":
+		return nil, true
+	}
+	return nil, false
+}
+
+// checkURLParams refuses a query parameter that u's scheme does not read.
+// The error names the parameter, never its value (it may be a password).
+func checkURLParams(u *url.URL) error {
+	known, ok := urlParams(u.Scheme)
+	if !ok || u.RawQuery == "" {
+		return nil // an unknown scheme is asynq's to refuse
+	}
+	q, err := url.ParseQuery(u.RawQuery)
+	if err != nil {
+		return errors.New("queue: redis URL: its query does not parse")
+	}
+	for _, k := range slices.Sorted(maps.Keys(q)) {
+		if !slices.Contains(known, k) {
+			if len(known) == 0 {
+				return fmt.Errorf("queue: redis URL: parameter %q is not supported (%s:// takes none)", k, u.Scheme)
+			}
+			return fmt.Errorf("queue: redis URL: parameter %q is not supported (%s:// takes %s)", k, u.Scheme, strings.Join(known, ", "))
+		}
+	}
+	return nil
+}
+
+// clientParams sets o's pool size and timeouts from a redis:// URL's
+// parameters, parsed by go-redis (so they mean what they mean in a lock
+// URL: a Go duration or whole seconds, -1 for none).
+func clientParams(o asynq.RedisClientOpt, raw string, q url.Values) (asynq.RedisClientOpt, error) {
+	ro, err := redis.ParseURL(raw)
+	if err != nil {
+		return o, fmt.Errorf("queue: redis URL: %w", err)
+	}
+	if q.Has("pool_size") {
+		o.PoolSize = ro.PoolSize
+	}
+	if q.Has("dial_timeout") {
+		o.DialTimeout = ro.DialTimeout
+	}
+	if q.Has("read_timeout") {
+		o.ReadTimeout = ro.ReadTimeout
+	}
+	if q.Has("write_timeout") {
+		o.WriteTimeout = ro.WriteTimeout
+	}
+	return o, nil
 }
 
 // NewRedisClient returns a go-redis client for opt, as opt's MakeRedisClient

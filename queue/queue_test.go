@@ -81,8 +81,10 @@ func TestParseRedisURLErrorsHidePassword(t *testing.T) {
 		"redis://u:p%zzsecretpw@h:1/0", // does not parse: the error must not show it
 		"redis://h:1/notanumber",
 		"redis-cluster://",
-		"redis-sentinel://s1:26379",                      // no master
-		"redis-sentinel://:secretpw@s1:26379/x?master=m", // not a database number
+		"redis-sentinel://s1:26379",                                  // no master
+		"redis-sentinel://:secretpw@s1:26379/x?master=m",             // not a database number
+		"redis-sentinel://s1:26379?master=m&password=secretpw&foo=1", // a parameter not read
+		"redis://:secretpw@h:1/0?pool_size=x",                        // go-redis's parse of the parameters
 	} {
 		_, err := queue.ParseRedisURL(bad, 0)
 		if err == nil {

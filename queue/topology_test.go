@@ -44,6 +44,12 @@ func TestParseRedisURLOptions(t *testing.T) {
 			asynq.RedisFailoverClientOpt{MasterName: "orders", SentinelAddrs: []string{"s1:26379"}, Password: "apw"}},
 		{"redis-cluster://n1:7000,n2:7001,n3:7002", 16, asynq.RedisClusterClientOpt{Addrs: []string{"n1:7000", "n2:7001", "n3:7002"}}},
 		{"redis-cluster://app:pw@n1:7000", 0, asynq.RedisClusterClientOpt{Addrs: []string{"n1:7000"}, Username: "app", Password: "pw"}},
+		// go-redis's parameters that asynq's client carries; the URL's pool
+		// size wins over the caller's (as in a lock URL).
+		{"redis://127.0.0.1:6379/0?pool_size=7", 96, asynq.RedisClientOpt{Addr: "127.0.0.1:6379", PoolSize: 7}},
+		{"rediss://db.internal:6379/1?dial_timeout=2s&read_timeout=500ms&write_timeout=1", 0,
+			asynq.RedisClientOpt{Addr: "db.internal:6379", DB: 1, TLSConfig: &tls.Config{ServerName: "db.internal"},
+				DialTimeout: 2 * time.Second, ReadTimeout: 500 * time.Millisecond, WriteTimeout: time.Second}},
 	}
 	for _, tc := range tests {
 		got, err := ParseRedisURL(tc.url, tc.pool)
@@ -64,6 +70,15 @@ func TestParseRedisURLOptions(t *testing.T) {
 		"redis-sentinel://s1:26379?master=",    // empty master name
 		"redis-sentinel://s1:26379/x?master=m", // not a database number
 		"::not a url",
+		// Parameters asynq would ignore: refused, not run without.
+		"redis://127.0.0.1:6379/0?foo=bar",
+		"redis://127.0.0.1:6379/0?pool_size=8&max_retries=5",
+		"redis://127.0.0.1:6379/0?protocol=3",
+		"redis://127.0.0.1:6379/0?pool_size=many",
+		"redis://127.0.0.1:6379/0?read_timeout=soon",
+		"redis-socket:///run/redis.sock?db=1&pool_size=4",
+		"redis-sentinel://s1:26379?master=m&sentinel_password=x",
+		"redis-cluster://n1:7000?read_timeout=1s",
 	} {
 		if _, err := ParseRedisURL(bad, 0); err == nil {
 			t.Errorf("ParseRedisURL(%q): got no error, want one", bad)

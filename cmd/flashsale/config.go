@@ -15,6 +15,7 @@ import (
 
 	"github.com/flashsale/flashsale/internal/logging"
 	"github.com/flashsale/flashsale/internal/redact"
+	"github.com/flashsale/flashsale/queue"
 	"github.com/flashsale/flashsale/worker"
 )
 
@@ -292,7 +293,10 @@ func checkRedisURL(v string) error {
 	}
 	switch u.Scheme {
 	case "redis", "rediss", "redis-sentinel", "redis-cluster", "redis-socket":
-		return nil
+		// The whole URL, as the processes will read it: a parameter the
+		// queue does not read is a mistake to show now, not at start.
+		_, err := queue.ParseRedisURL(v, 0)
+		return err
 	}
 	return fmt.Errorf("unsupported scheme %q", u.Scheme)
 }

@@ -618,8 +618,9 @@ func TestProductTimeoutSetting(t *testing.T) {
 
 // A worker's lock Redis URL that go-redis refuses stops it at start, in a
 // message naming the setting the URL came from (from a user review: with
-// FLASHSALE_LOCK_REDIS_URLS unset, a queue URL with an option asynq ignores,
-// such as ?foo=bar, passed the checks, the worker connected to PostgreSQL
+// FLASHSALE_LOCK_REDIS_URLS unset, a queue URL that asynq reads and go-redis
+// does not, such as ?foo=bar then (now refused for the queue too) or a
+// path of two segments, passed the checks, the worker connected to PostgreSQL
 // and then failed naming FLASHSALE_LOCK_REDIS_URLS, which was never set;
 // the API ran with the same URL). Not parallel: the environment may set
 // FLASHSALE_LOCK_REDIS_URLS, which this clears.
@@ -629,7 +630,7 @@ func TestBadLockURLIsRefusedNamingItsSetting(t *testing.T) {
 		args          []string
 		want, wantNot string
 	}{
-		{[]string{"-redis-url", "redis://127.0.0.1:6379/7?foo=bar"}, `bad -redis-url="redis://127.0.0.1:6379/7?foo=bar": it is also the lock's Redis`, "bad FLASHSALE_LOCK_REDIS_URLS"},
+		{[]string{"-redis-url", "redis://127.0.0.1:6379/7/x"}, `bad -redis-url="redis://127.0.0.1:6379/7/x": it is also the lock's Redis`, "bad FLASHSALE_LOCK_REDIS_URLS"},
 		{[]string{"-redis-url", "redis://127.0.0.1:6379/x"}, "bad -redis-url=", "FLASHSALE_LOCK_REDIS_URLS="},
 		{[]string{"-lock-redis-urls", "redis://127.0.0.1:6379/0?foo=bar"}, `bad -lock-redis-urls="redis://127.0.0.1:6379/0?foo=bar": redis://127.0.0.1:6379/0?foo=bar: redis: unexpected option: foo`, "also the lock's"},
 	} {
@@ -645,8 +646,17 @@ func TestBadLockURLIsRefusedNamingItsSetting(t *testing.T) {
 	// The API does not read the lock's settings: the same URL is no error of its own.
 	fs := flag.NewFlagSet("api", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	if _, err := loadConfig(fs, "api", []string{"-redis-url", "redis://127.0.0.1:6379/7?foo=bar", "-http-addr", "127.0.0.1:0"}); err != nil {
+	if _, err := loadConfig(fs, "api", []string{"-redis-url", "redis://127.0.0.1:6379/7/x", "-http-addr", "127.0.0.1:0"}); err != nil {
 		t.Errorf("api: %v, want no error (it reads no lock setting)", err)
+	}
+	// A parameter the queue does not read is refused, not ignored (it
+	// was: an operator's ?pool_size=... on a sentinel URL, or ?foo=bar,
+	// ran without it unawares), naming the setting and the parameter.
+	fs = flag.NewFlagSet("api", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	_, err := loadConfig(fs, "api", []string{"-redis-url", "redis://127.0.0.1:6379/7?foo=bar", "-http-addr", "127.0.0.1:0"})
+	if err == nil || !strings.Contains(err.Error(), "bad -redis-url=") || !strings.Contains(err.Error(), `parameter "foo" is not supported`) {
+		t.Errorf("api with ?foo=bar: %v, want an error naming -redis-url and the parameter", err)
 	}
 }
 
