@@ -221,3 +221,60 @@ func TestAbandonedLookupsAreNotFetched(t *testing.T) {
 		t.Errorf("batches fetched: %v keys, want [1 1] (the first, then only the live one)", got)
 	}
 }
+
+// Each Fetch runs under a deadline of its own: the timeout given, 5s when
+// none is, so that a hung store fails its batch instead of stalling every
+// later lookup, and a fetch is never handed a context already over.
+func TestFetchRunsUnderItsTimeout(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name      string
+		timeout   time.Duration
+		wantAtMin time.Duration // the fetch's deadline, from its start: at least
+		wantAtMax time.Duration // and at most
+	}{
+		{"default", 0, 4 * time.Second, 5 * time.Second},
+		{"given", 200 * time.Millisecond, 0, 200 * time.Millisecond},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var left time.Duration
+			l := coalesce.New(func(ctx context.Context, keys []string) (map[string]int, error) {
+				deadline, ok := ctx.Deadline()
+				if !ok {
+					return nil, errors.New("fetch without a deadline")
+				}
+				left = time.Until(deadline)
+				if err := ctx.Err(); err != nil {
+					return nil, fmt.Errorf("fetch's context already over: %w", err)
+				}
+				return map[string]int{keys[0]: 1}, nil
+			}, 0, tt.timeout)
+			if _, ok, err := l.Load(context.Background(), "a"); err != nil || !ok {
+				t.Fatalf("Load = %v, %v; want found", ok, err)
+			}
+			if left <= tt.wantAtMin || left > tt.wantAtMax {
+				t.Errorf("fetch's deadline %v ahead, want within (%v, %v]", left, tt.wantAtMin, tt.wantAtMax)
+			}
+		})
+	}
+	// A fetch that hangs until its context ends fails its batch, and the
+	// loader serves the next lookup.
+	hung := true
+	l := coalesce.New(func(ctx context.Context, keys []string) (map[string]int, error) {
+		if hung {
+			hung = false
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}
+		return map[string]int{keys[0]: 1}, nil
+	}, 0, 100*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, _, err := l.Load(ctx, "a"); !errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
+		t.Fatalf("Load of a hung fetch = %v (caller's context: %v); want the fetch's deadline exceeded", err, ctx.Err())
+	}
+	if _, ok, err := l.Load(ctx, "b"); err != nil || !ok {
+		t.Fatalf("Load after a hung fetch = %v, %v; want found", ok, err)
+	}
+}
