@@ -3,6 +3,7 @@ package notify_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -266,5 +267,39 @@ func TestKilledSubscriptionWakesWaiters(t *testing.T) {
 			}
 		})
 		w2.Stop()
+	}
+}
+
+// Every outcome of an announcement reaches its watchers, whatever comes
+// before it: a worker announces a whole batch, most of whose orders nobody
+// watches.
+func TestEveryOutcomeOfAnAnnouncementIsDispatched(t *testing.T) {
+	t.Parallel()
+	rdb := testenv.Redis(t)
+	prefix := "t:" + testenv.Namespace(t) + ":"
+	hub := notify.NewHub(rdb, prefix)
+	run(t, hub)
+	pub := notify.NewPublisher(rdb, prefix)
+	tests := []struct {
+		name      string
+		announced []string
+	}{
+		{"watched first", []string{"W1", "X1", "Y1"}},
+		{"watched after unwatched ones", []string{"X2", "Y2", "W2"}},
+		{"watched between unwatched ones", []string{"X3", "W3", "Y3"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			id := tt.announced[slices.IndexFunc(tt.announced, func(s string) bool { return s[0] == 'W' })]
+			w := hub.Watch(id)
+			defer w.Stop()
+			if err := pub.Publish(context.Background(), ids(tt.announced...)...); err != nil {
+				t.Fatal(err)
+			}
+			if !closedWithin(w.C, 10*time.Second) {
+				t.Fatalf("watcher of %s not woken by the announcement of %v", id, tt.announced)
+			}
+		})
 	}
 }
