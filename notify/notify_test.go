@@ -303,3 +303,28 @@ func TestEveryOutcomeOfAnAnnouncementIsDispatched(t *testing.T) {
 		})
 	}
 }
+
+// Stopping one watch of an order leaves its other watches (another long
+// poll of the same order) registered and woken by its announcement.
+func TestStopLeavesTheOtherWatchesOfAnOrder(t *testing.T) {
+	t.Parallel()
+	rdb := testenv.Redis(t)
+	prefix := "t:" + testenv.Namespace(t) + ":"
+	hub := notify.NewHub(rdb, prefix)
+	run(t, hub)
+	stopped, kept := hub.Watch("A"), hub.Watch("A")
+	defer kept.Stop()
+	stopped.Stop()
+	if got := hub.Waiting(); got != 1 {
+		t.Fatalf("Waiting() after stopping one of two watches = %d, want 1", got)
+	}
+	if err := notify.NewPublisher(rdb, prefix).Publish(context.Background(), notify.Outcome{OrderID: "A", Status: "succeeded"}); err != nil {
+		t.Fatal(err)
+	}
+	if !closedWithin(kept.C, 10*time.Second) {
+		t.Fatal("the remaining watch of A was not woken")
+	}
+	if isClosed(stopped.C) {
+		t.Error("a stopped watch was woken")
+	}
+}
