@@ -255,6 +255,9 @@ func TestKilledSubscriptionWakesWaiters(t *testing.T) {
 		if o, ok := w.Outcome(); ok {
 			t.Fatalf("round %d: woken with outcome %+v, want none", i, o)
 		}
+		if n := hub.Waiting(); n != 0 {
+			t.Fatalf("round %d: Waiting() after the wake = %d, want 0 (a woken watch is forgotten: a later announcement or wake must not close its channel again)", i, n)
+		}
 		w.Stop()
 		w2 := hub.Watch("B")
 		testenv.Eventually(t, 10*time.Second, func() error {
