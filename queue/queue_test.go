@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"reflect"
 	"slices"
 	"strings"
@@ -64,6 +65,10 @@ func TestEncodeDecode(t *testing.T) {
 		if _, err := queue.Decode([]byte(payload)); !errors.Is(err, queue.ErrBadPayload) {
 			t.Errorf("Decode(%.80s) error = %v, want ErrBadPayload", payload, err)
 		}
+	}
+	// The largest quantity Decode takes: what the orders table stores.
+	if o, err := queue.Decode([]byte(`{"id":"o","product_id":"p","user_id":"u","quantity":2147483647}`)); err != nil || o.Quantity != math.MaxInt32 {
+		t.Errorf("Decode of quantity %d = %+v, %v; want it taken", math.MaxInt32, o, err)
 	}
 	// The longest field Decode takes.
 	long := strings.Repeat("u", queue.MaxFieldBytes)
