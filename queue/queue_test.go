@@ -480,6 +480,16 @@ func TestOptionsDefaults(t *testing.T) {
 	if got := set.WithDefaults(); got != set {
 		t.Fatalf("WithDefaults() of set options = %+v, want them unchanged", got)
 	}
+	// asynq stores a timeout in whole seconds: less than one would be none
+	// at all (asynq's own default, 30 minutes), so it is the default too.
+	for _, d := range []time.Duration{-time.Second, time.Nanosecond, 999 * time.Millisecond} {
+		if got := (queue.Options{Timeout: d}).WithDefaults().Timeout; got != 30*time.Second {
+			t.Errorf("WithDefaults() of a %v timeout = %v, want 30s", d, got)
+		}
+	}
+	if got := (queue.Options{Timeout: time.Second}).WithDefaults().Timeout; got != time.Second {
+		t.Errorf("WithDefaults() of a 1s timeout = %v, want it kept", got)
+	}
 }
 
 // A command of the States pipeline that fails for another reason than "no
