@@ -552,3 +552,30 @@ func TestNewRedisClientHonorsContextDeadlines(t *testing.T) {
 		}
 	}
 }
+
+// The producer's options reach every task it queues, an order's and a
+// rescue's, and not asynq's defaults (25 retries, as ours, and 30 minutes).
+func TestTasksCarryTheProducersOptions(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	p := queue.NewProducer(asynq.NewClientFromRedisClient(e.rdb), queue.Options{Queue: e.name, MaxRetry: 3, Timeout: 7 * time.Second})
+	for _, tt := range []struct {
+		task    string
+		enqueue func() error
+	}{
+		{"A", func() error { return p.Enqueue(ctx, order("A")) }},
+		{"A" + queue.RescueSuffix, func() error { return p.Rescue(ctx, "A", order("A")) }},
+	} {
+		if err := tt.enqueue(); err != nil {
+			t.Fatalf("queue task %s: %v", tt.task, err)
+		}
+		info, err := e.asynq.GetTaskInfo(e.name, tt.task)
+		if err != nil {
+			t.Fatalf("task %s: %v", tt.task, err)
+		}
+		if info.MaxRetry != 3 || info.Timeout != 7*time.Second {
+			t.Errorf("task %s: max retry %d, timeout %v; want 3, 7s", tt.task, info.MaxRetry, info.Timeout)
+		}
+	}
+}
