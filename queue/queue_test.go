@@ -579,3 +579,92 @@ func TestTasksCarryTheProducersOptions(t *testing.T) {
 		}
 	}
 }
+
+// Archived lists every archived order task, page by page up to the one
+// marked last, each with its own task id and whether asynq's recoverer
+// archived it (lease lapsed) rather than a handler's failure or an
+// operator.
+func TestArchivedListsDeadTasksByPage(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	if got, last, err := e.inspector.Archived(ctx, 1, 10); err != nil || !last || len(got) != 0 {
+		t.Fatalf("Archived of a queue never used = %v, %v, %v; want none, last", got, last, err)
+	}
+	client := asynq.NewClientFromRedisClient(e.rdb)
+	enqueueOnce := func(id string) { // no retry left: the first failure archives it
+		t.Helper()
+		task, err := queue.Encode(order(id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := client.EnqueueContext(ctx, task, asynq.TaskID(id), asynq.Queue(e.name), asynq.MaxRetry(0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// L: its worker died on its last try, over 30s ago.
+	enqueueOnce("L")
+	if id := queuetest.Strand(t, e.rdb, e.name, time.Now().Add(-time.Minute)); id != "L" {
+		t.Fatalf("stranded %q, want L", id)
+	}
+	// A task that is no order (counted in its page, not listed; first in the
+	// archive, whose ties in time sort by task id), then B
+	// and A's rescue task: archived by hand.
+	if _, err := client.EnqueueContext(ctx, asynq.NewTask(queue.TypeOrder, []byte("junk")), asynq.TaskID("0junk"), asynq.Queue(e.name)); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.asynq.ArchiveTask(e.name, "0junk"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.producer.Enqueue(ctx, order("B")); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.producer.Rescue(ctx, "A", order("A")); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"B", "A" + queue.RescueSuffix} {
+		if err := e.asynq.ArchiveTask(e.name, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// F: its handler failed.
+	enqueueOnce("F")
+	// A server's recoverer archives L as it starts; its handler fails F.
+	srv := asynq.NewServerFromRedisClient(e.rdb, asynq.Config{
+		Concurrency: 1, Queues: map[string]int{e.name: 1}, LogLevel: asynq.FatalLevel,
+	})
+	if err := srv.Start(asynq.HandlerFunc(func(context.Context, *asynq.Task) error { return errors.New("boom") })); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown()
+	want := map[string]string{
+		"L":                      "order L lease expired true",
+		"F":                      "order F lease expired false",
+		"B":                      "order B lease expired false",
+		"A" + queue.RescueSuffix: "order A lease expired false",
+	}
+	for _, pageSize := range []int{2, 3, 4, 5} {
+		testenv.Eventually(t, 20*time.Second, func() error {
+			got := map[string]string{}
+			for page := 1; ; page++ {
+				orders, last, err := e.inspector.Archived(ctx, page, pageSize)
+				if err != nil {
+					return err
+				}
+				if page > 10 {
+					return fmt.Errorf("page size %d: no last page", pageSize)
+				}
+				for _, a := range orders {
+					got[a.TaskID] = fmt.Sprintf("order %s lease expired %v", a.Order.ID, a.LeaseExpired)
+				}
+				if last {
+					break
+				}
+			}
+			if !reflect.DeepEqual(got, want) {
+				return fmt.Errorf("page size %d: archived %v, want %v", pageSize, got, want)
+			}
+			return nil
+		})
+	}
+}
