@@ -259,6 +259,10 @@ func TestLookupStates(t *testing.T) {
 		t.Fatal(err)
 	}
 	want("dead", queue.Dead)
+	// A dead task is done with: not counted in the queue's size.
+	if st, err := e.inspector.Stats(ctx); err != nil || st.Size != 2 || st.Pending != 2 || st.Archived != 1 {
+		t.Fatalf("Stats with 2 pending and 1 archived = %+v, %v; want size 2", st, err)
+	}
 	if st, err := e.inspector.States(ctx, []string{"pending", "none", "dead", "run"}); err != nil || !reflect.DeepEqual(st, []queue.State{queue.Waiting, 0, queue.Dead, queue.Waiting}) {
 		t.Fatalf("States = %v, %v; want [Waiting 0 Dead Waiting]", st, err)
 	}
@@ -303,6 +307,10 @@ func TestLookupStates(t *testing.T) {
 		}
 		return nil
 	})
+	// Nor is a completed one.
+	if st, err := e.inspector.Stats(ctx); err != nil || st.Size != 0 || st.Completed != 1 || st.Archived != 1 {
+		t.Fatalf("Stats with 1 completed and 1 archived = %+v, %v; want size 0", st, err)
+	}
 }
 
 // Active tells a task a live server runs from one stranded with no holder
