@@ -676,3 +676,20 @@ func TestArchivedListsDeadTasksByPage(t *testing.T) {
 		})
 	}
 }
+
+// The second round trip of States, for ids with no task when some order is
+// buried, fails the call when it fails: those ids must not read as "not
+// queued" because their replies were lost.
+func TestStatesReportsErrorsOfTheBuriedLookup(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	// A buried-orders key of the wrong type exists (so it is asked) and
+	// answers HEXISTS with WRONGTYPE.
+	if err := e.rdb.Set(ctx, "asynq:{"+e.name+"}:flashsale:buried", "x", time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := e.inspector.States(ctx, []string{"none"}); !errors.Is(err, queue.ErrUnavailable) {
+		t.Fatalf("States(none) = %v, %v; want ErrUnavailable", st, err)
+	}
+}
