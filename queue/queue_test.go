@@ -693,3 +693,28 @@ func TestStatesReportsErrorsOfTheBuriedLookup(t *testing.T) {
 		t.Fatalf("States(none) = %v, %v; want ErrUnavailable", st, err)
 	}
 }
+
+// A buried payload that is no order cannot be recorded: Lookup does not
+// report it, and Buried leaves it out and unburies it.
+func TestBadBuriedPayloadsAreDropped(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	key := "asynq:{" + e.name + "}:flashsale:buried"
+	if err := e.inspector.Bury(ctx, order("A")); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.rdb.HSet(ctx, key, "bad", `{"id":"bad"}`).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if ti, err := e.inspector.Lookup(ctx, "bad"); !errors.Is(err, queue.ErrNotFound) {
+		t.Errorf("Lookup(bad) = %+v, %v; want ErrNotFound", ti, err)
+	}
+	got, _, err := e.inspector.Buried(ctx, 0, 10)
+	if err != nil || len(got) != 1 || got[0] != order("A") {
+		t.Fatalf("Buried = %+v, %v; want order A only", got, err)
+	}
+	if ids, err := e.rdb.HKeys(ctx, key).Result(); err != nil || !slices.Equal(ids, []string{"A"}) {
+		t.Errorf("buried ids after Buried = %v, %v; want [A]", ids, err)
+	}
+}
