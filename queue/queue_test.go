@@ -15,6 +15,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/flashsale/flashsale/internal/localsvc"
 	"github.com/flashsale/flashsale/internal/testenv"
 	"github.com/flashsale/flashsale/queue"
 	"github.com/flashsale/flashsale/queue/queuetest"
@@ -716,5 +717,29 @@ func TestBadBuriedPayloadsAreDropped(t *testing.T) {
 	}
 	if ids, err := e.rdb.HKeys(ctx, key).Result(); err != nil || !slices.Equal(ids, []string{"A"}) {
 		t.Errorf("buried ids after Buried = %v, %v; want [A]", ids, err)
+	}
+}
+
+// Lookup answers by its context's end even when Redis hangs (asynq's
+// Inspector takes no context): a long poll's reads are bounded.
+func TestLookupEndsWithItsContextWhenRedisHangs(t *testing.T) {
+	t.Parallel()
+	r := testenv.PrivateRedis(t, localsvc.RedisOptions{})
+	rdb := redis.NewClient(&redis.Options{Addr: r.Addr(), ReadTimeout: 20 * time.Second})
+	t.Cleanup(func() { _ = rdb.Close() })
+	inspector := queue.NewInspector(rdb, queue.Options{Queue: "q"})
+	if err := rdb.Ping(context.Background()).Err(); err != nil { // a connection ready
+		t.Fatal(err)
+	}
+	if err := r.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Resume() })
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := inspector.Lookup(ctx, "A")
+	if took := time.Since(start); !errors.Is(err, queue.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) || took > 5*time.Second {
+		t.Fatalf("Lookup with Redis paused and a 300ms context = %v after %v; want ErrUnavailable and the deadline, well before the client's 20s ReadTimeout", err, took)
 	}
 }
