@@ -64,11 +64,12 @@ func TestParseRedisURLOptions(t *testing.T) {
 	for _, bad := range []string{
 		"http://127.0.0.1:6379",
 		"redis://127.0.0.1:6379/x",
-		"redis-sentinel://s1:26379,s2:26379",   // no master name
-		"redis-cluster://",                     // no nodes
-		"redis-cluster://n1:7000,,n2:7001",     // an empty node
-		"redis-sentinel://s1:26379?master=",    // empty master name
-		"redis-sentinel://s1:26379/x?master=m", // not a database number
+		"redis-sentinel://s1:26379,s2:26379",    // no master name
+		"redis-cluster://",                      // no nodes
+		"redis-cluster://n1:7000,,n2:7001",      // an empty node
+		"redis-sentinel://s1:26379?master=",     // empty master name
+		"redis-sentinel://s1:26379/x?master=m",  // not a database number
+		"redis-sentinel://s1:26379/-1?master=m", // nor a database
 		"::not a url",
 		// Parameters asynq would ignore: refused, not run without.
 		"redis://127.0.0.1:6379/0?foo=bar",
