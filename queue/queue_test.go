@@ -743,3 +743,33 @@ func TestLookupEndsWithItsContextWhenRedisHangs(t *testing.T) {
 		t.Fatalf("Lookup with Redis paused and a 300ms context = %v after %v; want ErrUnavailable and the deadline, well before the client's 20s ReadTimeout", err, took)
 	}
 }
+
+// Active reads past its first page of 500 tasks: a backlog of stranded
+// tasks beyond it is seen, each task once, up to the limit.
+func TestActiveReadsEveryPage(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	const n = 503
+	for i := range n {
+		if err := e.producer.Enqueue(ctx, order(fmt.Sprintf("o%03d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range n {
+		queuetest.Strand(t, e.rdb, e.name, time.Now().Add(time.Minute))
+	}
+	for _, tt := range []struct{ limit, want int }{{1000, n}, {n, n}, {501, 501}, {500, 500}} {
+		got, err := e.inspector.Active(ctx, tt.limit)
+		if err != nil {
+			t.Fatalf("Active(%d): %v", tt.limit, err)
+		}
+		ids := map[string]bool{}
+		for _, a := range got {
+			ids[a.TaskID] = true
+		}
+		if len(got) != tt.want || len(ids) != tt.want {
+			t.Errorf("Active(%d) = %d tasks, %d distinct; want %d", tt.limit, len(got), len(ids), tt.want)
+		}
+	}
+}
