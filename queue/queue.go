@@ -572,18 +572,12 @@ func ParseRedisURL(raw string, poolSize int) (asynq.RedisConnOpt, error) {
 		}
 	}
 	if u.Scheme == "redis-cluster" {
-		if u.Host == "" {
-			return nil, errors.New("queue: redis-cluster URL names no hosts")
-		}
 		opt := asynq.RedisClusterClientOpt{Addrs: strings.Split(u.Host, ",")}
 		if u.User != nil {
 			opt.Username = u.User.Username()
 			opt.Password, _ = u.User.Password()
 		}
 		return opt, nil
-	}
-	if u.Scheme == "redis-sentinel" && u.Query().Get("master") == "" {
-		return nil, errors.New("queue: redis-sentinel URL needs ?master=<name>")
 	}
 	opt, err := asynq.ParseRedisURI(raw)
 	if err != nil {
