@@ -494,6 +494,52 @@ func TestQueueRedisHangs(t *testing.T) {
 	}
 }
 
+// With the queue's Redis hung, the admin reads of the queue (GET /v1/queue,
+// and the dashboard's data, GET /v1/dashboard) answer 503 with
+// Retry-After within sale.ReadBudget (plus slack for a loaded machine), so
+// that an operator looking during the incident learns it, and the
+// dashboard's polls do not wait behind one another: the first after the
+// pause waited 10s, asynq's calls for the counts each taking up to
+// go-redis's 3s read timeout times four tries. Each path on a Redis of its
+// own: the first call is the one that waited longest. Once Redis answers
+// again, so do they.
+func TestAdminReadsOnAHungRedis(t *testing.T) {
+	t.Parallel()
+	for _, path := range []string{"/v1/queue", "/v1/dashboard"} {
+		t.Run(strings.TrimPrefix(path, "/v1/"), func(t *testing.T) {
+			t.Parallel()
+			r := testenv.PrivateRedis(t, localsvc.RedisOptions{})
+			e := apitest.New(t, &apitest.Options{Sale: &saletest.Options{RedisURL: r.URL(0), APIClient: true}})
+			t.Cleanup(func() { _ = r.Resume() }) // runs before saletest's clean-up, which needs the node
+			e.CreateProduct(t, "p1", 100, 0)
+			wantPlaced(t, e.Do(t, "POST", "/v1/orders", `{"product_id":"p1","user_id":"alice","quantity":1}`))
+			if err := r.Pause(); err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			resp := e.Do(t, "GET", path, "", apitest.Admin()...)
+			took := time.Since(start)
+			t.Logf("GET %s: %d after %v", path, resp.Status, took.Round(time.Millisecond))
+			wantError(t, resp, 503, "unavailable")
+			if resp.Header.Get("Retry-After") == "" {
+				t.Errorf("GET %s: 503 without Retry-After", path)
+			}
+			if limit := sale.ReadBudget + 2*time.Second; took > limit {
+				t.Errorf("GET %s: answered after %v; want within %v", path, took, limit)
+			}
+			if err := r.Resume(); err != nil {
+				t.Fatal(err)
+			}
+			testenv.Eventually(t, 20*time.Second, func() error {
+				if resp := e.Do(t, "GET", path, "", apitest.Admin()...); resp.Status != http.StatusOK {
+					return fmt.Errorf("GET %s once Redis answers: %d %s", path, resp.Status, resp.Body)
+				}
+				return nil
+			})
+		})
+	}
+}
+
 func TestReadyzWhenPostgresIsDown(t *testing.T) {
 	t.Parallel()
 	e := apitest.New(t, nil)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/flashsale/flashsale/inventory"
 	"github.com/flashsale/flashsale/queue"
+	"github.com/flashsale/flashsale/sale"
 )
 
 // MonitorPath is where [Config.Monitor] is mounted; a monitor that builds
@@ -156,7 +157,11 @@ func (d *dashboard) snapshot(ctx context.Context) (dashboardJSON, error) {
 	}
 	v, err, _ := d.group.Do("", func() (any, error) {
 		// Shared by concurrent callers: not cancelled with the first one.
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		// Bounded as a read of an order is, products and queue counts
+		// together: during an outage the page shows the error (503) within
+		// seconds and polls again, rather than wait out each call's own
+		// bound in turn.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sale.ReadBudget)
 		defer cancel()
 		return d.load(ctx)
 	})

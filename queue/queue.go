@@ -23,6 +23,7 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/singleflight"
 )
 
 // TypeOrder is the asynq task type of an order.
@@ -341,6 +342,10 @@ type Inspector struct {
 	in    *asynq.Inspector
 	rdb   redis.UniversalClient
 	queue string
+	// stats runs one read of the counts at a time (see Stats): asynq's
+	// calls take no context, and each left running holds a connection
+	// until go-redis gives up on a hung Redis (10s and more).
+	stats singleflight.Group
 }
 
 // NewInspector reads the queue through rdb, a client of the queue's Redis
@@ -507,11 +512,33 @@ type Stats struct {
 	Paused    bool          `json:"paused"`
 }
 
-// Stats returns the queue's counts. A queue that never held a task is empty.
+// Stats returns the queue's counts, or [ErrUnavailable]; it answers by the
+// time ctx ends. A queue that never held a task is empty.
+//
+// asynq's Inspector takes no context: the read runs on its own, bounded by
+// the Redis client's timeouts and retries (10s and more on a hung Redis),
+// and the caller stops waiting for it when ctx ends, as an operator's
+// dashboard must. Callers meanwhile share the read in flight rather than
+// each start one: polls during an outage do not pile up reads, each
+// holding a connection.
 func (i *Inspector) Stats(ctx context.Context) (Stats, error) {
 	if err := ctx.Err(); err != nil {
 		return Stats{}, err
 	}
+	ch := i.stats.DoChan("", func() (any, error) { return i.readStats() })
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return Stats{}, r.Err
+		}
+		return r.Val.(Stats), nil
+	case <-ctx.Done():
+		return Stats{}, fmt.Errorf("queue stats: %w: %w", ErrUnavailable, ctx.Err())
+	}
+}
+
+// readStats is Stats without a bound.
+func (i *Inspector) readStats() (Stats, error) {
 	// GetQueueInfo reports a missing queue with an error of asynq's internal
 	// package, which cannot be matched; ask for the queue list first.
 	names, err := i.in.Queues()

@@ -772,4 +772,67 @@ func TestActiveReadsEveryPage(t *testing.T) {
 			t.Errorf("Active(%d) = %d tasks, %d distinct; want %d", tt.limit, len(got), len(ids), tt.want)
 		}
 	}
+
+}
+
+// With the queue's Redis hung (SIGSTOP), Stats answers ErrUnavailable when
+// its context ends: asynq's Inspector takes no context, and its calls
+// waited go-redis's read timeout (3s) four times each, 10s or more,
+// however soon the caller gave up. The calls left running meanwhile are
+// one at a time: a dashboard polling every 500ms during the incident does
+// not pile up a held connection per poll.
+func TestStatsOnAHungRedisEndsWithItsContext(t *testing.T) {
+	t.Parallel()
+	node := testenv.PrivateRedis(t, localsvc.RedisOptions{})
+	t.Cleanup(func() { _ = node.Resume() }) // before the node is killed
+	copt, err := queue.ParseRedisURL(node.URL(0), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb, err := queue.NewRedisClient(copt) // as the API's: 3s read timeout, retries
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rdb.Close() })
+	opts := queue.Options{Queue: "q_" + testenv.Namespace(t)}
+	inspector := queue.NewInspector(rdb, opts)
+	ctx := context.Background()
+	if err := queue.NewProducer(asynq.NewClientFromRedisClient(rdb), opts).Enqueue(ctx, order("A")); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := inspector.Stats(ctx); err != nil || st.Pending != 1 {
+		t.Fatalf("Stats before the pause = %+v, %v; want 1 pending", st, err)
+	}
+
+	if err := node.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	const wait = 100 * time.Millisecond
+	for range 5 { // within one read timeout: no call left running has ended yet
+		cctx, cancel := context.WithTimeout(ctx, wait)
+		start := time.Now()
+		st, err := inspector.Stats(cctx)
+		took := time.Since(start)
+		cancel()
+		if !errors.Is(err, queue.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Stats with Redis hung = %+v, %v; want ErrUnavailable, the context's deadline", st, err)
+		}
+		if took > wait+2*time.Second {
+			t.Errorf("Stats with Redis hung answered after %v; want within %v of its context's end", took, 2*time.Second)
+		}
+	}
+	if ps := rdb.PoolStats(); ps.TotalConns-ps.IdleConns > 1 {
+		t.Errorf("with Redis hung, after 5 calls of Stats: %d connections in use; want 1 (one call running at a time)", ps.TotalConns-ps.IdleConns)
+	}
+
+	if err := node.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 20*time.Second, func() error {
+		st, err := inspector.Stats(ctx)
+		if err == nil && st.Pending != 1 {
+			t.Fatalf("Stats once Redis answers = %+v; want 1 pending", st)
+		}
+		return err
+	})
 }

@@ -133,3 +133,47 @@ func TestKeyedOrderWithPostgresHungIsAcceptedWithinItsBudget(t *testing.T) {
 		t.Errorf("once PostgreSQL answers: %+v, %v; want queued", v, err)
 	}
 }
+
+// With the queue's Redis hung, the queue's counts (GET /v1/queue, the
+// dashboard) answer ErrUnavailable within sale.ReadBudget, as an order's
+// reads do: asynq's Inspector takes no context, and its two calls (the
+// queue list, then the queue's counts) waited go-redis's 3s read timeout
+// four times each, 12-24s, however soon the caller gave up. Once Redis
+// answers again, so do the counts.
+func TestQueueStatsOnAHungRedisAnswersWithinReadBudget(t *testing.T) {
+	t.Parallel()
+	node := testenv.PrivateRedis(t, localsvc.RedisOptions{})
+	e := saletest.New(t, &saletest.Options{RedisURL: node.URL(0), APIClient: true})
+	t.Cleanup(func() { _ = node.Resume() }) // runs before saletest's clean-up, which needs the node
+	e.CreateProduct(t, "p1", 100, 0)
+	e.PlaceOrder(t, sale.PlaceOrderRequest{ProductID: "p1", UserID: "warm", Quantity: 1})
+	ctx := context.Background()
+	if st, err := e.Service.QueueStats(ctx); err != nil || st.Pending != 1 {
+		t.Fatalf("queue stats before the pause: %+v, %v; want 1 pending", st, err)
+	}
+
+	if err := node.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	st, err := e.Service.QueueStats(ctx)
+	took := time.Since(start)
+	t.Logf("with Redis hung: %+v, %v after %v", st, err, took.Round(time.Millisecond))
+	if !errors.Is(err, sale.ErrUnavailable) {
+		t.Errorf("with Redis hung: %+v, %v; want ErrUnavailable", st, err)
+	}
+	if took > sale.ReadBudget+hungSlack {
+		t.Errorf("with Redis hung, the queue stats answered after %v; want within %v (sale.ReadBudget) + %v", took, sale.ReadBudget, hungSlack)
+	}
+
+	if err := node.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 20*time.Second, func() error {
+		st, err := e.Service.QueueStats(ctx)
+		if err == nil && st.Pending != 1 {
+			t.Fatalf("queue stats once Redis answers: %+v; want 1 pending", st)
+		}
+		return err
+	})
+}

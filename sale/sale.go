@@ -46,10 +46,11 @@ const (
 	MaxIdempotencyKeyLength = 255
 	// MaxWait is the longest long-poll on an order.
 	MaxWait = 30 * time.Second
-	// ReadBudget bounds the reads of [Service.Order], and those of a
-	// [Service.WaitOrder] past the end of its wait: with Redis or
-	// PostgreSQL hanging, a read of an order answers ErrUnavailable by
-	// then, a long poll within the API's write timeout (MaxWait+15s).
+	// ReadBudget bounds the reads of [Service.Order], those of a
+	// [Service.WaitOrder] past the end of its wait, and
+	// [Service.QueueStats]: with Redis or PostgreSQL hanging, a read of an
+	// order or of the queue's counts answers ErrUnavailable by then, a
+	// long poll within the API's write timeout (MaxWait+15s).
 	ReadBudget = 5 * time.Second
 	// OrderBudget bounds a whole [Service.PlaceOrder], as ReadBudget an
 	// order's reads: with Redis or PostgreSQL hanging (a paused process,
@@ -1276,8 +1277,12 @@ func viewOf(o notify.Outcome) OrderView {
 		Status: inventory.Status(o.Status), Reason: o.Reason, CreatedAt: o.CreatedAt, UpdatedAt: o.UpdatedAt}
 }
 
-// QueueStats returns the order queue's counts.
+// QueueStats returns the order queue's counts, or [ErrUnavailable] within
+// [ReadBudget]: an admin read (GET /v1/queue, the dashboard's) on a hung
+// Redis answers by then, not after go-redis's own bounds in turn.
 func (s *Service) QueueStats(ctx context.Context) (queue.Stats, error) {
+	ctx, cancel := context.WithTimeout(ctx, ReadBudget)
+	defer cancel()
 	st, err := s.inspector.Stats(ctx)
 	if err != nil {
 		return queue.Stats{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
