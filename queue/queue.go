@@ -241,10 +241,10 @@ type ArchivedOrder struct {
 // Archived lists the orders whose tasks asynq archived (dead: out of
 // retries, or refused as permanent failures), page page (from 1) of
 // pageSize tasks in the archive's order, oldest first. last is true when
-// there is no page after this one.
+// there is no page after this one. Its error is [ErrUnavailable].
 func (i *Inspector) Archived(ctx context.Context, page, pageSize int) (orders []ArchivedOrder, last bool, err error) {
 	if err := ctx.Err(); err != nil {
-		return nil, false, err
+		return nil, false, ended("list archived tasks", err)
 	}
 	tasks, err := i.in.ListArchivedTasks(i.queue, asynq.Page(page), asynq.PageSize(pageSize))
 	if errors.Is(err, asynq.ErrQueueNotFound) {
@@ -267,13 +267,14 @@ func (i *Inspector) Archived(ctx context.Context, page, pageSize int) (orders []
 const HeartbeatInterval = 5 * time.Second
 
 // Active lists up to limit tasks of the queue that asynq has handed to a
-// worker, with whether a live server holds each.
+// worker, with whether a live server holds each. Its error is
+// [ErrUnavailable].
 func (i *Inspector) Active(ctx context.Context, limit int) ([]ActiveTask, error) {
 	const pageSize = 500
 	var out []ActiveTask
 	for page := 1; len(out) < limit; page++ {
 		if err := ctx.Err(); err != nil {
-			return out, err
+			return out, ended("list active tasks", err)
 		}
 		tasks, err := i.in.ListActiveTasks(i.queue, asynq.PageSize(pageSize), asynq.Page(page))
 		if errors.Is(err, asynq.ErrQueueNotFound) {
@@ -312,6 +313,14 @@ func (i *Inspector) Active(ctx context.Context, limit int) ([]ActiveTask, error)
 		out[k].Held = held[out[k].TaskID]
 	}
 	return out, nil
+}
+
+// ended is the error of a read whose context ended (err), before it began
+// or while it waited for Redis: ErrUnavailable, as the queue could not be
+// read in time, with err kept for errors.Is. A bare context error matched
+// none of the package's sentinels, unlike every other failed read.
+func ended(what string, err error) error {
+	return fmt.Errorf("%s: %w: %w", what, ErrUnavailable, err)
 }
 
 // State is where a queued order's task is.
@@ -436,7 +445,7 @@ func stateOf(asynqState string) State {
 func (i *Inspector) Lookup(ctx context.Context, id string) (TaskInfo, error) {
 	err := ctx.Err()
 	if err != nil {
-		return TaskInfo{}, err
+		return TaskInfo{}, ended(fmt.Sprintf("look up order %q", id), err)
 	}
 	// asynq's Inspector takes no context: the lookup runs on its own,
 	// bounded by the Redis client's ReadTimeout, and the caller stops
@@ -455,7 +464,7 @@ func (i *Inspector) Lookup(ctx context.Context, id string) (TaskInfo, error) {
 	case r := <-ch:
 		info, err = r.info, r.err
 	case <-ctx.Done():
-		return TaskInfo{}, fmt.Errorf("look up order %q: %w: %w", id, ErrUnavailable, ctx.Err())
+		return TaskInfo{}, ended(fmt.Sprintf("look up order %q", id), ctx.Err())
 	}
 	switch {
 	case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
@@ -523,7 +532,7 @@ type Stats struct {
 // holding a connection.
 func (i *Inspector) Stats(ctx context.Context) (Stats, error) {
 	if err := ctx.Err(); err != nil {
-		return Stats{}, err
+		return Stats{}, ended("queue stats", err)
 	}
 	ch := i.stats.DoChan("", func() (any, error) { return i.readStats() })
 	select {
@@ -533,7 +542,7 @@ func (i *Inspector) Stats(ctx context.Context) (Stats, error) {
 		}
 		return r.Val.(Stats), nil
 	case <-ctx.Done():
-		return Stats{}, fmt.Errorf("queue stats: %w: %w", ErrUnavailable, ctx.Err())
+		return Stats{}, ended("queue stats", ctx.Err())
 	}
 }
 

@@ -836,3 +836,35 @@ func TestStatsOnAHungRedisEndsWithItsContext(t *testing.T) {
 		return err
 	})
 }
+
+// A read whose context has already ended answers ErrUnavailable, as one
+// whose context ends while it waits for Redis does (and as the docs say),
+// with the context's error kept: it returned the bare context error,
+// which a caller matching ErrUnavailable took for something else.
+func TestReadsWithAnEndedContextAreUnavailable(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	if err := e.producer.Enqueue(context.Background(), order("A")); err != nil {
+		t.Fatal(err)
+	}
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	expired, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancel()
+	for _, c := range []struct {
+		ctx  context.Context
+		want error
+	}{{cancelled, context.Canceled}, {expired, context.DeadlineExceeded}} {
+		reads := map[string]func() error{
+			"Lookup":   func() error { _, err := e.inspector.Lookup(c.ctx, "A"); return err },
+			"Stats":    func() error { _, err := e.inspector.Stats(c.ctx); return err },
+			"Active":   func() error { _, err := e.inspector.Active(c.ctx, 10); return err },
+			"Archived": func() error { _, _, err := e.inspector.Archived(c.ctx, 1, 10); return err },
+		}
+		for name, read := range reads {
+			if err := read(); !errors.Is(err, queue.ErrUnavailable) || !errors.Is(err, c.want) {
+				t.Errorf("%s with a context ended (%v) = %v; want ErrUnavailable and %v", name, c.want, err, c.want)
+			}
+		}
+	}
+}
