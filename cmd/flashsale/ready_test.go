@@ -252,3 +252,70 @@ func TestWorkerMetricsPortInUseLeavesNothingRunning(t *testing.T) {
 		return nil
 	})
 }
+
+// An API's /metrics answers while the queue's Redis hangs (SIGSTOP), in
+// time and with every other metric, the queue's figures left out and
+// flashsale_collector_timed_out{collector="asynq_queue"} 1. Before, asynq's
+// queue collector, whose calls take no context, held each scrape 10 s and
+// more (go-redis's read timeout and retries), past Prometheus's default
+// scrape timeout: no metric at all during the outage.
+func TestAPIMetricsAnswerWhileTheQueueRedisHangs(t *testing.T) {
+	t.Parallel()
+	db := testenv.NewDatabase(t)
+	if _, err := inventory.Migrate(context.Background(), db); err != nil {
+		t.Fatal(err)
+	}
+	node := testenv.PrivateRedis(t, localsvc.RedisOptions{})
+	port, err := localsvc.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	const token = "metrics-test-token-0123456789"
+	p := startServer(t, "api", "FLASHSALE_DATABASE_URL="+db, "FLASHSALE_REDIS_URL="+node.URL(0),
+		"FLASHSALE_HTTP_ADDR="+addr, "FLASHSALE_ADMIN_TOKEN="+token)
+	t.Cleanup(func() { _ = node.Resume() }) // before the API is stopped
+	scrape := func() (int, string, time.Duration, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		req, err := http.NewRequestWithContext(ctx, "GET", "http://"+addr+"/metrics", nil)
+		if err != nil {
+			return 0, "", 0, err
+		}
+		req.Header.Set("Authorization", "Bearer "+token)
+		start := time.Now()
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0, "", 0, err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), time.Since(start), err
+	}
+	const answered = "flashsale_db_pool_max_conns"
+	testenv.Eventually(t, 30*time.Second, func() error {
+		p.failIfEnded(t, "its /metrics answered")
+		code, body, _, err := scrape()
+		if err != nil {
+			return err
+		}
+		if code != http.StatusOK || !strings.Contains(body, answered) {
+			return fmt.Errorf("/metrics = %d without %q", code, answered)
+		}
+		return nil
+	})
+	if err := node.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	code, body, took, err := scrape()
+	if err != nil {
+		t.Fatalf("/metrics with the queue's Redis paused: %v", err)
+	}
+	const cut = `flashsale_collector_timed_out{collector="asynq_queue"} 1`
+	if code != http.StatusOK || !strings.Contains(body, cut) || !strings.Contains(body, "go_goroutines") ||
+		!strings.Contains(body, "flashsale_db_pool_max_conns") || took > queueMetricsTimeout+3*time.Second {
+		t.Errorf("/metrics with the queue's Redis paused = %d in %v, with %q: %v, go_goroutines: %v, pool figures: %v; want 200 within %v with all three",
+			code, took, cut, strings.Contains(body, cut), strings.Contains(body, "go_goroutines"),
+			strings.Contains(body, "flashsale_db_pool_max_conns"), queueMetricsTimeout+3*time.Second)
+	}
+}

@@ -35,6 +35,11 @@ import (
 	"github.com/flashsale/flashsale/worker"
 )
 
+// queueMetricsTimeout bounds the queue's figures in a scrape of an API's
+// /metrics: they take milliseconds when Redis answers, and the rest of the
+// scrape must fit in Prometheus's default 10 s scrape timeout.
+const queueMetricsTimeout = 2 * time.Second
+
 // newRegistry returns a Prometheus registry with the Go and process collectors.
 func newRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
@@ -185,8 +190,11 @@ func serveAPI(ctx context.Context, cfg config, log *slog.Logger, ready func(addr
 	defer svc.Close() // before the clients it uses close
 	reg := newRegistry()
 	// Queue size, latency and task counts of every queue on the queue's
-	// Redis (asynq's own collector), and this process's PostgreSQL pool.
-	if err := reg.Register(asynqmetrics.NewQueueMetricsCollector(inspector)); err != nil {
+	// Redis (asynq's own collector, whose calls take no context: bounded,
+	// so that a scrape while Redis hangs still answers with the rest), and
+	// this process's PostgreSQL pool.
+	queueMetrics := obs.NewBoundedCollector(asynqmetrics.NewQueueMetricsCollector(inspector), "asynq_queue", queueMetricsTimeout)
+	if err := reg.Register(queueMetrics); err != nil {
 		return err
 	}
 	if err := reg.Register(obs.NewPoolCollector(store)); err != nil {

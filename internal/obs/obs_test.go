@@ -1,11 +1,15 @@
 package obs
 
 import (
+	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/flashsale/flashsale/internal/testenv"
 	"github.com/flashsale/flashsale/inventory"
 	"github.com/flashsale/flashsale/inventory/inventorytest"
 )
@@ -36,4 +40,74 @@ func TestPoolCollector(t *testing.T) {
 			t.Errorf("flashsale_db_pool_max_conns: got %v, want 3", mf.GetMetric()[0].GetGauge().GetValue())
 		}
 	}
+}
+
+// blockingCollector sends one gauge, then blocks until release is closed
+// (a collector reading a server that hangs), counting its collections.
+type blockingCollector struct {
+	desc    *prometheus.Desc
+	release chan struct{}
+	calls   atomic.Int32
+}
+
+func (b *blockingCollector) Describe(ch chan<- *prometheus.Desc) { ch <- b.desc }
+
+func (b *blockingCollector) Collect(ch chan<- prometheus.Metric) {
+	b.calls.Add(1)
+	ch <- prometheus.MustNewConstMetric(b.desc, prometheus.GaugeValue, 7)
+	<-b.release
+}
+
+// A bounded collector hands on what its collector sent within the bound and
+// goes on without the rest; while that collection runs, scrapes skip it
+// rather than start another; once it has ended, the next scrape collects
+// again. flashsale_collector_timed_out says which happened.
+func TestBoundedCollector(t *testing.T) {
+	t.Parallel()
+	inner := &blockingCollector{
+		desc:    prometheus.NewDesc("inner_figure", "A figure.", nil, nil),
+		release: make(chan struct{}),
+	}
+	reg := prometheus.NewPedanticRegistry()
+	other := prometheus.NewGauge(prometheus.GaugeOpts{Name: "other_figure", Help: "Another."})
+	reg.MustRegister(other, NewBoundedCollector(inner, "slow", 100*time.Millisecond))
+	scrape := func(want string) {
+		t.Helper()
+		start := time.Now()
+		err := testutil.GatherAndCompare(reg, strings.NewReader(want), "inner_figure", "other_figure", "flashsale_collector_timed_out")
+		if err != nil {
+			t.Error(err)
+		}
+		if took := time.Since(start); took > 5*time.Second {
+			t.Errorf("scrape took %v, want about the bound (100ms)", took)
+		}
+	}
+	const head = `
+# HELP flashsale_collector_timed_out 1 when this scrape went on without a collector's metrics (it took too long, or its last collection has not ended).
+# TYPE flashsale_collector_timed_out gauge
+`
+	const others = `
+# HELP other_figure Another.
+# TYPE other_figure gauge
+other_figure 0
+`
+	const inners = `
+# HELP inner_figure A figure.
+# TYPE inner_figure gauge
+inner_figure 7
+`
+	// Cut short: the figure sent before the bound, and "timed out".
+	scrape(head + `flashsale_collector_timed_out{collector="slow"} 1` + inners + others)
+	// Still collecting: skipped, no second collection started.
+	scrape(head + `flashsale_collector_timed_out{collector="slow"} 1` + others)
+	if n := inner.calls.Load(); n != 1 {
+		t.Errorf("collections started: %d, want 1 while the first runs", n)
+	}
+	close(inner.release)
+	// Once it has ended (its token handed back), the next scrape collects
+	// in full.
+	testenv.Eventually(t, 10*time.Second, func() error {
+		return testutil.GatherAndCompare(reg, strings.NewReader(head+`flashsale_collector_timed_out{collector="slow"} 0`+inners+others),
+			"inner_figure", "other_figure", "flashsale_collector_timed_out")
+	})
 }
