@@ -66,3 +66,31 @@ func oneOfThreeUp(t *testing.T) *Client {
 	t.Cleanup(func() { _ = c.Close() })
 	return c
 }
+
+// The token of an acquisition is the highest any node of its majority
+// minted, whichever node answered first, and the nodes of the majority that
+// minted less are raised to it before the lock is granted. Here node 0
+// answers first with 1 (its counter lagged) and node 1 with 101: the lock
+// must carry 101 (a token above every earlier one, since some node of any
+// majority saw it), and node 0's counter must be raised to 101 so that 101
+// stands on a majority.
+func TestTokenIsTheMajoritysHighest(t *testing.T) {
+	t.Parallel()
+	c := oneOfThreeUp(t)
+	ks := c.keys("k")
+	replies := make(chan nodeReply, 3)
+	replies <- nodeReply{idx: 0, ok: true, n: 1}
+	replies <- nodeReply{idx: 1, ok: true, n: 101}
+	replies <- nodeReply{idx: 2, err: errors.New("node 2 down")}
+	l, res := c.decide(context.Background(), "k", ks, c.newValue(), time.Now(), replies)
+	if l == nil {
+		t.Fatalf("no lock from 2 of 3 nodes (one lagging, raised): %v", res.err)
+	}
+	if l.Token() != 101 {
+		t.Errorf("token = %d, want 101 (the highest of the majority)", l.Token())
+	}
+	rdb := c.nodes[0].rdb
+	if got, err := rdb.Get(context.Background(), ks.fence).Int64(); err != nil || got != 101 {
+		t.Errorf("node 0's fence counter = %d, %v; want raised to 101", got, err)
+	}
+}
