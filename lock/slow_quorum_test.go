@@ -2,6 +2,7 @@ package lock_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -65,5 +66,31 @@ func TestValidityCountsFromTheRoundsStart(t *testing.T) {
 		if err := l.Release(context.Background()); err != nil {
 			t.Errorf("Release: %v", err)
 		}
+	}
+}
+
+// Extend needs a majority like Acquire: with two of three nodes down, the
+// one node that still holds the value is no quorum. Extend must say so
+// (ErrNoQuorum) and leave ValidUntil where it was, so that the lock's
+// context still ends when the majority's keys may have expired.
+func TestExtendWithoutAMajorityFails(t *testing.T) {
+	t.Parallel()
+	nodes := locktest.Nodes(t, 3)
+	c := locktest.Client(t, nodes, &lock.Options{TTL: 5 * time.Second, NodeTimeout: time.Second, RenewInterval: -1, KeyPrefix: locktest.Prefix(t)})
+	l := mustAcquire(t, c, "k")
+	for _, n := range nodes[1:] {
+		if err := n.Kill(); err != nil {
+			t.Fatalf("kill: %v", err)
+		}
+	}
+	vu := l.ValidUntil()
+	if err := l.Extend(locktest.Ctx(t, 10*time.Second)); !errors.Is(err, lock.ErrNoQuorum) {
+		t.Errorf("Extend with 1 of 3 nodes up: got %v, want ErrNoQuorum", err)
+	}
+	if got := l.ValidUntil(); !got.Equal(vu) {
+		t.Errorf("ValidUntil moved by %v by an Extend with 1 of 3 nodes, want unchanged", got.Sub(vu))
+	}
+	if l.Context().Err() != nil {
+		t.Errorf("context ended (%v): the lock is still valid until ValidUntil", context.Cause(l.Context()))
 	}
 }
