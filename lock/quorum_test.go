@@ -38,8 +38,12 @@ func TestQuorumMatrix(t *testing.T) {
 					universal[i] = rdbs[i].c
 				}
 				// The lock uses the same go-redis clients as the test, so the
-				// test can wait until they reconnect after a restart.
-				c, err := lock.New(universal, &lock.Options{TTL: 5 * time.Second, NodeTimeout: 300 * time.Millisecond, KeyPrefix: prefix})
+				// test can wait until they reconnect after a restart. The TTL
+				// outlasts the wait for a failed attempt's clean-up below, so
+				// that a value left behind cannot pass for removed by
+				// expiring (with 5s it did: a failed attempt that cleaned
+				// nothing up passed).
+				c, err := lock.New(universal, &lock.Options{TTL: time.Minute, NodeTimeout: 300 * time.Millisecond, KeyPrefix: prefix})
 				if err != nil {
 					t.Fatalf("New: %v", err)
 				}
