@@ -131,6 +131,35 @@ func TestApplyDecides(t *testing.T) {
 	}
 }
 
+// The per-user limit counts what the buyer bought in earlier batches, not
+// only in this one: each batch adds its units to the stored purchase.
+func TestApplyLimitCountsEarlierBatches(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := inventorytest.NewStore(t)
+	inventorytest.CreateProduct(t, s, "p", 10, 3)
+	for i, tc := range []struct {
+		qty  int
+		want inventory.Status
+	}{
+		{2, inventory.StatusSucceeded},     // 2 of 3
+		{1, inventory.StatusSucceeded},     // 3 of 3
+		{1, inventory.StatusLimitExceeded}, // would be 4
+	} {
+		id := fmt.Sprintf("o%d", i)
+		res, err := s.Apply(ctx, inventory.Batch{Orders: []inventory.OrderRequest{req(id, "p", "u1", tc.qty, i)}, Tokens: map[string]int64{"p": 1}})
+		if err != nil {
+			t.Fatalf("batch %d: %v", i, err)
+		}
+		if got := res.Decisions[0].Order.Status; got != tc.want {
+			t.Fatalf("batch %d (%d units): got %s, want %s", i, tc.qty, got, tc.want)
+		}
+	}
+	if p, err := s.Product(ctx, "p"); err != nil || p.Stock != 7 {
+		t.Errorf("product: %+v, %v; want stock 7", p, err)
+	}
+}
+
 func TestApplyReplayChangesNothing(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
