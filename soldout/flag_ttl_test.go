@@ -37,3 +37,22 @@ func TestSoldOutFlagIsTrustedOnlyForCacheTTL(t *testing.T) {
 		t.Fatalf("SoldOut a Settle after another gate's Reopen = %v, %v; want false, nil", got, err)
 	}
 }
+
+// A mark's flag expires after FlagTTL: the safety net should Redis and
+// PostgreSQL ever disagree (a Confirm that failed), past which the next
+// order re-marks instead of the flag refusing orders for good.
+func TestMarkedFlagExpiresAfterFlagTTL(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb := testenv.Redis(t)
+	prefix := "t:" + testenv.Namespace(t) + ":"
+	testenv.DeleteKeys(t, rdb, prefix)
+	const flagTTL = time.Minute
+	g := soldout.New(rdb, soldout.Options{KeyPrefix: prefix, FlagTTL: flagTTL})
+	if set, err := g.Mark(ctx, "p", 0); err != nil || !set {
+		t.Fatalf("Mark = %v, %v; want true, nil", set, err)
+	}
+	if ttl, err := rdb.PTTL(ctx, prefix+"soldout:{p}").Result(); err != nil || ttl <= 0 || ttl > flagTTL {
+		t.Errorf("the flag's TTL = %v, %v; want within (0, %v]", ttl, err, flagTTL)
+	}
+}
