@@ -361,6 +361,30 @@ func TestConfirm(t *testing.T) {
 	}
 }
 
+// A restock that confirms after a later one was announced (two restocks
+// overlapping) leaves the newer announcement in place: lowered, it would
+// let a worker that read stock 0 before the later restock committed flag
+// the product over that restock's stock.
+func TestConfirmKeepsANewerAnnouncement(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	g, _ := newGate(t, time.Nanosecond)
+	for want := int64(1); want <= 2; want++ { // two restocks announced: 1, 2
+		if gen, err := g.Reopen(ctx, "p", 0); err != nil || gen != want {
+			t.Fatalf("Reopen = %d, %v; want %d", gen, err, want)
+		}
+	}
+	if removed, err := g.Confirm(ctx, "p", 1); err != nil || removed {
+		t.Fatalf("Confirm(1) = %v, %v; want false, nil", removed, err)
+	}
+	if n, err := g.Announced(ctx, "p"); err != nil || n != 2 {
+		t.Errorf("Announced after Confirm(1) = %d, %v; want 2", n, err)
+	}
+	if ok, err := g.Mark(ctx, "p", 1); err != nil || ok {
+		t.Errorf("a mark at generation 1 with restock 2 announced = %v, %v; want refused", ok, err)
+	}
+}
+
 // After the subscription reconnects, announcements made meanwhile may be
 // lost: the gate forgets every cached answer. Here a flag set while no
 // announcement could arrive is seen at once, not after OpenTTL (an hour).
