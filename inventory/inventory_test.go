@@ -275,6 +275,31 @@ func TestApplyStaleFenceWritesNothing(t *testing.T) {
 	}
 }
 
+// The result gives each product's stock with the restock generation read
+// in the same transaction: a worker flags a product sold out at that
+// generation (soldout.Gate.Mark), so a wrong one either lets a flag stand
+// over a newer restock's stock or refuses every flag.
+func TestApplyResultCarriesRestockGen(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := inventorytest.NewStore(t)
+	inventorytest.CreateProduct(t, s, "p", 1, 0)
+	inventorytest.CreateProduct(t, s, "q", 5, 0)
+	if _, err := s.Restock(ctx, inventory.RestockRequest{ProductID: "p", Quantity: 1, Gen: 4, Max: maxStock}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.Apply(ctx, inventory.Batch{
+		Orders: []inventory.OrderRequest{req("a", "p", "u1", 2, 1), req("b", "q", "u1", 1, 2)},
+		Tokens: map[string]int64{"p": 1, "q": 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]inventory.ProductState{"p": {Stock: 0, RestockGen: 4}, "q": {Stock: 4, RestockGen: 0}}
+	if fmt.Sprint(res.Products) != fmt.Sprint(want) {
+		t.Errorf("Products = %+v, want %+v", res.Products, want)
+	}
+}
+
 func TestApplyUnknownProduct(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
