@@ -385,6 +385,32 @@ func TestConfirmKeepsANewerAnnouncement(t *testing.T) {
 	}
 }
 
+// A Confirm that removed a stale flag drops the gate's own cached "sold
+// out" at once: the restock's stock is committed by then (and a background
+// check of Options.Committed repairs a flag through Confirm), so the gate
+// must not keep refusing orders from its cache, with or without Run.
+func TestConfirmDropsTheCachedAnswer(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	g, prefix := newGate(t, time.Hour) // no Run: only Confirm itself can drop the cache
+	if ok, err := g.Mark(ctx, "p", 0); err != nil || !ok {
+		t.Fatalf("Mark = %v, %v; want true, nil", ok, err)
+	}
+	if got, err := g.SoldOut(ctx, "p"); err != nil || !got {
+		t.Fatalf("SoldOut = %v, %v; want true, nil (now cached)", got, err)
+	}
+	// The restock's announcement was lost; the restock committed at 1.
+	if err := testenv.Redis(t).Del(ctx, prefix+"restock:{p}").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if removed, err := g.Confirm(ctx, "p", 1); err != nil || !removed {
+		t.Fatalf("Confirm(1) = %v, %v; want true, nil", removed, err)
+	}
+	if got, err := g.SoldOut(ctx, "p"); err != nil || got {
+		t.Errorf("SoldOut after Confirm removed the flag = %v, %v; want false, nil", got, err)
+	}
+}
+
 // After the subscription reconnects, announcements made meanwhile may be
 // lost: the gate forgets every cached answer. Here a flag set while no
 // announcement could arrive is seen at once, not after OpenTTL (an hour).
