@@ -118,6 +118,26 @@ func TestApplyDecides(t *testing.T) {
 			if p.Fence != 1 && len(tc.orders) > 0 {
 				t.Errorf("fence: got %d, want 1", p.Fence)
 			}
+			// The product's counts by outcome, one per order decided.
+			var want inventory.OrderCounts
+			counted := map[string]bool{}
+			for i, st := range tc.want {
+				if counted[tc.orders[i].ID] {
+					continue // a second copy of an id is the first's outcome
+				}
+				counted[tc.orders[i].ID] = true
+				switch st {
+				case ok:
+					want.Succeeded++
+				case sold:
+					want.SoldOut++
+				case lim:
+					want.LimitExceeded++
+				}
+			}
+			if p.Orders != want {
+				t.Errorf("order counts: got %+v, want %+v", p.Orders, want)
+			}
 			for i, d := range res.Decisions {
 				o, err := s.Order(ctx, d.Order.ID)
 				if err != nil {
