@@ -143,8 +143,8 @@ func TestApplyDecides(t *testing.T) {
 				if err != nil {
 					t.Fatalf("order %s: %v", d.Order.ID, err)
 				}
-				if o.Status != tc.want[i] {
-					t.Errorf("stored order %s: got %s, want %s", o.ID, o.Status, tc.want[i])
+				if o.Status != tc.want[i] || o.Fence != 1 {
+					t.Errorf("stored order %s: got %s fence %d, want %s fence 1 (the batch's token)", o.ID, o.Status, o.Fence, tc.want[i])
 				}
 			}
 		})
