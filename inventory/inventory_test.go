@@ -356,6 +356,14 @@ func TestApplyRefusesOrdersItCannotStore(t *testing.T) {
 			t.Errorf("order %q of quantity %d: %v, want ErrInvalid", o.ID, o.Quantity, err)
 		}
 	}
+	// An order of a product the batch holds no fencing token for: with none,
+	// it would be written unfenced (token 0) over a product no lock wrote yet.
+	if _, err := s.Apply(ctx, inventory.Batch{Orders: []inventory.OrderRequest{req("b", "p", "u1", 1, 1)}, Tokens: map[string]int64{"q": 1}}); !errors.Is(err, inventory.ErrInvalid) {
+		t.Errorf("order of a product without a token: %v, want ErrInvalid", err)
+	}
+	if p, err := s.Product(ctx, "p"); err != nil || p.Stock != 1 {
+		t.Errorf("product after the refused batches: %+v, %v; want stock 1", p, err)
+	}
 }
 
 // A database that refuses connections (ALTER DATABASE ... ALLOW_CONNECTIONS
