@@ -20,13 +20,9 @@ type composeService struct {
 	Environment map[string]string `yaml:"environment"`
 }
 
-// docker-compose.yml builds the flashsale image once, in one service, and
-// every service that runs the binary runs that image, never pulled (from
-// an operator review: four services built it, each its own copy); and
-// every FLASHSALE_* variable it sets is a setting of the binary. No Docker
-// engine runs here: this reads the file, as an operator would.
-func TestComposeBuildsTheImageOnce(t *testing.T) {
-	t.Parallel()
+// readCompose reads docker-compose.yml's services.
+func readCompose(t *testing.T) map[string]composeService {
+	t.Helper()
 	b, err := os.ReadFile("../../docker-compose.yml")
 	if err != nil {
 		t.Fatal(err)
@@ -39,10 +35,21 @@ func TestComposeBuildsTheImageOnce(t *testing.T) {
 	if err := yaml.UnmarshalWithOptions(b, &file, yaml.AllowDuplicateMapKey()); err != nil {
 		t.Fatalf("docker-compose.yml: %v", err)
 	}
+	return file.Services
+}
+
+// docker-compose.yml builds the flashsale image once, in one service, and
+// every service that runs the binary runs that image, never pulled (from
+// an operator review: four services built it, each its own copy); and
+// every FLASHSALE_* variable it sets is a setting of the binary. No Docker
+// engine runs here: this reads the file, as an operator would.
+func TestComposeBuildsTheImageOnce(t *testing.T) {
+	t.Parallel()
+	services := readCompose(t)
 	var builds, runs []string // services with a build; services running flashsale
 	images := map[string]bool{}
 	ran := map[string]bool{}
-	for name, s := range file.Services {
+	for name, s := range services {
 		if s.Build != nil {
 			builds = append(builds, name)
 		}
@@ -84,17 +91,8 @@ const composeWorkerScale = 60
 // finding: 2 × 12 + 20 × 4 = 104).
 func TestComposePostgresHoldsTheScale(t *testing.T) {
 	t.Parallel()
-	b, err := os.ReadFile("../../docker-compose.yml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var file struct {
-		Services map[string]composeService `yaml:"services"`
-	}
-	if err := yaml.UnmarshalWithOptions(b, &file, yaml.AllowDuplicateMapKey()); err != nil {
-		t.Fatalf("docker-compose.yml: %v", err)
-	}
-	pg, ok := file.Services["postgres"]
+	services := readCompose(t)
+	pg, ok := services["postgres"]
 	if !ok {
 		t.Fatal("docker-compose.yml has no postgres service")
 	}
@@ -104,12 +102,13 @@ func TestComposePostgresHoldsTheScale(t *testing.T) {
 		if !found || i == 0 || pg.Command[i-1] != "-c" {
 			continue
 		}
+		var err error
 		if maxConns, err = strconv.Atoi(v); err != nil {
 			t.Fatalf("postgres command %q: %v", pg.Command, err)
 		}
 	}
 	apis := 0
-	for _, s := range file.Services {
+	for _, s := range services {
 		if len(s.Command) > 0 && s.Command[0] == "api" {
 			apis++
 		}
