@@ -16,6 +16,17 @@ import (
 
 // run starts hub and waits for its subscription; the returned function
 // stops it and returns what Run returned.
+// runningHub returns a running hub on the shared Redis, under a prefix of
+// the test's own, and a publisher to it.
+func runningHub(t *testing.T) (*notify.Hub, *notify.Publisher) {
+	t.Helper()
+	rdb := testenv.Redis(t)
+	prefix := "t:" + testenv.Namespace(t) + ":"
+	hub := notify.NewHub(rdb, prefix)
+	run(t, hub)
+	return hub, notify.NewPublisher(rdb, prefix)
+}
+
 func run(t *testing.T, hub *notify.Hub) func() error {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -278,11 +289,7 @@ func TestKilledSubscriptionWakesWaiters(t *testing.T) {
 // watches.
 func TestEveryOutcomeOfAnAnnouncementIsDispatched(t *testing.T) {
 	t.Parallel()
-	rdb := testenv.Redis(t)
-	prefix := "t:" + testenv.Namespace(t) + ":"
-	hub := notify.NewHub(rdb, prefix)
-	run(t, hub)
-	pub := notify.NewPublisher(rdb, prefix)
+	hub, pub := runningHub(t)
 	tests := []struct {
 		name      string
 		announced []string
@@ -311,17 +318,14 @@ func TestEveryOutcomeOfAnAnnouncementIsDispatched(t *testing.T) {
 // poll of the same order) registered and woken by its announcement.
 func TestStopLeavesTheOtherWatchesOfAnOrder(t *testing.T) {
 	t.Parallel()
-	rdb := testenv.Redis(t)
-	prefix := "t:" + testenv.Namespace(t) + ":"
-	hub := notify.NewHub(rdb, prefix)
-	run(t, hub)
+	hub, pub := runningHub(t)
 	stopped, kept := hub.Watch("A"), hub.Watch("A")
 	defer kept.Stop()
 	stopped.Stop()
 	if got := hub.Waiting(); got != 1 {
 		t.Fatalf("Waiting() after stopping one of two watches = %d, want 1", got)
 	}
-	if err := notify.NewPublisher(rdb, prefix).Publish(context.Background(), notify.Outcome{OrderID: "A", Status: "succeeded"}); err != nil {
+	if err := pub.Publish(context.Background(), notify.Outcome{OrderID: "A", Status: "succeeded"}); err != nil {
 		t.Fatal(err)
 	}
 	if !closedWithin(kept.C, 10*time.Second) {
