@@ -343,3 +343,30 @@ func TestSignInFormPastTheBodyLimit(t *testing.T) {
 		}
 	}
 }
+
+// While the queue's Redis hangs (SIGSTOP), the monitor's calls answer 503
+// within MonitorTimeout, as the API's admin reads do: asynq's Inspector,
+// which asynqmon reads the queue with, takes no context, and each call of
+// the page waited go-redis's timeouts and retries, 10 s and more.
+func TestAsynqmonAnswersInTimeWhenRedisHangs(t *testing.T) {
+	t.Parallel()
+	node := testenv.PrivateRedis(t, localsvc.RedisOptions{})
+	svc, deps := newServiceOn(t, node.URL(0))
+	t.Cleanup(func() { _ = node.Resume() }) // before saletest's clean-up, which needs the node
+	mon := asynqmon.New(asynqmon.Options{RootPath: MonitorPath, RedisConnOpt: deps.connOpt, ReadOnly: true})
+	t.Cleanup(func() { _ = mon.Close() })
+	h := newHandler(t, svc, Config{Monitor: mon})
+	admin := bearer(testToken)
+	if rec := do(t, h, request{method: "GET", path: "/monitoring/api/queue_stats", header: admin}); rec.Code != 200 {
+		t.Fatalf("GET /monitoring/api/queue_stats before the pause: got %d %.200s", rec.Code, rec.Body)
+	}
+	if err := node.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	rec := do(t, h, request{method: "GET", path: "/monitoring/api/queues", header: admin})
+	took := time.Since(start)
+	if limit := MonitorTimeout + 2*time.Second; rec.Code != http.StatusServiceUnavailable || !json.Valid(rec.Body.Bytes()) || took > limit {
+		t.Errorf("GET /monitoring/api/queues with Redis paused: %d %.200s after %v; want 503 JSON within %v", rec.Code, rec.Body, took, limit)
+	}
+}

@@ -21,6 +21,10 @@ import (
 // its own links (asynqmon's RootPath) must be given this path.
 const MonitorPath = "/monitoring"
 
+// MonitorTimeout bounds each request to the queue monitor, as
+// [sale.ReadBudget] bounds the API's own reads.
+const MonitorTimeout = sale.ReadBudget
+
 // DashboardProducts is the most products /v1/dashboard shows (by id).
 const DashboardProducts = 100
 
@@ -90,12 +94,20 @@ func (s *server) routeUI(r *gin.Engine) error {
 			}
 			c.Redirect(http.StatusMovedPermanently, to)
 		})
+		// asynq's Inspector, which the monitor reads the queue with, takes
+		// no context: while the queue's Redis hangs each of its calls waits
+		// go-redis's timeouts and retries (10 s and more), and the page's
+		// polls would each hold a request that long. Bounded as the other
+		// admin reads: past MonitorTimeout the monitor's call answers 503
+		// (its read finishes in the background).
+		monitor := http.TimeoutHandler(s.cfg.Monitor, MonitorTimeout,
+			`{"error":{"code":"unavailable","message":"the queue monitor did not answer in time; retry shortly"}}`)
 		// GET only: the monitor runs read-only, and this refuses the rest
 		// (405) before it reaches it.
 		r.GET(MonitorPath+"/*any", s.adminRead, func(c *gin.Context) {
 			c.Header("X-Frame-Options", "DENY")
 			c.Header("Referrer-Policy", "no-referrer")
-			s.cfg.Monitor.ServeHTTP(c.Writer, c.Request)
+			monitor.ServeHTTP(c.Writer, c.Request)
 		})
 	}
 	return nil
