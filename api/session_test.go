@@ -369,4 +369,10 @@ func TestAsynqmonAnswersInTimeWhenRedisHangs(t *testing.T) {
 	if limit := MonitorTimeout + 2*time.Second; rec.Code != http.StatusServiceUnavailable || !json.Valid(rec.Body.Bytes()) || took > limit {
 		t.Errorf("GET /monitoring/api/queues with Redis paused: %d %.200s after %v; want 503 JSON within %v", rec.Code, rec.Body, took, limit)
 	}
+	// JSON as every other error of the API says it is (its answers are
+	// nosniff): not the text/plain net/http guesses for a body without a
+	// type.
+	if ct := rec.Header().Get("Content-Type"); ct != "application/json; charset=utf-8" {
+		t.Errorf("GET /monitoring/api/queues with Redis paused: Content-Type %q, want application/json; charset=utf-8", ct)
+	}
 }

@@ -107,10 +107,24 @@ func (s *server) routeUI(r *gin.Engine) error {
 		r.GET(MonitorPath+"/*any", s.adminRead, func(c *gin.Context) {
 			c.Header("X-Frame-Options", "DENY")
 			c.Header("Referrer-Policy", "no-referrer")
-			monitor.ServeHTTP(c.Writer, c.Request)
+			monitor.ServeHTTP(timeoutTyped{c.Writer}, c.Request)
 		})
 	}
 	return nil
+}
+
+// timeoutTyped gives http.TimeoutHandler's 503 the type of its JSON body:
+// it sets no Content-Type of its own, so the answer went out typed as
+// net/http guessed it (text/plain, and nosniff), unlike every other error
+// of the API. The monitor's own answers, their headers copied before their
+// status, keep the type they set.
+type timeoutTyped struct{ http.ResponseWriter }
+
+func (w timeoutTyped) WriteHeader(code int) {
+	if code == http.StatusServiceUnavailable && w.Header().Get("Content-Type") == "" {
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	}
+	w.ResponseWriter.WriteHeader(code)
 }
 
 // pageHeaders are the security headers of flashsale's own pages: scripts,
