@@ -689,7 +689,8 @@ func checkURLParams(u *url.URL) error {
 
 // clientParams sets o's pool size and timeouts from a redis:// URL's
 // parameters, parsed by go-redis (so they mean what they mean in a lock
-// URL: a Go duration or whole seconds, -1 for none).
+// URL: a Go duration or whole seconds, -1 for none; none is refused for
+// dial_timeout, which go-redis cannot honour).
 func clientParams(o asynq.RedisClientOpt, raw string, q url.Values) (asynq.RedisClientOpt, error) {
 	ro, err := redis.ParseURL(raw)
 	if err != nil {
@@ -699,6 +700,13 @@ func clientParams(o asynq.RedisClientOpt, raw string, q url.Values) (asynq.Redis
 		o.PoolSize = ro.PoolSize
 	}
 	if q.Has("dial_timeout") {
+		// go-redis reads 0 and any negative value as "none", which it has
+		// only for reads and writes: its dialer takes the -1 as a deadline
+		// already past, and every dial fails at once. Refused here, at
+		// start, rather than run a process that can never connect.
+		if ro.DialTimeout <= 0 {
+			return o, errors.New("queue: redis URL: dial_timeout must be positive (go-redis reads 0 or less as none, and then no dial succeeds)")
+		}
 		o.DialTimeout = ro.DialTimeout
 	}
 	if q.Has("read_timeout") {
