@@ -697,6 +697,12 @@ func clientParams(o asynq.RedisClientOpt, raw string, q url.Values) (asynq.Redis
 		return o, fmt.Errorf("queue: redis URL: %w", err)
 	}
 	if q.Has("pool_size") {
+		// go-redis keeps a negative size as it is, and its client then
+		// panics as it is made; 0 would be its default, not the size the
+		// URL asked for.
+		if ro.PoolSize < 1 {
+			return o, errors.New("queue: redis URL: pool_size must be at least 1")
+		}
 		o.PoolSize = ro.PoolSize
 	}
 	if q.Has("dial_timeout") {

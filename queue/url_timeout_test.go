@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/flashsale/flashsale/internal/testenv"
 	"github.com/flashsale/flashsale/queue"
 )
@@ -54,6 +56,48 @@ func TestParseRedisURLTimeoutsOfNone(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		if err := rdb.Ping(ctx).Err(); err != nil {
 			t.Errorf("?%s: ping: %v", tt.query, err)
+		}
+		cancel()
+		_ = rdb.Close()
+	}
+}
+
+// A negative pool_size is refused at start: go-redis takes it as it is,
+// and its client then panics as it is made (a pool of -1 connections). A
+// positive one sizes the pool, as the URL says.
+func TestParseRedisURLRefusesAPoolOfNone(t *testing.T) {
+	t.Parallel()
+	base, err := url.Parse(testenv.RedisURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		query   string
+		refused bool
+	}{
+		{"pool_size=-1", true},
+		{"pool_size=0", true},
+		{"pool_size=3", false},
+	} {
+		u := *base
+		u.RawQuery = tt.query
+		opt, err := queue.ParseRedisURL(u.String(), 0)
+		if tt.refused {
+			if err == nil {
+				t.Errorf("ParseRedisURL(?%s) taken (%+v); want it refused", tt.query, opt)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("ParseRedisURL(?%s): %v", tt.query, err)
+		}
+		rdb, _ := queue.NewRedisClient(opt)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := rdb.Ping(ctx).Err(); err != nil {
+			t.Errorf("?%s: ping: %v", tt.query, err)
+		}
+		if got := rdb.(*redis.Client).Options().PoolSize; got != 3 {
+			t.Errorf("?%s: pool size %d, want 3", tt.query, got)
 		}
 		cancel()
 		_ = rdb.Close()
