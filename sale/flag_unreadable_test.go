@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/flashsale/flashsale/internal/localsvc"
 	"github.com/flashsale/flashsale/internal/testenv"
 	"github.com/flashsale/flashsale/sale"
@@ -28,30 +26,9 @@ func TestKeyedSoldOutAnswerNeedsAReadableFlag(t *testing.T) {
 	e.CreateProduct(t, "p1", 0, 0)
 	e.MarkSoldOut(t, "p1")
 	ctx := context.Background()
-	holder, release := testenv.HoldLock(t, e.DatabaseURL, `LOCK TABLE orders IN ACCESS EXCLUSIVE MODE`)
-	type answer struct {
-		p   sale.Placed
-		err error
-	}
-	got := make(chan answer, 1)
-	go func() {
-		p, err := e.Service.PlaceOrder(ctx, sale.PlaceOrderRequest{ProductID: "p1", UserID: "bob", Quantity: 1, IdempotencyKey: "k1"})
-		got <- answer{p, err}
-	}()
 	// The order has read the flag and looked in the queue; its database
 	// lookup waits on the lock.
-	watch, err := pgx.Connect(ctx, e.DatabaseURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer watch.Close(ctx)
-	testenv.Eventually(t, 10*time.Second, func() error {
-		waiting, err := testenv.WaitsOn(ctx, watch, holder)
-		if err == nil && !waiting {
-			err = errors.New("the order's lookup does not wait on the table yet")
-		}
-		return err
-	})
+	got, release := placeKeyedWhileOrdersLocked(t, e, "p1")
 	if err := r.Kill(); err != nil {
 		t.Fatal(err)
 	}

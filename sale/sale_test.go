@@ -1173,29 +1173,8 @@ func TestKeyedSoldOutAnswerDoesNotOutliveARestock(t *testing.T) {
 	e.CreateProduct(t, "p1", 0, 0)
 	e.MarkSoldOut(t, "p1")
 	ctx := context.Background()
-	holder, release := testenv.HoldLock(t, e.DatabaseURL, `LOCK TABLE orders IN ACCESS EXCLUSIVE MODE`)
-	type answer struct {
-		p   sale.Placed
-		err error
-	}
-	got := make(chan answer, 1)
-	go func() {
-		p, err := e.Service.PlaceOrder(ctx, sale.PlaceOrderRequest{ProductID: "p1", UserID: "bob", Quantity: 1, IdempotencyKey: "k1"})
-		got <- answer{p, err}
-	}()
 	// The order has read the flag and its database lookup waits on the lock.
-	watch, err := pgx.Connect(ctx, e.DatabaseURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer watch.Close(ctx)
-	testenv.Eventually(t, 10*time.Second, func() error {
-		waiting, err := testenv.WaitsOn(ctx, watch, holder)
-		if err == nil && !waiting {
-			err = errors.New("the order's lookup does not wait on the table yet")
-		}
-		return err
-	})
+	got, release := placeKeyedWhileOrdersLocked(t, e, "p1")
 	p, _, err := e.Service.Restock(ctx, "p1", 5, "")
 	if err != nil {
 		t.Fatal(err)
@@ -1503,4 +1482,38 @@ func TestKnownProductsAreBounded(t *testing.T) {
 	if _, err := e.Service.PlaceOrder(context.Background(), sale.PlaceOrderRequest{ProductID: "nope", UserID: "bob", Quantity: 1}); !errors.Is(err, sale.ErrUnknownProduct) {
 		t.Fatalf("order on a product that does not exist: err = %v, want ErrUnknownProduct", err)
 	}
+}
+
+// placedAnswer is what a PlaceOrder run in the background answered.
+type placedAnswer struct {
+	p   sale.Placed
+	err error
+}
+
+// placeKeyedWhileOrdersLocked locks the orders table, places bob's keyed
+// order (key k1) for product in the background, and returns once the
+// order's database lookup waits on the lock: its answer comes on the
+// channel after release.
+func placeKeyedWhileOrdersLocked(t *testing.T, e *saletest.Env, product string) (<-chan placedAnswer, func()) {
+	t.Helper()
+	ctx := context.Background()
+	holder, release := testenv.HoldLock(t, e.DatabaseURL, `LOCK TABLE orders IN ACCESS EXCLUSIVE MODE`)
+	got := make(chan placedAnswer, 1)
+	go func() {
+		p, err := e.Service.PlaceOrder(ctx, sale.PlaceOrderRequest{ProductID: product, UserID: "bob", Quantity: 1, IdempotencyKey: "k1"})
+		got <- placedAnswer{p, err}
+	}()
+	watch, err := pgx.Connect(ctx, e.DatabaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watch.Close(ctx)
+	testenv.Eventually(t, 10*time.Second, func() error {
+		waiting, err := testenv.WaitsOn(ctx, watch, holder)
+		if err == nil && !waiting {
+			err = errors.New("the order's lookup does not wait on the table yet")
+		}
+		return err
+	})
+	return got, release
 }
