@@ -24,6 +24,8 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/singleflight"
+
+	"github.com/flashsale/flashsale/internal/redisurl"
 )
 
 // TypeOrder is the asynq task type of an order.
@@ -696,23 +698,13 @@ func clientParams(o asynq.RedisClientOpt, raw string, q url.Values) (asynq.Redis
 	if err != nil {
 		return o, fmt.Errorf("queue: redis URL: %w", err)
 	}
+	if err := redisurl.CheckValues(ro, q); err != nil {
+		return o, fmt.Errorf("queue: redis URL: %w", err)
+	}
 	if q.Has("pool_size") {
-		// go-redis keeps a negative size as it is, and its client then
-		// panics as it is made; 0 would be its default, not the size the
-		// URL asked for.
-		if ro.PoolSize < 1 {
-			return o, errors.New("queue: redis URL: pool_size must be at least 1")
-		}
 		o.PoolSize = ro.PoolSize
 	}
 	if q.Has("dial_timeout") {
-		// go-redis reads 0 and any negative value as "none", which it has
-		// only for reads and writes: its dialer takes the -1 as a deadline
-		// already past, and every dial fails at once. Refused here, at
-		// start, rather than run a process that can never connect.
-		if ro.DialTimeout <= 0 {
-			return o, errors.New("queue: redis URL: dial_timeout must be positive (go-redis reads 0 or less as none, and then no dial succeeds)")
-		}
 		o.DialTimeout = ro.DialTimeout
 	}
 	if q.Has("read_timeout") {

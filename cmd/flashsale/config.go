@@ -15,6 +15,7 @@ import (
 
 	"github.com/flashsale/flashsale/internal/logging"
 	"github.com/flashsale/flashsale/internal/redact"
+	"github.com/flashsale/flashsale/internal/redisurl"
 	"github.com/flashsale/flashsale/queue"
 	"github.com/flashsale/flashsale/worker"
 )
@@ -119,13 +120,18 @@ var settings = []setting{
 				if u = strings.TrimSpace(u); u == "" {
 					continue
 				}
-				if pu, err := url.Parse(u); err != nil || (pu.Scheme != "redis" && pu.Scheme != "rediss") || pu.Host == "" {
+				pu, err := url.Parse(u)
+				if err != nil || (pu.Scheme != "redis" && pu.Scheme != "rediss") || pu.Host == "" {
 					return fmt.Errorf("%s is not a redis:// URL", redact.URL(u))
 				}
 				// As the worker's lock clients read it (an unknown option,
 				// a bad database number), at start rather than after the
 				// worker has connected to PostgreSQL and the queue.
-				if _, err := redis.ParseURL(u); err != nil {
+				ro, err := redis.ParseURL(u)
+				if err == nil {
+					err = redisurl.CheckValues(ro, pu.Query())
+				}
+				if err != nil {
 					return fmt.Errorf("%s: %v", redact.URL(u), err)
 				}
 				c.LockRedisURLs = append(c.LockRedisURLs, u)

@@ -632,6 +632,12 @@ func TestBadLockURLIsRefusedNamingItsSetting(t *testing.T) {
 	}{
 		{[]string{"-redis-url", "redis://127.0.0.1:6379/7/x"}, `bad -redis-url="redis://127.0.0.1:6379/7/x": it is also the lock's Redis`, "bad FLASHSALE_LOCK_REDIS_URLS"},
 		{[]string{"-redis-url", "redis://127.0.0.1:6379/x"}, "bad -redis-url=", "FLASHSALE_LOCK_REDIS_URLS="},
+		// Values go-redis takes, with which a lock client cannot work (a
+		// negative pool panics as the client is made; a dial timeout of
+		// none fails every dial at once): refused at start, as for the
+		// queue's URL.
+		{[]string{"-lock-redis-urls", "redis://127.0.0.1:6379/0?pool_size=-1"}, "pool_size must be at least 1", "also the lock's"},
+		{[]string{"-lock-redis-urls", "redis://127.0.0.1:6379/0?dial_timeout=0"}, "dial_timeout must be positive", "also the lock's"},
 		{[]string{"-lock-redis-urls", "redis://127.0.0.1:6379/0?foo=bar"}, `bad -lock-redis-urls="redis://127.0.0.1:6379/0?foo=bar": redis://127.0.0.1:6379/0?foo=bar: redis: unexpected option: foo`, "also the lock's"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
