@@ -111,23 +111,35 @@ func New(svc Service, cfg Config) (*gin.Engine, error) {
 		abort(c, http.StatusMethodNotAllowed, "method_not_allowed", "method not allowed on this endpoint")
 	})
 
-	r.GET("/healthz", s.healthz)
-	r.GET("/readyz", gin.WrapH(Ready(s.cfg.ReadyChecks, s.log)))
+	get(r, "/healthz", s.healthz)
+	get(r, "/readyz", gin.WrapH(Ready(s.cfg.ReadyChecks, s.log)))
 	v1 := r.Group("/v1")
 	v1.POST("/products", s.admin, s.createProduct)
-	v1.GET("/products", s.listProducts)
-	v1.GET("/products/:id", s.getProduct)
+	get(v1, "/products", s.listProducts)
+	get(v1, "/products/:id", s.getProduct)
 	v1.POST("/products/:id/restock", s.admin, s.restock)
 	v1.POST("/orders", s.placeOrder)
-	v1.GET("/orders/:id", s.getOrder)
-	v1.GET("/queue", s.admin, s.queueStats)
+	get(v1, "/orders/:id", s.getOrder)
+	get(v1, "/queue", s.admin, s.queueStats)
 	if cfg.Metrics != nil {
-		r.GET("/metrics", s.admin, gin.WrapH(cfg.Metrics))
+		get(r, "/metrics", s.admin, gin.WrapH(cfg.Metrics))
 	}
 	if err := s.routeUI(r); err != nil {
 		return nil, err
 	}
 	return r, nil
+}
+
+// get routes a GET and a HEAD request for path to handlers. HTTP's HEAD is
+// a GET without the body (RFC 9110 §9.3.2: every general-purpose server
+// must support GET and HEAD), which health probes, link checkers and
+// caches send; gin, unlike net/http's ServeMux, routes a HEAD only where a
+// HEAD route is registered, and answered 405 to it on every path. The
+// handlers run as for a GET (status and headers are the same), and
+// net/http's server drops the body they write for a HEAD request.
+func get(r gin.IRoutes, path string, handlers ...gin.HandlerFunc) {
+	r.GET(path, handlers...)
+	r.HEAD(path, handlers...)
 }
 
 // errorBody is the body of every error answer.

@@ -53,11 +53,11 @@ func (s *server) routeUI(r *gin.Engine) error {
 	}
 	files := http.StripPrefix("/assets", http.FileServerFS(assets))
 
-	r.GET("/", func(c *gin.Context) {
+	get(r, "/", func(c *gin.Context) {
 		pageHeaders(c)
 		c.Data(http.StatusOK, "text/html; charset=utf-8", index)
 	})
-	r.GET("/assets/*file", func(c *gin.Context) {
+	get(r, "/assets/*file", func(c *gin.Context) {
 		if strings.HasSuffix(c.Param("file"), "/") { // no directory listings
 			abort(c, http.StatusNotFound, "not_found", "no such endpoint")
 			return
@@ -66,15 +66,15 @@ func (s *server) routeUI(r *gin.Engine) error {
 		c.Header("Cache-Control", "no-cache")
 		files.ServeHTTP(c.Writer, c.Request)
 	})
-	r.GET("/login", s.loginForm)
+	get(r, "/login", s.loginForm)
 	r.POST("/login", s.login)
 	r.POST("/logout", s.logout)
-	r.GET("/openapi.json", func(c *gin.Context) {
+	get(r, "/openapi.json", func(c *gin.Context) {
 		c.Data(http.StatusOK, "application/json", openAPIDoc)
 	})
 
 	d := &dashboard{svc: s.svc, ttl: dashboardTTL}
-	r.GET("/v1/dashboard", s.adminRead, func(c *gin.Context) {
+	get(r, "/v1/dashboard", s.adminRead, func(c *gin.Context) {
 		v, err := d.snapshot(c.Request.Context())
 		if err != nil {
 			s.fail(c, err)
@@ -87,7 +87,7 @@ func (s *server) routeUI(r *gin.Engine) error {
 	if s.cfg.Monitor != nil {
 		// A browser page: its address without the slash leads to it (the
 		// engine redirects no path by itself), with its query string.
-		r.GET(MonitorPath, func(c *gin.Context) {
+		get(r, MonitorPath, func(c *gin.Context) {
 			to := MonitorPath + "/"
 			if q := c.Request.URL.RawQuery; q != "" {
 				to += "?" + q
@@ -102,12 +102,19 @@ func (s *server) routeUI(r *gin.Engine) error {
 		// (its read finishes in the background).
 		monitor := http.TimeoutHandler(s.cfg.Monitor, MonitorTimeout,
 			`{"error":{"code":"unavailable","message":"the queue monitor did not answer in time; retry shortly"}}`)
-		// GET only: the monitor runs read-only, and this refuses the rest
-		// (405) before it reaches it.
-		r.GET(MonitorPath+"/*any", s.adminRead, func(c *gin.Context) {
+		// GET and HEAD only: the monitor runs read-only, and this refuses
+		// the rest (405) before it reaches it. A HEAD reaches the monitor as
+		// the GET it stands for (its own router routes GET only); net/http
+		// drops the body.
+		get(r, MonitorPath+"/*any", s.adminRead, func(c *gin.Context) {
 			c.Header("X-Frame-Options", "DENY")
 			c.Header("Referrer-Policy", "no-referrer")
-			monitor.ServeHTTP(timeoutTyped{c.Writer}, c.Request)
+			req := c.Request
+			if req.Method == http.MethodHead {
+				req = req.Clone(req.Context())
+				req.Method = http.MethodGet
+			}
+			monitor.ServeHTTP(timeoutTyped{c.Writer}, req)
 		})
 	}
 	return nil
