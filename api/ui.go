@@ -58,7 +58,10 @@ func (s *server) routeUI(r *gin.Engine) error {
 		c.Data(http.StatusOK, "text/html; charset=utf-8", index)
 	})
 	get(r, "/assets/*file", func(c *gin.Context) {
-		if strings.HasSuffix(c.Param("file"), "/") { // no directory listings
+		// No directory listings, and an unknown file is the JSON 404 of any
+		// unknown path (the file server's own is text/plain).
+		name := strings.TrimPrefix(c.Param("file"), "/")
+		if fi, err := fs.Stat(assets, name); strings.HasSuffix(name, "/") || err != nil || fi.IsDir() {
 			abort(c, http.StatusNotFound, "not_found", "no such endpoint")
 			return
 		}

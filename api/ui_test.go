@@ -26,7 +26,9 @@ func TestDashboardPageAndAssets(t *testing.T) {
 		{"/assets/dashboard.js", "text/javascript", `fetch("/v1/dashboard"`, 200},
 		{"/assets/dashboard.css", "text/css", `.mix`, 200},
 		{"/assets/", "application/json", `"not_found"`, 404},
-		{"/assets/nope.js", "text/plain", ``, 404},
+		{"/assets/nope.js", "application/json", `"not_found"`, 404},
+		{"/assets/dashboard.js/", "application/json", `"not_found"`, 404},
+		{"/assets/.", "application/json", `"not_found"`, 404},
 		{"/assets/../api.go", "", ``, 0}, // cleaned by the router: never a file outside assets
 	}
 	for _, tc := range tests {
@@ -37,13 +39,15 @@ func TestDashboardPageAndAssets(t *testing.T) {
 		if strings.Contains(rec.Body.String(), "package api") {
 			t.Errorf("GET %s: served Go source", tc.path)
 		}
-		if tc.want == 200 {
+		if tc.want != 0 {
 			if ct := rec.Header().Get("Content-Type"); !strings.HasPrefix(ct, tc.contentType) {
 				t.Errorf("GET %s: Content-Type %q, want %s", tc.path, ct, tc.contentType)
 			}
 			if !strings.Contains(rec.Body.String(), tc.contains) {
 				t.Errorf("GET %s: body lacks %q", tc.path, tc.contains)
 			}
+		}
+		if tc.want == 200 {
 			if csp := rec.Header().Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self'") {
 				t.Errorf("GET %s: Content-Security-Policy %q, want script-src 'self'", tc.path, csp)
 			}
