@@ -460,6 +460,18 @@ func TestVerify(t *testing.T) {
 			want: map[ViolationCode]int{CodeIdempotencyConflict: 1},
 		},
 		{
+			// The re-send decided it: no order of unknown fate can hold
+			// the unit sold beyond the succeeded ones.
+			name: "sold above the succeeded units, a key answered 409 sold_out after a send got no answer",
+			plant: func(o *Observations) {
+				o.Orders = append(o.Orders, OrderObservation{Key: "k5", UserID: "u5", ProductID: "p1", Quantity: 1,
+					Responses: []SubmitResponse{{Err: "timeout"}, {Status: 409, ErrorCode: ErrorCodeSoldOut}}})
+				o.Products[0].Stocked = 4
+				o.Products[0].Final.Sold = 4
+			},
+			want: map[ViolationCode]int{CodeSoldMismatch: 1},
+		},
+		{
 			name: "422 idempotency_mismatch for the same body",
 			plant: func(o *Observations) {
 				o.Orders[3].Responses = append(o.Orders[3].Responses, SubmitResponse{Status: 422, ErrorCode: ErrorCodeIdempotencyMismatch})
