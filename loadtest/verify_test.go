@@ -472,6 +472,13 @@ func TestVerify(t *testing.T) {
 			want: map[ViolationCode]int{CodeSoldMismatch: 1},
 		},
 		{
+			name: "409 sold_out to a resend of a key accepted as an order that ended sold_out",
+			plant: func(o *Observations) {
+				o.Orders[3].Responses = append(o.Orders[3].Responses, SubmitResponse{Status: 409, ErrorCode: ErrorCodeSoldOut})
+			},
+			want: map[ViolationCode]int{CodeIdempotencyConflict: 1},
+		},
+		{
 			name: "422 idempotency_mismatch for the same body",
 			plant: func(o *Observations) {
 				o.Orders[3].Responses = append(o.Orders[3].Responses, SubmitResponse{Status: 422, ErrorCode: ErrorCodeIdempotencyMismatch})
