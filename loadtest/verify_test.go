@@ -479,6 +479,14 @@ func TestVerify(t *testing.T) {
 			want: map[ViolationCode]int{CodeIdempotencyConflict: 1},
 		},
 		{
+			// Sold out either way: one outcome, told twice.
+			name: "409 sold_out first, then a 202 whose order ended sold_out",
+			plant: func(o *Observations) {
+				o.Orders[3].Responses = append([]SubmitResponse{{Status: 409, ErrorCode: ErrorCodeSoldOut}}, o.Orders[3].Responses...)
+			},
+			want: map[ViolationCode]int{},
+		},
+		{
 			name: "422 idempotency_mismatch for the same body",
 			plant: func(o *Observations) {
 				o.Orders[3].Responses = append(o.Orders[3].Responses, SubmitResponse{Status: 422, ErrorCode: ErrorCodeIdempotencyMismatch})
