@@ -174,6 +174,19 @@ func TestVerify(t *testing.T) {
 			want: map[ViolationCode]int{},
 		},
 		{
+			// Demand for a single-unit product counts the orders that
+			// wanted stock: a buyer refused by the limit wanted none.
+			name: "limit_exceeded orders are no demand: stock left after them is no undersell",
+			plant: func(o *Observations) {
+				o.Orders = o.Orders[:2]
+				o.Orders = append(o.Orders, OrderObservation{Key: "k5", UserID: "u0", ProductID: "p1", Quantity: 1,
+					Responses: []SubmitResponse{{Status: 202, OrderID: "o5", OrderStatus: StatusQueued}}})
+				o.States["o5"] = OrderState{OrderID: "o5", ProductID: "p1", UserID: "u0", Quantity: 1, Status: StatusLimitExceeded}
+				o.Products[0].Final.Stock, o.Products[0].Final.Sold = 1, 2
+			},
+			want: map[ViolationCode]int{},
+		},
+		{
 			name: "limit_exceeded explained by another order of the buyer of unknown fate",
 			plant: func(o *Observations) {
 				o.Orders = append(o.Orders, OrderObservation{Key: "k6", UserID: "u3", ProductID: "p1", Quantity: 1,
