@@ -660,14 +660,17 @@ func TestOutcomes(t *testing.T) {
 		OrderObservation{Key: "k6", UserID: "u6", ProductID: "p1", Quantity: 1,
 			Responses: []SubmitResponse{{Status: 429, ErrorCode: "rate_limited"}}},
 		OrderObservation{Key: "k7", UserID: "u7", ProductID: "p1", Quantity: 1},
+		OrderObservation{Key: "k8", UserID: "u0", ProductID: "p1", Quantity: 1,
+			Responses: []SubmitResponse{{Status: 202, OrderID: "o8", OrderStatus: StatusQueued}}},
 	)
+	obs.States["o8"] = OrderState{OrderID: "o8", ProductID: "p1", UserID: "u0", Quantity: 1, Status: StatusLimitExceeded}
 	got := analyze(obs).outcomes
-	want := Outcomes{Succeeded: 3, SoldOut: 2, SoldOutFastPath: 1, Rejected: 1, Unsent: 1}
+	want := Outcomes{Succeeded: 3, SoldOut: 2, LimitExceeded: 1, SoldOutFastPath: 1, Rejected: 1, Unsent: 1}
 	if got != want {
 		t.Fatalf("outcomes = %+v, want %+v", got, want)
 	}
-	if got.Final() != 6 {
-		t.Fatalf("Final() = %d, want 6", got.Final())
+	if got.Final() != 7 {
+		t.Fatalf("Final() = %d, want 7 (limit_exceeded is final)", got.Final())
 	}
 }
 
