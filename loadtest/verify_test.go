@@ -224,6 +224,15 @@ func TestVerify(t *testing.T) {
 			want: map[ViolationCode]int{CodeOrderNotFinal: 1},
 		},
 		{
+			// The server may still sell it: its unit is of unknown fate,
+			// and one sold is no sold_mismatch or over_limit on top.
+			name: "an order stuck in processing that sold its unit",
+			plant: func(o *Observations) {
+				setStatus(o, "o2", StatusProcessing)
+			},
+			want: map[ViolationCode]int{CodeOrderNotFinal: 1},
+		},
+		{
 			name: "duplicate order: a resend with the same key got a new order id",
 			plant: func(o *Observations) {
 				o.Orders[3].Responses = append(o.Orders[3].Responses, SubmitResponse{Status: 202, OrderID: "o3bis", OrderStatus: StatusQueued})
