@@ -356,6 +356,19 @@ func TestVerify(t *testing.T) {
 			want: map[ViolationCode]int{CodeOverLimit: 1},
 		},
 		{
+			// A server that dropped the per_user_limit it was created with
+			// is judged by the limit the run asked for.
+			name: "over limit against the configured limit, the server reporting none",
+			plant: func(o *Observations) {
+				o.Products[0].Final.PerUserLimit = 0
+				o.Orders[1].UserID = "u0"
+				st := o.States["o1"]
+				st.UserID = "u0"
+				o.States["o1"] = st
+			},
+			want: map[ViolationCode]int{CodeOverLimit: 1},
+		},
+		{
 			name: "sold above the succeeded units by an order of unknown fate of a buyer with room",
 			plant: func(o *Observations) {
 				o.Orders[2].Responses = []SubmitResponse{{Status: 0, Err: "timeout"}, {Status: 0, Err: "timeout"}}
