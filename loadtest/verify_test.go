@@ -386,6 +386,25 @@ func TestVerify(t *testing.T) {
 			want: map[ViolationCode]int{CodeOverLimit: 1, CodeOrderUnanswered: 1},
 		},
 		{
+			// Limit 2: u0 holds 2 succeeded units, u5 none. Sold is 2
+			// above the succeeded units, which only the unanswered orders
+			// of u0 and u5 (one unit each) can hold; u0 has no room, u5's
+			// one order holds at most 1.
+			name: "over limit: a buyer's room under the limit is at most the units of their orders of unknown fate",
+			plant: func(o *Observations) {
+				o.Products[0].PerUserLimit, o.Products[0].Final.PerUserLimit = 2, 2
+				o.Orders[1].UserID = "u0"
+				st := o.States["o1"]
+				st.UserID = "u0"
+				o.States["o1"] = st
+				o.Orders = append(o.Orders,
+					OrderObservation{Key: "k5", UserID: "u0", ProductID: "p1", Quantity: 1, Responses: []SubmitResponse{{Err: "timeout"}}},
+					OrderObservation{Key: "k6", UserID: "u5", ProductID: "p1", Quantity: 1, Responses: []SubmitResponse{{Err: "timeout"}}})
+				o.Products[0].Stocked, o.Products[0].Final.Sold = 5, 5
+			},
+			want: map[ViolationCode]int{CodeOverLimit: 1, CodeOrderUnanswered: 2},
+		},
+		{
 			name: "5xx on submit, then accepted on retry",
 			plant: func(o *Observations) {
 				o.Orders[0].Responses = append([]SubmitResponse{{Status: 503, ErrorCode: "unavailable"}}, o.Orders[0].Responses...)
