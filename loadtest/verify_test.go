@@ -557,6 +557,15 @@ func TestVerify(t *testing.T) {
 			want: map[ViolationCode]int{CodeOrderMismatch: 1},
 		},
 		{
+			name: "polled order reads another product",
+			plant: func(o *Observations) {
+				st := o.States["o4"]
+				st.ProductID = "p2"
+				o.States["o4"] = st
+			},
+			want: map[ViolationCode]int{CodeOrderMismatch: 1},
+		},
+		{
 			name: "final order view without user_id, product_id or quantity",
 			plant: func(o *Observations) {
 				st := o.States["o0"]
