@@ -605,6 +605,22 @@ func TestVerify(t *testing.T) {
 			want: map[ViolationCode]int{CodeOrderChanged: 1},
 		},
 		{
+			name: "re-read after settling: the order id, product or user changed",
+			plant: func(o *Observations) {
+				o.Rereads = maps.Clone(o.States)
+				for id, change := range map[string]func(*OrderState){
+					"o0": func(st *OrderState) { st.OrderID = "o9" },
+					"o1": func(st *OrderState) { st.ProductID = "p2" },
+					"o3": func(st *OrderState) { st.UserID = "u9" },
+				} {
+					st := o.Rereads[id]
+					change(&st)
+					o.Rereads[id] = st
+				}
+			},
+			want: map[ViolationCode]int{CodeOrderChanged: 3},
+		},
+		{
 			name: "re-read after settling: 404, an error, and an order not re-read",
 			plant: func(o *Observations) {
 				o.Rereads = maps.Clone(o.States)
