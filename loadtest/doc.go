@@ -13,11 +13,13 @@
 //     [Config.APIs], each with an Idempotency-Key;
 //  3. settle: every accepted order is long-polled with GET /v1/orders/{id}?wait=
 //     until it is final; settling runs concurrently with submission, with its
-//     own bounded pool. Then each key whose every send got no answer or a 5xx
-//     (its fate unknown: the server may have created the order) is re-sent
-//     once with the same Idempotency-Key and body (to the next API while one
-//     gives no answer), and the order it is answered with is settled too; a
-//     key that no send got an answer for is a violation;
+//     own bounded pool. Then each key whose every send got no answer, a 5xx
+//     or a 202 without an order id (its fate unknown: the server may have
+//     created the order) is re-sent once with the same Idempotency-Key and
+//     body (to the next API while one gives no answer), and the order it is
+//     answered with is settled too; a key that no send got an answer for is
+//     a violation (an answer whose body could not be read is none, unless a
+//     5xx);
 //  4. verify: the products are read back, every order that settled final is
 //     read once more (a final order must not change), and [Verify] checks
 //     the collected [Observations] (a pure function, so tests can plant

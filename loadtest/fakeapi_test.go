@@ -72,6 +72,14 @@ type fakeAPI struct {
 	// the per-user limit (a planted bug whose order the client never learns
 	// of).
 	ghost map[string]bool
+	// cut: Idempotency-Key → number of POST /v1/orders answers (of any
+	// status, after the request is served as usual) whose body is cut
+	// off: the status and the start of the body are sent, then the
+	// connection drops.
+	cut map[string]int
+	// noID: Idempotency-Key → number of 202 answers, after the order is
+	// created as usual, whose body carries no order_id (a planted bug).
+	noID map[string]int
 	// onProductRead, if set, runs at each GET /v1/products/{id} (the
 	// verification's reads) before it is answered.
 	onProductRead func()
@@ -97,6 +105,8 @@ func newFakeAPI() *fakeAPI {
 		stall:      map[string]int{},
 		dupOnRetry: map[string]bool{},
 		ghost:      map[string]bool{},
+		cut:        map[string]int{},
+		noID:       map[string]int{},
 		products:   map[string]*fakeProduct{},
 		orders:     map[string]*fakeOrder{},
 		keys:       map[string]string{},
@@ -241,6 +251,10 @@ func (f *fakeAPI) createOrder(w http.ResponseWriter, r *http.Request) {
 
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.cut[key] > 0 {
+		f.cut[key]--
+		w = &cutWriter{ResponseWriter: w}
+	}
 	if f.fail500[key] > 0 {
 		f.fail500[key]--
 		writeError(w, http.StatusInternalServerError, "internal")
@@ -277,7 +291,29 @@ func (f *fakeAPI) createOrder(w http.ResponseWriter, r *http.Request) {
 		f.keys[body.UserID+"\x00"+key] = o.ID
 	}
 	w.Header().Set("Location", "/v1/orders/"+o.ID)
+	if f.noID[key] > 0 {
+		f.noID[key]--
+		writeJSON(w, http.StatusAccepted, map[string]string{"status": StatusQueued})
+		return
+	}
 	writeJSON(w, http.StatusAccepted, map[string]string{"order_id": o.ID, "status": StatusQueued})
+}
+
+// cutWriter sends the status and the first bytes of the body, then drops
+// the connection: the client reads the status, and its body read fails.
+type cutWriter struct {
+	http.ResponseWriter
+}
+
+func (c *cutWriter) WriteHeader(status int) {
+	c.Header().Set("Content-Length", "1000")
+	c.ResponseWriter.WriteHeader(status)
+}
+
+func (c *cutWriter) Write(b []byte) (int, error) {
+	_, _ = c.ResponseWriter.Write(b[:min(len(b), 8)])
+	_ = http.NewResponseController(c.ResponseWriter).Flush()
+	panic(http.ErrAbortHandler) // the connection drops mid-body
 }
 
 // newOrder creates an order and processes it inline or queues it. Callers

@@ -48,7 +48,8 @@ type Report struct {
 	// counting retries).
 	Sent int64 `json:"sent"`
 	// Answered counts POST /v1/orders requests that got an HTTP answer
-	// (retries and duplicates included); TransportErrors those that got none.
+	// (retries and duplicates included); TransportErrors those that got none,
+	// or a status other than 5xx whose body could not be read.
 	Answered        int64 `json:"answered"`
 	TransportErrors int64 `json:"transport_errors"`
 	// Retries counts re-sends after a connection error or a 5xx.

@@ -560,7 +560,7 @@ func (r *runner) send(ctx context.Context, j job, intended time.Time) {
 		if attempt > 0 {
 			api = r.cl.after(api)
 		}
-		a := r.cl.postOrder(ctx, api, o.Key, body)
+		a := unread(r.cl.postOrder(ctx, api, o.Key, body))
 		retry := (a.Status == 0 || a.Status >= 500) && attempt < r.cfg.MaxRetries && ctx.Err() == nil
 		kind := sendLast
 		if retry {
@@ -581,8 +581,8 @@ func (r *runner) send(ctx context.Context, j job, intended time.Time) {
 
 // resendUnknown re-sends, once (to the next API if one gives no answer),
 // every key whose fate is unknown after
-// settling (see fateUnknown: each send got no answer or a 5xx, so the server
-// may have created the order), with the same Idempotency-Key and body. An
+// settling (see fateUnknown: each send got no answer, a 5xx or a 202
+// without an order id, so the server may have created the order), with the same Idempotency-Key and body. An
 // idempotent server answers with the order it created, or creates it now;
 // either way the order is then settled like any other. Without this, the
 // units of such keys widen the range Verify accepts for sold, and a double
@@ -618,7 +618,7 @@ func (r *runner) resendOne(ctx context.Context, i int) {
 	r.mu.Unlock()
 	api := r.cl.next(&r.cl.submitRR)
 	for range r.cl.apis {
-		a := r.cl.postOrder(ctx, api, r.plan.orders[i].Key, body)
+		a := unread(r.cl.postOrder(ctx, api, r.plan.orders[i].Key, body))
 		if ctx.Err() != nil {
 			// The overall timeout cut the re-send (or passed as it was
 			// answered): the key may stay of unknown fate because of it,
@@ -633,6 +633,20 @@ func (r *runner) resendOne(ctx context.Context, i int) {
 		}
 		api = r.cl.after(api)
 	}
+}
+
+// unread makes an answer to POST /v1/orders whose body could not be read
+// (the connection broke, or the request timed out, after the status came)
+// no answer: the buyer learned neither a 202's order id nor a 4xx's code,
+// so the send is retried, and its key re-sent after settling, as after a
+// connection error. A 5xx keeps its status: the server failed whatever its
+// body said.
+func unread(a answer) answer {
+	if a.Status != 0 && a.Status < 500 && a.Err != nil {
+		a.Err = fmt.Errorf("answered %d, but its body could not be read: %w", a.Status, a.Err)
+		a.Status, a.Body, a.ErrorCode, a.ErrorMessage = 0, nil, "", ""
+	}
+	return a
 }
 
 // recordSubmit keeps one answer to POST /v1/orders. The answer to a re-send

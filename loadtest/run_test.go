@@ -676,3 +676,50 @@ func TestRunCatchesAnotherOrdersView(t *testing.T) {
 		t.Fatalf("report OK=%v, violations:\n%s\nwant order_mismatch for both orders: each reads as the other", rep.OK, list(rep.Violations))
 	}
 }
+
+// An answer to POST /v1/orders whose body could not be read told the
+// buyer nothing: a 202 without its order id, a 409 without its code. It
+// counts as no answer (retried, and re-sent after settling), not as a lost
+// order or a refusal. A 202 whose whole body carries no order id is the
+// server's fault (order_lost, saying why), but the server may have created
+// the order: the re-send after settling learns its id, and its units are
+// judged with the rest. (t-k3 goes first to a fake whose stock is enough
+// for it: its order succeeds.)
+func TestRunAnswerWithoutItsBody(t *testing.T) {
+	tests := []struct {
+		name    string
+		plant   func(*fakeAPI)
+		stock   int64
+		want    map[ViolationCode]int
+		because string // in the violation's message
+	}{
+		{name: "a 202 cut off mid-body", plant: func(f *fakeAPI) { f.cut["t-k3"] = 1 }, stock: 10, want: map[ViolationCode]int{}},
+		{name: "a 409 sold_out cut off mid-body", plant: func(f *fakeAPI) { f.cut["t-k3"] = 1 }, stock: 0, want: map[ViolationCode]int{}},
+		{name: "every send of a 202 cut off mid-body, the re-send's too", plant: func(f *fakeAPI) { f.cut["t-k3"] = 3 }, stock: 10,
+			want: map[ViolationCode]int{CodeOrderUnanswered: 1}},
+		{name: "a 202 without an order id", plant: func(f *fakeAPI) { f.noID["t-k3"] = 1 }, stock: 10,
+			want: map[ViolationCode]int{CodeOrderLost: 1}, because: "202 without an order_id"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFakeAPI()
+			f.inline, f.fastPath = true, true
+			tt.plant(f)
+			urls, _ := f.serve(t, 1)
+			cfg := testConfig(urls)
+			unknownFateConfig(&cfg)
+			cfg.RequestTimeout = 2 * time.Second
+			cfg.Stock = tt.stock
+			rep := run(t, cfg)
+			if !rep.Verified || !maps.Equal(rep.ViolationCounts, tt.want) {
+				t.Fatalf("OK=%v Verified=%v, violations %v, want %v:\n%s", rep.OK, rep.Verified, rep.ViolationCounts, tt.want, list(rep.Violations))
+			}
+			for _, v := range rep.Violations {
+				if v.Key != "t-k3" || !strings.Contains(v.Message, tt.because) {
+					t.Errorf("violation %s at key %q, want one of t-k3 saying %q", v, v.Key, tt.because)
+				}
+			}
+		})
+	}
+}

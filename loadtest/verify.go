@@ -190,13 +190,16 @@ const (
 	// in a contradicting way, or 422 idempotency_mismatch although every send
 	// of a key carries the same body.
 	CodeIdempotencyConflict ViolationCode = "idempotency_conflict"
-	// CodeOrderLost: an accepted order was unknown (404) to the API.
+	// CodeOrderLost: an accepted order was unknown (404) to the API, or a
+	// 202 (its whole body read) carried no order id. A 202 whose body could
+	// not be read is no answer (see [CodeOrderUnanswered]).
 	CodeOrderLost ViolationCode = "order_lost"
 	// CodeOrderNotFinal: an accepted order never reached a final status.
 	CodeOrderNotFinal ViolationCode = "order_not_final"
 	// CodeOrderUnanswered: no send of a key, the re-send after settling
-	// (to each API in turn) included, got any answer: the buyer was never
-	// told what became of the order. Not judged when the run did not finish
+	// (to each API in turn) included, got any answer (an answer other than
+	// a 5xx whose body could not be read counts as none): the buyer was
+	// never told what became of the order. Not judged when the run did not finish
 	// ([CodeIncomplete]), which may have cut the re-send.
 	CodeOrderUnanswered ViolationCode = "order_unanswered"
 	// CodeOrderMismatch: a polled final order's product, user or quantity
@@ -253,7 +256,8 @@ func (v Violation) String() string { return string(v.Code) + ": " + v.Message }
 //
 // Checked per product: stock ≥ 0; stock + sold = stocked; sold = units of
 // succeeded orders (when some orders' fate is unknown — every send, the
-// re-send after settling included, got no answer or a 5xx — sold must lie
+// re-send after settling included, got no answer, a 5xx or a 202 without an
+// order id — sold must lie
 // between the known succeeded units and that plus the unknown units); succeeded units
 // and sold ≤ stocked; no undersell (any order that ended sold_out, or was
 // answered 409 sold_out, with quantity ≤ the final stock — stock only falls
@@ -277,7 +281,8 @@ func Verify(obs Observations) []Violation {
 
 // fateUnknown reports whether the server may have created order o without
 // the run learning its id: no 202 carried an order id, no 409 sold_out
-// decided it, and some send got no answer or a 5xx. Run re-sends each such
+// decided it, and some send got no answer, a 5xx or a 202 without an order
+// id. Run re-sends each such
 // key once after settling, so only the keys still unknown after that re-send
 // widen the range Verify accepts for sold.
 func fateUnknown(o OrderObservation) bool {
@@ -288,7 +293,7 @@ func fateUnknown(o OrderObservation) bool {
 			return false
 		case r.Status == http.StatusConflict && r.ErrorCode == ErrorCodeSoldOut:
 			return false
-		case r.Status == 0 || r.Status >= 500:
+		case r.Status == 0 || r.Status >= 500 || r.Status == http.StatusAccepted: // a 202 without an order id
 			unknown = true
 		}
 	}
@@ -413,8 +418,12 @@ func analyze(obs Observations) *analysis {
 			case r.Status == http.StatusAccepted:
 				accepted = true
 				if r.OrderID == "" {
+					why := ""
+					if r.Err != "" {
+						why = " (" + r.Err + ")"
+					}
 					add(Violation{Code: CodeOrderLost, ProductID: o.ProductID, Key: o.Key, UserID: o.UserID,
-						Message: fmt.Sprintf("key %s: 202 without an order_id", o.Key)})
+						Message: fmt.Sprintf("key %s send %d: 202 without an order_id%s: the buyer cannot find the order", o.Key, n+1, why)})
 					continue
 				}
 				if r.OrderStatus != "" && !isKnownStatus(r.OrderStatus) {
