@@ -233,6 +233,14 @@ const (
 	CodeProductUnverified ViolationCode = "product_unverified"
 	// CodeIncomplete: the run did not finish (e.g. its timeout passed).
 	CodeIncomplete ViolationCode = "incomplete"
+	// CodeNothingDecided: orders were sent and none was accepted or
+	// reached a final outcome (every one turned away with 429, say, or
+	// never answered): the run checked no sale. Not judged when the run did
+	// not finish
+	// ([CodeIncomplete]). A run that decides some orders and turns the rest
+	// away with 429 (a rate limit, or the lock-in-request baseline's busy
+	// lock) is judged on the ones decided.
+	CodeNothingDecided ViolationCode = "nothing_decided"
 )
 
 // Violation is one broken invariant, with enough detail to find it.
@@ -274,7 +282,9 @@ func (v Violation) String() string { return string(v.Code) + ": " + v.Message }
 // product, user and quantity that were sent; a final order reads the same
 // when read again after settling, and a 202 replay's final status is the
 // polled one; statuses from the known set; no 5xx anywhere; every key
-// answered at least once (unless the run did not finish).
+// answered at least once (unless the run did not finish). And a run that
+// finished accepted or decided some order it sent (not every one turned
+// away).
 func Verify(obs Observations) []Violation {
 	return analyze(obs).violations
 }
@@ -771,6 +781,9 @@ func analyze(obs Observations) *analysis {
 	}
 	if obs.Incomplete != "" {
 		add(Violation{Code: CodeIncomplete, Message: "the run did not finish: " + obs.Incomplete})
+	} else if o := a.outcomes; o.Rejected > 0 && o.Rejected+o.Unsent == int64(len(obs.Orders)) {
+		add(Violation{Code: CodeNothingDecided,
+			Message: fmt.Sprintf("none of the %d orders sent was accepted or decided (turned away, e.g. 429, or never answered): the run checked no sale", o.Rejected)})
 	}
 
 	slices.SortStableFunc(a.violations, func(x, y Violation) int {

@@ -653,6 +653,41 @@ func TestVerify(t *testing.T) {
 			want: map[ViolationCode]int{CodeProductUnverified: 1},
 		},
 		{
+			name: "every order turned away with 429",
+			plant: func(o *Observations) {
+				for i := range o.Orders {
+					o.Orders[i].Responses = []SubmitResponse{{Status: 429, ErrorCode: "rate_limited"}}
+				}
+				o.States = map[string]OrderState{}
+				o.Products[0].Final.Stock, o.Products[0].Final.Sold = 3, 0
+			},
+			want: map[ViolationCode]int{CodeNothingDecided: 1},
+		},
+		{
+			// The lock-in-request baseline: a busy lock answers 429.
+			name: "some orders decided, the rest turned away with 429",
+			plant: func(o *Observations) {
+				for i := 3; i < len(o.Orders); i++ {
+					o.Orders[i].Responses = []SubmitResponse{{Status: 429, ErrorCode: "busy"}}
+				}
+				delete(o.States, "o3")
+				delete(o.States, "o4")
+			},
+			want: map[ViolationCode]int{},
+		},
+		{
+			name: "a run that sent nothing is incomplete, not judged undecided",
+			plant: func(o *Observations) {
+				for i := range o.Orders {
+					o.Orders[i].Responses = nil
+				}
+				o.States = map[string]OrderState{}
+				o.Products[0].Final.Stock, o.Products[0].Final.Sold = 3, 0
+				o.Incomplete = "the overall timeout passed"
+			},
+			want: map[ViolationCode]int{CodeIncomplete: 1},
+		},
+		{
 			name: "run incomplete",
 			plant: func(o *Observations) {
 				o.Incomplete = "timeout"
