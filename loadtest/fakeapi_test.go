@@ -80,6 +80,9 @@ type fakeAPI struct {
 	// noID: Idempotency-Key → number of 202 answers, after the order is
 	// created as usual, whose body carries no order_id (a planted bug).
 	noID map[string]int
+	// poll500: the first poll500 GET /v1/orders/{id} (of any order)
+	// answer 500.
+	poll500 int
 	// onProductRead, if set, runs at each GET /v1/products/{id} (the
 	// verification's reads) before it is answered.
 	onProductRead func()
@@ -396,6 +399,10 @@ func (f *fakeAPI) getOrder(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	f.waits[r.URL.Query().Get("wait")]++
 	o, ok := f.orders[r.PathValue("id")]
+	fail500 := f.poll500 > 0
+	if fail500 {
+		f.poll500--
+	}
 	notYet := false // the order whose view it answers is not there yet
 	if otherID, planted := f.viewAs[r.PathValue("id")]; planted && ok {
 		if other, there := f.orders[otherID]; there {
@@ -405,6 +412,10 @@ func (f *fakeAPI) getOrder(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	f.mu.Unlock()
+	if fail500 {
+		writeError(w, http.StatusInternalServerError, "internal")
+		return
+	}
 	if !ok {
 		writeError(w, http.StatusNotFound, "not_found")
 		return

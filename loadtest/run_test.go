@@ -723,3 +723,31 @@ func TestRunAnswerWithoutItsBody(t *testing.T) {
 		})
 	}
 }
+
+// The settle phase's reads are a buyer's too: a 5xx answered to a poll is
+// a server_error, although the poll's retry reads the order.
+func TestRunPollAnswers(t *testing.T) {
+	tests := []struct {
+		name  string
+		plant func(*fakeAPI)
+		want  map[ViolationCode]int
+	}{
+		{name: "two polls answered 500", plant: func(f *fakeAPI) { f.poll500 = 2 }, want: map[ViolationCode]int{CodeServerError: 2}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFakeAPI()
+			f.inline = true
+			tt.plant(f)
+			urls, _ := f.serve(t, 1)
+			cfg := testConfig(urls)
+			cfg.Orders = 4
+			cfg.QueueSampleInterval = -1
+			rep := run(t, cfg)
+			if !rep.Verified || !maps.Equal(rep.ViolationCounts, tt.want) {
+				t.Fatalf("OK=%v Verified=%v, violations %v, want %v:\n%s", rep.OK, rep.Verified, rep.ViolationCounts, tt.want, list(rep.Violations))
+			}
+		})
+	}
+}
