@@ -39,6 +39,7 @@ type fakeOrder struct {
 	body       string
 	done       chan struct{}
 	finalReads int // GET /v1/orders/{id} answers with a final status
+	reads      int // GET /v1/orders/{id} requests
 	ghost      bool
 }
 
@@ -83,6 +84,9 @@ type fakeAPI struct {
 	// poll500: the first poll500 GET /v1/orders/{id} (of any order)
 	// answer 500.
 	poll500 int
+	// lag404: the first lag404 GET /v1/orders/{id} of each order answer
+	// 404 (a replica that has not seen the order yet).
+	lag404 int
 	// onProductRead, if set, runs at each GET /v1/products/{id} (the
 	// verification's reads) before it is answered.
 	onProductRead func()
@@ -403,6 +407,11 @@ func (f *fakeAPI) getOrder(w http.ResponseWriter, r *http.Request) {
 	if fail500 {
 		f.poll500--
 	}
+	lagging := false
+	if ok && !fail500 {
+		o.reads++
+		lagging = o.reads <= f.lag404
+	}
 	notYet := false // the order whose view it answers is not there yet
 	if otherID, planted := f.viewAs[r.PathValue("id")]; planted && ok {
 		if other, there := f.orders[otherID]; there {
@@ -416,7 +425,7 @@ func (f *fakeAPI) getOrder(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, "internal")
 		return
 	}
-	if !ok {
+	if !ok || lagging {
 		writeError(w, http.StatusNotFound, "not_found")
 		return
 	}

@@ -725,7 +725,9 @@ func TestRunAnswerWithoutItsBody(t *testing.T) {
 }
 
 // The settle phase's reads are a buyer's too: a 5xx answered to a poll is
-// a server_error, although the poll's retry reads the order.
+// a server_error, although the poll's retry reads the order; and an order
+// that a replica does not know yet (404) is lost only after more than
+// maxPollNotFound 404s in a row.
 func TestRunPollAnswers(t *testing.T) {
 	tests := []struct {
 		name  string
@@ -733,6 +735,10 @@ func TestRunPollAnswers(t *testing.T) {
 		want  map[ViolationCode]int
 	}{
 		{name: "two polls answered 500", plant: func(f *fakeAPI) { f.poll500 = 2 }, want: map[ViolationCode]int{CodeServerError: 2}},
+		{name: "each order unknown to its first maxPollNotFound reads", plant: func(f *fakeAPI) { f.lag404 = maxPollNotFound },
+			want: map[ViolationCode]int{}},
+		{name: "each order unknown to more reads than maxPollNotFound", plant: func(f *fakeAPI) { f.lag404 = maxPollNotFound + 1 },
+			want: map[ViolationCode]int{CodeOrderLost: 4}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
