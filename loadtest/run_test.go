@@ -757,3 +757,23 @@ func TestRunPollAnswers(t *testing.T) {
 		})
 	}
 }
+
+// A key is one outcome however many answers it gets: a duplicate answered
+// 409 sold_out again adds no final latency. And its first send dates it:
+// the duplicates of t-k0..t-k4, which bought the stock, are sent after the
+// 409s of the next keys, which must not read as sold after them (undersell).
+func TestRunCountsEachKeyOnceWithDuplicates(t *testing.T) {
+	t.Parallel()
+	f := newFakeAPI()
+	f.inline, f.fastPath = true, true
+	urls, _ := f.serve(t, 1)
+	cfg := testConfig(urls)
+	cfg.Concurrency, cfg.Stock, cfg.DupRate = 1, 5, 1
+	cfg.QueueSampleInterval = -1
+	rep := run(t, cfg)
+	wantOK(t, rep)
+	if rep.SubmitStatus["409"] != 30 || rep.Settled != 20 || rep.FinalLatency.Count != 20 {
+		t.Fatalf("409s %d, settled %d, final latencies %d; want 30 (15 keys, each sent twice), 20 and 20 (one per key)",
+			rep.SubmitStatus["409"], rep.Settled, rep.FinalLatency.Count)
+	}
+}
