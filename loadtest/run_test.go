@@ -683,8 +683,8 @@ func TestRunCatchesAnotherOrdersView(t *testing.T) {
 // order or a refusal. A 202 whose whole body carries no order id is the
 // server's fault (order_lost, saying why), but the server may have created
 // the order: the re-send after settling learns its id, and its units are
-// judged with the rest. (t-k3 goes first to a fake whose stock is enough
-// for it: its order succeeds.)
+// judged with the rest. A 5xx is a server error whatever its body. (t-k3
+// goes first to a fake whose stock is enough for it: its order succeeds.)
 func TestRunAnswerWithoutItsBody(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -699,6 +699,8 @@ func TestRunAnswerWithoutItsBody(t *testing.T) {
 			want: map[ViolationCode]int{CodeOrderUnanswered: 1}},
 		{name: "a 202 without an order id", plant: func(f *fakeAPI) { f.noID["t-k3"] = 1 }, stock: 10,
 			want: map[ViolationCode]int{CodeOrderLost: 1}, because: "202 without an order_id"},
+		{name: "a 500 cut off mid-body", plant: func(f *fakeAPI) { f.fail500["t-k3"], f.cut["t-k3"] = 1, 1 }, stock: 10,
+			want: map[ViolationCode]int{CodeServerError: 1}, because: "500"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
