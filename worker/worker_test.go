@@ -1016,6 +1016,14 @@ func TestLastTryTimedOutIsRecordedFailed(t *testing.T) {
 	if err != nil || o.Status != inventory.StatusFailed || o.Reason != "gave up after retries: the order could not be decided" {
 		t.Fatalf("order after its last try timed out: %+v, %v; want failed, with the public reason", o, err)
 	}
+	// Recorded, it is not also buried (nor counted so: an alert on buried
+	// orders means failures PostgreSQL could not take).
+	if b, _, err := queue.NewInspector(e.rdb, e.queue).Buried(ctx, 0, 10); err != nil || len(b) != 0 {
+		t.Errorf("buried after its failure was recorded: %+v, %v; want none", b, err)
+	}
+	if got := counter(t, e.reg, "flashsale_worker_buried_orders_total", nil); got != 0 {
+		t.Errorf("buried orders counted: %v, want 0", got)
+	}
 	if p, _ := e.store.Product(ctx, "p"); p.Stock != 5 {
 		t.Errorf("stock = %d, want 5 (nothing sold)", p.Stock)
 	}
