@@ -282,3 +282,38 @@ func TestRescuerLockIsNoProductLockInTheMetrics(t *testing.T) {
 		t.Errorf("flashsale_lock_acquire_seconds counted %v acquisitions, want none: the rescuer lock's", n)
 	}
 }
+
+// A leader gives the rescuer lock up only when its scans fail in a row for
+// a grace period: one whose scans fail now and then (every other one here)
+// keeps it. Were a success not to end a run of failures, it would hand the
+// lock over a grace period after its first failure, and, with each new
+// leader starting over with what it saw, a task held by no worker might
+// never be seen unheld twice a grace period apart.
+func TestRescueLeaderKeepsTheLockThroughOccasionalFailures(t *testing.T) {
+	t.Parallel()
+	const grace = 200 * time.Millisecond
+	cfg := worker.Config{RescueInterval: 20 * time.Millisecond, UnheldGrace: grace}
+	e := newEnvWith(t, cfg, 5*time.Second)
+	ws := []*worker.Worker{e.w, e.process(t, cfg, 5*time.Second)}
+	var n [2]int // scans per worker, each worker's scans one at a time
+	scans := watchScans(ws, func(i int) error {
+		n[i]++
+		if n[i]%2 == 1 {
+			return errors.New("injected: this scan's calls fail")
+		}
+		return nil
+	})
+	e.start(t)
+	scans.wait(t, 30*time.Second, atLeast(0, 1)) // the first worker leads
+	startProcess(t, ws[1])
+	at, by := scans.wait(t, 30*time.Second, func(at []time.Time, _ []int) error {
+		if d := at[len(at)-1].Sub(at[0]); d < 5*grace {
+			return fmt.Errorf("scans over %v so far, want %v", d, 5*grace)
+		}
+		return nil
+	})
+	if i := slices.Index(by, 1); i >= 0 {
+		t.Errorf("the second worker scanned %v after the first worker's first scan, whose every other scan fails; want the first to keep the lock (scans by %v)",
+			at[i].Sub(at[0]).Round(time.Millisecond), by)
+	}
+}
