@@ -317,3 +317,38 @@ func TestRescueLeaderKeepsTheLockThroughOccasionalFailures(t *testing.T) {
 			at[i].Sub(at[0]).Round(time.Millisecond), by)
 	}
 }
+
+// Shutdown ends a rescue scan in flight rather than waiting out its
+// RescueTimeout: here the scan waits on a row held by another transaction
+// (recording a buried order of that product), and the worker stops at
+// once. A scan outliving Shutdown would hold the stop up by as much as
+// RescueTimeout, past ShutdownBound when orders are in flight too, and meet
+// clients the caller closes after Shutdown.
+func TestShutdownEndsAStuckRescueScan(t *testing.T) {
+	t.Parallel()
+	const rescueTimeout = time.Minute
+	e := newEnvWith(t, worker.Config{RescueInterval: 20 * time.Millisecond, RescueTimeout: rescueTimeout}, 5*time.Second)
+	inventorytest.CreateProduct(t, e.store, "p", 5, 0)
+	ctx := context.Background()
+	in := queue.NewInspector(e.rdb, e.queue)
+	if err := in.Bury(ctx, queue.Order{ID: "b1", ProductID: "p", UserID: "u1", Quantity: 1, AcceptedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	tx := e.holdRow(t, "p")
+	e.start(t)
+	e.waitBlockedBy(t, tx) // a scan waits for p's row
+	done := make(chan struct{})
+	start := time.Now()
+	go func() {
+		defer close(done)
+		e.w.Shutdown()
+	}()
+	select {
+	case <-done:
+		t.Logf("Shutdown returned in %v", time.Since(start).Round(time.Millisecond))
+	case <-time.After(rescueTimeout / 4):
+		t.Errorf("Shutdown still running %v into a stuck rescue scan, want it ended at once (RescueTimeout %v)", rescueTimeout/4, rescueTimeout)
+		_ = tx.Rollback(ctx) // let the scan, and Shutdown, end
+		<-done
+	}
+}
