@@ -3,6 +3,8 @@ package worker_test
 import (
 	"context"
 	"fmt"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -64,4 +66,49 @@ func TestArchivedOrderWhoseRescueIsDeadTooIsRecordedFailed(t *testing.T) {
 		}
 		return err
 	})
+}
+
+// An archive of whole pages (here one: 500 tasks; asynq keeps up to 10,000,
+// 20 pages, and a full archive stays at that size) ends on an empty page
+// past page 1: the sweep ends there, as at any last page, and the next
+// starts an archive interval later. Only a sweep that starts past the
+// archive's end goes back to page 1 at once. Else a sweep of such an
+// archive went round it until RescueTimeout cut its scan short, every
+// scan that swept then failing.
+func TestArchiveSweepOfWholePagesEnds(t *testing.T) {
+	t.Parallel()
+	const rescueInterval = 200 * time.Millisecond // an archive interval of 3s
+	e := newEnvWith(t, worker.Config{RescueInterval: rescueInterval}, 5*time.Second)
+	orders := make([]queue.Order, 500) // archivePage
+	for i := range orders {
+		orders[i] = queue.Order{ID: fmt.Sprintf("old%04d", i), ProductID: "gone", UserID: "u", Quantity: 1, AcceptedAt: time.Now()}
+	}
+	e.archive(t, orders...)
+	var mu sync.Mutex
+	var pages []int
+	worker.OnArchivePage(e.w, func(page int) error {
+		mu.Lock()
+		defer mu.Unlock()
+		pages = append(pages, page)
+		return nil
+	})
+	read := func() []int {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(pages)
+	}
+	scans := e.countScans()
+	e.start(t)
+	testenv.Eventually(t, 30*time.Second, func() error {
+		if got := read(); !slices.Contains(got, 2) {
+			return fmt.Errorf("pages read so far %v, want page 2", got)
+		}
+		return nil
+	})
+	// The sweep's scan has ended by the second scan after it, well within
+	// the archive interval, before the next sweep.
+	scans.waitScans(t, 2, 20*time.Second)
+	if got, want := read(), []int{1, 2}; !slices.Equal(got, want) {
+		t.Errorf("pages read %v, want %v (one sweep, ended at the empty page past the archive's end)", got, want)
+	}
 }
