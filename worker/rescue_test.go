@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/flashsale/flashsale/internal/testenv"
+	"github.com/flashsale/flashsale/inventory"
 	"github.com/flashsale/flashsale/inventory/inventorytest"
 	"github.com/flashsale/flashsale/queue"
 	"github.com/flashsale/flashsale/queue/queuetest"
@@ -350,5 +351,43 @@ func TestShutdownEndsAStuckRescueScan(t *testing.T) {
 		t.Errorf("Shutdown still running %v into a stuck rescue scan, want it ended at once (RescueTimeout %v)", rescueTimeout/4, rescueTimeout)
 		_ = tx.Rollback(ctx) // let the scan, and Shutdown, end
 		<-done
+	}
+}
+
+// A task held by no live server is rescued only once two scans an
+// UnheldGrace apart saw it so: a live worker that has just dequeued a task
+// lists it at its next heartbeat (5s), and rescuing it sooner runs its
+// order twice. A task whose lease lapsed (its worker crashed) has no
+// holder to wait for: it is rescued at once, however long the grace.
+func TestRescueWaitsOutTheGraceUnlessTheLeaseLapsed(t *testing.T) {
+	t.Parallel()
+	e := newEnvWith(t, worker.Config{RescueInterval: 20 * time.Millisecond, UnheldGrace: time.Minute}, 5*time.Second)
+	inventorytest.CreateProduct(t, e.store, "p", 5, 0)
+	ctx := context.Background()
+	prod := e.producer(t)
+	for _, s := range []struct {
+		id         string
+		leaseUntil time.Time
+	}{
+		{"crashed", time.Now().Add(-time.Second)},
+		{"unheld", time.Now().Add(time.Minute)},
+	} {
+		if err := prod.Enqueue(ctx, queue.Order{ID: s.id, ProductID: "p", UserID: "u-" + s.id, Quantity: 1, AcceptedAt: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+		if got := queuetest.Strand(t, e.rdb, e.queue.Queue, s.leaseUntil); got != s.id {
+			t.Fatalf("stranded %q, want %q", got, s.id)
+		}
+	}
+	scans := e.countScans()
+	e.start(t)
+	e.waitSucceeded(t, "crashed")
+	scans.waitScans(t, 3, 10*time.Second)
+	in := queue.NewInspector(e.rdb, e.queue)
+	if st, err := in.States(ctx, []string{"unheld" + queue.RescueSuffix}); err != nil || st[0] != 0 {
+		t.Errorf("rescue task of the unheld task within its grace: state %v, %v; want none", st, err)
+	}
+	if got, err := e.store.Order(ctx, "unheld"); !errors.Is(err, inventory.ErrNotFound) {
+		t.Errorf("order of the unheld task within its grace: %s, %v; want undecided", got.Status, err)
 	}
 }
