@@ -1227,6 +1227,10 @@ func TestLastTryThatCannotRecordBuriesTheOrder(t *testing.T) {
 	if p, _ := e.store.Product(ctx, "p"); p.Stock != 5 {
 		t.Errorf("stock = %d, want 5 (nothing sold)", p.Stock)
 	}
+	// Counted failed once, by the scan that recorded it.
+	if got := counter(t, e.reg, "flashsale_worker_orders_total", map[string]string{"outcome": "failed"}); got != 1 {
+		t.Errorf("failed orders counted: %v, want 1", got)
+	}
 }
 
 // A buried order is not recorded failed while any task of it may still run,
