@@ -391,3 +391,39 @@ func TestRescueWaitsOutTheGraceUnlessTheLeaseLapsed(t *testing.T) {
 		t.Errorf("order of the unheld task within its grace: %s, %v; want undecided", got.Status, err)
 	}
 }
+
+// A leader that gives the rescuer lock up because its scans keep failing
+// sits out its next try at the lock, so that another worker, whose tries
+// come at the same pace, takes it: here, alone, it leads again only after
+// two of its jittered waits (each at least 0.8 of an interval), not one.
+// Else, with one other worker, it took the lock straight back about half
+// the time, and went on failing for another grace period.
+func TestFailingRescueLeaderSitsOutItsNextTry(t *testing.T) {
+	t.Parallel()
+	const interval = 500 * time.Millisecond
+	const grace = 750 * time.Millisecond // its third scan, about 1s in, gives up
+	e := newEnvWith(t, worker.Config{RescueInterval: interval, UnheldGrace: grace}, 5*time.Second)
+	scans := watchScans([]*worker.Worker{e.w}, func(int) error { return errors.New("injected: the scan's calls fail") })
+	e.start(t)
+	at, _ := scans.wait(t, 30*time.Second, func(at []time.Time, _ []int) error {
+		k := slices.IndexFunc(at, func(a time.Time) bool { return a.Sub(at[0]) >= grace })
+		if k < 0 || len(at) < k+2 {
+			return fmt.Errorf("%d scans so far", len(at))
+		}
+		return nil
+	})
+	k := slices.IndexFunc(at, func(a time.Time) bool { return a.Sub(at[0]) >= grace }) // the scan that gave up
+	if gap := at[k+1].Sub(at[k]); gap < 2*interval*8/10 {
+		t.Errorf("led again %v after the scan that gave the lock up, want at least %v (a try sat out); scans at %v after the first",
+			gap.Round(time.Millisecond), 2*interval*8/10, sinceFirst(at))
+	}
+}
+
+// sinceFirst is each of at as a time since the first.
+func sinceFirst(at []time.Time) []time.Duration {
+	out := make([]time.Duration, len(at))
+	for i, a := range at {
+		out[i] = a.Sub(at[0]).Round(time.Millisecond)
+	}
+	return out
+}
