@@ -2242,7 +2242,8 @@ CREATE TRIGGER fault AFTER INSERT ON orders REFERENCING NEW TABLE AS ins
 // closed clients (from a review).
 func TestShutdownWaitsForAnAbandonedHandler(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, worker.ModeBatch, 5*time.Second)
+	logs := &testenv.LogBuffer{}
+	e := newEnvWith(t, worker.Config{Mode: worker.ModeBatch, Logger: slog.New(slog.NewTextHandler(logs, nil))}, 5*time.Second)
 	inventorytest.CreateProduct(t, e.store, "p", 5, 0)
 	ctx := context.Background()
 	held, err := e.rival(t).TryAcquire(ctx, "product:p")
@@ -2265,5 +2266,9 @@ func TestShutdownWaitsForAnAbandonedHandler(t *testing.T) {
 	}
 	if len(buried) != 1 || buried[0].ID != "o1" {
 		t.Errorf("buried when Shutdown returned: %+v; want o1, whose failure could not be recorded", buried)
+	}
+	// It returned as the handler ended, not at the end of its wait.
+	if strings.Contains(logs.String(), "worker stopped with order handlers still running") {
+		t.Errorf("Shutdown waited out its bound for a handler that ended within it; log:\n%s", logs.String())
 	}
 }
