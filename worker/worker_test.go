@@ -1782,8 +1782,8 @@ func TestArchiveSweepRunsWhenItsScheduleCannotBeRead(t *testing.T) {
 // A database fault that lasts a few rounds must not hand stock to a later
 // buyer. a (accepted first) and b wait for one unit; the rounds that would
 // decide them fail with a serialization failure (40001, transient): a
-// round of a alone, then rounds of both. Ridden out (fewer failed rounds
-// than maxDBRetries), a gets the unit. Not ridden out, both go back to
+// round of a alone, then rounds of both. Ridden out (no more failed rounds
+// of a than maxDBRetries), a gets the unit. Not ridden out, both go back to
 // asynq: before, the oldest order ran out of tries first, and b, decided in
 // the next round, took the unit (a found the product sold out on its
 // retry).
@@ -1795,6 +1795,9 @@ func TestDatabaseFaultKeepsTheOrderOfBuyers(t *testing.T) {
 		ridden bool
 	}{
 		{"four failed rounds", 4, true},
+		// as many failed rounds of a as it has tries (maxDBRetries): its
+		// seventh round decides it.
+		{"as many as the tries", 6, true},
 		// a's seventh failed round is b's sixth: b has a try left, and
 		// would take the unit in the next round if it stayed.
 		{"one more than the tries", 7, false},
