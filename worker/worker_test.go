@@ -1850,6 +1850,56 @@ CREATE TRIGGER fault AFTER INSERT ON orders REFERENCING NEW TABLE AS ins
 	}
 }
 
+// A database fault that lasts 0.4s (a failover) is ridden out in order:
+// the product's rounds back off (10ms, doubling up to 320ms: about 0.6s
+// before the seventh round), so the order's tries outlast the fault.
+// Before this test, retrying at once (no back-off) passed every worker
+// test: the seven rounds came milliseconds apart, all within the fault,
+// and the order, on its last try here, was recorded failed with stock
+// left.
+func TestShortDatabaseFaultIsRiddenOut(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, worker.ModeBatch, 5*time.Second)
+	e.start(t)
+	inventorytest.CreateProduct(t, e.store, "p", 1, 0)
+	e.exec(t, `CREATE SEQUENCE faults;
+CREATE TABLE fault_until AS SELECT 'infinity'::timestamptz AS t;
+CREATE FUNCTION fault() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM ins WHERE status <> 'failed') AND clock_timestamp() < (SELECT t FROM fault_until) THEN
+    PERFORM nextval('faults');
+    RAISE EXCEPTION 'injected fault' USING ERRCODE = '40001';
+  END IF;
+  RETURN NULL;
+END $$;
+CREATE TRIGGER fault AFTER INSERT ON orders REFERENCING NEW TABLE AS ins
+  FOR EACH STATEMENT EXECUTE FUNCTION fault();`)
+	bg := context.Background()
+	// The first round waits on the row; the fault starts as it goes on.
+	tx := e.holdRow(t, "p")
+	errc := make(chan error, 1)
+	ctx, cancel := context.WithTimeout(bg, 20*time.Second)
+	defer cancel()
+	go func() { errc <- e.w.ProcessTask(ctx, task(t, "a", "p", "ua", 1, 1)) }()
+	e.waitBlockedBy(t, tx)
+	e.exec(t, `UPDATE fault_until SET t = clock_timestamp() + interval '400 milliseconds'`)
+	if err := tx.Rollback(bg); err != nil {
+		t.Fatal(err)
+	}
+	err := <-errc
+	var faults int
+	if err := e.conn(t).QueryRow(bg, `SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM faults`).Scan(&faults); err != nil {
+		t.Fatal(err)
+	}
+	a, errGet := e.store.Order(bg, "a")
+	if err != nil || errGet != nil || a.Status != inventory.StatusSucceeded {
+		t.Fatalf("after %d failed rounds in a 0.4s fault: ProcessTask %v; order %s %q, %v; want succeeded", faults, err, a.Status, a.Reason, errGet)
+	}
+	if faults < 3 {
+		t.Errorf("%d rounds failed in the fault, want at least 3: the fault did not last the rounds it should", faults)
+	}
+}
+
 // Orders wait for a round in order of acceptance, not of arrival: an order
 // asynq retries comes back after later ones, and with a full round
 // (MaxBatch 1 here) it must still go first. a holds the runner on the row;
