@@ -424,6 +424,51 @@ func TestBatchSpansProducts(t *testing.T) {
 	}
 }
 
+// Each order of a round gets its own decision: here one round decides an
+// order of a product that exists and one of a product that does not. The
+// first succeeds; the second, which no stock can decide, fails without
+// retries. Before this test, answering every task of a round with its
+// first decision passed every worker test: the unknown product's task was
+// then acknowledged as done, its order with no outcome.
+func TestRoundAnswersEachOrderWithItsOwnDecision(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, worker.ModeBatch, 5*time.Second)
+	e.start(t)
+	inventorytest.CreateProduct(t, e.store, "slow", 5, 0)
+	inventorytest.CreateProduct(t, e.store, "p", 5, 0)
+	bg := context.Background()
+	// A first round waits on the row of "slow": the two orders queue up
+	// behind it and share the next round.
+	tx := e.holdRow(t, "slow")
+	errs := map[string]chan error{"slow-1": make(chan error, 1), "good": make(chan error, 1), "unknown": make(chan error, 1)}
+	process := func(id, product string, seq int) {
+		go func() { errs[id] <- e.w.ProcessTask(bg, task(t, id, product, "u"+id, 1, seq)) }()
+	}
+	process("slow-1", "slow", 1)
+	e.waitBlockedBy(t, tx)
+	process("good", "p", 2)
+	process("unknown", "nope", 3)
+	e.waitPending(t, "p", 1)
+	e.waitPending(t, "nope", 1)
+	if err := tx.Rollback(bg); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errs["slow-1"]; err != nil {
+		t.Errorf("slow-1: %v", err)
+	}
+	err := <-errs["good"]
+	good, errGet := e.store.Order(bg, "good")
+	if err != nil || errGet != nil || good.Status != inventory.StatusSucceeded {
+		t.Errorf("good: ProcessTask %v; order %s, %v; want succeeded", err, good.Status, errGet)
+	}
+	if err := <-errs["unknown"]; !errors.Is(err, asynq.SkipRetry) || !errors.Is(err, inventory.ErrNotFound) {
+		t.Errorf("order of an unknown product: ProcessTask %v; want an error wrapping inventory.ErrNotFound and asynq.SkipRetry", err)
+	}
+	if got := counter(t, e.reg, "flashsale_worker_rounds_total", map[string]string{"result": "ok"}); got != 2 {
+		t.Errorf("rounds: %v, want 2 (slow-1's, then one of good and unknown)", got)
+	}
+}
+
 // A product row written under a newer token than the lock now gives (the
 // lock's counter was lost, e.g. a node restarted empty) is refused once;
 // the worker raises the lock's fence past it and the order then goes through.
