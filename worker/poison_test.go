@@ -67,3 +67,46 @@ func TestPoisonOrderFailsAlone(t *testing.T) {
 		return nil
 	})
 }
+
+// The orders of a round that PostgreSQL refused because of one of them are
+// decided again in parts, in order of acceptance: a part that holds the
+// refused order is split and decided before the parts after it. Here a
+// (accepted first), the refused order, c and d wait for the last unit;
+// a must get it. Before this test, deciding a failed part's halves after
+// the parts still waiting passed every worker test: c and d were decided
+// before a, and c took a's unit.
+func TestPoisonOrderKeepsTheOrderOfTheOthers(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, worker.ModeBatch, 5*time.Second)
+	e.start(t)
+	inventorytest.CreateProduct(t, e.store, "p", 2, 0)
+	holdKey(t, e, "p", "u9", "k")
+	bg := context.Background()
+	// A first round, which takes one unit, waits on the product's row: the
+	// others queue up behind it and share the next round.
+	tx := e.holdRow(t, "p")
+	var wg sync.WaitGroup
+	process := func(id string, tk func() error) {
+		wg.Go(func() {
+			if err := tk(); err != nil && id != "bad" {
+				t.Errorf("%s: %v", id, err)
+			}
+		})
+	}
+	process("first", func() error { return e.w.ProcessTask(bg, task(t, "first", "p", "u0", 1, 1)) })
+	e.waitBlockedBy(t, tx)
+	process("a", func() error { return e.w.ProcessTask(bg, task(t, "a", "p", "ua", 1, 2)) })
+	process("bad", func() error { return e.w.ProcessTask(bg, heldKeyTask(t, 3)) })
+	process("c", func() error { return e.w.ProcessTask(bg, task(t, "c", "p", "uc", 1, 4)) })
+	process("d", func() error { return e.w.ProcessTask(bg, task(t, "d", "p", "ud", 1, 5)) })
+	e.waitPending(t, "p", 4)
+	if err := tx.Rollback(bg); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	for id, want := range map[string]inventory.Status{"a": inventory.StatusSucceeded, "c": inventory.StatusSoldOut, "d": inventory.StatusSoldOut} {
+		if o, err := e.store.Order(bg, id); err != nil || o.Status != want {
+			t.Errorf("order %s: %q, %v; want %q", id, o.Status, err, want)
+		}
+	}
+}
