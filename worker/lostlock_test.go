@@ -99,3 +99,58 @@ func TestGoodOrdersOutlastALostLock(t *testing.T) {
 		t.Errorf("order of good: ProcessTask %v; order %+v, %v; want succeeded", goodErr, o, err)
 	}
 }
+
+// An order goes back to the batcher after each of its first maxRequeues (3)
+// rounds whose lock was lost, and is decided in the next round once the
+// lock holds. Here its product's lock is taken away from three rounds that
+// wait on its row in turn; the fourth must decide it. Before this test,
+// giving up at the third lost round (requeues >= maxRequeues) passed every
+// worker test: the order, on its last try here, was recorded failed with
+// stock left.
+func TestOrderOutlastsAsManyLostLocksAsItHasRequeues(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, worker.ModeBatch, 600*time.Millisecond)
+	e.start(t)
+	inventorytest.CreateProduct(t, e.store, "p", 10, 0)
+	bg := context.Background()
+	row := e.holdRow(t, "p")
+	errc := make(chan error, 1)
+	go func() { errc <- e.w.ProcessTask(bg, task(t, "o1", "p", "u1", 1, 1)) }()
+	lr := locktest.Redis(t, e.lockRDB)
+	key := e.prefix + "lock:{product:p}"
+	watch := e.conn(t)
+	const maxRequeues = 3
+	for lost := range maxRequeues {
+		// The round after the last lost one holds the lock and waits on
+		// the row.
+		testenv.Eventually(t, 10*time.Second, func() error {
+			if got := counter(t, e.reg, "flashsale_worker_rounds_total", map[string]string{"result": "lock_lost"}); got != float64(lost) {
+				return fmt.Errorf("%v rounds lost their lock, want %d", got, lost)
+			}
+			if n, _ := lr.Exists(bg, key).Result(); n == 0 {
+				return fmt.Errorf("lock %s not held yet", key)
+			}
+			if w, err := testenv.WaitsOn(bg, watch, row.Conn().PgConn().PID()); err != nil || !w {
+				return fmt.Errorf("no round waits on the row yet (%v)", err)
+			}
+			return nil
+		})
+		if err := lr.Del(bg, key).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if got := counter(t, e.reg, "flashsale_worker_rounds_total", map[string]string{"result": "lock_lost"}); got != maxRequeues {
+			return fmt.Errorf("%v rounds lost their lock, want %d", got, maxRequeues)
+		}
+		return nil
+	})
+	if err := row.Rollback(bg); err != nil {
+		t.Fatal(err)
+	}
+	err := <-errc
+	o, errGet := e.store.Order(bg, "o1")
+	if err != nil || errGet != nil || o.Status != inventory.StatusSucceeded {
+		t.Errorf("after %d lost locks: ProcessTask %v; order %s %q, %v; want succeeded", maxRequeues, err, o.Status, o.Reason, errGet)
+	}
+}
