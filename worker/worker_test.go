@@ -469,6 +469,82 @@ func TestRoundAnswersEachOrderWithItsOwnDecision(t *testing.T) {
 	}
 }
 
+// histogramSum is the sum of the observations of the histogram name in reg.
+func histogramSum(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetHistogram().GetSampleSum()
+			}
+		}
+	}
+	return sum
+}
+
+// A round's metrics say how many orders and how many products (locks) it
+// decided. Here a round of one order of "slow" waits on its row while
+// three orders of p and one of q queue up: the next round decides those
+// four, of two products. Before this test, the tests counted the rounds
+// only: recording each round's products as its orders and its orders as
+// its products passed every worker test.
+func TestRoundMetricsCountOrdersAndProducts(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, worker.ModeBatch, 5*time.Second)
+	e.start(t)
+	for _, p := range []string{"slow", "p", "q"} {
+		inventorytest.CreateProduct(t, e.store, p, 5, 0)
+	}
+	bg := context.Background()
+	tx := e.holdRow(t, "slow")
+	var wg sync.WaitGroup
+	process := func(id, product string, seq int) {
+		wg.Go(func() {
+			if err := e.w.ProcessTask(bg, task(t, id, product, "u"+id, 1, seq)); err != nil {
+				t.Errorf("%s: %v", id, err)
+			}
+		})
+	}
+	process("slow-1", "slow", 1)
+	e.waitBlockedBy(t, tx)
+	process("p1", "p", 2)
+	process("p2", "p", 3)
+	process("p3", "p", 4)
+	process("q1", "q", 5)
+	e.waitPending(t, "p", 3)
+	e.waitPending(t, "q", 1)
+	if err := tx.Rollback(bg); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	for _, c := range []struct {
+		name string
+		sum  float64
+		of   string
+	}{
+		{"flashsale_worker_batch_orders", 5, "1 + 4 orders"},
+		{"flashsale_worker_batch_products", 3, "1 + 2 products"},
+	} {
+		if got := counter(t, e.reg, c.name, nil); got != 2 {
+			t.Errorf("%s: %v rounds observed, want 2", c.name, got)
+		}
+		if got := histogramSum(t, e.reg, c.name); got != c.sum {
+			t.Errorf("%s: sum %v, want %v (%s)", c.name, got, c.sum, c.of)
+		}
+	}
+	if got := counter(t, e.reg, "flashsale_worker_transaction_seconds", nil); got != 2 {
+		t.Errorf("transaction durations: %v observed, want 2", got)
+	}
+	if got := counter(t, e.reg, "flashsale_worker_rounds_total", map[string]string{"result": "ok"}); got != 2 {
+		t.Errorf("rounds: %v ok, want 2", got)
+	}
+}
+
 // A product row written under a newer token than the lock now gives (the
 // lock's counter was lost, e.g. a node restarted empty) is refused once;
 // the worker raises the lock's fence past it and the order then goes through.
