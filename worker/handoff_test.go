@@ -409,3 +409,54 @@ func TestAnnouncementKeepsItsFirstTime(t *testing.T) {
 		t.Errorf("a process that announced first does not count as before this one (%v, %v)", ahead, err)
 	}
 }
+
+// A process keeps a product's lock across rounds while it has more orders
+// of it, but for maxHold (1s) at most, even when no other process announced
+// that it waits (a process whose announcement failed, or that does not
+// announce): then it gives the lock up and takes it again. Here the rounds
+// of 30 orders, one a round (MaxBatch 1), take 50ms each: about 1.5s under
+// one lock. Before this test, keeping the lock for as long as orders came
+// passed every worker test: one acquisition for the whole stream.
+func TestLockIsGivenUpAfterMaxHold(t *testing.T) {
+	t.Parallel()
+	e := newEnvWith(t, worker.Config{Mode: worker.ModeBatch, MaxBatch: 1}, 5*time.Second)
+	e.start(t)
+	inventorytest.CreateProduct(t, e.store, "p", 100, 0)
+	e.exec(t, `CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM pg_sleep(0.05);
+  RETURN NULL;
+END $$;
+CREATE TRIGGER slow AFTER INSERT ON orders FOR EACH STATEMENT EXECUTE FUNCTION slow();`)
+	bg := context.Background()
+	// The first round waits on the row until every order waits for a
+	// round: the rounds then follow one another with orders pending.
+	tx := e.holdRow(t, "p")
+	const orders = 30
+	errs := make(chan error, orders)
+	for i := range orders {
+		go func() {
+			errs <- e.w.ProcessTask(bg, task(t, fmt.Sprintf("o%02d", i), "p", fmt.Sprintf("u%d", i), 1, i))
+		}()
+		if i == 0 {
+			e.waitBlockedBy(t, tx)
+		}
+	}
+	e.waitPending(t, "p", orders-1)
+	start := time.Now()
+	if err := tx.Rollback(bg); err != nil {
+		t.Fatal(err)
+	}
+	for range orders {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	took := time.Since(start)
+	if took < 1200*time.Millisecond {
+		t.Fatalf("the rounds took %v; want them to outlast maxHold (1s)", took)
+	}
+	if got := counter(t, e.reg, "flashsale_lock_acquire_seconds", nil); got < 2 {
+		t.Errorf("p's lock acquired %v times for %v of rounds with orders pending; want it given up after maxHold (1s) and taken again", got, took)
+	}
+}
