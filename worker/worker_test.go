@@ -566,6 +566,42 @@ func TestStaleFenceIsRepaired(t *testing.T) {
 	}
 }
 
+// A round refused for a stale fence gives its lock up, even with more
+// orders of the product pending: the lock's token is the stale one, and
+// only a new lock, taken after the fence was raised, gets a newer one.
+// Here o1's round waits on the row while o2 queues up, and each round
+// takes one order (MaxBatch 1). Before this test, keeping the lock of a
+// failed round for the orders pending passed every worker test: each round
+// after it was refused with the same token, and both orders ran out of
+// tries (recorded failed, stock left).
+func TestStaleFenceIsRepairedWithOrdersPending(t *testing.T) {
+	t.Parallel()
+	e := newEnvWith(t, worker.Config{Mode: worker.ModeBatch, MaxBatch: 1}, 5*time.Second)
+	e.start(t)
+	inventorytest.CreateProduct(t, e.store, "p", 5, 0)
+	e.exec(t, `UPDATE products SET fence = 1000000 WHERE id = 'p'`)
+	bg := context.Background()
+	tx := e.holdRow(t, "p")
+	errs := map[string]chan error{"o1": make(chan error, 1), "o2": make(chan error, 1)}
+	process := func(id string, seq int) {
+		go func() { errs[id] <- e.w.ProcessTask(bg, task(t, id, "p", "u"+id, 1, seq)) }()
+	}
+	process("o1", 1)
+	e.waitBlockedBy(t, tx)
+	process("o2", 2)
+	e.waitPending(t, "p", 1)
+	if err := tx.Rollback(bg); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"o1", "o2"} {
+		err := <-errs[id]
+		o, errGet := e.store.Order(bg, id)
+		if err != nil || errGet != nil || o.Status != inventory.StatusSucceeded || o.Fence <= 1000000 {
+			t.Errorf("%s: ProcessTask %v; order %s (fence %d), %v; want succeeded under a token above 1000000", id, err, o.Status, o.Fence, errGet)
+		}
+	}
+}
+
 // Several stale products in one round (lock nodes that lost every counter,
 // a spread sale): all are repaired at once, and the orders of a product
 // whose fence was good do not use up their tries on the others' refusals.
