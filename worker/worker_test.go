@@ -2368,15 +2368,19 @@ func TestLastTryCutByACrashIsRescuedFromTheArchive(t *testing.T) {
 // last try, back; the eighth round waits on an advisory lock the test
 // holds while it reads the tries the tasks have used. Before, b's task
 // counted a try (Retried 1), and on its last try b was recorded failed
-// without ever being tried.
+// without ever being tried. Keeping b here on an earlier try (decided in
+// the next round, while a waits out its retry delay in asynq, and taking
+// the stock a was owed) passed every worker test until b's task's last
+// error was read too.
 func TestOrderGivenBackUntriedKeepsItsTries(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name      string
 		bMaxRetry int
+		bBack     bool // b went back to asynq with a
 	}{
-		{"an earlier try", 25},
-		{"the last try", 0},
+		{"an earlier try", 25, true},
+		{"the last try", 0, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -2417,7 +2421,7 @@ CREATE TRIGGER fault AFTER INSERT ON orders REFERENCING NEW TABLE AS ins
 			// advisory lock, the other waiting for a round.
 			e.waitWaitsOn(t, gate, 20*time.Second, "no eighth round waits on the advisory lock yet")
 			in := queue.NewInspector(e.rdb, e.queue)
-			tries := map[string]int{}
+			tries, lastErr := map[string]int{}, map[string]string{}
 			testenv.Eventually(t, 10*time.Second, func() error {
 				for _, id := range []string{"a", "b"} {
 					ti, err := in.Lookup(ctx, id)
@@ -2427,12 +2431,15 @@ CREATE TRIGGER fault AFTER INSERT ON orders REFERENCING NEW TABLE AS ins
 					if ti.State != queue.Running {
 						return fmt.Errorf("task %s is %v, want running", id, ti.State)
 					}
-					tries[id] = ti.Retried
+					tries[id], lastErr[id] = ti.Retried, ti.LastErr
 				}
 				return nil
 			})
 			if tries["a"] != 1 || tries["b"] != 0 {
 				t.Errorf("tries used: a %d, b %d; want 1 (its seventh failed round) and 0 (never tried)", tries["a"], tries["b"])
+			}
+			if back := strings.Contains(lastErr["b"], "given back untried"); back != tc.bBack {
+				t.Errorf("b's task's last error %q: given back untried %v, want %v", lastErr["b"], back, tc.bBack)
 			}
 			if _, err := gate.Exec(ctx, `SELECT pg_advisory_unlock(4242)`); err != nil {
 				t.Fatal(err)
