@@ -460,3 +460,34 @@ CREATE TRIGGER slow AFTER INSERT ON orders FOR EACH STATEMENT EXECUTE FUNCTION s
 		t.Errorf("p's lock acquired %v times for %v of rounds with orders pending; want it given up after maxHold (1s) and taken again", got, took)
 	}
 }
+
+// A process that stops waiting for a lock withdraws its announcement at
+// once: when Announce returns, its announcement is gone, and another
+// process that announced after it no longer waits behind it. Before this
+// test, leaving the announcement to expire (wantTTL, 0.2s) passed every
+// worker test: for that long the other process queued behind a waiter that
+// was gone, and the holder kept handing the lock over to nobody.
+func TestAnnouncementIsWithdrawnAtOnce(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, worker.ModeBatch, 5*time.Second)
+	other := e.process(t, worker.Config{}, 5*time.Second)
+	ctx := context.Background()
+	mine, withdraw := context.WithCancel(ctx)
+	defer withdraw()
+	done := make(chan struct{})
+	go func() { defer close(done); worker.Announce(mine, e.w, "p") }()
+	e.waitWanting(t, "p", 1, 10*time.Second)
+	theirs, stop := context.WithCancel(ctx)
+	otherDone := make(chan struct{})
+	t.Cleanup(func() { stop(); <-otherDone })
+	go func() { defer close(otherDone); worker.Announce(theirs, other, "p") }()
+	e.waitWanting(t, "p", 2, 10*time.Second)
+	withdraw()
+	<-done
+	if n := e.rdb.ZCard(ctx, e.prefix+"want:{p}").Val(); n != 1 {
+		t.Errorf("%d announcements once this process withdrew its own, want 1 (the other's)", n)
+	}
+	if ahead, err := worker.AnnouncedBefore(ctx, other, "p"); err != nil || ahead {
+		t.Errorf("the other process still waits behind this one, which withdrew (%v, %v)", ahead, err)
+	}
+}
