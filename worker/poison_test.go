@@ -10,6 +10,7 @@ import (
 	"github.com/flashsale/flashsale/internal/testenv"
 	"github.com/flashsale/flashsale/inventory"
 	"github.com/flashsale/flashsale/inventory/inventorytest"
+	"github.com/flashsale/flashsale/soldout"
 	"github.com/flashsale/flashsale/worker"
 )
 
@@ -109,4 +110,18 @@ func TestPoisonOrderKeepsTheOrderOfTheOthers(t *testing.T) {
 			t.Errorf("order %s: %q, %v; want %q", id, o.Status, err, want)
 		}
 	}
+	// The parts that commit count their outcomes and flag the product sold
+	// out, as a round does.
+	g := soldout.New(e.rdb, soldout.Options{KeyPrefix: e.prefix, CacheTTL: time.Nanosecond, OpenTTL: time.Nanosecond})
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if sold, err := g.SoldOut(bg, "p"); err != nil || !sold {
+			return fmt.Errorf("SoldOut with the last unit sold in a part = %v, %v; want true", sold, err)
+		}
+		for outcome, want := range map[string]float64{"succeeded": 2, "sold_out": 2} {
+			if got := counter(t, e.reg, "flashsale_worker_orders_total", map[string]string{"outcome": outcome}); got != want {
+				return fmt.Errorf("%s orders counted: %v, want %v", outcome, got, want)
+			}
+		}
+		return nil
+	})
 }
