@@ -14,9 +14,9 @@ import (
 	"github.com/flashsale/flashsale/worker"
 )
 
-// watchOrder subscribes to e's announcements and watches order id; the
-// subscription ends at cleanup.
-func (e *env) watchOrder(t *testing.T, id string) *notify.Watch {
+// runHub subscribes a hub to e's announcements; the subscription ends at
+// cleanup.
+func (e *env) runHub(t *testing.T) *notify.Hub {
 	t.Helper()
 	hub := notify.NewHub(e.rdb, e.prefix)
 	ctx, stop := context.WithCancel(context.Background())
@@ -37,7 +37,14 @@ func (e *env) watchOrder(t *testing.T, id string) *notify.Watch {
 	case <-time.After(10 * time.Second):
 		t.Fatal("hub not subscribed within 10s")
 	}
-	w := hub.Watch(id)
+	return hub
+}
+
+// watchOrder watches order id on a hub of e's announcements; the watch and
+// the subscription end at cleanup.
+func (e *env) watchOrder(t *testing.T, id string) *notify.Watch {
+	t.Helper()
+	w := e.runHub(t).Watch(id)
 	t.Cleanup(w.Stop)
 	return w
 }

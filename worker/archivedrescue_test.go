@@ -14,7 +14,6 @@ import (
 	"github.com/flashsale/flashsale/inventory"
 	"github.com/flashsale/flashsale/inventory/inventorytest"
 	"github.com/flashsale/flashsale/queue"
-	"github.com/flashsale/flashsale/queue/queuetest"
 	"github.com/flashsale/flashsale/worker"
 )
 
@@ -29,13 +28,7 @@ func TestArchivedOrderWhoseRescueIsDeadTooIsRecordedFailed(t *testing.T) {
 	e := newEnvWith(t, worker.Config{RescueInterval: 20 * time.Millisecond}, 5*time.Second)
 	inventorytest.CreateProduct(t, e.store, "p", 5, 0)
 	ctx := context.Background()
-	o := queue.Order{ID: "o1", ProductID: "p", UserID: "u1", Quantity: 1, AcceptedAt: time.Now().UTC()}
-	tk, err := queue.Encode(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.enqueue(t, tk, o.ID, 0, 30*time.Second)
-	queuetest.Strand(t, e.rdb, e.queue.Queue, time.Now().Add(-time.Minute)) // its worker died a minute ago
+	o, tk := e.strandLastTry(t)
 	rescueID := o.ID + queue.RescueSuffix
 	e.enqueue(t, tk, rescueID, 0, 30*time.Second)
 	ai := asynq.NewInspectorFromRedisClient(e.rdb)
@@ -43,21 +36,7 @@ func TestArchivedOrderWhoseRescueIsDeadTooIsRecordedFailed(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A bare asynq server's recoverer archives the stranded task.
-	srv := asynq.NewServerFromRedisClient(e.rdb, asynq.Config{
-		Concurrency: 1, Queues: map[string]int{e.queue.Queue: 1}, LogLevel: asynq.FatalLevel,
-	})
-	if err := srv.Start(asynq.HandlerFunc(func(context.Context, *asynq.Task) error { return nil })); err != nil {
-		t.Fatal(err)
-	}
-	in := queue.NewInspector(e.rdb, e.queue)
-	testenv.Eventually(t, 10*time.Second, func() error {
-		st, err := in.States(ctx, []string{o.ID})
-		if err == nil && st[0] != queue.Dead {
-			err = fmt.Errorf("task state %v, want archived by the recoverer", st[0])
-		}
-		return err
-	})
-	srv.Shutdown()
+	e.archiveByRecoverer(t, o.ID)
 	e.start(t)
 	testenv.Eventually(t, 20*time.Second, func() error {
 		got, err := e.store.Order(ctx, o.ID)

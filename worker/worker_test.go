@@ -847,25 +847,7 @@ func TestWorkerConsumesQueue(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, worker.ModeBatch, 5*time.Second)
 	inventorytest.CreateProduct(t, e.store, "p", 2, 0)
-	hub := notify.NewHub(e.rdb, e.prefix)
-	hctx, stop := context.WithCancel(context.Background())
-	ready, hubDone := make(chan struct{}), make(chan struct{})
-	var hubErr error
-	go func() {
-		defer close(hubDone)
-		hubErr = hub.Run(hctx, func() { close(ready) })
-	}()
-	t.Cleanup(func() { // runs before e.rdb is closed (registered after it)
-		stop()
-		<-hubDone
-	})
-	select {
-	case <-ready:
-	case <-hubDone:
-		t.Fatalf("hub did not subscribe: %v", hubErr)
-	case <-time.After(10 * time.Second):
-		t.Fatal("hub not subscribed within 10s")
-	}
+	hub := e.runHub(t)
 	var woken []<-chan struct{}
 	for i := range 3 {
 		w := hub.Watch(fmt.Sprintf("o%d", i))
@@ -2316,6 +2298,44 @@ func TestCrashWhileTheDatabaseHangsIsRescued(t *testing.T) {
 	e.waitSucceeded(t, "o1")
 }
 
+// strandLastTry enqueues order o1 of product p with MaxRetry 0 (its one
+// try is its last, as the 26th try of an order is) and strands it as
+// running on a worker that died a minute ago. It returns the order and its
+// task.
+func (e *env) strandLastTry(t *testing.T) (queue.Order, *asynq.Task) {
+	t.Helper()
+	o := queue.Order{ID: "o1", ProductID: "p", UserID: "u1", Quantity: 1, AcceptedAt: time.Now().UTC()}
+	tk, err := queue.Encode(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.enqueue(t, tk, o.ID, 0, 30*time.Second)
+	queuetest.Strand(t, e.rdb, e.queue.Queue, time.Now().Add(-time.Minute))
+	return o, tk
+}
+
+// archiveByRecoverer runs a bare asynq server on e's queue until its
+// recoverer, which runs as a server starts, has archived order id's task
+// (stranded by a dead worker, out of retries).
+func (e *env) archiveByRecoverer(t *testing.T, id string) {
+	t.Helper()
+	srv := asynq.NewServerFromRedisClient(e.rdb, asynq.Config{
+		Concurrency: 1, Queues: map[string]int{e.queue.Queue: 1}, LogLevel: asynq.FatalLevel,
+	})
+	if err := srv.Start(asynq.HandlerFunc(func(context.Context, *asynq.Task) error { return nil })); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown()
+	in := queue.NewInspector(e.rdb, e.queue)
+	testenv.Eventually(t, 10*time.Second, func() error {
+		st, err := in.States(context.Background(), []string{id})
+		if err == nil && st[0] != queue.Dead {
+			err = fmt.Errorf("task state %v, want archived by the recoverer", st[0])
+		}
+		return err
+	})
+}
+
 // A worker died running an order's last try, and the fleet came back more
 // than 30s later: asynq's recoverer, which runs as a server starts, archives
 // the task (out of retries, lease expired) before any rescue scan sees it.
@@ -2326,30 +2346,9 @@ func TestLastTryCutByACrashIsRescuedFromTheArchive(t *testing.T) {
 	e := newEnvWith(t, worker.Config{RescueInterval: 20 * time.Millisecond, UnheldGrace: 100 * time.Millisecond}, 5*time.Second)
 	inventorytest.CreateProduct(t, e.store, "p", 5, 0)
 	ctx := context.Background()
-	o := queue.Order{ID: "o1", ProductID: "p", UserID: "u1", Quantity: 1, AcceptedAt: time.Now().UTC()}
-	tk, err := queue.Encode(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// MaxRetry 0: its one try is its last, as the 26th try of an order is.
-	e.enqueue(t, tk, o.ID, 0, 30*time.Second)
-	queuetest.Strand(t, e.rdb, e.queue.Queue, time.Now().Add(-time.Minute)) // its worker died a minute ago
+	o, _ := e.strandLastTry(t)
 	// A bare asynq server starts first: its recoverer archives the task.
-	srv := asynq.NewServerFromRedisClient(e.rdb, asynq.Config{
-		Concurrency: 1, Queues: map[string]int{e.queue.Queue: 1}, LogLevel: asynq.FatalLevel,
-	})
-	if err := srv.Start(asynq.HandlerFunc(func(context.Context, *asynq.Task) error { return nil })); err != nil {
-		t.Fatal(err)
-	}
-	in := queue.NewInspector(e.rdb, e.queue)
-	testenv.Eventually(t, 10*time.Second, func() error {
-		st, err := in.States(ctx, []string{o.ID})
-		if err == nil && st[0] != queue.Dead {
-			err = fmt.Errorf("task state %v, want archived by the recoverer", st[0])
-		}
-		return err
-	})
-	srv.Shutdown()
+	e.archiveByRecoverer(t, o.ID)
 	e.start(t)
 	testenv.Eventually(t, 20*time.Second, func() error {
 		_, err := e.store.Order(ctx, o.ID)
