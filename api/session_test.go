@@ -116,6 +116,10 @@ func TestSignInGrantsReadOnlyAdminPages(t *testing.T) {
 		if rec.Code != tc.want {
 			t.Errorf("%s: %s %s: got %d %s, want %d", tc.name, tc.req.method, tc.req.path, rec.Code, rec.Body, tc.want)
 		}
+		// Admin answers to a session stay out of caches, as to the token.
+		if got := rec.Header().Get("Cache-Control"); tc.want == 200 && got != "no-store" {
+			t.Errorf("%s: Cache-Control %q, want no-store", tc.name, got)
+		}
 		if tc.want == http.StatusSeeOther {
 			if got := rec.Header().Get("Location"); got != "/login?next=%2Fmonitoring%2F" {
 				t.Errorf("%s: redirected to %q, want the sign-in form", tc.name, got)
@@ -124,8 +128,10 @@ func TestSignInGrantsReadOnlyAdminPages(t *testing.T) {
 	}
 
 	rec := do(t, h, request{method: "POST", path: "/logout"})
-	if out := sessionCookie(t, rec.Header()); rec.Code != http.StatusSeeOther || out.MaxAge >= 0 {
-		t.Errorf("sign out: got %d with cookie %+v, want 303 and the cookie removed", rec.Code, out)
+	// The removal names the cookie's path: one for another path is another
+	// cookie, and the session would stay.
+	if out := sessionCookie(t, rec.Header()); rec.Code != http.StatusSeeOther || out.MaxAge >= 0 || out.Value != "" || out.Path != c.Path {
+		t.Errorf("sign out: got %d with cookie %+v, want 303 and the cookie of path %q removed", rec.Code, out, c.Path)
 	}
 }
 
