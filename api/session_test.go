@@ -135,6 +135,38 @@ func TestSignInGrantsReadOnlyAdminPages(t *testing.T) {
 	}
 }
 
+// The session cookie is Secure when the browser reached us over TLS,
+// directly or through a proxy that says so (X-Forwarded-Proto), so the
+// browser never sends it over plain HTTP; over plain HTTP it cannot be.
+func TestSessionCookieSecureBehindTLS(t *testing.T) {
+	t.Parallel()
+	h := newHandler(t, nil, Config{})
+	form := url.Values{"token": {testToken}, "next": {"/"}}.Encode()
+	for _, tc := range []struct {
+		name, target, proto string
+		secure              bool
+	}{
+		{"plain HTTP", "http://example.com", "", false},
+		{"TLS", "https://example.com", "", true},
+		{"proxy says https", "http://example.com", "https", true},
+		{"proxy says HTTPS", "http://example.com", "HTTPS", true},
+		{"proxy says http", "http://example.com", "http", false},
+	} {
+		for _, path := range []string{"/login", "/logout"} {
+			req := httptest.NewRequest("POST", tc.target+path, strings.NewReader(form))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			if tc.proto != "" {
+				req.Header.Set("X-Forwarded-Proto", tc.proto)
+			}
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if c := sessionCookie(t, rec.Header()); rec.Code != http.StatusSeeOther || c.Secure != tc.secure {
+				t.Errorf("%s: POST %s = %d, cookie Secure %v; want 303, Secure %v", tc.name, path, rec.Code, c.Secure, tc.secure)
+			}
+		}
+	}
+}
+
 // A browser behind a proxy that asks for HTTP Basic authentication sends
 // "Authorization: Basic ..." with every request to the site, the dashboard's
 // fetch of /v1/dashboard included: that is no bearer token, wrong or right,
