@@ -351,3 +351,37 @@ func TestKeyedRestockOfAnInvalidIDIsNotFound(t *testing.T) {
 		})
 	}
 }
+
+// GET /v1/products pages by limit, 1-1000, default 100 (README, OpenAPI):
+// both ends of the range are accepted, and without a limit a page is 100
+// products, not all of them.
+func TestListProductsLimit(t *testing.T) {
+	t.Parallel()
+	e := apitest.New(t, nil)
+	for i := range 101 {
+		e.CreateProduct(t, fmt.Sprintf("p%03d", i), 1, 0)
+	}
+	for _, tc := range []struct {
+		query       string
+		n           int
+		first, last string
+	}{
+		{"", 100, "p000", "p099"},
+		{"?limit=1", 1, "p000", "p000"},
+		{"?limit=1000", 101, "p000", "p100"},
+		{"?after=p099", 1, "p100", "p100"},
+	} {
+		var list struct {
+			Products []productBody `json:"products"`
+		}
+		r := e.Do(t, "GET", "/v1/products"+tc.query, "")
+		if r.Status != 200 {
+			t.Errorf("GET /v1/products%s: %d %s; want 200", tc.query, r.Status, r.Body)
+			continue
+		}
+		r.JSON(t, &list)
+		if n := len(list.Products); n != tc.n || list.Products[0].ID != tc.first || list.Products[n-1].ID != tc.last {
+			t.Errorf("GET /v1/products%s: %d products; want %d, %s to %s", tc.query, n, tc.n, tc.first, tc.last)
+		}
+	}
+}
