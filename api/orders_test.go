@@ -682,3 +682,22 @@ func rawPost(t *testing.T, addr, path, headerLines, body string) *apitest.Respon
 	}
 	return &apitest.Response{Status: resp.StatusCode, Header: resp.Header, Body: b}
 }
+
+// ?wait= is refused when negative, however large, and capped at
+// sale.MaxWait even when Config.MaxWait asks for more: the server's write
+// timeout only outlasts sale.MaxWait, and a longer poll had its connection
+// cut instead of an answer. (No service: both are settled before it.)
+func TestWaitParameterBounds(t *testing.T) {
+	t.Parallel()
+	h, _ := bare(t, api.Config{MaxWait: time.Hour})
+	path := "/v1/orders/01JABCDEFGHJKMNPQRSTVWXYZ0"
+	for _, bad := range []string{"-1", "-99999999999999999999999", "-1h"} {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequest("GET", path+"?wait="+bad, nil))
+		r := &apitest.Response{Status: w.Code, Header: w.Result().Header, Body: w.Body.Bytes()}
+		wantError(t, r, 400, "invalid_request")
+		if want := "cut to " + sale.MaxWait.String(); !strings.Contains(string(r.Body), want) {
+			t.Errorf("?wait=%s: %s; want the message to name the cap, %q", bad, r.Body, want)
+		}
+	}
+}
