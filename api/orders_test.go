@@ -93,6 +93,7 @@ func TestPlaceOrderContract(t *testing.T) {
 		{"curl -d content type", `{"product_id":"p1","user_id":"u1","quantity":1}`, []string{"Content-Type", "application/x-www-form-urlencoded"}, 202, ""},
 		{"fetch content type", `{"product_id":"p1","user_id":"u1","quantity":1}`, []string{"Content-Type", "text/plain;charset=UTF-8"}, 202, ""},
 		{"vendor JSON type", `{"product_id":"p1","user_id":"u1","quantity":1}`, []string{"Content-Type", "application/vnd.flashsale+json"}, 202, ""},
+		{"identity encoding", `{"product_id":"p1","user_id":"u1","quantity":1}`, []string{"Content-Encoding", "Identity"}, 202, ""},
 
 		{"empty body", ``, nil, 400, "invalid_request"},
 		{"white space only", "  \n", nil, 400, "invalid_request"},
