@@ -487,8 +487,13 @@ func TestAdminOnly(t *testing.T) {
 			if rec.Code != tc.want {
 				t.Errorf("got %d, want %d", rec.Code, tc.want)
 			}
-			if tc.want == http.StatusUnauthorized && !strings.Contains(rec.Body.String(), `"code":"unauthorized"`) {
-				t.Errorf("body %q, want the JSON error", rec.Body.String())
+			if tc.want == http.StatusUnauthorized && (!strings.Contains(rec.Body.String(), `"code":"unauthorized"`) ||
+				!strings.HasPrefix(rec.Header().Get("Content-Type"), "application/json")) {
+				t.Errorf("body %q of type %q, want the JSON error", rec.Body.String(), rec.Header().Get("Content-Type"))
+			}
+			// RFC 9110 §11.6.1: a 401 says which scheme to use.
+			if got := rec.Header().Get("WWW-Authenticate"); tc.want == http.StatusUnauthorized && got != `Bearer realm="flashsale"` {
+				t.Errorf("WWW-Authenticate %q, want Bearer realm=\"flashsale\"", got)
 			}
 			// As the API says it: no token configured is not a wrong one.
 			if disabled := strings.Contains(rec.Body.String(), "no admin token configured"); disabled != (tc.token == "") {

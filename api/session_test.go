@@ -116,6 +116,10 @@ func TestSignInGrantsReadOnlyAdminPages(t *testing.T) {
 		if rec.Code != tc.want {
 			t.Errorf("%s: %s %s: got %d %s, want %d", tc.name, tc.req.method, tc.req.path, rec.Code, rec.Body, tc.want)
 		}
+		// RFC 9110 §11.6.1: a 401 says which scheme to use.
+		if got := rec.Header().Get("WWW-Authenticate"); tc.want == 401 && got != `Bearer realm="flashsale"` {
+			t.Errorf("%s: WWW-Authenticate %q, want Bearer realm=\"flashsale\"", tc.name, got)
+		}
 		// Admin answers to a session stay out of caches, as to the token.
 		if got := rec.Header().Get("Cache-Control"); tc.want == 200 && got != "no-store" {
 			t.Errorf("%s: Cache-Control %q, want no-store", tc.name, got)
