@@ -270,10 +270,15 @@ func TestServerTimeoutsAreSet(t *testing.T) {
 	if srv.WriteTimeout <= sale.MaxWait {
 		t.Errorf("WriteTimeout %v does not outlast the longest long poll (%v)", srv.WriteTimeout, sale.MaxWait)
 	}
+	// The base context is the one cancelled at shutdown to end long polls.
+	type key struct{}
+	base := context.WithValue(context.Background(), key{}, "base")
 	set := api.NewServer(http.NotFoundHandler(), api.ServerOptions{ReadHeaderTimeout: time.Second, ReadTimeout: 2 * time.Second,
-		WriteTimeout: time.Minute, IdleTimeout: 3 * time.Second, MaxHeaderBytes: 1024})
+		WriteTimeout: time.Minute, IdleTimeout: 3 * time.Second, MaxHeaderBytes: 1024,
+		BaseContext: func(net.Listener) context.Context { return base }})
 	if set.ReadHeaderTimeout != time.Second || set.ReadTimeout != 2*time.Second || set.WriteTimeout != time.Minute ||
-		set.IdleTimeout != 3*time.Second || set.MaxHeaderBytes != 1024 {
+		set.IdleTimeout != 3*time.Second || set.MaxHeaderBytes != 1024 ||
+		set.BaseContext == nil || set.BaseContext(nil) != base {
 		t.Fatalf("options not applied: %+v", set)
 	}
 }
