@@ -98,3 +98,22 @@ func TestAllowFailsWhenRedisIsDown(t *testing.T) {
 		t.Fatalf("Allow with Redis down = %v, %v; want 0 and an error", wait, err)
 	}
 }
+
+// A Burst set apart from Rate is what a key may spend at once: more than
+// the rate (a limit too hard otherwise) or less (not enforced otherwise).
+func TestBurstApartFromRate(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	for _, tc := range []struct{ rate, burst int }{{1, 3}, {5, 2}} {
+		l, _ := newLimiter(t, ratelimit.Options{Rate: tc.rate, Per: time.Hour, Burst: tc.burst})
+		key := fmt.Sprintf("rate-%d-burst-%d", tc.rate, tc.burst)
+		for i := range tc.burst {
+			if wait, err := l.Allow(ctx, key); err != nil || wait != 0 {
+				t.Fatalf("%s: event %d: Allow = %v, %v; want 0, nil", key, i+1, wait, err)
+			}
+		}
+		if wait, err := l.Allow(ctx, key); err != nil || wait <= 0 {
+			t.Fatalf("%s: Allow past the burst = %v, %v; want a wait", key, wait, err)
+		}
+	}
+}
