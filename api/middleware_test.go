@@ -95,16 +95,18 @@ func TestPanicBecomesALogged500(t *testing.T) {
 	var access bool
 	for line := range strings.SplitSeq(logs, "\n") {
 		var rec struct {
+			Level  string `json:"level"`
 			Msg    string `json:"msg"`
 			Status int    `json:"status"`
 			Route  string `json:"route"`
 		}
-		if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "http request" && rec.Status == 500 && rec.Route == "/test/panic" {
+		// A 5xx is logged at error level, where operators look.
+		if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "http request" && rec.Status == 500 && rec.Route == "/test/panic" && rec.Level == "ERROR" {
 			access = true
 		}
 	}
 	if !access {
-		t.Fatalf("the access log has no 500 for the panic: %s", logs)
+		t.Fatalf("the access log has no 500 at error level for the panic: %s", logs)
 	}
 
 	// A panic after the answer started cannot change its status: the
@@ -553,12 +555,18 @@ func TestTrailingSlashGoesThroughTheMiddleware(t *testing.T) {
 	var logged []string
 	for line := range strings.SplitSeq(log.String(), "\n") {
 		var rec struct {
+			Level  string `json:"level"`
 			Msg    string `json:"msg"`
 			Method string `json:"method"`
 			Status int    `json:"status"`
 		}
 		if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "http request" {
 			logged = append(logged, fmt.Sprint(rec.Method, " ", rec.Status))
+			// Below 500 at debug level: a sale's thousands of 4xx
+			// answers are no errors of the server.
+			if rec.Level != "DEBUG" {
+				t.Errorf("access log line %q at level %s, want DEBUG", line, rec.Level)
+			}
 		}
 	}
 	var want []string
