@@ -253,6 +253,26 @@ func TestAccessLogDurationInMilliseconds(t *testing.T) {
 	}
 }
 
+// The access log's remote is the peer's address: no proxy is trusted, so
+// a client cannot write it with X-Forwarded-For or X-Real-IP (and hide
+// behind another address in the log of a refused sign-in).
+func TestAccessLogRemoteIsThePeer(t *testing.T) {
+	t.Parallel()
+	h, log := bare(t, api.Config{})
+	req := httptest.NewRequest("GET", "/healthz", nil)
+	req.RemoteAddr = "192.0.2.7:4321"
+	req.Header.Set("X-Forwarded-For", "203.0.113.9")
+	req.Header.Set("X-Real-IP", "203.0.113.10")
+	h.ServeHTTP(httptest.NewRecorder(), req)
+	var rec map[string]any
+	if err := json.Unmarshal([]byte(log.String()), &rec); err != nil || rec["msg"] != "http request" {
+		t.Fatalf("want one access log line: %v; %s", err, log.String())
+	}
+	if rec["remote"] != "192.0.2.7" {
+		t.Fatalf("remote = %v, want the peer 192.0.2.7; %s", rec["remote"], log.String())
+	}
+}
+
 func TestServerTimeoutsAreSet(t *testing.T) {
 	t.Parallel()
 	srv := api.NewServer(http.NotFoundHandler(), api.ServerOptions{})
