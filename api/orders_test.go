@@ -230,6 +230,37 @@ func TestTooLargeBodies(t *testing.T) {
 	wantError(t, &apitest.Response{Status: resp.StatusCode, Header: resp.Header, Body: body}, 413, "payload_too_large")
 }
 
+// Config.BodyLimit replaces the default in both checks: the declared
+// length and the bytes read. A limit above the default takes bodies the
+// default refuses; one below refuses bodies the default takes.
+func TestConfiguredBodyLimit(t *testing.T) {
+	t.Parallel()
+	valid := `{"product_id":"p1","user_id":"u1","quantity":1}`
+	padded := func(n int) string { // a valid order of n bytes
+		return `{"product_id":"p1","user_id":"u1","quantity":1` + strings.Repeat(" ", n-len(valid)) + `}`
+	}
+	for _, limit := range []int{2 * api.DefaultBodyLimit, len(valid) + 10} {
+		e := apitest.New(t, &apitest.Options{API: api.Config{BodyLimit: int64(limit)}})
+		e.CreateProduct(t, "p1", 1000, 0)
+		for _, chunked := range []bool{false, true} {
+			send := func(body string) *apitest.Response {
+				req := apitest.NewRequest("POST", "/v1/orders", body)
+				if chunked {
+					req.ContentLength, req.TransferEncoding = -1, []string{"chunked"}
+				}
+				return e.Send(req)
+			}
+			if r := send(padded(limit)); r.Status != 202 {
+				t.Errorf("limit %d, chunked %v: a body of exactly the limit: %d %s; want 202", limit, chunked, r.Status, r.Body)
+			}
+			r := send(padded(limit + 1))
+			if code, _ := r.CheckError(); r.Status != 413 || code != "payload_too_large" {
+				t.Errorf("limit %d, chunked %v: a body of the limit + 1: %d %s; want 413 payload_too_large", limit, chunked, r.Status, r.Body)
+			}
+		}
+	}
+}
+
 func TestIdempotencyKey(t *testing.T) {
 	t.Parallel()
 	e := apitest.New(t, nil)
