@@ -482,6 +482,43 @@ func TestMetricsLabelsStayBounded(t *testing.T) {
 	}
 }
 
+// The request counter is labelled by route pattern, method and status
+// code, and every request is timed under its route and method: what the
+// error-rate and latency dashboards read.
+func TestMetricsCountByRouteAndCode(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	h, _ := bare(t, api.Config{Registerer: reg})
+	for _, target := range []string{"/healthz", "/healthz", "/nope"} {
+		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", target, nil))
+	}
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts, timed := map[string]float64{}, map[string]uint64{}
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			switch f.GetName() {
+			case "flashsale_http_requests_total":
+				counts[labels["route"]+" "+labels["method"]+" "+labels["code"]] += m.GetCounter().GetValue()
+			case "flashsale_http_request_duration_seconds":
+				timed[labels["route"]+" "+labels["method"]] += m.GetHistogram().GetSampleCount()
+			}
+		}
+	}
+	if want := map[string]float64{"/healthz GET 200": 2, "unmatched GET 404": 1}; !maps.Equal(counts, want) {
+		t.Errorf("flashsale_http_requests_total = %v, want %v", counts, want)
+	}
+	if want := map[string]uint64{"/healthz GET": 2, "unmatched GET": 1}; !maps.Equal(timed, want) {
+		t.Errorf("flashsale_http_request_duration_seconds counts = %v, want %v", timed, want)
+	}
+}
+
 // AdminOnly guards a plain handler (the worker's /metrics) like the admin
 // endpoints: the right bearer token passes, anything else is 401, and with
 // no token configured nothing passes.
