@@ -314,7 +314,9 @@ func TestGetOrder(t *testing.T) {
 	}
 	// Waits are capped (at MaxWait, here 300ms): a queued order comes back
 	// queued after the cap, not after an hour.
-	for _, long := range []string{"1h", "3600", "99999999999999999999999"} {
+	// 10000000000 seconds fits an int64 but not as nanoseconds: it
+	// overflowed to a negative wait, answered at once.
+	for _, long := range []string{"1h", "3600", "10000000000", "99999999999999999999999"} {
 		start := time.Now()
 		r := e.Do(t, "GET", path+"?wait="+long, "")
 		r.JSON(t, &o)
