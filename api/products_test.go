@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -99,6 +100,15 @@ func TestCreateProductContract(t *testing.T) {
 			r.JSON(t, &p)
 			if p.ID == "" || r.Header.Get("Location") != "/v1/products/"+p.ID || p.Sold != 0 {
 				t.Fatalf("created: %s, Location %q", r.Body, r.Header.Get("Location"))
+			}
+			// The product as created is the one asked for, limit included
+			// (0, none, when left out).
+			var sent productBody
+			if err := json.Unmarshal([]byte(tt.body), &sent); err != nil {
+				t.Fatal(err)
+			}
+			if p != sent {
+				t.Errorf("created %+v, asked for %+v", p, sent)
 			}
 		})
 	}
