@@ -77,3 +77,50 @@ func TestSoldOutFlagOnlyAtZeroStock(t *testing.T) {
 		})
 	}
 }
+
+// A sold-out flag that Redis refused is tried again soon, by a later round
+// that reads the product sold out, not only once the worker's re-flagging
+// interval (5s) has passed: until a flag is set, the API's fast path is off
+// and every order of the product goes through the queue. Here Redis refuses
+// the first mark (the restock generation's key holds a hash: WRONGTYPE);
+// once the key is fixed, orders decided sold out flag the product well
+// within the 5s the worker waited before.
+func TestRefusedSoldOutFlagIsTriedAgainSoon(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, worker.ModeBatch, 5*time.Second)
+	e.start(t)
+	inventorytest.CreateProduct(t, e.store, "p", 1, 0)
+	ctx := context.Background()
+	g := soldout.New(e.rdb, soldout.Options{KeyPrefix: e.prefix, CacheTTL: time.Nanosecond, OpenTTL: time.Nanosecond})
+	genKey := e.prefix + "restock:{p}"
+	if err := e.rdb.HSet(ctx, genKey, "not", "a generation").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.w.ProcessTask(ctx, task(t, "o1", "p", "u1", 1, 1)); err != nil {
+		t.Fatal(err)
+	}
+	sold := time.Now()
+	// Another product's order answered: o1's round has tried its flag.
+	inventorytest.CreateProduct(t, e.store, "q", 10, 0)
+	if err := e.w.ProcessTask(ctx, task(t, "q1", "q", "u1", 1, 2)); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := g.SoldOut(ctx, "p"); err != nil || s {
+		t.Fatalf("SoldOut with the mark refused = %v, %v; want false, nil", s, err)
+	}
+	if err := e.rdb.Del(ctx, genKey).Err(); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	testenv.Eventually(t, 4*time.Second, func() error {
+		n++
+		if err := e.w.ProcessTask(ctx, task(t, fmt.Sprintf("o%d", n+1), "p", fmt.Sprintf("u%d", n+1), 1, 2+n)); err != nil {
+			return err
+		}
+		if s, err := g.SoldOut(ctx, "p"); err != nil || !s {
+			return fmt.Errorf("SoldOut %v after the sell-out, %d orders decided sold out since = %v, %v; want true, nil",
+				time.Since(sold).Round(time.Millisecond), n, s, err)
+		}
+		return nil
+	})
+}

@@ -545,6 +545,10 @@ func (w *Worker) afterCommit(ctx context.Context, res *inventory.Result, reqs []
 	_, errs := w.gate.MarkMany(ctx, sold)
 	for i, err := range errs {
 		if err != nil {
+			// Not flagged: a round that reads the product sold out
+			// markRetry later tries again, not markEvery later (the API's
+			// fast path stays off until a flag is set).
+			w.markFailed(sold[i])
 			w.cfg.Logger.Warn("could not flag sold-out product", "product_id", sold[i].Product, "err", err)
 		}
 	}
@@ -568,6 +572,21 @@ func (w *Worker) shouldMark(product string, gen int64) bool {
 	}
 	w.marked[product] = markedAt{gen: gen, at: time.Now()}
 	return true
+}
+
+// markRetry is how soon a product whose flagging failed is flagged again
+// (by a round that reads it sold out): soon, since its orders go through
+// the queue meanwhile, but not by every round while Redis keeps failing.
+const markRetry = 250 * time.Millisecond
+
+// markFailed notes that flagging s failed, so that [Worker.shouldMark]
+// lets it be tried again markRetry from now.
+func (w *Worker) markFailed(s soldout.Sold) {
+	w.markMu.Lock()
+	defer w.markMu.Unlock()
+	if m, ok := w.marked[s.Product]; ok && m.gen == s.Gen {
+		w.marked[s.Product] = markedAt{gen: s.Gen, at: time.Now().Add(markRetry - markEvery)}
+	}
 }
 
 type markedAt struct {
