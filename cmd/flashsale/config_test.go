@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -813,5 +814,53 @@ func TestHealthcheckExits1OnEveryFailure(t *testing.T) {
 		if code != tc.code || (code != 0) != (stderr.Len() > 0) {
 			t.Errorf("flashsale %s: exit %d, stderr %q; want exit %d, and a message unless 0", strings.Join(args, " "), code, stderr.String(), tc.code)
 		}
+	}
+}
+
+// The README's table of settings is what operators read: each setting's
+// default and the commands that read it are the code's. Before, nothing
+// compared them: a default changed in one place (the worker's concurrency,
+// its mode, the queue's name) went unnoticed in the other.
+func TestREADMETableMatchesTheSettings(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := map[string][]string{} // by variable: default, read by
+	for line := range strings.Lines(string(readme)) {
+		cells := strings.Split(strings.TrimSpace(line), " | ")
+		if len(cells) != 4 || !strings.HasPrefix(cells[0], "| `FLASHSALE_") {
+			continue
+		}
+		env := strings.Trim(strings.TrimPrefix(cells[0], "| "), "`")
+		rows[env] = []string{cells[2], strings.TrimSuffix(cells[3], " |")}
+	}
+	for _, s := range settings {
+		row, ok := rows[s.env]
+		if !ok {
+			t.Errorf("%s: no row in the README's table", s.env)
+			continue
+		}
+		delete(rows, s.env)
+		def, readBy := row[0], row[1]
+		switch {
+		case s.def == "" && s.env == "FLASHSALE_LOCK_REDIS_URLS":
+			if !strings.HasPrefix(def, "the queue's Redis") {
+				t.Errorf("%s: README default %q, want the queue's Redis", s.env, def)
+			}
+		case s.def == "":
+			if !strings.HasPrefix(def, "empty") {
+				t.Errorf("%s: README default %q, want empty", s.env, def)
+			}
+		case def != "`"+s.def+"`":
+			t.Errorf("%s: README default %s, code's %q", s.env, def, s.def)
+		}
+		if want := commandNames(s.cmds); readBy != want {
+			t.Errorf("%s: README read by %q, code's %q", s.env, readBy, want)
+		}
+	}
+	for env := range rows {
+		t.Errorf("README's table has %s, which is no setting", env)
 	}
 }
