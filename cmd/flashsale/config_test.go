@@ -864,3 +864,59 @@ func TestREADMETableMatchesTheSettings(t *testing.T) {
 		t.Errorf("README's table has %s, which is no setting", env)
 	}
 }
+
+// Each setting refuses the values just outside what its help and the
+// README give, and takes those at the edges. Before, only the lock TTL's
+// unit and the product timeout's upper bound were tried: a bound moved or
+// a check dropped (a concurrency of 0, a lock TTL of 10ms, a queue name
+// with a space, an unknown worker mode or log format) was taken silently.
+func TestSettingsRefuseValuesOutOfRange(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		env, v string
+		ok     bool
+	}{
+		{"FLASHSALE_WORKER_CONCURRENCY", "1", true},
+		{"FLASHSALE_WORKER_CONCURRENCY", "4096", true},
+		{"FLASHSALE_WORKER_CONCURRENCY", "0", false},
+		{"FLASHSALE_WORKER_CONCURRENCY", "4097", false},
+		{"FLASHSALE_WORKER_CONCURRENCY", "8x", false},
+		{"FLASHSALE_LOCK_TTL", "100ms", true},
+		{"FLASHSALE_LOCK_TTL", "10m", true},
+		{"FLASHSALE_LOCK_TTL", "99ms", false},
+		{"FLASHSALE_LOCK_TTL", "10m1ms", false},
+		{"FLASHSALE_PRODUCT_TIMEOUT", "100ms", true},
+		{"FLASHSALE_PRODUCT_TIMEOUT", "20s", true},
+		{"FLASHSALE_PRODUCT_TIMEOUT", "99ms", false},
+		{"FLASHSALE_PRODUCT_TIMEOUT", "20001ms", false},
+		{"FLASHSALE_WORKER_MODE", "batch", true},
+		{"FLASHSALE_WORKER_MODE", "single", true},
+		{"FLASHSALE_WORKER_MODE", "Batch", false},
+		{"FLASHSALE_WORKER_MODE", "lock-in-request", false},
+		{"FLASHSALE_QUEUE", "orders-2", true},
+		{"FLASHSALE_QUEUE", "my orders", false},
+		{"FLASHSALE_QUEUE", "a:b", false},
+		{"FLASHSALE_QUEUE", "{orders}", false},
+		{"FLASHSALE_LOG_FORMAT", "text", true},
+		{"FLASHSALE_LOG_FORMAT", "auto", true},
+		{"FLASHSALE_LOG_FORMAT", "logfmt", false},
+		{"FLASHSALE_LOG_LEVEL", "warn", true},
+		{"FLASHSALE_LOG_LEVEL", "verbose", false},
+		{"FLASHSALE_ADMIN_TOKEN", strings.Repeat("x", minAdminTokenLength), true},
+		{"FLASHSALE_ADMIN_TOKEN", strings.Repeat("x", minAdminTokenLength-1), false},
+		{"FLASHSALE_METRICS_ADDR", "127.0.0.1", false},
+		{"FLASHSALE_PPROF_ADDR", "localhost", false},
+		{"FLASHSALE_DATABASE_URL", "postgresql://db/x", true},
+		{"FLASHSALE_LOCK_REDIS_URLS", "redis:///0", false}, // no host
+		{"FLASHSALE_LOCK_REDIS_URLS", "redis-sentinel://a:26379?master=m", false},
+	} {
+		i := slices.IndexFunc(settings, func(s setting) bool { return s.env == tc.env })
+		if i < 0 {
+			t.Fatalf("no setting %s", tc.env)
+		}
+		var c config
+		if err := settings[i].set(&c, tc.v); (err == nil) != tc.ok {
+			t.Errorf("%s=%q: err = %v, want ok %v", tc.env, tc.v, err, tc.ok)
+		}
+	}
+}
