@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"log/slog"
 	"maps"
@@ -917,6 +918,25 @@ func TestSettingsRefuseValuesOutOfRange(t *testing.T) {
 		var c config
 		if err := settings[i].set(&c, tc.v); (err == nil) != tc.ok {
 			t.Errorf("%s=%q: err = %v, want ok %v", tc.env, tc.v, err, tc.ok)
+		}
+	}
+}
+
+// A lock of 2 or 4 nodes is refused (an even count tolerates no more
+// failures than one node fewer); 1, 3 and 5 are taken. Before, only 2 was
+// tried: a check dropping 4 went unnoticed.
+func TestLockNodeCounts(t *testing.T) {
+	t.Parallel()
+	for n := 1; n <= 5; n++ {
+		var urls []string
+		for i := range n {
+			urls = append(urls, fmt.Sprintf("redis://node%d:6379/0", i))
+		}
+		fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		_, err := loadConfig(fs, "worker", []string{"-lock-redis-urls", strings.Join(urls, ",")})
+		if want := n%2 == 1; (err == nil) != want {
+			t.Errorf("%d nodes: err = %v, want ok %v", n, err, want)
 		}
 	}
 }
