@@ -16,6 +16,12 @@ func TestURL(t *testing.T) {
 		{"postgres://app@db/x?password=hunter2&sslmode=disable", "postgres://app@db/x?password=***&sslmode=disable"},
 		{"redis-sentinel://:s3cret@h1:26379,h2:26379?master=m&Password=hunter2", "redis-sentinel://:***@h1:26379,h2:26379?Password=***&master=m"},
 		{"postgres://db/x?sslpassword=hunter2", "postgres://db/x?sslpassword=***"},
+		{"redis://h:1/0?pass=hunter2", "redis://h:1/0?pass=***"},
+		{"redis://h:1/0?passwd=hunter2", "redis://h:1/0?passwd=***"},
+		{"redis://h:1/0?secret=hunter2", "redis://h:1/0?secret=***"},
+		{"redis://h:1/0?token=hunter2", "redis://h:1/0?token=***"},
+		{"postgres://db/x?sslkey=hunter2", "postgres://db/x?sslkey=***"},
+		{"postgres:/app:hunter2@db/x", "(hidden: not a URL)"}, // one slash: no host, all path
 		{"host=db user=app password=hunter2 dbname=x", "(hidden: not a URL)"},
 		{"hunter2", "(hidden: not a URL)"},
 		{"redis:hunter2", "(hidden: not a URL)"},
