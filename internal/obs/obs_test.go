@@ -111,3 +111,40 @@ inner_figure 7
 			"inner_figure", "other_figure", "flashsale_collector_timed_out")
 	})
 }
+
+// fixedPool reports the same figures every time.
+type fixedPool inventory.PoolStats
+
+func (p fixedPool) PoolStats() inventory.PoolStats { return inventory.PoolStats(p) }
+
+// Each figure of the pool goes out under its own name. Before, only
+// flashsale_db_pool_max_conns was read: a figure under another's name (the
+// waits reported as all acquires, idle as acquired) went unnoticed, and a
+// dashboard showed a pool starved that was not, or the other way round.
+func TestPoolCollectorFigures(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(NewPoolCollector(fixedPool{IdleConns: 2, AcquiredConns: 5, MaxConns: 12,
+		AcquireCount: 1000, EmptyAcquireCount: 40, AcquireDuration: 1500 * time.Millisecond}))
+	const want = `
+# HELP flashsale_db_pool_acquire_seconds_total Time spent acquiring connections.
+# TYPE flashsale_db_pool_acquire_seconds_total counter
+flashsale_db_pool_acquire_seconds_total 1.5
+# HELP flashsale_db_pool_acquires_total Connections acquired from the pool.
+# TYPE flashsale_db_pool_acquires_total counter
+flashsale_db_pool_acquires_total 1000
+# HELP flashsale_db_pool_conns PostgreSQL pool connections by state.
+# TYPE flashsale_db_pool_conns gauge
+flashsale_db_pool_conns{state="acquired"} 5
+flashsale_db_pool_conns{state="idle"} 2
+# HELP flashsale_db_pool_empty_acquires_total Acquires that had to wait for a connection.
+# TYPE flashsale_db_pool_empty_acquires_total counter
+flashsale_db_pool_empty_acquires_total 40
+# HELP flashsale_db_pool_max_conns PostgreSQL pool size limit.
+# TYPE flashsale_db_pool_max_conns gauge
+flashsale_db_pool_max_conns 12
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want)); err != nil {
+		t.Error(err)
+	}
+}
