@@ -1,6 +1,7 @@
 package obs
 
 import (
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -147,4 +148,70 @@ flashsale_db_pool_max_conns 12
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want)); err != nil {
 		t.Error(err)
 	}
+}
+
+// burstCollector sends one gauge, blocks until release is closed, then
+// sends n more series at once (asynq's collector: a series per queue and
+// state, all sent after its reads of Redis).
+type burstCollector struct {
+	desc    *prometheus.Desc
+	release chan struct{}
+	n       int
+}
+
+func (b *burstCollector) Describe(ch chan<- *prometheus.Desc) { ch <- b.desc }
+
+func (b *burstCollector) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(b.desc, prometheus.GaugeValue, 0, "first")
+	<-b.release
+	for i := range b.n {
+		ch <- prometheus.MustNewConstMetric(b.desc, prometheus.GaugeValue, float64(i), fmt.Sprint(i))
+	}
+}
+
+// A collection cut short that then sends more series than its buffer holds
+// still ends, and the scrapes after it collect again. Before, the test's
+// collector sent one series: a bounded collector that left the rest of a
+// cut collection unread kept its goroutine blocked and its token forever,
+// and every later scrape went without the queue's metrics.
+func TestBoundedCollectorDrainsACutCollection(t *testing.T) {
+	t.Parallel()
+	inner := &burstCollector{
+		desc:    prometheus.NewDesc("inner_series", "Series.", []string{"i"}, nil),
+		release: make(chan struct{}),
+		n:       500,
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(NewBoundedCollector(inner, "burst", 50*time.Millisecond))
+	timedOut := func() (float64, int, error) {
+		mfs, err := reg.Gather()
+		if err != nil {
+			return 0, 0, err
+		}
+		var v float64
+		var n int
+		for _, mf := range mfs {
+			switch mf.GetName() {
+			case "flashsale_collector_timed_out":
+				v = mf.GetMetric()[0].GetGauge().GetValue()
+			case "inner_series":
+				n = len(mf.GetMetric())
+			}
+		}
+		return v, n, nil
+	}
+	if v, _, err := timedOut(); err != nil || v != 1 {
+		t.Fatalf("first scrape: timed out %v (%v), want 1", v, err)
+	}
+	close(inner.release)
+	testenv.Eventually(t, 10*time.Second, func() error {
+		v, n, err := timedOut()
+		if err != nil {
+			return err
+		}
+		if v != 0 || n != inner.n+1 {
+			return fmt.Errorf("timed out %v with %d series, want 0 with %d", v, n, inner.n+1)
+		}
+		return nil
+	})
 }
