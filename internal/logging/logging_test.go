@@ -44,3 +44,30 @@ func TestFormat(t *testing.T) {
 		}
 	}
 }
+
+// A line logged with a request's context carries every attribute put in
+// it, through a logger with attributes of its own (the component's), and
+// lines under the level are dropped. Before, nothing here read them: a
+// logger's With losing the context's attributes, a second With dropping
+// the first's (the request id gone from a request's lines), or the level
+// ignored (info lines written under -log-level warn) went
+// unnoticed.
+func TestNewCarriesContextAttrsAndLevel(t *testing.T) {
+	t.Parallel()
+	var buf bytes.Buffer
+	log := logging.New(&buf, "json", slog.LevelWarn).With("component", "api")
+	ctx := logging.With(context.Background(), slog.String("request_id", "r1"))
+	ctx = logging.With(ctx, slog.Int("user_id", 7))
+	log.InfoContext(ctx, "not shown")
+	log.WarnContext(ctx, "shown")
+
+	var line map[string]any
+	if err := json.Unmarshal(buf.Bytes(), &line); err != nil {
+		t.Fatalf("not one JSON line: %q: %v", buf.String(), err)
+	}
+	for k, want := range map[string]any{"msg": "shown", "component": "api", "request_id": "r1", "user_id": 7.0} {
+		if line[k] != want {
+			t.Errorf("%s: got %v, want %v (line %s)", k, line[k], want, buf.String())
+		}
+	}
+}
