@@ -796,6 +796,9 @@ func TestHealthcheckExits1OnEveryFailure(t *testing.T) {
 	defer down.Close()
 	gone := httptest.NewServer(http.NotFoundHandler())
 	gone.Close() // nothing listens at its address any more
+	// A server that is up, at a mistyped path.
+	notFound := httptest.NewServer(http.NotFoundHandler())
+	defer notFound.Close()
 	for _, tc := range []struct {
 		args []string
 		code int
@@ -808,6 +811,7 @@ func TestHealthcheckExits1OnEveryFailure(t *testing.T) {
 		{[]string{"-url", "://no-scheme"}, 1},
 		{[]string{"-url", down.URL}, 1},
 		{[]string{"-url", gone.URL}, 1},
+		{[]string{"-url", notFound.URL + "/readyz"}, 1},
 	} {
 		var stderr strings.Builder
 		args := append([]string{"healthcheck"}, tc.args...)
