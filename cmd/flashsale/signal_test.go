@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/url"
 	"os"
@@ -320,5 +321,39 @@ func TestSignalWhileRunningLogsTheStop(t *testing.T) {
 			})
 			p.wantStop(t, 0, tc.stopped)
 		})
+	}
+}
+
+// Only a start cut short by a signal is a clean stop: a failure once the
+// server has started (its shutdown outlasting its bound) is returned even
+// though the signal came first. Before, the signal tests ended in clean
+// stops only: a stoppedDuringStart that forgot whether the server had
+// started ended an API whose requests were cut off by the shutdown's bound
+// with exit status 0 and "stopped during its start".
+func TestStoppedDuringStartOnlyBeforeTheStart(t *testing.T) {
+	t.Parallel()
+	failed := errors.New("shutdown: context deadline exceeded")
+	signalled, cancel := context.WithCancel(context.Background())
+	cancel()
+	for _, tc := range []struct {
+		name    string
+		ctx     context.Context
+		started bool
+		err     error
+		want    error
+	}{
+		{"start cut by the signal", signalled, false, context.Canceled, nil},
+		{"failed after the start and the signal", signalled, true, failed, failed},
+		{"failed during the start, no signal", context.Background(), false, failed, failed},
+		{"stopped cleanly", signalled, true, nil, nil},
+	} {
+		var log bytes.Buffer
+		got := stoppedDuringStart(tc.ctx, slog.New(slog.NewTextHandler(&log, nil)), tc.started, tc.err)
+		if got != tc.want {
+			t.Errorf("%s: got %v, want %v", tc.name, got, tc.want)
+		}
+		if logged := strings.Contains(log.String(), "stopped during its start"); logged != (tc.err != nil && tc.want == nil) {
+			t.Errorf("%s: logged %q", tc.name, log.String())
+		}
 	}
 }
