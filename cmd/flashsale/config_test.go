@@ -639,6 +639,7 @@ func TestBadLockURLIsRefusedNamingItsSetting(t *testing.T) {
 		// none fails every dial at once): refused at start, as for the
 		// queue's URL.
 		{[]string{"-lock-redis-urls", "redis://127.0.0.1:6379/0?pool_size=-1"}, "pool_size must be at least 1", "also the lock's"},
+		{[]string{"-lock-redis-urls", "redis://127.0.0.1:6379/0?pool_size=0"}, "pool_size must be at least 1", "also the lock's"},
 		{[]string{"-lock-redis-urls", "redis://127.0.0.1:6379/0?dial_timeout=0"}, "dial_timeout must be positive", "also the lock's"},
 		{[]string{"-lock-redis-urls", "redis://127.0.0.1:6379/0?foo=bar"}, `bad -lock-redis-urls="redis://127.0.0.1:6379/0?foo=bar": redis://127.0.0.1:6379/0?foo=bar: redis: unexpected option: foo`, "also the lock's"},
 	} {
