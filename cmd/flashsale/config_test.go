@@ -181,7 +181,9 @@ func TestLoadtestQuantityBoundIsTheAPIs(t *testing.T) {
 }
 
 // The worker's lock nodes end each call at the lock's NodeTimeout (the
-// call's context deadline), as the lock package asks of its nodes.
+// call's context deadline), as the lock package asks of its nodes, and a
+// node that refuses connections fails at its first dial (go-redis's own
+// default dials it 5 times, with back-offs, on every call).
 func TestLockClientsHonorContextDeadlines(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -198,6 +200,9 @@ func TestLockClientsHonorContextDeadlines(t *testing.T) {
 		o := nodes[0].Options()
 		if !o.ContextTimeoutEnabled || o.PoolSize != tc.pool {
 			t.Errorf("%s: ContextTimeoutEnabled %v, PoolSize %d; want true, %d", tc.url, o.ContextTimeoutEnabled, o.PoolSize, tc.pool)
+		}
+		if o.DialerRetries != 1 {
+			t.Errorf("%s: DialerRetries %d, want 1", tc.url, o.DialerRetries)
 		}
 		_ = nodes[0].Close()
 	}
