@@ -133,6 +133,9 @@ func TestConfigErrorsHideSecrets(t *testing.T) {
 		{"FLASHSALE_REDIS_URL", "redis://:" + secret + "%zz@cache:6379/0", nil},
 		{"FLASHSALE_LOCK_REDIS_URLS", "redis://:a@n1:6379,http://:" + secret + "@n2:6379", nil},
 		{"FLASHSALE_LOCK_REDIS_URLS", "redis://:" + secret + "@n 1:6379", nil},
+		{"FLASHSALE_LOCK_REDIS_URLS", "redis://:" + secret + "@n1:6379/0?foo=bar", nil},                                                    // go-redis refuses it
+		{"FLASHSALE_LOCK_REDIS_URLS", "redis://:" + secret + "@a:6379,redis://:" + secret + "@b:6379,redis://:" + secret + "@b:6379", nil}, // b twice
+		{"FLASHSALE_REDIS_URL", "redis://:" + secret + "@127.0.0.1:6379/7/x", nil},                                                         // asynq takes it, the lock's client does not
 		{"", "", []string{"-database-url", "mysql://app:" + secret + "@db/x"}},
 		{"", "", []string{"-lock-redis-urls", "redis://:" + secret + "@n1,redis://:" + secret + "@n2"}}, // 2 nodes
 	}
