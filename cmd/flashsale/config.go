@@ -444,8 +444,8 @@ func loadConfig(fs *flag.FlagSet, name string, args []string) (config, error) {
 			return c, fmt.Errorf("%s must be set when the queue's Redis (%s) is not a single redis:// node", c.name("FLASHSALE_LOCK_REDIS_URLS"), c.name("FLASHSALE_REDIS_URL"))
 		}
 	}
-	if n := len(c.LockRedisURLs); n == 2 || n == 4 {
-		return c, c.flagMistake("FLASHSALE_LOCK_REDIS_URLS", fmt.Errorf("bad %s: %d nodes; use 1, 3 or 5 independent nodes (an even count tolerates no more failures than one node fewer)", c.name("FLASHSALE_LOCK_REDIS_URLS"), n))
+	if n := len(c.LockRedisURLs); n != 1 && n != 3 && n != 5 {
+		return c, c.flagMistake("FLASHSALE_LOCK_REDIS_URLS", fmt.Errorf("bad %s: %d nodes; use 1, 3 or 5 independent nodes (an even count tolerates no more failures than one node fewer, and every node past 5 adds a round trip to each lock for failures a quorum of 5 already rides out)", c.name("FLASHSALE_LOCK_REDIS_URLS"), n))
 	}
 	// A server named twice (the same host:port, any database) is one node
 	// casting two votes: its failure alone costs the quorum, and releases
