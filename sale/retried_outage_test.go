@@ -21,7 +21,8 @@ import (
 // reads it as waiting, but retried. It has run, so its order may be decided:
 // with PostgreSQL down, neither GET /v1/orders/{id} nor a keyed re-send may
 // answer from it (queued: a final status undone); only a waiting task never
-// retried tells that its order is undecided (neverRan).
+// retried tells that its order is undecided (neverRan). Nor may a long
+// poll, which the queue's waiting task lets skip reading the order.
 func TestRetriedTaskDuringAnOutageDoesNotUndoAFinalStatus(t *testing.T) {
 	t.Parallel()
 	pg := testenv.PrivatePostgres(t)
@@ -80,6 +81,11 @@ func TestRetriedTaskDuringAnOutageDoesNotUndoAFinalStatus(t *testing.T) {
 	}
 	if v, err := e.Service.Order(ctx, placed.OrderID); !errors.Is(err, sale.ErrUnavailable) {
 		t.Errorf("read during the outage, its task retried: %+v, %v; want ErrUnavailable (it read succeeded)", v, err)
+	}
+	// Nor may a long poll: the queue holds the task waiting, which tells a
+	// wait nothing of its order (this one was decided).
+	if v, err := e.Service.WaitOrder(ctx, placed.OrderID, 1500*time.Millisecond); err == nil && !v.Status.Final() {
+		t.Errorf("wait during the outage, its task retried: %+v; it read succeeded before: want ErrUnavailable, not %s", v, v.Status)
 	}
 	if got, err := e.Service.PlaceOrder(ctx, req); err == nil && !got.Status.Final() {
 		t.Errorf("re-send during the outage, its task retried: %+v; it read succeeded before: want ErrUnavailable, not %s", got, got.Status)

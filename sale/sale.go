@@ -1150,8 +1150,11 @@ func taskStatus(ti queue.TaskInfo) inventory.Status {
 // order with its outcome, which answers the wait without reading the
 // database; a jittered re-check every second covers a lost announcement.
 // While the database or Redis is unreachable (a restart) it keeps waiting,
-// re-checking every 250ms, and reports the error only if it lasts the whole
-// wait. Its reads end by the wait's end plus [ReadBudget], even if
+// re-checking every 250ms. If one is still down when the wait ends, it
+// answers the state the wait last read of the order, which the order had
+// then (a read that found it not yet decided in PostgreSQL and its task
+// still in the queue), and reports the error only if no read of the wait
+// could tell. Its reads end by the wait's end plus [ReadBudget], even if
 // Redis or PostgreSQL hangs.
 func (s *Service) WaitOrder(ctx context.Context, id string, wait time.Duration) (OrderView, error) {
 	deadline := time.Now().Add(min(max(wait, 0), MaxWait))
@@ -1165,6 +1168,9 @@ func (s *Service) WaitOrder(ctx context.Context, id string, wait time.Duration) 
 			return time.Until(deadline)
 		}
 	}
+	// What this wait last read of the order while it was not decided: for
+	// an answer if an outage covers the wait's end, not its whole length.
+	var last pending
 	for first := true; ; first = false {
 		var w *notify.Watch
 		if s.hub != nil {
@@ -1191,16 +1197,32 @@ func (s *Service) WaitOrder(ctx context.Context, id string, wait time.Duration) 
 					w.Stop()
 					return v, nil
 				}
-				skip = errors.Is(derr, ErrNotFound) && s.held(ctx, id)
+				if errors.Is(derr, ErrNotFound) {
+					// Not decided when read; its task's state read after.
+					// (The first read's waiting task is no such proof: it
+					// may be a redelivered copy of a decided order's.)
+					if st, ok := s.held(ctx, id); ok {
+						skip = true
+						last.status = taskStatus(queue.TaskInfo{State: st})
+					}
+				}
 			}
 		}
 		if !skip {
 			var v OrderView
 			v, err = s.Order(ctx, id)
+			if err == nil && !v.Status.Final() {
+				last = pending{status: v.Status, view: &v}
+			}
 			left = until()
 			if (err != nil && !errors.Is(err, ErrUnavailable)) || (err == nil && v.Status.Final()) || left <= 0 || ctx.Err() != nil {
 				if w != nil {
 					w.Stop()
+				}
+				if errors.Is(err, ErrUnavailable) && last.status != "" {
+					if lv, ok := s.lastRead(ctx, id, last); ok {
+						return lv, nil
+					}
 				}
 				return v, err
 			}
@@ -1232,14 +1254,38 @@ func (s *Service) WaitOrder(ctx context.Context, id string, wait time.Duration) 
 	}
 }
 
-// held reports whether the queue holds order id's task, waiting or
-// running: one coalesced read of its state.
-func (s *Service) held(ctx context.Context, id string) bool {
+// pending is what a wait last read of an order that was not decided: its
+// status, and its view if the read was a full one.
+type pending struct {
+	status inventory.Status // "" if no read could tell
+	view   *OrderView
+}
+
+// lastRead is the order as last read by a wait, p: the view read then, or
+// one built from its task, which holds the order's fields (they never
+// change), with the status read then. ok is false if neither can be had.
+func (s *Service) lastRead(ctx context.Context, id string, p pending) (v OrderView, ok bool) {
+	if p.view != nil {
+		v = *p.view
+	} else {
+		ti, err := s.inspector.Lookup(ctx, id)
+		if err != nil {
+			return OrderView{}, false
+		}
+		v = queuedView(id, ti)
+	}
+	v.Status = p.status
+	return v, true
+}
+
+// held returns the state of order id's task if the queue holds it, waiting
+// or running: one coalesced read of its state.
+func (s *Service) held(ctx context.Context, id string) (queue.State, bool) {
 	if !ValidOrderID(id) {
-		return false
+		return 0, false
 	}
 	st, err := s.taskState(ctx, id)
-	return err == nil && (st == queue.Waiting || st == queue.Running)
+	return st, err == nil && (st == queue.Waiting || st == queue.Running)
 }
 
 // Drain ends every wait of [Service.WaitOrder], running or to come: each
