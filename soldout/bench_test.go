@@ -15,7 +15,7 @@ func BenchmarkMark(b *testing.B) {
 	const n = 24
 	rdb := testenv.Redis(b)
 	prefix := "b:" + testenv.Namespace(b) + ":"
-	b.Cleanup(func() { testenv.DeleteKeys(b, rdb, prefix) })
+	testenv.DeleteKeys(b, rdb, prefix)
 	g := soldout.New(rdb, soldout.Options{KeyPrefix: prefix})
 	ctx := context.Background()
 	sold := make([]soldout.Sold, n)
