@@ -594,12 +594,23 @@ func stopChildren(procs []*child, grace time.Duration, log *slog.Logger) error {
 		case <-p.done:
 		case <-deadline.C:
 			deadline.Reset(0) // the others get no more time either
-			log.Warn("child did not stop in time; killing", "process", p.name, "pid", p.cmd.Process.Pid)
-			_ = p.cmd.Process.Kill()
-			<-p.done
-			if !stoppedCleanly(p.err) {
-				errs = append(errs, fmt.Errorf("%s did not stop within %v and was killed", p.name, grace))
-				continue
+			// The deadline and the child's end may both be ready (a child
+			// ending right at the deadline, or one whose turn comes after
+			// another's deadline), and select picks either: a child that
+			// has ended is not killed, nor named killed.
+			select {
+			case <-p.done:
+			default:
+				log.Warn("child did not stop in time; killing", "process", p.name, "pid", p.cmd.Process.Pid)
+				_ = p.cmd.Process.Kill()
+				<-p.done
+				// Only the kill's SIGKILL is a kill: a child that exited
+				// between the check above and the kill is named by its
+				// own end.
+				if signaledBy(p.err, syscall.SIGKILL) {
+					errs = append(errs, fmt.Errorf("%s did not stop within %v and was killed", p.name, grace))
+					continue
+				}
 			}
 		}
 		if !stoppedCleanly(p.err) {
@@ -614,15 +625,18 @@ func stopChildren(procs []*child, grace time.Duration, log *slog.Logger) error {
 // the first milliseconds of its start gets (before main handles signals),
 // with nothing in flight to lose.
 func stoppedCleanly(err error) bool {
-	if err == nil {
-		return true
-	}
+	return err == nil || signaledBy(err, syscall.SIGTERM)
+}
+
+// signaledBy reports whether a child's Wait error err says it was ended
+// by signal sig.
+func signaledBy(err error, sig syscall.Signal) bool {
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) {
 		return false
 	}
 	ws, ok := ee.Sys().(syscall.WaitStatus)
-	return ok && ws.Signaled() && ws.Signal() == syscall.SIGTERM
+	return ok && ws.Signaled() && ws.Signal() == sig
 }
 
 // lockedWriter serialises writes from several children.

@@ -433,3 +433,65 @@ func TestStopChildrenNamesAKilledChild(t *testing.T) {
 		t.Errorf("stopChildren: %v, want an error naming worker-1 alone, killed\n%s", err, out)
 	}
 }
+
+// A child that has already ended when the grace period runs out (here:
+// its turn comes after another child's, whose deadline ended everyone's
+// time) is not killed, nor named killed: it is named by its own end,
+// exit status 3, and one that exited 0 is not named at all. Before,
+// stopChildren chose at random between its end and the deadline, both
+// ready, and called such a child killed ("did not stop within ... and was
+// killed"), with a warning that it was being killed. The ended children
+// are named several times (one process each): each name is one more
+// chance for that random choice.
+func TestStopChildrenDoesNotNameAnEndedChildKilled(t *testing.T) {
+	t.Parallel()
+	out := &testenv.LogBuffer{}
+	exited := make(chan string, 3)
+	started := map[string]*child{}
+	for name, how := range map[string]string{"worker-1": "ignore", "failed": "fail", "clean": "partial"} {
+		c, err := startChild(os.Args[0], name, []string{"worker"}, append(cluster.BaseEnv(), "DEV_TEST_WORKER="+how), false, out, exited)
+		if err != nil {
+			t.Fatal(err)
+		}
+		started[name] = c
+		t.Cleanup(func() { _ = c.cmd.Process.Kill(); <-c.done })
+	}
+	testenv.Eventually(t, 30*time.Second, func() error {
+		if strings.Count(out.String(), "fake worker started\n") < 3 {
+			return errors.New("the fake workers have not started yet")
+		}
+		return nil
+	})
+	// The two that stop end before stopChildren starts.
+	for _, name := range []string{"failed", "clean"} {
+		c := started[name]
+		if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-c.done:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s did not end within 30s of its SIGTERM", name)
+		}
+	}
+	procs := []*child{started["worker-1"]}
+	var want []string
+	want = append(want, "worker-1 did not stop within 1s and was killed")
+	for i := 2; i <= 17; i++ {
+		name := fmt.Sprintf("worker-%d", i)
+		ended := started["clean"]
+		if i%2 == 0 {
+			ended = started["failed"]
+			want = append(want, name+" did not stop cleanly: exit status 3")
+		}
+		procs = append(procs, &child{name: name, cmd: ended.cmd, done: ended.done, err: ended.err})
+	}
+	var logs testenv.LogBuffer
+	err := stopChildren(procs, time.Second, slog.New(slog.NewTextHandler(&logs, nil)))
+	if got := fmt.Sprint(err); got != strings.Join(want, "\n") {
+		t.Errorf("stopChildren:\n%s\nwant:\n%s", got, strings.Join(want, "\n"))
+	}
+	if n := strings.Count(logs.String(), "killing"); n != 1 || !strings.Contains(logs.String(), "process=worker-1 ") {
+		t.Errorf("stopChildren warned of %d kills, want one, of worker-1:\n%s", n, logs.String())
+	}
+}
