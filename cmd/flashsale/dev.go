@@ -54,14 +54,22 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	started := false
 	err = serveDev(ctx, cfg, log, dataDir, workers, stdout, stderr, func() { started = true })
+	if errors.Is(err, errStartStopUnclean) {
+		return err // a failed stop of its children is no clean stop
+	}
 	// A signal during its start stops it as it stops an api or a worker
 	// (its processes and private servers stopped on the way out).
 	return stoppedDuringStart(ctx, log, started, err)
 }
 
+// errStartStopUnclean is the error of a dev whose start a stop (a signal)
+// cut short, and one of whose children, stopped on the way out, did not
+// stop cleanly.
+var errStartStopUnclean = errors.New("stopped during its start, not cleanly")
+
 // serveDev runs dev's servers and processes until ctx ends. ready is
 // called once it has printed that it is running.
-func serveDev(ctx context.Context, cfg config, log *slog.Logger, dataDir string, workers int, stdout, stderr io.Writer, ready func()) error {
+func serveDev(ctx context.Context, cfg config, log *slog.Logger, dataDir string, workers int, stdout, stderr io.Writer, ready func()) (err error) {
 	if workers < 1 || workers > 32 {
 		return fmt.Errorf("bad -workers=%d: want 1 to 32", workers)
 	}
@@ -151,7 +159,14 @@ func serveDev(ctx context.Context, cfg config, log *slog.Logger, dataDir string,
 	var procs []*child
 	// On the way out after a failure, stop what was started; the failure
 	// is the error returned (each child's own lines say how it stopped).
-	cleanups = append(cleanups, func() { _ = stopChildren(procs, childStopGrace, log) })
+	// But a start cut short by ctx's end (a signal) is no failure, and
+	// runDev reads it as a clean stop: that is what the stop found, then.
+	// Before, a child's failed stop was ignored there, and dev exited 0.
+	cleanups = append(cleanups, func() {
+		if serr := stopChildren(procs, childStopGrace, log); serr != nil && ctx.Err() != nil {
+			err = fmt.Errorf("%w: %w", errStartStopUnclean, serr)
+		}
+	})
 	exited := make(chan string, workers+1)
 	envs, err := devEnvs(cfg, workers)
 	if err != nil {

@@ -30,10 +30,14 @@ import (
 //
 // Started as a worker with DEV_TEST_WORKER set (a test's dev passes it on:
 // not a FLASHSALE_ variable), it is a stand-in worker instead, that stops
-// as that variable says (see fakeWorker).
+// as that variable says (see fakeWorker); as an API with DEV_TEST_API set,
+// a stand-in API that never gets ready (see fakeAPI).
 func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == "worker" && os.Getenv("DEV_TEST_WORKER") != "" {
 		os.Exit(fakeWorker(os.Getenv("DEV_TEST_WORKER"), os.Stdout))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "api" && os.Getenv("DEV_TEST_API") != "" {
+		os.Exit(fakeAPI(os.Stdout))
 	}
 	if len(os.Args) > 1 && (os.Args[1] == "api" || os.Args[1] == "worker" || os.Args[1] == "migrate" || os.Args[1] == "dev") {
 		main() // exits
@@ -493,5 +497,64 @@ func TestStopChildrenDoesNotNameAnEndedChildKilled(t *testing.T) {
 	}
 	if n := strings.Count(logs.String(), "killing"); n != 1 || !strings.Contains(logs.String(), "process=worker-1 ") {
 		t.Errorf("stopChildren warned of %d kills, want one, of worker-1:\n%s", n, logs.String())
+	}
+}
+
+// fakeAPI is an API process of dev's tests that never listens, so that dev
+// stays in its start (waiting for the API to be ready) until it is
+// stopped: it says "fake api started" once it handles SIGTERM, and exits
+// 0 at it.
+func fakeAPI(out io.Writer) int {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM)
+	fmt.Fprintln(out, "fake api started")
+	<-sig
+	return 0
+}
+
+// dev stopped during its start (a Ctrl-C while it waits for its API)
+// fails, naming the child, when a child it had started does not stop
+// cleanly: it stops what it started on the way out, and ignored how that
+// went, so the stop read as a clean one (exit 0) though its worker exited
+// 3. Not parallel: it sets the environment dev's processes inherit.
+func TestDevStoppedDuringItsStartFailsWhenAChildDoesNotStopCleanly(t *testing.T) {
+	t.Setenv("DEV_TEST_WORKER", "fail")
+	t.Setenv("DEV_TEST_API", "never-ready")
+	addr, err := cluster.FreeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := devNamespace(t)
+	db := testenv.NewDatabase(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	stderr := &testenv.LogBuffer{}
+	code, stopped := make(chan int, 1), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		code <- run(ctx, []string{"dev", "-workers", "1", "-http-addr", addr, "-database-url", db,
+			"-redis-url", testenv.RedisURL(), "-queue", "q_" + ns, "-key-prefix", ns + ":", "-log-format", "text"}, io.Discard, stderr)
+	}()
+	t.Cleanup(func() { // dev and its children stopped before the database and namespace go
+		cancel()
+		select {
+		case <-stopped:
+		case <-time.After(60 * time.Second):
+			t.Errorf("dev did not stop within 60s:\n%s", stderr)
+		}
+	})
+	testenv.Eventually(t, 60*time.Second, func() error {
+		if !strings.Contains(stderr.String(), "[worker-1] fake worker started\n") || !strings.Contains(stderr.String(), "[api] fake api started\n") {
+			return errors.New("the fake API and worker have not started yet")
+		}
+		return nil
+	})
+	cancel() // as Ctrl-C does, while dev waits for its API to be ready
+	select {
+	case c := <-code:
+		if c != 1 || !strings.Contains(stderr.String(), "worker-1 did not stop cleanly: exit status 3") {
+			t.Errorf("dev stopped during its start, its worker exiting 3: exit %d, want 1 and a line naming worker-1 and its status:\n%s", c, stderr)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("dev did not stop within 60s:\n%s", stderr)
 	}
 }
