@@ -712,9 +712,12 @@ func (p *prefixWriter) Flush() error {
 }
 
 // writeLine writes one line (ending in a newline) marked with the name.
+// Only a whole JSON object gets the field: one cut short (a child's last
+// line, written as it exited or was killed) is no JSON log line, and given
+// the field it read as one that no JSON reader can read.
 func (p *prefixWriter) writeLine(line []byte) error {
 	var out []byte
-	if p.json && bytes.HasPrefix(line, []byte(`{"`)) {
+	if p.json && bytes.HasPrefix(line, []byte(`{"`)) && json.Valid(line) {
 		out = append(fmt.Appendf(nil, `{"process":%q,`, p.name), line[1:]...)
 	} else {
 		out = append([]byte("["+p.name+"] "), line...)

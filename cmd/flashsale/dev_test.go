@@ -558,3 +558,44 @@ func TestDevStoppedDuringItsStartFailsWhenAChildDoesNotStopCleanly(t *testing.T)
 		t.Fatalf("dev did not stop within 60s:\n%s", stderr)
 	}
 }
+
+// In JSON mode, a child's line gets the process as a field only if it is a
+// JSON object; any other line, a JSON object cut short included, gets the
+// "[name] " prefix. Before, a line that began `{"` got the field whatever
+// followed: a child's last line cut mid-object (it exited, or was killed,
+// while writing it), flushed at its exit, came out as
+// `{"process":"worker-1","time":...,"msg":"cut` — a line marked as a JSON
+// log line of that process that no JSON reader can read.
+func TestPrefixWriterMarksOnlyJSONObjectsWithAField(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, in, want string
+	}{
+		{"a JSON line", `{"level":"INFO","msg":"ok"}` + "\n", `{"process":"worker-1","level":"INFO","msg":"ok"}` + "\n"},
+		{"a last JSON line without a newline", `{"level":"INFO","msg":"ok"}`, `{"process":"worker-1","level":"INFO","msg":"ok"}` + "\n"},
+		{"a last JSON line cut short", `{"level":"INFO","msg":"cu`, `[worker-1] {"level":"INFO","msg":"cu` + "\n"},
+		{"a JSON line cut short", `{"level":"INFO","msg":"cu` + "\n" + `{"msg":"next"}` + "\n",
+			`[worker-1] {"level":"INFO","msg":"cu` + "\n" + `{"process":"worker-1","msg":"next"}` + "\n"},
+		{"a line of text", "panic: boom\n", "[worker-1] panic: boom\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var out strings.Builder
+			pw := &prefixWriter{name: "worker-1", json: true, w: &out}
+			if _, err := io.WriteString(pw, tc.in); err != nil {
+				t.Fatal(err)
+			}
+			if err := pw.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			if got := out.String(); got != tc.want {
+				t.Errorf("wrote %q, got %q, want %q", tc.in, got, tc.want)
+			}
+			for line := range strings.Lines(out.String()) {
+				if strings.HasPrefix(line, `{"process":`) && !json.Valid([]byte(line)) {
+					t.Errorf("a line marked with a process field that is no JSON: %q", line)
+				}
+			}
+		})
+	}
+}
