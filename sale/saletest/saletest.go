@@ -77,6 +77,21 @@ type Env struct {
 	fence atomic.Int64
 }
 
+// sharedRedis reports whether url (empty: the default) names the shared
+// test Redis (testenv.RedisURL), whatever its database.
+func sharedRedis(url string) bool {
+	if url == "" {
+		return true
+	}
+	// A URL redis.ParseURL refuses (another scheme) names no shared Redis.
+	named, err := redis.ParseURL(url)
+	if err != nil {
+		return false
+	}
+	shared, err := redis.ParseURL(testenv.RedisURL())
+	return err == nil && named.Addr == shared.Addr
+}
+
 // New wires a Service for t. Everything is closed, and the test's Redis
 // keys and database removed, at cleanup. The hub is subscribed before New
 // returns.
@@ -130,10 +145,15 @@ func New(t testing.TB, opts *Options) *Env {
 		e.Redis = redis.NewClient(ropt)
 		t.Cleanup(func() { _ = e.Redis.Close() })
 	}
-	// Registered after the client's Close, so it runs before it.
-	testenv.DeleteKeys(t, e.Redis, e.Prefix)
-	testenv.DeleteKeys(t, e.Redis, "rate:"+e.Prefix)
-	testenv.DeleteKeys(t, e.Redis, "asynq:{"+e.Queue+"}")
+	// Registered after the client's Close, so it runs before it. Only on
+	// the shared Redis: a Redis the test names is its own (a private
+	// redis-server, often killed by then), where DeleteKeys would retry
+	// for its minute and fail the test.
+	if sharedRedis(opts.RedisURL) {
+		testenv.DeleteKeys(t, e.Redis, e.Prefix)
+		testenv.DeleteKeys(t, e.Redis, "rate:"+e.Prefix)
+		testenv.DeleteKeys(t, e.Redis, "asynq:{"+e.Queue+"}")
+	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
