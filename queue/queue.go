@@ -10,6 +10,7 @@ package queue
 
 import (
 	"context"
+	_ "embed"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -353,9 +354,8 @@ type Inspector struct {
 	in    *asynq.Inspector
 	rdb   redis.UniversalClient
 	queue string
-	// stats runs one read of the counts at a time (see Stats): asynq's
-	// calls take no context, and each left running holds a connection
-	// until go-redis gives up on a hung Redis (10s and more).
+	// stats runs one read of the counts at a time (see Stats): each left
+	// running by its callers holds a connection until its bound.
 	stats singleflight.Group
 }
 
@@ -526,17 +526,28 @@ type Stats struct {
 // Stats returns the queue's counts, or [ErrUnavailable]; it answers by the
 // time ctx ends. A queue that never held a task is empty.
 //
-// asynq's Inspector takes no context: the read runs on its own, bounded by
-// the Redis client's timeouts and retries (10s and more on a hung Redis),
-// and the caller stops waiting for it when ctx ends, as an operator's
-// dashboard must. Callers meanwhile share the read in flight rather than
-// each start one: polls during an outage do not pile up reads, each
-// holding a connection.
+// Callers share the read in flight rather than each start one: polls
+// during an outage do not pile up reads, each holding a connection, and
+// many dashboards polling at once do not each read asynq's lists. The
+// shared read has its own bound, [StatsTimeout], however long its callers
+// would wait: with asynq's Inspector (whose calls take no context) it ran
+// on until go-redis gave up (its read timeout, 3s by default or what the
+// URL's read_timeout sets, once per try), and every caller meanwhile joined
+// it. A read whose request was lost with its connection (a partition, a
+// failover) then kept Stats unavailable that long after Redis answered
+// again. The bound needs a client whose calls end at their context's
+// deadline, as [NewRedisClient]'s do.
 func (i *Inspector) Stats(ctx context.Context) (Stats, error) {
 	if err := ctx.Err(); err != nil {
 		return Stats{}, ended("queue stats", err)
 	}
-	ch := i.stats.DoChan("", func() (any, error) { return i.readStats() })
+	ch := i.stats.DoChan("", func() (any, error) {
+		// Not the first caller's context: one caller giving up must not
+		// fail the others.
+		rctx, cancel := context.WithTimeout(context.Background(), StatsTimeout)
+		defer cancel()
+		return i.readStats(rctx)
+	})
 	select {
 	case r := <-ch:
 		if r.Err != nil {
@@ -548,27 +559,57 @@ func (i *Inspector) Stats(ctx context.Context) (Stats, error) {
 	}
 }
 
-// readStats is Stats without a bound.
-func (i *Inspector) readStats() (Stats, error) {
-	// GetQueueInfo reports a missing queue with an error of asynq's internal
-	// package, which cannot be matched; ask for the queue list first.
-	names, err := i.in.Queues()
+// StatsTimeout bounds the read of [Inspector.Stats], shared by its
+// callers: a few counts in one script, which a Redis that answers at all
+// returns in well under a millisecond.
+const StatsTimeout = time.Second
+
+// statsScript reads the counts; see stats.lua.
+var statsScript = redis.NewScript(statsSrc)
+
+//go:embed stats.lua
+var statsSrc string
+
+// readStats reads the counts as asynq v0.26's GetQueueInfo does (its
+// layout of a queue's keys), in one script run under ctx.
+func (i *Inspector) readStats(ctx context.Context) (Stats, error) {
+	now := time.Now()
+	day := now.UTC().Format("2006-01-02") // asynq's daily counters
+	p := "asynq:{" + i.queue + "}:"
+	keys := []string{p + "pending", p + "active", p + "scheduled", p + "retry", p + "archived", p + "completed",
+		p + "processed:" + day, p + "failed:" + day, p + "paused", p + "groups"}
+	res, err := statsScript.Run(ctx, i.rdb, keys, p+"t:", p+"g:").Slice()
 	if err != nil {
 		return Stats{}, fmt.Errorf("queue stats: %w: %w", ErrUnavailable, err)
 	}
-	if !slices.Contains(names, i.queue) {
-		return Stats{Queue: i.queue}, nil
+	var n [10]int
+	var since int64
+	ok := len(res) == len(n)+1
+	for k := 0; ok && k < len(n); k++ {
+		var v int64
+		v, ok = res[k].(int64)
+		n[k] = int(v)
 	}
-	q, err := i.in.GetQueueInfo(i.queue)
-	if err != nil {
-		return Stats{}, fmt.Errorf("queue stats: %w: %w", ErrUnavailable, err)
+	if ok {
+		s, isString := res[len(n)].(string)
+		since, err = strconv.ParseInt(s, 10, 64)
+		ok = isString && err == nil
 	}
-	// asynq's Size counts archived and completed tasks too: they are done.
-	return Stats{
-		Queue: i.queue, Size: q.Size - q.Archived - q.Completed, Pending: q.Pending, Active: q.Active, Scheduled: q.Scheduled,
-		Retry: q.Retry, Archived: q.Archived, Completed: q.Completed, Processed: q.Processed, Failed: q.Failed,
-		Latency: q.Latency, LatencyMS: q.Latency.Milliseconds(), Paused: q.Paused,
-	}, nil
+	if !ok {
+		return Stats{}, fmt.Errorf("queue stats: %w: unexpected reply %v", ErrUnavailable, res)
+	}
+	st := Stats{
+		Queue: i.queue, Pending: n[0], Active: n[1], Scheduled: n[2], Retry: n[3], Archived: n[4], Completed: n[5],
+		Processed: n[6], Failed: n[7], Paused: n[8] != 0,
+		// As asynq's Size, without its archived and completed tasks: they
+		// are done.
+		Size: n[0] + n[1] + n[2] + n[3] + n[9],
+	}
+	if since != 0 {
+		st.Latency = now.Sub(time.Unix(0, since))
+		st.LatencyMS = st.Latency.Milliseconds()
+	}
+	return st, nil
 }
 
 // ParseRedisURL turns a Redis URL into asynq connection options. Besides

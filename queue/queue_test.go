@@ -808,7 +808,7 @@ func TestStatsOnAHungRedisEndsWithItsContext(t *testing.T) {
 		t.Fatal(err)
 	}
 	const wait = 100 * time.Millisecond
-	for range 5 { // within one read timeout: no call left running has ended yet
+	for range 5 { // within queue.StatsTimeout: the shared read has not ended yet
 		cctx, cancel := context.WithTimeout(ctx, wait)
 		start := time.Now()
 		st, err := inspector.Stats(cctx)
