@@ -25,6 +25,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/singleflight"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/flashsale/flashsale/internal/redisurl"
 )
@@ -443,40 +444,85 @@ func stateOf(asynqState string) State {
 }
 
 // Lookup returns the task of order id, [ErrNotFound] when the queue holds
-// none, or [ErrUnavailable].
+// none, or [ErrUnavailable]. It answers by the time ctx ends.
 func (i *Inspector) Lookup(ctx context.Context, id string) (TaskInfo, error) {
-	err := ctx.Err()
-	if err != nil {
-		return TaskInfo{}, ended(fmt.Sprintf("look up order %q", id), err)
+	what := fmt.Sprintf("look up order %q", id)
+	if err := ctx.Err(); err != nil {
+		return TaskInfo{}, ended(what, err)
 	}
-	// asynq's Inspector takes no context: the lookup runs on its own,
-	// bounded by the Redis client's ReadTimeout, and the caller stops
-	// waiting for it when ctx ends (a long poll's reads are bounded).
+	// The task hash of asynq v0.26 (what its GetTaskInfo reads), read under
+	// ctx: asynq's call takes no context, so each lookup whose caller gave
+	// up (a long poll's bounded read, while Redis hangs) ran on until
+	// go-redis gave up, holding a connection; many long polls held many.
+	// With a client whose calls end at their context's deadline
+	// ([NewRedisClient]'s) the read now ends with ctx; with any other, the
+	// caller still stops waiting for it then.
 	type reply struct {
-		info *asynq.TaskInfo
+		vals []any
 		err  error
 	}
 	ch := make(chan reply, 1)
 	go func() {
-		info, err := i.in.GetTaskInfo(i.queue, id)
-		ch <- reply{info, err}
+		vals, err := i.rdb.HMGet(ctx, "asynq:{"+i.queue+"}:t:"+id, "msg", "state").Result()
+		ch <- reply{vals, err}
 	}()
-	var info *asynq.TaskInfo
+	var r reply
 	select {
-	case r := <-ch:
-		info, err = r.info, r.err
+	case r = <-ch:
 	case <-ctx.Done():
-		return TaskInfo{}, ended(fmt.Sprintf("look up order %q", id), ctx.Err())
+		return TaskInfo{}, ended(what, ctx.Err())
 	}
-	switch {
-	case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
+	if r.err != nil && ctx.Err() != nil {
+		return TaskInfo{}, ended(what, ctx.Err()) // the read ended with ctx
+	}
+	if r.err != nil {
+		return TaskInfo{}, fmt.Errorf("%s: %w: %w", what, ErrUnavailable, r.err)
+	}
+	msg, _ := r.vals[0].(string)
+	state, _ := r.vals[1].(string)
+	if msg == "" {
 		return i.lookupBuried(ctx, id)
-	case err != nil:
-		return TaskInfo{}, fmt.Errorf("look up order %q: %w: %w", id, ErrUnavailable, err)
 	}
-	ti := TaskInfo{LastErr: info.LastErr, Retried: info.Retried, State: stateOf(info.State.String())}
-	ti.Order, _ = Decode(info.Payload) // a bad payload still has a state
+	payload, retried, lastErr, err := taskMessage([]byte(msg))
+	if err != nil {
+		// As asynq's GetTaskInfo, which failed on such a task.
+		return TaskInfo{}, fmt.Errorf("%s: %w: task message: %w", what, ErrUnavailable, err)
+	}
+	ti := TaskInfo{LastErr: lastErr, Retried: retried, State: stateOf(state)}
+	ti.Order, _ = Decode(payload) // a bad payload still has a state
 	return ti, nil
+}
+
+// taskMessage reads what Lookup reports of an asynq v0.26 task message
+// (its internal TaskMessage, a protocol buffer): payload (field 2),
+// retried (6) and error_msg (7), the last try's error.
+func taskMessage(b []byte) (payload []byte, retried int, lastErr string, err error) {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return nil, 0, "", protowire.ParseError(n)
+		}
+		b = b[n:]
+		switch {
+		case num == 2 && typ == protowire.BytesType:
+			payload, n = protowire.ConsumeBytes(b)
+		case num == 6 && typ == protowire.VarintType:
+			var v uint64
+			v, n = protowire.ConsumeVarint(b)
+			retried = int(int32(v))
+		case num == 7 && typ == protowire.BytesType:
+			var v []byte
+			v, n = protowire.ConsumeBytes(b)
+			lastErr = string(v)
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return nil, 0, "", protowire.ParseError(n)
+		}
+		b = b[n:]
+	}
+	return payload, retried, lastErr, nil
 }
 
 // sentinelOptions completes what asynq makes of a redis-sentinel:// URL: it

@@ -744,6 +744,54 @@ func TestLookupEndsWithItsContextWhenRedisHangs(t *testing.T) {
 	}
 }
 
+// A Lookup whose caller gave up leaves no read running: asynq's
+// GetTaskInfo takes no context, and each ran on, holding a connection,
+// until go-redis gave up on its lost request (a 20s read timeout here):
+// the long polls of an outage held one each.
+func TestLookupLeavesNoReadRunningWhenItsCallerGivesUp(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	if err := e.producer.Enqueue(ctx, order("A")); err != nil {
+		t.Fatal(err)
+	}
+	opt, err := redis.ParseURL(testenv.RedisURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d lossyDialer
+	// As NewRedisClient's: calls end at their context's deadline.
+	opt.Dialer, opt.ReadTimeout, opt.ContextTimeoutEnabled = d.dial, 20*time.Second, true
+	rdb := redis.NewClient(opt)
+	t.Cleanup(func() { _ = rdb.Close() })
+	inspector := queue.NewInspector(rdb, queue.Options{Queue: e.name})
+	lookup := func() (queue.TaskInfo, error) {
+		ctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		defer cancel()
+		return inspector.Lookup(ctx, "A")
+	}
+	if ti, err := lookup(); err != nil || ti.State != queue.Waiting || ti.Order != order("A") {
+		t.Fatalf("Lookup(A) = %+v, %v; want order A waiting", ti, err)
+	}
+
+	d.lose.Store(true)
+	for range 5 {
+		if ti, err := lookup(); !errors.Is(err, queue.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Lookup(A) with its request lost = %+v, %v; want ErrUnavailable, the context's deadline", ti, err)
+		}
+	}
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if ps := rdb.PoolStats(); ps.TotalConns != ps.IdleConns {
+			return fmt.Errorf("%d connections in use after 5 lookups whose callers gave up; want none", ps.TotalConns-ps.IdleConns)
+		}
+		return nil
+	})
+	d.lose.Store(false)
+	if ti, err := lookup(); err != nil || ti.State != queue.Waiting {
+		t.Fatalf("Lookup(A) once Redis answers = %+v, %v; want order A waiting", ti, err)
+	}
+}
+
 // Active reads past its first page of 500 tasks: a backlog of stranded
 // tasks beyond it is seen, each task once, up to the limit.
 func TestActiveReadsEveryPage(t *testing.T) {

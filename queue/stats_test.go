@@ -93,7 +93,7 @@ func TestStatsAnswersOnceRedisAnswersAgain(t *testing.T) {
 
 // Stats reads asynq's keys itself (so that its read takes a context):
 // its counts are asynq's GetQueueInfo's, task by task state, the day's
-// processed and failed, the pause and the latency.
+// processed and failed, the pause and the latency. As is Lookup's task.
 func TestStatsAgreeWithAsynq(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
@@ -134,6 +134,15 @@ func TestStatsAgreeWithAsynq(t *testing.T) {
 		return nil
 	})
 	srv.Shutdown()
+	// Lookup reads asynq's task hash itself too: a try's count and error.
+	info, err := e.asynq.GetTaskInfo(e.name, "fail")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ti, err := e.inspector.Lookup(ctx, "fail")
+	if want := (queue.TaskInfo{State: queue.Waiting, Order: order("fail"), Retried: info.Retried, LastErr: info.LastErr}); err != nil || ti != want || ti.Retried != 1 || ti.LastErr != "failed" {
+		t.Errorf("Lookup(fail) = %+v, %v; want %+v (asynq's: retried once, last error \"failed\")", ti, err, want)
+	}
 
 	enqueue("active")
 	queuetest.Strand(t, e.rdb, e.name, time.Now().Add(time.Minute))
