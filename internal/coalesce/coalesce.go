@@ -38,14 +38,24 @@ type call[K comparable, V any] struct {
 	v    V
 	ok   bool
 	err  error
-	// gone: the caller stopped waiting (its context ended) before a batch
-	// took the call; batches leave it out. Guarded by Loader.mu.
+	// gone: the caller stopped waiting (its context ended); a batch not
+	// yet taken leaves it out. Guarded by Loader.mu.
 	gone bool
+	// in: the batch that took the call, nil before. Guarded by Loader.mu.
+	in *flight
+}
+
+// flight is a Fetch in flight and how many of its calls' callers still
+// wait for it (guarded by Loader.mu): when none does, it is cancelled.
+type flight struct {
+	waiting int
+	cancel  context.CancelFunc
 }
 
 // New returns a Loader. max bounds the keys of one Fetch (0: 256); timeout
 // bounds each Fetch (0: 5s), which runs under its own context so that one
-// caller giving up does not fail the others.
+// caller giving up does not fail the others. A Fetch whose callers have all
+// given up is cancelled.
 func New[K comparable, V any](fetch Fetch[K, V], max int, timeout time.Duration) *Loader[K, V] {
 	if max <= 0 {
 		max = 256
@@ -75,9 +85,17 @@ func (l *Loader[K, V]) Load(ctx context.Context, key K) (v V, ok bool, err error
 		return c.v, c.ok, c.err
 	case <-ctx.Done():
 		// Not fetched for nobody: with a slow database, lookups whose
-		// callers gave up would otherwise pile up ahead of live ones.
+		// callers gave up would otherwise pile up ahead of live ones. Nor
+		// fetched on for nobody: a batch every caller left (a hung store:
+		// a lost request, a partition) held the lookups behind it until
+		// its timeout, though the store might answer them at once.
 		l.mu.Lock()
 		c.gone = true
+		if b := c.in; b != nil {
+			if b.waiting--; b.waiting == 0 {
+				b.cancel()
+			}
+		}
 		l.mu.Unlock()
 		return v, false, ctx.Err()
 	}
@@ -115,10 +133,16 @@ func (l *Loader[K, V]) run() {
 		rest := copy(l.queue, l.queue[taken:])
 		clear(l.queue[rest:]) // drop references to the calls taken
 		l.queue = l.queue[:rest]
-		l.mu.Unlock()
 		if len(batch) == 0 {
+			l.mu.Unlock()
 			continue
 		}
+		ctx, cancel := context.WithTimeout(context.Background(), l.timeout)
+		b := &flight{waiting: len(batch), cancel: cancel}
+		for _, c := range batch {
+			c.in = b
+		}
+		l.mu.Unlock()
 
 		keys := make([]K, 0, len(batch))
 		seen := make(map[K]bool, len(batch))
@@ -128,7 +152,6 @@ func (l *Loader[K, V]) run() {
 				keys = append(keys, c.key)
 			}
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), l.timeout)
 		found, err := l.fetch(ctx, keys)
 		cancel()
 		for _, c := range batch {

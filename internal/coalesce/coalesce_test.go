@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -276,5 +277,92 @@ func TestFetchRunsUnderItsTimeout(t *testing.T) {
 	}
 	if _, ok, err := l.Load(ctx, "b"); err != nil || !ok {
 		t.Fatalf("Load after a hung fetch = %v, %v; want found", ok, err)
+	}
+}
+
+// A fetch whose callers have all given up is cancelled: one that hung (a
+// request lost, a partition) ran on until its timeout, and the lookups
+// behind it waited as long, though the store answered at once.
+func TestFetchNobodyWaitsForIsCancelled(t *testing.T) {
+	t.Parallel()
+	var hung atomic.Bool
+	hung.Store(true)
+	inFlight := make(chan struct{})
+	l := coalesce.New(func(ctx context.Context, keys []string) (map[string]int, error) {
+		if hung.Load() {
+			close(inFlight)
+			<-ctx.Done() // no reply until the fetch's context ends
+			return nil, ctx.Err()
+		}
+		return map[string]int{keys[0]: 1}, nil
+	}, 0, time.Minute)
+	ctx, cancel := context.WithCancel(context.Background())
+	gave := make(chan error, 1)
+	go func() { _, _, err := l.Load(ctx, "a"); gave <- err }()
+	<-inFlight // a is fetched, and the fetch hangs
+	cancel()
+	if err := <-gave; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Load whose caller gave up = %v, want context.Canceled", err)
+	}
+
+	hung.Store(false) // the store answers again
+	ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, ok, err := l.Load(ctx, "b"); err != nil || !ok {
+		t.Fatalf("Load once the store answers = %v, %v; want found (not held behind a fetch nobody waits for)", ok, err)
+	}
+}
+
+// A fetch that some caller still waits for runs on when others of its
+// batch give up.
+func TestFetchACallerWaitsForRunsOn(t *testing.T) {
+	t.Parallel()
+	unblock, release := make(chan struct{}), make(chan struct{})
+	first, second := make(chan struct{}), make(chan struct{})
+	l := coalesce.New(func(ctx context.Context, keys []string) (map[string]int, error) {
+		if slices.Contains(keys, "blocker") {
+			close(first)
+			<-unblock
+		} else {
+			close(second)
+			<-release
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		out := map[string]int{}
+		for _, k := range keys {
+			out[k] = len(k)
+		}
+		return out, nil
+	}, 0, time.Minute)
+	go func() { _, _, _ = l.Load(context.Background(), "blocker") }()
+	<-first
+	// x and y queue behind the blocker's fetch, for one batch together.
+	ctx, cancel := context.WithCancel(context.Background())
+	gave, waited := make(chan error, 1), make(chan error, 1)
+	go func() { _, _, err := l.Load(ctx, "x"); gave <- err }()
+	go func() {
+		_, ok, err := l.Load(context.Background(), "y")
+		if err == nil && !ok {
+			err = errors.New("not found")
+		}
+		waited <- err
+	}()
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if n := l.Pending(); n != 2 {
+			return fmt.Errorf("%d lookups queued, want 2", n)
+		}
+		return nil
+	})
+	close(unblock)
+	<-second // x and y are fetched
+	cancel()
+	if err := <-gave; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Load whose caller gave up = %v, want context.Canceled", err)
+	}
+	close(release)
+	if err := <-waited; err != nil {
+		t.Fatalf("Load of a caller still waiting = %v, want found", err)
 	}
 }
