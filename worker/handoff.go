@@ -44,14 +44,20 @@ func (w *Worker) ahead(ctx context.Context, product string) (bool, error) {
 }
 
 // want announces, until ctx ends, that this process waits for product's
-// lock, then withdraws the announcement.
+// lock, then withdraws the announcement. Its place among the waiters is
+// the time of its first announcement, kept here: a renewal that comes
+// after the announcement expired restores it.
 func (w *Worker) want(ctx context.Context, product string) {
 	key := w.wantKey(product)
 	t := time.NewTicker(wantTTL / 2)
 	defer t.Stop()
+	var first int64 // server ms; 0 until a call tells it
 	for {
 		// Errors only weaken fairness, never correctness: ignore them.
-		_ = wantScript.Run(ctx, w.rdb, []string{key, w.sinceKey(product)}, w.id, wantTTL.Milliseconds()).Err()
+		since, err := wantScript.Run(ctx, w.rdb, []string{key, w.sinceKey(product)}, w.id, wantTTL.Milliseconds(), first).Int64()
+		if err == nil && first == 0 {
+			first = since
+		}
 		select {
 		case <-ctx.Done():
 			cctx, cancel := context.WithTimeout(context.Background(), time.Second)

@@ -360,8 +360,8 @@ func TestAnnouncementsOfTheSameTimeAreOrderedByProcessID(t *testing.T) {
 // announcement while it renews it, and goes after only those that
 // announced before it: here another process announced a millisecond after
 // this one, and this one's announcement has been renewed since. Before
-// this test, renewing the first time with each announcement (want.lua's
-// ZADD without NX), or counting every other live announcement as earlier
+// this test, renewing the first time with each announcement (want.lua
+// writing each renewal's time as the first), or counting every other live announcement as earlier
 // (ahead.lua), passed every worker test: the first waiter would queue
 // behind a later one (up to 0.4 s), two would wait for each other.
 func TestAnnouncementKeepsItsFirstTime(t *testing.T) {
@@ -407,6 +407,66 @@ func TestAnnouncementKeepsItsFirstTime(t *testing.T) {
 	}
 	if ahead, err := worker.AnnouncedBefore(ctx, e.w, "p"); err != nil || !ahead {
 		t.Errorf("a process that announced first does not count as before this one (%v, %v)", ahead, err)
+	}
+}
+
+// A process that waits for a lock keeps the time of its first
+// announcement, and its place before those that announced after it, when
+// a renewal comes after the announcement expired (wantTTL, 0.2s: the
+// process paused, a reply was slow): the renewal, or another process's,
+// swept it with its first time, or both keys expired (2×wantTTL). Before,
+// the renewal took its own time as the first: on a loaded machine
+// TestAnnouncementKeepsItsFirstTime failed so, and the first waiter
+// queued behind a later one.
+func TestAnnouncementKeepsItsFirstTimeAfterItExpired(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, worker.ModeBatch, 5*time.Second)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name, product string
+		lapse         func(wantKey, sinceKey, me string, now time.Time) error
+	}{
+		{"announcement expired", "p", func(wantKey, _, me string, now time.Time) error {
+			return e.rdb.ZAddXX(ctx, wantKey, redis.Z{Score: float64(now.UnixMilli() - 1), Member: me}).Err()
+		}},
+		{"keys expired", "q", func(wantKey, sinceKey, _ string, _ time.Time) error {
+			return e.rdb.Del(ctx, wantKey, sinceKey).Err()
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			wantKey, sinceKey := e.prefix+"want:{"+tc.product+"}", e.prefix+"want:{"+tc.product+"}:since"
+			first := e.announce(t, tc.product)
+			me := first.Member.(string)
+			now, err := e.rdb.Time(ctx).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := tc.lapse(wantKey, sinceKey, me, now); err != nil {
+				t.Fatal(err)
+			}
+			// Another process announced a millisecond after this one, and
+			// still waits.
+			const later = "other-host:1:0badf00d"
+			pipe := e.rdb.TxPipeline()
+			pipe.ZAdd(ctx, wantKey, redis.Z{Score: float64(now.UnixMilli() + 60_000), Member: later})
+			pipe.ZAdd(ctx, sinceKey, redis.Z{Score: first.Score + 1, Member: later})
+			if _, err := pipe.Exec(ctx); err != nil {
+				t.Fatal(err)
+			}
+			testenv.Eventually(t, 10*time.Second, func() error {
+				if got := e.rdb.ZScore(ctx, wantKey, me).Val(); got <= float64(now.UnixMilli()) {
+					return fmt.Errorf("announcement not renewed since it expired (expiry %.0f ms)", got)
+				}
+				return nil
+			})
+			if since := e.rdb.ZScore(ctx, sinceKey, me).Val(); since != first.Score {
+				t.Errorf("first announcement at %.0f ms, %.0f ms after a renewal that came once it had expired; want it kept", first.Score, since)
+			}
+			if ahead, err := worker.AnnouncedBefore(ctx, e.w, tc.product); err != nil || ahead {
+				t.Errorf("a process that announced after this one counts as before it once its announcement was renewed late (%v, %v)", ahead, err)
+			}
+		})
 	}
 }
 
