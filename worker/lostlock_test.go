@@ -14,6 +14,15 @@ import (
 	"github.com/flashsale/flashsale/worker"
 )
 
+// lostLockTTL is the lock TTL of the tests that take a lock away (delete
+// its key): a round notices at the lock's next renewal, TTL/3 later. Not
+// shorter: the locks' node timeout is TTL/4 (locktest.Client), and each
+// Redis call of a loaded test run must fit in it. With 600ms (150ms), a
+// lock call that took longer got no quorum, and the order, on its last
+// try in these tests, failed at once (about 1 run in 6 under -race on a
+// loaded machine).
+const lostLockTTL = 2 * time.Second
+
 // A round that spans two products and loses the lock of one of them must
 // count the lost lock against that product's orders only, as requeue does
 // for a stale fence ("one stale product must not use up the tries of every
@@ -28,7 +37,7 @@ import (
 // maxRequeues.)
 func TestGoodOrdersOutlastALostLock(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, worker.ModeBatch, 600*time.Millisecond)
+	e := newEnv(t, worker.ModeBatch, lostLockTTL)
 	e.start(t)
 	for _, p := range []string{"slow", "good", "lost"} {
 		inventorytest.CreateProduct(t, e.store, p, 10, 0)
@@ -109,7 +118,7 @@ func TestGoodOrdersOutlastALostLock(t *testing.T) {
 // stock left.
 func TestOrderOutlastsAsManyLostLocksAsItHasRequeues(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, worker.ModeBatch, 600*time.Millisecond)
+	e := newEnv(t, worker.ModeBatch, lostLockTTL)
 	e.start(t)
 	inventorytest.CreateProduct(t, e.store, "p", 10, 0)
 	bg := context.Background()

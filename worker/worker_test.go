@@ -744,7 +744,7 @@ func TestGoodOrdersOutlastAStaleProduct(t *testing.T) {
 // once the worker holds the lock again.
 func TestLostLockAbortsTransaction(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, worker.ModeBatch, 600*time.Millisecond)
+	e := newEnv(t, worker.ModeBatch, lostLockTTL)
 	e.start(t)
 	inventorytest.CreateProduct(t, e.store, "p", 5, 0)
 	ctx := context.Background()
