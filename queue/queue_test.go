@@ -755,16 +755,7 @@ func TestLookupLeavesNoReadRunningWhenItsCallerGivesUp(t *testing.T) {
 	if err := e.producer.Enqueue(ctx, order("A")); err != nil {
 		t.Fatal(err)
 	}
-	opt, err := redis.ParseURL(testenv.RedisURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var d lossyDialer
-	// As NewRedisClient's: calls end at their context's deadline.
-	opt.Dialer, opt.ReadTimeout, opt.ContextTimeoutEnabled = d.dial, 20*time.Second, true
-	rdb := redis.NewClient(opt)
-	t.Cleanup(func() { _ = rdb.Close() })
-	inspector := queue.NewInspector(rdb, queue.Options{Queue: e.name})
+	inspector, rdb, d := lossyInspector(t, e)
 	lookup := func() (queue.TaskInfo, error) {
 		ctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
 		defer cancel()

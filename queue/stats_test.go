@@ -45,6 +45,23 @@ func (c *lossyConn) Write(b []byte) (int, error) {
 	return c.Conn.Write(b)
 }
 
+// lossyInspector is an inspector of e's queue on a client of its own
+// whose requests are lost while d.lose is set, with a 20s read timeout (as
+// a URL's read_timeout may set) and, as NewRedisClient's, calls that end
+// at their context's deadline.
+func lossyInspector(t *testing.T, e *env) (*queue.Inspector, *redis.Client, *lossyDialer) {
+	t.Helper()
+	opt, err := redis.ParseURL(testenv.RedisURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &lossyDialer{}
+	opt.Dialer, opt.ReadTimeout, opt.ContextTimeoutEnabled = d.dial, 20*time.Second, true
+	rdb := redis.NewClient(opt)
+	t.Cleanup(func() { _ = rdb.Close() })
+	return queue.NewInspector(rdb, queue.Options{Queue: e.name}), rdb, d
+}
+
 // Once Redis answers again, Stats does too, promptly. Its callers share
 // the read in flight, which ran asynq's calls (no context) until go-redis
 // gave up on a lost request: one read timeout (20s here, as a URL's
@@ -58,16 +75,7 @@ func TestStatsAnswersOnceRedisAnswersAgain(t *testing.T) {
 	if err := e.producer.Enqueue(ctx, order("A")); err != nil {
 		t.Fatal(err)
 	}
-	opt, err := redis.ParseURL(testenv.RedisURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var d lossyDialer
-	// As NewRedisClient's: calls end at their context's deadline.
-	opt.Dialer, opt.ReadTimeout, opt.ContextTimeoutEnabled = d.dial, 20*time.Second, true
-	rdb := redis.NewClient(opt)
-	t.Cleanup(func() { _ = rdb.Close() })
-	inspector := queue.NewInspector(rdb, queue.Options{Queue: e.name})
+	inspector, _, d := lossyInspector(t, e)
 	if st, err := inspector.Stats(ctx); err != nil || st.Pending != 1 {
 		t.Fatalf("Stats = %+v, %v; want 1 pending", st, err)
 	}
