@@ -484,6 +484,48 @@ func TestChecksFailOpen(t *testing.T) {
 	}
 }
 
+// hangingLimiter lets every user but one through at once; for that one it
+// answers only when its caller gives up, as a limiter on a Redis that hangs.
+type hangingLimiter struct{ user string }
+
+func (l hangingLimiter) Allow(ctx context.Context, user string) (time.Duration, error) {
+	if user != l.user {
+		return 0, nil
+	}
+	<-ctx.Done()
+	return 0, ctx.Err()
+}
+
+// A limiter that hangs until the checks' share of OrderBudget is gone is no
+// limiter failure to let the order through on: the order's other checks
+// (the sold-out flag) have no time left either. It answers ErrUnavailable,
+// reports nothing, and queues nothing.
+func TestHungLimiterQueuesNothing(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var reported []error
+	e := saletest.New(t, &saletest.Options{Limiter: hangingLimiter{user: "bob"}, OnFailOpen: func(_ context.Context, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		reported = append(reported, err)
+	}})
+	e.CreateProduct(t, "p1", 100, 0)
+	// The service now knows p1: bob's order needs no read of it.
+	e.PlaceOrder(t, sale.PlaceOrderRequest{ProductID: "p1", UserID: "alice", Quantity: 1})
+	_, err := e.Service.PlaceOrder(context.Background(), sale.PlaceOrderRequest{ProductID: "p1", UserID: "bob", Quantity: 1})
+	if !errors.Is(err, sale.ErrUnavailable) {
+		t.Errorf("order with the limiter hung: %v, want ErrUnavailable", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(reported) > 0 {
+		t.Errorf("reported %v; want nothing (no limiter failure, and no order let through)", reported)
+	}
+	if st, err := e.Service.QueueStats(context.Background()); err != nil || st.Size != 1 {
+		t.Errorf("queue after the orders: %+v, %v; want alice's task alone", st, err)
+	}
+}
+
 func TestQueueRedisDown(t *testing.T) {
 	t.Parallel()
 	r := testenv.PrivateRedis(t, localsvc.RedisOptions{})
