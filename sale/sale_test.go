@@ -1132,6 +1132,28 @@ func TestKeyedResendOfABuriedOrder(t *testing.T) {
 	}
 }
 
+// Whether any order is buried is asked again once the last answer is a
+// second old (mayBeBuried): an order buried after a look that found none
+// answers for itself, not queued anew, once that second has passed.
+func TestKeyedResendOfAnOrderBuriedAfterTheLastLook(t *testing.T) {
+	t.Parallel()
+	e := saletest.New(t, nil)
+	ctx := context.Background()
+	e.CreateProduct(t, "p1", 10, 0)
+	// A keyed order looks, and finds nothing buried.
+	e.PlaceOrder(t, sale.PlaceOrderRequest{ProductID: "p1", UserID: "bob", Quantity: 1, IdempotencyKey: "k0"})
+	id := sale.KeyedOrderID("alice", "k1")
+	if err := e.Inspector.Bury(ctx, queue.Order{ID: id, ProductID: "p1", UserID: "alice", Quantity: 1,
+		IdempotencyKey: "k1", AcceptedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	sale.AgeBuriedLook(e.Service, time.Second)
+	got, err := e.Service.PlaceOrder(ctx, sale.PlaceOrderRequest{ProductID: "p1", UserID: "alice", Quantity: 1, IdempotencyKey: "k1"})
+	if err != nil || got.OrderID != id || got.Status != inventory.StatusProcessing || !got.Replay {
+		t.Fatalf("re-send of an order buried after the last look: %+v, %v; want a replay of %s, processing", got, err, id)
+	}
+}
+
 // Two restocks that each fit under MaxStock cannot pass it together.
 func TestConcurrentRestocksStayUnderMaxStock(t *testing.T) {
 	t.Parallel()
