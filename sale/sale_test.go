@@ -259,6 +259,30 @@ func TestSoldOutFastPath(t *testing.T) {
 	e.PlaceOrder(t, sale.PlaceOrderRequest{ProductID: "p1", UserID: "bob", Quantity: 1})
 }
 
+// The sold-out fast path refuses an unkeyed order on the flag alone: with
+// PostgreSQL down it is still refused, not queued for a worker to decide
+// (as a keyed order then is, which may be a re-send of a decided one).
+func TestSoldOutFastPathNeedsNoDatabase(t *testing.T) {
+	t.Parallel()
+	pg := testenv.PrivatePostgres(t)
+	e := saletest.New(t, &saletest.Options{DatabaseURL: testenv.PrivateDatabase(t, pg)})
+	e.CreateProduct(t, "p1", 5, 0)
+	// The service now knows p1: later orders need no read of it.
+	e.PlaceOrder(t, sale.PlaceOrderRequest{ProductID: "p1", UserID: "alice", Quantity: 1})
+	e.MarkSoldOut(t, "p1")
+	if err := pg.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := e.Service.PlaceOrder(context.Background(), sale.PlaceOrderRequest{ProductID: "p1", UserID: "bob", Quantity: 1})
+	if !errors.Is(err, sale.ErrSoldOut) {
+		t.Errorf("unkeyed order of a sold-out product, PostgreSQL down: %+v, %v; want ErrSoldOut", got, err)
+	}
+	// Up again for the database's clean-up.
+	if err := pg.Start(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestPlaceOrderErrors(t *testing.T) {
 	t.Parallel()
 	e := saletest.New(t, nil)
