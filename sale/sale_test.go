@@ -1393,6 +1393,40 @@ func TestAbandonedRestocksShareOneRepair(t *testing.T) {
 	}
 }
 
+// The one repair of a product's abandoned restocks stores the newest
+// generation any of them announced, whichever was abandoned first: an
+// older one would leave workers' sold-out marks refused (the gate refuses
+// a mark below the announced generation) until the next restock.
+func TestRepairStoresTheNewestAbandonedGeneration(t *testing.T) {
+	t.Parallel()
+	e := saletest.New(t, &saletest.Options{ProductTimeout: 300 * time.Millisecond, OnFailOpen: func(context.Context, error) {}})
+	e.CreateProduct(t, "p", 0, 0)
+	ctx := context.Background()
+	_, release := testenv.HoldLock(t, e.DatabaseURL, `SELECT 1 FROM products WHERE id = 'p' FOR UPDATE`)
+	// One after the other: the first starts the repair, the second only
+	// raises what it stores.
+	for _, key := range []string{"k1", "k2"} {
+		if _, _, err := e.Service.Restock(ctx, "p", 1, key); !errors.Is(err, sale.ErrUnavailable) {
+			t.Fatalf("restock %s through a held row: %v, want ErrUnavailable", key, err)
+		}
+	}
+	announced, err := e.Gate.Announced(ctx, "p")
+	if err != nil || announced < 2 {
+		t.Fatalf("after the cut restocks: announced generation %d, %v; want two", announced, err)
+	}
+	release()
+	testenv.Eventually(t, 10*time.Second, func() error {
+		stored, err := e.Store.RestockGen(ctx, "p")
+		if err != nil {
+			return err
+		}
+		if stored != announced {
+			return fmt.Errorf("stored generation %d, want %d (the newest announced)", stored, announced)
+		}
+		return nil
+	})
+}
+
 // A service closed while the background repair of an abandoned restock's
 // generation is pending warns that the product's sold-out flag stays off
 // only if it does: when a newer generation was stored meanwhile (by
