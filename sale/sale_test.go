@@ -1069,6 +1069,41 @@ func TestRestockOutlivesALostAnnouncement(t *testing.T) {
 	eventuallyLetThrough(t, e, "p1")
 }
 
+// A keyed restock sent again after it committed confirms its generation
+// again (restockReplay): the first send's confirmation may have been lost
+// with Redis's writes, and a late mark then left a flag over the new stock
+// until FlagTTL; the re-send removes it.
+func TestRestockReplayConfirmsAgain(t *testing.T) {
+	t.Parallel()
+	e := saletest.New(t, &saletest.Options{CacheTTL: 300 * time.Millisecond})
+	e.CreateProduct(t, "p1", 1, 0)
+	ctx := context.Background()
+	// A worker sells the last unit at generation 0 and has not marked yet.
+	res, err := e.Store.Apply(ctx, inventory.Batch{
+		Orders: []inventory.OrderRequest{{ID: "o1", ProductID: "p1", UserID: "u", Quantity: 1, AcceptedAt: time.Now()}},
+		Tokens: map[string]int64{"p1": 1},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gen := res.Products["p1"].RestockGen
+	if _, replay, err := e.Service.Restock(ctx, "p1", 5, "k1"); err != nil || replay {
+		t.Fatalf("restock: replay %v, %v; want it applied", replay, err)
+	}
+	// Redis loses the restock's announcement and confirmation, and the
+	// worker's late mark is accepted.
+	if err := e.Redis.Del(ctx, e.Prefix+"restock:{p1}").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if set, err := e.Gate.Mark(ctx, "p1", gen); err != nil || !set {
+		t.Fatalf("the late mark: set %v, %v; want it accepted (Redis forgot the restock)", set, err)
+	}
+	if _, replay, err := e.Service.Restock(ctx, "p1", 5, "k1"); err != nil || !replay {
+		t.Fatalf("restock sent again: replay %v, %v; want a replay", replay, err)
+	}
+	eventuallyLetThrough(t, e, "p1")
+}
+
 // eventuallyLetThrough waits until an order for product, which has stock,
 // is accepted rather than refused sold out.
 func eventuallyLetThrough(t *testing.T, e *saletest.Env, product string) {
