@@ -1104,6 +1104,24 @@ func TestRestockReplayConfirmsAgain(t *testing.T) {
 	eventuallyLetThrough(t, e, "p1")
 }
 
+// A restock whose caller leaves it less time than Settle announces nothing:
+// its wait could not end, and an announcement abandoned only raises the
+// generation workers' marks must reach.
+func TestRestockWithNoTimeToSettleAnnouncesNothing(t *testing.T) {
+	t.Parallel()
+	e := saletest.New(t, &saletest.Options{CacheTTL: time.Second}) // Settle 2.1s
+	e.CreateProduct(t, "p1", 0, 0)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	_, _, err := e.Service.Restock(ctx, "p1", 5, "")
+	cancel()
+	if !errors.Is(err, sale.ErrUnavailable) {
+		t.Fatalf("restock with 1s left, Settle 2.1s: %v, want ErrUnavailable", err)
+	}
+	if announced, err := e.Gate.Announced(context.Background(), "p1"); err != nil || announced != 0 {
+		t.Errorf("announced generation after it: %d, %v; want 0 (nothing announced)", announced, err)
+	}
+}
+
 // eventuallyLetThrough waits until an order for product, which has stock,
 // is accepted rather than refused sold out.
 func eventuallyLetThrough(t *testing.T, e *saletest.Env, product string) {
