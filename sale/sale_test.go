@@ -1122,6 +1122,52 @@ func TestRestockWithNoTimeToSettleAnnouncesNothing(t *testing.T) {
 	}
 }
 
+// A keyed restock whose key another send committed while it waited (two
+// sends at once) adds nothing and answers the replay, and stores the
+// generation it announced if that is newer than the one committed: else
+// workers' sold-out marks, below the announced generation, are refused
+// until the next restock.
+func TestRestockReplayedMeanwhileStoresItsGeneration(t *testing.T) {
+	t.Parallel()
+	e := saletest.New(t, &saletest.Options{CacheTTL: time.Second}) // Settle 2.1s
+	e.CreateProduct(t, "p1", 0, 0)
+	ctx := context.Background()
+	// The other send announces itself first ...
+	other, err := e.Gate.Reopen(ctx, "p1", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		p      inventory.Product
+		replay bool
+		err    error
+	}
+	done := make(chan result, 1)
+	go func() {
+		p, replay, err := e.Service.Restock(ctx, "p1", 5, "k1")
+		done <- result{p, replay, err}
+	}()
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if n, err := e.Gate.Announced(ctx, "p1"); err != nil || n <= other {
+			return fmt.Errorf("restock not announced yet: %d, %v", n, err)
+		}
+		return nil
+	})
+	// ... and commits while this one waits.
+	if _, err := e.Store.Restock(ctx, inventory.RestockRequest{ProductID: "p1", Quantity: 5, Gen: other, Max: sale.MaxStock, Key: "k1"}); err != nil {
+		t.Fatal(err)
+	}
+	r := <-done
+	if r.err != nil || !r.replay || r.p.Stock != 5 {
+		t.Fatalf("restock whose key committed meanwhile: %+v, replay %v, %v; want a replay, stock 5", r.p, r.replay, r.err)
+	}
+	announced, aerr := e.Gate.Announced(ctx, "p1")
+	stored, serr := e.Store.RestockGen(ctx, "p1")
+	if aerr != nil || serr != nil || stored != announced {
+		t.Errorf("generation stored %d (%v), announced %d (%v); want the announced one stored", stored, serr, announced, aerr)
+	}
+}
+
 // eventuallyLetThrough waits until an order for product, which has stock,
 // is accepted rather than refused sold out.
 func eventuallyLetThrough(t *testing.T, e *saletest.Env, product string) {
