@@ -1168,6 +1168,33 @@ func TestRestockReplayedMeanwhileStoresItsGeneration(t *testing.T) {
 	}
 }
 
+// A restock whose announcement fails, and whose announced generation
+// cannot be read either (Redis down), reports that its product's sold-out
+// flag may stay off: its Reopen may have run unanswered.
+func TestRestockWithRedisDownReportsItsFlagMayStayOff(t *testing.T) {
+	t.Parallel()
+	r := testenv.PrivateRedis(t, localsvc.RedisOptions{})
+	var mu sync.Mutex
+	var reported []error
+	e := saletest.New(t, &saletest.Options{RedisURL: r.URL(0), OnFailOpen: func(_ context.Context, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		reported = append(reported, err)
+	}})
+	e.CreateProduct(t, "p1", 0, 0)
+	if err := r.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := e.Service.Restock(context.Background(), "p1", 5, ""); !errors.Is(err, sale.ErrUnavailable) {
+		t.Fatalf("restock with Redis down: %v, want ErrUnavailable", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(reported) != 1 || !strings.Contains(reported[0].Error(), "stays off") {
+		t.Errorf("reported %v; want one report that the flag may stay off", reported)
+	}
+}
+
 // eventuallyLetThrough waits until an order for product, which has stock,
 // is accepted rather than refused sold out.
 func eventuallyLetThrough(t *testing.T, e *saletest.Env, product string) {
