@@ -1195,6 +1195,30 @@ func TestRestockWithRedisDownReportsItsFlagMayStayOff(t *testing.T) {
 	}
 }
 
+// A keyed restock sent again with another quantity answers
+// ErrIdempotencyMismatch from the stored key alone: it announces nothing
+// (an announcement clears the product's sold-out flag and holds the call
+// for Settle).
+func TestRestockMismatchAnnouncesNothing(t *testing.T) {
+	t.Parallel()
+	e := saletest.New(t, nil)
+	e.CreateProduct(t, "p1", 0, 0)
+	ctx := context.Background()
+	if _, _, err := e.Service.Restock(ctx, "p1", 5, "k1"); err != nil {
+		t.Fatal(err)
+	}
+	before, err := e.Gate.Announced(ctx, "p1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := e.Service.Restock(ctx, "p1", 3, "k1"); !errors.Is(err, sale.ErrIdempotencyMismatch) {
+		t.Fatalf("key sent again with another quantity: %v, want ErrIdempotencyMismatch", err)
+	}
+	if after, err := e.Gate.Announced(ctx, "p1"); err != nil || after != before {
+		t.Errorf("announced generation %d, %v after the mismatch; want %d (nothing announced)", after, err, before)
+	}
+}
+
 // eventuallyLetThrough waits until an order for product, which has stock,
 // is accepted rather than refused sold out.
 func eventuallyLetThrough(t *testing.T, e *saletest.Env, product string) {
