@@ -1219,6 +1219,44 @@ func TestRestockMismatchAnnouncesNothing(t *testing.T) {
 	}
 }
 
+// An order read while it is decided is never "not found": its outcome
+// commits before its task is removed, and a read that found neither (the
+// database before the commit, the queue after the removal) reads the
+// database again. Readers poll while each order is decided; a read between
+// the two is likely over the rounds, not certain.
+func TestOrderReadDuringItsDecisionIsFound(t *testing.T) {
+	t.Parallel()
+	e := saletest.New(t, nil)
+	e.CreateProduct(t, "p1", 1000, 0)
+	ctx := context.Background()
+	for range 40 {
+		placed := e.PlaceOrder(t, sale.PlaceOrderRequest{ProductID: "p1", UserID: "alice", Quantity: 1})
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Go(func() {
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					if _, err := e.Service.Order(ctx, placed.OrderID); err != nil {
+						t.Errorf("order %s read while decided: %v", placed.OrderID, err)
+						return
+					}
+				}
+			})
+		}
+		e.Decide(t, placed.OrderID)
+		close(stop)
+		wg.Wait()
+		if t.Failed() {
+			return
+		}
+	}
+}
+
 // eventuallyLetThrough waits until an order for product, which has stock,
 // is accepted rather than refused sold out.
 func eventuallyLetThrough(t *testing.T, e *saletest.Env, product string) {
