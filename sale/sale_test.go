@@ -1257,6 +1257,50 @@ func TestOrderReadDuringItsDecisionIsFound(t *testing.T) {
 	}
 }
 
+// A keyed order accepted before its product's sell-out and re-sent while it
+// is decided is never refused sold out: soldOutKeyed reads the queue before
+// the database, and an outcome commits before its task is removed, so one
+// of the two has it. Re-sends poll while each order is decided; a re-send
+// between the commit and the removal is likely over the rounds, not certain.
+func TestSoldOutKeyedResendDuringItsDecisionIsNotRefused(t *testing.T) {
+	t.Parallel()
+	e := saletest.New(t, nil)
+	e.CreateProduct(t, "p1", 1000, 0)
+	ctx := context.Background()
+	var reqs []sale.PlaceOrderRequest
+	for i := range 40 {
+		r := sale.PlaceOrderRequest{ProductID: "p1", UserID: "alice", Quantity: 1, IdempotencyKey: fmt.Sprintf("k%d", i)}
+		e.PlaceOrder(t, r)
+		reqs = append(reqs, r)
+	}
+	e.MarkSoldOut(t, "p1")
+	for _, r := range reqs {
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Go(func() {
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					if _, err := e.Service.PlaceOrder(ctx, r); err != nil {
+						t.Errorf("re-send of %s while it is decided: %v", r.IdempotencyKey, err)
+						return
+					}
+				}
+			})
+		}
+		e.Decide(t, sale.KeyedOrderID(r.UserID, r.IdempotencyKey))
+		close(stop)
+		wg.Wait()
+		if t.Failed() {
+			return
+		}
+	}
+}
+
 // eventuallyLetThrough waits until an order for product, which has stock,
 // is accepted rather than refused sold out.
 func eventuallyLetThrough(t *testing.T, e *saletest.Env, product string) {
