@@ -62,6 +62,14 @@ func TestApplyDecides(t *testing.T) {
 			wantStock: 0,
 		},
 		{
+			// ids in the reverse of acceptance order: the id only breaks ties
+			name:      "first come first served by acceptance time, not order id",
+			stock:     1,
+			orders:    []inventory.OrderRequest{req("z", "p", "u1", 1, 1), req("a", "p", "u2", 1, 2)},
+			want:      []inventory.Status{ok, sold},
+			wantStock: 0,
+		},
+		{
 			name:      "multi-unit order larger than what is left is sold out, a smaller later one still fits",
 			stock:     5,
 			orders:    []inventory.OrderRequest{req("a", "p", "u1", 3, 1), req("b", "p", "u2", 3, 2), req("c", "p", "u3", 2, 3)},
