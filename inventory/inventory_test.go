@@ -188,6 +188,36 @@ func TestApplyLimitCountsEarlierBatches(t *testing.T) {
 	}
 }
 
+// A buyer's several orders in one batch are all stored in the purchase: a
+// later batch counts every unit bought, not only the batch's last order.
+func TestApplyStoresEveryPurchaseOfABatch(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := inventorytest.NewStore(t)
+	inventorytest.CreateProduct(t, s, "p", 10, 3)
+	tokens := map[string]int64{"p": 1}
+	for i, tc := range []struct {
+		orders []inventory.OrderRequest
+		want   []inventory.Status
+	}{
+		{[]inventory.OrderRequest{req("a", "p", "u1", 1, 1), req("b", "p", "u1", 1, 2)},
+			[]inventory.Status{inventory.StatusSucceeded, inventory.StatusSucceeded}}, // 2 of 3
+		{[]inventory.OrderRequest{req("c", "p", "u1", 1, 3), req("d", "p", "u1", 1, 4)},
+			[]inventory.Status{inventory.StatusSucceeded, inventory.StatusLimitExceeded}}, // 3 of 3, then 4
+	} {
+		res, err := s.Apply(ctx, inventory.Batch{Orders: tc.orders, Tokens: tokens})
+		if err != nil {
+			t.Fatalf("batch %d: %v", i, err)
+		}
+		if got := statuses(res); fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Fatalf("batch %d: got %v, want %v", i, got, tc.want)
+		}
+	}
+	if p, err := s.Product(ctx, "p"); err != nil || p.Stock != 7 {
+		t.Errorf("product: %+v, %v; want stock 7", p, err)
+	}
+}
+
 func TestApplyReplayChangesNothing(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
