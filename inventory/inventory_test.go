@@ -252,6 +252,35 @@ func TestApplyReplayChangesNothing(t *testing.T) {
 	}
 }
 
+// A batch of replays only writes nothing, but must still end its
+// transaction: it locked the product rows FOR UPDATE, and a connection
+// given back to the pool inside a transaction is closed (asynchronously,
+// its row locks held until then), not reused: every redelivered batch
+// would cost a new connection.
+func TestApplyReplayOnlyEndsItsTransaction(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := inventorytest.Open(t, inventorytest.NewDatabase(t), &inventory.Options{MaxConns: 1})
+	inventorytest.CreateProduct(t, s, "p", 5, 0)
+	b := inventory.Batch{Orders: []inventory.OrderRequest{req("a", "p", "u1", 1, 1)}, Tokens: map[string]int64{"p": 1}}
+	if _, err := s.Apply(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.Apply(ctx, b)
+	if err != nil || !res.Decisions[0].Replay {
+		t.Fatalf("Apply again: %+v, %v; want a replay", res, err)
+	}
+	// The pool's one connection is idle for the next call: it was not
+	// closed for being given back inside the transaction.
+	empty := s.PoolStats().EmptyAcquireCount
+	if _, err := s.Product(ctx, "p"); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.PoolStats().EmptyAcquireCount; got != empty {
+		t.Errorf("the call after a replay-only batch found no idle connection (empty acquires %d, then %d)", empty, got)
+	}
+}
+
 // A batch mixing a decided order with new ones (a redelivered task joined
 // by fresh ones): the decided order is a replay and is not counted again,
 // the new ones are decided. Apply first tries without reading the orders
