@@ -329,6 +329,11 @@ func TestApplyStaleFenceWritesNothing(t *testing.T) {
 	if !errors.Is(err, inventory.ErrStaleFence) || !errors.As(err, &stale) {
 		t.Fatalf("got %v, want ErrStaleFence", err)
 	}
+	// Not a database fault: the worker retries ErrUnavailable as one (with
+	// its backoff and retry budget), and a stale fence is not.
+	if errors.Is(err, inventory.ErrUnavailable) {
+		t.Errorf("stale fence: got %v, which matches ErrUnavailable", err)
+	}
 	if stale.Fence != 5 || stale.Token != 4 || stale.ProductID != "p" {
 		t.Errorf("got %+v, want product p token 4 fence 5", stale)
 	}
