@@ -605,6 +605,30 @@ func TestRecordFailed(t *testing.T) {
 	}
 }
 
+// A malformed order's quantity (below 1, above 2^31-1) cannot be stored
+// as it is; RecordFailed records it clamped rather than fail the whole call
+// and leave the order undecided.
+func TestRecordFailedClampsQuantity(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := inventorytest.NewStore(t)
+	inventorytest.CreateProduct(t, s, "p", 5, 0)
+	ds, err := s.RecordFailed(ctx, []inventory.OrderRequest{
+		req("zero", "p", "u1", 0, 1), req("negative", "p", "u2", -3, 2), req("huge", "p", "u3", math.MaxInt32+1, 3),
+	}, "malformed")
+	if err != nil {
+		t.Fatalf("RecordFailed: %v", err)
+	}
+	for i, want := range []int{1, 1, math.MaxInt32} {
+		if d := ds[i]; d.Err != nil || d.Order.Status != inventory.StatusFailed || d.Order.Quantity != want {
+			t.Errorf("order %d: got %+v, want failed with quantity %d", i, d, want)
+		}
+	}
+	if p, err := s.Product(ctx, "p"); err != nil || p.Stock != 5 || p.Orders.Failed != 3 {
+		t.Errorf("product: %+v, %v; want stock 5 and 3 failed", p, err)
+	}
+}
+
 func TestOrdersReadsManyInOneCall(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
