@@ -854,3 +854,40 @@ func TestCheckSchema(t *testing.T) {
 		})
 	}
 }
+
+// Orders sent without an idempotency key store none (NULL): the unique
+// index on (user_id, idempotency_key) must not make a buyer's second
+// keyless order collide with the first, in Apply or in RecordFailed.
+func TestOrdersWithoutIdempotencyKey(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := inventorytest.NewStore(t)
+	inventorytest.CreateProduct(t, s, "p", 10, 0)
+	keyless := func(id string, seq int) inventory.OrderRequest {
+		o := req(id, "p", "u1", 1, seq)
+		o.IdempotencyKey = ""
+		return o
+	}
+	for i, id := range []string{"a", "b"} {
+		res, err := s.Apply(ctx, inventory.Batch{Orders: []inventory.OrderRequest{keyless(id, i)}, Tokens: map[string]int64{"p": 1}})
+		if err != nil {
+			t.Fatalf("Apply of keyless order %s: %v", id, err)
+		}
+		if d := res.Decisions[0]; d.Order.Status != inventory.StatusSucceeded || d.Order.IdempotencyKey != "" {
+			t.Errorf("order %s: got %+v, want succeeded without a key", id, d.Order)
+		}
+	}
+	ds, err := s.RecordFailed(ctx, []inventory.OrderRequest{keyless("c", 3), keyless("d", 4)}, "gave up")
+	if err != nil {
+		t.Fatalf("RecordFailed of keyless orders: %v", err)
+	}
+	for _, d := range ds {
+		if d.Err != nil || d.Replay || d.Order.Status != inventory.StatusFailed || d.Order.IdempotencyKey != "" {
+			t.Errorf("failed order %s: got %+v, want recorded failed without a key", d.Order.ID, d)
+		}
+	}
+	got, err := s.Orders(ctx, []string{"a", "b", "c", "d"})
+	if err != nil || len(got) != 4 {
+		t.Fatalf("Orders = %v, %v; want all four", got, err)
+	}
+}
