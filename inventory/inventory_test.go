@@ -660,6 +660,13 @@ func TestProductsCRUD(t *testing.T) {
 	if _, err := s.CreateProduct(ctx, inventory.NewProduct{ID: "sku-1", Stock: 1}); !errors.Is(err, inventory.ErrProductExists) {
 		t.Errorf("duplicate: got %v, want ErrProductExists", err)
 	}
+	// Refused as invalid (a permanent error of the caller's), not left to
+	// the schema's CHECKs, whose violation is no sentinel.
+	for _, np := range []inventory.NewProduct{{ID: "", Stock: 1}, {ID: "neg-stock", Stock: -1}, {ID: "neg-limit", Stock: 1, PerUserLimit: -1}} {
+		if _, err := s.CreateProduct(ctx, np); !errors.Is(err, inventory.ErrInvalid) {
+			t.Errorf("CreateProduct(%+v): got %v, want ErrInvalid", np, err)
+		}
+	}
 	if _, err := s.Product(ctx, "nope"); !errors.Is(err, inventory.ErrNotFound) {
 		t.Errorf("unknown: got %v, want ErrNotFound", err)
 	}
