@@ -697,6 +697,11 @@ func TestProductsCRUD(t *testing.T) {
 	if p, err = s.Restock(ctx, inventory.RestockRequest{ProductID: "sku-1", Quantity: 10, Gen: 4, Max: 120}); err != nil || p.Stock != 120 {
 		t.Errorf("restock up to the bound: got %+v %v, want stock 120", p, err)
 	}
+	// Superseded wins over the bound: a restock whose generation is no
+	// longer newest adds nothing whatever its quantity.
+	if _, err := s.Restock(ctx, inventory.RestockRequest{ProductID: "sku-1", Quantity: 1, Gen: 4, Max: 120}); !errors.Is(err, inventory.ErrRestockSuperseded) {
+		t.Errorf("restock at the stored generation, past the bound: got %v, want ErrRestockSuperseded", err)
+	}
 	if p, _ = s.Product(ctx, "sku-1"); p.Stock != 120 || p.RestockGen != 4 {
 		t.Errorf("after the bounded restocks: got stock %d gen %d, want 120 and 4", p.Stock, p.RestockGen)
 	}
