@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
-	asynqmetrics "github.com/hibiken/asynq/x/metrics"
 	"github.com/hibiken/asynqmon"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -136,12 +135,9 @@ func serveAPI(ctx context.Context, cfg config, log *slog.Logger, ready func(addr
 	if err := rdb.Ping(ctx).Err(); err != nil {
 		return fmt.Errorf("%s: %w", cfg.name("FLASHSALE_REDIS_URL"), err)
 	}
-	// The producer and the inspector share rdb's pool (Close leaves a
-	// shared client open).
+	// The producer shares rdb's pool (Close leaves a shared client open).
 	client := asynq.NewClientFromRedisClient(rdb)
 	defer client.Close()
-	inspector := asynq.NewInspectorFromRedisClient(rdb)
-	defer inspector.Close()
 
 	// Subscriptions: decided orders wake long polls; sold-out changes
 	// refresh the fast path's cache.
@@ -191,10 +187,15 @@ func serveAPI(ctx context.Context, cfg config, log *slog.Logger, ready func(addr
 	reg := newRegistry()
 	// Queue size, latency and task counts of every queue on the queue's
 	// Redis (asynq's own collector, whose calls take no context: bounded,
-	// so that a scrape while Redis hangs still answers with the rest), and
-	// this process's PostgreSQL pool.
-	queueMetrics := obs.NewBoundedCollector(asynqmetrics.NewQueueMetricsCollector(inspector), "asynq_queue", queueMetricsTimeout)
-	if err := reg.Register(queueMetrics); err != nil {
+	// so that a scrape while Redis hangs still answers with the rest, on a
+	// client of its own whose calls each collection bounds), and this
+	// process's PostgreSQL pool.
+	metricsRdb, err := queue.NewRedisClient(connOpt)
+	if err != nil {
+		return fmt.Errorf("%s: %w", cfg.name("FLASHSALE_REDIS_URL"), err)
+	}
+	defer metricsRdb.Close()
+	if err := reg.Register(obs.NewQueueCollector(metricsRdb, queueMetricsTimeout)); err != nil {
 		return err
 	}
 	if err := reg.Register(obs.NewPoolCollector(store)); err != nil {

@@ -1,6 +1,7 @@
 // Package obs holds the Prometheus collectors that more than one flashsale
 // process exports: the PostgreSQL pool figures of the API and the workers,
-// and a bound on a collector that reads a server without a context.
+// a bound on a collector that reads a server without a context, and the
+// API's asynq queue collector under that bound.
 package obs
 
 import (
@@ -63,7 +64,9 @@ func (p *poolCollector) Collect(ch chan<- prometheus.Metric) {
 // background, and scrapes meanwhile skip c; each scrape reports
 // flashsale_collector_timed_out{collector=name}: 1 when c's metrics were cut
 // short or skipped, else 0. So a scrape during an outage still answers
-// with every other metric, in time, when they matter most.
+// with every other metric, in time, when they matter most. While c's
+// collection runs on, the scrapes still skip it: c's own reads must end
+// soon after the bound ([NewQueueCollector]'s do).
 //
 // The collector is unchecked (it describes nothing): registering it reads
 // nothing, and c's metrics may vary (asynq's have one series per queue).
