@@ -102,7 +102,8 @@ func (s *server) routeUI(r *gin.Engine) error {
 		// go-redis's timeouts and retries (10 s and more), and the page's
 		// polls would each hold a request that long. Bounded as the other
 		// admin reads: past MonitorTimeout the monitor's call answers 503
-		// (its read finishes in the background).
+		// (its read finishes in the background, by MonitorTimeout too with
+		// the monitor cmd/flashsale builds: queue.CallTimeout).
 		monitor := http.TimeoutHandler(s.cfg.Monitor, MonitorTimeout,
 			`{"error":{"code":"unavailable","message":"the queue monitor did not answer in time; retry shortly"}}`)
 		// GET and HEAD only: the monitor runs read-only, and this refuses

@@ -833,3 +833,55 @@ func NewRedisClient(opt asynq.RedisConnOpt) (redis.UniversalClient, error) {
 	}
 	return nil, fmt.Errorf("queue: unsupported Redis connection options %T", opt)
 }
+
+// CallTimeout returns opt, whose clients ([NewRedisClient]'s) end every
+// call within timeout. It is for asynq's Inspector on a client of its own,
+// whose calls take no context, where its caller stops waiting after
+// timeout anyway: the queue monitor (asynqmon, which makes its clients from
+// these options), whose requests the API answers 503 past theirs. Such a
+// call, left running by the request that gave up on it, otherwise held
+// its connection until go-redis gave up (a read timeout per try: about
+// 12 s with the defaults; none with read_timeout -1, when a request was
+// lost with its connection), and each poll of an open monitor page during
+// an outage left one more.
+func CallTimeout(opt asynq.RedisConnOpt, timeout time.Duration) asynq.RedisConnOpt {
+	return callTimeoutOpt{RedisConnOpt: opt, timeout: timeout}
+}
+
+type callTimeoutOpt struct {
+	asynq.RedisConnOpt
+	timeout time.Duration
+}
+
+// MakeRedisClient returns a redis.UniversalClient, as asynq's options do,
+// or nil (which asynq refuses) for options NewRedisClient does not know.
+func (o callTimeoutOpt) MakeRedisClient() any {
+	rdb, err := NewRedisClient(o.RedisConnOpt)
+	if err != nil {
+		return nil
+	}
+	rdb.AddHook(callTimeoutHook(o.timeout))
+	return rdb
+}
+
+// callTimeoutHook gives each call a deadline of its own (kept if the call
+// has an earlier one), retries and the dial included.
+type callTimeoutHook time.Duration
+
+func (h callTimeoutHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h callTimeoutHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		ctx, cancel := context.WithTimeout(ctx, time.Duration(h))
+		defer cancel()
+		return next(ctx, cmd)
+	}
+}
+
+func (h callTimeoutHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		ctx, cancel := context.WithTimeout(ctx, time.Duration(h))
+		defer cancel()
+		return next(ctx, cmds)
+	}
+}

@@ -202,7 +202,10 @@ func serveAPI(ctx context.Context, cfg config, log *slog.Logger, ready func(addr
 		return err
 	}
 	// The asynq queue monitor, read-only, served by the API to admins.
-	monitor := asynqmon.New(asynqmon.Options{RootPath: api.MonitorPath, RedisConnOpt: connOpt, ReadOnly: true})
+	// Its calls take no context: each ends by MonitorTimeout, past which
+	// the API has answered its request 503, rather than run on after it.
+	monitor := asynqmon.New(asynqmon.Options{RootPath: api.MonitorPath,
+		RedisConnOpt: queue.CallTimeout(connOpt, api.MonitorTimeout), ReadOnly: true})
 	defer monitor.Close()
 	handler, err := api.New(svc, api.Config{
 		AdminToken: cfg.AdminToken,
