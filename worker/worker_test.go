@@ -1190,13 +1190,12 @@ func TestTasksInFlightGauge(t *testing.T) {
 		})
 	}
 	inFlight := func() float64 { return counter(t, e.reg, "flashsale_worker_tasks_in_flight", nil) }
-	deadline := time.Now().Add(10 * time.Second)
-	for inFlight() != tasks {
-		if time.Now().After(deadline) {
-			t.Fatalf("in flight = %v while %d tasks wait for the lock, want %d", inFlight(), tasks, tasks)
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if got := inFlight(); got != tasks {
+			return fmt.Errorf("in flight = %v while %d tasks wait for the lock, want %d", got, tasks, tasks)
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 	if err := held.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
