@@ -765,7 +765,7 @@ func TestLookupLeavesNoReadRunningWhenItsCallerGivesUp(t *testing.T) {
 		t.Fatalf("Lookup(A) = %+v, %v; want order A waiting", ti, err)
 	}
 
-	d.lose.Store(true)
+	d.Lose.Store(true)
 	for range 5 {
 		if ti, err := lookup(); !errors.Is(err, queue.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("Lookup(A) with its request lost = %+v, %v; want ErrUnavailable, the context's deadline", ti, err)
@@ -777,7 +777,7 @@ func TestLookupLeavesNoReadRunningWhenItsCallerGivesUp(t *testing.T) {
 		}
 		return nil
 	})
-	d.lose.Store(false)
+	d.Lose.Store(false)
 	if ti, err := lookup(); err != nil || ti.State != queue.Waiting {
 		t.Fatalf("Lookup(A) once Redis answers = %+v, %v; want order A waiting", ti, err)
 	}

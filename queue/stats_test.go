@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,46 +15,18 @@ import (
 	"github.com/flashsale/flashsale/queue/queuetest"
 )
 
-// lossyDialer dials connections whose writes are lost, while lose is set:
-// a request sent then never reaches Redis, and its reply never comes, as
-// when a partition or a failover drops a connection unannounced. (A
-// paused Redis is no such outage: at SIGCONT it answers every request
-// waiting in its sockets.)
-type lossyDialer struct{ lose atomic.Bool }
-
-func (d *lossyDialer) dial(ctx context.Context, network, addr string) (net.Conn, error) {
-	var nd net.Dialer
-	c, err := nd.DialContext(ctx, network, addr)
-	if err != nil {
-		return nil, err
-	}
-	return &lossyConn{Conn: c, d: d}, nil
-}
-
-type lossyConn struct {
-	net.Conn
-	d *lossyDialer
-}
-
-func (c *lossyConn) Write(b []byte) (int, error) {
-	if c.d.lose.Load() {
-		return len(b), nil
-	}
-	return c.Conn.Write(b)
-}
-
 // lossyInspector is an inspector of e's queue on a client of its own
-// whose requests are lost while d.lose is set, with a 20s read timeout (as
+// whose requests are lost while d.Lose is set, with a 20s read timeout (as
 // a URL's read_timeout may set) and, as NewRedisClient's, calls that end
 // at their context's deadline.
-func lossyInspector(t *testing.T, e *env) (*queue.Inspector, *redis.Client, *lossyDialer) {
+func lossyInspector(t *testing.T, e *env) (*queue.Inspector, *redis.Client, *testenv.LossyDialer) {
 	t.Helper()
 	opt, err := redis.ParseURL(testenv.RedisURL())
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &lossyDialer{}
-	opt.Dialer, opt.ReadTimeout, opt.ContextTimeoutEnabled = d.dial, 20*time.Second, true
+	d := &testenv.LossyDialer{}
+	opt.Dialer, opt.ReadTimeout, opt.ContextTimeoutEnabled = d.Dial, 20*time.Second, true
 	rdb := redis.NewClient(opt)
 	t.Cleanup(func() { _ = rdb.Close() })
 	return queue.NewInspector(rdb, queue.Options{Queue: e.name}), rdb, d
@@ -85,11 +55,11 @@ func TestStatsAnswersOnceRedisAnswersAgain(t *testing.T) {
 		return inspector.Stats(ctx)
 	}
 
-	d.lose.Store(true)
+	d.Lose.Store(true)
 	if st, err := stats(); !errors.Is(err, queue.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Stats with its request lost = %+v, %v; want ErrUnavailable, the context's deadline", st, err)
 	}
-	d.lose.Store(false)
+	d.Lose.Store(false)
 	testenv.Eventually(t, 5*time.Second, func() error {
 		st, err := stats()
 		if err == nil && st.Pending != 1 {

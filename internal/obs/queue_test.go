@@ -1,11 +1,8 @@
 package obs
 
 import (
-	"context"
 	"fmt"
-	"net"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,33 +14,6 @@ import (
 	"github.com/flashsale/flashsale/internal/localsvc"
 	"github.com/flashsale/flashsale/internal/testenv"
 )
-
-// lossyDialer dials connections whose writes are lost while lose is set: a
-// request sent then never reaches Redis and its reply never comes, as when
-// a partition or a failover drops a connection unannounced (a paused Redis
-// is no such outage: at SIGCONT it answers what waits in its sockets).
-type lossyDialer struct{ lose atomic.Bool }
-
-func (d *lossyDialer) dial(ctx context.Context, network, addr string) (net.Conn, error) {
-	var nd net.Dialer
-	c, err := nd.DialContext(ctx, network, addr)
-	if err != nil {
-		return nil, err
-	}
-	return &lossyConn{Conn: c, d: d}, nil
-}
-
-type lossyConn struct {
-	net.Conn
-	d *lossyDialer
-}
-
-func (c *lossyConn) Write(b []byte) (int, error) {
-	if c.d.lose.Load() {
-		return len(b), nil
-	}
-	return c.Conn.Write(b)
-}
 
 // Once Redis answers again, the queue's metrics come back within about the
 // collector's bound. Before, a collection whose request was lost ran
@@ -64,10 +34,10 @@ func TestQueueCollectorRecoversOnceRedisAnswersAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	d := &lossyDialer{}
+	d := &testenv.LossyDialer{}
 	lopt := *opt
 	// As queue.NewRedisClient's: calls end at their context's deadline.
-	lopt.Dialer, lopt.ReadTimeout, lopt.ContextTimeoutEnabled = d.dial, 20*time.Second, true
+	lopt.Dialer, lopt.ReadTimeout, lopt.ContextTimeoutEnabled = d.Dial, 20*time.Second, true
 	rdb := redis.NewClient(&lopt)
 	t.Cleanup(func() { _ = rdb.Close() })
 	const bound = 300 * time.Millisecond
@@ -92,11 +62,11 @@ asynq_queue_size{queue="q"} 1
 		t.Fatalf("scrape with Redis answering: %v", err)
 	}
 
-	d.lose.Store(true)
+	d.Lose.Store(true)
 	if err := scrape(1); err != nil {
 		t.Fatalf("scrape with its requests lost: %v", err)
 	}
-	d.lose.Store(false)
+	d.Lose.Store(false)
 	// Well under the lost request's read timeout, several times the bound.
 	testenv.Eventually(t, 5*time.Second, func() error { return scrape(0) })
 }
