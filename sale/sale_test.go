@@ -1036,14 +1036,7 @@ func TestRestockOutlivesALostAnnouncement(t *testing.T) {
 	e.CreateProduct(t, "p1", 1, 0)
 	ctx := context.Background()
 	// A worker sells the last unit at generation 0 and has not marked yet.
-	res, err := e.Store.Apply(ctx, inventory.Batch{
-		Orders: []inventory.OrderRequest{{ID: "o1", ProductID: "p1", UserID: "u", Quantity: 1, AcceptedAt: time.Now()}},
-		Tokens: map[string]int64{"p1": 1},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	gen := res.Products["p1"].RestockGen
+	gen := sellLastUnit(t, e, "p1")
 	done := make(chan error, 1)
 	go func() { _, _, err := e.Service.Restock(ctx, "p1", 5, ""); done <- err }()
 	counter := e.Prefix + "restock:{p1}"
@@ -1069,6 +1062,20 @@ func TestRestockOutlivesALostAnnouncement(t *testing.T) {
 	eventuallyLetThrough(t, e, "p1")
 }
 
+// sellLastUnit decides one order of a unit of product, as a worker's round
+// does (its fencing token 1), and returns the restock generation it sold at.
+func sellLastUnit(t *testing.T, e *saletest.Env, product string) int64 {
+	t.Helper()
+	res, err := e.Store.Apply(context.Background(), inventory.Batch{
+		Orders: []inventory.OrderRequest{{ID: "o1", ProductID: product, UserID: "u", Quantity: 1, AcceptedAt: time.Now()}},
+		Tokens: map[string]int64{product: 1},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.Products[product].RestockGen
+}
+
 // A keyed restock sent again after it committed confirms its generation
 // again (restockReplay): the first send's confirmation may have been lost
 // with Redis's writes, and a late mark then left a flag over the new stock
@@ -1079,14 +1086,7 @@ func TestRestockReplayConfirmsAgain(t *testing.T) {
 	e.CreateProduct(t, "p1", 1, 0)
 	ctx := context.Background()
 	// A worker sells the last unit at generation 0 and has not marked yet.
-	res, err := e.Store.Apply(ctx, inventory.Batch{
-		Orders: []inventory.OrderRequest{{ID: "o1", ProductID: "p1", UserID: "u", Quantity: 1, AcceptedAt: time.Now()}},
-		Tokens: map[string]int64{"p1": 1},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	gen := res.Products["p1"].RestockGen
+	gen := sellLastUnit(t, e, "p1")
 	if _, replay, err := e.Service.Restock(ctx, "p1", 5, "k1"); err != nil || replay {
 		t.Fatalf("restock: replay %v, %v; want it applied", replay, err)
 	}
