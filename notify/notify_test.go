@@ -256,20 +256,26 @@ func TestKilledSubscriptionWakesWaiters(t *testing.T) {
 	pub := notify.NewPublisher(admin, "x:")
 	ctx := context.Background()
 	for i := range 3 {
-		w := hub.Watch("A")
+		// Several orders, one of them long-polled twice: the wake reaches
+		// the waiters of every order, not only those of one.
+		ws := []*notify.Watch{hub.Watch("A"), hub.Watch("A"), hub.Watch("C"), hub.Watch("D")}
 		if err := admin.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
 			t.Fatal(err)
 		}
-		if !closedWithin(w.C, 10*time.Second) {
-			t.Fatalf("round %d: waiter not woken within 10s of its subscription's loss", i)
-		}
-		if o, ok := w.Outcome(); ok {
-			t.Fatalf("round %d: woken with outcome %+v, want none", i, o)
+		for k, w := range ws {
+			if !closedWithin(w.C, 10*time.Second) {
+				t.Fatalf("round %d: waiter %d not woken within 10s of its subscription's loss", i, k)
+			}
+			if o, ok := w.Outcome(); ok {
+				t.Fatalf("round %d: waiter %d woken with outcome %+v, want none", i, k, o)
+			}
 		}
 		if n := hub.Waiting(); n != 0 {
 			t.Fatalf("round %d: Waiting() after the wake = %d, want 0 (a woken watch is forgotten: a later announcement or wake must not close its channel again)", i, n)
 		}
-		w.Stop()
+		for _, w := range ws {
+			w.Stop()
+		}
 		w2 := hub.Watch("B")
 		testenv.Eventually(t, 10*time.Second, func() error {
 			_ = pub.Publish(ctx, notify.Outcome{OrderID: "B", Status: "succeeded"})
