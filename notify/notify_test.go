@@ -154,8 +154,28 @@ func TestPublishWakesTheWatchersOfThoseIDs(t *testing.T) {
 	if isClosed(a3) {
 		t.Fatal("announcing B woke a watcher of A")
 	}
+	// Nothing to announce sends nothing: a worker's empty batch costs no
+	// message to every API process. The next message on the channel is the
+	// one published after it.
+	sub := rdb.Subscribe(ctx, notify.Channel(prefix))
+	defer sub.Close()
+	if _, err := sub.Receive(ctx); err != nil { // the subscription's confirmation
+		t.Fatal(err)
+	}
 	if err := pub.Publish(ctx); err != nil {
 		t.Fatalf("Publish(nil) = %v, want nil", err)
+	}
+	if err := pub.Publish(ctx, ids("Z")...); err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	msg, err := sub.ReceiveMessage(rctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `[{"order_id":"Z"}]`; msg.Payload != want {
+		t.Fatalf("first message after Publish(nil) = %s, want %s (Publish(nil) sent a message)", msg.Payload, want)
 	}
 }
 
