@@ -411,6 +411,51 @@ func TestConfirmDropsTheCachedAnswer(t *testing.T) {
 	}
 }
 
+// A Confirm that removed a flag announces it: every other process drops its
+// cached "sold out" at once (a background check of Options.Committed
+// repairs a flag rolled back with Redis through Confirm, and only the
+// process that checked would otherwise know), here a gate that would trust
+// it for an hour.
+func TestConfirmIsAnnounced(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	listener, prefix := newGate(t, time.Hour)
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	run(runCtx, t, listener)
+	other := soldout.New(testenv.Redis(t), soldout.Options{KeyPrefix: prefix})
+	// s, read open and cached for an hour, is marked after p: once the
+	// listener sees s sold out, it has heard p's mark too (one channel, in
+	// order), and p's answer read from here on stays cached.
+	if got, err := listener.SoldOut(ctx, "s"); err != nil || got {
+		t.Fatalf("SoldOut(s) = %v, %v; want false, nil", got, err)
+	}
+	for _, product := range []string{"p", "s"} {
+		if ok, err := other.Mark(ctx, product, 0); err != nil || !ok {
+			t.Fatalf("Mark(%s) = %v, %v; want true, nil", product, ok, err)
+		}
+	}
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if got, err := listener.SoldOut(ctx, "s"); err != nil || !got {
+			return fmt.Errorf("SoldOut(s) = %v, %v; want true (its mark announced)", got, err)
+		}
+		return nil
+	})
+	if got, err := listener.SoldOut(ctx, "p"); err != nil || !got {
+		t.Fatalf("SoldOut(p) = %v, %v; want true, nil (now cached for an hour)", got, err)
+	}
+	// A restock committed at 1 whose announcement Redis lost.
+	if removed, err := other.Confirm(ctx, "p", 1); err != nil || !removed {
+		t.Fatalf("Confirm(1) = %v, %v; want true, nil", removed, err)
+	}
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if got, err := listener.SoldOut(ctx, "p"); err != nil || got {
+			return fmt.Errorf("SoldOut = %v, %v after another process's Confirm removed the flag; want false (the removal announced)", got, err)
+		}
+		return nil
+	})
+}
+
 // After the subscription reconnects, announcements made meanwhile may be
 // lost: the gate forgets every cached answer. Here a flag set while no
 // announcement could arrive is seen at once, not after OpenTTL (an hour).
