@@ -526,13 +526,17 @@ func TestStaleFlagIsCheckedAgainstTheCommittedGeneration(t *testing.T) {
 		flagGen   int64
 		committed int64
 		err       error
+		errOnce   bool // only the first check fails
 		flagStays bool
 	}{
-		{"after a reconnect, flag at the committed generation", true, time.Hour, 2, 2, nil, true},
-		{"after a reconnect, flag from before a committed restock", true, time.Hour, 1, 2, nil, false},
-		{"after a reconnect, committed generation unreadable", true, time.Hour, 1, 0, errors.New("database down"), true},
-		{"no reconnect, within CheckInterval: no check", false, time.Hour, 1, 2, nil, true},
-		{"no reconnect, past CheckInterval: flag from before a committed restock", false, 200 * time.Millisecond, 1, 2, nil, false},
+		{"after a reconnect, flag at the committed generation", true, time.Hour, 2, 2, nil, false, true},
+		{"after a reconnect, flag from before a committed restock", true, time.Hour, 1, 2, nil, false, false},
+		{"after a reconnect, committed generation unreadable", true, time.Hour, 1, 0, errors.New("database down"), false, true},
+		// A failed check is tried again after checkBackoff (5s), not only
+		// after CheckInterval (an hour): the flag goes once the database answers.
+		{"after a reconnect, committed generation unreadable at first", true, time.Hour, 1, 2, errors.New("database down"), true, false},
+		{"no reconnect, within CheckInterval: no check", false, time.Hour, 1, 2, nil, false, true},
+		{"no reconnect, past CheckInterval: flag from before a committed restock", false, 200 * time.Millisecond, 1, 2, nil, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -545,9 +549,12 @@ func TestStaleFlagIsCheckedAgainstTheCommittedGeneration(t *testing.T) {
 			g := soldout.New(rdb, soldout.Options{KeyPrefix: "t:", CacheTTL: time.Nanosecond, OpenTTL: time.Nanosecond,
 				CheckInterval: tc.interval,
 				Committed: func(_ context.Context, product string) (int64, error) {
-					calls.Add(1)
+					n := calls.Add(1)
 					if product != "p" {
 						t.Errorf("Committed asked for %q, want p", product)
+					}
+					if tc.errOnce && n > 1 {
+						return tc.committed, nil
 					}
 					return tc.committed, tc.err
 				}})
