@@ -65,62 +65,74 @@ func TestSubMillisecondFlagTTLStillMarks(t *testing.T) {
 	}
 }
 
-// A read in flight when the gate trims its epochs (past maxTracked) does
-// not cache its answer: the trim may bring the product's epoch back to the
-// value the read began with, here through a Reopen of that very product, and
-// the read's "sold out" from before the Reopen would then be cached (and
-// trusted for CacheTTL, an hour here) after it.
-func TestReadInFlightAcrossATrimIsNotCached(t *testing.T) {
+// A read in flight when the gate reopens the product does not cache its
+// answer from before the Reopen (trusted for CacheTTL, an hour here): the
+// read compares the product's epoch, and the count of resets, with those
+// it began with. The second case trims the epochs (past maxTracked), which
+// brings the product's epoch back to the value the read began with: only
+// the reset the trim counts tells the read apart.
+func TestReadInFlightAcrossAReopenIsNotCached(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	rdb := testenv.Redis(t)
-	prefix := "t:" + testenv.Namespace(t) + ":"
-	testenv.DeleteKeys(t, rdb, prefix)
-	slow := redis.NewClient(&redis.Options{Addr: rdb.Options().Addr, DB: rdb.Options().DB})
-	t.Cleanup(func() { _ = slow.Close() })
-	held := &heldReply{answered: make(chan struct{}), release: make(chan struct{})}
-	slow.AddHook(held)
-	released := false
-	release := func() {
-		if !released {
-			released = true
-			close(held.release)
-		}
-	}
-	t.Cleanup(release)
+	for _, tc := range []struct {
+		name    string
+		reopens []string // the last reopens p, while the read is in flight
+	}{
+		{"a Reopen", []string{"p"}},
+		{"a Reopen that trims the epochs", []string{"q1", "q2", "p"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			rdb := testenv.Redis(t)
+			prefix := "t:" + testenv.Namespace(t) + ":"
+			testenv.DeleteKeys(t, rdb, prefix)
+			slow := redis.NewClient(&redis.Options{Addr: rdb.Options().Addr, DB: rdb.Options().DB})
+			t.Cleanup(func() { _ = slow.Close() })
+			held := &heldReply{answered: make(chan struct{}), release: make(chan struct{})}
+			slow.AddHook(held)
+			released := false
+			release := func() {
+				if !released {
+					released = true
+					close(held.release)
+				}
+			}
+			t.Cleanup(release)
 
-	g := soldout.New(slow, soldout.Options{KeyPrefix: prefix, CacheTTL: time.Hour, OpenTTL: time.Hour})
-	soldout.SetMaxTracked(g, 3)
-	other := soldout.New(rdb, soldout.Options{KeyPrefix: prefix})
-	gen, err := g.Reopen(ctx, "p", 0) // p's epoch in g: 1
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ok, err := other.Mark(ctx, "p", gen); err != nil || !ok {
-		t.Fatalf("Mark = %v, %v; want true, nil", ok, err)
-	}
-	first := make(chan bool, 1)
-	go func() {
-		sold, _ := g.SoldOut(ctx, "p")
-		first <- sold
-	}()
-	select {
-	case <-held.answered: // Redis said "sold out"; the reply is held back
-	case <-time.After(10 * time.Second):
-		t.Fatal("no GET answered within 10s")
-	}
-	for _, q := range []string{"q1", "q2", "p"} { // the third fills the epochs: trimmed, p's is 1 again
-		if _, err := g.Reopen(ctx, q, 0); err != nil {
-			t.Fatal(err)
-		}
-	}
-	release()
-	select {
-	case <-first: // its answer may be either: it raced the Reopen
-	case <-time.After(10 * time.Second):
-		t.Fatal("SoldOut did not answer within 10s of the reply's release")
-	}
-	if sold, err := g.SoldOut(ctx, "p"); err != nil || sold {
-		t.Fatalf("SoldOut after the gate's own Reopen = %v, %v; want false, nil (the read from before it was cached)", sold, err)
+			g := soldout.New(slow, soldout.Options{KeyPrefix: prefix, CacheTTL: time.Hour, OpenTTL: time.Hour})
+			soldout.SetMaxTracked(g, 3)
+			other := soldout.New(rdb, soldout.Options{KeyPrefix: prefix})
+			gen, err := g.Reopen(ctx, "p", 0) // p's epoch in g: 1
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ok, err := other.Mark(ctx, "p", gen); err != nil || !ok {
+				t.Fatalf("Mark = %v, %v; want true, nil", ok, err)
+			}
+			first := make(chan bool, 1)
+			go func() {
+				sold, _ := g.SoldOut(ctx, "p")
+				first <- sold
+			}()
+			select {
+			case <-held.answered: // Redis said "sold out"; the reply is held back
+			case <-time.After(10 * time.Second):
+				t.Fatal("no GET answered within 10s")
+			}
+			for _, q := range tc.reopens {
+				if _, err := g.Reopen(ctx, q, 0); err != nil {
+					t.Fatal(err)
+				}
+			}
+			release()
+			select {
+			case <-first: // its answer may be either: it raced the Reopen
+			case <-time.After(10 * time.Second):
+				t.Fatal("SoldOut did not answer within 10s of the reply's release")
+			}
+			if sold, err := g.SoldOut(ctx, "p"); err != nil || sold {
+				t.Fatalf("SoldOut after the gate's own Reopen = %v, %v; want false, nil (the read from before it was cached)", sold, err)
+			}
+		})
 	}
 }
