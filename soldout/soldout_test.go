@@ -601,6 +601,35 @@ func TestStaleFlagIsCheckedAgainstTheCommittedGeneration(t *testing.T) {
 	}
 }
 
+// A product's flag is checked again each CheckInterval, not once for good:
+// a flag that comes back stale after a first check removed one (another
+// rollback of Redis) goes too.
+func TestStaleFlagIsCheckedAgain(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb := testenv.Redis(t)
+	prefix := "t:" + testenv.Namespace(t) + ":"
+	testenv.DeleteKeys(t, rdb, prefix)
+	var committed atomic.Int64
+	g := soldout.New(rdb, soldout.Options{KeyPrefix: prefix, CacheTTL: time.Nanosecond, OpenTTL: time.Nanosecond,
+		CheckInterval: 100 * time.Millisecond,
+		Committed: func(context.Context, string) (int64, error) {
+			return committed.Load(), nil
+		}})
+	for round, flagGen := range []int64{1, 2} {
+		committed.Store(flagGen + 1) // a restock committed after the flag was set
+		if set, err := g.Mark(ctx, "p", flagGen); err != nil || !set {
+			t.Fatalf("round %d: Mark(%d) = %v, %v", round, flagGen, set, err)
+		}
+		testenv.Eventually(t, 10*time.Second, func() error {
+			if got, err := g.SoldOut(ctx, "p"); err != nil || got {
+				return fmt.Errorf("round %d: SoldOut = %v, %v; want the stale flag removed", round, got, err)
+			}
+			return nil
+		})
+	}
+}
+
 // heldReply is a go-redis hook that holds back the answer of the first GET
 // until released, once Redis has answered it: a reply slow to reach its
 // caller (a loaded machine, a client whose own read timeout is longer than
