@@ -630,6 +630,63 @@ func TestStaleFlagIsCheckedAgain(t *testing.T) {
 	}
 }
 
+// Checks of a flag against Options.Committed are rationed, a slow or failing
+// database not asked at every read (once per CacheTTL per product and
+// process): one check of a product at a time, and one that failed is tried
+// again only after checkBackoff (5s), far longer than this test's reads.
+func TestChecksOfAFlagAreRationed(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb := testenv.Redis(t)
+	prefix := "t:" + testenv.Namespace(t) + ":"
+	testenv.DeleteKeys(t, rdb, prefix)
+	var calls atomic.Int64
+	release := make(chan struct{})
+	g := soldout.New(rdb, soldout.Options{KeyPrefix: prefix, CacheTTL: time.Nanosecond, OpenTTL: time.Nanosecond,
+		CheckInterval: time.Hour,
+		Committed: func(context.Context, string) (int64, error) {
+			if calls.Add(1) == 1 {
+				<-release // a slow database
+			}
+			return 0, errors.New("database down")
+		}})
+	// Two reopens of another product with room for one: the gate trims its
+	// epochs, counting a reset, after which a check of a flag is due (as
+	// after a reconnect).
+	soldout.SetMaxTracked(g, 1)
+	for range 2 {
+		if _, err := g.Reopen(ctx, "q", 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if set, err := g.Mark(ctx, "p", 0); err != nil || !set {
+		t.Fatalf("Mark = %v, %v", set, err)
+	}
+	read := func() {
+		t.Helper()
+		if got, err := g.SoldOut(ctx, "p"); err != nil || !got {
+			t.Fatalf("SoldOut = %v, %v; want true (the flag is trusted while it cannot be checked)", got, err)
+		}
+	}
+	testenv.Eventually(t, 10*time.Second, func() error {
+		read()
+		if calls.Load() == 0 {
+			return errors.New("no check started")
+		}
+		return nil
+	})
+	for range 20 { // while the check is in flight
+		read()
+	}
+	close(release)
+	for range 100 { // after it failed
+		read()
+	}
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("Committed called %d times, want 1: one check in flight at a time, and none again before checkBackoff", n)
+	}
+}
+
 // heldReply is a go-redis hook that holds back the answer of the first GET
 // until released, once Redis has answered it: a reply slow to reach its
 // caller (a loaded machine, a client whose own read timeout is longer than
