@@ -39,6 +39,11 @@ func TestMarkAndReopen(t *testing.T) {
 	}
 
 	soldOut(false)
+	// No restock announced yet: generation 0, not an error (a restock that
+	// cannot tell whether its Reopen ran asks).
+	if n, err := g.Announced(ctx, "p"); err != nil || n != 0 {
+		t.Fatalf("Announced before any Reopen = %d, %v; want 0, nil", n, err)
+	}
 	if ok, err := g.Mark(ctx, "p", 0); err != nil || !ok {
 		t.Fatalf("Mark(gen 0) = %v, %v; want true, nil", ok, err)
 	}
@@ -47,6 +52,9 @@ func TestMarkAndReopen(t *testing.T) {
 	gen, err := g.Reopen(ctx, "p", 0)
 	if err != nil || gen != 1 {
 		t.Fatalf("Reopen(floor 0) = %d, %v; want 1, nil", gen, err)
+	}
+	if n, err := g.Announced(ctx, "p"); err != nil || n != 1 {
+		t.Fatalf("Announced after Reopen = %d, %v; want 1, nil", n, err)
 	}
 	soldOut(false)
 
