@@ -311,8 +311,8 @@ func TestKilledSubscriptionWakesWaiters(t *testing.T) {
 }
 
 // Every outcome of an announcement reaches its watchers, whatever comes
-// before it: a worker announces a whole batch, most of whose orders nobody
-// watches.
+// before it, and each watcher gets its own order's outcome: a worker
+// announces a whole batch, most of whose orders nobody watches.
 func TestEveryOutcomeOfAnAnnouncementIsDispatched(t *testing.T) {
 	t.Parallel()
 	hub, pub := runningHub(t)
@@ -330,11 +330,21 @@ func TestEveryOutcomeOfAnAnnouncementIsDispatched(t *testing.T) {
 			id := tt.announced[slices.IndexFunc(tt.announced, func(s string) bool { return s[0] == 'W' })]
 			w := hub.Watch(id)
 			defer w.Stop()
-			if err := pub.Publish(context.Background(), ids(tt.announced...)...); err != nil {
+			// Each outcome its own, so that a watcher handed another
+			// order's outcome of the batch tells.
+			outcomes := make([]notify.Outcome, len(tt.announced))
+			for i, a := range tt.announced {
+				outcomes[i] = notify.Outcome{OrderID: a, Status: "succeeded", Quantity: i + 1}
+			}
+			if err := pub.Publish(context.Background(), outcomes...); err != nil {
 				t.Fatal(err)
 			}
 			if !closedWithin(w.C, 10*time.Second) {
 				t.Fatalf("watcher of %s not woken by the announcement of %v", id, tt.announced)
+			}
+			want := outcomes[slices.Index(tt.announced, id)]
+			if o, ok := w.Outcome(); !ok || o != want {
+				t.Fatalf("watcher of %s got outcome %+v, %v; want its own, %+v", id, o, ok, want)
 			}
 		})
 	}
