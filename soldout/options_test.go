@@ -70,15 +70,18 @@ func TestSubMillisecondFlagTTLStillMarks(t *testing.T) {
 // read compares the product's epoch, and the count of resets, with those
 // it began with. The second case trims the epochs (past maxTracked), which
 // brings the product's epoch back to the value the read began with: only
-// the reset the trim counts tells the read apart.
+// the reset the trim counts tells the read apart. In the third another
+// process reopens the product, and the gate hears of it through Run.
 func TestReadInFlightAcrossAReopenIsNotCached(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
-		name    string
-		reopens []string // the last reopens p, while the read is in flight
+		name      string
+		reopens   []string // by the gate; the last reopens p, while the read is in flight
+		announced bool     // p reopened by another process instead, heard through Run
 	}{
-		{"a Reopen", []string{"p"}},
-		{"a Reopen that trims the epochs", []string{"q1", "q2", "p"}},
+		{"a Reopen", []string{"p"}, false},
+		{"a Reopen that trims the epochs", []string{"q1", "q2", "p"}, false},
+		{"another process's Reopen, announced", nil, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -102,6 +105,11 @@ func TestReadInFlightAcrossAReopenIsNotCached(t *testing.T) {
 			g := soldout.New(slow, soldout.Options{KeyPrefix: prefix, CacheTTL: time.Hour, OpenTTL: time.Hour})
 			soldout.SetMaxTracked(g, 3)
 			other := soldout.New(rdb, soldout.Options{KeyPrefix: prefix})
+			if tc.announced {
+				runCtx, stop := context.WithCancel(ctx)
+				defer stop()
+				run(runCtx, t, g)
+			}
 			gen, err := g.Reopen(ctx, "p", 0) // p's epoch in g: 1
 			if err != nil {
 				t.Fatal(err)
@@ -124,6 +132,26 @@ func TestReadInFlightAcrossAReopenIsNotCached(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
+			if tc.announced {
+				// s, read open (cached for an hour), is marked after p is
+				// reopened elsewhere: once g sees s sold out, it has heard
+				// p's reopen too (one channel, in order).
+				if sold, err := g.SoldOut(ctx, "s"); err != nil || sold {
+					t.Fatalf("SoldOut(s) = %v, %v; want false, nil", sold, err)
+				}
+				if _, err := other.Reopen(ctx, "p", 0); err != nil {
+					t.Fatal(err)
+				}
+				if ok, err := other.Mark(ctx, "s", 0); err != nil || !ok {
+					t.Fatalf("Mark(s) = %v, %v; want true, nil", ok, err)
+				}
+				testenv.Eventually(t, 5*time.Second, func() error {
+					if sold, err := g.SoldOut(ctx, "s"); err != nil || !sold {
+						return fmt.Errorf("SoldOut(s) = %v, %v; want true (its mark announced)", sold, err)
+					}
+					return nil
+				})
+			}
 			release()
 			select {
 			case <-first: // its answer may be either: it raced the Reopen
@@ -131,7 +159,7 @@ func TestReadInFlightAcrossAReopenIsNotCached(t *testing.T) {
 				t.Fatal("SoldOut did not answer within 10s of the reply's release")
 			}
 			if sold, err := g.SoldOut(ctx, "p"); err != nil || sold {
-				t.Fatalf("SoldOut after the gate's own Reopen = %v, %v; want false, nil (the read from before it was cached)", sold, err)
+				t.Fatalf("SoldOut after the Reopen = %v, %v; want false, nil (the read from before it was cached)", sold, err)
 			}
 		})
 	}
