@@ -1,5 +1,7 @@
 package soldout
 
+import "time"
+
 // SetMaxTracked sets how many products g keeps state for in each map.
 func SetMaxTracked(g *Gate, n int) { g.maxTracked = n }
 
@@ -9,3 +11,10 @@ func Tracked(g *Gate) (cache, epoch int) {
 	defer g.mu.Unlock()
 	return len(g.cache), len(g.epoch)
 }
+
+// FreshFor is how long after a read of a flag began its "sold out" may
+// still be given to a caller.
+func FreshFor(g *Gate) time.Duration { return g.freshFor() }
+
+// ReadTimeout bounds one shared read of a flag.
+const ReadTimeout = readTimeout

@@ -12,6 +12,33 @@ import (
 	"github.com/flashsale/flashsale/soldout"
 )
 
+// The gate's bounds keep their order. A cached "sold out" (CacheTTL) and one
+// brought back by a read in flight (freshFor after the read began) are
+// trusted for less than Settle, which a restock waits after its Reopen
+// before adding stock: no order is refused once the stock may be there.
+// And with the default CacheTTL, a read that answers within readTimeout is
+// not thrown away as stale: were Settle only CacheTTL plus a margin, a
+// "sold out" read in 1.1-2s would be given to no caller, and each order
+// meanwhile let through to the queue.
+func TestGateBoundsKeepTheirOrder(t *testing.T) {
+	t.Parallel()
+	rdb := testenv.Redis(t)
+	for _, ttl := range []time.Duration{0, 100 * time.Millisecond, time.Second, 5 * time.Second} {
+		g := soldout.New(rdb, soldout.Options{CacheTTL: ttl})
+		cache := ttl
+		if cache == 0 {
+			cache = time.Second // the default
+		}
+		if settle, fresh := g.Settle(), soldout.FreshFor(g); cache >= settle || fresh >= settle {
+			t.Errorf("CacheTTL %v: cached answers trusted %v, read answers %v, Settle %v; want both under Settle",
+				ttl, cache, fresh, settle)
+		}
+		if ttl == 0 && soldout.FreshFor(g) <= soldout.ReadTimeout {
+			t.Errorf("default CacheTTL: read answers trusted %v, not past the read's own bound %v", soldout.FreshFor(g), soldout.ReadTimeout)
+		}
+	}
+}
+
 // A gate keeps state for a bounded number of products: a long-running API
 // process reads every product ordered and hears of every product
 // announced, and kept a cached answer and an epoch for each of them for
