@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/flashsale/flashsale/internal/testenv"
 	"github.com/flashsale/flashsale/soldout"
 )
 
@@ -17,9 +16,7 @@ import (
 func TestSoldOutFlagIsTrustedOnlyForCacheTTL(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	rdb := testenv.Redis(t)
-	prefix := "t:" + testenv.Namespace(t) + ":"
-	testenv.DeleteKeys(t, rdb, prefix)
+	rdb, prefix := sharedRedis(t)
 	const cacheTTL = 50 * time.Millisecond
 	g := soldout.New(rdb, soldout.Options{KeyPrefix: prefix, CacheTTL: cacheTTL, OpenTTL: time.Hour})
 	other := soldout.New(rdb, soldout.Options{KeyPrefix: prefix})
@@ -44,9 +41,7 @@ func TestSoldOutFlagIsTrustedOnlyForCacheTTL(t *testing.T) {
 func TestMarkedFlagExpiresAfterFlagTTL(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	rdb := testenv.Redis(t)
-	prefix := "t:" + testenv.Namespace(t) + ":"
-	testenv.DeleteKeys(t, rdb, prefix)
+	rdb, prefix := sharedRedis(t)
 	const flagTTL = time.Minute
 	g := soldout.New(rdb, soldout.Options{KeyPrefix: prefix, FlagTTL: flagTTL})
 	if set, err := g.Mark(ctx, "p", 0); err != nil || !set {

@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/flashsale/flashsale/internal/testenv"
 	"github.com/flashsale/flashsale/soldout"
 )
@@ -83,9 +81,7 @@ func TestGateStateIsBounded(t *testing.T) {
 // mark failed.
 func TestSubMillisecondFlagTTLStillMarks(t *testing.T) {
 	t.Parallel()
-	rdb := testenv.Redis(t)
-	prefix := "t:" + testenv.Namespace(t) + ":"
-	testenv.DeleteKeys(t, rdb, prefix)
+	rdb, prefix := sharedRedis(t)
 	g := soldout.New(rdb, soldout.Options{KeyPrefix: prefix, FlagTTL: 500 * time.Microsecond})
 	if set, err := g.Mark(context.Background(), "p", 0); err != nil || !set {
 		t.Fatalf("Mark with FlagTTL 500µs = %v, %v; want true, nil", set, err)
@@ -113,21 +109,8 @@ func TestReadInFlightAcrossAReopenIsNotCached(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			rdb := testenv.Redis(t)
-			prefix := "t:" + testenv.Namespace(t) + ":"
-			testenv.DeleteKeys(t, rdb, prefix)
-			slow := redis.NewClient(&redis.Options{Addr: rdb.Options().Addr, DB: rdb.Options().DB})
-			t.Cleanup(func() { _ = slow.Close() })
-			held := &heldReply{answered: make(chan struct{}), release: make(chan struct{})}
-			slow.AddHook(held)
-			released := false
-			release := func() {
-				if !released {
-					released = true
-					close(held.release)
-				}
-			}
-			t.Cleanup(release)
+			rdb, prefix := sharedRedis(t)
+			slow, held, release := heldClient(t, rdb, false)
 
 			g := soldout.New(slow, soldout.Options{KeyPrefix: prefix, CacheTTL: time.Hour, OpenTTL: time.Hour})
 			soldout.SetMaxTracked(g, 3)

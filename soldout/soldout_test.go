@@ -17,12 +17,20 @@ import (
 	"github.com/flashsale/flashsale/soldout"
 )
 
-// newGate returns a gate on the shared Redis with a prefix of the test's own.
-func newGate(t *testing.T, cacheTTL time.Duration) (*soldout.Gate, string) {
+// sharedRedis returns the shared Redis and a key prefix of the test's own,
+// whose keys are removed at cleanup.
+func sharedRedis(t *testing.T) (*redis.Client, string) {
 	t.Helper()
 	rdb := testenv.Redis(t)
 	prefix := "t:" + testenv.Namespace(t) + ":"
 	testenv.DeleteKeys(t, rdb, prefix)
+	return rdb, prefix
+}
+
+// newGate returns a gate on the shared Redis with a prefix of the test's own.
+func newGate(t *testing.T, cacheTTL time.Duration) (*soldout.Gate, string) {
+	t.Helper()
+	rdb, prefix := sharedRedis(t)
 	return soldout.New(rdb, soldout.Options{KeyPrefix: prefix, CacheTTL: cacheTTL, OpenTTL: cacheTTL}), prefix
 }
 
@@ -617,9 +625,7 @@ func TestStaleFlagIsCheckedAgainstTheCommittedGeneration(t *testing.T) {
 func TestStaleFlagIsCheckedAgain(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	rdb := testenv.Redis(t)
-	prefix := "t:" + testenv.Namespace(t) + ":"
-	testenv.DeleteKeys(t, rdb, prefix)
+	rdb, prefix := sharedRedis(t)
 	var committed atomic.Int64
 	g := soldout.New(rdb, soldout.Options{KeyPrefix: prefix, CacheTTL: time.Nanosecond, OpenTTL: time.Nanosecond,
 		CheckInterval: 100 * time.Millisecond,
@@ -647,9 +653,7 @@ func TestStaleFlagIsCheckedAgain(t *testing.T) {
 func TestChecksOfAFlagAreRationed(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	rdb := testenv.Redis(t)
-	prefix := "t:" + testenv.Namespace(t) + ":"
-	testenv.DeleteKeys(t, rdb, prefix)
+	rdb, prefix := sharedRedis(t)
 	var calls atomic.Int64
 	release := make(chan struct{})
 	g := soldout.New(rdb, soldout.Options{KeyPrefix: prefix, CacheTTL: time.Nanosecond, OpenTTL: time.Nanosecond,
@@ -697,6 +701,26 @@ func TestChecksOfAFlagAreRationed(t *testing.T) {
 	}
 }
 
+// heldClient is a client of rdb's Redis whose first GET's answer is held
+// back (heldReply) until release is called, as it is at cleanup at the
+// latest; contextTimeout sets its ContextTimeoutEnabled.
+func heldClient(t *testing.T, rdb *redis.Client, contextTimeout bool) (slow *redis.Client, held *heldReply, release func()) {
+	t.Helper()
+	slow = redis.NewClient(&redis.Options{Addr: rdb.Options().Addr, DB: rdb.Options().DB, ContextTimeoutEnabled: contextTimeout})
+	t.Cleanup(func() { _ = slow.Close() })
+	held = &heldReply{answered: make(chan struct{}), release: make(chan struct{})}
+	slow.AddHook(held)
+	released := false
+	release = func() {
+		if !released {
+			released = true
+			close(held.release)
+		}
+	}
+	t.Cleanup(release)
+	return slow, held, release
+}
+
 // heldReply is a go-redis hook that holds back the answer of the first GET
 // until released, once Redis has answered it: a reply slow to reach its
 // caller (a loaded machine, a client whose own read timeout is longer than
@@ -732,21 +756,8 @@ func (h *heldReply) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pr
 func TestLateReadDoesNotRefuseAfterARestock(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	rdb := testenv.Redis(t)
-	prefix := "t:" + testenv.Namespace(t) + ":"
-	testenv.DeleteKeys(t, rdb, prefix)
-	slow := redis.NewClient(&redis.Options{Addr: rdb.Options().Addr, DB: rdb.Options().DB, ContextTimeoutEnabled: true})
-	t.Cleanup(func() { _ = slow.Close() })
-	held := &heldReply{answered: make(chan struct{}), release: make(chan struct{})}
-	slow.AddHook(held)
-	released := false
-	release := func() {
-		if !released {
-			released = true
-			close(held.release)
-		}
-	}
-	t.Cleanup(release)
+	rdb, prefix := sharedRedis(t)
+	slow, held, release := heldClient(t, rdb, true)
 
 	api := soldout.New(slow, soldout.Options{KeyPrefix: prefix, CacheTTL: 50 * time.Millisecond, OpenTTL: time.Hour})
 	other := soldout.New(rdb, soldout.Options{KeyPrefix: prefix, CacheTTL: 50 * time.Millisecond})
