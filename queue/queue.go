@@ -493,6 +493,27 @@ func (i *Inspector) Lookup(ctx context.Context, id string) (TaskInfo, error) {
 	return ti, nil
 }
 
+// Withdraw deletes order id's task if no worker has taken it yet
+// (pending), and reports whether it did; a task in any other state, or
+// none, is left as it is (false). It is for a task found to duplicate an
+// order already decided, which a worker would only find decided: removed,
+// it tells no reader the order is still queued. Its error is
+// [ErrUnavailable].
+func (i *Inspector) Withdraw(ctx context.Context, id string) (bool, error) {
+	p := "asynq:{" + i.queue + "}:"
+	n, err := withdrawScript.Run(ctx, i.rdb, []string{p + "t:" + id, p + "pending"}, id).Int()
+	if err != nil {
+		return false, fmt.Errorf("withdraw order %q: %w: %w", id, ErrUnavailable, err)
+	}
+	return n == 1, nil
+}
+
+// withdrawScript deletes a pending task; see withdraw.lua.
+var withdrawScript = redis.NewScript(withdrawSrc)
+
+//go:embed withdraw.lua
+var withdrawSrc string
+
 // taskMessage reads what Lookup reports of an asynq v0.26 task message
 // (its internal TaskMessage, a protocol buffer): payload (field 2),
 // retried (6) and error_msg (7), the last try's error.

@@ -907,3 +907,61 @@ func TestReadsWithAnEndedContextAreUnavailable(t *testing.T) {
 		}
 	}
 }
+
+// Withdraw deletes a task no worker has taken (pending) and nothing else:
+// not a running task, not a dead one, not another task.
+func TestWithdrawDeletesOnlyAPendingTask(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	for _, id := range []string{"pending", "other", "dead", "run"} {
+		if err := e.producer.Enqueue(ctx, order(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.asynq.ArchiveTask(e.name, "dead"); err != nil {
+		t.Fatal(err)
+	}
+	// Before the server starts: it holds "run" and would run any other
+	// pending task at once.
+	tests := []struct {
+		id   string
+		want bool
+	}{
+		{"pending", true},
+		{"pending", false}, // gone
+		{"none", false},
+		{"dead", false},
+	}
+	for _, tt := range tests {
+		if got, err := e.inspector.Withdraw(ctx, tt.id); err != nil || got != tt.want {
+			t.Fatalf("Withdraw(%s) = %v, %v; want %v", tt.id, got, err, tt.want)
+		}
+	}
+	if _, err := e.inspector.Lookup(ctx, "pending"); !errors.Is(err, queue.ErrNotFound) {
+		t.Fatalf("Lookup(pending) after Withdraw = %v, want ErrNotFound", err)
+	}
+	if ti, err := e.inspector.Lookup(ctx, "dead"); err != nil || ti.State != queue.Dead {
+		t.Fatalf("Lookup(dead) after Withdraw = %+v, %v; want it still dead", ti, err)
+	}
+	if st, err := e.inspector.Stats(ctx); err != nil || st.Pending != 2 || st.Archived != 1 {
+		t.Fatalf("Stats after Withdraw = %+v, %v; want 2 pending (other, run), 1 archived", st, err)
+	}
+	if err := e.asynq.DeleteTask(e.name, "other"); err != nil {
+		t.Fatal(err)
+	}
+	e.serve(t, func(id string) bool { return id == "run" })
+	testenv.Eventually(t, 20*time.Second, func() error {
+		ti, err := e.inspector.Lookup(ctx, "run")
+		if err != nil || ti.State != queue.Running {
+			return fmt.Errorf("Lookup(run) = %+v, %v; want Running", ti, err)
+		}
+		return nil
+	})
+	if got, err := e.inspector.Withdraw(ctx, "run"); err != nil || got {
+		t.Fatalf("Withdraw(run) of a running task = %v, %v; want false", got, err)
+	}
+	if ti, err := e.inspector.Lookup(ctx, "run"); err != nil || ti.State != queue.Running {
+		t.Fatalf("Lookup(run) after Withdraw = %+v, %v; want it still running", ti, err)
+	}
+}
