@@ -847,6 +847,8 @@ func (s *Service) PlaceOrder(ctx context.Context, r PlaceOrderRequest) (Placed, 
 	for attempt := 0; ; attempt++ {
 		err := s.producer.Enqueue(ctx, o)
 		switch {
+		case err == nil && r.IdempotencyKey != "" && !o.Unchecked:
+			return s.checkEnqueued(ctx, o)
 		case err == nil:
 			return Placed{OrderID: o.ID, Status: inventory.StatusQueued}, nil
 		case errors.Is(err, queue.ErrDuplicate) && attempt > 0 && r.IdempotencyKey == "":
@@ -865,6 +867,38 @@ func (s *Service) PlaceOrder(ctx context.Context, r PlaceOrderRequest) (Placed, 
 			return Placed{}, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
 		}
 	}
+}
+
+// checkEnqueued answers a keyed order just queued, whose key's order
+// PostgreSQL did not hold decided when PlaceOrder read it. It may hold it
+// now: a re-send whose first send a worker was deciding at that read (the
+// worker committed and removed its task, which let this one in). The new
+// task then duplicates a decided order. A worker reaching it would change
+// nothing, but until one did, a read of the order during a PostgreSQL
+// outage found a task that never ran and answered queued: a final status
+// undone. So PostgreSQL is read again (once per accepted keyed order,
+// coalesced with the other point lookups); if it holds the order decided,
+// the task is withdrawn and the order answers for itself, as if the first
+// read had found it.
+//
+// If that read fails, or the withdrawal does (Redis), the order answers
+// queued, as its first read said: the duplicate task is left to a worker,
+// and the window above stays open for it (both a race of milliseconds and
+// a failure inside them). asynq's task retention, which would make the
+// enqueue itself refuse a recently decided order, was weighed and not
+// taken: every order's acknowledgement would keep its task, and asynq's
+// janitor deletes 100 expired ones every 8 s by default, far fewer than a
+// flash sale completes.
+func (s *Service) checkEnqueued(ctx context.Context, o queue.Order) (Placed, error) {
+	prev, err := s.decidedOrder(ctx, o.ID)
+	if err != nil {
+		return Placed{OrderID: o.ID, Status: inventory.StatusQueued}, nil
+	}
+	// Withdrawn, or taken by a worker (which finds the order decided), or
+	// the withdrawal failed: in each case the order is decided and answers
+	// for itself.
+	_, _ = s.inspector.Withdraw(ctx, o.ID)
+	return s.replay(o, prev.ProductID, prev.Quantity, prev.Status)
 }
 
 // buriedCheckTimeout bounds the extra look, in PlaceOrder, at a keyed

@@ -51,6 +51,9 @@ type Options struct {
 	// 250ms on a loaded machine and still count (the gate gives a "sold
 	// out" to no caller later than Settle - 50ms after its read began).
 	CacheTTL time.Duration
+	// Hook, when set, is added to the service's Redis client (queue,
+	// flags, notifications): to hold a call back at a chosen moment.
+	Hook redis.Hook
 	// DatabaseURL is an empty database that New migrates and uses (one on
 	// a private PostgreSQL the test stops, say); default a fresh database
 	// on the shared test PostgreSQL.
@@ -160,6 +163,9 @@ func New(t testing.TB, opts *Options) *Env {
 		e.Redis.SRem(ctx, "asynq:queues", e.Queue)
 	})
 
+	if opts.Hook != nil {
+		e.Redis.AddHook(opts.Hook)
+	}
 	qopts := queue.Options{Queue: e.Queue}
 	client := asynq.NewClientFromRedisClient(e.Redis)
 	e.Asynq = asynq.NewInspectorFromRedisClient(e.Redis)
