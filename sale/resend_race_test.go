@@ -25,7 +25,9 @@ import (
 // reaching it changes nothing, but until one does, a read during a
 // PostgreSQL outage found a task that never ran and answered queued, a
 // final status undone. The re-send must answer for the decided order (a
-// replay, or 422 for another body) and leave no task behind.
+// replay, or 422 for another body) and leave no task behind; or, when
+// PostgreSQL went down before it could look again, leave its task marked
+// as accepted during an outage (unchecked), which reads unavailable.
 func TestResendRacingItsOrdersDecisionLeavesNoTask(t *testing.T) {
 	t.Parallel()
 	pg := testenv.PrivatePostgres(t)
@@ -35,11 +37,13 @@ func TestResendRacingItsOrdersDecisionLeavesNoTask(t *testing.T) {
 	ctx := context.Background()
 	tests := []struct {
 		key      string
-		quantity int // re-sent; the first send's is 1
+		quantity int  // re-sent; the first send's is 1
+		kill     bool // PostgreSQL killed after the decision, before the enqueue (the last case)
 		wantErr  error
 	}{
-		{"same-body", 1, nil},
-		{"other-body", 3, sale.ErrIdempotencyMismatch},
+		{"same-body", 1, false, nil},
+		{"other-body", 3, false, sale.ErrIdempotencyMismatch},
+		{"then-outage", 1, true, nil},
 	}
 	for _, tt := range tests {
 		req := sale.PlaceOrderRequest{ProductID: "p1", UserID: "alice", Quantity: 1, IdempotencyKey: tt.key}
@@ -64,12 +68,28 @@ func TestResendRacingItsOrdersDecisionLeavesNoTask(t *testing.T) {
 			t.Fatalf("%s: the re-send's enqueue never came", tt.key)
 		}
 		e.Decide(t, first.OrderID) // committed, its task removed
+		if tt.kill {
+			if err := pg.Kill(); err != nil {
+				t.Fatal(err)
+			}
+		}
 		release()
 		var r result
 		select {
 		case r = <-done:
 		case <-time.After(10 * time.Second):
 			t.Fatalf("%s: the re-send never answered", tt.key)
+		}
+		if tt.kill {
+			// Nothing can tell it from a first send: queued, as one
+			// accepted during an outage, its task unchecked.
+			if r.err != nil || r.placed.Status != inventory.StatusQueued {
+				t.Errorf("%s: re-send = %+v, %v; want queued", tt.key, r.placed, r.err)
+			}
+			if ti, err := e.Inspector.Lookup(ctx, first.OrderID); err != nil || !ti.Order.Unchecked {
+				t.Errorf("%s: the queue holds %+v, %v; want a task accepted unchecked", tt.key, ti, err)
+			}
+			continue
 		}
 		switch {
 		case tt.wantErr != nil && !errors.Is(r.err, tt.wantErr):
@@ -80,9 +100,6 @@ func TestResendRacingItsOrdersDecisionLeavesNoTask(t *testing.T) {
 		if ti, err := e.Inspector.Lookup(ctx, first.OrderID); !errors.Is(err, queue.ErrNotFound) {
 			t.Errorf("%s: the queue holds %+v, %v for the decided order; want no task", tt.key, ti, err)
 		}
-	}
-	if err := pg.Kill(); err != nil {
-		t.Fatal(err)
 	}
 	for _, tt := range tests {
 		id := sale.KeyedOrderID("alice", tt.key)

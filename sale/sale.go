@@ -848,7 +848,7 @@ func (s *Service) PlaceOrder(ctx context.Context, r PlaceOrderRequest) (Placed, 
 		err := s.producer.Enqueue(ctx, o)
 		switch {
 		case err == nil && r.IdempotencyKey != "" && !o.Unchecked:
-			return s.checkEnqueued(ctx, o)
+			return s.checkEnqueued(ctx, end, o)
 		case err == nil:
 			return Placed{OrderID: o.ID, Status: inventory.StatusQueued}, nil
 		case errors.Is(err, queue.ErrDuplicate) && attempt > 0 && r.IdempotencyKey == "":
@@ -877,28 +877,53 @@ func (s *Service) PlaceOrder(ctx context.Context, r PlaceOrderRequest) (Placed, 
 // nothing, but until one did, a read of the order during a PostgreSQL
 // outage found a task that never ran and answered queued: a final status
 // undone. So PostgreSQL is read again (once per accepted keyed order,
-// coalesced with the other point lookups); if it holds the order decided,
-// the task is withdrawn and the order answers for itself, as if the first
-// read had found it.
+// coalesced with the other point lookups; hot and backlog bursts of the
+// binaries with and without it, alternated, differed by less than their
+// noise): if it holds the order decided, the task is withdrawn and the
+// order answers for itself, as if the first read had found it. If it went
+// down since the first read, it cannot say: the task is queued again as
+// one accepted during an outage (Unchecked), which no read takes for the
+// order's state until PostgreSQL answers.
 //
-// If that read fails, or the withdrawal does (Redis), the order answers
-// queued, as its first read said: the duplicate task is left to a worker,
-// and the window above stays open for it (both a race of milliseconds and
-// a failure inside them). asynq's task retention, which would make the
-// enqueue itself refuse a recently decided order, was weighed and not
-// taken: every order's acknowledgement would keep its task, and asynq's
-// janitor deletes 100 expired ones every 8 s by default, far fewer than a
-// flash sale completes.
-func (s *Service) checkEnqueued(ctx context.Context, o queue.Order) (Placed, error) {
-	prev, err := s.decidedOrder(ctx, o.ID)
-	if err != nil {
-		return Placed{OrderID: o.ID, Status: inventory.StatusQueued}, nil
+// The window stays open only when Redis fails too (the withdrawal's or the
+// second enqueue's call): the first leaves the task as it is, the second
+// leaves none and answers ErrUnavailable. asynq's task retention, which
+// would make the enqueue itself refuse a recently decided order, was
+// weighed and not taken: every order's acknowledgement would keep its
+// task, and asynq's janitor deletes 100 expired ones every 8 s by default,
+// far fewer than a flash sale completes.
+//
+// The read ends half of enqueueReserve before the order's budget (end): a
+// hung PostgreSQL leaves the rest to the withdrawal and the enqueue.
+func (s *Service) checkEnqueued(ctx context.Context, end time.Time, o queue.Order) (Placed, error) {
+	queued := Placed{OrderID: o.ID, Status: inventory.StatusQueued}
+	rctx, cancel := context.WithDeadline(ctx, end.Add(-enqueueReserve/2))
+	prev, err := s.decidedOrder(rctx, o.ID)
+	cancel()
+	switch {
+	case err == nil:
+		// Withdrawn, or taken by a worker (which finds the order decided),
+		// or the withdrawal failed: the order is decided and answers for
+		// itself.
+		_, _ = s.inspector.Withdraw(ctx, o.ID)
+		return s.replay(o, prev.ProductID, prev.Quantity, prev.Status)
+	case !errors.Is(err, inventory.ErrUnavailable):
+		return queued, nil // not decided (or an error that says nothing of it)
 	}
-	// Withdrawn, or taken by a worker (which finds the order decided), or
-	// the withdrawal failed: in each case the order is decided and answers
-	// for itself.
-	_, _ = s.inspector.Withdraw(ctx, o.ID)
-	return s.replay(o, prev.ProductID, prev.Quantity, prev.Status)
+	if ok, werr := s.inspector.Withdraw(ctx, o.ID); werr != nil || !ok {
+		// Taken by a worker (a task that ran reads unavailable during the
+		// outage), or Redis cannot say: left as it is.
+		return queued, nil
+	}
+	o.Unchecked = true
+	switch err := s.producer.Enqueue(ctx, o); {
+	case err == nil:
+		return queued, nil
+	case errors.Is(err, queue.ErrDuplicate):
+		return s.replayQueued(ctx, o) // another send of the key came in between
+	default:
+		return Placed{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
 }
 
 // buriedCheckTimeout bounds the extra look, in PlaceOrder, at a keyed
