@@ -27,6 +27,7 @@ import (
 	"golang.org/x/sync/singleflight"
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/flashsale/flashsale/internal/calldeadline"
 	"github.com/flashsale/flashsale/internal/redisurl"
 )
 
@@ -881,28 +882,6 @@ func (o callTimeoutOpt) MakeRedisClient() any {
 	if err != nil {
 		return nil
 	}
-	rdb.AddHook(callTimeoutHook(o.timeout))
+	rdb.AddHook(calldeadline.After(o.timeout))
 	return rdb
-}
-
-// callTimeoutHook gives each call a deadline of its own (kept if the call
-// has an earlier one), retries and the dial included.
-type callTimeoutHook time.Duration
-
-func (h callTimeoutHook) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (h callTimeoutHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		ctx, cancel := context.WithTimeout(ctx, time.Duration(h))
-		defer cancel()
-		return next(ctx, cmd)
-	}
-}
-
-func (h callTimeoutHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		ctx, cancel := context.WithTimeout(ctx, time.Duration(h))
-		defer cancel()
-		return next(ctx, cmds)
-	}
 }

@@ -1,7 +1,6 @@
 package obs
 
 import (
-	"context"
 	"sync/atomic"
 	"time"
 
@@ -9,6 +8,8 @@ import (
 	asynqmetrics "github.com/hibiken/asynq/x/metrics"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/flashsale/flashsale/internal/calldeadline"
 )
 
 // NewQueueCollector returns asynq's queue collector (asynq_queue_size,
@@ -26,19 +27,19 @@ import (
 // queue.NewRedisClient's clients have): rdb must be a client of the
 // collector's own.
 func NewQueueCollector(rdb redis.UniversalClient, timeout time.Duration) prometheus.Collector {
-	h := &deadlineHook{}
-	rdb.AddHook(h)
-	c := asynqmetrics.NewQueueMetricsCollector(asynq.NewInspectorFromRedisClient(rdb))
-	return NewBoundedCollector(&deadlineCollector{c: c, hook: h, timeout: timeout}, "asynq_queue", timeout)
+	d := &deadlineCollector{timeout: timeout}
+	rdb.AddHook(calldeadline.Hook(func() time.Time { return time.Unix(0, d.deadline.Load()) }))
+	d.c = asynqmetrics.NewQueueMetricsCollector(asynq.NewInspectorFromRedisClient(rdb))
+	return NewBoundedCollector(d, "asynq_queue", timeout)
 }
 
-// deadlineCollector sets its hook's deadline for each collection. The
-// bounded collector runs one collection at a time, so one deadline is
-// enough.
+// deadlineCollector sets the deadline (Unix nanoseconds) its client's
+// calls end by for each collection. The bounded collector runs one
+// collection at a time, so one deadline is enough.
 type deadlineCollector struct {
-	c       prometheus.Collector
-	hook    *deadlineHook
-	timeout time.Duration
+	c        prometheus.Collector
+	deadline atomic.Int64
+	timeout  time.Duration
 }
 
 // Describe is never called: the bounded collector describes nothing (and
@@ -46,29 +47,6 @@ type deadlineCollector struct {
 func (d *deadlineCollector) Describe(chan<- *prometheus.Desc) {}
 
 func (d *deadlineCollector) Collect(ch chan<- prometheus.Metric) {
-	d.hook.deadline.Store(time.Now().Add(d.timeout).UnixNano())
+	d.deadline.Store(time.Now().Add(d.timeout).UnixNano())
 	d.c.Collect(ch)
-}
-
-// deadlineHook ends every call by the running collection's deadline (Unix
-// nanoseconds), its dial included, which go-redis makes under the call's
-// context.
-type deadlineHook struct{ deadline atomic.Int64 }
-
-func (h *deadlineHook) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (h *deadlineHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		ctx, cancel := context.WithDeadline(ctx, time.Unix(0, h.deadline.Load()))
-		defer cancel()
-		return next(ctx, cmd)
-	}
-}
-
-func (h *deadlineHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		ctx, cancel := context.WithDeadline(ctx, time.Unix(0, h.deadline.Load()))
-		defer cancel()
-		return next(ctx, cmds)
-	}
 }
