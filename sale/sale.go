@@ -885,13 +885,15 @@ func (s *Service) PlaceOrder(ctx context.Context, r PlaceOrderRequest) (Placed, 
 // one accepted during an outage (Unchecked), which no read takes for the
 // order's state until PostgreSQL answers.
 //
-// The window stays open only when Redis fails too (the withdrawal's or the
-// second enqueue's call): the first leaves the task as it is, the second
-// leaves none and answers ErrUnavailable. asynq's task retention, which
-// would make the enqueue itself refuse a recently decided order, was
-// weighed and not taken: every order's acknowledgement would keep its
-// task, and asynq's janitor deletes 100 expired ones every 8 s by default,
-// far fewer than a flash sale completes.
+// The window stays open only when Redis fails too: a withdrawal that
+// failed before Redis ran it leaves the task as it is (the enqueue that
+// follows it, as after any failed withdrawal, finds the task there and
+// answers from it), and a second enqueue that fails leaves none and
+// answers ErrUnavailable. asynq's task retention, which would make the
+// enqueue itself refuse a recently decided order, was weighed and not
+// taken: every order's acknowledgement would keep its task, and asynq's
+// janitor deletes 100 expired ones every 8 s by default, far fewer than a
+// flash sale completes.
 //
 // The read ends half of enqueueReserve before the order's budget (end): a
 // hung PostgreSQL leaves the rest to the withdrawal and the enqueue.
@@ -910,17 +912,22 @@ func (s *Service) checkEnqueued(ctx context.Context, end time.Time, o queue.Orde
 	case !errors.Is(err, inventory.ErrUnavailable):
 		return queued, nil // not decided (or an error that says nothing of it)
 	}
-	if ok, werr := s.inspector.Withdraw(ctx, o.ID); werr != nil || !ok {
+	if ok, werr := s.inspector.Withdraw(ctx, o.ID); werr == nil && !ok {
 		// Taken by a worker (a task that ran reads unavailable during the
-		// outage), or Redis cannot say: left as it is.
+		// outage): left as it is.
 		return queued, nil
 	}
+	// Withdrawn, or the withdrawal failed: Redis may have run it all the
+	// same (its reply lost) and the task be gone, so it is queued again in
+	// either case; a task still there refuses it.
 	o.Unchecked = true
 	switch err := s.producer.Enqueue(ctx, o); {
 	case err == nil:
 		return queued, nil
 	case errors.Is(err, queue.ErrDuplicate):
-		return s.replayQueued(ctx, o) // another send of the key came in between
+		// The task not withdrawn after all, or another send of the key
+		// came in between.
+		return s.replayQueued(ctx, o)
 	default:
 		return Placed{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
