@@ -854,6 +854,10 @@ func (s *Service) PlaceOrder(ctx context.Context, r PlaceOrderRequest) (Placed, 
 		case errors.Is(err, queue.ErrDuplicate) && attempt > 0 && r.IdempotencyKey == "":
 			// An earlier attempt went through but its answer was lost.
 			return Placed{OrderID: o.ID, Status: inventory.StatusQueued}, nil
+		case errors.Is(err, queue.ErrDuplicate) && attempt > 0 && !o.Unchecked:
+			// A keyed order: an earlier attempt may have gone through, its
+			// answer lost. Its task is then checked as one just queued.
+			return s.enqueuedOnce(ctx, end, o)
 		case errors.Is(err, queue.ErrDuplicate):
 			return s.replayQueued(ctx, o)
 		}
@@ -931,6 +935,24 @@ func (s *Service) checkEnqueued(ctx context.Context, end time.Time, o queue.Orde
 	default:
 		return Placed{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
+}
+
+// enqueuedOnce answers a keyed order, PostgreSQL not holding it decided
+// when PlaceOrder read it, whose enqueue was refused after an earlier
+// attempt whose answer was lost. If the task there is that attempt's (the
+// same body, accepted at the same time), the order was queued by this call
+// and is answered as one just queued (checkEnqueued): the task may
+// duplicate an order decided since the read. Otherwise it is another
+// send's, answered as any duplicate.
+func (s *Service) enqueuedOnce(ctx context.Context, end time.Time, o queue.Order) (Placed, error) {
+	ti, err := s.inspector.Lookup(ctx, o.ID)
+	if err != nil {
+		return s.replayQueued(ctx, o)
+	}
+	if t := ti.Order; !t.Unchecked && t.ProductID == o.ProductID && t.Quantity == o.Quantity && t.AcceptedAt.Equal(o.AcceptedAt) {
+		return s.checkEnqueued(ctx, end, o)
+	}
+	return s.replayTask(ctx, o, ti)
 }
 
 // buriedCheckTimeout bounds the extra look, in PlaceOrder, at a keyed
