@@ -1242,8 +1242,9 @@ func taskStatus(ti queue.TaskInfo) inventory.Status {
 // answers the state the wait last read of the order, which the order had
 // then (a read that found it not yet decided in PostgreSQL and its task
 // still in the queue), and reports the error only if no read of the wait
-// could tell. Its reads end by the wait's end plus [ReadBudget], even if
-// Redis or PostgreSQL hangs.
+// could tell, or the order's fields cannot be had (its task, read for them
+// then, gone or replaced by one accepted unchecked). Its reads end by the
+// wait's end plus [ReadBudget], even if Redis or PostgreSQL hangs.
 func (s *Service) WaitOrder(ctx context.Context, id string, wait time.Duration) (OrderView, error) {
 	deadline := time.Now().Add(min(max(wait, 0), MaxWait))
 	ctx, cancel := context.WithDeadline(ctx, deadline.Add(ReadBudget))
@@ -1352,12 +1353,14 @@ type pending struct {
 // lastRead is the order as last read by a wait, p: the view read then, or
 // one built from its task, which holds the order's fields (they never
 // change), with the status read then. ok is false if neither can be had.
+// A task accepted unchecked (during an outage) is no source: it may be a
+// re-send, with another body, of the order decided since that read.
 func (s *Service) lastRead(ctx context.Context, id string, p pending) (v OrderView, ok bool) {
 	if p.view != nil {
 		v = *p.view
 	} else {
 		ti, err := s.inspector.Lookup(ctx, id)
-		if err != nil {
+		if err != nil || ti.Order.Unchecked {
 			return OrderView{}, false
 		}
 		v = queuedView(id, ti)
