@@ -498,8 +498,9 @@ func (i *Inspector) Lookup(ctx context.Context, id string) (TaskInfo, error) {
 // (pending), and reports whether it did; a task in any other state, or
 // none, is left as it is (false). It is for a task found to duplicate an
 // order already decided, which a worker would only find decided: removed,
-// it tells no reader the order is still queued. Its error is
-// [ErrUnavailable].
+// it tells no reader the order is still queued; or for one to be queued
+// again with another payload (accepted during an outage). Its error is
+// [ErrUnavailable]; Redis may have run it all the same (its reply lost).
 func (i *Inspector) Withdraw(ctx context.Context, id string) (bool, error) {
 	p := "asynq:{" + i.queue + "}:"
 	n, err := withdrawScript.Run(ctx, i.rdb, []string{p + "t:" + id, p + "pending"}, id).Int()
