@@ -142,3 +142,25 @@ func TestResendOfAnUncheckedOrderDuringAnOutageIsNotAnsweredFromItsTask(t *testi
 		}
 	}
 }
+
+// A keyed order accepted while PostgreSQL answers (its second look after
+// the enqueue finding it not decided) is no order accepted during an
+// outage: its task stays checked, and a read during a later outage answers
+// queued from it while it has not run, as for an unkeyed order.
+func TestKeyedOrderAcceptedBeforeAnOutageReadsQueuedDuringIt(t *testing.T) {
+	t.Parallel()
+	pg := testenv.PrivatePostgres(t)
+	e := saletest.New(t, &saletest.Options{DatabaseURL: testenv.PrivateDatabase(t, pg)})
+	e.CreateProduct(t, "p1", 5, 0)
+	ctx := context.Background()
+	placed := e.PlaceOrder(t, sale.PlaceOrderRequest{ProductID: "p1", UserID: "alice", Quantity: 1, IdempotencyKey: "k"})
+	if placed.Replay || placed.Status != inventory.StatusQueued {
+		t.Fatalf("first send: %+v; want queued, no replay", placed)
+	}
+	if err := pg.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := e.Service.Order(ctx, placed.OrderID); err != nil || v.Status != inventory.StatusQueued || v.Quantity != 1 {
+		t.Errorf("read during an outage after it was accepted: %+v, %v; want queued, quantity 1", v, err)
+	}
+}
