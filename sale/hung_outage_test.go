@@ -186,46 +186,24 @@ func TestQueueStatsOnAHungRedisAnswersWithinReadBudget(t *testing.T) {
 // budget into a 503.
 func TestKeyedOrderWithPostgresHungAtItsSecondLookIsQueuedWithinItsBudget(t *testing.T) {
 	t.Parallel()
-	hold := &enqueueHold{}
-	e := saletest.New(t, &saletest.Options{CacheTTL: time.Minute, Hook: hold})
+	hook := &scriptHook{}
+	e := saletest.New(t, &saletest.Options{CacheTTL: time.Minute, Hook: hook})
 	e.CreateProduct(t, "p1", 100, 0)
 	ctx := context.Background()
 	e.PlaceOrder(t, sale.PlaceOrderRequest{ProductID: "p1", UserID: "warm", Quantity: 1}) // p1 known, its flag cached
 	req := sale.PlaceOrderRequest{ProductID: "p1", UserID: "alice", Quantity: 1, IdempotencyKey: "k"}
 	id := sale.KeyedOrderID(req.UserID, req.IdempotencyKey)
-	held, release := hold.arm("asynq:{" + e.Queue + "}:t:" + id)
-	type result struct {
-		placed sale.Placed
-		err    error
-		took   time.Duration
-	}
-	done := make(chan result, 1)
 	start := time.Now()
-	go func() {
-		p, err := e.Service.PlaceOrder(ctx, req)
-		done <- result{p, err, time.Since(start)}
-	}()
-	select {
-	case <-held:
-	case r := <-done:
-		t.Fatalf("answered before its enqueue: %+v, %v", r.placed, r.err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("the enqueue never came")
-	}
+	finish := placeHeld(t, e, hook, req, holdRun)
 	_, unlock := testenv.HoldLock(t, e.DatabaseURL, "LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
-	release()
-	var r result
-	select {
-	case r = <-done:
-	case <-time.After(sale.OrderBudget + 10*time.Second):
-		t.Fatal("never answered")
+	placed, err := finish()
+	took := time.Since(start)
+	t.Logf("with PostgreSQL hung at the second look: %+v, %v after %v", placed, err, took.Round(time.Millisecond))
+	if err != nil || placed.Status != inventory.StatusQueued {
+		t.Errorf("with PostgreSQL hung at the second look: %+v, %v; want queued (unchecked)", placed, err)
 	}
-	t.Logf("with PostgreSQL hung at the second look: %+v, %v after %v", r.placed, r.err, r.took.Round(time.Millisecond))
-	if r.err != nil || r.placed.Status != inventory.StatusQueued {
-		t.Errorf("with PostgreSQL hung at the second look: %+v, %v; want queued (unchecked)", r.placed, r.err)
-	}
-	if r.took > sale.OrderBudget+hungSlack {
-		t.Errorf("answered after %v; want within %v (sale.OrderBudget) + %v", r.took, sale.OrderBudget, hungSlack)
+	if took > sale.OrderBudget+hungSlack {
+		t.Errorf("answered after %v; want within %v (sale.OrderBudget) + %v", took, sale.OrderBudget, hungSlack)
 	}
 	if ti, err := e.Inspector.Lookup(ctx, id); err != nil || !ti.Order.Unchecked {
 		t.Errorf("the queue holds %+v, %v; want the order's task, unchecked", ti, err)
