@@ -80,3 +80,21 @@ func TestResendRacingItsOrdersDecisionLeavesNoTask(t *testing.T) {
 		}
 	}
 }
+
+// A keyed order's first send that a worker decides between its enqueue
+// and its second look is this call's own order, not a duplicate: it
+// answers the decided status as a new order (no replay), and nothing is
+// withdrawn.
+func TestFirstSendDecidedBeforeItsSecondLookIsNoReplay(t *testing.T) {
+	t.Parallel()
+	hook := &scriptHook{}
+	e := saletest.New(t, &saletest.Options{Hook: hook})
+	e.CreateProduct(t, "p1", 5, 0)
+	req := sale.PlaceOrderRequest{ProductID: "p1", UserID: "alice", Quantity: 1, IdempotencyKey: "k"}
+	finish := placeHeld(t, e, hook, req, holdReply) // enqueued, its answer held
+	e.Decide(t, sale.KeyedOrderID(req.UserID, req.IdempotencyKey))
+	placed, err := finish()
+	if err != nil || placed.Replay || placed.Status != inventory.StatusSucceeded {
+		t.Errorf("first send decided before its second look = %+v, %v; want succeeded, no replay", placed, err)
+	}
+}

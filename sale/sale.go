@@ -907,6 +907,10 @@ func (s *Service) checkEnqueued(ctx context.Context, end time.Time, o queue.Orde
 	prev, err := s.decidedOrder(rctx, o.ID)
 	cancel()
 	switch {
+	case err == nil && prev.CreatedAt.Equal(o.AcceptedAt) && prev.ProductID == o.ProductID && prev.Quantity == o.Quantity:
+		// This call's own order (accepted at this call's microsecond),
+		// decided already by a quick worker: no duplicate, and no replay.
+		return Placed{OrderID: o.ID, Status: prev.Status}, nil
 	case err == nil:
 		// Withdrawn, or taken by a worker (which finds the order decided),
 		// or the withdrawal failed: the order is decided and answers for

@@ -23,6 +23,7 @@ const (
 	holdRun   scriptStep = 1 << iota // wait until released, then go on
 	failUnrun                        // fail it without running it
 	loseReply                        // run it, then fail it: its reply lost
+	holdReply                        // run it, then wait until released
 )
 
 // scriptHook is a go-redis hook that, armed with a key, takes one step
@@ -89,14 +90,7 @@ func (h *scriptHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		step, n := h.take(cmd)
 		if step&holdRun != 0 {
-			h.mu.Lock()
-			held, release := h.held, h.release
-			h.mu.Unlock()
-			close(held)
-			select {
-			case <-release:
-			case <-ctx.Done():
-			}
+			h.hold(ctx)
 		}
 		if step&failUnrun != 0 {
 			err := errors.New("scriptHook: call failed")
@@ -110,14 +104,28 @@ func (h *scriptHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		case step&loseReply != 0:
 			err = errors.New("scriptHook: reply lost")
 			cmd.SetErr(err)
+		case step&holdReply != 0:
+			h.hold(ctx)
 		}
 		return err
 	}
 }
 
+// hold closes held and waits for release (or ctx's end).
+func (h *scriptHook) hold(ctx context.Context) {
+	h.mu.Lock()
+	held, release := h.held, h.release
+	h.mu.Unlock()
+	close(held)
+	select {
+	case <-release:
+	case <-ctx.Done():
+	}
+}
+
 // placeHeld places r in the background, its Redis client hooked by hook,
 // armed with the task key of r's keyed order and steps, the first of which
-// must hold. It returns once the run is held; finish releases it and
+// must hold (holdRun or holdReply). It returns once the run is held; finish releases it and
 // returns PlaceOrder's answer.
 func placeHeld(t *testing.T, e *saletest.Env, hook *scriptHook, req sale.PlaceOrderRequest, steps ...scriptStep) (finish func() (sale.Placed, error)) {
 	t.Helper()
