@@ -71,11 +71,13 @@ func TestPoisonOrderFailsAlone(t *testing.T) {
 
 // The orders of a round that PostgreSQL refused because of one of them are
 // decided again in parts, in order of acceptance: a part that holds the
-// refused order is split and decided before the parts after it. Here a
-// (accepted first), the refused order, c and d wait for the last unit;
-// a must get it. Before this test, deciding a failed part's halves after
-// the parts still waiting passed every worker test: c and d were decided
-// before a, and c took a's unit.
+// refused order is split, its earlier half decided first, and both before
+// the parts after it. Here a (accepted first), the refused order and c to
+// h wait for the last unit; a must get it. Before this test, deciding a
+// failed part's halves after the parts still waiting passed every worker
+// test: e to h were decided before a, and e took a's unit. So did deciding
+// a failed part's later half first (with a, the refused order, c and d,
+// the round's first half: c took a's unit).
 func TestPoisonOrderKeepsTheOrderOfTheOthers(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, worker.ModeBatch, 5*time.Second)
@@ -98,14 +100,20 @@ func TestPoisonOrderKeepsTheOrderOfTheOthers(t *testing.T) {
 	e.waitBlockedBy(t, tx)
 	process("a", func() error { return e.w.ProcessTask(bg, task(t, "a", "p", "ua", 1, 2)) })
 	process("bad", func() error { return e.w.ProcessTask(bg, heldKeyTask(t, 3)) })
-	process("c", func() error { return e.w.ProcessTask(bg, task(t, "c", "p", "uc", 1, 4)) })
-	process("d", func() error { return e.w.ProcessTask(bg, task(t, "d", "p", "ud", 1, 5)) })
-	e.waitPending(t, "p", 4)
+	later := []string{"c", "d", "e", "f", "g", "h"}
+	for i, id := range later {
+		process(id, func() error { return e.w.ProcessTask(bg, task(t, id, "p", "u"+id, 1, 4+i)) })
+	}
+	e.waitPending(t, "p", 2+len(later))
 	if err := tx.Rollback(bg); err != nil {
 		t.Fatal(err)
 	}
 	wg.Wait()
-	for id, want := range map[string]inventory.Status{"a": inventory.StatusSucceeded, "c": inventory.StatusSoldOut, "d": inventory.StatusSoldOut} {
+	want := map[string]inventory.Status{"a": inventory.StatusSucceeded}
+	for _, id := range later {
+		want[id] = inventory.StatusSoldOut
+	}
+	for id, want := range want {
 		if o, err := e.store.Order(bg, id); err != nil || o.Status != want {
 			t.Errorf("order %s: %q, %v; want %q", id, o.Status, err, want)
 		}
@@ -117,7 +125,7 @@ func TestPoisonOrderKeepsTheOrderOfTheOthers(t *testing.T) {
 		if sold, err := g.SoldOut(bg, "p"); err != nil || !sold {
 			return fmt.Errorf("SoldOut with the last unit sold in a part = %v, %v; want true", sold, err)
 		}
-		for outcome, want := range map[string]float64{"succeeded": 2, "sold_out": 2} {
+		for outcome, want := range map[string]float64{"succeeded": 2, "sold_out": float64(len(later))} {
 			if got := counter(t, e.reg, "flashsale_worker_orders_total", map[string]string{"outcome": outcome}); got != want {
 				return fmt.Errorf("%s orders counted: %v, want %v", outcome, got, want)
 			}
