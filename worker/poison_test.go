@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hibiken/asynq"
+
 	"github.com/flashsale/flashsale/internal/testenv"
 	"github.com/flashsale/flashsale/inventory"
 	"github.com/flashsale/flashsale/inventory/inventorytest"
@@ -132,4 +134,75 @@ func TestPoisonOrderKeepsTheOrderOfTheOthers(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// When a part of a round that PostgreSQL refused because of one of its
+// orders fails as a whole round would be requeued (here a transient
+// database error: its connection is killed), that part goes back to the
+// batcher with every part after it, and is decided in a later round. Here
+// a, the refused order, c and d share a round; a commits in a part of its
+// own, the refused order fails alone, and the part of c and d waits on an
+// advisory lock (a trigger on c's purchase) until the test kills its
+// connection. Before this test, dropping the failing part from those put
+// back passed every worker test: c and d were never answered, their tasks
+// left waiting until they timed out.
+func TestIsolatedPartThatFailsTransientlyIsPutBack(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, worker.ModeBatch, 5*time.Second)
+	e.start(t)
+	inventorytest.CreateProduct(t, e.store, "p", 10, 5) // a limit: each order writes a purchase
+	holdKey(t, e, "p", "u9", "k")
+	e.exec(t, `CREATE FUNCTION gate() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM pg_advisory_xact_lock_shared(4343);
+  RETURN NEW;
+END $$;
+CREATE TRIGGER gate BEFORE INSERT ON purchases FOR EACH ROW WHEN (NEW.user_id = 'uc') EXECUTE FUNCTION gate();`)
+	gate := e.advisoryGate(t, 4343)
+	bg := context.Background()
+	// A first round waits on the product's row: the others queue up behind
+	// it and share the next round.
+	tx := e.holdRow(t, "p")
+	var wg sync.WaitGroup
+	errs := map[string]error{}
+	var mu sync.Mutex
+	process := func(id string, tk *asynq.Task) {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(bg, 20*time.Second)
+			defer cancel()
+			err := e.w.ProcessTask(ctx, tk)
+			mu.Lock()
+			errs[id] = err
+			mu.Unlock()
+		})
+	}
+	process("first", task(t, "first", "p", "u0", 1, 1))
+	e.waitBlockedBy(t, tx)
+	process("a", task(t, "a", "p", "ua", 1, 2))
+	process("bad", heldKeyTask(t, 3))
+	process("c", task(t, "c", "p", "uc", 1, 4))
+	process("d", task(t, "d", "p", "ud", 1, 5))
+	e.waitPending(t, "p", 4)
+	if err := tx.Rollback(bg); err != nil {
+		t.Fatal(err)
+	}
+	// The part of c and d waits on the gate: kill its connection.
+	e.waitWaitsOn(t, gate, 10*time.Second, "the part of c and d does not wait on the advisory lock yet")
+	admin, pid := e.roundWaitingOnRow(t)
+	if _, err := admin.Exec(bg, `SELECT pg_terminate_backend($1)`, pid); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gate.Exec(bg, `SELECT pg_advisory_unlock(4343)`); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	if errs["bad"] == nil {
+		t.Error("the order whose key another order holds was decided")
+	}
+	for _, id := range []string{"first", "a", "c", "d"} {
+		o, err := e.store.Order(bg, id)
+		if errs[id] != nil || err != nil || o.Status != inventory.StatusSucceeded {
+			t.Errorf("order %s: ProcessTask %v; order %+v, %v; want succeeded", id, errs[id], o, err)
+		}
+	}
 }
