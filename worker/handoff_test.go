@@ -258,6 +258,73 @@ CREATE TRIGGER gate AFTER INSERT ON orders REFERENCING NEW TABLE AS ins
 	}
 }
 
+// A lock kept across rounds and taken into the next one is in that round
+// until it ends: however long the round lasts, it is not handed over to
+// another process that announced it waits (sweepIdle hands over idle
+// locks only), which would end the round's transaction (its lock lost)
+// and send its orders back. Here, with one order a round (MaxBatch 1), p1's
+// round keeps p's lock for p2, whose round then waits on an advisory lock
+// the test holds, past maxHold, while another process announces. Before
+// this test, leaving a kept lock marked idle when the next round took it
+// passed every worker test: about maxHold after p1's round, p's lock was
+// handed over in the middle of p2's.
+func TestLockInARoundIsNotHandedOver(t *testing.T) {
+	t.Parallel()
+	e := newEnvWith(t, worker.Config{Mode: worker.ModeBatch, MaxBatch: 1}, 2*time.Second)
+	e.start(t)
+	inventorytest.CreateProduct(t, e.store, "p", 50, 0)
+	e.exec(t, `CREATE FUNCTION gate() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM pg_advisory_xact_lock_shared(4244);
+  RETURN NEW;
+END $$;
+CREATE TRIGGER gate BEFORE INSERT ON orders FOR EACH ROW WHEN (NEW.id = 'p2') EXECUTE FUNCTION gate();`)
+	ctx := context.Background()
+	gate := e.advisoryGate(t, 4244)
+	// p1's round waits on p's row while p2 queues up behind it: p1's round
+	// keeps p's lock for p2's.
+	tx := e.holdRow(t, "p")
+	errs := make(chan error, 2)
+	process := func(id string, seq int) {
+		go func() { errs <- e.w.ProcessTask(ctx, task(t, id, "p", "u"+id, 1, seq)) }()
+	}
+	process("p1", 1)
+	e.waitBlockedBy(t, tx)
+	process("p2", 2)
+	e.waitPending(t, "p", 1)
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.waitWaitsOn(t, gate, 10*time.Second, "p2's round does not wait on the advisory lock yet")
+	// Another process announces that it waits for p's lock.
+	now, err := e.rdb.Time(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.rdb.ZAdd(ctx, e.prefix+"want:{p}", redis.Z{Score: float64(now.Add(time.Minute).UnixMilli()), Member: "other-host:1:0badf00d"})
+	// Past maxHold (1s) since p1's round, and sweepIdle's next look, p's
+	// lock is still this process's.
+	rival := e.rival(t)
+	for end := time.Now().Add(2500 * time.Millisecond); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		l, err := rival.TryAcquire(ctx, "product:p")
+		if err == nil {
+			_ = l.Release(ctx)
+			t.Fatal("p's lock was handed over while p2's round, which holds it, was in flight")
+		}
+		if !errors.Is(err, lock.ErrNotObtained) {
+			t.Fatal(err)
+		}
+	}
+	if _, err := gate.Exec(ctx, `SELECT pg_advisory_unlock(4244)`); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+}
+
 // A process that holds a product's lock and has more orders of it hands
 // the lock over after a round when another process announced that it waits
 // for it, rather than keeping it for the next round (up to maxHold). With
