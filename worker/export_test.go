@@ -34,3 +34,12 @@ func Announce(ctx context.Context, w *Worker, product string) { w.want(ctx, prod
 func AnnouncedBefore(ctx context.Context, w *Worker, product string) (bool, error) {
 	return w.ahead(ctx, product)
 }
+
+// Wanted returns the products among ps whose lock another process waits
+// for (wanted.lua).
+func Wanted(ctx context.Context, w *Worker, ps []string) ([]string, error) {
+	return w.wanted(ctx, ps)
+}
+
+// ProcessID is w's id in hand-off announcements.
+func ProcessID(w *Worker) string { return w.id }

@@ -423,6 +423,64 @@ func TestAnnouncementsOfTheSameTimeAreOrderedByProcessID(t *testing.T) {
 	}
 }
 
+// Only live announcements of other processes count, in wanted.lua (does a
+// holder hand its lock over) and ahead.lua (does a waiter queue behind
+// another): not this process's own, which its waiter leaves live for a
+// moment after it took the lock, nor another's that expired (its process
+// died, or its withdrawal failed; it lingers until a want.lua sweeps it).
+// Here this process's announcement expires first, so that it comes first
+// among the live ones. Before this test, counting its own announcement,
+// counting expired ones, or wanted.lua looking at only the first live one
+// (LIMIT 1: its own hid the other's) passed every worker test: a holder
+// handed its lock over to itself or to nobody, a waiter queued behind a
+// dead one for 0.4 s, or a holder kept its lock from a live waiter.
+func TestOnlyLiveAnnouncementsOfOtherProcessesCount(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, worker.ModeBatch, 5*time.Second)
+	ctx := context.Background()
+	wantKey, sinceKey := e.prefix+"want:{p}", e.prefix+"want:{p}:since"
+	// The announcements are written as want.lua does, by the test only,
+	// so that no renewal sweeps the expired one.
+	me := worker.ProcessID(e.w)
+	now, err := e.rdb.Time(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms := now.UnixMilli()
+	const other = "other-host:1:0badf00d"
+	set := func(member string, expiry, since int64) {
+		t.Helper()
+		pipe := e.rdb.TxPipeline()
+		pipe.ZAdd(ctx, wantKey, redis.Z{Score: float64(expiry), Member: member})
+		pipe.ZAdd(ctx, sinceKey, redis.Z{Score: float64(since), Member: member})
+		if _, err := pipe.Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	set(me, ms+30_000, ms)
+	for _, tc := range []struct {
+		name          string
+		otherExpiry   int64 // 0: the other process has not announced
+		wanted, ahead bool
+	}{
+		{"only this process announced", 0, false, false},
+		{"another announced earlier and expired", ms - 1, false, false},
+		{"another announced earlier and waits", ms + 60_000, true, true},
+	} {
+		if tc.otherExpiry != 0 {
+			set(other, tc.otherExpiry, ms-1_000)
+		}
+		got, err := worker.Wanted(ctx, e.w, []string{"p"})
+		if err != nil || (len(got) == 1) != tc.wanted {
+			t.Errorf("%s: p's lock wanted by another process %v (%v), want %v", tc.name, len(got) == 1, err, tc.wanted)
+		}
+		ahead, err := worker.AnnouncedBefore(ctx, e.w, "p")
+		if err != nil || ahead != tc.ahead {
+			t.Errorf("%s: another process counts as announced before this one %v (%v), want %v", tc.name, ahead, err, tc.ahead)
+		}
+	}
+}
+
 // A process that announces it waits for a lock keeps the time of its first
 // announcement while it renews it, and goes after only those that
 // announced before it: here another process announced a millisecond after
