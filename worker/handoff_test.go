@@ -595,6 +595,51 @@ func TestAnnouncementKeepsItsFirstTimeAfterItExpired(t *testing.T) {
 	}
 }
 
+// A process that announces again, after its earlier announcement for the
+// product expired without being withdrawn (the withdrawal failed: Redis
+// did not answer within its second), takes the time of its new
+// announcement as its first, not the expired one's: want.lua sweeps an
+// expired announcement's first time with it. Here the keys stay (another
+// process's announcement keeps them alive). Before this test, sweeping
+// only the announcement and leaving its first time passed every worker
+// test: the process would queue in front of those that announced while it
+// did not wait.
+func TestExpiredAnnouncementLeavesNoFirstTime(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, worker.ModeBatch, 5*time.Second)
+	ctx := context.Background()
+	wantKey, sinceKey := e.prefix+"want:{p}", e.prefix+"want:{p}:since"
+	me := worker.ProcessID(e.w)
+	now, err := e.rdb.Time(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms := now.UnixMilli()
+	const other = "other-host:1:0badf00d"
+	pipe := e.rdb.TxPipeline()
+	pipe.ZAdd(ctx, wantKey, redis.Z{Score: float64(ms - 1), Member: me}, redis.Z{Score: float64(ms + 60_000), Member: other})
+	pipe.ZAdd(ctx, sinceKey, redis.Z{Score: float64(ms - 10_000), Member: me}, redis.Z{Score: float64(ms - 5_000), Member: other})
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	actx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); worker.Announce(actx, e.w, "p") }()
+	t.Cleanup(func() { cancel(); <-done })
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if got := e.rdb.ZScore(ctx, wantKey, me).Val(); got <= float64(ms) {
+			return fmt.Errorf("not announced again yet (expiry %.0f ms)", got)
+		}
+		return nil
+	})
+	if since := e.rdb.ZScore(ctx, sinceKey, me).Val(); since < float64(ms) {
+		t.Errorf("first announcement at %.0f ms, the expired one's; want its own (at least %d ms)", since, ms)
+	}
+	if ahead, err := worker.AnnouncedBefore(ctx, e.w, "p"); err != nil || !ahead {
+		t.Errorf("a process that announced while this one did not wait does not count as before it (%v, %v)", ahead, err)
+	}
+}
+
 // A process keeps a product's lock across rounds while it has more orders
 // of it, but for maxHold (1s) at most, even when no other process announced
 // that it waits (a process whose announcement failed, or that does not
