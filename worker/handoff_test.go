@@ -696,7 +696,10 @@ CREATE TRIGGER slow AFTER INSERT ON orders FOR EACH STATEMENT EXECUTE FUNCTION s
 // process that announced after it no longer waits behind it. Before this
 // test, leaving the announcement to expire (wantTTL, 0.2s) passed every
 // worker test: for that long the other process queued behind a waiter that
-// was gone, and the holder kept handing the lock over to nobody.
+// was gone, and the holder kept handing the lock over to nobody. Nor did
+// any test check that the first time goes with it: left (while the keys
+// live), it was kept by this process's next announcement, which then
+// queued in front of those that announced while it did not wait.
 func TestAnnouncementIsWithdrawnAtOnce(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, worker.ModeBatch, 5*time.Second)
@@ -716,6 +719,9 @@ func TestAnnouncementIsWithdrawnAtOnce(t *testing.T) {
 	<-done
 	if n := e.rdb.ZCard(ctx, e.prefix+"want:{p}").Val(); n != 1 {
 		t.Errorf("%d announcements once this process withdrew its own, want 1 (the other's)", n)
+	}
+	if err := e.rdb.ZScore(ctx, e.prefix+"want:{p}:since", worker.ProcessID(e.w)).Err(); !errors.Is(err, redis.Nil) {
+		t.Errorf("this process's first time left once it withdrew (%v); want it gone: its next announcement would keep it", err)
 	}
 	if ahead, err := worker.AnnouncedBefore(ctx, other, "p"); err != nil || ahead {
 		t.Errorf("the other process still waits behind this one, which withdrew (%v, %v)", ahead, err)
