@@ -19,7 +19,9 @@ import (
 // busy lock (a waiter that never gets it), leaving such a round's orders
 // pending unanswered, or answering them but keeping them pending (the
 // next round's answer blocked the runner for good) passed every worker
-// test.
+// test. With the answer buffered, keeping them pending no longer blocks:
+// the next round decides an order its handler was told had failed; the
+// test checks that they leave the batcher.
 func TestLockNodeDownFailsOrdersAtOnce(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, worker.ModeBatch, 5*time.Second)
@@ -35,6 +37,9 @@ func TestLockNodeDownFailsOrdersAtOnce(t *testing.T) {
 	err := e.w.ProcessTask(ctx, task(t, "o1", "p", "u1", 1, 1))
 	if took := time.Since(start); !errors.Is(err, lock.ErrNoQuorum) || took > 5*time.Second {
 		t.Errorf("order with its lock node down: %v after %v; want an error wrapping lock.ErrNoQuorum, at once", err, took)
+	}
+	if n := worker.PendingOrders(e.w, "p"); n != 0 {
+		t.Errorf("%d orders of p wait for a round once answered failed, want 0: the next round would decide them too", n)
 	}
 	if err := e.lockRDB.Start(); err != nil {
 		t.Fatal(err)
