@@ -2,6 +2,7 @@ package worker_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -161,5 +162,72 @@ func TestOrderOutlastsAsManyLostLocksAsItHasRequeues(t *testing.T) {
 	o, errGet := e.store.Order(bg, "o1")
 	if err != nil || errGet != nil || o.Status != inventory.StatusSucceeded {
 		t.Errorf("after %d lost locks: ProcessTask %v; order %s %q, %v; want succeeded", maxRequeues, err, o.Status, o.Reason, errGet)
+	}
+}
+
+// A held lock lost while it waited for a round (its key expired or taken
+// away between rounds) is not used for the next round: the round takes the
+// lock again. Here, with one order a round (MaxBatch 1), q's lock is taken
+// into p2's round, which has no room for q1 and waits on an advisory lock
+// the test holds; q's lock, idle, is taken away meanwhile. Before this
+// test, using a held lock whose context had ended passed every worker
+// test: q1's round failed on the lost lock and q1 went back to the
+// batcher, a try of its maxRequeues spent for nothing.
+func TestLockLostWhileIdleIsTakenAgain(t *testing.T) {
+	t.Parallel()
+	e := newEnvWith(t, worker.Config{Mode: worker.ModeBatch, MaxBatch: 1}, lostLockTTL)
+	e.start(t)
+	inventorytest.CreateProduct(t, e.store, "p", 50, 0)
+	inventorytest.CreateProduct(t, e.store, "q", 50, 0)
+	e.exec(t, `CREATE FUNCTION gate() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM pg_advisory_xact_lock_shared(4245);
+  RETURN NEW;
+END $$;
+CREATE TRIGGER gate BEFORE INSERT ON orders FOR EACH ROW WHEN (NEW.id = 'p2') EXECUTE FUNCTION gate();`)
+	ctx := context.Background()
+	gate := e.advisoryGate(t, 4245)
+	// p1's round waits on p's row while p2 (accepted before q1) and q1
+	// queue up behind it.
+	tx := e.holdRow(t, "p")
+	errs := make(chan error, 3)
+	process := func(id, product string, seq int) {
+		go func() { errs <- e.w.ProcessTask(ctx, task(t, id, product, "u"+id, 1, seq)) }()
+	}
+	process("p1", "p", 1)
+	e.waitBlockedBy(t, tx)
+	process("p2", "p", 2)
+	process("q1", "q", 3)
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if worker.PendingOrders(e.w, "p") != 1 || worker.PendingOrders(e.w, "q") != 1 {
+			return errors.New("p2 and q1 do not both wait for a round yet")
+		}
+		return nil
+	})
+	// The next round takes p's and q's locks, and p2 alone; it waits on
+	// the advisory lock. q's lock is taken away, and lost here.
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.waitWaitsOn(t, gate, 10*time.Second, "p2's round does not wait on the advisory lock yet")
+	if err := locktest.Redis(t, e.lockRDB).Del(ctx, e.prefix+"lock:{product:q}").Err(); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if got := counter(t, e.reg, "flashsale_lock_lost_total", nil); got != 1 {
+			return fmt.Errorf("%v locks lost, want 1 (q's)", got)
+		}
+		return nil
+	})
+	if _, err := gate.Exec(ctx, `SELECT pg_advisory_unlock(4245)`); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if got := counter(t, e.reg, "flashsale_worker_rounds_total", map[string]string{"result": "lock_lost"}); got != 0 {
+		t.Errorf("%v rounds failed on a lost lock; want none: q's lock, lost while idle, is taken again", got)
 	}
 }
