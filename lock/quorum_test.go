@@ -406,3 +406,50 @@ func TestWaiterDoesNotSpinOnAMajorityHolder(t *testing.T) {
 		t.Errorf("waiter made %d rounds in %v against a holder of a majority, want a few (polling)", rounds, wait)
 	}
 }
+
+// ErrNoQuorum means too few nodes answered for a majority to be possible,
+// "as opposed to the lock being held by another owner". With a holder on
+// some nodes and other nodes down, which one a failure reports depends on
+// whether the nodes that answered could have made a majority: held on one of
+// three and two down is no quorum (one answer), held on one and one down is
+// busy (two answers, a majority, one of them the holder's).
+func TestHeldAndDownNodesTogether(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name       string
+		down       int
+		wantQuorum bool
+	}{
+		{"held on one, two down", 2, true},
+		{"held on one, one down", 1, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			nodes := locktest.Nodes(t, 3)
+			prefix := locktest.Prefix(t)
+			c := locktest.Client(t, nodes, &lock.Options{TTL: time.Minute, NodeTimeout: time.Second, KeyPrefix: prefix})
+			if err := locktest.Redis(t, nodes[0]).Set(context.Background(), locktest.LockKey(prefix, "k"), "foreign", time.Minute).Err(); err != nil {
+				t.Fatalf("SET foreign value: %v", err)
+			}
+			for _, n := range nodes[1 : 1+tc.down] {
+				if err := n.Kill(); err != nil {
+					t.Fatalf("kill node: %v", err)
+				}
+			}
+			_, err := c.TryAcquire(locktest.Ctx(t, 10*time.Second), "k")
+			if !errors.Is(err, lock.ErrNotObtained) {
+				t.Fatalf("TryAcquire: %v, want ErrNotObtained", err)
+			}
+			if got := errors.Is(err, lock.ErrNoQuorum); got != tc.wantQuorum {
+				t.Errorf("errors.Is(%v, ErrNoQuorum) = %v, want %v", err, got, tc.wantQuorum)
+			}
+			want := lock.CauseBusy
+			if tc.wantQuorum {
+				want = lock.CauseNoQuorum
+			}
+			if got := lock.CauseOf(err); got != want {
+				t.Errorf("CauseOf(%v) = %v, want %v", err, got, want)
+			}
+		})
+	}
+}
