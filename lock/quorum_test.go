@@ -453,3 +453,41 @@ func TestHeldAndDownNodesTogether(t *testing.T) {
 		})
 	}
 }
+
+// CauseOf: "Nodes count as unreachable when they failed or exceeded
+// NodeTimeout on their own; an attempt that the caller's context cut short
+// first says deadline". Two nodes of three down (refusing connections, a
+// fault of their own) and the third hung: the caller's deadline ends the
+// attempt while it waits for the hung node, but the majority was already
+// impossible, and the error says no quorum (and the deadline).
+func TestNodeFaultsOutweighTheCallersDeadline(t *testing.T) {
+	t.Parallel()
+	nodes := locktest.Nodes(t, 3)
+	c := locktest.Client(t, nodes, &lock.Options{TTL: 30 * time.Second, NodeTimeout: 5 * time.Second, KeyPrefix: locktest.Prefix(t)})
+	// Connect before the node hangs: the pool holds a live connection.
+	warm, err := c.TryAcquire(locktest.Ctx(t, 10*time.Second), "warm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := warm.Release(locktest.Ctx(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes[:2] {
+		if err := n.Kill(); err != nil {
+			t.Fatalf("kill node: %v", err)
+		}
+	}
+	if err := nodes[2].Pause(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = nodes[2].Resume() })
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	_, err = c.TryAcquire(ctx, "k")
+	if !errors.Is(err, lock.ErrNotObtained) || !errors.Is(err, lock.ErrNoQuorum) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("TryAcquire: %v, want ErrNotObtained, ErrNoQuorum and context.DeadlineExceeded", err)
+	}
+	if got := lock.CauseOf(err); got != lock.CauseNoQuorum {
+		t.Errorf("CauseOf(%v) = %v, want %v", err, got, lock.CauseNoQuorum)
+	}
+}
