@@ -491,3 +491,45 @@ func TestNodeFaultsOutweighTheCallersDeadline(t *testing.T) {
 		t.Errorf("CauseOf(%v) = %v, want %v", err, got, lock.CauseNoQuorum)
 	}
 }
+
+// TryAcquire waits "as long as ctx allows" even on a node client that does
+// not abort calls at the context's deadline (New without
+// ContextTimeoutEnabled: go-redis then waits for ReadTimeout). With the only
+// node hung, the attempt returns when the caller's deadline passes, not at
+// NodeTimeout (5s here) or ReadTimeout (10s).
+func TestTryAcquireStopsAtTheCallersDeadline(t *testing.T) {
+	t.Parallel()
+	nodes := locktest.Nodes(t, 1)
+	rdb := redis.NewClient(&redis.Options{Addr: nodes[0].Addr(), ReadTimeout: 10 * time.Second})
+	t.Cleanup(func() { _ = rdb.Close() })
+	c, err := lock.New([]redis.UniversalClient{rdb}, &lock.Options{TTL: 30 * time.Second, NodeTimeout: 5 * time.Second, KeyPrefix: locktest.Prefix(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	// Connect (and load the script) before the node hangs.
+	warm, err := c.TryAcquire(locktest.Ctx(t, 10*time.Second), "warm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := warm.Release(locktest.Ctx(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if err := nodes[0].Pause(); err != nil {
+		t.Fatal(err)
+	}
+	// Runs before c.Close (cleanups run last first), which waits for the
+	// failed attempt's clean-up, and so for the node's answer.
+	t.Cleanup(func() { _ = nodes[0].Resume() })
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err = c.TryAcquire(ctx, "k")
+	d := time.Since(start)
+	if !errors.Is(err, lock.ErrNotObtained) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("TryAcquire: %v, want ErrNotObtained and context.DeadlineExceeded", err)
+	}
+	if limit := 2 * time.Second; d > limit {
+		t.Errorf("TryAcquire on a hung node returned after %v, want at the caller's deadline (200ms; limit %v)", d, limit)
+	}
+}
