@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -788,4 +789,76 @@ func TestIdleSubscriptionsAreForgotten(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// holdHook holds back the reply to the first acquire script call (two keys)
+// made while armed, after the node ran it: ran is closed when it holds the
+// reply, which it returns once proceed is closed.
+type holdHook struct {
+	armed   atomic.Bool
+	once    sync.Once
+	ran     chan struct{}
+	proceed chan struct{}
+}
+
+func (h *holdHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *holdHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+func (h *holdHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		args := cmd.Args()
+		if err == nil && h.armed.Load() && len(args) > 2 && (args[0] == "evalsha" || args[0] == "eval") && fmt.Sprint(args[2]) == "2" {
+			h.once.Do(func() {
+				close(h.ran)
+				<-h.proceed
+			})
+		}
+		return err
+	}
+}
+
+// Close while an attempt is in flight: the attempt wins the node, but the
+// client is closed by the time it returns. TryAcquire fails with ErrClosed
+// and must give the key back: it is never renewed, released or reported,
+// and would block every other client for the whole TTL.
+func TestCloseDuringAnAttemptGivesTheLockBack(t *testing.T) {
+	t.Parallel()
+	nodes := locktest.Nodes(t, 1)
+	prefix := locktest.Prefix(t)
+	rdb := redis.NewClient(&redis.Options{Addr: nodes[0].Addr(), ContextTimeoutEnabled: true})
+	t.Cleanup(func() { _ = rdb.Close() })
+	hook := &holdHook{ran: make(chan struct{}), proceed: make(chan struct{})}
+	rdb.AddHook(hook)
+	c, err := lock.New([]redis.UniversalClient{rdb}, &lock.Options{TTL: time.Minute, KeyPrefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	hook.armed.Store(true)
+	errc := make(chan error, 1)
+	go func() {
+		l, err := c.TryAcquire(locktest.Ctx(t, 10*time.Second), "k")
+		if err == nil {
+			err = fmt.Errorf("acquired %v", l.Token())
+		}
+		errc <- err
+	}()
+	select {
+	case <-hook.ran:
+	case <-time.After(10 * time.Second):
+		close(hook.proceed)
+		t.Fatal("the acquire script did not run")
+	}
+	if err := c.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	close(hook.proceed)
+	if err := <-errc; !errors.Is(err, lock.ErrClosed) || !errors.Is(err, lock.ErrNotObtained) {
+		t.Errorf("TryAcquire closed during its attempt: %v, want ErrClosed and ErrNotObtained", err)
+	}
+	if locktest.Exists(t, locktest.Redis(t, nodes[0]), locktest.LockKey(prefix, "k")) {
+		t.Errorf("key left on the node after TryAcquire returned ErrClosed (TTL %v)", time.Minute)
+	}
 }
