@@ -19,18 +19,32 @@ import (
 // so 101 stands on 1 node, one short of the quorum of 2: no lock.
 func TestTokenOnAMinorityIsNoLock(t *testing.T) {
 	t.Parallel()
-	c := oneOfThreeUp(t)
-	ks := c.keys("k")
-	replies := make(chan nodeReply, 3)
-	replies <- nodeReply{idx: 0, ok: true, n: 101}
-	replies <- nodeReply{idx: 1, ok: true, n: 1}
-	replies <- nodeReply{idx: 2, ok: false, n: 4000}
-	l, res := c.decide(context.Background(), "k", ks, c.newValue(), time.Now(), replies)
-	if l != nil {
-		t.Fatalf("granted a lock with token %d confirmed on 1 of 3 nodes", l.Token())
-	}
-	if !errors.Is(res.err, ErrNoQuorum) {
-		t.Fatalf("err = %v, want ErrNoQuorum", res.err)
+	// The lagging node either refuses connections (an error at once, as
+	// from a killed node) or takes longer than NodeTimeout to fail: neither
+	// confirms the token.
+	for _, tc := range []struct {
+		name          string
+		dialerRetries int
+	}{
+		{"refused at once", 1},
+		{"failing after NodeTimeout", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c := oneOfThreeUp(t, tc.dialerRetries)
+			ks := c.keys("k")
+			replies := make(chan nodeReply, 3)
+			replies <- nodeReply{idx: 0, ok: true, n: 101}
+			replies <- nodeReply{idx: 1, ok: true, n: 1}
+			replies <- nodeReply{idx: 2, ok: false, n: 4000}
+			l, res := c.decide(context.Background(), "k", ks, c.newValue(), time.Now(), replies)
+			if l != nil {
+				t.Fatalf("granted a lock with token %d confirmed on 1 of 3 nodes", l.Token())
+			}
+			if !errors.Is(res.err, ErrNoQuorum) {
+				t.Fatalf("err = %v, want ErrNoQuorum", res.err)
+			}
+		})
 	}
 }
 
@@ -39,22 +53,25 @@ func TestTokenOnAMinorityIsNoLock(t *testing.T) {
 // token below the minimum again.
 func TestAdvanceFenceOnAMinorityFails(t *testing.T) {
 	t.Parallel()
-	c := oneOfThreeUp(t)
+	c := oneOfThreeUp(t, 0)
 	if err := c.AdvanceFence(context.Background(), "k", 50); !errors.Is(err, ErrNoQuorum) {
 		t.Fatalf("AdvanceFence with 1 of 3 nodes = %v, want ErrNoQuorum", err)
 	}
 }
 
 // oneOfThreeUp is a client of three nodes of which only the first (the
-// shared Redis, under the test's own prefix) answers.
-func oneOfThreeUp(t *testing.T) *Client {
+// shared Redis, under the test's own prefix) answers. The other two refuse
+// connections; their clients dial dialerRetries times (0: go-redis's
+// default, several attempts with backoff, which outlasts NodeTimeout; 1: a
+// call fails at once, as with NewFromURLs).
+func oneOfThreeUp(t *testing.T, dialerRetries int) *Client {
 	t.Helper()
 	rdb := testenv.Redis(t)
 	prefix := testenv.Namespace(t) + ":"
 	testenv.DeleteKeys(t, rdb, prefix)
 	down := func() redis.UniversalClient {
 		r := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", DialTimeout: 100 * time.Millisecond,
-			MaxRetries: -1, ContextTimeoutEnabled: true})
+			DialerRetries: dialerRetries, MaxRetries: -1, ContextTimeoutEnabled: true})
 		t.Cleanup(func() { _ = r.Close() })
 		return r
 	}
@@ -76,7 +93,7 @@ func oneOfThreeUp(t *testing.T) *Client {
 // stands on a majority.
 func TestTokenIsTheMajoritysHighest(t *testing.T) {
 	t.Parallel()
-	c := oneOfThreeUp(t)
+	c := oneOfThreeUp(t, 0)
 	ks := c.keys("k")
 	replies := make(chan nodeReply, 3)
 	replies <- nodeReply{idx: 0, ok: true, n: 1}
