@@ -869,3 +869,75 @@ func TestCloseDuringAnAttemptGivesTheLockBack(t *testing.T) {
 		t.Errorf("key left on the node after TryAcquire returned ErrClosed (TTL %v)", time.Minute)
 	}
 }
+
+// extendHook holds back the reply to the first extend script call made
+// while armed, after the node ran it (as holdHook does for acquisitions),
+// and counts the extend calls.
+type extendHook struct {
+	armed   atomic.Bool
+	calls   atomic.Int64
+	once    sync.Once
+	ran     chan struct{}
+	proceed chan struct{}
+}
+
+func (h *extendHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *extendHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+func (h *extendHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		args := cmd.Args()
+		// extend.lua: one key, then the owner value and the TTL (release.lua
+		// has the channel, "...:released", last).
+		if len(args) == 6 && (args[0] == "evalsha" || args[0] == "eval") && fmt.Sprint(args[2]) == "1" &&
+			!strings.HasSuffix(fmt.Sprint(args[5]), ":released") {
+			h.calls.Add(1)
+			if err == nil && h.armed.Load() {
+				h.once.Do(func() {
+					close(h.ran)
+					<-h.proceed
+				})
+			}
+		}
+		return err
+	}
+}
+
+// A renewal in flight while the lock is released: the watchdog must stop
+// once it sees the lock released, not schedule another renewal. Otherwise
+// it retries the released lock's renewal every RenewInterval/4 for as long
+// as the client lives (each call failing on the lock's cancelled context).
+func TestReleaseDuringARenewalStopsTheWatchdog(t *testing.T) {
+	t.Parallel()
+	nodes := locktest.Nodes(t, 1)
+	rdb := redis.NewClient(&redis.Options{Addr: nodes[0].Addr(), ContextTimeoutEnabled: true})
+	t.Cleanup(func() { _ = rdb.Close() })
+	hook := &extendHook{ran: make(chan struct{}), proceed: make(chan struct{})}
+	rdb.AddHook(hook)
+	const interval = 100 * time.Millisecond
+	c, err := lock.New([]redis.UniversalClient{rdb}, &lock.Options{TTL: time.Minute, RenewInterval: interval, NodeTimeout: time.Second, KeyPrefix: locktest.Prefix(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	l := mustAcquire(t, c, "k")
+	hook.armed.Store(true)
+	select {
+	case <-hook.ran:
+	case <-time.After(10 * time.Second):
+		close(hook.proceed)
+		t.Fatal("no renewal ran")
+	}
+	if err := l.Release(context.Background()); err != nil {
+		close(hook.proceed)
+		t.Fatalf("Release: %v", err)
+	}
+	calls := hook.calls.Load()
+	close(hook.proceed)
+	time.Sleep(10 * interval) // let several retry periods (interval/4) pass
+	if got := hook.calls.Load() - calls; got != 0 {
+		t.Errorf("%d renewals after Release, want 0", got)
+	}
+}
