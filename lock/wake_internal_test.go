@@ -3,6 +3,7 @@ package lock
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,6 +23,8 @@ func TestOwnLeftoverRemovalWakesWaiters(t *testing.T) {
 	rdb := testenv.Redis(t)
 	prefix := testenv.Namespace(t) + ":"
 	testenv.DeleteKeys(t, rdb, prefix)
+	acquires := &acquireCounter{}
+	rdb.AddHook(acquires)
 	c, err := New([]redis.UniversalClient{rdb}, &Options{TTL: 5 * time.Second, KeyPrefix: prefix,
 		PollMin: 2 * time.Second, PollMax: 2 * time.Second})
 	if err != nil {
@@ -44,9 +47,12 @@ func TestOwnLeftoverRemovalWakesWaiters(t *testing.T) {
 		}
 		got <- err
 	}()
-	// The waiter has made its first round, found the leftover and waits.
+	// The waiter has made its rounds (the first, then the one it makes once
+	// queued), found the leftover in both and waits. Counted when the node
+	// has answered: a removal before the second round's answer would let
+	// that round take the key without any wake-up.
 	testenv.Eventually(t, 5*time.Second, func() error {
-		if c.Stats().Waiting == 0 || c.Stats().Attempts == 0 {
+		if c.Stats().Waiting == 0 || acquires.n.Load() < 2 {
 			return errors.New("the waiter is not waiting yet")
 		}
 		return nil
@@ -63,5 +69,23 @@ func TestOwnLeftoverRemovalWakesWaiters(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Acquire did not return")
+	}
+}
+
+// acquireCounter counts the acquire script calls the node has answered.
+type acquireCounter struct{ n atomic.Int64 }
+
+func (h *acquireCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *acquireCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+func (h *acquireCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		if args := cmd.Args(); err == nil && len(args) > 1 &&
+			(args[0] == "evalsha" && args[1] == acquireScript.Hash() || args[0] == "eval" && args[1] == acquireSrc) {
+			h.n.Add(1)
+		}
+		return err
 	}
 }
