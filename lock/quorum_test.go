@@ -533,3 +533,49 @@ func TestTryAcquireStopsAtTheCallersDeadline(t *testing.T) {
 		t.Errorf("TryAcquire on a hung node returned after %v, want at the caller's deadline (200ms; limit %v)", d, limit)
 	}
 }
+
+// A failed attempt removes its value "in the background from nodes that
+// errored or have not answered yet (once their answer arrives)". Two of
+// three nodes hang, on clients without ContextTimeoutEnabled (their calls
+// outlive NodeTimeout): TryAcquire gives up at NodeTimeout, and when the
+// nodes resume they run its acquire script and answer OK, late. Those
+// values must go, not block the key for the TTL (a minute).
+func TestLateAnswersOfAFailedAttemptAreCleanedUp(t *testing.T) {
+	t.Parallel()
+	nodes := locktest.Nodes(t, 3)
+	prefix := locktest.Prefix(t)
+	rdbs := make([]redis.UniversalClient, len(nodes))
+	for i, n := range nodes {
+		r := redis.NewClient(&redis.Options{Addr: n.Addr(), ReadTimeout: 10 * time.Second})
+		t.Cleanup(func() { _ = r.Close() })
+		rdbs[i] = r
+	}
+	c, err := lock.New(rdbs, &lock.Options{TTL: time.Minute, NodeTimeout: 300 * time.Millisecond, KeyPrefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	// Connect (and load the script) before the nodes hang.
+	warm, err := c.TryAcquire(locktest.Ctx(t, 10*time.Second), "warm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := warm.Release(locktest.Ctx(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes[:2] {
+		if err := n.Pause(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = n.Resume() })
+	}
+	if _, err := c.TryAcquire(locktest.Ctx(t, 10*time.Second), "k"); !errors.Is(err, lock.ErrNoQuorum) {
+		t.Fatalf("TryAcquire with two of three nodes hung: %v, want ErrNoQuorum", err)
+	}
+	for _, n := range nodes[:2] {
+		if err := n.Resume(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	locktest.WaitKey(t, nodes, locktest.LockKey(prefix, "k"), false, 5*time.Second)
+}
