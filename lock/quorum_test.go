@@ -579,3 +579,37 @@ func TestLateAnswersOfAFailedAttemptAreCleanedUp(t *testing.T) {
 	}
 	locktest.WaitKey(t, nodes, locktest.LockKey(prefix, "k"), false, 5*time.Second)
 }
+
+// Extend returns "an error matching ErrNoQuorum (and ctx's error, if it
+// ended)" when too few nodes answered, and stops at ctx's end even on node
+// clients that do not abort calls at the deadline (New without
+// ContextTimeoutEnabled): with the only node hung, at the caller's 200ms
+// deadline, not at NodeTimeout (5s).
+func TestExtendStopsAtTheCallersDeadline(t *testing.T) {
+	t.Parallel()
+	nodes := locktest.Nodes(t, 1)
+	rdb := redis.NewClient(&redis.Options{Addr: nodes[0].Addr(), ReadTimeout: 10 * time.Second})
+	t.Cleanup(func() { _ = rdb.Close() })
+	c, err := lock.New([]redis.UniversalClient{rdb}, &lock.Options{TTL: 30 * time.Second, NodeTimeout: 5 * time.Second, RenewInterval: -1, KeyPrefix: locktest.Prefix(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	l := mustAcquire(t, c, "k")
+	if err := nodes[0].Pause(); err != nil {
+		t.Fatal(err)
+	}
+	// Runs before c.Close (cleanups run last first).
+	t.Cleanup(func() { _ = nodes[0].Resume() })
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err = l.Extend(ctx)
+	d := time.Since(start)
+	if !errors.Is(err, lock.ErrNoQuorum) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Extend on a hung node: %v, want ErrNoQuorum and context.DeadlineExceeded", err)
+	}
+	if limit := 2 * time.Second; d > limit {
+		t.Errorf("Extend on a hung node returned after %v, want at the caller's deadline (200ms; limit %v)", d, limit)
+	}
+}
