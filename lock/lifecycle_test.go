@@ -941,3 +941,58 @@ func TestReleaseDuringARenewalStopsTheWatchdog(t *testing.T) {
 		t.Errorf("%d renewals after Release, want 0", got)
 	}
 }
+
+// Release: "a round in which no node answered is tried up to three times",
+// since a lock left behind blocks everyone until its TTL runs out. The
+// node's first answer to the release script is lost here (a go-redis hook
+// returns an error without sending it): Release must try again, delete
+// the key and return nil.
+func TestReleaseRetriesARoundWithNoAnswer(t *testing.T) {
+	t.Parallel()
+	nodes := locktest.Nodes(t, 1)
+	prefix := locktest.Prefix(t)
+	rdb := redis.NewClient(&redis.Options{Addr: nodes[0].Addr(), ContextTimeoutEnabled: true})
+	t.Cleanup(func() { _ = rdb.Close() })
+	hook := &dropFirstRelease{}
+	rdb.AddHook(hook)
+	c, err := lock.New([]redis.UniversalClient{rdb}, &lock.Options{TTL: time.Minute, KeyPrefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	l := mustAcquire(t, c, "k")
+	hook.armed.Store(true)
+	if err := l.Release(context.Background()); err != nil {
+		t.Errorf("Release after a round with no answer: %v, want nil (tried again)", err)
+	}
+	if hook.dropped.Load() != 1 {
+		t.Fatalf("dropped %d release calls, want 1", hook.dropped.Load())
+	}
+	if locktest.Exists(t, locktest.Redis(t, nodes[0]), locktest.LockKey(prefix, "k")) {
+		t.Errorf("key left on the node after Release")
+	}
+}
+
+// dropFirstRelease fails the first release script call made while armed
+// with an error, without sending it to the node.
+type dropFirstRelease struct {
+	armed   atomic.Bool
+	dropped atomic.Int64
+}
+
+func (h *dropFirstRelease) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *dropFirstRelease) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+func (h *dropFirstRelease) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		args := cmd.Args()
+		if h.armed.Load() && len(args) == 6 && (args[0] == "evalsha" || args[0] == "eval") &&
+			strings.HasSuffix(fmt.Sprint(args[5]), ":released") && h.dropped.CompareAndSwap(0, 1) {
+			err := errors.New("test: release call dropped")
+			cmd.SetErr(err)
+			return err
+		}
+		return next(ctx, cmd)
+	}
+}
