@@ -222,3 +222,45 @@ func TestReleaseManyOnHungNodesStopsAtNodeTimeout(t *testing.T) {
 		}
 	}
 }
+
+// Each node's pipeline of TryAcquireMany is bounded by NodeTimeout, whatever
+// the caller's context: with one node of three hung and a context without
+// a deadline, the batch succeeds on the other two, and the background work
+// it leaves (the fencing token carried to the hung node) ends within
+// NodeTimeout plus its own timeout, so Close, which waits for it, returns
+// promptly instead of waiting for the node to come back.
+func TestTryAcquireManyOnAHungNodeLetsCloseReturn(t *testing.T) {
+	t.Parallel()
+	nodes := locktest.Nodes(t, 3)
+	c, err := lock.NewFromURLs(locktest.URLs(nodes), &lock.Options{TTL: 30 * time.Second, NodeTimeout: 300 * time.Millisecond, KeyPrefix: locktest.Prefix(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Warm the pools (and load the script) before the node hangs.
+	warm := holdMany(locktest.Ctx(t, 30*time.Second), t, c, func(try int) []string {
+		return []string{fmt.Sprintf("w1-%d", try), fmt.Sprintf("w2-%d", try)}
+	})
+	if err := errors.Join(c.ReleaseMany(context.Background(), warm)...); err != nil {
+		t.Fatal(err)
+	}
+	if err := nodes[2].Pause(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = nodes[2].Resume() }()
+	// The locks are abandoned with the client (Close does not release).
+	_, errs := c.TryAcquireMany(context.Background(), []string{"a", "b"})
+	if err := errors.Join(errs...); err != nil {
+		t.Fatalf("TryAcquireMany with one of three nodes hung: %v", err)
+	}
+	closed := make(chan error, 1)
+	start := time.Now()
+	go func() { closed <- c.Close() }()
+	select {
+	case <-closed:
+		t.Logf("Close returned after %v", time.Since(start))
+	case <-time.After(5 * time.Second):
+		_ = nodes[2].Resume()
+		<-closed
+		t.Errorf("Close waited %v, until the hung node came back; want within NodeTimeout plus the background timeout", time.Since(start))
+	}
+}
