@@ -2,7 +2,6 @@ package worker_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -187,29 +186,8 @@ END $$;
 CREATE TRIGGER gate BEFORE INSERT ON orders FOR EACH ROW WHEN (NEW.id = 'p2') EXECUTE FUNCTION gate();`)
 	ctx := context.Background()
 	gate := e.advisoryGate(t, 4245)
-	// p1's round waits on p's row while p2 (accepted before q1) and q1
-	// queue up behind it.
-	tx := e.holdRow(t, "p")
-	errs := make(chan error, 3)
-	process := func(id, product string, seq int) {
-		go func() { errs <- e.w.ProcessTask(ctx, task(t, id, product, "u"+id, 1, seq)) }()
-	}
-	process("p1", "p", 1)
-	e.waitBlockedBy(t, tx)
-	process("p2", "p", 2)
-	process("q1", "q", 3)
-	testenv.Eventually(t, 10*time.Second, func() error {
-		if worker.PendingOrders(e.w, "p") != 1 || worker.PendingOrders(e.w, "q") != 1 {
-			return errors.New("p2 and q1 do not both wait for a round yet")
-		}
-		return nil
-	})
-	// The next round takes p's and q's locks, and p2 alone; it waits on
-	// the advisory lock. q's lock is taken away, and lost here.
-	if err := tx.Rollback(ctx); err != nil {
-		t.Fatal(err)
-	}
-	e.waitWaitsOn(t, gate, 10*time.Second, "p2's round does not wait on the advisory lock yet")
+	errs := e.roundOfP2WithQ1LeftOut(t, gate)
+	// q's lock is taken away, and lost here.
 	if err := locktest.Redis(t, e.lockRDB).Del(ctx, e.prefix+"lock:{product:q}").Err(); err != nil {
 		t.Fatal(err)
 	}

@@ -2487,3 +2487,35 @@ func TestShutdownWaitsForAnAbandonedHandler(t *testing.T) {
 		t.Errorf("Shutdown waited out its bound for a handler that ended within it; log:\n%s", logs.String())
 	}
 }
+
+// roundOfP2WithQ1LeftOut runs orders p1 and p2 of product p and q1 of
+// product q (three ProcessTask calls, whose errors come on errs) on a
+// worker of MaxBatch 1, its orders table gated: a trigger waits, for
+// order p2, on the advisory lock that gate holds. p1's round waits on p's
+// row while p2 (accepted before q1) and q1 queue up behind it; the next
+// round takes p's and q's locks and p2 alone, and it returns once that
+// round waits on gate, q1 left out.
+func (e *env) roundOfP2WithQ1LeftOut(t *testing.T, gate *pgx.Conn) (errs chan error) {
+	t.Helper()
+	ctx := context.Background()
+	tx := e.holdRow(t, "p")
+	errs = make(chan error, 3)
+	process := func(id, product string, seq int) {
+		go func() { errs <- e.w.ProcessTask(ctx, task(t, id, product, "u"+id, 1, seq)) }()
+	}
+	process("p1", "p", 1)
+	e.waitBlockedBy(t, tx)
+	process("p2", "p", 2)
+	process("q1", "q", 3)
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if worker.PendingOrders(e.w, "p") != 1 || worker.PendingOrders(e.w, "q") != 1 {
+			return errors.New("p2 and q1 do not both wait for a round yet")
+		}
+		return nil
+	})
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.waitWaitsOn(t, gate, 10*time.Second, "p2's round does not wait on the advisory lock yet")
+	return errs
+}
