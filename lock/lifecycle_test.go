@@ -798,25 +798,45 @@ func TestIdleSubscriptionsAreForgotten(t *testing.T) {
 	})
 }
 
-// holdHook holds back the reply to the first acquire script call (two keys)
-// made while armed, after the node ran it: ran is closed when it holds the
-// reply, which it returns once proceed is closed.
-type holdHook struct {
+// replyHold holds back the reply to the first script call that match
+// accepts, made while armed, after the node ran it: ran is closed when it
+// holds the reply, which it returns once proceed is closed. calls counts
+// the calls match accepts, armed or not.
+type replyHold struct {
+	match   func(args []any) bool
 	armed   atomic.Bool
+	calls   atomic.Int64
 	once    sync.Once
 	ran     chan struct{}
 	proceed chan struct{}
 }
 
-func (h *holdHook) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h *holdHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+func newReplyHold(match func(args []any) bool) *replyHold {
+	return &replyHold{match: match, ran: make(chan struct{}), proceed: make(chan struct{})}
+}
+
+// acquireCall matches acquire.lua's calls (two keys).
+func acquireCall(args []any) bool { return len(args) > 2 && fmt.Sprint(args[2]) == "2" }
+
+// extendCall matches extend.lua's calls: one key, then the owner value and
+// the TTL (release.lua has the channel, "...:released", last).
+func extendCall(args []any) bool {
+	return len(args) == 6 && fmt.Sprint(args[2]) == "1" && !strings.HasSuffix(fmt.Sprint(args[5]), ":released")
+}
+
+func (h *replyHold) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *replyHold) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return next
 }
-func (h *holdHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+func (h *replyHold) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		err := next(ctx, cmd)
 		args := cmd.Args()
-		if err == nil && h.armed.Load() && len(args) > 2 && (args[0] == "evalsha" || args[0] == "eval") && fmt.Sprint(args[2]) == "2" {
+		if (args[0] != "evalsha" && args[0] != "eval") || !h.match(args) {
+			return err
+		}
+		h.calls.Add(1)
+		if err == nil && h.armed.Load() {
 			h.once.Do(func() {
 				close(h.ran)
 				<-h.proceed
@@ -836,7 +856,7 @@ func TestCloseDuringAnAttemptGivesTheLockBack(t *testing.T) {
 	prefix := locktest.Prefix(t)
 	rdb := redis.NewClient(&redis.Options{Addr: nodes[0].Addr(), ContextTimeoutEnabled: true})
 	t.Cleanup(func() { _ = rdb.Close() })
-	hook := &holdHook{ran: make(chan struct{}), proceed: make(chan struct{})}
+	hook := newReplyHold(acquireCall)
 	rdb.AddHook(hook)
 	c, err := lock.New([]redis.UniversalClient{rdb}, &lock.Options{TTL: time.Minute, KeyPrefix: prefix})
 	if err != nil {
@@ -870,41 +890,6 @@ func TestCloseDuringAnAttemptGivesTheLockBack(t *testing.T) {
 	}
 }
 
-// extendHook holds back the reply to the first extend script call made
-// while armed, after the node ran it (as holdHook does for acquisitions),
-// and counts the extend calls.
-type extendHook struct {
-	armed   atomic.Bool
-	calls   atomic.Int64
-	once    sync.Once
-	ran     chan struct{}
-	proceed chan struct{}
-}
-
-func (h *extendHook) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h *extendHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
-}
-func (h *extendHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		err := next(ctx, cmd)
-		args := cmd.Args()
-		// extend.lua: one key, then the owner value and the TTL (release.lua
-		// has the channel, "...:released", last).
-		if len(args) == 6 && (args[0] == "evalsha" || args[0] == "eval") && fmt.Sprint(args[2]) == "1" &&
-			!strings.HasSuffix(fmt.Sprint(args[5]), ":released") {
-			h.calls.Add(1)
-			if err == nil && h.armed.Load() {
-				h.once.Do(func() {
-					close(h.ran)
-					<-h.proceed
-				})
-			}
-		}
-		return err
-	}
-}
-
 // A renewal in flight while the lock is released: the watchdog must stop
 // once it sees the lock released, not schedule another renewal. Otherwise
 // it retries the released lock's renewal every RenewInterval/4 for as long
@@ -914,7 +899,7 @@ func TestReleaseDuringARenewalStopsTheWatchdog(t *testing.T) {
 	nodes := locktest.Nodes(t, 1)
 	rdb := redis.NewClient(&redis.Options{Addr: nodes[0].Addr(), ContextTimeoutEnabled: true})
 	t.Cleanup(func() { _ = rdb.Close() })
-	hook := &extendHook{ran: make(chan struct{}), proceed: make(chan struct{})}
+	hook := newReplyHold(extendCall)
 	rdb.AddHook(hook)
 	const interval = 100 * time.Millisecond
 	c, err := lock.New([]redis.UniversalClient{rdb}, &lock.Options{TTL: time.Minute, RenewInterval: interval, NodeTimeout: time.Second, KeyPrefix: locktest.Prefix(t)})
