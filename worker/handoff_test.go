@@ -416,15 +416,9 @@ func TestOnlyLiveAnnouncementsOfOtherProcessesCount(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, worker.ModeBatch, 5*time.Second)
 	ctx := context.Background()
-	wantKey, sinceKey := e.prefix+"want:{p}", e.prefix+"want:{p}:since"
 	// The announcements are written as want.lua does, by the test only,
 	// so that no renewal sweeps the expired one.
-	me := worker.ProcessID(e.w)
-	now, err := e.rdb.Time(ctx).Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ms := now.UnixMilli()
+	wantKey, sinceKey, me, ms := e.announcements(t, "p")
 	const other = "other-host:1:0badf00d"
 	set := func(member string, expiry, since int64) {
 		t.Helper()
@@ -586,13 +580,7 @@ func TestExpiredAnnouncementLeavesNoFirstTime(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, worker.ModeBatch, 5*time.Second)
 	ctx := context.Background()
-	wantKey, sinceKey := e.prefix+"want:{p}", e.prefix+"want:{p}:since"
-	me := worker.ProcessID(e.w)
-	now, err := e.rdb.Time(ctx).Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ms := now.UnixMilli()
+	wantKey, sinceKey, me, ms := e.announcements(t, "p")
 	const other = "other-host:1:0badf00d"
 	pipe := e.rdb.TxPipeline()
 	pipe.ZAdd(ctx, wantKey, redis.Z{Score: float64(ms - 1), Member: me}, redis.Z{Score: float64(ms + 60_000), Member: other})
@@ -704,4 +692,17 @@ func TestAnnouncementIsWithdrawnAtOnce(t *testing.T) {
 	if ahead, err := worker.AnnouncedBefore(ctx, other, "p"); err != nil || ahead {
 		t.Errorf("the other process still waits behind this one, which withdrew (%v, %v)", ahead, err)
 	}
+}
+
+// announcements returns the keys of product's lock announcements (want.lua's
+// KEYS), this worker's process id as it announces, and Redis's clock now in
+// Unix milliseconds, as want.lua reads it.
+func (e *env) announcements(t *testing.T, product string) (wantKey, sinceKey, me string, ms int64) {
+	t.Helper()
+	now, err := e.rdb.Time(context.Background()).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantKey = e.prefix + "want:{" + product + "}"
+	return wantKey, wantKey + ":since", worker.ProcessID(e.w), now.UnixMilli()
 }
