@@ -134,6 +134,22 @@ func TestVerify(t *testing.T) {
 			want: map[ViolationCode]int{CodeOversell: 1, CodeSoldMismatch: 1},
 		},
 		{
+			// Succeeded orders count in units, not orders: two orders of
+			// 2 units are 4 units, one above the 3 stocked.
+			name: "oversell hidden by the counters, in units: two orders of 2 units succeeded of 3 stocked, sold says 3",
+			plant: func(o *Observations) {
+				o.Products[0].PerUserLimit, o.Products[0].Final.PerUserLimit = 0, 0
+				for _, i := range []int{0, 1} {
+					o.Orders[i].Quantity = 2
+					st := o.States[o.Orders[i].Responses[0].OrderID]
+					st.Quantity = 2
+					o.States[st.OrderID] = st
+				}
+				setStatus(o, "o2", StatusSoldOut)
+			},
+			want: map[ViolationCode]int{CodeOversell: 1, CodeSoldMismatch: 1},
+		},
+		{
 			name: "a success other than 202 to an order (from a review: counted as a rejection)",
 			plant: func(o *Observations) {
 				o.Orders[4].Responses = []SubmitResponse{{Status: 200}}
