@@ -680,6 +680,16 @@ func TestVerify(t *testing.T) {
 			want: map[ViolationCode]int{CodeNothingDecided: 1},
 		},
 		{
+			name: "the only order sent turned away with 429",
+			plant: func(o *Observations) {
+				o.Orders = o.Orders[:1]
+				o.Orders[0].Responses = []SubmitResponse{{Status: 429, ErrorCode: "rate_limited"}}
+				o.States = map[string]OrderState{}
+				o.Products[0].Final.Stock, o.Products[0].Final.Sold = 3, 0
+			},
+			want: map[ViolationCode]int{CodeNothingDecided: 1},
+		},
+		{
 			// The lock-in-request baseline: a busy lock answers 429.
 			name: "some orders decided, the rest turned away with 429",
 			plant: func(o *Observations) {
