@@ -702,6 +702,20 @@ func TestVerify(t *testing.T) {
 			want: map[ViolationCode]int{},
 		},
 		{
+			// A 429 turns the order away without creating it: its units
+			// cannot explain sold above the succeeded orders.
+			name: "sold above the succeeded units, the other orders turned away with 429",
+			plant: func(o *Observations) {
+				for i := 3; i < len(o.Orders); i++ {
+					o.Orders[i].Responses = []SubmitResponse{{Status: 429, ErrorCode: "rate_limited"}}
+				}
+				delete(o.States, "o3")
+				delete(o.States, "o4")
+				setStatus(o, "o2", StatusFailed)
+			},
+			want: map[ViolationCode]int{CodeSoldMismatch: 1},
+		},
+		{
 			name: "a run that sent nothing is incomplete, not judged undecided",
 			plant: func(o *Observations) {
 				for i := range o.Orders {
