@@ -654,6 +654,14 @@ func TestVerify(t *testing.T) {
 			want: map[ViolationCode]int{CodeOrderChanged: 1},
 		},
 		{
+			// Every final status of a replay is compared, not only succeeded.
+			name: "a 202 replay says sold_out, polling saw succeeded",
+			plant: func(o *Observations) {
+				o.Orders[0].Responses = append(o.Orders[0].Responses, SubmitResponse{Status: 202, OrderID: "o0", OrderStatus: StatusSoldOut})
+			},
+			want: map[ViolationCode]int{CodeOrderChanged: 1},
+		},
+		{
 			name: "a 202 replay with the polled final status, or not final yet",
 			plant: func(o *Observations) {
 				o.Orders[3].Responses = append(o.Orders[3].Responses, SubmitResponse{Status: 202, OrderID: "o3", OrderStatus: StatusSoldOut})
