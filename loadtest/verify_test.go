@@ -812,20 +812,23 @@ func TestOutcomes(t *testing.T) {
 		OrderObservation{Key: "k8", UserID: "u0", ProductID: "p1", Quantity: 1,
 			Responses: []SubmitResponse{{Status: 202, OrderID: "o8", OrderStatus: StatusQueued}}},
 	)
+	obs.Orders = append(obs.Orders, OrderObservation{Key: "k9", UserID: "u9", ProductID: "p1", Quantity: 1,
+		Responses: []SubmitResponse{{Status: 202, OrderID: "o9", OrderStatus: StatusQueued}}})
 	obs.States["o8"] = OrderState{OrderID: "o8", ProductID: "p1", UserID: "u0", Quantity: 1, Status: StatusLimitExceeded}
+	obs.States["o9"] = OrderState{OrderID: "o9", ProductID: "p1", UserID: "u9", Quantity: 1, Status: StatusFailed}
 	a := analyze(obs)
 	got := a.outcomes
-	want := Outcomes{Succeeded: 3, SoldOut: 2, LimitExceeded: 1, SoldOutFastPath: 1, Rejected: 1, Unsent: 1}
+	want := Outcomes{Succeeded: 3, SoldOut: 2, LimitExceeded: 1, Failed: 1, SoldOutFastPath: 1, Rejected: 1, Unsent: 1}
 	if got != want {
 		t.Fatalf("outcomes = %+v, want %+v", got, want)
 	}
 	// Demand: succeeded, sold out (polled or 409 fast path) and failed
 	// orders; not limit_exceeded, turned away or unsent ones.
-	if d := a.products[0].demandUnits; d != 6 {
-		t.Fatalf("product demand = %d units, want 6 (3 succeeded, 2 sold_out, 1 answered 409 sold_out)", d)
+	if d := a.products[0].demandUnits; d != 7 {
+		t.Fatalf("product demand = %d units, want 7 (3 succeeded, 2 sold_out, 1 answered 409 sold_out, 1 failed)", d)
 	}
-	if got.Final() != 7 {
-		t.Fatalf("Final() = %d, want 7 (limit_exceeded is final)", got.Final())
+	if got.Final() != 8 {
+		t.Fatalf("Final() = %d, want 8 (limit_exceeded is final)", got.Final())
 	}
 }
 
