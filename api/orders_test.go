@@ -192,6 +192,9 @@ func TestTooLargeBodies(t *testing.T) {
 		// the declared length by net/http; one that declares a large
 		// length is refused before anything is read.
 		{"declared huge, sent small", valid, 1 << 30},
+		// One byte over is refused on the declared length alone, before
+		// anything is read.
+		{"declared one over the limit, sent small", valid, api.DefaultBodyLimit + 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
