@@ -726,6 +726,29 @@ func rawPost(t *testing.T, addr, path, headerLines, body string) *apitest.Respon
 	return &apitest.Response{Status: resp.StatusCode, Header: resp.Header, Body: b}
 }
 
+// A ?wait= under the cap is the wait: a queued order comes back queued
+// after about that long, not after MaxWait.
+func TestShortWaitIsKept(t *testing.T) {
+	t.Parallel()
+	const maxWait = 20 * time.Second
+	e := apitest.New(t, &apitest.Options{API: api.Config{MaxWait: maxWait}})
+	e.CreateProduct(t, "p1", 10, 0)
+	p := wantPlaced(t, e.Do(t, "POST", "/v1/orders", `{"product_id":"p1","user_id":"alice","quantity":1}`))
+	for _, tc := range []struct {
+		wait string
+		want time.Duration
+	}{{"200ms", 200 * time.Millisecond}, {"1", time.Second}} {
+		start := time.Now()
+		r := e.Do(t, "GET", "/v1/orders/"+p.OrderID+"?wait="+tc.wait, "")
+		var o orderBody
+		r.JSON(t, &o)
+		// Slack for a loaded machine, well under MaxWait.
+		if d := time.Since(start); r.Status != 200 || o.Status != "queued" || d < tc.want || d > tc.want+5*time.Second {
+			t.Errorf("?wait=%s: %d %s after %v; want queued after about %v (MaxWait %v)", tc.wait, r.Status, r.Body, d, tc.want, maxWait)
+		}
+	}
+}
+
 // ?wait= is refused when negative, however large, and capped at
 // sale.MaxWait even when Config.MaxWait asks for more: the server's write
 // timeout only outlasts sale.MaxWait, and a longer poll had its connection
