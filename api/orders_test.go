@@ -767,3 +767,26 @@ func TestWaitParameterBounds(t *testing.T) {
 		}
 	}
 }
+
+// A request whose context ends before the service answers (the server's
+// base context, cancelled when a shutdown outlasts its bound, while the
+// client still waits) answers 503 unavailable with Retry-After, as the API
+// table promises for every 503: the client is to send it again elsewhere.
+func TestCancelledRequestAnswers503WithRetryAfter(t *testing.T) {
+	t.Parallel()
+	e := apitest.New(t, nil)
+	e.CreateProduct(t, "p1", 10, 0)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for _, c := range []struct{ method, target, body string }{
+		{"GET", "/v1/products/p1", ""},
+		{"GET", "/v1/queue", ""},
+		{"POST", "/v1/orders", `{"product_id":"p1","user_id":"alice","quantity":1}`},
+	} {
+		r := e.Send(apitest.NewRequest(c.method, c.target, c.body, apitest.Admin()...).WithContext(ctx))
+		wantError(t, r, 503, "unavailable")
+		if got := r.Header.Get("Retry-After"); got != "1" {
+			t.Errorf("%s %s cancelled: Retry-After %q, want 1", c.method, c.target, got)
+		}
+	}
+}
