@@ -418,3 +418,35 @@ func TestAsynqmonAnswersInTimeWhenRedisHangs(t *testing.T) {
 		t.Errorf("GET /monitoring/api/queues with Redis paused: Content-Type %q, want application/json; charset=utf-8", ct)
 	}
 }
+
+// The API's /metrics answers the admin bearer token only, as a Prometheus
+// scrape sends it: not anyone, not a wrong token, and not an admin session
+// cookie, which grants the dashboard and the monitor alone.
+func TestMetricsNeedTheAdminBearerToken(t *testing.T) {
+	t.Parallel()
+	metrics := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("flashsale_up 1\n")) })
+	h := newHandler(t, nil, Config{Metrics: metrics})
+	code, header := signIn(t, h, testToken, "/")
+	if code != http.StatusSeeOther {
+		t.Fatalf("sign-in: %d, want 303", code)
+	}
+	c := sessionCookie(t, header)
+	for _, tc := range []struct {
+		name   string
+		header map[string]string
+		want   int
+	}{
+		{"no credentials", nil, 401},
+		{"wrong token", bearer("wrong"), 401},
+		{"session cookie", map[string]string{"Cookie": c.Name + "=" + c.Value}, 401},
+		{"admin token", bearer(testToken), 200},
+	} {
+		rec := do(t, h, request{method: "GET", path: "/metrics", header: tc.header})
+		if rec.Code != tc.want {
+			t.Errorf("%s: GET /metrics = %d %s, want %d", tc.name, rec.Code, rec.Body, tc.want)
+		}
+		if tc.want == 200 && !strings.Contains(rec.Body.String(), "flashsale_up 1") {
+			t.Errorf("%s: GET /metrics body %q, want the metrics", tc.name, rec.Body)
+		}
+	}
+}
