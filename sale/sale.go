@@ -907,7 +907,7 @@ func (s *Service) checkEnqueued(ctx context.Context, end time.Time, o queue.Orde
 	prev, err := s.decidedOrder(rctx, o.ID)
 	cancel()
 	switch {
-	case err == nil && prev.CreatedAt.Equal(o.AcceptedAt) && prev.ProductID == o.ProductID && prev.Quantity == o.Quantity:
+	case err == nil && sameAttempt(o, prev.ProductID, prev.Quantity, prev.CreatedAt):
 		// This call's own order (accepted at this call's microsecond),
 		// decided already by a quick worker: no duplicate, and no replay.
 		return Placed{OrderID: o.ID, Status: prev.Status}, nil
@@ -953,10 +953,17 @@ func (s *Service) enqueuedOnce(ctx context.Context, end time.Time, o queue.Order
 	if err != nil {
 		return s.replayQueued(ctx, o)
 	}
-	if t := ti.Order; !t.Unchecked && t.ProductID == o.ProductID && t.Quantity == o.Quantity && t.AcceptedAt.Equal(o.AcceptedAt) {
+	if t := ti.Order; !t.Unchecked && sameAttempt(o, t.ProductID, t.Quantity, t.AcceptedAt) {
 		return s.checkEnqueued(ctx, end, o)
 	}
 	return s.replayTask(ctx, o, ti)
+}
+
+// sameAttempt reports whether an order of product and quantity accepted at
+// accepted (read from its task or its row) is o itself: the same body,
+// accepted at the same microsecond, by this PlaceOrder call.
+func sameAttempt(o queue.Order, product string, quantity int, accepted time.Time) bool {
+	return product == o.ProductID && quantity == o.Quantity && accepted.Equal(o.AcceptedAt)
 }
 
 // buriedCheckTimeout bounds the extra look, in PlaceOrder, at a keyed
