@@ -51,13 +51,15 @@ func newEnv(t *testing.T, mode worker.Mode, lockTTL time.Duration) *env {
 	return newEnvWith(t, worker.Config{Mode: mode}, lockTTL)
 }
 
-func newEnvWith(t *testing.T, cfg worker.Config, lockTTL time.Duration) *env {
+// newEnvWith is an env with cfg; each of lockOpts, if any, changes the
+// options of its lock client before the client is made.
+func newEnvWith(t *testing.T, cfg worker.Config, lockTTL time.Duration, lockOpts ...func(*lock.Options)) *env {
 	t.Helper()
-	return newEnvAt(t, inventorytest.NewDatabase(t), cfg, lockTTL)
+	return newEnvAt(t, inventorytest.NewDatabase(t), cfg, lockTTL, lockOpts...)
 }
 
 // newEnvAt is newEnvWith on the migrated database at dbURL.
-func newEnvAt(t *testing.T, dbURL string, cfg worker.Config, lockTTL time.Duration) *env {
+func newEnvAt(t *testing.T, dbURL string, cfg worker.Config, lockTTL time.Duration, lockOpts ...func(*lock.Options)) *env {
 	t.Helper()
 	e := &env{reg: prometheus.NewRegistry()}
 	e.dbURL = dbURL
@@ -82,7 +84,11 @@ func newEnvAt(t *testing.T, dbURL string, cfg worker.Config, lockTTL time.Durati
 	}
 	// locktest.Client's node timeout (TTL/4, at most 1s): a slow Redis call
 	// under a loaded test run must not fail an order the test expects decided.
-	e.locks = locktest.Client(t, []*localsvc.Redis{e.lockRDB}, &lock.Options{TTL: lockTTL, KeyPrefix: e.prefix + "lock:", Observer: obs})
+	lo := &lock.Options{TTL: lockTTL, KeyPrefix: e.prefix + "lock:", Observer: obs}
+	for _, f := range lockOpts {
+		f(lo)
+	}
+	e.locks = locktest.Client(t, []*localsvc.Redis{e.lockRDB}, lo)
 	connOpt, err := queue.ParseRedisURL(testenv.RedisURL(), 0)
 	if err != nil {
 		t.Fatal(err)
@@ -109,6 +115,19 @@ func newEnvAt(t *testing.T, dbURL string, cfg worker.Config, lockTTL time.Durati
 func (e *env) rival(t *testing.T) *lock.Client {
 	t.Helper()
 	return locktest.Client(t, []*localsvc.Redis{e.lockRDB}, &lock.Options{TTL: 10 * time.Second, KeyPrefix: e.prefix + "lock:"})
+}
+
+// rivalTakes waits, at most within, until rival acquires product's lock,
+// and releases it.
+func rivalTakes(t *testing.T, rival *lock.Client, product string, within time.Duration, what string) {
+	t.Helper()
+	testenv.Eventually(t, within, func() error {
+		l, err := rival.TryAcquire(context.Background(), "product:"+product)
+		if err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		return l.Release(context.Background())
+	})
 }
 
 // conn is a connection of the test's own to the worker's database, closed
@@ -1290,13 +1309,7 @@ func TestLockOfWithdrawnOrdersIsGivenBack(t *testing.T) {
 	}
 	// Nobody here needs p's lock: the rival gets it back well within the
 	// time a renewed lock would keep it (TTL 2s).
-	testenv.Eventually(t, 6*time.Second, func() error {
-		l, err := rival.TryAcquire(ctx, "product:p")
-		if err != nil {
-			return fmt.Errorf("p's lock still held after its only order ended: %w", err)
-		}
-		return l.Release(ctx)
-	})
+	rivalTakes(t, rival, "p", 6*time.Second, "p's lock still held after its only order ended")
 }
 
 // Shutdown may be called without Start, and more than once.
