@@ -93,3 +93,73 @@ func TestLockGotForOrdersThatEndedMeanwhileIsGivenBack(t *testing.T) {
 	close(hold.proceed)
 	rivalTakes(t, e.rival(t), "p", 5*ttl, "p's lock still held though no order here needs it")
 }
+
+// A lock a waiter gets as the batcher's runner stops (after the runner gave
+// its locks back) is released before Shutdown returns, not kept, renewed
+// until the lock client closes, and then left to its TTL: in a rolling
+// restart, every other worker would wait that long for the product. Before
+// this test, dropping the waiter's check of b.closed (6414eee) passed every
+// worker test: here the lock was still held once Shutdown returned; as did
+// starting the waiter outside b.bg (eef59ec), for which Shutdown returned
+// without waiting for it.
+func TestLockGotAsTheRunnerStopsIsReleased(t *testing.T) {
+	t.Parallel()
+	hold := newAcquiredHold("product:p")
+	e := newEnvWith(t, worker.Config{Mode: worker.ModeBatch}, 10*time.Second, hold.observe)
+	e.start(t)
+	inventorytest.CreateProduct(t, e.store, "p", 5, 0)
+	ctx := context.Background()
+	rival := e.rival(t)
+	held, err := rival.TryAcquire(ctx, "product:p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hold.armed.Store(true)
+	perr := make(chan error, 1)
+	go func() { perr <- e.w.ProcessTask(ctx, task(t, "o1", "p", "u1", 1, 1)) }()
+	// The order's round finds p's lock busy; a waiter waits for it.
+	e.waitWanting(t, "p", 1, 10*time.Second)
+	if err := held.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The waiter has the lock granted, not yet in hand, when Shutdown
+	// stops the runner: the order, still pending, is answered once the
+	// runner has given its locks back.
+	hold.wait(t, 10*time.Second)
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		e.w.Shutdown()
+	}()
+	select {
+	case err := <-perr:
+		if err == nil {
+			t.Fatal("order decided though its lock was never in the runner's hands")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the pending order was not answered within 30s of Shutdown")
+	}
+	// Shutdown waits for the waiter, which holds the lock: it must not
+	// return meanwhile (a second is ample for one that does not wait, and
+	// the check cannot fail one that does).
+	select {
+	case <-stopped:
+		t.Fatal("Shutdown returned while a lock waiter was still getting its lock")
+	case <-time.After(time.Second):
+	}
+	close(hold.proceed)
+	select {
+	case <-stopped:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Shutdown did not return within 30s")
+	}
+	// Released by now, so that closing the lock client next (as
+	// cmd/flashsale does) leaves nothing to its TTL.
+	l, err := rival.TryAcquire(ctx, "product:p")
+	if err != nil {
+		t.Fatalf("p's lock once Shutdown returned: %v, want it free", err)
+	}
+	if err := l.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
