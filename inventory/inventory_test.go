@@ -92,6 +92,15 @@ func TestApplyDecides(t *testing.T) {
 			wantStock: 3,
 		},
 		{
+			// accepted in the same microsecond, given in the reverse of id
+			// order: the smaller id is served first, whatever the input order
+			name:      "same acceptance time: the smaller order id first",
+			stock:     1,
+			orders:    []inventory.OrderRequest{req("b", "p", "u1", 1, 1), req("a", "p", "u2", 1, 1)},
+			want:      []inventory.Status{sold, ok},
+			wantStock: 0,
+		},
+		{
 			name:      "nothing left",
 			stock:     0,
 			orders:    []inventory.OrderRequest{req("a", "p", "u1", 1, 1)},
