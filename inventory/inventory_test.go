@@ -101,6 +101,15 @@ func TestApplyDecides(t *testing.T) {
 			wantStock: 0,
 		},
 		{
+			// 2^31-1 is the largest quantity the orders table holds: a
+			// valid order, decided (here sold out), not refused as invalid
+			name:      "the largest storable quantity is decided",
+			stock:     1,
+			orders:    []inventory.OrderRequest{req("a", "p", "u1", math.MaxInt32, 1)},
+			want:      []inventory.Status{sold},
+			wantStock: 1,
+		},
+		{
 			name:      "nothing left",
 			stock:     0,
 			orders:    []inventory.OrderRequest{req("a", "p", "u1", 1, 1)},
