@@ -172,9 +172,27 @@ func TestApplyDecides(t *testing.T) {
 				if o.Status != tc.want[i] || o.Fence != 1 {
 					t.Errorf("stored order %s: got %s fence %d, want %s fence 1 (the batch's token)", o.ID, o.Status, o.Fence, tc.want[i])
 				}
+				// The row holds the request as accepted, and the answer is
+				// the row: a worker reports the answer as the outcome.
+				r := tc.orders[i]
+				if o.ProductID != r.ProductID || o.UserID != r.UserID || o.Quantity != r.Quantity ||
+					o.IdempotencyKey != r.IdempotencyKey || !o.CreatedAt.Equal(r.AcceptedAt) {
+					t.Errorf("stored order %s: got %+v, want the request %+v", o.ID, o, r)
+				}
+				if !sameOrder(d.Order, o) {
+					t.Errorf("decision of %s: got %+v, want the stored order %+v", o.ID, d.Order, o)
+				}
 			}
 		})
 	}
+}
+
+// sameOrder reports whether a and b are the same order, times compared as
+// instants.
+func sameOrder(a, b inventory.Order) bool {
+	ta, tb := a, b
+	ta.CreatedAt, ta.UpdatedAt, tb.CreatedAt, tb.UpdatedAt = time.Time{}, time.Time{}, time.Time{}, time.Time{}
+	return ta == tb && a.CreatedAt.Equal(b.CreatedAt) && a.UpdatedAt.Equal(b.UpdatedAt)
 }
 
 // The per-user limit counts what the buyer bought in earlier batches, not
