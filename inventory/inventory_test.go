@@ -622,12 +622,18 @@ func TestRecordFailed(t *testing.T) {
 	if _, err := s.Apply(ctx, inventory.Batch{Orders: []inventory.OrderRequest{req("done", "p", "u1", 1, 1)}, Tokens: map[string]int64{"p": 1}}); err != nil {
 		t.Fatal(err)
 	}
-	ds, err := s.RecordFailed(ctx, []inventory.OrderRequest{req("bad", "p", "u2", 1, 2), req("done", "p", "u1", 1, 1), req("orphan", "gone", "u3", 1, 3)}, "payload rejected")
+	bad := req("bad", "p", "u2", 1, 2)
+	ds, err := s.RecordFailed(ctx, []inventory.OrderRequest{bad, req("done", "p", "u1", 1, 1), req("orphan", "gone", "u3", 1, 3)}, "payload rejected")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if ds[0].Order.Status != inventory.StatusFailed || ds[0].Order.Reason != "payload rejected" || ds[0].Replay {
 		t.Errorf("new failure: got %+v", ds[0])
+	}
+	// Stored as accepted: created_at is when the API accepted the order.
+	if o, err := s.Order(ctx, "bad"); err != nil || !sameOrder(o, ds[0].Order) || !o.CreatedAt.Equal(bad.AcceptedAt) ||
+		o.UserID != bad.UserID || o.IdempotencyKey != bad.IdempotencyKey {
+		t.Errorf("stored failure: got %+v, %v; want %+v, created at %v", o, err, ds[0].Order, bad.AcceptedAt)
 	}
 	if ds[1].Order.Status != inventory.StatusSucceeded || !ds[1].Replay {
 		t.Errorf("decided order: got %+v, want the stored success as a replay", ds[1])
