@@ -352,6 +352,30 @@ func TestApplyPartialReplayCountsOnce(t *testing.T) {
 	}
 }
 
+// The optimistic run of a batch that met a decided order is rolled back on
+// its connection before the batch runs again: a connection given back to
+// the pool inside its (aborted) transaction is closed, not reused, and
+// holds the product row locks until the close, so the second run would
+// wait for the first's locks on a new connection.
+func TestApplyPartialReplayKeepsItsConnection(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := inventorytest.Open(t, inventorytest.NewDatabase(t), &inventory.Options{MaxConns: 1})
+	inventorytest.CreateProduct(t, s, "p", 10, 0)
+	tokens := map[string]int64{"p": 1}
+	if _, err := s.Apply(ctx, inventory.Batch{Orders: []inventory.OrderRequest{req("a", "p", "u1", 1, 1)}, Tokens: tokens}); err != nil {
+		t.Fatal(err)
+	}
+	empty := s.PoolStats().EmptyAcquireCount
+	res, err := s.Apply(ctx, inventory.Batch{Orders: []inventory.OrderRequest{req("b", "p", "u2", 1, 2), req("a", "p", "u1", 1, 1)}, Tokens: tokens})
+	if err != nil || res.Decisions[0].Replay || !res.Decisions[1].Replay {
+		t.Fatalf("Apply of b and a again: %+v, %v; want b decided, a a replay", res, err)
+	}
+	if got := s.PoolStats().EmptyAcquireCount; got != empty {
+		t.Errorf("the second run of the batch found no idle connection (empty acquires %d, then %d)", empty, got)
+	}
+}
+
 func TestApplyStaleFenceWritesNothing(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
