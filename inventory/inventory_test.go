@@ -808,6 +808,35 @@ func TestProductsCRUD(t *testing.T) {
 	}
 }
 
+// Products pages through the products by id: a page starts after the
+// last id of the one before, so no product is listed twice or skipped.
+func TestProductsPages(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := inventorytest.NewStore(t)
+	for _, id := range []string{"c", "a", "b"} {
+		inventorytest.CreateProduct(t, s, id, 1, 0)
+	}
+	var got []string
+	after := ""
+	for range 3 {
+		page, err := s.Products(ctx, after, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) == 0 {
+			break
+		}
+		for _, p := range page {
+			got = append(got, p.ID)
+		}
+		after = page[len(page)-1].ID
+	}
+	if fmt.Sprint(got) != "[a b c]" {
+		t.Errorf("pages of 2: got %v, want [a b c]", got)
+	}
+}
+
 // Two migrations at once against a database that does not exist yet: both
 // succeed, and a third run has nothing to do.
 func TestMigrateCreatesDatabaseAndIsSafeConcurrently(t *testing.T) {
