@@ -626,6 +626,8 @@ func TestSchemaRefusesOversellAndOverLimit(t *testing.T) {
 		`UPDATE products SET sold = sold - 1 WHERE id = 'p'`,
 		`UPDATE products SET per_user_limit = -1 WHERE id = 'p'`,
 		`INSERT INTO purchases (product_id, user_id, units, max_units) VALUES ('p', 'u', 2, 1)`,
+		// a negative purchase would make room for units past the limit
+		`INSERT INTO purchases (product_id, user_id, units, max_units) VALUES ('p', 'u', -1, 1)`,
 		`INSERT INTO orders (id, product_id, user_id, quantity, status, created_at) VALUES ('x', 'p', 'u', 0, 'succeeded', now())`,
 		`INSERT INTO orders (id, product_id, user_id, quantity, status, created_at) VALUES ('x', 'p', 'u', 1, 'queued', now())`,
 	} {
