@@ -890,6 +890,24 @@ func TestMigrateAcceptsPoolSettings(t *testing.T) {
 	}
 }
 
+// Options.MaxConns sizes the pool (default 10) when the URL does not.
+func TestOpenSizesThePool(t *testing.T) {
+	t.Parallel()
+	url := inventorytest.NewDatabase(t)
+	for _, tc := range []struct {
+		opts *inventory.Options
+		want int32
+	}{
+		{nil, 10},
+		{&inventory.Options{}, 10},
+		{&inventory.Options{MaxConns: 3}, 3},
+	} {
+		if got := inventorytest.Open(t, url, tc.opts).PoolStats().MaxConns; got != tc.want {
+			t.Errorf("Open with %+v: pool size %d, want %d", tc.opts, got, tc.want)
+		}
+	}
+}
+
 // RecordFailed and Apply on the same orders at the same time (a task given
 // up on while its batch commits): one outcome each, and never a deadlock,
 // since both take the product row before the order row.
