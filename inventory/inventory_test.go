@@ -427,6 +427,39 @@ func TestApplyStaleFenceWritesNothing(t *testing.T) {
 	}
 }
 
+// A batch over several products carries one token per product (each its
+// own lock's): each product's fence, and each order's, is its product's
+// token, and every product's orders are decided.
+func TestApplyFencesEachProductWithItsToken(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := inventorytest.NewStore(t)
+	tokens := map[string]int64{"p": 3, "q": 8, "r": 5}
+	for id := range tokens {
+		inventorytest.CreateProduct(t, s, id, 5, 0)
+	}
+	res, err := s.Apply(ctx, inventory.Batch{
+		Orders: []inventory.OrderRequest{req("a", "p", "u1", 1, 1), req("b", "q", "u1", 2, 2), req("c", "r", "u1", 3, 3)},
+		Tokens: tokens})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, d := range res.Decisions {
+		want := tokens[d.Order.ProductID]
+		if d.Err != nil || d.Order.Status != inventory.StatusSucceeded || d.Order.Fence != want {
+			t.Errorf("decision %d: got %+v, want succeeded at fence %d", i, d, want)
+		}
+		if o, err := s.Order(ctx, d.Order.ID); err != nil || o.Fence != want {
+			t.Errorf("stored order %d: got %+v, %v; want fence %d", i, o, err, want)
+		}
+	}
+	for id, want := range map[string]int64{"p": 4, "q": 3, "r": 2} {
+		if p, err := s.Product(ctx, id); err != nil || p.Fence != tokens[id] || p.Stock != want {
+			t.Errorf("product %s: got %+v, %v; want fence %d and stock %d", id, p, err, tokens[id], want)
+		}
+	}
+}
+
 // The result gives each product's stock with the restock generation read
 // in the same transaction: a worker flags a product sold out at that
 // generation (soldout.Gate.Mark), so a wrong one either lets a flag stand
