@@ -421,6 +421,10 @@ func TestApplyStaleFenceWritesNothing(t *testing.T) {
 	if !errors.Is(err, inventory.ErrStaleFence) || strings.Join(named, ",") != "p:4<5,q:6<7" {
 		t.Errorf("stale products: got %v (%v), want p:4<5,q:6<7", named, err)
 	}
+	// Anywhere in the error's tree: a caller may wrap it.
+	if got := inventory.StaleFences(fmt.Errorf("round: %w", err)); len(got) != 2 {
+		t.Errorf("stale products of the wrapped error: got %v, want p and q", got)
+	}
 	// The same token again is fine: one lock hold may write several batches.
 	if _, err := s.Apply(ctx, inventory.Batch{Orders: []inventory.OrderRequest{req("again", "p", "u3", 1, 3)}, Tokens: map[string]int64{"p": 5}}); err != nil {
 		t.Errorf("same token: %v", err)
