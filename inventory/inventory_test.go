@@ -571,6 +571,23 @@ func TestRefusedConnectionsAreUnavailable(t *testing.T) {
 	}
 }
 
+// A call whose context ended is unavailable (retryable), as Apply documents:
+// the error is not the server's, and the orders were not refused.
+func TestEndedContextIsUnavailable(t *testing.T) {
+	t.Parallel()
+	s := inventorytest.NewStore(t)
+	inventorytest.CreateProduct(t, s, "p", 1, 0)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := s.Apply(ctx, inventory.Batch{Orders: []inventory.OrderRequest{req("a", "p", "u1", 1, 1)}, Tokens: map[string]int64{"p": 1}})
+	if !errors.Is(err, inventory.ErrUnavailable) || !errors.Is(err, context.Canceled) {
+		t.Errorf("Apply with a cancelled context: got %v, want ErrUnavailable wrapping context.Canceled", err)
+	}
+	if _, err := s.Product(ctx, "p"); !errors.Is(err, inventory.ErrUnavailable) {
+		t.Errorf("Product with a cancelled context: got %v, want ErrUnavailable", err)
+	}
+}
+
 // Many concurrent batches over the same orders, with racing tokens, as when
 // asynq redelivers tasks while a paused worker resumes: the stock is never
 // oversold, and every order decided has one outcome, the one its batches
