@@ -571,6 +571,35 @@ func TestRefusedConnectionsAreUnavailable(t *testing.T) {
 	}
 }
 
+// A buyer's idempotency key belongs to one order: the unique index on
+// (user_id, idempotency_key) refuses another order id under it, a
+// permanent refusal (the worker decides the rest of its round without it),
+// and nothing of that batch is written.
+func TestApplyRefusesAHeldIdempotencyKey(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := inventorytest.NewStore(t)
+	inventorytest.CreateProduct(t, s, "p", 5, 0)
+	tokens := map[string]int64{"p": 1}
+	first := req("a", "p", "u1", 1, 1)
+	if _, err := s.Apply(ctx, inventory.Batch{Orders: []inventory.OrderRequest{first}, Tokens: tokens}); err != nil {
+		t.Fatal(err)
+	}
+	other := req("b", "p", "u1", 1, 2)
+	other.IdempotencyKey = first.IdempotencyKey
+	_, err := s.Apply(ctx, inventory.Batch{Orders: []inventory.OrderRequest{other}, Tokens: tokens})
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "23505" || errors.Is(err, inventory.ErrUnavailable) {
+		t.Errorf("another order under a held key: got %v, want a unique violation (23505), not ErrUnavailable", err)
+	}
+	if _, err := s.Order(ctx, "b"); !errors.Is(err, inventory.ErrNotFound) {
+		t.Errorf("order b: got %v, want ErrNotFound", err)
+	}
+	if p, err := s.Product(ctx, "p"); err != nil || p.Stock != 4 || p.Orders.Succeeded != 1 {
+		t.Errorf("product: %+v, %v; want stock 4 and one order", p, err)
+	}
+}
+
 // A call whose context ended is unavailable (retryable), as Apply documents:
 // the error is not the server's, and the orders were not refused.
 func TestEndedContextIsUnavailable(t *testing.T) {
