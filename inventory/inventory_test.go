@@ -894,8 +894,9 @@ func TestProductsCRUD(t *testing.T) {
 	}
 }
 
-// Products pages through the products by id: a page starts after the
-// last id of the one before, so no product is listed twice or skipped.
+// Products pages through the products by id: a page holds at most limit
+// products and starts after the last id of the one before, so no product
+// is listed twice or skipped.
 func TestProductsPages(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -916,10 +917,11 @@ func TestProductsPages(t *testing.T) {
 		for _, p := range page {
 			got = append(got, p.ID)
 		}
+		got = append(got, "|")
 		after = page[len(page)-1].ID
 	}
-	if fmt.Sprint(got) != "[a b c]" {
-		t.Errorf("pages of 2: got %v, want [a b c]", got)
+	if fmt.Sprint(got) != "[a b | c |]" {
+		t.Errorf("pages of 2: got %v, want [a b | c |]", got)
 	}
 }
 
