@@ -713,6 +713,8 @@ func TestSchemaRefusesOversellAndOverLimit(t *testing.T) {
 		`INSERT INTO purchases (product_id, user_id, units, max_units) VALUES ('p', 'u', -1, 1)`,
 		`INSERT INTO orders (id, product_id, user_id, quantity, status, created_at) VALUES ('x', 'p', 'u', 0, 'succeeded', now())`,
 		`INSERT INTO orders (id, product_id, user_id, quantity, status, created_at) VALUES ('x', 'p', 'u', 1, 'queued', now())`,
+		// a keyed restock stores the units it added, at least 1
+		`INSERT INTO restocks (product_id, key, quantity) VALUES ('p', 'k', 0)`,
 	} {
 		// 23514 check_violation: the schema's CHECKs refused it, not some
 		// other error (a typo in the statement, a missing column).
