@@ -815,9 +815,12 @@ func TestProductsCRUD(t *testing.T) {
 	}
 	// Refused as invalid (a permanent error of the caller's), not left to
 	// the schema's CHECKs, whose violation is no sentinel.
-	for _, np := range []inventory.NewProduct{{ID: "", Stock: 1}, {ID: "neg-stock", Stock: -1}, {ID: "neg-limit", Stock: 1, PerUserLimit: -1}} {
-		if _, err := s.CreateProduct(ctx, np); !errors.Is(err, inventory.ErrInvalid) {
-			t.Errorf("CreateProduct(%+v): got %v, want ErrInvalid", np, err)
+	// A limit past the column's int4 failed pgx's encoding, which read as
+	// ErrUnavailable: a caller would retry it for ever.
+	for _, np := range []inventory.NewProduct{{ID: "", Stock: 1}, {ID: "neg-stock", Stock: -1}, {ID: "neg-limit", Stock: 1, PerUserLimit: -1},
+		{ID: "huge-limit", Stock: 1, PerUserLimit: math.MaxInt32 + 1}} {
+		if _, err := s.CreateProduct(ctx, np); !errors.Is(err, inventory.ErrInvalid) || errors.Is(err, inventory.ErrUnavailable) {
+			t.Errorf("CreateProduct(%+v): got %v, want ErrInvalid (not ErrUnavailable)", np, err)
 		}
 	}
 	if _, err := s.Product(ctx, "nope"); !errors.Is(err, inventory.ErrNotFound) {

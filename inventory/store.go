@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
@@ -107,9 +108,10 @@ func scanProduct(row pgx.Row) (Product, error) {
 }
 
 // CreateProduct inserts a product. It returns [ErrProductExists] when the id
-// is taken and [ErrInvalid] for an empty id, negative stock or limit.
+// is taken and [ErrInvalid] for an empty id, a negative stock, or a limit
+// below 0 or above 2^31-1 (what the per_user_limit column holds).
 func (s *Store) CreateProduct(ctx context.Context, np NewProduct) (Product, error) {
-	if np.ID == "" || np.Stock < 0 || np.PerUserLimit < 0 {
+	if np.ID == "" || np.Stock < 0 || np.PerUserLimit < 0 || np.PerUserLimit > math.MaxInt32 {
 		return Product{}, fmt.Errorf("%w: product %q stock %d limit %d", ErrInvalid, np.ID, np.Stock, np.PerUserLimit)
 	}
 	p, err := scanProduct(s.pool.QueryRow(ctx, `
