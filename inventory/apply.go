@@ -34,8 +34,9 @@ type Batch struct {
 // Decision is the outcome of one order of a batch.
 type Decision struct {
 	Order Order
-	// Replay is true when the order had been decided before this batch
-	// (a redelivered task): Order is the stored outcome and nothing changed.
+	// Replay is true when the order had been decided before this batch (a
+	// redelivered task), or earlier in it (a second copy of its id): Order
+	// is that outcome, and this copy changed nothing.
 	Replay bool
 	// Err is ErrNotFound when the order's product does not exist; then the
 	// order was not recorded.
