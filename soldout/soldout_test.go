@@ -794,3 +794,53 @@ func TestLateReadDoesNotRefuseAfterARestock(t *testing.T) {
 		t.Fatal("SoldOut did not answer within 10s of the reply's release")
 	}
 }
+
+// A "sold out" a read brings back late is cached as of when the read began,
+// not when its answer arrived: counted from its arrival, a read from before
+// a restock's Reopen, answered within freshFor, would be trusted for up to
+// CacheTTL more, past the Settle after which the restock adds its stock. The
+// gate runs no subscription here (or missed the Reopen's announcement), so
+// nothing else drops the cached answer.
+func TestLateReadIsCachedFromWhenItBegan(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb, prefix := sharedRedis(t)
+	slow, held, release := heldClient(t, rdb, true)
+
+	// CacheTTL 1s: Settle 2.1s, and a read's answer is given to callers for
+	// 2.05s after it began.
+	api := soldout.New(slow, soldout.Options{KeyPrefix: prefix, CacheTTL: time.Second, OpenTTL: time.Hour})
+	other := soldout.New(rdb, soldout.Options{KeyPrefix: prefix})
+	if ok, err := other.Mark(ctx, "p", 0); err != nil || !ok {
+		t.Fatalf("Mark = %v, %v; want true, nil", ok, err)
+	}
+	began := time.Now()
+	got := make(chan bool, 1)
+	go func() {
+		sold, _ := api.SoldOut(ctx, "p")
+		got <- sold
+	}()
+	select {
+	case <-held.answered: // Redis said "sold out", before the restock
+	case <-time.After(10 * time.Second):
+		t.Fatal("no GET answered within 10s")
+	}
+	if _, err := other.Reopen(ctx, "p", 0); err != nil {
+		t.Fatal(err)
+	}
+	reopened := time.Now()
+	// The answer arrives 1.5s after the read began: still given to its
+	// caller (it raced the Reopen), and cached.
+	time.Sleep(time.Until(began.Add(1500 * time.Millisecond)))
+	release()
+	select {
+	case <-got:
+	case <-time.After(10 * time.Second):
+		t.Fatal("SoldOut did not answer within 10s of the reply's release")
+	}
+	// The restock's wait (as sale's restock waits): its stock is there now.
+	time.Sleep(time.Until(reopened.Add(api.Settle())))
+	if sold, err := api.SoldOut(ctx, "p"); err != nil || sold {
+		t.Fatalf("SoldOut a Settle after the restock's Reopen = %v, %v; want false, nil (the late answer was trusted past CacheTTL from its read)", sold, err)
+	}
+}
