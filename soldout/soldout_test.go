@@ -701,6 +701,57 @@ func TestChecksOfAFlagAreRationed(t *testing.T) {
 	}
 }
 
+// A flag whose check succeeded (it stands: set at the committed generation)
+// is not checked again before CheckInterval: a check that found nothing to
+// remove is recorded as well as one that failed, or the database is asked
+// at every read of a sold-out product (once per CacheTTL per product and
+// process).
+func TestCheckedFlagIsNotCheckedAgainWithinCheckInterval(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb, prefix := sharedRedis(t)
+	var calls atomic.Int64
+	g := soldout.New(rdb, soldout.Options{KeyPrefix: prefix, CacheTTL: time.Nanosecond, OpenTTL: time.Nanosecond,
+		CheckInterval: time.Hour,
+		Committed: func(context.Context, string) (int64, error) {
+			calls.Add(1)
+			return 0, nil // the flag's own generation: it stands
+		}})
+	// Two reopens of another product with room for one: the gate trims its
+	// epochs, counting a reset, after which a check of a flag is due (as
+	// after a reconnect).
+	soldout.SetMaxTracked(g, 1)
+	for range 2 {
+		if _, err := g.Reopen(ctx, "q", 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if set, err := g.Mark(ctx, "p", 0); err != nil || !set {
+		t.Fatalf("Mark = %v, %v", set, err)
+	}
+	read := func() {
+		t.Helper()
+		if got, err := g.SoldOut(ctx, "p"); err != nil || !got {
+			t.Fatalf("SoldOut = %v, %v; want true (the flag is current)", got, err)
+		}
+	}
+	testenv.Eventually(t, 10*time.Second, func() error {
+		read()
+		if calls.Load() == 0 {
+			return errors.New("no check started")
+		}
+		return nil
+	})
+	// Reads for a while after it: each would start a check were the
+	// first one not recorded.
+	for end := time.Now().Add(300 * time.Millisecond); time.Now().Before(end); {
+		read()
+	}
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("Committed called %d times, want 1: a flag checked and found current is not checked again within CheckInterval", n)
+	}
+}
+
 // heldClient is a client of rdb's Redis whose first GET's answer is held
 // back (heldReply) until release is called, as it is at cleanup at the
 // latest; contextTimeout sets its ContextTimeoutEnabled.
