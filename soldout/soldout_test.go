@@ -752,6 +752,60 @@ func TestCheckedFlagIsNotCheckedAgainWithinCheckInterval(t *testing.T) {
 	}
 }
 
+// A reset while a check of a flag is in flight (a reconnect: Redis may have
+// gone back to a state from before a restock; here the epochs trimmed) makes
+// a new check due, even though that one then succeeds: it read the committed
+// generation against the flag from before the reset, and is recorded as of
+// the reset count it began with, not the one it ended with.
+func TestResetDuringACheckMakesAnotherDue(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb, prefix := sharedRedis(t)
+	var calls atomic.Int64
+	release := make(chan struct{})
+	g := soldout.New(rdb, soldout.Options{KeyPrefix: prefix, CacheTTL: time.Nanosecond, OpenTTL: time.Nanosecond,
+		CheckInterval: time.Hour,
+		Committed: func(context.Context, string) (int64, error) {
+			if calls.Add(1) == 1 {
+				<-release
+				return 0, nil // the flag's own generation: it stands
+			}
+			return 1, nil // a restock committed since: the flag is stale
+		}})
+	// Two reopens of another product with room for one: the gate trims its
+	// epochs, counting a reset, after which a check of a flag is due (as
+	// after a reconnect).
+	soldout.SetMaxTracked(g, 1)
+	for _, q := range []string{"q1", "q2"} {
+		if _, err := g.Reopen(ctx, q, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if set, err := g.Mark(ctx, "p", 0); err != nil || !set {
+		t.Fatalf("Mark = %v, %v", set, err)
+	}
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if got, err := g.SoldOut(ctx, "p"); err != nil || !got {
+			t.Fatalf("SoldOut = %v, %v; want true (not checked yet)", got, err)
+		}
+		if calls.Load() == 0 {
+			return errors.New("no check started")
+		}
+		return nil
+	})
+	// While the check waits on the database, another reset.
+	if _, err := g.Reopen(ctx, "q3", 0); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if got, err := g.SoldOut(ctx, "p"); err != nil || got {
+			return fmt.Errorf("SoldOut = %v, %v; want the stale flag removed by a check after the reset (Committed called %d times)", got, err, calls.Load())
+		}
+		return nil
+	})
+}
+
 // heldClient is a client of rdb's Redis whose first GET's answer is held
 // back (heldReply) until release is called, as it is at cleanup at the
 // latest; contextTimeout sets its ContextTimeoutEnabled.
