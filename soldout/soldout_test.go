@@ -806,6 +806,72 @@ func TestResetDuringACheckMakesAnotherDue(t *testing.T) {
 	})
 }
 
+// failScript is a go-redis hook that fails the first script call
+// (EVALSHA or EVAL) once armed, before it is sent.
+type failScript struct{ armed atomic.Bool }
+
+func (h *failScript) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *failScript) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if (cmd.Name() == "evalsha" || cmd.Name() == "eval") && h.armed.CompareAndSwap(true, false) {
+			cmd.SetErr(errors.New("injected: script call failed"))
+			return cmd.Err()
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (h *failScript) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// A check that found a stale flag but failed to remove it (its Confirm
+// failed) counts as a failed check, tried again after checkBackoff (5s),
+// not as a done one, which leaves the stale flag refusing orders until
+// CheckInterval (an hour here).
+func TestCheckWhoseRemovalFailedIsTriedAgain(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb, prefix := sharedRedis(t)
+	client := redis.NewClient(&redis.Options{Addr: rdb.Options().Addr, DB: rdb.Options().DB})
+	t.Cleanup(func() { _ = client.Close() })
+	fail := &failScript{}
+	client.AddHook(fail)
+	var calls atomic.Int64
+	g := soldout.New(client, soldout.Options{KeyPrefix: prefix, CacheTTL: time.Nanosecond, OpenTTL: time.Nanosecond,
+		CheckInterval: time.Hour,
+		Committed: func(context.Context, string) (int64, error) {
+			calls.Add(1)
+			return 1, nil // a restock committed after the flag was set
+		}})
+	// Two reopens of another product with room for one: the gate trims its
+	// epochs, counting a reset, after which a check of a flag is due (as
+	// after a reconnect).
+	soldout.SetMaxTracked(g, 1)
+	for _, q := range []string{"q1", "q2"} {
+		if _, err := g.Reopen(ctx, q, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if set, err := g.Mark(ctx, "p", 0); err != nil || !set {
+		t.Fatalf("Mark = %v, %v", set, err)
+	}
+	fail.armed.Store(true) // the check's Confirm fails
+	testenv.Eventually(t, 15*time.Second, func() error {
+		if got, err := g.SoldOut(ctx, "p"); err != nil || got {
+			return fmt.Errorf("SoldOut = %v, %v; want the stale flag removed by a check tried again (Committed called %d times)", got, err, calls.Load())
+		}
+		return nil
+	})
+	if fail.armed.Load() {
+		t.Fatal("no script call failed: the test did not test a failed removal")
+	}
+	if n := calls.Load(); n < 2 {
+		t.Fatalf("Committed called %d times, want 2 or more (the failed removal's check, then another)", n)
+	}
+}
+
 // heldClient is a client of rdb's Redis whose first GET's answer is held
 // back (heldReply) until release is called, as it is at cleanup at the
 // latest; contextTimeout sets its ContextTimeoutEnabled.
