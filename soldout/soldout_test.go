@@ -872,6 +872,34 @@ func TestCheckWhoseRemovalFailedIsTriedAgain(t *testing.T) {
 	}
 }
 
+// A failed check of a flag is tried again after checkBackoff (5s) or after
+// CheckInterval, whichever is shorter: with a CheckInterval under 5s, a
+// failure does not hold the repair back longer than a success would.
+func TestFailedCheckIsTriedAgainAfterAShortCheckInterval(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb, prefix := sharedRedis(t)
+	var calls atomic.Int64
+	g := soldout.New(rdb, soldout.Options{KeyPrefix: prefix, CacheTTL: time.Nanosecond, OpenTTL: time.Nanosecond,
+		CheckInterval: 100 * time.Millisecond,
+		Committed: func(context.Context, string) (int64, error) {
+			if calls.Add(1) == 1 {
+				return 0, errors.New("database down")
+			}
+			return 1, nil // a restock committed after the flag was set
+		}})
+	if set, err := g.Mark(ctx, "p", 0); err != nil || !set {
+		t.Fatalf("Mark = %v, %v", set, err)
+	}
+	// Well under checkBackoff: the retry is due 100ms after the failure.
+	testenv.Eventually(t, 3*time.Second, func() error {
+		if got, err := g.SoldOut(ctx, "p"); err != nil || got {
+			return fmt.Errorf("SoldOut = %v, %v; want the stale flag removed by the check tried again (Committed called %d times)", got, err, calls.Load())
+		}
+		return nil
+	})
+}
+
 // heldClient is a client of rdb's Redis whose first GET's answer is held
 // back (heldReply) until release is called, as it is at cleanup at the
 // latest; contextTimeout sets its ContextTimeoutEnabled.
