@@ -18,3 +18,6 @@ func FreshFor(g *Gate) time.Duration { return g.freshFor() }
 
 // ReadTimeout bounds one shared read of a flag.
 const ReadTimeout = readTimeout
+
+// Opts returns the options g runs with, the defaults filled in.
+func Opts(g *Gate) Options { return g.opts }

@@ -37,6 +37,35 @@ func TestGateBoundsKeepTheirOrder(t *testing.T) {
 	}
 }
 
+// Zero options take the documented defaults: a restock's wait (Settle,
+// 2.1s) and the bounds sale documents (RestockBound, 14.2s) rest on
+// CacheTTL 1s; how long a "not sold out" and an unchecked stale flag last
+// on OpenTTL 5s and CheckInterval 30s.
+func TestOptionDefaults(t *testing.T) {
+	t.Parallel()
+	g := soldout.New(nil, soldout.Options{})
+	if got, want := g.Settle(), 2100*time.Millisecond; got != want {
+		t.Errorf("Settle() = %v, want %v (CacheTTL 1s)", got, want)
+	}
+	o := soldout.Opts(g)
+	if o.KeyPrefix != "flashsale:" {
+		t.Errorf("KeyPrefix = %q, want %q", o.KeyPrefix, "flashsale:")
+	}
+	for _, d := range []struct {
+		name      string
+		got, want time.Duration
+	}{
+		{"CacheTTL", o.CacheTTL, time.Second},
+		{"OpenTTL", o.OpenTTL, 5 * time.Second},
+		{"FlagTTL", o.FlagTTL, 10 * time.Minute},
+		{"CheckInterval", o.CheckInterval, 30 * time.Second},
+	} {
+		if d.got != d.want {
+			t.Errorf("%s = %v, want %v", d.name, d.got, d.want)
+		}
+	}
+}
+
 // A gate keeps state for a bounded number of products: a long-running API
 // process reads every product ordered and hears of every product
 // announced, and kept a cached answer and an epoch for each of them for
