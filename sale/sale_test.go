@@ -1885,3 +1885,23 @@ func placeKeyedWhileOrdersLocked(t *testing.T, e *saletest.Env, product string) 
 	})
 	return got, release
 }
+
+// A restock reopens at a generation above the one PostgreSQL stores even
+// when Redis has no counter (lost in a restart without persistence, a
+// flush, a failover): Reopen's floor. Without it the announcement is below
+// the stored generation, the restock is superseded by its own past, and it
+// fails after restockTries announcements, adding nothing.
+func TestRestockAfterRedisLostTheCounter(t *testing.T) {
+	t.Parallel()
+	e := saletest.New(t, nil)
+	e.CreateProduct(t, "p1", 0, 0)
+	ctx := context.Background()
+	// Ten restocks stored in PostgreSQL; Redis has no counter for p1.
+	if err := e.Store.AdvanceRestockGen(ctx, "p1", 10); err != nil {
+		t.Fatal(err)
+	}
+	p, _, err := e.Service.Restock(ctx, "p1", 5, "")
+	if err != nil || p.Stock != 5 || p.RestockGen != 11 {
+		t.Fatalf("restock: stock %d at generation %d, %v; want stock 5 at generation 11", p.Stock, p.RestockGen, err)
+	}
+}
