@@ -900,6 +900,52 @@ func TestFailedCheckIsTriedAgainAfterAShortCheckInterval(t *testing.T) {
 	})
 }
 
+// A check of a flag is bounded (readTimeout): against a database that hangs
+// (Committed waits until its context ends), it fails in time and is tried
+// again after checkBackoff. Unbounded, it would hang for good, and as one
+// check of a product runs at a time, no later check would ever remove the
+// product's stale flag.
+func TestCheckOnAHungDatabaseIsBounded(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb, prefix := sharedRedis(t)
+	var calls atomic.Int64
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done) })
+	g := soldout.New(rdb, soldout.Options{KeyPrefix: prefix, CacheTTL: time.Nanosecond, OpenTTL: time.Nanosecond,
+		CheckInterval: time.Hour,
+		Committed: func(ctx context.Context, _ string) (int64, error) {
+			if calls.Add(1) == 1 { // hung until its context ends
+				select {
+				case <-ctx.Done():
+					return 0, ctx.Err()
+				case <-done:
+					return 0, errors.New("test over")
+				}
+			}
+			return 1, nil // a restock committed after the flag was set
+		}})
+	// Two reopens of another product with room for one: the gate trims its
+	// epochs, counting a reset, after which a check of a flag is due (as
+	// after a reconnect).
+	soldout.SetMaxTracked(g, 1)
+	for _, q := range []string{"q1", "q2"} {
+		if _, err := g.Reopen(ctx, q, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if set, err := g.Mark(ctx, "p", 0); err != nil || !set {
+		t.Fatalf("Mark = %v, %v", set, err)
+	}
+	// About readTimeout (2s) plus checkBackoff (5s).
+	testenv.Eventually(t, 20*time.Second, func() error {
+		if got, err := g.SoldOut(ctx, "p"); err != nil || got {
+			return fmt.Errorf("SoldOut = %v, %v; want the stale flag removed once the hung check gave up (Committed called %d times)", got, err, calls.Load())
+		}
+		return nil
+	})
+}
+
 // heldClient is a client of rdb's Redis whose first GET's answer is held
 // back (heldReply) until release is called, as it is at cleanup at the
 // latest; contextTimeout sets its ContextTimeoutEnabled.
