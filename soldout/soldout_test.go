@@ -946,6 +946,32 @@ func TestCheckOnAHungDatabaseIsBounded(t *testing.T) {
 	})
 }
 
+// A "sold out" is answered from the cache for CacheTTL, as a "not sold out"
+// is for OpenTTL: a sold-out product is the one every buyer keeps ordering,
+// and a read of Redis for each of its orders is the load the fast path
+// saves.
+func TestSoldOutIsAnsweredFromTheCache(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb, prefix := sharedRedis(t)
+	client := redis.NewClient(&redis.Options{Addr: rdb.Options().Addr, DB: rdb.Options().DB})
+	t.Cleanup(func() { _ = client.Close() })
+	gets := &getCounter{sent: make(chan struct{}, 1)}
+	client.AddHook(gets)
+	g := soldout.New(client, soldout.Options{KeyPrefix: prefix, CacheTTL: time.Hour, OpenTTL: time.Hour})
+	if ok, err := g.Mark(ctx, "p", 0); err != nil || !ok {
+		t.Fatalf("Mark = %v, %v; want true, nil", ok, err)
+	}
+	for range 10 {
+		if got, err := g.SoldOut(ctx, "p"); err != nil || !got {
+			t.Fatalf("SoldOut = %v, %v; want true, nil", got, err)
+		}
+	}
+	if n := gets.n.Load(); n != 1 {
+		t.Fatalf("%d GETs of the flag for 10 reads within CacheTTL, want 1", n)
+	}
+}
+
 // heldClient is a client of rdb's Redis whose first GET's answer is held
 // back (heldReply) until release is called, as it is at cleanup at the
 // latest; contextTimeout sets its ContextTimeoutEnabled.
