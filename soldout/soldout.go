@@ -95,7 +95,8 @@ type Options struct {
 	// not checked for CheckInterval (counted from the gate's creation at
 	// first), or not since [Gate.Run]'s subscription reconnected (a Redis
 	// restart or failover usually drops it). A check that fails is tried
-	// again at a read from Redis 5s later at the earliest. So after a
+	// again at a read from Redis 5s later at the earliest (CheckInterval
+	// later, when that is shorter). So after a
 	// rollback the fast path may refuse a product's orders with stock in
 	// PostgreSQL for up to about CheckInterval. Checking at every read cost spread
 	// bursts 6% (`bench -only spread`, 3 pairs: 6,561-6,770 orders/s
