@@ -366,3 +366,54 @@ func TestFetchACallerWaitsForRunsOn(t *testing.T) {
 		t.Fatalf("Load of a caller still waiting = %v, want found", err)
 	}
 }
+
+// A batch holds up to max lookups whose callers still wait: those whose
+// callers gave up are skipped without taking a place, or a queue with
+// abandoned lookups at its head would be fetched in more round trips than
+// its live lookups need.
+func TestAbandonedLookupsTakeNoPlaceInABatch(t *testing.T) {
+	t.Parallel()
+	r := newRecorder(true)
+	l := coalesce.New(r.fetch, 2, 0)
+	first := make(chan error, 1)
+	go func() { _, _, err := l.Load(context.Background(), "first"); first <- err }()
+	<-r.entered // the first batch is in flight, held
+	queued := func(n int) {
+		t.Helper()
+		testenv.Eventually(t, 5*time.Second, func() error {
+			if got := l.Pending(); got != n {
+				return fmt.Errorf("%d lookups queued, want %d", got, n)
+			}
+			return nil
+		})
+	}
+	// The abandoned lookup queues first, at the head.
+	ctx, cancel := context.WithCancel(context.Background())
+	gave := make(chan error, 1)
+	go func() { _, _, err := l.Load(ctx, "gone"); gave <- err }()
+	queued(1)
+	errs := make(chan error, 2)
+	for _, k := range []string{"a", "bb"} {
+		go func() {
+			v, ok, err := l.Load(context.Background(), k)
+			if err == nil && (!ok || v != len(k)) {
+				err = fmt.Errorf("Load(%q) = %d, %v; want %d, true", k, v, ok, len(k))
+			}
+			errs <- err
+		}()
+	}
+	queued(3)
+	cancel()
+	if err := <-gave; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Load whose caller gave up = %v, want context.Canceled", err)
+	}
+	close(r.hold)
+	for _, ch := range []chan error{first, errs, errs} {
+		if err := <-ch; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := r.sizes(); !slices.Equal(got, []int{1, 2}) {
+		t.Errorf("batches fetched: %v keys, want [1 2] (the first, then both live lookups: max 2)", got)
+	}
+}
