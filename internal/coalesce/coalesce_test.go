@@ -417,3 +417,45 @@ func TestAbandonedLookupsTakeNoPlaceInABatch(t *testing.T) {
 		t.Errorf("batches fetched: %v keys, want [1 2] (the first, then both live lookups: max 2)", got)
 	}
 }
+
+// A queue whose every lookup was abandoned costs no fetch: a Fetch with no
+// keys would still be a round trip (an SQL query, a Redis pipeline) for
+// nobody.
+func TestOnlyAbandonedLookupsAreNotFetched(t *testing.T) {
+	t.Parallel()
+	r := newRecorder(true)
+	l := coalesce.New(r.fetch, 0, 0)
+	first := make(chan error, 1)
+	go func() { _, _, err := l.Load(context.Background(), "first"); first <- err }()
+	<-r.entered // the first batch is in flight, held
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for i := range 3 {
+		wg.Go(func() { _, _, _ = l.Load(ctx, fmt.Sprint("gone", i)) })
+	}
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if n := l.Pending(); n != 3 {
+			return fmt.Errorf("%d lookups queued, want 3", n)
+		}
+		return nil
+	})
+	cancel() // every one of them gives up
+	wg.Wait()
+	close(r.hold)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	// The abandoned lookups are taken (and dropped) before a later one is.
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if n := l.Pending(); n != 0 {
+			return fmt.Errorf("%d lookups queued, want 0", n)
+		}
+		return nil
+	})
+	if _, ok, err := l.Load(context.Background(), "live"); err != nil || !ok {
+		t.Fatalf("Load(live) = %v, %v; want found", ok, err)
+	}
+	if got := r.sizes(); !slices.Equal(got, []int{1, 1}) {
+		t.Errorf("batches fetched: %v keys, want [1 1] (the first, then the live one; none for the abandoned)", got)
+	}
+}
