@@ -459,3 +459,60 @@ func TestOnlyAbandonedLookupsAreNotFetched(t *testing.T) {
 		t.Errorf("batches fetched: %v keys, want [1 1] (the first, then the live one; none for the abandoned)", got)
 	}
 }
+
+// A fetch is cancelled once every caller of its batch has given up, when
+// they give up together (one request's context ending for all of them, a
+// server shutting down): each one's leaving counts, none is lost to
+// another's.
+func TestFetchAllItsCallersLeaveAtOnceIsCancelled(t *testing.T) {
+	t.Parallel()
+	const n = 8
+	var hung atomic.Bool
+	hung.Store(true)
+	unblock, first, inFlight := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	l := coalesce.New(func(ctx context.Context, keys []string) (map[string]int, error) {
+		switch {
+		case slices.Contains(keys, "blocker"):
+			close(first)
+			<-unblock
+		case hung.Load():
+			close(inFlight)
+			<-ctx.Done() // no reply until the fetch's context ends
+			return nil, ctx.Err()
+		}
+		out := map[string]int{}
+		for _, k := range keys {
+			out[k] = len(k)
+		}
+		return out, nil
+	}, 0, time.Minute)
+	go func() { _, _, _ = l.Load(context.Background(), "blocker") }()
+	<-first
+	// n lookups queue behind the blocker's fetch, for one batch together.
+	ctx, cancel := context.WithCancel(context.Background())
+	gave := make(chan error, n)
+	for i := range n {
+		go func() { _, _, err := l.Load(ctx, fmt.Sprint("k", i)); gave <- err }()
+	}
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if got := l.Pending(); got != n {
+			return fmt.Errorf("%d lookups queued, want %d", got, n)
+		}
+		return nil
+	})
+	close(unblock)
+	<-inFlight // their batch is fetched, and the fetch hangs
+	cancel()   // they all give up at once
+	for range n {
+		if err := <-gave; !errors.Is(err, context.Canceled) {
+			t.Fatalf("Load whose caller gave up = %v, want context.Canceled", err)
+		}
+	}
+
+	hung.Store(false) // the store answers again
+	lctx, lcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer lcancel()
+	if _, ok, err := l.Load(lctx, "b"); err != nil || !ok {
+		t.Fatalf("Load once the store answers = %v, %v; want found (not held behind a fetch nobody waits for)", ok, err)
+	}
+}
