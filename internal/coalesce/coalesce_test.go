@@ -166,6 +166,10 @@ func TestCallerGivingUpDoesNotFailOthers(t *testing.T) {
 	if _, _, err := l.Load(ctx, "gone"); !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled Load = %v, want context.Canceled", err)
 	}
+	// A lookup whose caller had given up before it asked is not queued.
+	if n := l.Pending(); n != 0 {
+		t.Errorf("%d lookups queued after a Load with an ended context, want 0", n)
+	}
 	close(r.hold)
 	if err := <-got; err != nil {
 		t.Errorf("other Load = %v, want found", err)
