@@ -146,6 +146,15 @@ func TestFetchErrorFailsTheBatch(t *testing.T) {
 	if _, ok, err := l.Load(context.Background(), "a"); !errors.Is(err, r.err) || ok {
 		t.Fatalf("Load = %v, %v; want the fetch error", ok, err)
 	}
+	// A fetch that fails after finding some keys (a pipeline with one
+	// command failed, rows read before the connection broke) fails them
+	// too: no lookup of the batch is answered from a half-done fetch.
+	partial := coalesce.New(func(ctx context.Context, keys []string) (map[string]int, error) {
+		return map[string]int{keys[0]: 1}, r.err
+	}, 0, 0)
+	if v, ok, err := partial.Load(context.Background(), "a"); !errors.Is(err, r.err) || ok || v != 0 {
+		t.Fatalf("Load of a fetch that failed after finding it = %d, %v, %v; want 0, false and the fetch error", v, ok, err)
+	}
 }
 
 func TestCallerGivingUpDoesNotFailOthers(t *testing.T) {
