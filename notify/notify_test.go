@@ -3,6 +3,7 @@ package notify_test
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"slices"
 	"testing"
 	"time"
@@ -369,5 +370,43 @@ func TestStopLeavesTheOtherWatchesOfAnOrder(t *testing.T) {
 	}
 	if isClosed(stopped.C) {
 		t.Error("a stopped watch was woken")
+	}
+}
+
+// A watch's outcome is there only once C is closed: a waiter that reads it
+// while the announcement is being dispatched gets nothing (ok false), never
+// an outcome C does not yet vouch for, half written.
+func TestOutcomeWaitsForTheWake(t *testing.T) {
+	t.Parallel()
+	hub, pub := runningHub(t)
+	w := hub.Watch("A")
+	defer w.Stop()
+	seen := make(chan bool, 1) // whether C was closed when ok was first true
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			if _, ok := w.Outcome(); ok {
+				seen <- isClosed(w.C)
+				return
+			}
+			select {
+			case <-stop:
+				return
+			default:
+				runtime.Gosched()
+			}
+		}
+	}()
+	if err := pub.Publish(context.Background(), notify.Outcome{OrderID: "A", Status: "succeeded", Quantity: 1}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case closed := <-seen:
+		if !closed {
+			t.Fatal("Outcome() ok before C was closed")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no outcome within 10s of the announcement")
 	}
 }
