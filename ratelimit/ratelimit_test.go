@@ -121,3 +121,24 @@ func TestBurstApartFromRate(t *testing.T) {
 		}
 	}
 }
+
+// Without a KeyPrefix, keys are stored under the documented default,
+// "rate:flashsale:ratelimit:<key>", apart from the service's other keys.
+func TestDefaultKeyPrefix(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb := testenv.Redis(t)
+	key := testenv.Namespace(t) // of this test's own
+	stored := "rate:flashsale:ratelimit:" + key
+	testenv.DeleteKeys(t, rdb, stored)
+	l, err := ratelimit.New(rdb, ratelimit.Options{Rate: 1, Per: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if wait, err := l.Allow(ctx, key); err != nil || wait != 0 {
+		t.Fatalf("Allow = %v, %v; want 0, nil", wait, err)
+	}
+	if ttl, err := rdb.TTL(ctx, stored).Result(); err != nil || ttl <= 0 || ttl > time.Minute {
+		t.Fatalf("TTL of %s = %v, %v; want in (0, 1m]", stored, ttl, err)
+	}
+}
