@@ -3,10 +3,15 @@ package subscribe_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
+	"github.com/flashsale/flashsale/internal/localsvc"
 	"github.com/flashsale/flashsale/internal/subscribe"
+	"github.com/flashsale/flashsale/internal/testenv"
 )
 
 // Start returns once the loop is confirmed (nil), or with why it is not: the
@@ -60,5 +65,67 @@ func TestStartReturnsAtCtxEnd(t *testing.T) {
 	_, err := subscribe.Start(ctx, func(context.Context, func()) error { <-release; return nil })
 	if !errors.Is(err, stopped) {
 		t.Fatalf("Start: err = %v, want one wrapping ctx's cause", err)
+	}
+}
+
+// Run's ready and resubscribed may be nil (documented "if not nil"): a
+// caller with nothing to catch up on after a reconnect, or none waiting for
+// the confirmation, passes nil, and the loop neither panics at its first
+// confirmation nor at a re-subscription, and hands messages on throughout.
+func TestRunWithoutCallbacks(t *testing.T) {
+	t.Parallel()
+	r := testenv.PrivateRedis(t, localsvc.RedisOptions{})
+	rdb := redis.NewClient(&redis.Options{Addr: r.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	admin := redis.NewClient(&redis.Options{Addr: r.Addr()})
+	t.Cleanup(func() { _ = admin.Close() })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	got := make(chan string, 100)
+	done := make(chan error, 1)
+	go func() {
+		done <- subscribe.Run(ctx, rdb, "ch", nil, func(payload string) {
+			select {
+			case got <- payload:
+			default:
+			}
+		}, nil)
+	}()
+	// Published until one arrives: without ready, nothing tells when the
+	// subscription is made.
+	received := func(round string) {
+		t.Helper()
+		testenv.Eventually(t, 10*time.Second, func() error {
+			if err := admin.Publish(ctx, "ch", round).Err(); err != nil {
+				return err
+			}
+			for {
+				select {
+				case p := <-got:
+					if p == round {
+						return nil
+					}
+				case err := <-done:
+					done <- err
+					t.Fatalf("Run returned %v before %s", err, round)
+				case <-time.After(100 * time.Millisecond):
+					return fmt.Errorf("%s: no message yet", round)
+				}
+			}
+		})
+	}
+	received("first")
+	if err := admin.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
+		t.Fatal(err)
+	}
+	received("after the reconnect")
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run after cancel = %v, want nil", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return within 10s of its context's end")
 	}
 }
