@@ -54,17 +54,25 @@ func TestStart(t *testing.T) {
 }
 
 // A loop that waits for its confirmation past ctx's end does not hold
-// Start: it returns ctx's cause at once.
+// Start: it returns ctx's cause at once. When the loop returns later (its
+// client closed), done is closed all the same: nobody reads its outcome
+// any more, and that must not hold the loop's goroutine.
 func TestStartReturnsAtCtxEnd(t *testing.T) {
 	t.Parallel()
 	release := make(chan struct{})
-	defer close(release)
 	ctx, cancel := context.WithCancelCause(context.Background())
 	stopped := errors.New("signal received")
 	cancel(stopped)
-	_, err := subscribe.Start(ctx, func(context.Context, func()) error { <-release; return nil })
+	done, err := subscribe.Start(ctx, func(context.Context, func()) error { <-release; return nil })
 	if !errors.Is(err, stopped) {
+		close(release)
 		t.Fatalf("Start: err = %v, want one wrapping ctx's cause", err)
+	}
+	close(release)
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("done not closed 10s after the loop was released")
 	}
 }
 
