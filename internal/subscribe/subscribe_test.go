@@ -137,3 +137,45 @@ func TestRunWithoutCallbacks(t *testing.T) {
 		t.Fatal("Run did not return within 10s of its context's end")
 	}
 }
+
+// Run leaves no subscription behind when it returns at ctx's end: its
+// connection is closed, not left subscribed (and reconnecting) for a
+// process that no longer listens.
+func TestRunUnsubscribesWhenItReturns(t *testing.T) {
+	t.Parallel()
+	rdb := testenv.Redis(t)
+	channel := "t:" + testenv.Namespace(t) + ":ch"
+	numsub := func() (int64, error) {
+		n, err := rdb.PubSubNumSub(context.Background(), channel).Result()
+		return n[channel], err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ready, done := make(chan struct{}), make(chan error, 1)
+	go func() { done <- subscribe.Run(ctx, rdb, channel, func() { close(ready) }, func(string) {}, nil) }()
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("Run: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not subscribe within 10s")
+	}
+	if n, err := numsub(); err != nil || n != 1 {
+		t.Fatalf("subscribers of the channel while Run runs = %d, %v; want 1", n, err)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run after cancel = %v, want nil", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return within 10s of its context's end")
+	}
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if n, err := numsub(); err != nil || n != 0 {
+			return fmt.Errorf("subscribers of the channel after Run returned = %d, %v; want 0", n, err)
+		}
+		return nil
+	})
+}
