@@ -410,3 +410,55 @@ func TestOutcomeWaitsForTheWake(t *testing.T) {
 		t.Fatal("no outcome within 10s of the announcement")
 	}
 }
+
+// The announcement's wire format is fixed: workers and API processes of
+// different builds share the channel during a rolling deploy, so a field
+// renamed on one side would reach the other as a missing one (an outcome
+// without its status: a long poll answered from nothing, or not at all).
+func TestAnnouncementWireFormat(t *testing.T) {
+	t.Parallel()
+	rdb := testenv.Redis(t)
+	prefix := "t:" + testenv.Namespace(t) + ":"
+	hub := notify.NewHub(rdb, prefix)
+	run(t, hub)
+	created := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	want := notify.Outcome{OrderID: "A", ProductID: "p1", UserID: "u1", Quantity: 2, Status: "failed", Reason: "sold_out", CreatedAt: created, UpdatedAt: created.Add(time.Second)}
+	const wire = `[{"order_id":"A","product_id":"p1","user_id":"u1","quantity":2,"status":"failed","reason":"sold_out","created_at":"2026-11-27T12:00:00Z","updated_at":"2026-11-27T12:00:01Z"}]`
+
+	// Received as written by another build.
+	w := hub.Watch("A")
+	defer w.Stop()
+	if err := rdb.Publish(context.Background(), notify.Channel(prefix), wire).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if !closedWithin(w.C, 10*time.Second) {
+		t.Fatal("watcher of A not woken by the announcement")
+	}
+	o, ok := w.Outcome()
+	times := o.CreatedAt.Equal(want.CreatedAt) && o.UpdatedAt.Equal(want.UpdatedAt)
+	o.CreatedAt, o.UpdatedAt = want.CreatedAt, want.UpdatedAt // compared above
+	if !ok || !times || o != want {
+		got, _ := w.Outcome()
+		t.Fatalf("outcome = %+v, %v; want %+v", got, ok, want)
+	}
+
+	// Written as another build reads it.
+	ctx := context.Background()
+	sub := rdb.Subscribe(ctx, notify.Channel(prefix))
+	defer sub.Close()
+	if _, err := sub.Receive(ctx); err != nil { // the subscription's confirmation
+		t.Fatal(err)
+	}
+	if err := notify.NewPublisher(rdb, prefix).Publish(ctx, want); err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	msg, err := sub.ReceiveMessage(rctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if msg.Payload != wire {
+		t.Fatalf("published %s, want %s", msg.Payload, wire)
+	}
+}
