@@ -529,3 +529,24 @@ func TestFetchAllItsCallersLeaveAtOnceIsCancelled(t *testing.T) {
 		t.Fatalf("Load once the store answers = %v, %v; want found (not held behind a fetch nobody waits for)", ok, err)
 	}
 }
+
+// A fetch's context ends when the fetch returns, not at its timeout: with
+// one batch after another under load, each would otherwise hold its timer
+// and context for the whole timeout.
+func TestFetchContextEndsWithTheFetch(t *testing.T) {
+	t.Parallel()
+	ctxs := make(chan context.Context, 1)
+	l := coalesce.New(func(ctx context.Context, keys []string) (map[string]int, error) {
+		ctxs <- ctx
+		return map[string]int{keys[0]: 1}, nil
+	}, 0, time.Hour)
+	if _, ok, err := l.Load(context.Background(), "a"); err != nil || !ok {
+		t.Fatalf("Load = %v, %v; want found", ok, err)
+	}
+	ctx := <-ctxs
+	select {
+	case <-ctx.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the fetch's context not ended 10s after the fetch returned (its timeout: 1h)")
+	}
+}
