@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+	"weak"
 
 	"github.com/flashsale/flashsale/internal/coalesce"
 	"github.com/flashsale/flashsale/internal/testenv"
@@ -549,4 +551,33 @@ func TestFetchContextEndsWithTheFetch(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the fetch's context not ended 10s after the fetch returned (its timeout: 1h)")
 	}
+}
+
+// The loader keeps nothing of a lookup it has answered: a burst of lookups
+// grows the queue's backing array, which lives on, and the calls left in
+// it would keep their values (orders, read for callers long gone).
+func TestAnsweredLookupsAreNotRetained(t *testing.T) {
+	t.Parallel()
+	type order struct{ id string }
+	l := coalesce.New(func(ctx context.Context, keys []string) (map[string]*order, error) {
+		out := map[string]*order{}
+		for _, k := range keys {
+			out[k] = &order{id: k}
+		}
+		return out, nil
+	}, 0, 0)
+	o, ok, err := l.Load(context.Background(), "a")
+	if err != nil || !ok {
+		t.Fatalf("Load = %v, %v; want found", ok, err)
+	}
+	w := weak.Make(o)
+	o = nil
+	testenv.Eventually(t, 5*time.Second, func() error {
+		runtime.GC()
+		if w.Value() != nil {
+			return errors.New("the answered value is still reachable from the loader")
+		}
+		return nil
+	})
+	runtime.KeepAlive(l)
 }
