@@ -462,3 +462,34 @@ func TestAnnouncementWireFormat(t *testing.T) {
 		t.Fatalf("published %s, want %s", msg.Payload, wire)
 	}
 }
+
+// An announcement that does not decode in full (a field of another type,
+// from another build) is ignored, not dispatched as far as it decoded: its
+// watchers would be handed an outcome with fields missing (a quantity of 0
+// for a succeeded order). They wait for their re-check instead.
+func TestUndecodableAnnouncementIsIgnored(t *testing.T) {
+	t.Parallel()
+	rdb := testenv.Redis(t)
+	prefix := "t:" + testenv.Namespace(t) + ":"
+	hub := notify.NewHub(rdb, prefix)
+	run(t, hub)
+	ctx := context.Background()
+	a, b := hub.Watch("A"), hub.Watch("B")
+	defer a.Stop()
+	defer b.Stop()
+	for _, msg := range []string{
+		`[{"order_id":"A","status":"succeeded","quantity":"2"}]`,
+		`[{"order_id":"B"}]`, // after it on the channel: once B is woken, A's was handled
+	} {
+		if err := rdb.Publish(ctx, notify.Channel(prefix), msg).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !closedWithin(b.C, 10*time.Second) {
+		t.Fatal("watcher of B not woken by its announcement")
+	}
+	if isClosed(a.C) {
+		o, ok := a.Outcome()
+		t.Fatalf("watcher of A woken by an announcement that does not decode, with outcome %+v, %v; want it ignored", o, ok)
+	}
+}
