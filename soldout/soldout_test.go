@@ -664,18 +664,7 @@ func TestChecksOfAFlagAreRationed(t *testing.T) {
 			}
 			return 0, errors.New("database down")
 		}})
-	// Two reopens of another product with room for one: the gate trims its
-	// epochs, counting a reset, after which a check of a flag is due (as
-	// after a reconnect).
-	soldout.SetMaxTracked(g, 1)
-	for range 2 {
-		if _, err := g.Reopen(ctx, "q", 0); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if set, err := g.Mark(ctx, "p", 0); err != nil || !set {
-		t.Fatalf("Mark = %v, %v", set, err)
-	}
+	markWithACheckDue(ctx, t, g, "p")
 	read := func() {
 		t.Helper()
 		if got, err := g.SoldOut(ctx, "p"); err != nil || !got {
@@ -717,18 +706,7 @@ func TestCheckedFlagIsNotCheckedAgainWithinCheckInterval(t *testing.T) {
 			calls.Add(1)
 			return 0, nil // the flag's own generation: it stands
 		}})
-	// Two reopens of another product with room for one: the gate trims its
-	// epochs, counting a reset, after which a check of a flag is due (as
-	// after a reconnect).
-	soldout.SetMaxTracked(g, 1)
-	for range 2 {
-		if _, err := g.Reopen(ctx, "q", 0); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if set, err := g.Mark(ctx, "p", 0); err != nil || !set {
-		t.Fatalf("Mark = %v, %v", set, err)
-	}
+	markWithACheckDue(ctx, t, g, "p")
 	read := func() {
 		t.Helper()
 		if got, err := g.SoldOut(ctx, "p"); err != nil || !got {
@@ -772,18 +750,7 @@ func TestResetDuringACheckMakesAnotherDue(t *testing.T) {
 			}
 			return 1, nil // a restock committed since: the flag is stale
 		}})
-	// Two reopens of another product with room for one: the gate trims its
-	// epochs, counting a reset, after which a check of a flag is due (as
-	// after a reconnect).
-	soldout.SetMaxTracked(g, 1)
-	for _, q := range []string{"q1", "q2"} {
-		if _, err := g.Reopen(ctx, q, 0); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if set, err := g.Mark(ctx, "p", 0); err != nil || !set {
-		t.Fatalf("Mark = %v, %v", set, err)
-	}
+	markWithACheckDue(ctx, t, g, "p")
 	testenv.Eventually(t, 10*time.Second, func() error {
 		if got, err := g.SoldOut(ctx, "p"); err != nil || !got {
 			t.Fatalf("SoldOut = %v, %v; want true (not checked yet)", got, err)
@@ -845,18 +812,7 @@ func TestCheckWhoseRemovalFailedIsTriedAgain(t *testing.T) {
 			calls.Add(1)
 			return 1, nil // a restock committed after the flag was set
 		}})
-	// Two reopens of another product with room for one: the gate trims its
-	// epochs, counting a reset, after which a check of a flag is due (as
-	// after a reconnect).
-	soldout.SetMaxTracked(g, 1)
-	for _, q := range []string{"q1", "q2"} {
-		if _, err := g.Reopen(ctx, q, 0); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if set, err := g.Mark(ctx, "p", 0); err != nil || !set {
-		t.Fatalf("Mark = %v, %v", set, err)
-	}
+	markWithACheckDue(ctx, t, g, "p")
 	fail.armed.Store(true) // the check's Confirm fails
 	testenv.Eventually(t, 15*time.Second, func() error {
 		if got, err := g.SoldOut(ctx, "p"); err != nil || got {
@@ -925,18 +881,7 @@ func TestCheckOnAHungDatabaseIsBounded(t *testing.T) {
 			}
 			return 1, nil // a restock committed after the flag was set
 		}})
-	// Two reopens of another product with room for one: the gate trims its
-	// epochs, counting a reset, after which a check of a flag is due (as
-	// after a reconnect).
-	soldout.SetMaxTracked(g, 1)
-	for _, q := range []string{"q1", "q2"} {
-		if _, err := g.Reopen(ctx, q, 0); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if set, err := g.Mark(ctx, "p", 0); err != nil || !set {
-		t.Fatalf("Mark = %v, %v", set, err)
-	}
+	markWithACheckDue(ctx, t, g, "p")
 	// About readTimeout (2s) plus checkBackoff (5s).
 	testenv.Eventually(t, 20*time.Second, func() error {
 		if got, err := g.SoldOut(ctx, "p"); err != nil || got {
@@ -1113,5 +1058,22 @@ func TestLateReadIsCachedFromWhenItBegan(t *testing.T) {
 	time.Sleep(time.Until(reopened.Add(api.Settle())))
 	if sold, err := api.SoldOut(ctx, "p"); err != nil || sold {
 		t.Fatalf("SoldOut a Settle after the restock's Reopen = %v, %v; want false, nil (the late answer was trusted past CacheTTL from its read)", sold, err)
+	}
+}
+
+// markWithACheckDue marks product sold out on g with a check of its flag
+// due at the next read from Redis, as after a reconnect: two reopens of
+// other products with room for one make the gate trim its epochs, which
+// counts a reset.
+func markWithACheckDue(ctx context.Context, t *testing.T, g *soldout.Gate, product string) {
+	t.Helper()
+	soldout.SetMaxTracked(g, 1)
+	for _, q := range []string{"q1", "q2"} {
+		if _, err := g.Reopen(ctx, q, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if set, err := g.Mark(ctx, product, 0); err != nil || !set {
+		t.Fatalf("Mark = %v, %v", set, err)
 	}
 }
