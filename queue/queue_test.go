@@ -965,3 +965,23 @@ func TestWithdrawDeletesOnlyAPendingTask(t *testing.T) {
 		t.Fatalf("Lookup(run) after Withdraw = %+v, %v; want it still running", ti, err)
 	}
 }
+
+// A task hash whose message is no protocol buffer (truncated, or cut
+// short inside a field) makes Lookup fail as asynq's GetTaskInfo did,
+// ErrUnavailable, rather than read past the message's end.
+func TestLookupOfACorruptTaskMessageFails(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	for id, msg := range map[string]string{
+		"tag":   "\xff",     // a tag whose varint never ends
+		"field": "\x12\x0a", // field 2, 10 bytes long, none there
+	} {
+		if err := e.rdb.HSet(ctx, "asynq:{"+e.name+"}:t:"+id, "msg", msg, "state", "pending").Err(); err != nil {
+			t.Fatal(err)
+		}
+		if ti, err := e.inspector.Lookup(ctx, id); !errors.Is(err, queue.ErrUnavailable) {
+			t.Errorf("Lookup of a task whose message is cut short (%s) = %+v, %v; want ErrUnavailable", id, ti, err)
+		}
+	}
+}
