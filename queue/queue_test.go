@@ -985,3 +985,41 @@ func TestLookupOfACorruptTaskMessageFails(t *testing.T) {
 		}
 	}
 }
+
+// Buried reads about limit orders at a time and goes on from its cursor:
+// the rescue scan records a backlog of buried orders page by page, each
+// order once.
+func TestBuriedReadsPageByPage(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	const n, limit = 40, 5
+	for i := range n {
+		if err := e.inspector.Bury(ctx, order(fmt.Sprintf("o%02d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen := map[string]bool{}
+	var cursor uint64
+	for pages := 1; ; pages++ {
+		got, next, err := e.inspector.Buried(ctx, cursor, limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pages == 1 && (next == 0 || len(got) >= n) {
+			t.Fatalf("Buried(0, %d) of %d buried orders = %d orders, cursor %d; want a page of about %d and a cursor to go on from", limit, n, len(got), next, limit)
+		}
+		for _, o := range got {
+			seen[o.ID] = true
+		}
+		if cursor = next; cursor == 0 {
+			break
+		}
+		if pages > n {
+			t.Fatalf("Buried: no end after %d pages", pages)
+		}
+	}
+	if len(seen) != n {
+		t.Errorf("Buried read %d of the %d buried orders, page by page", len(seen), n)
+	}
+}
