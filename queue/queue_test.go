@@ -1027,3 +1027,33 @@ func TestBuriedReadsPageByPage(t *testing.T) {
 		t.Errorf("Buried read %d of the %d buried orders, page by page", len(seen), n)
 	}
 }
+
+// A task is held only by a server running it from this queue: a server of
+// another queue on the same Redis running a task of the same id (the same
+// order id queued there) does not make this queue's stranded task held,
+// which the rescue scan would then never queue again.
+func TestActiveIgnoresAnotherQueuesWorkers(t *testing.T) {
+	t.Parallel()
+	e, other := newEnv(t), newEnv(t)
+	ctx := context.Background()
+	for _, q := range []*env{e, other} {
+		if err := q.producer.Enqueue(ctx, order("A")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if id := queuetest.Strand(t, e.rdb, e.name, time.Now().Add(time.Minute)); id != "A" {
+		t.Fatalf("stranded %q, want A", id)
+	}
+	other.serve(t, func(string) bool { return true })
+	// The other queue's server lists A at its next heartbeat, within 5s.
+	testenv.Eventually(t, 3*queue.HeartbeatInterval, func() error {
+		got, err := other.inspector.Active(ctx, 10)
+		if err != nil || len(got) != 1 || !got[0].Held {
+			return fmt.Errorf("Active of the other queue = %+v, %v; want A held", got, err)
+		}
+		return nil
+	})
+	if got, err := e.inspector.Active(ctx, 10); err != nil || len(got) != 1 || got[0].TaskID != "A" || got[0].Held {
+		t.Fatalf("Active = %+v, %v; want A stranded, not held (another queue's server runs its own A)", got, err)
+	}
+}
