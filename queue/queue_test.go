@@ -1057,3 +1057,18 @@ func TestActiveIgnoresAnotherQueuesWorkers(t *testing.T) {
 		t.Fatalf("Active = %+v, %v; want A stranded, not held (another queue's server runs its own A)", got, err)
 	}
 }
+
+// States fails when it cannot tell whether any order is buried (the
+// EXISTS after the task states): an id with no task might be a buried
+// order's, Dead, and must not read as "not queued". A Redis without
+// EXISTS (renamed away) fails that command alone.
+func TestStatesReportsErrorsOfTheBuriedCheck(t *testing.T) {
+	t.Parallel()
+	r := testenv.PrivateRedis(t, localsvc.RedisOptions{Args: []string{"--rename-command", "EXISTS", "EXISTS_" + testenv.Namespace(t)}})
+	rdb := redis.NewClient(&redis.Options{Addr: r.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	inspector := queue.NewInspector(rdb, queue.Options{Queue: "q"})
+	if st, err := inspector.States(context.Background(), []string{"none"}); !errors.Is(err, queue.ErrUnavailable) {
+		t.Fatalf("States(none) with EXISTS failing = %v, %v; want ErrUnavailable", st, err)
+	}
+}
