@@ -53,7 +53,10 @@ func TestEncodeDecode(t *testing.T) {
 		`{"id":"o","product_id":"p","user_id":"u","quantity":-3}`,
 		`{"id":"o","product_id":"p","user_id":"u","quantity":"1"}`,
 		`{"id":"o","product_id":"p","user_id":"u","quantity":2147483648}`,
-		// What PostgreSQL's text columns and their indexes cannot hold.
+	}
+	// What PostgreSQL's text columns and their indexes cannot hold: refused,
+	// and nothing of it returned (Lookup reports what Decode returns).
+	unstorable := []string{
 		`{"id":"o\u0000","product_id":"p","user_id":"u","quantity":1}`,
 		`{"id":"o","product_id":"p\u0000","user_id":"u","quantity":1}`,
 		`{"id":"o","product_id":"p","user_id":"u\u0000","quantity":1}`,
@@ -65,6 +68,11 @@ func TestEncodeDecode(t *testing.T) {
 	for _, payload := range bad {
 		if _, err := queue.Decode([]byte(payload)); !errors.Is(err, queue.ErrBadPayload) {
 			t.Errorf("Decode(%.80s) error = %v, want ErrBadPayload", payload, err)
+		}
+	}
+	for _, payload := range unstorable {
+		if o, err := queue.Decode([]byte(payload)); !errors.Is(err, queue.ErrBadPayload) || o != (queue.Order{}) {
+			t.Errorf("Decode(%.80s) = %#v, %v; want nothing, ErrBadPayload", payload, o, err)
 		}
 	}
 	// The largest quantity Decode takes: what the orders table stores.
