@@ -127,6 +127,9 @@ func TestStatsAgreeWithAsynq(t *testing.T) {
 	enqueue("p1")
 	enqueue("p2")
 	enqueue("later", asynq.ProcessIn(time.Hour))
+	// Aggregating, in two groups: counted in the size.
+	enqueue("g1", asynq.Group("g1"))
+	enqueue("g2", asynq.Group("g2"))
 	enqueue("dead")
 	if err := e.asynq.ArchiveTask(e.name, "dead"); err != nil {
 		t.Fatal(err)
@@ -155,7 +158,7 @@ func TestStatsAgreeWithAsynq(t *testing.T) {
 	if got != want {
 		t.Errorf("Stats = %+v\nwant    %+v (asynq's)", got, want)
 	}
-	if want := (queue.Stats{Queue: e.name, Size: 5, Pending: 2, Active: 1, Scheduled: 1, Retry: 1, Archived: 1, Completed: 1,
+	if want := (queue.Stats{Queue: e.name, Size: 7, Pending: 2, Active: 1, Scheduled: 1, Retry: 1, Archived: 1, Completed: 1,
 		Processed: 3, Failed: 1, Paused: true}); got != want {
 		t.Errorf("Stats = %+v\nwant    %+v", got, want)
 	}
