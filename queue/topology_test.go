@@ -79,6 +79,7 @@ func TestParseRedisURLOptions(t *testing.T) {
 		"redis://127.0.0.1:6379/0?read_timeout=soon",
 		"redis-socket:///run/redis.sock?db=1&pool_size=4",
 		"redis-sentinel://s1:26379?master=m&sentinel_password=x",
+		"redis-sentinel://s1:26379?master=m&pool_size=4", // not read from a sentinel URL
 		"redis-cluster://n1:7000?read_timeout=1s",
 	} {
 		if _, err := ParseRedisURL(bad, 0); err == nil {
