@@ -407,6 +407,9 @@ func TestUnavailableWhenRedisIsDown(t *testing.T) {
 	if err := producer.Enqueue(ctx, order("A")); !errors.Is(err, queue.ErrUnavailable) {
 		t.Errorf("Enqueue = %v, want ErrUnavailable", err)
 	}
+	if err := producer.Rescue(ctx, "A", order("A")); !errors.Is(err, queue.ErrUnavailable) {
+		t.Errorf("Rescue = %v, want ErrUnavailable", err)
+	}
 	if _, err := inspector.Lookup(ctx, "A"); !errors.Is(err, queue.ErrUnavailable) {
 		t.Errorf("Lookup = %v, want ErrUnavailable", err)
 	}
@@ -418,6 +421,9 @@ func TestUnavailableWhenRedisIsDown(t *testing.T) {
 	}
 	if _, err := inspector.Active(ctx, 10); !errors.Is(err, queue.ErrUnavailable) {
 		t.Errorf("Active = %v, want ErrUnavailable", err)
+	}
+	if _, _, err := inspector.Archived(ctx, 1, 10); !errors.Is(err, queue.ErrUnavailable) {
+		t.Errorf("Archived = %v, want ErrUnavailable", err)
 	}
 	if err := inspector.Bury(ctx, order("A")); !errors.Is(err, queue.ErrUnavailable) {
 		t.Errorf("Bury = %v, want ErrUnavailable", err)
