@@ -47,6 +47,8 @@ func TestParseRedisURLOptions(t *testing.T) {
 		// go-redis's parameters that asynq's client carries; the URL's pool
 		// size wins over the caller's (as in a lock URL).
 		{"redis://127.0.0.1:6379/0?pool_size=7", 96, asynq.RedisClientOpt{Addr: "127.0.0.1:6379", PoolSize: 7}},
+		// Without pool_size, the caller's still holds.
+		{"redis://127.0.0.1:6379/0?read_timeout=1s", 16, asynq.RedisClientOpt{Addr: "127.0.0.1:6379", PoolSize: 16, ReadTimeout: time.Second}},
 		{"rediss://db.internal:6379/1?dial_timeout=2s&read_timeout=500ms&write_timeout=1", 0,
 			asynq.RedisClientOpt{Addr: "db.internal:6379", DB: 1, TLSConfig: &tls.Config{ServerName: "db.internal"},
 				DialTimeout: 2 * time.Second, ReadTimeout: 500 * time.Millisecond, WriteTimeout: time.Second}},
