@@ -556,6 +556,8 @@ func TestNewRedisClientHonorsContextDeadlines(t *testing.T) {
 		// A failover client is a *redis.Client dialing through the
 		// sentinels: its options name no fixed address.
 		{"redis-sentinel://127.0.0.1:26399/4?master=m", single, `tcp FailoverClient db 4 pool 17 password ""`},
+		// The servers' password, not the sentinels'.
+		{"redis-sentinel://:spw@127.0.0.1:26399/4?master=m&password=apw", single, `tcp FailoverClient db 4 pool 17 password "apw"`},
 		{"redis-cluster://127.0.0.1:7001,127.0.0.1:7002", func(c redis.UniversalClient) (bool, string) {
 			o := c.(*redis.ClusterClient).Options()
 			return o.ContextTimeoutEnabled, strings.Join(o.Addrs, ",")
