@@ -1088,3 +1088,25 @@ func TestStatesReportsErrorsOfTheBuriedCheck(t *testing.T) {
 		t.Fatalf("States(none) with EXISTS failing = %v, %v; want ErrUnavailable", st, err)
 	}
 }
+
+// Active fails with ErrUnavailable when it lists the tasks but cannot list
+// the servers that hold them: a private Redis whose asynq:servers key (all
+// asynq servers') is of the wrong type answers WRONGTYPE to that read alone.
+func TestActiveReportsErrorsOfTheServersList(t *testing.T) {
+	t.Parallel()
+	r := testenv.PrivateRedis(t, localsvc.RedisOptions{})
+	rdb := redis.NewClient(&redis.Options{Addr: r.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	ctx := context.Background()
+	opts := queue.Options{Queue: "q"}
+	if err := queue.NewProducer(asynq.NewClientFromRedisClient(rdb), opts).Enqueue(ctx, order("A")); err != nil {
+		t.Fatal(err)
+	}
+	queuetest.Strand(t, rdb, "q", time.Now().Add(time.Minute))
+	if err := rdb.Set(ctx, "asynq:servers", "x", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := queue.NewInspector(rdb, opts).Active(ctx, 10); !errors.Is(err, queue.ErrUnavailable) {
+		t.Fatalf("Active with the servers list unreadable = %+v, %v; want ErrUnavailable", got, err)
+	}
+}
