@@ -20,6 +20,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -375,17 +376,42 @@ func PrivateSentinelWithPasswords(t testing.TB, sentinelPassword, masterPassword
 }
 
 // UnreachableRedis returns a client of a local address where no Redis
-// listens (a free port), which fails at once without retrying, for tests of
-// what happens when Redis is down. It is closed at cleanup.
+// listens, which fails at once without retrying, for tests of what happens
+// when Redis is down. The port stays reserved until cleanup ([reservePort]):
+// a port that was only free a moment ago could be taken by a private Redis
+// of a test running in parallel, and the "down" Redis then answered (seen
+// twice in about 80 runs of queue's TestUnavailableWhenRedisIsDown). The
+// client is closed at cleanup.
 func UnreachableRedis(t testing.TB) *redis.Client {
 	t.Helper()
-	port, err := localsvc.FreePort()
-	if err != nil {
-		t.Fatalf("testenv: free port: %v", err)
-	}
+	port := reservePort(t)
 	rdb := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", port), MaxRetries: -1, DialTimeout: time.Second})
 	t.Cleanup(func() { _ = rdb.Close() })
 	return rdb
+}
+
+// reservePort binds a TCP socket to a port of 127.0.0.1 without listening
+// on it, until cleanup: a connection to the port is refused, and no other
+// socket can bind it meanwhile (the reservation does not set SO_REUSEADDR,
+// so even one that does is refused; localsvc's callers then retry on
+// another port). By hand with syscall: package net binds only to listen or
+// to connect.
+func reservePort(t testing.TB) int {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatalf("testenv: reserve a port: socket: %v", err)
+	}
+	syscall.CloseOnExec(fd)
+	t.Cleanup(func() { _ = syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatalf("testenv: reserve a port: bind: %v", err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatalf("testenv: reserve a port: getsockname: %v", err)
+	}
+	return sa.(*syscall.SockaddrInet4).Port
 }
 
 // LogBuffer collects log output; it is safe for concurrent use.
