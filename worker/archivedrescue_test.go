@@ -14,6 +14,7 @@ import (
 	"github.com/flashsale/flashsale/inventory"
 	"github.com/flashsale/flashsale/inventory/inventorytest"
 	"github.com/flashsale/flashsale/queue"
+	"github.com/flashsale/flashsale/queue/queuetest"
 	"github.com/flashsale/flashsale/worker"
 )
 
@@ -90,4 +91,37 @@ func TestArchiveSweepOfWholePagesEnds(t *testing.T) {
 	if got, want := read(), []int{1, 2}; !slices.Equal(got, want) {
 		t.Errorf("pages read %v, want %v (one sweep, ended at the empty page past the archive's end)", got, want)
 	}
+}
+
+// An order whose deepest rescue task (queue.MaxRescueDepth suffixes) a
+// crash cut short on its last try, archived by asynq's recoverer, cannot be
+// rescued again (queue.ErrRescueDepth): the archive sweep records it
+// failed. Were that refusal taken for a failure of the sweep, as it would
+// be in the rescue scan's place, the sweep would stop at its page at every
+// sweep, and the order would never be recorded (mutation audit:
+// recordArchived treating ErrRescueDepth as an error passed every test;
+// only the ErrDuplicate refusal was checked).
+func TestArchivedOrderAtTheEndOfItsRescueChainIsRecordedFailed(t *testing.T) {
+	t.Parallel()
+	e := newEnvWith(t, worker.Config{RescueInterval: 20 * time.Millisecond}, 5*time.Second)
+	inventorytest.CreateProduct(t, e.store, "p", 5, 0)
+	ctx := context.Background()
+	o := queue.Order{ID: "o1", ProductID: "p", UserID: "u1", Quantity: 1, AcceptedAt: time.Now().UTC()}
+	tk, err := queue.Encode(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := queue.TaskIDs(o.ID)
+	deepest := ids[len(ids)-1]
+	e.enqueue(t, tk, deepest, 0, 30*time.Second)
+	queuetest.Strand(t, e.rdb, e.queue.Queue, time.Now().Add(-time.Minute))
+	e.archiveByRecoverer(t, deepest)
+	e.start(t)
+	testenv.Eventually(t, 20*time.Second, func() error {
+		got, err := e.store.Order(ctx, o.ID)
+		if err == nil && (got.Status != inventory.StatusFailed || got.Reason != "gave up after retries: the order could not be decided") {
+			t.Fatalf("o1 is %s (%q), want failed: no task of it can run", got.Status, got.Reason)
+		}
+		return err
+	})
 }
