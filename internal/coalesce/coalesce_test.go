@@ -204,12 +204,7 @@ func TestAbandonedLookupsAreNotFetched(t *testing.T) {
 	for i := range 100 {
 		wg.Go(func() { _, _, _ = l.Load(ctx, fmt.Sprintf("gone%d", i)) })
 	}
-	testenv.Eventually(t, 5*time.Second, func() error {
-		if n := l.Pending(); n != 100 {
-			return fmt.Errorf("%d lookups queued, want 100", n)
-		}
-		return nil
-	})
+	waitQueued(t, l, 100)
 	cancel() // every one of them gives up
 	wg.Wait()
 	live := make(chan error, 1)
@@ -220,12 +215,7 @@ func TestAbandonedLookupsAreNotFetched(t *testing.T) {
 		}
 		live <- err
 	}()
-	testenv.Eventually(t, 5*time.Second, func() error {
-		if n := l.Pending(); n != 101 {
-			return fmt.Errorf("%d lookups queued, want 101", n)
-		}
-		return nil
-	})
+	waitQueued(t, l, 101)
 	close(r.hold)
 	if err := <-first; err != nil {
 		t.Fatal(err)
@@ -364,12 +354,7 @@ func TestFetchACallerWaitsForRunsOn(t *testing.T) {
 		}
 		waited <- err
 	}()
-	testenv.Eventually(t, 5*time.Second, func() error {
-		if n := l.Pending(); n != 2 {
-			return fmt.Errorf("%d lookups queued, want 2", n)
-		}
-		return nil
-	})
+	waitQueued(t, l, 2)
 	close(unblock)
 	<-second // x and y are fetched
 	cancel()
@@ -393,20 +378,11 @@ func TestAbandonedLookupsTakeNoPlaceInABatch(t *testing.T) {
 	first := make(chan error, 1)
 	go func() { _, _, err := l.Load(context.Background(), "first"); first <- err }()
 	<-r.entered // the first batch is in flight, held
-	queued := func(n int) {
-		t.Helper()
-		testenv.Eventually(t, 5*time.Second, func() error {
-			if got := l.Pending(); got != n {
-				return fmt.Errorf("%d lookups queued, want %d", got, n)
-			}
-			return nil
-		})
-	}
 	// The abandoned lookup queues first, at the head.
 	ctx, cancel := context.WithCancel(context.Background())
 	gave := make(chan error, 1)
 	go func() { _, _, err := l.Load(ctx, "gone"); gave <- err }()
-	queued(1)
+	waitQueued(t, l, 1)
 	errs := make(chan error, 2)
 	for _, k := range []string{"a", "bb"} {
 		go func() {
@@ -417,7 +393,7 @@ func TestAbandonedLookupsTakeNoPlaceInABatch(t *testing.T) {
 			errs <- err
 		}()
 	}
-	queued(3)
+	waitQueued(t, l, 3)
 	cancel()
 	if err := <-gave; !errors.Is(err, context.Canceled) {
 		t.Fatalf("Load whose caller gave up = %v, want context.Canceled", err)
@@ -448,12 +424,7 @@ func TestOnlyAbandonedLookupsAreNotFetched(t *testing.T) {
 	for i := range 3 {
 		wg.Go(func() { _, _, _ = l.Load(ctx, fmt.Sprint("gone", i)) })
 	}
-	testenv.Eventually(t, 5*time.Second, func() error {
-		if n := l.Pending(); n != 3 {
-			return fmt.Errorf("%d lookups queued, want 3", n)
-		}
-		return nil
-	})
+	waitQueued(t, l, 3)
 	cancel() // every one of them gives up
 	wg.Wait()
 	close(r.hold)
@@ -461,12 +432,7 @@ func TestOnlyAbandonedLookupsAreNotFetched(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The abandoned lookups are taken (and dropped) before a later one is.
-	testenv.Eventually(t, 5*time.Second, func() error {
-		if n := l.Pending(); n != 0 {
-			return fmt.Errorf("%d lookups queued, want 0", n)
-		}
-		return nil
-	})
+	waitQueued(t, l, 0)
 	if _, ok, err := l.Load(context.Background(), "live"); err != nil || !ok {
 		t.Fatalf("Load(live) = %v, %v; want found", ok, err)
 	}
@@ -509,12 +475,7 @@ func TestFetchAllItsCallersLeaveAtOnceIsCancelled(t *testing.T) {
 	for i := range n {
 		go func() { _, _, err := l.Load(ctx, fmt.Sprint("k", i)); gave <- err }()
 	}
-	testenv.Eventually(t, 5*time.Second, func() error {
-		if got := l.Pending(); got != n {
-			return fmt.Errorf("%d lookups queued, want %d", got, n)
-		}
-		return nil
-	})
+	waitQueued(t, l, n)
 	close(unblock)
 	<-inFlight // their batch is fetched, and the fetch hangs
 	cancel()   // they all give up at once
@@ -580,4 +541,15 @@ func TestAnsweredLookupsAreNotRetained(t *testing.T) {
 		return nil
 	})
 	runtime.KeepAlive(l)
+}
+
+// waitQueued waits until l holds n lookups queued behind its fetch.
+func waitQueued[K comparable, V any](t *testing.T, l *coalesce.Loader[K, V], n int) {
+	t.Helper()
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if got := l.Pending(); got != n {
+			return fmt.Errorf("%d lookups queued, want %d", got, n)
+		}
+		return nil
+	})
 }
