@@ -1,7 +1,6 @@
 package worker_test
 
 import (
-	"context"
 	"fmt"
 	"slices"
 	"sync"
@@ -11,7 +10,6 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/flashsale/flashsale/internal/testenv"
-	"github.com/flashsale/flashsale/inventory"
 	"github.com/flashsale/flashsale/inventory/inventorytest"
 	"github.com/flashsale/flashsale/queue"
 	"github.com/flashsale/flashsale/queue/queuetest"
@@ -28,7 +26,6 @@ func TestArchivedOrderWhoseRescueIsDeadTooIsRecordedFailed(t *testing.T) {
 	t.Parallel()
 	e := newEnvWith(t, worker.Config{RescueInterval: 20 * time.Millisecond}, 5*time.Second)
 	inventorytest.CreateProduct(t, e.store, "p", 5, 0)
-	ctx := context.Background()
 	o, tk := e.strandLastTry(t)
 	rescueID := o.ID + queue.RescueSuffix
 	e.enqueue(t, tk, rescueID, 0, 30*time.Second)
@@ -39,13 +36,7 @@ func TestArchivedOrderWhoseRescueIsDeadTooIsRecordedFailed(t *testing.T) {
 	// A bare asynq server's recoverer archives the stranded task.
 	e.archiveByRecoverer(t, o.ID)
 	e.start(t)
-	testenv.Eventually(t, 20*time.Second, func() error {
-		got, err := e.store.Order(ctx, o.ID)
-		if err == nil && (got.Status != inventory.StatusFailed || got.Reason != "gave up after retries: the order could not be decided") {
-			t.Fatalf("o1 is %s (%q), want failed: no task of it can run", got.Status, got.Reason)
-		}
-		return err
-	})
+	e.waitGaveUp(t, o.ID)
 }
 
 // An archive of whole pages (here one: 500 tasks; asynq keeps up to 10,000,
@@ -105,7 +96,6 @@ func TestArchivedOrderAtTheEndOfItsRescueChainIsRecordedFailed(t *testing.T) {
 	t.Parallel()
 	e := newEnvWith(t, worker.Config{RescueInterval: 20 * time.Millisecond}, 5*time.Second)
 	inventorytest.CreateProduct(t, e.store, "p", 5, 0)
-	ctx := context.Background()
 	o := queue.Order{ID: "o1", ProductID: "p", UserID: "u1", Quantity: 1, AcceptedAt: time.Now().UTC()}
 	tk, err := queue.Encode(o)
 	if err != nil {
@@ -117,11 +107,5 @@ func TestArchivedOrderAtTheEndOfItsRescueChainIsRecordedFailed(t *testing.T) {
 	queuetest.Strand(t, e.rdb, e.queue.Queue, time.Now().Add(-time.Minute))
 	e.archiveByRecoverer(t, deepest)
 	e.start(t)
-	testenv.Eventually(t, 20*time.Second, func() error {
-		got, err := e.store.Order(ctx, o.ID)
-		if err == nil && (got.Status != inventory.StatusFailed || got.Reason != "gave up after retries: the order could not be decided") {
-			t.Fatalf("o1 is %s (%q), want failed: no task of it can run", got.Status, got.Reason)
-		}
-		return err
-	})
+	e.waitGaveUp(t, o.ID)
 }

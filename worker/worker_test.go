@@ -2172,6 +2172,20 @@ func (e *env) waitSucceeded(t *testing.T, id string) {
 	})
 }
 
+// waitGaveUp waits until order id is recorded failed because no task of it
+// can run any more (the worker's reason for that), within 20s; any other
+// final outcome fails the test at once.
+func (e *env) waitGaveUp(t *testing.T, id string) {
+	t.Helper()
+	testenv.Eventually(t, 20*time.Second, func() error {
+		got, err := e.store.Order(context.Background(), id)
+		if err == nil && (got.Status != inventory.StatusFailed || got.Reason != "gave up after retries: the order could not be decided") {
+			t.Fatalf("%s is %s (%q), want failed: no task of it can run", id, got.Status, got.Reason)
+		}
+		return err
+	})
+}
+
 // pgOutage is a way PostgreSQL can be out: it starts an outage on a new
 // env and returns the env and the func that ends it.
 type pgOutage struct {
