@@ -884,6 +884,10 @@ func TestREADMETableMatchesTheSettings(t *testing.T) {
 // unit and the product timeout's upper bound were tried: a bound moved or
 // a check dropped (a concurrency of 0, a lock TTL of 10ms, a queue name
 // with a space, an unknown worker mode or log format) was taken silently.
+// So were, until a later mutation audit, an empty queue name or one with
+// only a closing brace, json refused as a log format, a shorter minimum
+// admin token (the table read only the constant), lock URLs of another
+// scheme go-redis reads (unix://) and spaces around a lock URL's comma.
 func TestSettingsRefuseValuesOutOfRange(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -911,18 +915,24 @@ func TestSettingsRefuseValuesOutOfRange(t *testing.T) {
 		{"FLASHSALE_QUEUE", "my orders", false},
 		{"FLASHSALE_QUEUE", "a:b", false},
 		{"FLASHSALE_QUEUE", "{orders}", false},
+		{"FLASHSALE_QUEUE", "orders}", false},
+		{"FLASHSALE_QUEUE", "", false},
 		{"FLASHSALE_LOG_FORMAT", "text", true},
 		{"FLASHSALE_LOG_FORMAT", "auto", true},
+		{"FLASHSALE_LOG_FORMAT", "json", true},
 		{"FLASHSALE_LOG_FORMAT", "logfmt", false},
 		{"FLASHSALE_LOG_LEVEL", "warn", true},
 		{"FLASHSALE_LOG_LEVEL", "verbose", false},
 		{"FLASHSALE_ADMIN_TOKEN", strings.Repeat("x", minAdminTokenLength), true},
 		{"FLASHSALE_ADMIN_TOKEN", strings.Repeat("x", minAdminTokenLength-1), false},
+		{"FLASHSALE_ADMIN_TOKEN", strings.Repeat("x", 15), false}, // README's 16, not only the constant's
 		{"FLASHSALE_METRICS_ADDR", "127.0.0.1", false},
 		{"FLASHSALE_PPROF_ADDR", "localhost", false},
 		{"FLASHSALE_DATABASE_URL", "postgresql://db/x", true},
 		{"FLASHSALE_LOCK_REDIS_URLS", "redis:///0", false}, // no host
 		{"FLASHSALE_LOCK_REDIS_URLS", "redis-sentinel://a:26379?master=m", false},
+		{"FLASHSALE_LOCK_REDIS_URLS", "unix://n1/tmp/redis.sock", false}, // go-redis takes it
+		{"FLASHSALE_LOCK_REDIS_URLS", "redis://a:6379, redis://b:6379 ,redis://c:6379", true},
 	} {
 		i := slices.IndexFunc(settings, func(s setting) bool { return s.env == tc.env })
 		if i < 0 {
