@@ -75,6 +75,8 @@ func TestConfigPerCommand(t *testing.T) {
 		{"api", []string{"-http-addr", "127.0.0.1:0", "-product-timeout", "21s"}, "bad -product-timeout=", nil, nil},
 		{"dev", []string{"-http-addr", "127.0.0.1:0"}, "bad FLASHSALE_LOCK_TTL=", []string{"lock-ttl", "http-addr"}, nil},
 		{"worker", []string{"-lock-ttl", "5s", "-redis-url", "redis-cluster://a:1,b:2"}, "FLASHSALE_LOCK_REDIS_URLS must be set when the queue's Redis (-redis-url)", nil, nil},
+		// README: the lock's default is the queue's Redis when that is a redis:// or rediss:// URL.
+		{"worker", []string{"-lock-ttl", "5s", "-redis-url", "rediss://127.0.0.1:6379/0"}, "", nil, nil},
 	} {
 		t.Run(tc.cmd+" "+strings.Join(tc.args, " "), func(t *testing.T) {
 			fs := flag.NewFlagSet(tc.cmd, flag.ContinueOnError)
