@@ -965,3 +965,43 @@ func TestLockNodeCounts(t *testing.T) {
 		}
 	}
 }
+
+// Each setting's value is the one given, as the processes will use it:
+// TestSettingsRefuseValuesOutOfRange checks only what is refused (from a
+// mutation audit: the lock TTL stored halved passed every test).
+func TestSettingsTakeTheirValues(t *testing.T) {
+	t.Parallel()
+	c, err := load(t, "-lock-ttl", "250ms", "-concurrency", "7", "-mode", "single", "-queue", "q7",
+		"-key-prefix", "p7:", "-rate-limit", "3/m", "-product-timeout", "750ms", "-log-level", "warn",
+		"-log-format", "json", "-http-addr", "127.0.0.1:8081", "-metrics-addr", "127.0.0.1:9107",
+		"-pprof-addr", "127.0.0.1:6067", "-admin-token", "a-long-enough-secret",
+		"-redis-url", "redis://127.0.0.1:6379/3", "-database-url", "postgres://u@db:5432/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name      string
+		got, want any
+	}{
+		{"LockTTL", c.LockTTL, 250 * time.Millisecond},
+		{"WorkerConcurrency", c.WorkerConcurrency, 7},
+		{"WorkerMode", c.WorkerMode, worker.ModeSingle},
+		{"Queue", c.Queue, "q7"},
+		{"KeyPrefix", c.KeyPrefix, "p7:"},
+		{"RateLimit", c.RateLimit, "3/m"},
+		{"ProductTimeout", c.ProductTimeout, 750 * time.Millisecond},
+		{"LogLevel", c.LogLevel, "warn"},
+		{"LogFormat", c.LogFormat, "json"},
+		{"HTTPAddr", c.HTTPAddr, "127.0.0.1:8081"},
+		{"MetricsAddr", c.MetricsAddr, "127.0.0.1:9107"},
+		{"PprofAddr", c.PprofAddr, "127.0.0.1:6067"},
+		{"AdminToken", c.AdminToken, "a-long-enough-secret"},
+		{"RedisURL", c.RedisURL, "redis://127.0.0.1:6379/3"},
+		{"LockRedisURLs", strings.Join(c.LockRedisURLs, ","), "redis://127.0.0.1:6379/3"},
+		{"DatabaseURL", c.DatabaseURL, "postgres://u@db:5432/x"},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("%s = %v, want %v", tc.name, tc.got, tc.want)
+		}
+	}
+}
