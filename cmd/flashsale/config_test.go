@@ -1005,3 +1005,26 @@ func TestSettingsTakeTheirValues(t *testing.T) {
 		}
 	}
 }
+
+// The logger setup builds is at the level given (from a mutation audit:
+// setup logging at info whatever FLASHSALE_LOG_LEVEL says passed every
+// test). At error, the warning of an unknown variable is not written. Not
+// parallel: it sets the environment.
+func TestSetupLogsAtTheLevelGiven(t *testing.T) {
+	t.Setenv("FLASHSALE_NOTHING_LIKE_IT", "1")
+	for _, tc := range []struct {
+		level string
+		warns bool
+	}{
+		{"warn", true},
+		{"error", false},
+	} {
+		var stderr strings.Builder
+		if _, _, err := setup("worker", []string{"-log-format", "text", "-log-level", tc.level, "-lock-ttl", "5s"}, &stderr); err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Contains(stderr.String(), "FLASHSALE_NOTHING_LIKE_IT"); got != tc.warns {
+			t.Errorf("-log-level %s: warning written %v, want %v:\n%s", tc.level, got, tc.warns, stderr.String())
+		}
+	}
+}
