@@ -665,19 +665,7 @@ func TestChecksOfAFlagAreRationed(t *testing.T) {
 			return 0, errors.New("database down")
 		}})
 	markWithACheckDue(ctx, t, g, "p")
-	read := func() {
-		t.Helper()
-		if got, err := g.SoldOut(ctx, "p"); err != nil || !got {
-			t.Fatalf("SoldOut = %v, %v; want true (the flag is trusted while it cannot be checked)", got, err)
-		}
-	}
-	testenv.Eventually(t, 10*time.Second, func() error {
-		read()
-		if calls.Load() == 0 {
-			return errors.New("no check started")
-		}
-		return nil
-	})
+	read := readUntilChecked(ctx, t, g, "p", &calls, "the flag is trusted while it cannot be checked")
 	for range 20 { // while the check is in flight
 		read()
 	}
@@ -707,19 +695,7 @@ func TestCheckedFlagIsNotCheckedAgainWithinCheckInterval(t *testing.T) {
 			return 0, nil // the flag's own generation: it stands
 		}})
 	markWithACheckDue(ctx, t, g, "p")
-	read := func() {
-		t.Helper()
-		if got, err := g.SoldOut(ctx, "p"); err != nil || !got {
-			t.Fatalf("SoldOut = %v, %v; want true (the flag is current)", got, err)
-		}
-	}
-	testenv.Eventually(t, 10*time.Second, func() error {
-		read()
-		if calls.Load() == 0 {
-			return errors.New("no check started")
-		}
-		return nil
-	})
+	read := readUntilChecked(ctx, t, g, "p", &calls, "the flag is current")
 	// Reads for a while after it: each would start a check were the
 	// first one not recorded.
 	for end := time.Now().Add(300 * time.Millisecond); time.Now().Before(end); {
@@ -751,15 +727,7 @@ func TestResetDuringACheckMakesAnotherDue(t *testing.T) {
 			return 1, nil // a restock committed since: the flag is stale
 		}})
 	markWithACheckDue(ctx, t, g, "p")
-	testenv.Eventually(t, 10*time.Second, func() error {
-		if got, err := g.SoldOut(ctx, "p"); err != nil || !got {
-			t.Fatalf("SoldOut = %v, %v; want true (not checked yet)", got, err)
-		}
-		if calls.Load() == 0 {
-			return errors.New("no check started")
-		}
-		return nil
-	})
+	readUntilChecked(ctx, t, g, "p", &calls, "not checked yet")
 	// While the check waits on the database, another reset.
 	if _, err := g.Reopen(ctx, "q3", 0); err != nil {
 		t.Fatal(err)
@@ -1076,4 +1044,25 @@ func markWithACheckDue(ctx context.Context, t *testing.T, g *soldout.Gate, produ
 	if set, err := g.Mark(ctx, product, 0); err != nil || !set {
 		t.Fatalf("Mark = %v, %v", set, err)
 	}
+}
+
+// readUntilChecked reads product on g, wanting it sold out (why says why),
+// until a check of its flag has called Committed (counted by calls), and
+// returns that read for the test to repeat.
+func readUntilChecked(ctx context.Context, t *testing.T, g *soldout.Gate, product string, calls *atomic.Int64, why string) (read func()) {
+	t.Helper()
+	read = func() {
+		t.Helper()
+		if got, err := g.SoldOut(ctx, product); err != nil || !got {
+			t.Fatalf("SoldOut = %v, %v; want true (%s)", got, err, why)
+		}
+	}
+	testenv.Eventually(t, 10*time.Second, func() error {
+		read()
+		if calls.Load() == 0 {
+			return errors.New("no check started")
+		}
+		return nil
+	})
+	return read
 }
